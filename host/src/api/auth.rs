@@ -1,0 +1,117 @@
+//! Bearer-token authentication and role checks.
+//!
+//! Tokens are kept as SHA-256 digests and compared in constant time against
+//! every configured token, so neither timing nor logs reveal a token. A server
+//! without tokens (loopback only, see `config`) treats every caller as admin.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+use crate::config::{Role, Token};
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's configured name (never the token itself).
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Fails with 403 unless the caller has at least `role`.
+    pub fn require(&self, role: Role, action: &str) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "{action} needs the {} role; token {:?} has the {} role",
+                role.as_str(),
+                self.name,
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+/// Finds the token matching `presented`; checks every token so the time taken
+/// does not depend on which (if any) matched.
+pub fn authenticate(tokens: &[Token], presented: &str) -> Option<Caller> {
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let mut found = None;
+    for token in tokens {
+        if bool::from(token.sha256.ct_eq(&digest)) {
+            found = Some(Caller {
+                name: token.name.clone(),
+                role: token.role,
+            });
+        }
+    }
+    found
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if state.tokens.is_empty() {
+            return Ok(Caller {
+                name: "local".to_owned(),
+                role: Role::Admin,
+            });
+        }
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            return Err(ApiError::Unauthorized(
+                "missing bearer token: send 'Authorization: Bearer <token>'".into(),
+            ));
+        };
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
+        authenticate(&state.tokens, presented).ok_or_else(|| ApiError::Unauthorized("invalid token".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(name: &str, secret: &str, role: Role) -> Token {
+        Token {
+            name: name.into(),
+            role,
+            sha256: Sha256::digest(secret.as_bytes()).into(),
+        }
+    }
+
+    #[test]
+    fn tokens_match_by_digest_and_roles_are_checked() {
+        let tokens = vec![
+            token("ci", "secret-one-000000", Role::Operator),
+            token("ro", "secret-two-000000", Role::Viewer),
+        ];
+        let caller = authenticate(&tokens, "secret-one-000000").expect("known token");
+        assert_eq!(
+            caller,
+            Caller {
+                name: "ci".into(),
+                role: Role::Operator
+            }
+        );
+        assert!(authenticate(&tokens, "secret-one-00000").is_none());
+        assert!(caller.require(Role::Viewer, "reading").is_ok());
+        let err = caller
+            .require(Role::Admin, "writing a shell job")
+            .expect_err("needs admin");
+        assert_eq!(
+            err.to_string(),
+            "writing a shell job needs the admin role; token \"ci\" has the operator role"
+        );
+    }
+}

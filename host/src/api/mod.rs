@@ -1,0 +1,115 @@
+//! The HTTP API (axum): routes, state, auth, errors, OpenAPI, and serving
+//! with graceful shutdown.
+//!
+//! The API reads and writes only through `coord::Coordinator` and the
+//! `LogStore` trait; it never touches wasmtime or a store driver.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Token;
+use crate::coord::Coordinator;
+use crate::logstore::LogStore;
+use crate::metrics::Metrics;
+
+pub mod auth;
+mod error;
+pub mod jobs;
+pub mod openapi;
+pub mod runs;
+pub mod system;
+
+pub use auth::Caller;
+pub use error::{ApiError, ApiJson, ApiQuery, ErrorBody};
+pub use jobs::{JobStatus, JobView};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub coord: Coordinator,
+    pub logs: Arc<dyn LogStore>,
+    pub tokens: Arc<[Token]>,
+    pub metrics: Arc<Metrics>,
+    /// Whether this server accepts shell jobs at all (its workers may run native processes).
+    pub shell_jobs: bool,
+    /// Cancelled at shutdown, so long-polls answer at once instead of holding it up.
+    pub shutdown: CancellationToken,
+}
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub max_body_bytes: usize,
+}
+
+/// The whole application: API, probes, metrics, OpenAPI and the console.
+pub fn router(state: AppState, http: &HttpConfig) -> Router {
+    let api = Router::new()
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{name}", put(jobs::put).get(jobs::get).delete(jobs::delete))
+        .route("/jobs/{name}/pause", post(jobs::pause))
+        .route("/jobs/{name}/resume", post(jobs::resume))
+        .route("/jobs/{name}/run", post(jobs::run_now))
+        .route("/jobs/{name}/kill", post(jobs::kill))
+        .route("/runs", get(runs::list))
+        .route("/runs/{run_id}", get(runs::get))
+        .route("/runs/{run_id}/output", get(runs::output))
+        .route("/workers", get(system::workers))
+        .route("/cron/next", get(system::cron_next))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(api_not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .merge(crate::console::router())
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn api_not_found(request: Request) -> ApiError {
+    ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    state.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    let response = next.run(request).await;
+    if response.status().is_server_error() {
+        state.metrics.http_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    response
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then finishes
+/// in-flight requests.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// A plain-text success body, for probes.
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
+}

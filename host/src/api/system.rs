@@ -1,0 +1,138 @@
+//! Workers, the cron preview, probes and metrics.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, ApiQuery, AppState, Caller};
+use crate::coord::WorkerInfo;
+use crate::cronexpr::{CronExpr, parse_timezone};
+use crate::logstore::RunQuery;
+
+/// A live worker and its load.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerView {
+    #[serde(flatten)]
+    pub info: WorkerInfo,
+    /// Runs it has in progress.
+    pub running: usize,
+    pub uptime_s: i64,
+}
+
+/// Live workers (those holding their lease).
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers",
+    responses((status = 200, body = [WorkerView])))]
+pub(super) async fn workers(State(state): State<AppState>, _caller: Caller) -> Result<Json<Vec<WorkerView>>, ApiError> {
+    let workers = state.coord.list_workers().await?;
+    let mut running: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, entry) in state.coord.running(None).await? {
+        *running.entry(entry.worker).or_default() += 1;
+    }
+    let now = Timestamp::now();
+    Ok(Json(
+        workers
+            .into_iter()
+            .map(|info| WorkerView {
+                running: running.get(&info.id).copied().unwrap_or(0),
+                uptime_s: now.duration_since(info.started_at).as_secs(),
+                info,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CronQuery {
+    /// The cron expression.
+    pub expr: String,
+    /// IANA zone (default UTC).
+    pub tz: Option<String>,
+    /// RFC 3339 instant to start after (default now).
+    pub after: Option<String>,
+    /// How many fire times (1–100, default 5).
+    pub count: Option<usize>,
+}
+
+/// The next fire times of an expression.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CronPreview {
+    pub expr: String,
+    pub timezone: String,
+    /// The expression in words.
+    pub explain: String,
+    /// Whether DST transitions shift rather than skip or repeat it (see the README).
+    pub fixed_time: bool,
+    #[schema(value_type = Vec<String>)]
+    pub next: Vec<Timestamp>,
+}
+
+/// Validate a cron expression and preview its next fire times.
+#[utoipa::path(get, path = "/api/v1/cron/next", tag = "cron", params(CronQuery),
+    responses((status = 200, body = CronPreview), (status = 422, body = super::ErrorBody)))]
+pub(super) async fn cron_next(
+    _caller: Caller,
+    ApiQuery(query): ApiQuery<CronQuery>,
+) -> Result<Json<CronPreview>, ApiError> {
+    let expr = CronExpr::parse(&query.expr).map_err(|err| ApiError::invalid("expr", err.to_string()))?;
+    let tz_name = query.tz.unwrap_or_else(|| "UTC".to_owned());
+    let tz = parse_timezone(&tz_name).map_err(|err| ApiError::invalid("tz", err.to_string()))?;
+    let after = match query.after {
+        Some(text) => text
+            .parse::<Timestamp>()
+            .map_err(|err| ApiError::invalid("after", format!("{text:?} is not an RFC 3339 instant: {err}")))?,
+        None => Timestamp::now(),
+    };
+    let count = query.count.unwrap_or(5);
+    if !(1..=100).contains(&count) {
+        return Err(ApiError::invalid(
+            "count",
+            format!("must be between 1 and 100, got {count}"),
+        ));
+    }
+    let next = expr.iter_after(after, &tz).take(count).collect();
+    Ok(Json(CronPreview {
+        explain: expr.explain(),
+        fixed_time: expr.is_fixed_time(),
+        expr: expr.as_str().to_owned(),
+        timezone: tz_name,
+        next,
+    }))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, body = String)))]
+pub(super) async fn healthz() -> Response {
+    super::text(StatusCode::OK, "ok\n")
+}
+
+/// Readiness: both stores answer.
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, body = String), (status = 503, body = String)))]
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    let coord = state.coord.list_workers().await;
+    let logs = state
+        .logs
+        .runs(&RunQuery {
+            limit: 1,
+            ..RunQuery::default()
+        })
+        .await;
+    match (coord, logs) {
+        (Ok(_), Ok(_)) => super::text(StatusCode::OK, "ready\n"),
+        (Err(err), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("coordination store: {err}\n")).into_response(),
+        (_, Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, format!("log store: {err}\n")).into_response(),
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, body = String, content_type = "text/plain")))]
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}

@@ -1,0 +1,85 @@
+//! A small HTTP client for the API, turning error bodies into readable errors.
+
+use anyhow::{Context, bail};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+
+use crate::config::ClientArgs;
+
+pub(super) struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub(super) fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+        let base = args.server.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            bail!("--server must be an http:// URL (put a TLS-terminating proxy in front for https), got {base:?}");
+        }
+        // Follow requests long-poll for up to a minute.
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(90))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            http,
+            base,
+            token: args.token.clone(),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self.http.request(method, format!("{}/api/v1{path}", self.base));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub(super) async fn get_query(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        self.send(self.request(Method::GET, path).query(query)).await
+    }
+
+    pub(super) async fn post(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.request(Method::POST, path)).await
+    }
+
+    pub(super) async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
+    pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the sandcron server at {}", self.base))?;
+        let status = response.status();
+        let bytes = response.bytes().await.context("cannot read the server's answer")?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let body: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| body.to_string());
+        match body["error"]["field"].as_str() {
+            Some(field) => bail!("{message} (field {field}; HTTP {})", status.as_u16()),
+            None => bail!("{message} (HTTP {})", status.as_u16()),
+        }
+    }
+}

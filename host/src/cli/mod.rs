@@ -1,0 +1,355 @@
+//! The command line: `sandcron dev`, the local `cron` helpers, and client
+//! subcommands that mirror the HTTP API.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+
+use crate::config::{ClientArgs, DevArgs};
+use crate::cronexpr::{CronExpr, parse_timezone};
+
+mod client;
+
+use client::Client;
+
+/// sandcron: a distributed cron whose jobs run in a WebAssembly sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "sandcron", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run master and worker in one process on embedded stores (no etcd or MongoDB needed).
+    Dev(DevArgs),
+    /// Work with cron expressions locally.
+    #[command(subcommand)]
+    Cron(CronCommand),
+    /// Create, list, change and delete jobs.
+    Job {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Run a job now, once.
+    Run {
+        #[command(flatten)]
+        client: ClientArgs,
+        job: String,
+    },
+    /// Kill a job's running runs (or one of them).
+    Kill {
+        #[command(flatten)]
+        client: ClientArgs,
+        job: String,
+        /// Kill only this run.
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Print the output of a run, or of a job's latest run.
+    Logs {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A run id, or a job name (its latest run).
+        target: String,
+        /// Keep printing output as the run produces it, until it ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// List runs.
+    Runs {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// List live workers.
+    Workers {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CronCommand {
+    /// Print the next fire times, one RFC 3339 instant per line.
+    Next {
+        expr: String,
+        /// IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// Start after this RFC 3339 instant (default: now).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        count: usize,
+    },
+    /// Say in words when an expression fires.
+    Explain { expr: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Create or replace a job from a TOML or JSON file.
+    Apply {
+        /// The job file (`name` plus the fields of the job body).
+        #[arg(short, long)]
+        file: PathBuf,
+        /// The job name, if the file has none.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List jobs.
+    Ls {
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job as JSON.
+    Get { name: String },
+    /// Delete a job (killing its running runs).
+    Rm { name: String },
+    /// Stop scheduling a job.
+    Pause { name: String },
+    /// Schedule a paused job again.
+    Resume { name: String },
+}
+
+/// Runs a client or local subcommand (everything but `dev`).
+pub async fn run_client(command: Command) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Dev(_) => bail!("`dev` is not a client command"),
+        Command::Cron(CronCommand::Next { expr, tz, after, count }) => {
+            let expr = CronExpr::parse(&expr)?;
+            let zone = parse_timezone(&tz)?;
+            let after = match after {
+                Some(text) => text
+                    .parse::<Timestamp>()
+                    .with_context(|| format!("--after {text:?} is not an RFC 3339 instant"))?,
+                None => Timestamp::now(),
+            };
+            for instant in expr.iter_after(after, &zone).take(count) {
+                writeln!(
+                    out,
+                    "{}",
+                    instant.to_zoned(zone.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z")
+                )?;
+            }
+        }
+        Command::Cron(CronCommand::Explain { expr }) => {
+            let expr = CronExpr::parse(&expr)?;
+            writeln!(out, "{}", expr.explain())?;
+        }
+        Command::Job { client, command } => job(&Client::new(&client)?, command, &mut out).await?,
+        Command::Run { client, job } => {
+            let body = Client::new(&client)?.post(&format!("/jobs/{job}/run")).await?;
+            writeln!(out, "run of {job} requested")?;
+            if let Some(note) = body.get("note").and_then(|n| n.as_str()) {
+                writeln!(out, "note: {note}")?;
+            }
+        }
+        Command::Kill { client, job, run } => {
+            let path = match &run {
+                Some(run) => format!("/jobs/{job}/kill?run_id={run}"),
+                None => format!("/jobs/{job}/kill"),
+            };
+            let body = Client::new(&client)?.post(&path).await?;
+            for run in body["runs"].as_array().into_iter().flatten() {
+                writeln!(out, "killing {}", run.as_str().unwrap_or_default())?;
+            }
+        }
+        Command::Logs { client, target, follow } => logs(&Client::new(&client)?, &target, follow).await?,
+        Command::Runs {
+            client,
+            job,
+            status,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(job.map(|j| ("job", j)));
+            query.extend(status.map(|s| ("status", s)));
+            let page = Client::new(&client)?.get_query("/runs", &query).await?;
+            writeln!(
+                out,
+                "{:<26}  {:<20}  {:<25}  {:<9}  {:<13}  EXIT",
+                "RUN", "JOB", "TICK", "TRIGGER", "STATUS"
+            )?;
+            for run in page["runs"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{:<26}  {:<20}  {:<25}  {:<9}  {:<13}  {}",
+                    text(&run["run_id"]),
+                    text(&run["job"]),
+                    text(&run["tick"]),
+                    text(&run["trigger"]),
+                    text(&run["status"]),
+                    run["exit_code"].as_i64().map(|c| c.to_string()).unwrap_or_default()
+                )?;
+            }
+        }
+        Command::Workers { client } => {
+            let workers = Client::new(&client)?.get("/workers").await?;
+            writeln!(
+                out,
+                "{:<30}  {:<20}  {:>8}  {:>7}  {:<6}  UPTIME",
+                "WORKER", "HOST", "CAPACITY", "RUNNING", "NATIVE"
+            )?;
+            for w in workers.as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{:<30}  {:<20}  {:>8}  {:>7}  {:<6}  {}s",
+                    text(&w["id"]),
+                    text(&w["hostname"]),
+                    w["capacity"],
+                    w["running"],
+                    if w["allow_native"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    w["uptime_s"]
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn text(value: &serde_json::Value) -> &str {
+    value.as_str().unwrap_or("-")
+}
+
+async fn job(client: &Client, command: JobCommand, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    match command {
+        JobCommand::Apply { file, name } => {
+            let (name, body) = read_job_file(&file, name)?;
+            let view = client.put(&format!("/jobs/{name}"), &body).await?;
+            writeln!(out, "job {name} saved (revision {})", view["revision"])?;
+        }
+        JobCommand::Ls { json } => {
+            let jobs = client.get("/jobs").await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&jobs)?)?;
+                return Ok(());
+            }
+            writeln!(
+                out,
+                "{:<24}  {:<6}  {:<14}  {:<20}  {:<26}  LAST",
+                "NAME", "KIND", "STATUS", "SCHEDULE", "NEXT"
+            )?;
+            for job in jobs.as_array().into_iter().flatten() {
+                let kind = job["kind"]
+                    .as_object()
+                    .and_then(|k| k.keys().next().cloned())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<24}  {:<6}  {:<14}  {:<20}  {:<26}  {}",
+                    text(&job["name"]),
+                    kind,
+                    text(&job["status"]),
+                    text(&job["schedule"]),
+                    text(&job["next_run"]),
+                    job["last_run"]["status"].as_str().unwrap_or("-")
+                )?;
+            }
+        }
+        JobCommand::Get { name } => {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&client.get(&format!("/jobs/{name}")).await?)?
+            )?;
+        }
+        JobCommand::Rm { name } => {
+            client.delete(&format!("/jobs/{name}")).await?;
+            writeln!(out, "job {name} deleted")?;
+        }
+        JobCommand::Pause { name } => {
+            client.post(&format!("/jobs/{name}/pause")).await?;
+            writeln!(out, "job {name} paused")?;
+        }
+        JobCommand::Resume { name } => {
+            client.post(&format!("/jobs/{name}/resume")).await?;
+            writeln!(out, "job {name} resumed")?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a job file (TOML, or JSON when it ends in `.json`) into its name
+/// and the body of `PUT /jobs/{name}`.
+pub fn read_job_file(path: &std::path::Path, name: Option<String>) -> anyhow::Result<(String, serde_json::Value)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut body: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?
+    } else {
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+        serde_json::to_value(table)?
+    };
+    let object = body
+        .as_object_mut()
+        .with_context(|| format!("{} must hold one job (a table)", path.display()))?;
+    let in_file = object.remove("name").and_then(|n| n.as_str().map(str::to_owned));
+    let name = name
+        .or(in_file)
+        .with_context(|| format!("{} has no `name`; add one or pass --name", path.display()))?;
+    Ok((name, body))
+}
+
+async fn logs(client: &Client, target: &str, follow: bool) -> anyhow::Result<()> {
+    let run_id = if target.parse::<crate::ids::RunId>().is_ok() {
+        target.to_owned()
+    } else {
+        let page = client
+            .get_query("/runs", &[("job", target.to_owned()), ("limit", "1".to_owned())])
+            .await?;
+        page["runs"][0]["run_id"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("job {target} has no runs yet"))?
+    };
+    let mut after: Option<u64> = None;
+    loop {
+        let mut query = vec![("limit", "5000".to_owned())];
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
+        if follow {
+            query.push(("follow", "true".to_owned()));
+        }
+        let page = client.get_query(&format!("/runs/{run_id}/output"), &query).await?;
+        for chunk in page["chunks"].as_array().into_iter().flatten() {
+            let data = chunk["data"].as_str().unwrap_or_default();
+            if chunk["stream"] == "stderr" {
+                let mut err = std::io::stderr().lock();
+                err.write_all(data.as_bytes())?;
+                err.flush()?;
+            } else {
+                let mut out = std::io::stdout().lock();
+                out.write_all(data.as_bytes())?;
+                out.flush()?;
+            }
+        }
+        after = page["next_after"].as_u64().or(after);
+        let done = page["done"].as_bool().unwrap_or(true);
+        if done || (!follow && page["chunks"].as_array().is_none_or(|c| c.len() < 5000)) {
+            if follow || done {
+                eprintln!("[run {run_id} {}]", text(&page["status"]));
+            }
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! Configuration: the TOML file, `SANDCRON_*` environment variables and
+//! command-line flags, merged and validated in one place.
+//!
+//! This is the only module that reads the environment or configuration files.
+//! Precedence, highest first: flags, environment, file, defaults. Unknown keys
+//! in the file are errors that name the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// What a bearer token may do. Ordered: each role includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read jobs, runs, output, workers.
+    Viewer,
+    /// Also write wasm jobs, upload modules, run now, pause, kill.
+    Operator,
+    /// Also write shell jobs.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The raw file, exactly as written; every table rejects unknown keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+    #[serde(default)]
+    pub worker: WorkerFile,
+    #[serde(default)]
+    pub logs: LogsFile,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    pub listen: Option<String>,
+    /// Serve without tokens on a non-loopback address. Only for trusted networks.
+    pub insecure: Option<bool>,
+    pub max_body_kb: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    #[serde(default)]
+    pub tokens: Vec<TokenFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    /// Who the token belongs to; shown in logs instead of the token.
+    pub name: String,
+    pub role: Role,
+    /// The token itself, or …
+    pub token: Option<String>,
+    /// … its SHA-256 in hex, so the file need not hold the secret.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFile {
+    pub id: Option<String>,
+    pub capacity: Option<usize>,
+    pub allow_native: Option<bool>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Variables a native process inherits from the worker (everything else is cleared).
+    pub native_env: Option<Vec<String>>,
+    /// SIGTERM → SIGKILL grace period for native process groups.
+    pub kill_grace_s: Option<u64>,
+    /// Missed ticks recorded one by one before the rest are summarised in one record.
+    pub missed_record_limit: Option<u64>,
+    /// Most ticks one `catchup = all` recovery runs.
+    pub catchup_run_limit: Option<u64>,
+    /// How long shutdown waits for runs to finish before killing them.
+    pub drain_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsFile {
+    pub retention_days: Option<u64>,
+    pub batch_docs: Option<usize>,
+    pub flush_ms: Option<u64>,
+}
+
+/// A validated token: only its hash is kept in memory.
+#[derive(Clone)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// Server settings after validation.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<Token>,
+    /// Largest JSON body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// Worker settings after validation.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub id: Option<String>,
+    pub capacity: usize,
+    pub allow_native: bool,
+    pub labels: BTreeMap<String, String>,
+    pub native_env: Vec<String>,
+    pub kill_grace: Duration,
+    pub missed_record_limit: u64,
+    pub catchup_run_limit: u64,
+    pub drain_timeout: Duration,
+}
+
+/// Log settings after validation.
+#[derive(Debug, Clone)]
+pub struct LogsConfig {
+    pub retention: Duration,
+    pub batch_docs: usize,
+    pub flush_interval: Duration,
+}
+
+/// Everything `sandcron dev` needs, validated.
+#[derive(Debug, Clone)]
+pub struct DevConfig {
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub worker: WorkerConfig,
+    pub logs: LogsConfig,
+    /// Seed one demo job into an empty store.
+    pub seed_demo: bool,
+}
+
+/// `sandcron dev` flags; each also reads its `SANDCRON_*` variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DevArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SANDCRON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the API and console (default 127.0.0.1:8070; port 0 picks a free one).
+    #[arg(long, env = "SANDCRON_LISTEN")]
+    pub listen: Option<String>,
+    /// Where jobs and run history are kept (default ./sandcron-data).
+    #[arg(long, env = "SANDCRON_DATA_DIR")]
+    pub data: Option<PathBuf>,
+    /// Forbid shell jobs on this machine.
+    #[arg(long)]
+    pub no_native: bool,
+    /// Concurrent runs at most.
+    #[arg(long, env = "SANDCRON_CAPACITY")]
+    pub capacity: Option<usize>,
+    /// Serve without tokens on a non-loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Do not seed the demo job into an empty store.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8070";
+pub const DEFAULT_DATA_DIR: &str = "sandcron-data";
+
+impl DevArgs {
+    /// Reads the file (if any), applies flags and environment, validates.
+    pub fn load(&self) -> anyhow::Result<DevConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = self
+            .listen
+            .clone()
+            .or(file.server.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen address {listen_text:?} is not an IP:port"))?;
+        let tokens = tokens(&file.auth)?;
+        let insecure = self.insecure || file.server.insecure.unwrap_or(false);
+        check_bind(listen, &tokens, insecure)?;
+        let server = ServerConfig {
+            listen,
+            tokens,
+            max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
+        };
+        let mut worker = worker(&file.worker, true, 10)?;
+        if self.no_native {
+            worker.allow_native = false;
+        }
+        if let Some(capacity) = self.capacity {
+            worker.capacity = check_capacity(capacity)?;
+        }
+        Ok(DevConfig {
+            data_dir,
+            server,
+            worker,
+            logs: logs(&file.logs)?,
+            seed_demo: !self.no_demo,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read configuration file {}", path.display()))?;
+    parse_file(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+/// Parses configuration text; errors name the offending key and line.
+pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    toml::from_str(text).map_err(|err| anyhow::anyhow!("{}", err.to_string().trim_end()))
+}
+
+fn tokens(auth: &AuthFile) -> anyhow::Result<Vec<Token>> {
+    let mut out = Vec::with_capacity(auth.tokens.len());
+    for entry in &auth.tokens {
+        if entry.name.trim().is_empty() {
+            bail!("auth.tokens: every token needs a name");
+        }
+        let sha256 = match (&entry.token, &entry.sha256) {
+            (Some(token), None) => {
+                if token.len() < 16 {
+                    bail!("auth.tokens {:?}: token must be at least 16 characters", entry.name);
+                }
+                Sha256::digest(token.as_bytes()).into()
+            }
+            (None, Some(hex)) => {
+                parse_sha256_hex(hex).with_context(|| format!("auth.tokens {:?}: sha256", entry.name))?
+            }
+            _ => bail!("auth.tokens {:?}: give exactly one of token or sha256", entry.name),
+        };
+        if out.iter().any(|t: &Token| t.sha256 == sha256) {
+            bail!("auth.tokens {:?}: the same token is configured twice", entry.name);
+        }
+        out.push(Token {
+            name: entry.name.clone(),
+            role: entry.role,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_sha256_hex(hex: &str) -> anyhow::Result<[u8; 32]> {
+    if hex.len() != 64 {
+        bail!("expected 64 hex digits, found {}", hex.len());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte =
+            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| anyhow::anyhow!("not hexadecimal: {hex:?}"))?;
+    }
+    Ok(out)
+}
+
+/// A server without tokens answers anyone who can reach it, so it may only
+/// listen on loopback unless the operator says otherwise explicitly.
+fn check_bind(listen: SocketAddr, tokens: &[Token], insecure: bool) -> anyhow::Result<()> {
+    if tokens.is_empty() && !listen.ip().is_loopback() && !insecure {
+        bail!(
+            "refusing to listen on {listen} without auth tokens: configure [[auth.tokens]] \
+             or pass --insecure to accept unauthenticated requests from the network"
+        );
+    }
+    Ok(())
+}
+
+fn check_capacity(capacity: usize) -> anyhow::Result<usize> {
+    if !(1..=10_000).contains(&capacity) {
+        bail!("worker capacity must be between 1 and 10000, got {capacity}");
+    }
+    Ok(capacity)
+}
+
+fn kb_to_bytes(kb: u64, key: &str) -> anyhow::Result<usize> {
+    if !(1..=1024 * 1024).contains(&kb) {
+        bail!("{key} must be between 1 and 1048576, got {kb}");
+    }
+    Ok((kb * 1024) as usize)
+}
+
+fn worker(file: &WorkerFile, allow_native_default: bool, drain_default_s: u64) -> anyhow::Result<WorkerConfig> {
+    if let Some(id) = &file.id {
+        crate::ids::WorkerId::new(id).context("worker.id")?;
+    }
+    for (key, value) in &file.labels {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+        };
+        if !ok(key) || !ok(value) {
+            bail!("worker.labels: {key:?} = {value:?} is not a valid label (1-63 of [A-Za-z0-9._/-])");
+        }
+    }
+    let native_env = file.native_env.clone().unwrap_or_else(|| vec!["PATH".to_owned()]);
+    for name in &native_env {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("worker.native_env: {name:?} is not a variable name");
+        }
+    }
+    let kill_grace_s = file.kill_grace_s.unwrap_or(5);
+    if !(0..=600).contains(&kill_grace_s) {
+        bail!("worker.kill_grace_s must be between 0 and 600, got {kill_grace_s}");
+    }
+    Ok(WorkerConfig {
+        id: file.id.clone(),
+        capacity: check_capacity(file.capacity.unwrap_or(16))?,
+        allow_native: file.allow_native.unwrap_or(allow_native_default),
+        labels: file.labels.clone(),
+        native_env,
+        kill_grace: Duration::from_secs(kill_grace_s),
+        missed_record_limit: file.missed_record_limit.unwrap_or(1000).max(1),
+        catchup_run_limit: file.catchup_run_limit.unwrap_or(100).max(1),
+        drain_timeout: Duration::from_secs(file.drain_timeout_s.unwrap_or(drain_default_s).min(3600)),
+    })
+}
+
+fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {
+    let retention_days = file.retention_days.unwrap_or(30);
+    if !(1..=3650).contains(&retention_days) {
+        bail!("logs.retention_days must be between 1 and 3650, got {retention_days}");
+    }
+    let batch_docs = file.batch_docs.unwrap_or(500);
+    if !(1..=100_000).contains(&batch_docs) {
+        bail!("logs.batch_docs must be between 1 and 100000, got {batch_docs}");
+    }
+    let flush_ms = file.flush_ms.unwrap_or(100);
+    if !(1..=60_000).contains(&flush_ms) {
+        bail!("logs.flush_ms must be between 1 and 60000, got {flush_ms}");
+    }
+    Ok(LogsConfig {
+        retention: Duration::from_secs(retention_days * 24 * 3600),
+        batch_docs,
+        flush_interval: Duration::from_millis(flush_ms),
+    })
+}
+
+/// Client settings for the CLI subcommands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Base URL of a sandcron master.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDCRON_SERVER",
+        default_value = "http://127.0.0.1:8070"
+    )]
+    pub server: String,
+    /// Bearer token.
+    #[arg(long, global = true, env = "SANDCRON_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// The tracing filter: `SANDCRON_LOG`, else `info`.
+pub fn log_filter() -> String {
+    std::env::var("SANDCRON_LOG").unwrap_or_else(|_| "info".to_owned())
+}
+
+/// The machine's host name, for default worker ids.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Variables a native process inherits, read from this process's environment.
+pub fn inherited_env(names: &[String]) -> BTreeMap<String, String> {
+    names
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name.clone(), value)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = parse_file("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").expect_err("unknown");
+        assert!(err.to_string().contains("unknown field `lisen`"), "{err}");
+        let err = parse_file("[wroker]\n").expect_err("unknown table");
+        assert!(err.to_string().contains("unknown field `wroker`"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_loopback_without_tokens_and_native_allowed() {
+        let config = DevArgs::default().load().expect("defaults");
+        assert_eq!(config.server.listen, DEFAULT_LISTEN.parse().expect("addr"));
+        assert!(config.server.tokens.is_empty());
+        assert!(config.worker.allow_native);
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        let config = DevArgs {
+            no_native: true,
+            ..DevArgs::default()
+        }
+        .load()
+        .expect("no native");
+        assert!(!config.worker.allow_native);
+    }
+
+    #[test]
+    fn a_public_bind_needs_tokens_or_insecure() {
+        let args = DevArgs {
+            listen: Some("0.0.0.0:8070".into()),
+            ..DevArgs::default()
+        };
+        let err = args.load().expect_err("public bind");
+        assert!(err.to_string().contains("without auth tokens"), "{err}");
+        let args = DevArgs { insecure: true, ..args };
+        assert!(args.load().is_ok());
+    }
+
+    #[test]
+    fn tokens_are_hashed_and_validated() {
+        let file = parse_file("[[auth.tokens]]\nname = \"ci\"\nrole = \"operator\"\ntoken = \"0123456789abcdef\"\n")
+            .expect("parses");
+        let parsed = tokens(&file.auth).expect("valid");
+        assert_eq!(parsed[0].role, Role::Operator);
+        assert_eq!(parsed[0].sha256, <[u8; 32]>::from(Sha256::digest(b"0123456789abcdef")));
+        assert!(
+            !format!("{:?}", parsed[0]).contains("0123"),
+            "debug output must not leak"
+        );
+        let file = parse_file("[[auth.tokens]]\nname = \"x\"\nrole = \"admin\"\ntoken = \"short\"\n").expect("parses");
+        assert!(tokens(&file.auth).is_err());
+        let file = parse_file("[[auth.tokens]]\nname = \"x\"\nrole = \"root\"\ntoken = \"0123456789abcdef\"\n")
+            .expect_err("unknown role");
+        assert!(file.to_string().contains("unknown variant `root`"), "{file}");
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+    }
+}

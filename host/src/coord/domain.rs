@@ -1,0 +1,586 @@
+//! The sandcron key layout and every coordination operation built on the
+//! [`KvStore`] contract: jobs, claim-by-CAS with fencing, running runs, workers,
+//! kill and trigger requests, and a re-listing prefix watcher.
+//!
+//! ```text
+//! <prefix>jobs/<name>                job record (JSON)
+//! <prefix>state/<name>               { last_tick } — advanced only by claims
+//! <prefix>running/<name>/<run_id>    a run in progress, on the runner's lease
+//! <prefix>workers/<id>               worker info, on the worker's lease
+//! <prefix>kill/<name>/<run_id|all>   kill request, on a short lease
+//! <prefix>trigger/<name>/<id>        manual "run now" request
+//! <prefix>modules/<hex>/meta|<n>     module bytes, chunked (WASM issue)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::kv::{
+    Compare, KeyValue, KvStore, LeaseId, MAX_TXN_OPS, Revision, StoreError, Txn, TxnOp, WatchEvent, WatchStream,
+};
+use crate::config::Role;
+use crate::ids::{JobName, ModuleDigest, RunId};
+use crate::job::{Job, JobError, JobRecord};
+use crate::run::Trigger;
+
+/// How long a kill request stays in the store. A run that is not found by
+/// then was not running.
+const KILL_REQUEST_TTL: Duration = Duration::from_secs(60);
+
+/// The claim record of a job: the newest tick any worker has claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobState {
+    pub last_tick: Timestamp,
+}
+
+/// A run in progress, as published under `running/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunningEntry {
+    #[schema(value_type = String)]
+    pub run_id: RunId,
+    pub worker: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub tick: Timestamp,
+    pub trigger: Trigger,
+    pub attempt: u32,
+    #[schema(value_type = String, format = DateTime)]
+    pub claimed_at: Timestamp,
+}
+
+/// One tick to claim. `seen_revision` is the mod revision of `state/<job>` the
+/// claimer last saw (0: never claimed); the claim fails if anyone moved it since.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub job: JobName,
+    pub tick: Timestamp,
+    pub seen_revision: Revision,
+    /// The run to publish under `running/` on success; `None` when the tick is
+    /// only being recorded (skipped, missed).
+    pub run: Option<RunningEntry>,
+    pub lease: LeaseId,
+}
+
+/// The result of one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The tick is ours: `fence` is the claim's revision (the fencing token) and
+    /// also the new mod revision of `state/<job>`.
+    Won { fence: Revision },
+    /// Someone else moved the job's state first; re-read it before trying again.
+    Lost,
+}
+
+/// A worker as published under `workers/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub hostname: String,
+    pub version: String,
+    pub labels: BTreeMap<String, String>,
+    pub allow_native: bool,
+    pub capacity: usize,
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: Timestamp,
+}
+
+impl WorkerInfo {
+    /// Whether this worker may run `job`: it carries every label of the job's
+    /// selector and, for shell jobs, permits native processes.
+    pub fn can_run(&self, job: &Job) -> bool {
+        (!job.spec.kind.is_native() || self.allow_native)
+            && job
+                .spec
+                .selector
+                .iter()
+                .all(|(key, value)| self.labels.get(key) == Some(value))
+    }
+}
+
+/// Which runs a kill request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillTarget {
+    Run(RunId),
+    All,
+}
+
+/// A kill request as seen by workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillRequest {
+    pub job: JobName,
+    pub target: KillTarget,
+}
+
+/// A manual "run now" request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerRequest {
+    pub requested_at: Timestamp,
+    pub requested_by: String,
+}
+
+/// A stored module's commit marker (written after all its chunks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ModuleMeta {
+    pub size: u64,
+    pub chunks: u32,
+    /// `module` (core WASI preview 1) or `component` (WASI preview 2).
+    pub kind: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub uploaded_at: Timestamp,
+}
+
+/// Sandcron's view of the coordination store. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    store: Arc<dyn KvStore>,
+    prefix: Arc<str>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").field("prefix", &self.prefix).finish()
+    }
+}
+
+/// The family of keys a watch covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Jobs,
+    State,
+    Running,
+    Workers,
+    Kill,
+    Trigger,
+    Modules,
+}
+
+impl Family {
+    fn segment(self) -> &'static str {
+        match self {
+            Family::Jobs => "jobs/",
+            Family::State => "state/",
+            Family::Running => "running/",
+            Family::Workers => "workers/",
+            Family::Kill => "kill/",
+            Family::Trigger => "trigger/",
+            Family::Modules => "modules/",
+        }
+    }
+}
+
+impl Coordinator {
+    /// `prefix` must end with `/` (default `/sandcron/`).
+    pub fn new(store: Arc<dyn KvStore>, prefix: &str) -> Self {
+        let prefix = if prefix.ends_with('/') {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}/")
+        };
+        Self {
+            store,
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+
+    pub fn prefix_of(&self, family: Family) -> String {
+        format!("{}{}", self.prefix, family.segment())
+    }
+
+    fn key(&self, family: Family, rest: &str) -> String {
+        format!("{}{}{}", self.prefix, family.segment(), rest)
+    }
+
+    /// The path of `key` below its family prefix, if it belongs to `family`.
+    pub fn strip<'k>(&self, family: Family, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&*self.prefix)?.strip_prefix(family.segment())
+    }
+
+    // ---- jobs ---------------------------------------------------------------
+
+    /// The stored record of a job and its revision.
+    pub async fn get_job(&self, name: &JobName) -> Result<Option<(JobRecord, Revision)>, StoreError> {
+        let Some(kv) = self.store.get(&self.key(Family::Jobs, name.as_str())).await? else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&kv.value)
+            .map_err(|err| StoreError::Other(format!("stored job {name} is not valid JSON: {err}")))?;
+        Ok(Some((record, kv.mod_revision)))
+    }
+
+    /// Writes a job. With `expected = Some(rev)` the write only happens if the
+    /// job is still at `rev` (0: does not exist yet); returns `Ok(None)` when
+    /// that check fails. When the schedule changes, the claim state is reset so
+    /// the new schedule starts fresh.
+    pub async fn put_job(
+        &self,
+        name: &JobName,
+        record: &JobRecord,
+        expected: Option<Revision>,
+        reset_state: bool,
+    ) -> Result<Option<Revision>, StoreError> {
+        let key = self.key(Family::Jobs, name.as_str());
+        let value = serde_json::to_vec(record).map_err(|err| StoreError::Other(format!("cannot encode job: {err}")))?;
+        let mut ops = vec![TxnOp::put(key.clone(), value)];
+        if reset_state {
+            ops.push(TxnOp::delete(self.key(Family::State, name.as_str())));
+        }
+        let compares = expected.map(|rev| Compare::mod_revision_is(key, rev));
+        let response = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
+        Ok(response.succeeded.then_some(response.revision))
+    }
+
+    /// Deletes a job with its claim state and pending triggers. Running runs
+    /// finish (or are killed by the caller); their keys go with their leases.
+    pub async fn delete_job(&self, name: &JobName) -> Result<bool, StoreError> {
+        let key = self.key(Family::Jobs, name.as_str());
+        let response = self
+            .store
+            .txn(Txn::new().when([Compare::exists(key.clone())]).and_then([
+                TxnOp::delete(key),
+                TxnOp::delete(self.key(Family::State, name.as_str())),
+                TxnOp::DeletePrefix {
+                    prefix: self.key(Family::Trigger, &format!("{name}/")),
+                },
+            ]))
+            .await?;
+        Ok(response.succeeded)
+    }
+
+    /// Every job, decoded and validated; records that fail to decode are
+    /// returned as errors beside the good ones so callers can report them.
+    pub async fn list_jobs(&self) -> Result<(Vec<Result<Job, (String, JobError)>>, Revision), StoreError> {
+        let range = self.store.range(&self.prefix_of(Family::Jobs)).await?;
+        let jobs = range.kvs.iter().filter_map(|kv| self.decode_job(kv)).collect();
+        Ok((jobs, range.revision))
+    }
+
+    /// Decodes a `jobs/` key-value; `None` if the key is not a job key at all.
+    pub fn decode_job(&self, kv: &KeyValue) -> Option<Result<Job, (String, JobError)>> {
+        let rest = self.strip(Family::Jobs, &kv.key)?;
+        Some(match JobName::new(rest) {
+            Ok(name) => JobRecord::decode(name, &kv.value, kv.mod_revision).map_err(|err| (rest.to_owned(), err)),
+            Err(err) => Err((
+                rest.to_owned(),
+                JobError {
+                    field: "name".into(),
+                    message: err.to_string(),
+                },
+            )),
+        })
+    }
+
+    // ---- claims -------------------------------------------------------------
+
+    /// A job's claim state and the mod revision of its key (0 if never claimed).
+    pub async fn job_state(&self, name: &JobName) -> Result<(Option<JobState>, Revision), StoreError> {
+        match self.store.get(&self.key(Family::State, name.as_str())).await? {
+            None => Ok((None, 0)),
+            Some(kv) => {
+                let state = serde_json::from_slice(&kv.value)
+                    .map_err(|err| StoreError::Other(format!("stored state of {name} is not valid JSON: {err}")))?;
+                Ok((Some(state), kv.mod_revision))
+            }
+        }
+    }
+
+    /// The claim state of every job, with the mod revision of each state key.
+    pub async fn all_states(&self) -> Result<std::collections::HashMap<JobName, (JobState, Revision)>, StoreError> {
+        let range = self.store.range(&self.prefix_of(Family::State)).await?;
+        Ok(range
+            .kvs
+            .iter()
+            .filter_map(|kv| {
+                let name = JobName::new(self.strip(Family::State, &kv.key)?).ok()?;
+                let state = serde_json::from_slice(&kv.value).ok()?;
+                Some((name, (state, kv.mod_revision)))
+            })
+            .collect())
+    }
+
+    /// Claims ticks. Claims are packed into as few transactions as the store's
+    /// operation limit allows; if a packed transaction fails (some job's state
+    /// moved), its claims are retried one by one so each gets its own answer.
+    /// Outcomes are returned in request order.
+    pub async fn claim(&self, requests: &[ClaimRequest]) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut start = 0;
+        while start < requests.len() {
+            // Each claim needs up to two operations; a job may appear only once
+            // per transaction (one write per key).
+            let mut end = start;
+            let mut ops = 0;
+            let mut seen = std::collections::HashSet::new();
+            while end < requests.len() {
+                let need = 1 + usize::from(requests[end].run.is_some());
+                if ops + need > MAX_TXN_OPS || !seen.insert(&requests[end].job) {
+                    break;
+                }
+                ops += need;
+                end += 1;
+            }
+            let batch = &requests[start..end];
+            let response = self.store.txn(self.claim_txn(batch)?).await?;
+            if response.succeeded {
+                outcomes.extend(batch.iter().map(|_| ClaimOutcome::Won {
+                    fence: response.revision,
+                }));
+            } else if batch.len() == 1 {
+                outcomes.push(ClaimOutcome::Lost);
+            } else {
+                for request in batch {
+                    let response = self.store.txn(self.claim_txn(std::slice::from_ref(request))?).await?;
+                    outcomes.push(if response.succeeded {
+                        ClaimOutcome::Won {
+                            fence: response.revision,
+                        }
+                    } else {
+                        ClaimOutcome::Lost
+                    });
+                }
+            }
+            start = end;
+        }
+        Ok(outcomes)
+    }
+
+    fn claim_txn(&self, batch: &[ClaimRequest]) -> Result<Txn, StoreError> {
+        let mut txn = Txn::new();
+        for request in batch {
+            let state_key = self.key(Family::State, request.job.as_str());
+            txn.compares
+                .push(Compare::mod_revision_is(state_key.clone(), request.seen_revision));
+            txn.success.push(TxnOp::put(
+                state_key,
+                encode(&JobState {
+                    last_tick: request.tick,
+                })?,
+            ));
+            if let Some(run) = &request.run {
+                txn.success.push(TxnOp::put_leased(
+                    self.running_key(&request.job, run.run_id),
+                    encode(run)?,
+                    request.lease,
+                ));
+            }
+        }
+        Ok(txn)
+    }
+
+    /// Publishes a run that needs no tick claim (a retry of a claimed tick);
+    /// returns its fencing token.
+    pub async fn start_run(&self, job: &JobName, run: &RunningEntry, lease: LeaseId) -> Result<Revision, StoreError> {
+        self.store
+            .put(&self.running_key(job, run.run_id), encode(run)?, Some(lease))
+            .await
+    }
+
+    /// Consumes a manual trigger and publishes its run in one transaction, so
+    /// a trigger starts exactly one run; `None` if someone else consumed it.
+    pub async fn take_trigger(
+        &self,
+        trigger_key: &str,
+        job: &JobName,
+        run: &RunningEntry,
+        lease: LeaseId,
+    ) -> Result<Option<Revision>, StoreError> {
+        let response = self
+            .store
+            .txn(Txn::new().when([Compare::exists(trigger_key)]).and_then([
+                TxnOp::delete(trigger_key),
+                TxnOp::put_leased(self.running_key(job, run.run_id), encode(run)?, lease),
+            ]))
+            .await?;
+        Ok(response.succeeded.then_some(response.revision))
+    }
+
+    fn running_key(&self, job: &JobName, run_id: RunId) -> String {
+        self.key(Family::Running, &format!("{job}/{run_id}"))
+    }
+
+    /// Removes a finished run from `running/`.
+    pub async fn finish_run(&self, job: &JobName, run_id: RunId) -> Result<(), StoreError> {
+        self.store.delete(&self.running_key(job, run_id)).await.map(|_| ())
+    }
+
+    /// Runs in progress, of one job or of all jobs.
+    pub async fn running(&self, job: Option<&JobName>) -> Result<Vec<(JobName, RunningEntry)>, StoreError> {
+        let prefix = match job {
+            Some(job) => self.key(Family::Running, &format!("{job}/")),
+            None => self.prefix_of(Family::Running),
+        };
+        let range = self.store.range(&prefix).await?;
+        Ok(range.kvs.iter().filter_map(|kv| self.decode_running(kv)).collect())
+    }
+
+    /// The job and run id named by a `running/` key.
+    pub fn decode_running_key(&self, key: &str) -> Option<(JobName, RunId)> {
+        let rest = self.strip(Family::Running, key)?;
+        let (job, run_id) = rest.split_once('/')?;
+        Some((JobName::new(job).ok()?, run_id.parse().ok()?))
+    }
+
+    /// Decodes a `running/` key-value, skipping anything malformed.
+    pub fn decode_running(&self, kv: &KeyValue) -> Option<(JobName, RunningEntry)> {
+        let rest = self.strip(Family::Running, &kv.key)?;
+        let (job, _) = rest.split_once('/')?;
+        let job = JobName::new(job).ok()?;
+        let entry = serde_json::from_slice(&kv.value).ok()?;
+        Some((job, entry))
+    }
+
+    // ---- workers ------------------------------------------------------------
+
+    /// Publishes (or refreshes) a worker under its lease.
+    pub async fn register_worker(&self, info: &WorkerInfo, lease: LeaseId) -> Result<Revision, StoreError> {
+        self.store
+            .put(&self.key(Family::Workers, &info.id), encode(info)?, Some(lease))
+            .await
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        let range = self.store.range(&self.prefix_of(Family::Workers)).await?;
+        Ok(range
+            .kvs
+            .iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect())
+    }
+
+    // ---- kill and trigger requests -------------------------------------------
+
+    /// Asks whichever worker runs it to kill a run (or every run of the job).
+    pub async fn request_kill(&self, job: &JobName, target: KillTarget) -> Result<(), StoreError> {
+        let lease = self.store.lease_grant(KILL_REQUEST_TTL).await?;
+        let which = match target {
+            KillTarget::Run(run_id) => run_id.to_string(),
+            KillTarget::All => "all".to_owned(),
+        };
+        // The value is unique per request so a repeated kill is a new event.
+        let value = encode(&Timestamp::now())?;
+        self.store
+            .put(&self.key(Family::Kill, &format!("{job}/{which}")), value, Some(lease))
+            .await?;
+        Ok(())
+    }
+
+    /// Decodes a `kill/` key.
+    pub fn decode_kill(&self, key: &str) -> Option<KillRequest> {
+        let rest = self.strip(Family::Kill, key)?;
+        let (job, which) = rest.split_once('/')?;
+        let job = JobName::new(job).ok()?;
+        let target = if which == "all" {
+            KillTarget::All
+        } else {
+            KillTarget::Run(which.parse().ok()?)
+        };
+        Some(KillRequest { job, target })
+    }
+
+    /// Stores a "run now" request; returns its key.
+    pub async fn request_trigger(&self, job: &JobName, requested_by: Role) -> Result<String, StoreError> {
+        let key = self.key(Family::Trigger, &format!("{job}/{}", RunId::generate()));
+        let request = TriggerRequest {
+            requested_at: Timestamp::now(),
+            requested_by: requested_by.as_str().into(),
+        };
+        self.store.put(&key, encode(&request)?, None).await?;
+        Ok(key)
+    }
+
+    /// Decodes a `trigger/` key-value into its job and request.
+    pub fn decode_trigger(&self, kv: &KeyValue) -> Option<(JobName, TriggerRequest)> {
+        let rest = self.strip(Family::Trigger, &kv.key)?;
+        let (job, _) = rest.split_once('/')?;
+        Some((JobName::new(job).ok()?, serde_json::from_slice(&kv.value).ok()?))
+    }
+
+    // ---- modules --------------------------------------------------------------
+
+    /// Whether a module's commit marker exists (its chunks are all written).
+    pub async fn module_exists(&self, digest: &ModuleDigest) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .get(&self.key(Family::Modules, &format!("{}/meta", digest.hex())))
+            .await?
+            .is_some())
+    }
+
+    /// A watcher over one key family that survives compaction and stream errors.
+    pub fn watcher(&self, family: Family) -> PrefixWatcher {
+        PrefixWatcher {
+            store: self.store.clone(),
+            prefix: self.prefix_of(family),
+            stream: None,
+            revision: 0,
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|err| StoreError::Other(format!("cannot encode value: {err}")))
+}
+
+/// What a [`PrefixWatcher`] yields.
+#[derive(Debug)]
+pub enum WatchUpdate {
+    /// The full current contents of the prefix (first, and after any watch
+    /// failure): the receiver replaces its view and diffs.
+    Snapshot(Vec<KeyValue>),
+    /// Changes since the previous update, in revision order.
+    Events(Vec<WatchEvent>),
+}
+
+/// Lists a prefix, then watches it from the listed revision; when the watch
+/// fails (compaction, a broken stream, a slow consumer) it lists again. So a
+/// consumer never silently misses a change: it gets events or a fresh snapshot.
+pub struct PrefixWatcher {
+    store: Arc<dyn KvStore>,
+    prefix: String,
+    stream: Option<WatchStream>,
+    revision: Revision,
+}
+
+impl PrefixWatcher {
+    /// The next update. Store errors are returned (the caller decides how long
+    /// to back off); the following call starts over with a snapshot.
+    pub async fn next(&mut self) -> Result<WatchUpdate, StoreError> {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                let range = self.store.range(&self.prefix).await?;
+                self.revision = range.revision;
+                self.stream = Some(self.store.watch(&self.prefix, range.revision).await?);
+                return Ok(WatchUpdate::Snapshot(range.kvs));
+            };
+            match stream.next().await {
+                Some(Ok(events)) => {
+                    if let Some(last) = events.last() {
+                        self.revision = last.revision();
+                    }
+                    if !events.is_empty() {
+                        return Ok(WatchUpdate::Events(events));
+                    }
+                }
+                Some(Err(err)) => {
+                    self.stream = None;
+                    if !matches!(err, StoreError::Compacted { .. }) {
+                        return Err(err);
+                    }
+                    tracing::info!(prefix = %self.prefix, %err, "watch fell behind; listing again");
+                }
+                None => {
+                    self.stream = None;
+                    return Err(StoreError::Unavailable(format!("watch on {} ended", self.prefix)));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! `sandcron dev`: master and worker in one process on the embedded stores
+//! (coordination and logs in SQLite files under the data directory).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState, HttpConfig};
+use crate::config::{DevConfig, Role, hostname, inherited_env};
+use crate::coord::embedded::EmbeddedStore;
+use crate::coord::{Coordinator, WorkerInfo};
+use crate::exec::Executor;
+use crate::exec::native::NativeExecutor;
+use crate::ids::{JobName, WorkerId};
+use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob};
+use crate::logstore::sqlite::SqliteLogStore;
+use crate::logstore::{LogBatch, LogStore, RunQuery, Sink, SinkConfig};
+use crate::metrics::Metrics;
+use crate::run::RunStatus;
+use crate::worker::{Executors, Worker, WorkerDeps};
+
+/// The coordination key prefix.
+pub const KEY_PREFIX: &str = "/sandcron/";
+/// The worker lease TTL.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Runs `sandcron dev` on `listener` until `shutdown` is cancelled; then the
+/// server stops, runs drain, and the sink flushes last.
+pub async fn run(config: DevConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let store = EmbeddedStore::open(&data.join("coord.db")).context("cannot open the coordination store")?;
+    let logs: Arc<dyn LogStore> = SqliteLogStore::open(&data.join("logs.db")).context("cannot open the log store")?;
+    let coord = Coordinator::new(store, KEY_PREFIX);
+    mark_lost_runs(logs.as_ref())
+        .await
+        .context("cannot close runs left by the previous process")?;
+
+    let metrics = Metrics::new();
+    let (sink, sink_task) = Sink::new(
+        logs.clone(),
+        SinkConfig {
+            batch_docs: config.logs.batch_docs,
+            flush_interval: config.logs.flush_interval,
+            spool_path: Some(data.join("log-spool.jsonl")),
+            ..SinkConfig::default()
+        },
+    );
+    metrics.attach_sink(sink.stats());
+    let sink_handle = tokio::spawn(sink_task.run());
+
+    let worker_id = match &config.worker.id {
+        Some(id) => id.clone(),
+        None => stable_worker_id(data)?,
+    };
+    let info = WorkerInfo {
+        id: worker_id,
+        hostname: hostname(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        labels: config.worker.labels.clone(),
+        allow_native: config.worker.allow_native,
+        capacity: config.worker.capacity,
+        started_at: Timestamp::now(),
+    };
+    let shell: Option<Arc<dyn Executor>> = config.worker.allow_native.then(|| {
+        Arc::new(NativeExecutor::new(
+            inherited_env(&config.worker.native_env),
+            config.worker.kill_grace,
+        )) as Arc<dyn Executor>
+    });
+    if config.seed_demo {
+        seed_demo(&coord, data, config.worker.allow_native).await?;
+    }
+    let worker = Worker::new(WorkerDeps {
+        coord: coord.clone(),
+        sink: sink.clone(),
+        executors: Executors { shell, wasm: None },
+        metrics: metrics.clone(),
+        config: config.worker.clone(),
+        info,
+        lease_ttl: LEASE_TTL,
+        drain_timeout: config.worker.drain_timeout,
+    });
+    let worker_handle = tokio::spawn(worker.run(shutdown.clone()));
+    let retention_handle = tokio::spawn(retention(logs.clone(), config.logs.retention, shutdown.clone()));
+
+    let state = AppState {
+        coord,
+        logs,
+        tokens: config.server.tokens.clone().into(),
+        metrics,
+        shell_jobs: config.worker.allow_native,
+        shutdown: shutdown.clone(),
+    };
+    let app = api::router(
+        state,
+        &HttpConfig {
+            max_body_bytes: config.server.max_body_bytes,
+        },
+    );
+    let served = api::serve(listener, app, shutdown.clone()).await;
+    shutdown.cancel();
+
+    let worker_result = worker_handle.await.context("worker task panicked")?;
+    retention_handle.await.context("retention task panicked")?;
+    // The sink ends when its last handle is gone; it flushes everything first.
+    drop(sink);
+    sink_handle
+        .await
+        .context("sink task panicked")?
+        .context("log sink failed")?;
+    served.context("HTTP server failed")?;
+    worker_result.context("worker failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The worker id is kept in the data directory so run records keep naming the
+/// same worker across restarts.
+fn stable_worker_id(data: &Path) -> anyhow::Result<String> {
+    let path = data.join("worker-id");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(id) = WorkerId::new(text.trim())
+    {
+        return Ok(id.to_string());
+    }
+    let id = WorkerId::generate(&hostname());
+    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id.to_string())
+}
+
+/// Runs still `running` in the log store when the single dev process starts
+/// were cut off when the previous process died: record them as `lost`. The
+/// record keeps the run's fence, so it can only replace a `running` record.
+async fn mark_lost_runs(logs: &dyn LogStore) -> anyhow::Result<()> {
+    let mut cursor = None;
+    let now = Timestamp::now();
+    let mut lost = 0;
+    loop {
+        let page = logs
+            .runs(&RunQuery {
+                status: Some(RunStatus::Running),
+                limit: 1000,
+                cursor,
+                ..RunQuery::default()
+            })
+            .await?;
+        let runs = page
+            .runs
+            .into_iter()
+            .map(|mut run| {
+                run.status = RunStatus::Lost;
+                run.ended_at = Some(now);
+                run.error = Some("the process running it stopped before the run ended".to_owned());
+                run
+            })
+            .collect::<Vec<_>>();
+        lost += runs.len();
+        logs.write(&LogBatch {
+            runs,
+            chunks: Vec::new(),
+        })
+        .await?;
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    if lost > 0 {
+        tracing::warn!(runs = lost, "recorded runs cut off by the previous shutdown as lost");
+    }
+    Ok(())
+}
+
+/// Seeds one demo job the first time a data directory is used, so the
+/// console is never empty for a newcomer.
+async fn seed_demo(coord: &Coordinator, data: &Path, native: bool) -> anyhow::Result<()> {
+    let marker = data.join("demo-seeded");
+    if marker.exists() || !native {
+        return Ok(());
+    }
+    let (jobs, _) = coord.list_jobs().await?;
+    if jobs.is_empty() {
+        let now = Timestamp::now();
+        let record = JobRecord {
+            spec: JobSpec {
+                schedule: "@every 1m".to_owned(),
+                timezone: "UTC".to_owned(),
+                kind: JobKind::Shell(ShellJob {
+                    command: "echo \"hello from sandcron: job $SANDCRON_JOB, tick $SANDCRON_TICK\"".to_owned(),
+                    env: Default::default(),
+                    timeout_s: 60,
+                    output_kb: 64,
+                }),
+                overlap: Default::default(),
+                catchup: Default::default(),
+                retry: Default::default(),
+                paused: false,
+                selector: Default::default(),
+                description: "A demo job seeded by `sandcron dev`; delete it whenever you like.".to_owned(),
+            },
+            meta: JobMeta {
+                created_at: now,
+                updated_at: now,
+                active_since: now,
+                written_by: Role::Admin,
+            },
+        };
+        let name = JobName::new("hello")?;
+        coord.put_job(&name, &record, Some(0), false).await?;
+        tracing::info!(job = %name, "seeded a demo job");
+    }
+    std::fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(())
+}
+
+/// Deletes run history older than the retention period, hourly.
+async fn retention(logs: Arc<dyn LogStore>, keep: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let Ok(keep) = jiff::SignedDuration::try_from(keep) else {
+            return;
+        };
+        let before = Timestamp::now() - keep;
+        match logs.purge(before).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(runs = count, %before, "purged old run history"),
+            Err(err) => tracing::warn!(%err, "cannot purge old run history"),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Validated identifier newtypes: job names, run ids, module digests, worker ids.
+//!
+//! Each is checked once at construction (and on deserialisation), so an invalid
+//! identifier cannot exist anywhere else in the program.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Why an identifier was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidId(String);
+
+impl InvalidId {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// A job name: `[a-z0-9][a-z0-9_-]{0,62}`. It is also the suffix of the job's
+/// coordination keys, which is why the alphabet is so narrow.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct JobName(String);
+
+impl JobName {
+    pub const MAX_LEN: usize = 63;
+
+    pub fn new(name: &str) -> Result<Self, InvalidId> {
+        if name.is_empty() {
+            return Err(InvalidId::new("job name is empty"));
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(InvalidId::new(format!(
+                "job name is {} characters long; the limit is {}",
+                name.chars().count(),
+                Self::MAX_LEN
+            )));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        {
+            return Err(InvalidId::new(format!(
+                "job name {name:?} contains {bad:?}; use lower-case letters, digits, '-' and '_'"
+            )));
+        }
+        let first = name.as_bytes()[0];
+        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+            return Err(InvalidId::new(format!(
+                "job name {name:?} must start with a lower-case letter or a digit"
+            )));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A run id: a ULID, so run ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(ulid::Ulid);
+
+impl RunId {
+    /// A fresh id for a run starting now (millisecond time prefix, random tail).
+    pub fn generate() -> Self {
+        Self(ulid::Ulid::generate())
+    }
+
+    /// A deterministic id for a given instant and discriminator; used where a
+    /// record must be idempotent across retries (recorded skips and misses).
+    pub fn from_parts(unix_ms: u64, random: u128) -> Self {
+        Self(ulid::Ulid::from_parts(unix_ms, random))
+    }
+
+    pub fn unix_ms(&self) -> u64 {
+        self.0.timestamp_ms()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for RunId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s)
+            .map(Self)
+            .map_err(|_| InvalidId::new(format!("run id {s:?} is not a ULID")))
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A module digest, `sha256:` followed by 64 lower-case hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ModuleDigest(String);
+
+impl ModuleDigest {
+    pub fn new(text: &str) -> Result<Self, InvalidId> {
+        let hex = text
+            .strip_prefix("sha256:")
+            .ok_or_else(|| InvalidId::new(format!("module digest {text:?} must start with \"sha256:\"")))?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(InvalidId::new(format!(
+                "module digest {text:?} must be \"sha256:\" and 64 lower-case hex digits"
+            )));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(bytes);
+        let mut text = String::with_capacity(71);
+        text.push_str("sha256:");
+        for byte in hash {
+            text.push_str(&format!("{byte:02x}"));
+        }
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The hex part, used in key paths and file names.
+    pub fn hex(&self) -> &str {
+        &self.0["sha256:".len()..]
+    }
+}
+
+/// A worker id: 1–128 characters from `[A-Za-z0-9._-]`, default hostname plus a
+/// random suffix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    pub fn new(text: &str) -> Result<Self, InvalidId> {
+        if text.is_empty() || text.len() > 128 {
+            return Err(InvalidId::new("worker id must be 1 to 128 characters"));
+        }
+        if let Some(bad) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(InvalidId::new(format!(
+                "worker id {text:?} contains {bad:?}; use letters, digits, '.', '_' and '-'"
+            )));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// `<hostname>-<6 random characters>`, made safe for the alphabet above.
+    pub fn generate(hostname: &str) -> Self {
+        let mut base: String = hostname
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(100)
+            .collect();
+        if base.is_empty() {
+            base.push_str("worker");
+        }
+        let suffix = ulid::Ulid::generate().to_string().to_ascii_lowercase();
+        Self(format!("{base}-{}", &suffix[suffix.len() - 6..]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! text_id_impls {
+    ($ty:ident) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = InvalidId;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                Self::new(&text).map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+text_id_impls!(JobName);
+text_id_impls!(ModuleDigest);
+text_id_impls!(WorkerId);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names_follow_the_key_alphabet() {
+        for good in ["a", "0", "backup-db", "a_b-c9", &"x".repeat(63)] {
+            assert!(JobName::new(good).is_ok(), "{good} should be valid");
+        }
+        let cases = [
+            ("", "empty"),
+            ("Backup", "contains 'B'"),
+            ("a/b", "contains '/'"),
+            ("..", "contains '.'"),
+            ("-a", "must start"),
+            ("_a", "must start"),
+            ("a b", "contains ' '"),
+            ("a\u{0}", "contains '\\0'"),
+        ];
+        for (bad, expected) in cases {
+            let err = JobName::new(bad).expect_err(bad).to_string();
+            assert!(err.contains(expected), "{bad:?}: {err}");
+        }
+        let err = JobName::new(&"x".repeat(64)).expect_err("too long").to_string();
+        assert_eq!(err, "job name is 64 characters long; the limit is 63");
+    }
+
+    #[test]
+    fn job_names_are_validated_when_deserialised() {
+        let err = serde_json::from_str::<JobName>("\"../etc\"").expect_err("traversal");
+        assert!(err.to_string().contains("contains '.'"), "{err}");
+    }
+
+    #[test]
+    fn module_digests_are_sha256_hex() {
+        let digest = ModuleDigest::of(b"hello");
+        assert_eq!(
+            digest.as_str(),
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(ModuleDigest::new(digest.as_str()), Ok(digest.clone()));
+        assert_eq!(digest.hex().len(), 64);
+        assert!(ModuleDigest::new("md5:abc").is_err());
+        assert!(ModuleDigest::new(&format!("sha256:{}", "A".repeat(64))).is_err());
+        assert!(ModuleDigest::new("sha256:abc").is_err());
+    }
+
+    #[test]
+    fn run_ids_round_trip_and_sort_by_time() {
+        let early = RunId::from_parts(1_000, 7);
+        let late = RunId::from_parts(2_000, 1);
+        assert!(early < late);
+        assert!(early.to_string() < late.to_string());
+        let parsed: RunId = early.to_string().parse().expect("round trip");
+        assert_eq!(parsed, early);
+        assert_eq!(parsed.unix_ms(), 1_000);
+        assert!("not-a-ulid".parse::<RunId>().is_err());
+    }
+
+    #[test]
+    fn worker_ids_are_sanitised_hostnames_with_a_suffix() {
+        let id = WorkerId::generate("my host.example");
+        assert!(id.as_str().starts_with("my-host.example-"), "{id}");
+        assert!(WorkerId::new(id.as_str()).is_ok());
+        assert!(WorkerId::new("a/b").is_err());
+        assert!(WorkerId::new("").is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! sandcron: a distributed cron whose jobs run in a WebAssembly sandbox.
+//!
+//! Crate map (one concept per module; see ARCHITECTURE.md for the invariants):
+//!
+//! - [`ids`], [`job`], [`run`]: the data model — validated identifiers, job
+//!   specs and their validation, run records and output chunks.
+//! - [`cronexpr`]: the cron dialect, next-fire computation, time zones and DST.
+//!   No I/O, no clock.
+//! - [`schedule`]: the timer queue and the policies (overlap, catch-up, retry,
+//!   placement). No I/O, no clock.
+//! - [`coord`]: the coordination store contract (etcd-shaped), its embedded
+//!   implementation, and the sandcron key layout and operations on top.
+//! - [`logstore`]: the log-store contract, its SQLite implementation, and the
+//!   batching sink.
+//! - [`exec`]: executors (native process groups) and output capture. Never
+//!   touches a store.
+//! - [`worker`]: watch → schedule → claim → execute → report.
+//! - [`api`] and [`console`]: the HTTP API and the embedded web console.
+//! - [`config`]: file, environment and flags, validated in one place; the only
+//!   module that reads the environment.
+//! - [`cli`] and [`dev`]: the command line and the single-process role.
+//! - [`metrics`]: counters and their Prometheus rendering.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod console;
+pub mod coord;
+pub mod cronexpr;
+pub mod dev;
+pub mod exec;
+pub mod ids;
+pub mod job;
+pub mod logstore;
+pub mod metrics;
+pub mod run;
+pub mod schedule;
+pub mod worker;

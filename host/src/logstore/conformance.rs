@@ -1,0 +1,817 @@
+//! The conformance suite every `LogStore` must pass: SQLite in its unit tests,
+//! MongoDB against a MongoDB-wire server. The checks say what the contract is,
+//! so they rely on nothing a particular backend happens to do.
+//!
+//! Every check isolates itself, so checks can share one database with each
+//! other and with other data: job names are `<prefix>-<check>-<random>`, run
+//! ids are fresh ULIDs, and queries that do not filter by job are confined to
+//! a tick window of one hour picked at random between 2001 and 2100. The one
+//! exception is `purge`, which deletes every finished run before its cut-off:
+//! its old runs live in a random hour of 1970, a year no other check (and no
+//! real run) uses. Two `purge` checks must not run at the same time against
+//! one database, or each would count the other's deletions; `run_all` runs
+//! its checks one after another.
+//!
+//! Timestamps are compared at millisecond precision: MongoDB stores dates as
+//! milliseconds, and nothing in sandcron needs finer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::ids::{JobName, ModuleDigest, RunId};
+use crate::logstore::{LogBatch, LogStore, LogStoreError, RunQuery};
+use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind, Trigger};
+
+/// Runs every check, one after another.
+pub async fn run_all(store: Arc<dyn LogStore>, prefix: &str) {
+    let store = &*store;
+    records_round_trip(store, prefix).await;
+    upserts_follow_the_fencing_rule(store, prefix).await;
+    output_is_idempotent_and_paged(store, prefix).await;
+    runs_filter_and_order(store, prefix).await;
+    runs_paginate(store, prefix).await;
+    malformed_cursors_are_invalid(store, prefix).await;
+    last_runs_pick_the_newest_tick(store, prefix).await;
+    purge_keeps_running_runs(store, prefix).await;
+}
+
+/// A run record with every field set the way an executor would, for tests
+/// here and elsewhere. `tick` is whole milliseconds if the caller's is.
+pub fn sample_record(job: &JobName, tick: Timestamp, status: RunStatus, fence: i64) -> RunRecord {
+    let started = tick + SignedDuration::from_millis(15);
+    let terminal = status.is_terminal();
+    RunRecord {
+        run_id: RunId::generate(),
+        job: job.clone(),
+        tick,
+        trigger: Trigger::Schedule,
+        attempt: 1,
+        worker: "conformance-worker".to_owned(),
+        fence,
+        kind: "wasm".to_owned(),
+        module: Some(ModuleDigest::of(job.as_str().as_bytes())),
+        status,
+        exit_code: terminal.then_some(0),
+        error: None,
+        started_at: Some(started),
+        ended_at: terminal.then(|| started + SignedDuration::from_millis(250)),
+        fuel_used: terminal.then_some(12_345),
+        peak_memory: Some(65_536),
+        output_bytes: 0,
+        truncated: false,
+        missed_count: None,
+        missed_until: None,
+    }
+}
+
+/// A record written and read back keeps every field; so do the minimal
+/// record (every optional field empty), every status and every trigger.
+pub async fn records_round_trip(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "rt");
+    let base = window();
+
+    let mut full = sample_record(&job, base + micros(1_234_567), RunStatus::Missed, 1 << 40);
+    full.trigger = Trigger::Catchup;
+    full.attempt = 3;
+    full.worker = "host-1.example-abc123".to_owned();
+    full.kind = "shell".to_owned();
+    full.exit_code = Some(-9);
+    full.error = Some("boom: \"quoted\", ünïcödé\nsecond line\t€".to_owned());
+    full.started_at = Some(base + micros(2_000_001));
+    full.ended_at = Some(base + micros(3_999_999));
+    full.fuel_used = Some(1 << 50);
+    full.peak_memory = Some(1 << 33);
+    full.output_bytes = 1 << 35;
+    full.truncated = true;
+    full.missed_count = Some(86_400);
+    full.missed_until = Some(base + SignedDuration::from_hours(24));
+
+    let mut minimal = sample_record(&job, base + SignedDuration::from_secs(1), RunStatus::Running, 0);
+    minimal.module = None;
+    minimal.exit_code = None;
+    minimal.error = None;
+    minimal.started_at = None;
+    minimal.ended_at = None;
+    minimal.fuel_used = None;
+    minimal.peak_memory = None;
+
+    let mut every: Vec<RunRecord> = vec![full, minimal];
+    for (i, status) in RunStatus::ALL.into_iter().enumerate() {
+        let mut record = sample_record(&job, base + SignedDuration::from_secs(10 + i as i64), status, i as i64);
+        record.trigger = [Trigger::Schedule, Trigger::Manual, Trigger::Catchup, Trigger::Retry][i % 4];
+        every.push(record);
+    }
+
+    store
+        .write(&LogBatch::default())
+        .await
+        .expect("an empty batch is accepted");
+    store
+        .write(&LogBatch {
+            runs: every.clone(),
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+    for want in &every {
+        let got = store
+            .run(want.run_id)
+            .await
+            .expect("run")
+            .unwrap_or_else(|| panic!("run {} is missing", want.run_id));
+        assert_eq!(
+            to_millis(&got),
+            to_millis(want),
+            "run {} did not round-trip",
+            want.run_id
+        );
+    }
+    assert!(
+        store.run(RunId::generate()).await.expect("run").is_none(),
+        "an unknown run id must give None"
+    );
+
+    // The list query returns the same records.
+    let page = store
+        .runs(&RunQuery {
+            job: Some(job.clone()),
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(page.runs.len(), every.len());
+    for got in &page.runs {
+        let want = every
+            .iter()
+            .find(|r| r.run_id == got.run_id)
+            .expect("a run that was written");
+        assert_eq!(
+            to_millis(got),
+            to_millis(want),
+            "runs() returned a different {}",
+            got.run_id
+        );
+    }
+}
+
+/// A stored record is replaced only when `supersedes(new, stored)`: a higher
+/// fence always wins, an equal fence may not turn a terminal status back into
+/// `running`, a lower fence is ignored. Records of one batch apply in order.
+pub async fn upserts_follow_the_fencing_rule(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "fence");
+    let base = window();
+    let running = sample_record(&job, base, RunStatus::Running, 10);
+    let id = running.run_id;
+    let with = |status: RunStatus, fence: i64, worker: &str| {
+        let mut r = sample_record(&job, base, status, fence);
+        r.run_id = id;
+        r.worker = worker.to_owned();
+        r
+    };
+    let write = |records: Vec<RunRecord>| async move {
+        store
+            .write(&LogBatch {
+                runs: records,
+                chunks: vec![],
+            })
+            .await
+            .expect("write");
+    };
+    let stored = || async { to_millis(&store.run(id).await.expect("run").expect("the run is stored")) };
+
+    write(vec![running.clone()]).await;
+    assert_eq!(stored().await, to_millis(&running));
+
+    let succeeded = with(RunStatus::Succeeded, 10, "a");
+    write(vec![succeeded.clone()]).await;
+    assert_eq!(
+        stored().await,
+        to_millis(&succeeded),
+        "same fence, running -> terminal replaces"
+    );
+
+    write(vec![with(RunStatus::Running, 10, "late")]).await;
+    assert_eq!(
+        stored().await,
+        to_millis(&succeeded),
+        "same fence may not turn terminal back into running"
+    );
+
+    let failed = with(RunStatus::Failed, 10, "b");
+    write(vec![failed.clone()]).await;
+    assert_eq!(
+        stored().await,
+        to_millis(&failed),
+        "same fence, terminal -> terminal replaces"
+    );
+
+    write(vec![with(RunStatus::Succeeded, 9, "fenced-out")]).await;
+    write(vec![with(RunStatus::Running, 9, "fenced-out")]).await;
+    assert_eq!(stored().await, to_millis(&failed), "a lower fence is ignored");
+
+    let retaken = with(RunStatus::Running, 11, "new-owner");
+    write(vec![retaken.clone()]).await;
+    assert_eq!(
+        stored().await,
+        to_millis(&retaken),
+        "a higher fence wins, even back to running"
+    );
+
+    // Within one batch, records apply in order, each against the previous.
+    let ended = with(RunStatus::TimedOut, 11, "new-owner");
+    write(vec![
+        with(RunStatus::Succeeded, 5, "old"),
+        ended.clone(),
+        with(RunStatus::Running, 11, "new-owner"),
+    ])
+    .await;
+    assert_eq!(stored().await, to_millis(&ended), "batch applied in order");
+
+    // Replaying the same batch changes nothing.
+    write(vec![running.clone(), succeeded.clone(), ended.clone()]).await;
+    assert_eq!(stored().await, to_millis(&ended), "replay is idempotent");
+
+    // Queries follow the stored status, not an earlier one.
+    let by_status = |status| {
+        let job = job.clone();
+        async move {
+            let query = RunQuery {
+                job: Some(job),
+                status: Some(status),
+                ..RunQuery::default()
+            };
+            store
+                .runs(&query)
+                .await
+                .expect("runs")
+                .runs
+                .iter()
+                .map(|r| r.run_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by_status(RunStatus::TimedOut).await, vec![id]);
+    assert!(
+        by_status(RunStatus::Running).await.is_empty(),
+        "the superseded status is gone from queries"
+    );
+    assert!(
+        by_status(RunStatus::Failed).await.is_empty(),
+        "the superseded status is gone from queries"
+    );
+}
+
+/// Chunks are keyed by `(run_id, seq)`: replays and duplicates are ignored
+/// (the first write wins), and `output` pages by `seq` with `after` and
+/// `limit`, across both streams.
+pub async fn output_is_idempotent_and_paged(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "output");
+    let base = window();
+    let record = sample_record(&job, base, RunStatus::Running, 1);
+    let run_id = record.run_id;
+    let chunk = |seq: u64| OutputChunk {
+        run_id,
+        seq,
+        stream: if seq % 3 == 2 {
+            StreamKind::Stderr
+        } else {
+            StreamKind::Stdout
+        },
+        at: base + micros(1_000_000 + seq as i64 * 1_500),
+        data: format!("line {seq} ✓\n"),
+    };
+    let all: Vec<OutputChunk> = (0..10).map(chunk).collect();
+
+    // Out of order within a batch, and split over batches.
+    let first = LogBatch {
+        runs: vec![record.clone()],
+        chunks: vec![all[3].clone(), all[0].clone(), all[2].clone(), all[1].clone()],
+    };
+    let second = LogBatch {
+        runs: vec![],
+        chunks: all[4..].to_vec(),
+    };
+    store.write(&first).await.expect("write");
+    store.write(&second).await.expect("write");
+    // Replays, and a duplicate seq with other data, change nothing.
+    store.write(&first).await.expect("replay");
+    store.write(&second).await.expect("replay");
+    let mut impostor = chunk(5);
+    impostor.data = "replaced?\n".to_owned();
+    impostor.stream = StreamKind::Stderr;
+    store
+        .write(&LogBatch {
+            runs: vec![],
+            chunks: vec![impostor, chunk(6)],
+        })
+        .await
+        .expect("duplicate");
+
+    let want = |range: std::ops::Range<usize>| all[range].iter().map(chunk_millis).collect::<Vec<_>>();
+    let got = |after: Option<u64>, limit: usize| async move {
+        store
+            .output(run_id, after, limit)
+            .await
+            .expect("output")
+            .iter()
+            .map(chunk_millis)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got(None, 100).await, want(0..10), "every chunk once, in seq order");
+    assert_eq!(got(Some(3), 100).await, want(4..10), "after is exclusive");
+    assert_eq!(got(Some(3), 2).await, want(4..6), "limit caps the page");
+    assert_eq!(got(None, 1).await, want(0..1));
+    assert_eq!(got(Some(9), 100).await, Vec::new(), "nothing after the last seq");
+    assert_eq!(
+        got(Some(u64::MAX), 100).await,
+        Vec::new(),
+        "nothing after the largest seq"
+    );
+    assert_eq!(
+        got(None, 0).await,
+        want(0..10),
+        "limit 0 means the store's default page"
+    );
+    assert!(
+        store
+            .output(RunId::generate(), None, 100)
+            .await
+            .expect("output")
+            .is_empty(),
+        "unknown run"
+    );
+
+    // Paging by the last seq seen walks everything exactly once.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.output(run_id, after, 3).await.expect("output");
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|c| c.seq);
+        seen.extend(page.iter().map(chunk_millis));
+    }
+    assert_eq!(seen, want(0..10));
+}
+
+/// `runs` filters by job, status and tick (`since` inclusive, `until`
+/// exclusive) and orders by tick descending, then run id descending.
+pub async fn runs_filter_and_order(store: &dyn LogStore, prefix: &str) {
+    let job_a = unique_job(prefix, "filter-a");
+    let job_b = unique_job(prefix, "filter-b");
+    let base = window();
+    let at = |secs: i64| base + SignedDuration::from_secs(secs);
+
+    // Two runs share tick 20 so that the run id breaks the tie; their ids are
+    // made so that the one written first sorts last.
+    let mut tie_low = sample_record(&job_a, at(20), RunStatus::Failed, 1);
+    let mut tie_high = sample_record(&job_a, at(20), RunStatus::Succeeded, 1);
+    tie_low.run_id = RunId::from_parts(base.as_millisecond() as u64, random_u64() as u128);
+    tie_high.run_id = RunId::from_parts(base.as_millisecond() as u64 + 1, random_u64() as u128);
+    let a = vec![
+        sample_record(&job_a, at(10), RunStatus::Succeeded, 1),
+        tie_high,
+        tie_low,
+        sample_record(&job_a, at(30), RunStatus::Running, 1),
+        sample_record(&job_a, at(40), RunStatus::Failed, 1),
+        sample_record(&job_a, at(50), RunStatus::Skipped, 1),
+    ];
+    let b = vec![
+        sample_record(&job_b, at(15), RunStatus::Failed, 1),
+        sample_record(&job_b, at(35), RunStatus::Succeeded, 1),
+    ];
+    let everything: Vec<RunRecord> = a.iter().chain(&b).cloned().collect();
+    store
+        .write(&LogBatch {
+            runs: everything.clone(),
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+
+    let ids = |query: RunQuery| async move {
+        let page = store.runs(&query).await.expect("runs");
+        assert!(
+            page.next_cursor.is_none(),
+            "a page holding every match has no next cursor: {query:?}"
+        );
+        page.runs.iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    let expect = |records: &[RunRecord], keep: &dyn Fn(&RunRecord) -> bool| {
+        let mut kept: Vec<&RunRecord> = records.iter().filter(|r| keep(r)).collect();
+        kept.sort_by_key(|r| Reverse((r.tick, r.run_id)));
+        kept.iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    let in_window = |since: Option<Timestamp>, until: Option<Timestamp>| RunQuery {
+        since: since.or(Some(base)),
+        until: until.or(Some(base + SignedDuration::from_hours(1))),
+        ..RunQuery::default()
+    };
+
+    let by_a = ids(RunQuery {
+        job: Some(job_a.clone()),
+        ..RunQuery::default()
+    })
+    .await;
+    assert_eq!(by_a, expect(&a, &|_| true), "job filter, newest tick first");
+    assert_eq!(
+        by_a[3..5],
+        [a[1].run_id, a[2].run_id],
+        "equal ticks order by run id descending"
+    );
+
+    let failed_a = RunQuery {
+        job: Some(job_a.clone()),
+        status: Some(RunStatus::Failed),
+        ..RunQuery::default()
+    };
+    assert_eq!(
+        ids(failed_a).await,
+        expect(&a, &|r| r.status == RunStatus::Failed),
+        "job and status"
+    );
+
+    let failed_anywhere = RunQuery {
+        status: Some(RunStatus::Failed),
+        ..in_window(None, None)
+    };
+    assert_eq!(
+        ids(failed_anywhere).await,
+        expect(&everything, &|r| r.status == RunStatus::Failed),
+        "status alone"
+    );
+
+    assert_eq!(
+        ids(in_window(None, None)).await,
+        expect(&everything, &|_| true),
+        "time window alone"
+    );
+
+    let between = in_window(Some(at(15)), Some(at(35)));
+    assert_eq!(
+        ids(between).await,
+        expect(&everything, &|r| r.tick >= at(15) && r.tick < at(35)),
+        "since is inclusive, until exclusive"
+    );
+    let a_since = RunQuery {
+        job: Some(job_a.clone()),
+        since: Some(at(40)),
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(a_since).await, expect(&a, &|r| r.tick >= at(40)), "job and since");
+    let a_until = RunQuery {
+        job: Some(job_a.clone()),
+        until: Some(at(20)),
+        ..RunQuery::default()
+    };
+    assert_eq!(ids(a_until).await, expect(&a, &|r| r.tick < at(20)), "job and until");
+
+    let nobody = RunQuery {
+        job: Some(unique_job(prefix, "filter-none")),
+        ..RunQuery::default()
+    };
+    assert!(ids(nobody).await.is_empty(), "a job without runs");
+    let empty_window = in_window(Some(at(51)), Some(at(60)));
+    assert!(ids(empty_window).await.is_empty(), "a window without runs");
+}
+
+/// Paging through 250 runs with limit 100 yields pages of 100, 100 and 50,
+/// every run exactly once, in order, across ties at page boundaries; a page
+/// that ends exactly at the last match has no cursor; limit 0 means 100.
+pub async fn runs_paginate(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "pages");
+    let base = window();
+    // Three runs per tick, so ties straddle page boundaries.
+    let records: Vec<RunRecord> = (0..250)
+        .map(|i| {
+            let status = if i % 7 == 0 {
+                RunStatus::Failed
+            } else {
+                RunStatus::Succeeded
+            };
+            sample_record(&job, base + SignedDuration::from_secs(i / 3), status, 1)
+        })
+        .collect();
+    store
+        .write(&LogBatch {
+            runs: records.clone(),
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+    let mut expected = records.clone();
+    expected.sort_by_key(|r| Reverse((r.tick, r.run_id)));
+    let expected: Vec<RunId> = expected.iter().map(|r| r.run_id).collect();
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor = None;
+    loop {
+        let query = RunQuery {
+            job: Some(job.clone()),
+            limit: 100,
+            cursor: cursor.take(),
+            ..RunQuery::default()
+        };
+        let page = store.runs(&query).await.expect("runs");
+        sizes.push(page.runs.len());
+        seen.extend(page.runs.iter().map(|r| r.run_id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+        assert!(sizes.len() <= 3, "more pages than 250 runs fill");
+    }
+    assert_eq!(sizes, vec![100, 100, 50]);
+    assert_eq!(seen, expected, "every run once, in order");
+
+    // 200 then exactly 50: the second page ends at the last match, so it has
+    // no cursor.
+    let first = store
+        .runs(&RunQuery {
+            job: Some(job.clone()),
+            limit: 200,
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    let rest = store
+        .runs(&RunQuery {
+            job: Some(job.clone()),
+            limit: 50,
+            cursor: first.next_cursor.clone(),
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(rest.runs.len(), 50);
+    assert!(rest.next_cursor.is_none(), "no cursor when no more runs match");
+
+    let default = store
+        .runs(&RunQuery {
+            job: Some(job.clone()),
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(default.runs.len(), 100, "limit 0 means 100");
+    assert!(default.next_cursor.is_some());
+    let huge = store
+        .runs(&RunQuery {
+            job: Some(job.clone()),
+            limit: usize::MAX,
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(huge.runs.len(), 250, "an over-large limit is clamped, not an error");
+
+    // Pages of a filtered query stay filtered.
+    let mut failed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let query = RunQuery {
+            job: Some(job.clone()),
+            status: Some(RunStatus::Failed),
+            limit: 7,
+            cursor: cursor.take(),
+            ..RunQuery::default()
+        };
+        let page = store.runs(&query).await.expect("runs");
+        failed.extend(page.runs.iter().map(|r| r.run_id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let want: Vec<RunId> = expected
+        .iter()
+        .filter(|id| {
+            records
+                .iter()
+                .any(|r| r.run_id == **id && r.status == RunStatus::Failed)
+        })
+        .copied()
+        .collect();
+    assert_eq!(failed, want, "filtered pages");
+}
+
+/// A cursor the store did not hand out is `Invalid`, not a server error.
+pub async fn malformed_cursors_are_invalid(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "cursor");
+    for cursor in [
+        "",
+        "garbage",
+        "12345",
+        "not a cursor at all",
+        "%00%ff",
+        "{\"tick\":1}",
+        "😀",
+    ] {
+        let query = RunQuery {
+            job: Some(job.clone()),
+            cursor: Some(cursor.to_owned()),
+            ..RunQuery::default()
+        };
+        match store.runs(&query).await {
+            Err(LogStoreError::Invalid(message)) => {
+                assert_eq!(message, "invalid cursor", "cursor {cursor:?}");
+            }
+            other => {
+                panic!("cursor {cursor:?} gave {other:?}; expected Invalid(\"invalid cursor\")")
+            }
+        }
+    }
+}
+
+/// `last_runs` gives, per named job that has runs, the one with the newest
+/// tick (not the newest run id), and nothing for jobs without runs.
+pub async fn last_runs_pick_the_newest_tick(store: &dyn LogStore, prefix: &str) {
+    let x = unique_job(prefix, "last-x");
+    let y = unique_job(prefix, "last-y");
+    let z = unique_job(prefix, "last-z");
+    let base = window();
+    let mut newest_x = sample_record(&x, base + SignedDuration::from_secs(300), RunStatus::Running, 1);
+    // An old run id on the newest tick: order is by tick.
+    newest_x.run_id = RunId::from_parts(1_000, random_u64() as u128);
+    let x_runs = vec![
+        sample_record(&x, base + SignedDuration::from_secs(100), RunStatus::Succeeded, 1),
+        newest_x.clone(),
+        sample_record(&x, base + SignedDuration::from_secs(200), RunStatus::Failed, 1),
+    ];
+    let only_y = sample_record(&y, base, RunStatus::Missed, 1);
+    let mut runs = x_runs;
+    runs.push(only_y.clone());
+    store.write(&LogBatch { runs, chunks: vec![] }).await.expect("write");
+
+    let got = store
+        .last_runs(&[x.clone(), y.clone(), z.clone()])
+        .await
+        .expect("last_runs");
+    let got: BTreeMap<JobName, RunRecord> = got.into_iter().map(|(job, r)| (job, to_millis(&r))).collect();
+    let want = BTreeMap::from([(x.clone(), to_millis(&newest_x)), (y.clone(), to_millis(&only_y))]);
+    assert_eq!(got, want);
+    assert!(store.last_runs(&[]).await.expect("last_runs").is_empty());
+    assert!(store.last_runs(&[z]).await.expect("last_runs").is_empty());
+}
+
+/// `purge(before)` deletes finished runs whose tick is before the cut-off,
+/// with their output, keeps running ones and later ones, and says how many
+/// it deleted.
+pub async fn purge_keeps_running_runs(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "purge");
+    // A random hour of 1970: see the module comment.
+    let old = Timestamp::from_millisecond((random_u64() % (365 * 24 - 1)) as i64 * 3_600_000).unwrap();
+    let cutoff = old + SignedDuration::from_hours(1);
+    let old_done: Vec<RunRecord> = [
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Missed,
+        RunStatus::Lost,
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, status)| sample_record(&job, old + SignedDuration::from_secs(i as i64), status, 1))
+    .collect();
+    let old_running = sample_record(&job, old + SignedDuration::from_secs(10), RunStatus::Running, 1);
+    let at_cutoff = sample_record(&job, cutoff, RunStatus::Succeeded, 1);
+    let recent = sample_record(&job, window(), RunStatus::Succeeded, 1);
+    let line = |run: &RunRecord, seq: u64| OutputChunk {
+        run_id: run.run_id,
+        seq,
+        stream: StreamKind::Stdout,
+        at: run.tick,
+        data: format!("{seq}\n"),
+    };
+    let mut runs = old_done.clone();
+    runs.extend([old_running.clone(), at_cutoff.clone(), recent.clone()]);
+    let chunks: Vec<OutputChunk> = runs.iter().flat_map(|r| [line(r, 0), line(r, 1)]).collect();
+    store.write(&LogBatch { runs, chunks }).await.expect("write");
+
+    let deleted = store.purge(cutoff).await.expect("purge");
+    assert_eq!(
+        deleted,
+        old_done.len() as u64,
+        "finished runs before the cut-off are deleted"
+    );
+    for gone in &old_done {
+        assert!(
+            store.run(gone.run_id).await.expect("run").is_none(),
+            "{} should be purged",
+            gone.run_id
+        );
+        assert!(
+            store.output(gone.run_id, None, 100).await.expect("output").is_empty(),
+            "output of a purged run"
+        );
+    }
+    for kept in [&old_running, &at_cutoff, &recent] {
+        assert!(
+            store.run(kept.run_id).await.expect("run").is_some(),
+            "{} should be kept",
+            kept.run_id
+        );
+        assert_eq!(
+            store.output(kept.run_id, None, 100).await.expect("output").len(),
+            2,
+            "output of a kept run"
+        );
+    }
+    let remaining = store
+        .runs(&RunQuery {
+            job: Some(job.clone()),
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(remaining.runs.len(), 3);
+    assert_eq!(
+        store.purge(cutoff).await.expect("purge"),
+        0,
+        "a second purge finds nothing"
+    );
+
+    // Once the old run has finished it goes too; this also leaves nothing of
+    // this check in 1970 for a later purge check to count.
+    let mut finished = old_running.clone();
+    finished.status = RunStatus::Succeeded;
+    store
+        .write(&LogBatch {
+            runs: vec![finished],
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+    let deleted = store
+        .purge(cutoff + SignedDuration::from_millis(1))
+        .await
+        .expect("purge");
+    assert_eq!(deleted, 2, "the finished old run and the one at the cut-off");
+    let remaining = store
+        .runs(&RunQuery {
+            job: Some(job),
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(
+        remaining.runs.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        vec![recent.run_id]
+    );
+}
+
+/// `<prefix>-<check>-<6 random characters>`, a valid job name unique to one
+/// call of one check.
+fn unique_job(prefix: &str, check: &str) -> JobName {
+    let random = RunId::generate().to_string().to_ascii_lowercase();
+    let name = format!("{prefix}-{check}-{}", &random[random.len() - 6..]);
+    JobName::new(&name).unwrap_or_else(|e| panic!("prefix {prefix:?} makes a bad job name {name:?}: {e}"))
+}
+
+/// The start of a random whole hour between 2001 and 2100, for checks whose
+/// queries do not filter by job.
+fn window() -> Timestamp {
+    const START_2001_MS: i64 = 978_307_200_000;
+    let hours = (random_u64() % (99 * 365 * 24)) as i64;
+    Timestamp::from_millisecond(START_2001_MS + hours * 3_600_000).unwrap()
+}
+
+/// A random number without a `rand` dependency: std's hasher keys are seeded
+/// randomly per process and differ for every `RandomState`.
+fn random_u64() -> u64 {
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u128(RunId::generate().unix_ms() as u128);
+    hasher.finish()
+}
+
+fn micros(n: i64) -> SignedDuration {
+    SignedDuration::from_micros(n)
+}
+
+fn ms(t: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(t.as_millisecond()).unwrap()
+}
+
+/// The record with every timestamp cut to whole milliseconds.
+fn to_millis(record: &RunRecord) -> RunRecord {
+    let mut r = record.clone();
+    r.tick = ms(r.tick);
+    r.started_at = r.started_at.map(ms);
+    r.ended_at = r.ended_at.map(ms);
+    r.missed_until = r.missed_until.map(ms);
+    r
+}
+
+fn chunk_millis(chunk: &OutputChunk) -> OutputChunk {
+    OutputChunk {
+        at: ms(chunk.at),
+        ..chunk.clone()
+    }
+}

@@ -1,0 +1,104 @@
+//! The log-store contract: run records and output chunks, written in batches
+//! and queried by job, status and time with cursor pagination.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobName, RunId};
+use crate::run::{OutputChunk, RunRecord, RunStatus};
+
+/// What the sink hands the store in one write.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogBatch {
+    /// Run records in the order they were produced; later records of the same
+    /// run supersede earlier ones (subject to the fencing rule).
+    pub runs: Vec<RunRecord>,
+    pub chunks: Vec<OutputChunk>,
+}
+
+impl LogBatch {
+    pub fn len(&self) -> usize {
+        self.runs.len() + self.chunks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.chunks.is_empty()
+    }
+}
+
+/// A filter over run records. Results are ordered newest tick first
+/// (`tick` descending, then `run_id` descending).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    pub job: Option<JobName>,
+    pub status: Option<RunStatus>,
+    /// Only runs whose tick is at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Only runs whose tick is before this instant.
+    pub until: Option<Timestamp>,
+    /// At most this many runs (the store clamps it to 1..=1000).
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunPage {
+    pub runs: Vec<RunRecord>,
+    /// Present when more runs match; pass it back as `RunQuery::cursor`.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    /// The store cannot be reached or failed to answer; worth retrying.
+    #[error("log store unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is wrong (a malformed cursor, say); not worth retrying.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("log store error: {0}")]
+    Other(String),
+}
+
+/// Storage for run records and output. Implementations: SQLite (embedded) and
+/// MongoDB; both must pass `logstore::conformance`.
+///
+/// Writes are idempotent: a chunk is keyed by `(run_id, seq)` and a replayed
+/// chunk is ignored; a run record is keyed by `run_id` and replaces the stored
+/// one only if its `fence` is higher, or equal and it does not turn a terminal
+/// status back into `running`. So replaying a batch, or a late write from a
+/// worker that was fenced out, never corrupts what is stored.
+#[async_trait]
+pub trait LogStore: Send + Sync + 'static {
+    async fn write(&self, batch: &LogBatch) -> Result<(), LogStoreError>;
+
+    async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError>;
+
+    async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError>;
+
+    /// Chunks of a run with `seq > after` (all when `after` is `None`), in
+    /// `seq` order, at most `limit`.
+    async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError>;
+
+    /// The newest run (by tick) of each named job that has one.
+    async fn last_runs(&self, jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError>;
+
+    /// Deletes runs whose tick is before `before` that are no longer running,
+    /// with their output; returns how many runs were deleted.
+    async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError>;
+}
+
+/// The rule both backends apply when a run record arrives for a `run_id`
+/// that is already stored.
+pub fn supersedes(new: &RunRecord, stored: &RunRecord) -> bool {
+    if new.fence != stored.fence {
+        return new.fence > stored.fence;
+    }
+    // Same fence: anything but turning a finished run back into a running one.
+    new.status.is_terminal() || !stored.status.is_terminal()
+}

@@ -1,0 +1,197 @@
+//! Process metrics and their Prometheus text rendering.
+//!
+//! A handful of atomics, written by the worker and the API and read by
+//! `/metrics`; no registry crate is needed for this few.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::logstore::sink::SinkStats;
+use crate::run::RunStatus;
+
+/// Upper bounds (seconds) of the fire-lateness histogram buckets.
+const LATENESS_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    runs_by_status: [AtomicU64; RunStatus::ALL.len()],
+    lateness_buckets: [AtomicU64; LATENESS_BUCKETS.len()],
+    lateness_count: AtomicU64,
+    lateness_sum_micros: AtomicU64,
+    pub jobs_scheduled: AtomicU64,
+    pub runs_running: AtomicU64,
+    pub runs_waiting_for_capacity: AtomicU64,
+    pub claims_lost: AtomicU64,
+    pub http_requests: AtomicU64,
+    pub http_errors: AtomicU64,
+    sink: std::sync::OnceLock<Arc<SinkStats>>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Makes the sink's queue and spool figures part of `/metrics`.
+    pub fn attach_sink(&self, stats: Arc<SinkStats>) {
+        let _already = self.sink.set(stats);
+    }
+
+    pub fn run_ended(&self, status: RunStatus) {
+        if let Some(index) = RunStatus::ALL.iter().position(|s| *s == status) {
+            self.runs_by_status[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records how late a run started relative to its scheduled instant.
+    pub fn observe_lateness(&self, seconds: f64) {
+        let seconds = seconds.max(0.0);
+        for (bucket, bound) in self.lateness_buckets.iter().zip(LATENESS_BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.lateness_count.fetch_add(1, Ordering::Relaxed);
+        self.lateness_sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str("# HELP sandcron_runs_total Runs ended on this process, by final status.\n");
+        out.push_str("# TYPE sandcron_runs_total counter\n");
+        for (status, count) in RunStatus::ALL.iter().zip(&self.runs_by_status) {
+            if status.is_terminal() {
+                let _ = writeln!(out, "sandcron_runs_total{{status=\"{status}\"}} {}", get(count));
+            }
+        }
+        out.push_str("# HELP sandcron_fire_lateness_seconds Start of a scheduled run minus its tick.\n");
+        out.push_str("# TYPE sandcron_fire_lateness_seconds histogram\n");
+        for (bound, bucket) in LATENESS_BUCKETS.iter().zip(&self.lateness_buckets) {
+            let _ = writeln!(
+                out,
+                "sandcron_fire_lateness_seconds_bucket{{le=\"{bound}\"}} {}",
+                get(bucket)
+            );
+        }
+        let count = get(&self.lateness_count);
+        let _ = writeln!(out, "sandcron_fire_lateness_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "sandcron_fire_lateness_seconds_sum {}",
+            get(&self.lateness_sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(out, "sandcron_fire_lateness_seconds_count {count}");
+        let gauges: [(&str, &str, &AtomicU64); 4] = [
+            (
+                "sandcron_jobs_scheduled",
+                "Jobs this worker schedules.",
+                &self.jobs_scheduled,
+            ),
+            (
+                "sandcron_runs_running",
+                "Runs executing on this worker.",
+                &self.runs_running,
+            ),
+            (
+                "sandcron_runs_waiting_for_capacity",
+                "Claimed runs waiting for a free slot.",
+                &self.runs_waiting_for_capacity,
+            ),
+            (
+                "sandcron_claims_lost_total",
+                "Claims another worker won first.",
+                &self.claims_lost,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(value));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP sandcron_http_requests_total API requests served.\n# TYPE sandcron_http_requests_total counter\nsandcron_http_requests_total {}",
+            get(&self.http_requests)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sandcron_http_errors_total API requests answered 5xx.\n# TYPE sandcron_http_errors_total counter\nsandcron_http_errors_total {}",
+            get(&self.http_errors)
+        );
+        if let Some(sink) = self.sink.get() {
+            let sink_metrics: [(&str, &str, &str, u64); 5] = [
+                (
+                    "sandcron_sink_queue_depth",
+                    "gauge",
+                    "Log events waiting in the sink.",
+                    get(&sink.queued),
+                ),
+                (
+                    "sandcron_sink_written_total",
+                    "counter",
+                    "Log events written to the store.",
+                    get(&sink.written),
+                ),
+                (
+                    "sandcron_sink_write_errors_total",
+                    "counter",
+                    "Failed log-store writes.",
+                    get(&sink.write_errors),
+                ),
+                (
+                    "sandcron_sink_spool_bytes",
+                    "gauge",
+                    "Bytes waiting in the local spool.",
+                    get(&sink.spooled_bytes),
+                ),
+                (
+                    "sandcron_sink_last_flush_seconds",
+                    "gauge",
+                    "Duration of the last batch write.",
+                    get(&sink.last_flush_micros),
+                ),
+            ];
+            for (name, kind, help, value) in sink_metrics {
+                let value = if name.ends_with("_seconds") {
+                    value as f64 / 1e6
+                } else {
+                    value as f64
+                };
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_lands_in_cumulative_buckets() {
+        let metrics = Metrics::new();
+        metrics.observe_lateness(0.003);
+        metrics.observe_lateness(2.0);
+        metrics.run_ended(RunStatus::Killed);
+        let text = metrics.render();
+        assert!(
+            text.contains("sandcron_fire_lateness_seconds_bucket{le=\"0.0025\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sandcron_fire_lateness_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sandcron_fire_lateness_seconds_bucket{le=\"5\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("sandcron_fire_lateness_seconds_count 2"), "{text}");
+        assert!(text.contains("sandcron_runs_total{status=\"killed\"} 1"), "{text}");
+        assert!(!text.contains("status=\"running\""), "running is not a final status");
+    }
+}

@@ -1,0 +1,209 @@
+//! The run model: run records, their statuses and triggers, and output chunks.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::{JobName, ModuleDigest, RunId};
+use crate::job::Job;
+
+/// Where a run stands. Every run ends in exactly one terminal status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Killed,
+    OutOfFuel,
+    OutOfMemory,
+    /// The tick found the previous run still running and the job forbids overlap.
+    Skipped,
+    /// The tick passed while no worker ran the job, and catch-up did not run it.
+    Missed,
+    /// The worker running it disappeared; its true outcome is unknown.
+    Lost,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 10] = [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::TimedOut,
+        RunStatus::Killed,
+        RunStatus::OutOfFuel,
+        RunStatus::OutOfMemory,
+        RunStatus::Skipped,
+        RunStatus::Missed,
+        RunStatus::Lost,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        self != RunStatus::Running
+    }
+
+    /// Whether a run that ended so is retried under the job's retry policy.
+    /// Kills are deliberate and never retried; resource exhaustion would only
+    /// fail again.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, RunStatus::Failed | RunStatus::TimedOut | RunStatus::Lost)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Killed => "killed",
+            RunStatus::OutOfFuel => "out_of_fuel",
+            RunStatus::OutOfMemory => "out_of_memory",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Missed => "missed",
+            RunStatus::Lost => "lost",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown run status {s:?}; expected one of {}", known.join(", "))
+            })
+    }
+}
+
+/// Why a run exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    Catchup,
+    Retry,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Catchup => "catchup",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// One run of a job (or one recorded tick that did not run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunRecord {
+    #[schema(value_type = String)]
+    pub run_id: RunId,
+    #[schema(value_type = String)]
+    pub job: JobName,
+    /// The scheduled instant this run is for (the request instant for manual runs).
+    #[schema(value_type = String, format = DateTime)]
+    pub tick: Timestamp,
+    pub trigger: Trigger,
+    /// 1 for the first attempt, incremented by each retry.
+    pub attempt: u32,
+    pub worker: String,
+    /// The claim's store revision: the fencing token of this run.
+    pub fence: i64,
+    /// `wasm` or `shell`.
+    pub kind: String,
+    #[schema(value_type = Option<String>)]
+    pub module: Option<ModuleDigest>,
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ended_at: Option<Timestamp>,
+    pub fuel_used: Option<u64>,
+    pub peak_memory: Option<u64>,
+    pub output_bytes: u64,
+    pub truncated: bool,
+    /// For a `missed` record that stands for many ticks: how many, and the last
+    /// of them (`tick` is the first). Keeps an outage of an every-second job
+    /// from writing a record per second while still accounting for each tick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub missed_until: Option<Timestamp>,
+}
+
+impl RunRecord {
+    /// A record for a tick of `job` that ends without running (`skipped` or
+    /// `missed`), recorded by `worker` under claim `fence`.
+    pub fn not_run(job: &Job, tick: Timestamp, status: RunStatus, worker: &str, fence: i64, reason: String) -> Self {
+        Self {
+            run_id: RunId::generate(),
+            job: job.name.clone(),
+            tick,
+            trigger: Trigger::Schedule,
+            attempt: 1,
+            worker: worker.to_owned(),
+            fence,
+            kind: job.spec.kind.name().to_owned(),
+            module: None,
+            status,
+            exit_code: None,
+            error: Some(reason),
+            started_at: None,
+            ended_at: Some(Timestamp::now()),
+            fuel_used: None,
+            peak_memory: None,
+            output_bytes: 0,
+            truncated: false,
+            missed_count: None,
+            missed_until: None,
+        }
+    }
+
+    /// Run time in milliseconds, when the run has started and ended.
+    pub fn duration_ms(&self) -> Option<i64> {
+        match (self.started_at, self.ended_at) {
+            (Some(start), Some(end)) => Some(end.duration_since(start).as_millis() as i64),
+            _ => None,
+        }
+    }
+}
+
+/// Which stream a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+}
+
+/// A piece of a run's output. `(run_id, seq)` is unique, so replaying a batch
+/// never duplicates output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutputChunk {
+    #[schema(value_type = String)]
+    pub run_id: RunId,
+    /// 0, 1, 2 … across both streams of the run, in the order written.
+    pub seq: u64,
+    pub stream: StreamKind,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    pub data: String,
+}

@@ -1,0 +1,1131 @@
+//! The worker: watch → schedule → claim → execute → report.
+//!
+//! One task owns all scheduling state (jobs, timers, ownership, local runs)
+//! and reacts to four inputs: watch updates from the coordination store, due
+//! timers, finished runs, and shutdown. Runs execute in their own tasks,
+//! bounded by a semaphore of the worker's capacity, and report back through a
+//! channel. Policies come from `schedule` (pure); this module does the I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::{Role, WorkerConfig};
+use crate::coord::{
+    ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KeyValue, KillTarget, LeaseId, Revision, RunningEntry,
+    StoreError, WatchEvent, WatchUpdate, WorkerInfo,
+};
+use crate::exec::{Executor, KillSwitch, StopReason};
+use crate::ids::{JobName, RunId};
+use crate::job::{CatchupPolicy, Job, JobKind};
+use crate::logstore::Sink;
+use crate::metrics::Metrics;
+use crate::run::{RunRecord, RunStatus, Trigger};
+use crate::schedule::{self, CatchupLimits, OverlapDecision, TimerQueue};
+
+mod runner;
+
+use runner::{RunFinished, RunSpec};
+
+/// The executors a worker has, by job kind. A kind without one is not
+/// advertised, so placement never gives this worker such jobs.
+#[derive(Clone, Default)]
+pub struct Executors {
+    pub shell: Option<Arc<dyn Executor>>,
+    pub wasm: Option<Arc<dyn Executor>>,
+}
+
+impl Executors {
+    fn for_kind(&self, kind: &JobKind) -> Option<Arc<dyn Executor>> {
+        match kind {
+            JobKind::Shell(_) => self.shell.clone(),
+            JobKind::Wasm(_) => self.wasm.clone(),
+        }
+    }
+}
+
+/// What a worker is built from.
+pub struct WorkerDeps {
+    pub coord: Coordinator,
+    pub sink: Sink,
+    pub executors: Executors,
+    pub metrics: Arc<Metrics>,
+    pub config: WorkerConfig,
+    /// This worker's published identity (id, labels, capacity, native permission).
+    pub info: WorkerInfo,
+    pub lease_ttl: Duration,
+    /// How long shutdown waits for runs to end before killing them.
+    pub drain_timeout: Duration,
+}
+
+pub struct Worker {
+    deps: WorkerDeps,
+}
+
+impl Worker {
+    pub fn new(deps: WorkerDeps) -> Self {
+        Self { deps }
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains: no new claims, runs
+    /// get `drain_timeout` to finish before they are killed, the lease is
+    /// revoked. Returns once every run has ended and reported.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let deps = self.deps;
+        let span = tracing::info_span!("worker", id = %deps.info.id);
+        async move {
+            let lease = deps
+                .coord
+                .store()
+                .lease_grant(deps.lease_ttl)
+                .await
+                .context("cannot obtain the worker's lease")?;
+            deps.coord
+                .register_worker(&deps.info, lease)
+                .await
+                .context("cannot register the worker")?;
+            tracing::info!(
+                capacity = deps.info.capacity,
+                native = deps.info.allow_native,
+                "worker registered"
+            );
+            let (done_tx, done_rx) = mpsc::channel(1024);
+            let (watch_tx, watch_rx) = mpsc::channel(64);
+            let watchers = CancellationToken::new();
+            let mut watch_tasks = JoinSet::new();
+            for family in [
+                Family::Workers,
+                Family::Jobs,
+                Family::Running,
+                Family::Kill,
+                Family::Trigger,
+            ] {
+                watch_tasks.spawn(forward_watch(
+                    deps.coord.clone(),
+                    family,
+                    watch_tx.clone(),
+                    watchers.clone(),
+                ));
+            }
+            drop(watch_tx);
+            let mut state = State {
+                semaphore: Arc::new(Semaphore::new(deps.info.capacity)),
+                deps,
+                lease,
+                jobs: HashMap::new(),
+                workers: BTreeMap::new(),
+                timers: TimerQueue::new(),
+                retries: HashMap::new(),
+                next_retry: 0,
+                remote_running: HashMap::new(),
+                local_runs: HashMap::new(),
+                kill_revision: 0,
+                runs: JoinSet::new(),
+                done_tx,
+                done_rx,
+                pending_triggers: BTreeMap::new(),
+            };
+            let result = state.event_loop(&shutdown, watch_rx).await;
+            watchers.cancel();
+            while watch_tasks.join_next().await.is_some() {}
+            state.drain().await;
+            result
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// What a timer is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Timer {
+    Tick(JobName),
+    Retry(u64),
+}
+
+struct JobSlot {
+    job: Arc<Job>,
+    /// Whether placement gives this job to this worker.
+    owned: bool,
+    /// Mod revision of `state/<job>` as last seen; `None` when unknown.
+    state_revision: Option<Revision>,
+    last_tick: Option<Timestamp>,
+    /// Catch-up ticks (`all` policy) still to run, one after another.
+    catchup_queue: VecDeque<Timestamp>,
+    catchup_running: bool,
+}
+
+struct PendingRetry {
+    job: JobName,
+    tick: Timestamp,
+    attempt: u32,
+}
+
+struct LocalRun {
+    job: JobName,
+    kill: KillSwitch,
+    entry: RunningEntry,
+}
+
+struct State {
+    deps: WorkerDeps,
+    lease: LeaseId,
+    jobs: HashMap<JobName, JobSlot>,
+    workers: BTreeMap<String, WorkerInfo>,
+    timers: TimerQueue<Timer>,
+    retries: HashMap<u64, PendingRetry>,
+    next_retry: u64,
+    /// Runs published under `running/` by any worker, by job.
+    remote_running: HashMap<JobName, HashSet<RunId>>,
+    local_runs: HashMap<RunId, LocalRun>,
+    /// Kill requests at or below this revision have been handled.
+    kill_revision: Revision,
+    semaphore: Arc<Semaphore>,
+    runs: JoinSet<()>,
+    done_tx: mpsc::Sender<RunFinished>,
+    done_rx: mpsc::Receiver<RunFinished>,
+    /// Manual-run requests not (yet) taken, by key: for jobs this worker does
+    /// not own (yet). Taken when the job becomes this worker's; forgotten when
+    /// another worker takes them (their key is deleted).
+    pending_triggers: BTreeMap<String, (JobName, KeyValue)>,
+}
+
+/// The longest the loop sleeps without looking at the clock again, so a
+/// wall-clock jump delays ticks by at most this much.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Above this many jobs to recover at once, claim states are read with one
+/// range read instead of one read per job.
+const BULK_STATE_READ: usize = 16;
+
+/// Most due timers handled per loop turn, so watch events and finished runs
+/// are not starved when very many jobs fire at once.
+const MAX_FIRES_PER_TURN: usize = 4096;
+
+impl State {
+    async fn event_loop(
+        &mut self,
+        shutdown: &CancellationToken,
+        mut watch_rx: mpsc::Receiver<(Family, WatchUpdate)>,
+    ) -> anyhow::Result<()> {
+        let mut keep_alive = tokio::time::interval(self.deps.lease_ttl / 3);
+        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let sleep = match self.timers.next_due() {
+                Some(due) => {
+                    let wait = due.duration_since(Timestamp::now());
+                    Duration::try_from(wait).unwrap_or(Duration::ZERO).min(MAX_SLEEP)
+                }
+                None => MAX_SLEEP,
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                Some(done) = self.done_rx.recv() => self.on_run_finished(done).await,
+                Some((family, update)) = watch_rx.recv() => self.on_watch(family, update).await,
+                _ = keep_alive.tick() => self.keep_alive().await,
+                () = tokio::time::sleep(sleep) => self.fire_due().await,
+            }
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    // ---- lease ---------------------------------------------------------------
+
+    async fn keep_alive(&mut self) {
+        match self.deps.coord.store().lease_keep_alive(self.lease).await {
+            Ok(()) => {
+                // Manual runs whose start failed earlier get another try.
+                let waiting: HashSet<JobName> = self.pending_triggers.values().map(|(job, _)| job.clone()).collect();
+                for name in waiting {
+                    self.take_triggers(&name).await;
+                }
+            }
+            Err(StoreError::LeaseNotFound(_)) => {
+                tracing::warn!("worker lease expired; re-registering and resynchronising");
+                if let Err(err) = self.reregister().await {
+                    tracing::error!(%err, "cannot re-register the worker; will retry");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "lease keep-alive failed; will retry"),
+        }
+    }
+
+    /// After losing the lease: a new lease, the worker entry and the entries of
+    /// runs still in progress published again, and every owned job's claim
+    /// state re-read before it is claimed again.
+    async fn reregister(&mut self) -> Result<(), StoreError> {
+        let lease = self.deps.coord.store().lease_grant(self.deps.lease_ttl).await?;
+        self.deps.coord.register_worker(&self.deps.info, lease).await?;
+        for run in self.local_runs.values() {
+            self.deps.coord.start_run(&run.job, &run.entry, lease).await?;
+        }
+        self.lease = lease;
+        let owned: Vec<JobName> = self
+            .jobs
+            .iter()
+            .filter(|(_, s)| s.owned)
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.replan(owned).await;
+        Ok(())
+    }
+
+    // ---- watches -------------------------------------------------------------
+
+    async fn on_watch(&mut self, family: Family, update: WatchUpdate) {
+        match family {
+            Family::Jobs => self.on_jobs(update).await,
+            Family::Workers => self.on_workers(update).await,
+            Family::Running => self.on_running(update),
+            Family::Kill => self.on_kill(update).await,
+            Family::Trigger => self.on_triggers(update).await,
+            Family::State | Family::Modules => {}
+        }
+    }
+
+    async fn on_jobs(&mut self, update: WatchUpdate) {
+        let mut replan = Vec::new();
+        match update {
+            WatchUpdate::Snapshot(kvs) => {
+                let mut present = HashSet::new();
+                for kv in &kvs {
+                    if let Some((name, changed)) = self.upsert_job(kv) {
+                        if changed {
+                            replan.push(name.clone());
+                        }
+                        present.insert(name);
+                    }
+                }
+                let gone: Vec<JobName> = self.jobs.keys().filter(|n| !present.contains(*n)).cloned().collect();
+                for name in gone {
+                    self.remove_job(&name);
+                }
+            }
+            WatchUpdate::Events(events) => {
+                for event in events {
+                    match event {
+                        WatchEvent::Put(kv) => {
+                            if let Some((name, true)) = self.upsert_job(&kv) {
+                                replan.push(name);
+                            }
+                        }
+                        WatchEvent::Delete { key, .. } => {
+                            if let Some(name) = self
+                                .deps
+                                .coord
+                                .strip(Family::Jobs, &key)
+                                .and_then(|n| JobName::new(n).ok())
+                            {
+                                self.remove_job(&name);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.replan(replan).await;
+    }
+
+    /// Adds or updates a job. Returns its name when the record is valid, and
+    /// whether its timing or ownership changed (it then needs replanning).
+    fn upsert_job(&mut self, kv: &KeyValue) -> Option<(JobName, bool)> {
+        let job = match self.deps.coord.decode_job(kv)? {
+            Ok(job) => Arc::new(job),
+            Err((name, err)) => {
+                tracing::warn!(job = %name, %err, "ignoring an invalid stored job");
+                if let Ok(name) = JobName::new(&name) {
+                    self.remove_job(&name);
+                }
+                return None;
+            }
+        };
+        let name = job.name.clone();
+        let owned = self.is_owner(&job);
+        let changed = match self.jobs.get_mut(&name) {
+            Some(slot) => {
+                if slot.job.revision == job.revision {
+                    return Some((name, false));
+                }
+                let timing_changed = slot.job.spec.schedule != job.spec.schedule
+                    || slot.job.spec.timezone != job.spec.timezone
+                    || slot.job.spec.paused != job.spec.paused
+                    || slot.job.meta.active_since != job.meta.active_since;
+                let ownership_changed = slot.owned != owned;
+                slot.job = job;
+                slot.owned = owned;
+                timing_changed || ownership_changed
+            }
+            None => {
+                self.jobs.insert(
+                    name.clone(),
+                    JobSlot {
+                        job,
+                        owned,
+                        state_revision: None,
+                        last_tick: None,
+                        catchup_queue: VecDeque::new(),
+                        catchup_running: false,
+                    },
+                );
+                true
+            }
+        };
+        Some((name, changed))
+    }
+
+    /// Re-plans jobs whose timing or ownership changed: owned ones are
+    /// recovered (claim state read, missed ticks handled, timer set), others
+    /// lose their timer. Many jobs at once (a snapshot, a membership change)
+    /// share one read of all claim states instead of one read each.
+    async fn replan(&mut self, names: Vec<JobName>) {
+        let owned: Vec<JobName> = names
+            .into_iter()
+            .filter(|name| match self.jobs.get(name) {
+                Some(slot) if slot.owned => true,
+                _ => {
+                    self.timers.remove(&Timer::Tick(name.clone()));
+                    false
+                }
+            })
+            .collect();
+        let mut states = if owned.len() > BULK_STATE_READ {
+            match self.deps.coord.all_states().await {
+                Ok(states) => Some(states),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot read claim states in bulk; reading them one by one");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        for name in owned {
+            let known = states
+                .as_mut()
+                .map(|states| states.remove(&name).map_or((None, 0), |(s, rev)| (Some(s), rev)));
+            self.recover(&name, known).await;
+        }
+        self.deps
+            .metrics
+            .jobs_scheduled
+            .store(self.timers.len() as u64, Ordering::Relaxed);
+    }
+
+    fn remove_job(&mut self, name: &JobName) {
+        self.timers.remove(&Timer::Tick(name.clone()));
+        self.jobs.remove(name);
+        self.retries.retain(|_, retry| &retry.job != name);
+    }
+
+    fn is_owner(&self, job: &Job) -> bool {
+        self.deps.executors.for_kind(&job.spec.kind).is_some()
+            && schedule::owner(job, self.workers.values()).is_some_and(|owner| owner.id == self.deps.info.id)
+    }
+
+    async fn on_workers(&mut self, update: WatchUpdate) {
+        match update {
+            WatchUpdate::Snapshot(kvs) => {
+                self.workers = kvs
+                    .iter()
+                    .filter_map(|kv| serde_json::from_slice::<WorkerInfo>(&kv.value).ok())
+                    .map(|info| (info.id.clone(), info))
+                    .collect();
+            }
+            WatchUpdate::Events(events) => {
+                for event in events {
+                    match event {
+                        WatchEvent::Put(kv) => {
+                            if let Ok(info) = serde_json::from_slice::<WorkerInfo>(&kv.value) {
+                                self.workers.insert(info.id.clone(), info);
+                            }
+                        }
+                        WatchEvent::Delete { key, .. } => {
+                            if let Some(id) = self.deps.coord.strip(Family::Workers, &key) {
+                                self.workers.remove(id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Membership changed: take over jobs this worker now wins, let go of
+        // the ones another worker wins.
+        let mut changed = Vec::new();
+        let mut gained = 0usize;
+        let mut lost = 0usize;
+        for (name, slot) in &mut self.jobs {
+            let owned = self.deps.executors.for_kind(&slot.job.spec.kind).is_some()
+                && schedule::owner(&slot.job, self.workers.values()).is_some_and(|owner| owner.id == self.deps.info.id);
+            if owned != slot.owned {
+                slot.owned = owned;
+                slot.state_revision = None;
+                if owned {
+                    gained += 1
+                } else {
+                    lost += 1
+                }
+                changed.push(name.clone());
+            }
+        }
+        if gained + lost > 0 {
+            tracing::info!(gained, lost, workers = self.workers.len(), "job ownership changed");
+        }
+        self.replan(changed).await;
+    }
+
+    fn on_running(&mut self, update: WatchUpdate) {
+        match update {
+            WatchUpdate::Snapshot(kvs) => {
+                self.remote_running.clear();
+                for kv in &kvs {
+                    if let Some((job, entry)) = self.deps.coord.decode_running(kv) {
+                        self.remote_running.entry(job).or_default().insert(entry.run_id);
+                    }
+                }
+            }
+            WatchUpdate::Events(events) => {
+                for event in events {
+                    let Some((job, run_id)) = self.deps.coord.decode_running_key(event.key()) else {
+                        continue;
+                    };
+                    match event {
+                        WatchEvent::Put(_) => {
+                            self.remote_running.entry(job).or_default().insert(run_id);
+                        }
+                        WatchEvent::Delete { .. } => {
+                            if let Some(set) = self.remote_running.get_mut(&job) {
+                                set.remove(&run_id);
+                                if set.is_empty() {
+                                    self.remote_running.remove(&job);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_kill(&mut self, update: WatchUpdate) {
+        let puts: Vec<KeyValue> = match update {
+            WatchUpdate::Snapshot(kvs) => kvs,
+            WatchUpdate::Events(events) => events
+                .into_iter()
+                .filter_map(|event| match event {
+                    WatchEvent::Put(kv) => Some(kv),
+                    WatchEvent::Delete { .. } => None,
+                })
+                .collect(),
+        };
+        for kv in puts {
+            // A snapshot repeats requests already handled; "kill all" must not
+            // hit runs that started after it was made.
+            if kv.mod_revision <= self.kill_revision {
+                continue;
+            }
+            self.kill_revision = self.kill_revision.max(kv.mod_revision);
+            let Some(request) = self.deps.coord.decode_kill(&kv.key) else {
+                continue;
+            };
+            for (run_id, run) in &self.local_runs {
+                let hit = match request.target {
+                    KillTarget::Run(target) => target == *run_id,
+                    KillTarget::All => run.job == request.job,
+                };
+                if hit && run.job == request.job {
+                    tracing::info!(job = %run.job, run = %run_id, "kill requested");
+                    run.kill.pull(StopReason::Killed);
+                }
+            }
+        }
+    }
+
+    async fn on_triggers(&mut self, update: WatchUpdate) {
+        let puts: Vec<KeyValue> = match update {
+            WatchUpdate::Snapshot(kvs) => {
+                self.pending_triggers.clear();
+                kvs
+            }
+            WatchUpdate::Events(events) => {
+                let mut puts = Vec::new();
+                for event in events {
+                    match event {
+                        WatchEvent::Put(kv) => puts.push(kv),
+                        WatchEvent::Delete { key, .. } => {
+                            self.pending_triggers.remove(&key);
+                        }
+                    }
+                }
+                puts
+            }
+        };
+        for kv in puts {
+            let Some((name, _)) = self.deps.coord.decode_trigger(&kv) else {
+                continue;
+            };
+            self.pending_triggers.insert(kv.key.clone(), (name.clone(), kv));
+            self.take_triggers(&name).await;
+        }
+    }
+
+    /// Starts the manual runs requested for `name`, if this worker owns it.
+    async fn take_triggers(&mut self, name: &JobName) {
+        let Some(slot) = self.jobs.get(name) else { return };
+        if !slot.owned {
+            return;
+        }
+        let job = slot.job.clone();
+        let keys: Vec<String> = self
+            .pending_triggers
+            .iter()
+            .filter(|(_, (job, _))| job == name)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            let Some((_, kv)) = self.pending_triggers.remove(&key) else {
+                continue;
+            };
+            let Some((_, request)) = self.deps.coord.decode_trigger(&kv) else {
+                continue;
+            };
+            let entry = self.running_entry(RunId::generate(), request.requested_at, Trigger::Manual, 1);
+            match self.deps.coord.take_trigger(&kv.key, name, &entry, self.lease).await {
+                Ok(Some(fence)) => {
+                    tracing::info!(job = %name, by = %request.requested_by, "manual run");
+                    self.spawn_run(job.clone(), entry, fence);
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(job = %name, %err, "cannot take a manual run request; will retry");
+                    self.pending_triggers.insert(key, (name.clone(), kv));
+                }
+            }
+        }
+    }
+
+    // ---- scheduling ----------------------------------------------------------
+
+    /// Takes over a job: reads its claim state (unless `known`), handles the
+    /// ticks that passed unclaimed according to its catch-up policy, sets its
+    /// next timer, and starts manual runs requested meanwhile.
+    async fn recover(&mut self, name: &JobName, known: Option<(Option<JobState>, Revision)>) {
+        self.recover_schedule(name, known).await;
+        self.take_triggers(name).await;
+    }
+
+    async fn recover_schedule(&mut self, name: &JobName, mut known: Option<(Option<JobState>, Revision)>) {
+        for _ in 0..3 {
+            let Some(slot) = self.jobs.get(name) else { return };
+            let job = slot.job.clone();
+            if !slot.owned || job.spec.paused {
+                self.timers.remove(&Timer::Tick(name.clone()));
+                return;
+            }
+            let found = match known.take() {
+                Some(found) => Ok(found),
+                None => self.deps.coord.job_state(name).await,
+            };
+            let (state, revision) = match found {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::warn!(job = %name, %err, "cannot read claim state; retrying soon");
+                    self.timers
+                        .set(Timer::Tick(name.clone()), self.now() + SignedDuration::from_secs(1));
+                    return;
+                }
+            };
+            let last_tick = state.map(|s| s.last_tick);
+            if let Some(slot) = self.jobs.get_mut(name) {
+                slot.state_revision = Some(revision);
+                slot.last_tick = last_tick;
+            }
+            let after = last_tick.map_or(job.meta.active_since, |t| t.max(job.meta.active_since));
+            let now = self.now();
+            let plan = schedule::plan_catchup(&job.schedule, job.spec.catchup, after, now, self.catchup_limits());
+            if plan.is_empty() {
+                match plan.next {
+                    Some(next) => self.timers.set(Timer::Tick(name.clone()), next),
+                    None => {
+                        self.timers.remove(&Timer::Tick(name.clone()));
+                    }
+                }
+                return;
+            }
+            // One claim accounts for the whole gap: the state jumps to the
+            // plan's horizon, and the first catch-up run is published with it.
+            let first_run = plan.run.first().copied();
+            let entry = first_run.map(|tick| self.running_entry(RunId::generate(), tick, Trigger::Catchup, 1));
+            let request = ClaimRequest {
+                job: name.clone(),
+                tick: plan.horizon,
+                seen_revision: revision,
+                run: entry.clone(),
+                lease: self.lease,
+            };
+            match self.deps.coord.claim(std::slice::from_ref(&request)).await {
+                Ok(outcomes) if outcomes.first() == Some(&ClaimOutcome::Lost) => {
+                    self.deps.metrics.claims_lost.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Ok(outcomes) => {
+                    let Some(ClaimOutcome::Won { fence }) = outcomes.first().copied() else {
+                        return;
+                    };
+                    self.record_missed(&job, &plan, fence).await;
+                    if let Some(slot) = self.jobs.get_mut(name) {
+                        slot.state_revision = Some(fence);
+                        slot.last_tick = Some(plan.horizon);
+                        slot.catchup_queue = plan.run.iter().skip(1).copied().collect();
+                        slot.catchup_running = entry.is_some();
+                    }
+                    if let Some(entry) = entry {
+                        tracing::info!(job = %name, tick = %entry.tick, policy = ?job.spec.catchup.policy, "catch-up run");
+                        self.spawn_run(job.clone(), entry, fence);
+                    }
+                    match plan.next {
+                        Some(next) => self.timers.set(Timer::Tick(name.clone()), next),
+                        None => {
+                            self.timers.remove(&Timer::Tick(name.clone()));
+                        }
+                    }
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(job = %name, %err, "cannot claim missed ticks; retrying soon");
+                    self.timers
+                        .set(Timer::Tick(name.clone()), now + SignedDuration::from_secs(1));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn catchup_limits(&self) -> CatchupLimits {
+        CatchupLimits {
+            missed_records: self.deps.config.missed_record_limit,
+            runs: self.deps.config.catchup_run_limit,
+            ..CatchupLimits::default()
+        }
+    }
+
+    async fn record_missed(&self, job: &Job, plan: &schedule::CatchupPlan, fence: Revision) {
+        let reason = match job.spec.catchup.policy {
+            CatchupPolicy::Skip => "no worker ran the job at this time; catch-up policy is skip",
+            CatchupPolicy::Latest => "no worker ran the job at this time; catch-up ran only the latest tick",
+            CatchupPolicy::All => "no worker ran the job at this time; outside the catch-up window or limit",
+        };
+        for tick in &plan.missed {
+            self.deps
+                .sink
+                .record(self.not_run(job, *tick, RunStatus::Missed, fence, reason.to_owned()))
+                .await;
+        }
+        if let Some(summary) = plan.missed_summary {
+            let mut record = self.not_run(
+                job,
+                summary.first,
+                RunStatus::Missed,
+                fence,
+                format!(
+                    "{reason}; this record stands for every tick from {} to {}",
+                    summary.first, summary.last
+                ),
+            );
+            record.missed_count = summary.count;
+            record.missed_until = Some(summary.last);
+            self.deps.sink.record(record).await;
+        }
+        let total = plan.missed.len() as u64 + plan.missed_summary.and_then(|s| s.count).unwrap_or(0);
+        for _ in 0..total.min(1_000_000) {
+            self.deps.metrics.run_ended(RunStatus::Missed);
+        }
+        if total > 0 {
+            tracing::info!(job = %job.name, missed = total, "recorded missed ticks");
+        }
+    }
+
+    fn not_run(&self, job: &Job, tick: Timestamp, status: RunStatus, fence: Revision, reason: String) -> RunRecord {
+        RunRecord::not_run(job, tick, status, &self.deps.info.id, fence, reason)
+    }
+
+    fn running_entry(&self, run_id: RunId, tick: Timestamp, trigger: Trigger, attempt: u32) -> RunningEntry {
+        RunningEntry {
+            run_id,
+            worker: self.deps.info.id.clone(),
+            tick,
+            trigger,
+            attempt,
+            claimed_at: self.now(),
+        }
+    }
+
+    /// Handles every timer that is due: claims the ticks (packed into few
+    /// transactions), then starts runs or records skips.
+    async fn fire_due(&mut self) {
+        let now = self.now();
+        let mut claims: Vec<ClaimRequest> = Vec::new();
+        let mut skips: Vec<Option<RunId>> = Vec::new();
+        let mut fired = 0;
+        while fired < MAX_FIRES_PER_TURN {
+            let Some((timer, due)) = self.timers.pop_due(now) else {
+                break;
+            };
+            fired += 1;
+            match timer {
+                Timer::Tick(name) => {
+                    if let Some((request, blocking_run)) = self.prepare_tick(&name, due).await {
+                        claims.push(request);
+                        skips.push(blocking_run);
+                    }
+                }
+                Timer::Retry(id) => self.start_retry(id).await,
+            }
+        }
+        if claims.is_empty() {
+            return;
+        }
+        let outcomes = match self.deps.coord.claim(&claims).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                // The store is unreachable: the ticks stay unclaimed, so the
+                // next owner (or this worker, recovering) accounts for them by
+                // the catch-up policy instead of dropping them.
+                tracing::warn!(%err, ticks = claims.len(), "cannot claim due ticks; they will be caught up");
+                for request in &claims {
+                    if let Some(slot) = self.jobs.get_mut(&request.job) {
+                        slot.state_revision = None;
+                    }
+                    self.timers
+                        .set(Timer::Tick(request.job.clone()), now + SignedDuration::from_secs(1));
+                }
+                return;
+            }
+        };
+        for ((request, outcome), blocking_run) in claims.into_iter().zip(outcomes).zip(skips) {
+            self.apply_claim(request, outcome, blocking_run).await;
+        }
+        self.deps
+            .metrics
+            .jobs_scheduled
+            .store(self.timers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Sets the job's next timer and builds the claim for tick `due`; `None`
+    /// when the tick is not this worker's to claim. The second value is the
+    /// run blocking the tick when overlap is forbidden (the tick is recorded
+    /// `skipped`).
+    async fn prepare_tick(&mut self, name: &JobName, due: Timestamp) -> Option<(ClaimRequest, Option<RunId>)> {
+        let slot = self.jobs.get(name)?;
+        if !slot.owned || slot.job.spec.paused {
+            return None;
+        }
+        let job = slot.job.clone();
+        if let Some(next) = job.schedule.next_after(due) {
+            self.timers.set(Timer::Tick(name.clone()), next);
+        }
+        if slot.state_revision.is_none() {
+            // The claim state is unknown (after an error): recover instead,
+            // which accounts for this tick through the catch-up policy.
+            self.recover(name, None).await;
+            return None;
+        }
+        let slot = self.jobs.get(name)?;
+        if slot.last_tick.is_some_and(|last| last >= due) {
+            return None;
+        }
+        let seen_revision = slot.state_revision.unwrap_or(0);
+        let running = self.running_runs(name);
+        let decision = schedule::overlap_decision(job.spec.overlap, running.len());
+        let (run, blocking) = match decision {
+            OverlapDecision::Skip => (None, running.first().copied()),
+            OverlapDecision::Start => (
+                Some(self.running_entry(RunId::generate(), due, Trigger::Schedule, 1)),
+                None,
+            ),
+            OverlapDecision::ReplaceAndStart => {
+                self.replace_runs(name, &running).await;
+                (
+                    Some(self.running_entry(RunId::generate(), due, Trigger::Schedule, 1)),
+                    None,
+                )
+            }
+        };
+        Some((
+            ClaimRequest {
+                job: name.clone(),
+                tick: due,
+                seen_revision,
+                run,
+                lease: self.lease,
+            },
+            blocking,
+        ))
+    }
+
+    /// Runs of `job` in progress anywhere: this worker's, and others' as seen
+    /// in `running/`.
+    fn running_runs(&self, job: &JobName) -> Vec<RunId> {
+        let mut runs: Vec<RunId> = self
+            .local_runs
+            .iter()
+            .filter(|(_, run)| &run.job == job)
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(remote) = self.remote_running.get(job) {
+            runs.extend(remote.iter().filter(|id| !self.local_runs.contains_key(id)));
+        }
+        runs.sort();
+        runs
+    }
+
+    /// Overlap `replace`: kills the job's runs, here directly and elsewhere
+    /// through kill requests.
+    async fn replace_runs(&self, job: &JobName, runs: &[RunId]) {
+        for run_id in runs {
+            match self.local_runs.get(run_id) {
+                Some(run) => run.kill.pull(StopReason::Killed),
+                None => {
+                    if let Err(err) = self.deps.coord.request_kill(job, KillTarget::Run(*run_id)).await {
+                        tracing::warn!(%job, run = %run_id, %err, "cannot request a kill for overlap replace");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply_claim(&mut self, request: ClaimRequest, outcome: ClaimOutcome, blocking_run: Option<RunId>) {
+        let name = request.job.clone();
+        match outcome {
+            ClaimOutcome::Won { fence } => {
+                let Some(slot) = self.jobs.get_mut(&name) else { return };
+                slot.state_revision = Some(fence);
+                slot.last_tick = Some(request.tick);
+                let job = slot.job.clone();
+                match request.run {
+                    Some(entry) => self.spawn_run(job, entry, fence),
+                    None => {
+                        let reason = match blocking_run {
+                            Some(run) => format!("previous run {run} was still running (overlap: forbid)"),
+                            None => "previous run was still running (overlap: forbid)".to_owned(),
+                        };
+                        let record = self.not_run(&job, request.tick, RunStatus::Skipped, fence, reason);
+                        self.deps.metrics.run_ended(RunStatus::Skipped);
+                        self.deps.sink.record(record).await;
+                    }
+                }
+            }
+            ClaimOutcome::Lost => {
+                // Someone else moved the claim state: another worker took the
+                // tick (fine), or the job was re-created. Re-read before the
+                // next claim; recovery accounts for anything still unclaimed.
+                self.deps.metrics.claims_lost.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(job = %name, tick = %request.tick, "claim lost");
+                if let Some(slot) = self.jobs.get_mut(&name) {
+                    slot.state_revision = None;
+                }
+                self.recover(&name, None).await;
+            }
+        }
+    }
+
+    async fn start_retry(&mut self, id: u64) {
+        let Some(retry) = self.retries.remove(&id) else { return };
+        let Some(slot) = self.jobs.get(&retry.job) else { return };
+        if !slot.owned {
+            return;
+        }
+        let job = slot.job.clone();
+        let entry = self.running_entry(RunId::generate(), retry.tick, Trigger::Retry, retry.attempt);
+        match self.deps.coord.start_run(&retry.job, &entry, self.lease).await {
+            Ok(fence) => self.spawn_run(job, entry, fence),
+            Err(err) => {
+                tracing::warn!(job = %retry.job, %err, "cannot start a retry; trying again in 1 s");
+                let job = retry.job.clone();
+                self.retries.insert(id, retry);
+                self.timers
+                    .set(Timer::Retry(id), self.now() + SignedDuration::from_secs(1));
+                tracing::debug!(%job, "retry rescheduled");
+            }
+        }
+    }
+
+    fn spawn_run(&mut self, job: Arc<Job>, entry: RunningEntry, fence: Revision) {
+        let kill = KillSwitch::new();
+        let run_id = entry.run_id;
+        self.local_runs.insert(
+            run_id,
+            LocalRun {
+                job: job.name.clone(),
+                kill: kill.clone(),
+                entry: entry.clone(),
+            },
+        );
+        let spec = RunSpec {
+            executor: self.deps.executors.for_kind(&job.spec.kind),
+            job,
+            entry,
+            fence,
+            kill,
+            sink: self.deps.sink.clone(),
+            coord: self.deps.coord.clone(),
+            metrics: self.deps.metrics.clone(),
+            semaphore: self.semaphore.clone(),
+            done: self.done_tx.clone(),
+            shell_allowed: self.deps.info.allow_native,
+        };
+        self.runs.spawn(runner::run(spec));
+    }
+
+    async fn on_run_finished(&mut self, done: RunFinished) {
+        self.local_runs.remove(&done.run_id);
+        while self.runs.try_join_next().is_some() {}
+        let Some(slot) = self.jobs.get_mut(&done.job) else {
+            return;
+        };
+        if !slot.owned {
+            return;
+        }
+        if done.trigger == Trigger::Catchup {
+            slot.catchup_running = false;
+            if let Some(tick) = slot.catchup_queue.pop_front() {
+                let job = slot.job.clone();
+                let entry = self.running_entry(RunId::generate(), tick, Trigger::Catchup, 1);
+                match self.deps.coord.start_run(&done.job, &entry, self.lease).await {
+                    Ok(fence) => {
+                        if let Some(slot) = self.jobs.get_mut(&done.job) {
+                            slot.catchup_running = true;
+                        }
+                        self.spawn_run(job, entry, fence);
+                    }
+                    Err(err) => {
+                        tracing::warn!(job = %done.job, %err, "cannot start a catch-up run; recording it missed");
+                        let record = self.not_run(
+                            &job,
+                            tick,
+                            RunStatus::Missed,
+                            0,
+                            format!("catch-up run could not start: {err}"),
+                        );
+                        self.deps.sink.record(record).await;
+                    }
+                }
+            }
+        }
+        if !done.status.is_retryable() || done.trigger == Trigger::Manual {
+            return;
+        }
+        let Some(slot) = self.jobs.get(&done.job) else { return };
+        if let Some(delay) = schedule::retry_delay(&slot.job.spec.retry, done.attempt) {
+            let id = self.next_retry;
+            self.next_retry += 1;
+            self.retries.insert(
+                id,
+                PendingRetry {
+                    job: done.job.clone(),
+                    tick: done.tick,
+                    attempt: done.attempt + 1,
+                },
+            );
+            let due = self.now() + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO);
+            tracing::info!(job = %done.job, attempt = done.attempt + 1, ?delay, "retry scheduled");
+            self.timers.set(Timer::Retry(id), due);
+        }
+    }
+
+    /// Shutdown: runs get the drain timeout to finish, then are killed; the
+    /// lease is revoked so other workers take over at once.
+    async fn drain(&mut self) {
+        if !self.local_runs.is_empty() {
+            tracing::info!(runs = self.local_runs.len(), timeout = ?self.deps.drain_timeout, "waiting for runs to finish");
+        }
+        let deadline = tokio::time::Instant::now() + self.deps.drain_timeout;
+        let mut killed = false;
+        // Finished runs report on `done_rx`; it is read (and the reports
+        // dropped: no retries at shutdown) so no run task blocks on it.
+        loop {
+            tokio::select! {
+                joined = self.runs.join_next() => if joined.is_none() { break },
+                Some(done) = self.done_rx.recv() => {
+                    self.local_runs.remove(&done.run_id);
+                }
+                () = tokio::time::sleep_until(deadline), if !killed => {
+                    tracing::warn!(runs = self.local_runs.len(), "drain timeout; killing remaining runs");
+                    for run in self.local_runs.values() {
+                        run.kill.pull(StopReason::Shutdown);
+                    }
+                    killed = true;
+                }
+            }
+        }
+        if !self.retries.is_empty() {
+            tracing::info!(pending = self.retries.len(), "pending retries are dropped at shutdown");
+        }
+        if let Err(err) = self.deps.coord.store().lease_revoke(self.lease).await {
+            tracing::warn!(%err, "cannot revoke the worker lease; it will expire");
+        }
+    }
+}
+
+/// Drives one watcher and forwards its updates; on a store error it backs off
+/// and starts over with a fresh snapshot.
+async fn forward_watch(
+    coord: Coordinator,
+    family: Family,
+    tx: mpsc::Sender<(Family, WatchUpdate)>,
+    stop: CancellationToken,
+) {
+    let mut watcher = coord.watcher(family);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let update = tokio::select! {
+            () = stop.cancelled() => return,
+            update = watcher.next() => update,
+        };
+        match update {
+            Ok(update) => {
+                backoff = Duration::from_millis(100);
+                if tx.send((family, update)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(?family, %err, ?backoff, "watch failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Whether a stored job may run here at all: shell jobs need native
+/// permission on the worker and an admin as their author.
+pub(crate) fn shell_permitted(job: &Job, allow_native: bool) -> Result<(), String> {
+    if !job.spec.kind.is_native() {
+        return Ok(());
+    }
+    if !allow_native {
+        return Err("this worker does not permit native processes".to_owned());
+    }
+    if job.meta.written_by != Role::Admin {
+        return Err(format!(
+            "shell jobs must be written by an admin; this one was written by a {}",
+            job.meta.written_by.as_str()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+# sandcron tasks. `just --list` shows them.
+
+# Start sandcron on its embedded stores (http://127.0.0.1:8070).
+run *ARGS:
+    cargo run --release -- dev {{ARGS}}
+
+# Install what the tests need and run every test (what CI runs).
+test *ARGS:
+    scripts/test.sh {{ARGS}}
+
+# Benchmarks: print comparison tables (see BENCHMARKS.md).
+bench *ARGS:
+    cargo bench -p sandcron --bench scheduler -- {{ARGS}}
+
+fmt:
+    cargo fmt --all
+
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+ci:
+    .ci/run

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotent, non-interactive) and runs every
+# test: formatting, lints, unit, conformance and end-to-end suites.
+#
+# Usage: scripts/test.sh            # everything (this is what CI runs)
+#        scripts/test.sh -- FILTER  # extra arguments go to the test runner
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extra=()
+if [[ "${1:-}" == "--" ]]; then
+    shift
+    extra=("$@")
+fi
+
+# shellcheck source=scripts/install-test-deps.sh
+source scripts/install-test-deps.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast "${extra[@]}"
+else
+    echo "(cargo-nextest not found; using cargo test)"
+    cargo test --workspace --locked --no-fail-fast "${extra[@]}"
+fi

@@ -1,0 +1,141 @@
+//! The command line: local cron helpers and the client subcommands against a
+//! running server.
+
+use std::process::Command;
+use std::time::Duration;
+
+use sandcron_tests::wait_for;
+
+use crate::{BIN, dev};
+
+fn sandcron(args: &[&str], server: Option<&str>) -> (i32, String, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("SANDCRON_TOKEN");
+    if let Some(server) = server {
+        command.env("SANDCRON_SERVER", server);
+    }
+    let output = command.output().expect("run sandcron");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cron_next_prints_rfc3339_instants_in_the_zone() {
+    let (code, out, err) = sandcron(
+        &[
+            "cron",
+            "next",
+            "0 9 * * MON-FRI",
+            "--tz",
+            "Europe/Berlin",
+            "--after",
+            "2026-11-20T12:00:00Z",
+            "--count",
+            "3",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "2026-11-23T09:00:00+01:00\n2026-11-24T09:00:00+01:00\n2026-11-25T09:00:00+01:00\n"
+    );
+    // The spring-forward gap: a fixed-time job fires at the first instant after it.
+    let (_, out, _) = sandcron(
+        &[
+            "cron",
+            "next",
+            "30 2 * * *",
+            "--tz",
+            "America/New_York",
+            "--after",
+            "2026-03-07T12:00:00Z",
+            "--count",
+            "2",
+        ],
+        None,
+    );
+    assert_eq!(out, "2026-03-08T03:00:00-04:00\n2026-03-09T02:30:00-04:00\n");
+}
+
+#[test]
+fn cron_errors_point_at_the_field() {
+    let (code, _, err) = sandcron(&["cron", "next", "0 25 * * *"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("hour field \"25\": 25 is out of range 0-23"), "{err}");
+    let (code, _, err) = sandcron(&["cron", "next", "@daily", "--tz", "Atlantis/Capital"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown time zone \"Atlantis/Capital\""), "{err}");
+}
+
+#[test]
+fn cron_explain_says_when_it_fires() {
+    let (code, out, _) = sandcron(&["cron", "explain", "*/15 * * * *"], None);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "every 15 minutes");
+}
+
+#[tokio::test]
+async fn job_apply_list_run_logs_and_remove_through_the_cli() {
+    let dev = dev(&[]);
+    let server = dev.base.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("greet.toml");
+    std::fs::write(
+        &file,
+        "name = \"greet\"\nschedule = \"@yearly\"\ndescription = \"says hello\"\n[kind.shell]\ncommand = \"echo hello from the cli\"\n",
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let (code, out, err) = sandcron(&["job", "apply", "-f", &file], Some(&server));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("job greet saved (revision "), "{out}");
+    let (code, out, _) = sandcron(&["job", "ls"], Some(&server));
+    assert_eq!(code, 0);
+    assert!(out.lines().nth(1).unwrap().starts_with("greet "), "{out}");
+    let (code, out, err) = sandcron(&["run", "greet"], Some(&server));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "run of greet requested\n");
+    let api = dev.api();
+    wait_for("the run to succeed", Duration::from_secs(20), || async {
+        api.runs("greet")
+            .await
+            .iter()
+            .any(|r| r["status"] == "succeeded")
+            .then_some(())
+    })
+    .await;
+    let (code, out, err) = sandcron(&["logs", "greet", "--follow"], Some(&server));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello from the cli\n");
+    assert!(err.contains("succeeded"), "{err}");
+    let (code, out, _) = sandcron(&["runs", "--job", "greet"], Some(&server));
+    assert_eq!(code, 0);
+    assert!(out.contains("manual") && out.contains("succeeded"), "{out}");
+    let (code, out, _) = sandcron(&["workers"], Some(&server));
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "a header and the one dev worker: {out}");
+    // A bad file is a clear error naming the field, and a non-zero exit.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "name = \"bad\"\nschedule = \"61 * * * *\"\n[kind.shell]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = sandcron(
+        &["job", "apply", "-f", &dir.path().join("bad.toml").to_string_lossy()],
+        Some(&server),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("minute field \"61\"") && err.contains("field schedule; HTTP 422"),
+        "{err}"
+    );
+    let (code, _, _) = sandcron(&["job", "rm", "greet"], Some(&server));
+    assert_eq!(code, 0);
+    let (code, _, err) = sandcron(&["job", "get", "greet"], Some(&server));
+    assert_eq!(code, 1);
+    assert!(err.contains("job greet does not exist (HTTP 404)"), "{err}");
+}

@@ -1,0 +1,355 @@
+//! Black-box test harness: starts the real `sandcron` binary (and, in later
+//! suites, the real servers it talks to) on free loopback ports with temporary
+//! data directories, talks to it over HTTP, and waits on conditions with
+//! deadlines instead of sleeping.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// How long a `sandcron dev` may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `sandcron dev` process with its own data directory.
+pub struct Dev {
+    bin: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    data: tempfile::TempDir,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    log: PathBuf,
+}
+
+impl Dev {
+    /// Starts `bin dev --listen 127.0.0.1:0 --data <temp> --no-demo <extra>`.
+    pub fn start(bin: &str, extra: &[&str]) -> Dev {
+        let data = tempfile::Builder::new()
+            .prefix("sandcron-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let log = data.path().join("sandcron.log");
+        let mut dev = Dev {
+            bin: PathBuf::from(bin),
+            args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+            data,
+            base: String::new(),
+            log,
+        };
+        dev.spawn();
+        dev
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut command = Command::new(&self.bin);
+        command
+            .arg("dev")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(self.data.path().join("data"))
+            .arg("--no-demo")
+            .args(&self.args)
+            .env("SANDCRON_LOG", "info,sandcron=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", self.bin.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("sandcron dev listening on ") {
+                    let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(url) => self.base = url,
+            Err(_) => panic!(
+                "sandcron dev did not start within {START_TIMEOUT:?}; log:\n{}",
+                self.log_text()
+            ),
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sandcron dev did not stop within 60 s; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same data directory (a new port).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts it again after `stop` or `kill9`.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.base, None)
+    }
+
+    pub fn api_with_token(&self, token: &str) -> Api {
+        Api::new(&self.base, Some(token))
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(80).collect();
+            eprintln!("---- sandcron log (last 80 lines) ----");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        self.kill9();
+    }
+}
+
+/// A response: status code and JSON body (`Value::Null` when empty, a string
+/// when not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        self.body
+    }
+
+    /// Asserts an error reply: its status, code, and a fragment of its message.
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str, message_part: &str) -> Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        let error = &self.body["error"];
+        assert_eq!(error["code"], code, "unexpected code; body: {}", self.body);
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(message_part),
+            "message {message:?} lacks {message_part:?}"
+        );
+        self.body
+    }
+}
+
+/// A JSON client for one server.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<&str>) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .expect("client"),
+            base: base.to_owned(),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        Self::reply(request).await
+    }
+
+    /// Sends raw bytes with a content type (for malformed-body tests).
+    pub async fn raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Self::reply(request).await
+    }
+
+    async fn reply(request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply { status, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.request("PUT", path, Some(body)).await
+    }
+
+    pub async fn post(&self, path: &str) -> Reply {
+        self.request("POST", path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.request("DELETE", path, None).await
+    }
+
+    /// Every run of `job` (all pages), newest tick first.
+    pub async fn runs(&self, job: &str) -> Vec<Value> {
+        let mut runs = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = format!("/api/v1/runs?job={job}&limit=1000");
+            if let Some(cursor) = &cursor {
+                path.push_str(&format!("&cursor={cursor}"));
+            }
+            let page = self.get(&path).await.expect(200);
+            runs.extend(page["runs"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return runs,
+            }
+        }
+    }
+
+    /// The whole output of a run as (stream, text) pairs in order.
+    pub async fn output(&self, run_id: &str) -> Vec<(String, String)> {
+        let page = self
+            .get(&format!("/api/v1/runs/{run_id}/output?limit=5000"))
+            .await
+            .expect(200);
+        page["chunks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["stream"].as_str().unwrap_or_default().to_owned(),
+                    c["data"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics naming `what`
+/// after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Processes (by pid) whose process group is `pgid`, from /proc.
+pub fn processes_in_group(pgid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command: state ppid pgrp ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && fields.first() != Some(&"Z") {
+            found.push(pid);
+        }
+    }
+    found
+}
