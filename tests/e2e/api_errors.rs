@@ -29,7 +29,7 @@ async fn invalid_job_bodies_name_the_field_and_why() {
         ),
         (
             json!({"schedule": "@daily", "kind": {"shell": {"command": "true"}}, "colour": "red"}),
-            "",
+            "colour",
             "unknown field `colour`",
         ),
         (
@@ -90,7 +90,7 @@ async fn bad_job_names_are_rejected_in_the_path() {
     let cases = [
         ("Upper", "contains 'U'"),
         ("a%2Fb", "contains '/'"),
-        ("%2E%2E", "contains '.'"),
+        ("a..b", "contains '.'"),
         ("-lead", "must start"),
         (long.as_str(), "64 characters long; the limit is 63"),
         ("tab%09", "contains '\\t'"),
@@ -106,7 +106,12 @@ async fn bad_job_names_are_rejected_in_the_path() {
 
 #[tokio::test]
 async fn malformed_and_oversized_bodies_and_unknown_routes() {
-    let dev = dev(&[]);
+    // A small body limit, so the oversized body fits in the socket buffers
+    // and the client reads the 413 instead of a reset connection.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.toml");
+    std::fs::write(&config, "[server]\nmax_body_kb = 16\n").unwrap();
+    let dev = dev(&["--config", &config.to_string_lossy()]);
     let api = dev.api();
     let reply = api
         .raw("PUT", "/api/v1/jobs/x", "application/json", b"{\"schedule\": ".to_vec())
@@ -119,7 +124,7 @@ async fn malformed_and_oversized_bodies_and_unknown_routes() {
     let reply = api.raw("PUT", "/api/v1/jobs/x", "text/plain", b"{}".to_vec()).await;
     reply.expect_error(415, "unsupported_media_type", "application/json");
     let mut huge = shell_job("@daily", "true");
-    huge["description"] = json!("x".repeat(2 * 1024 * 1024));
+    huge["description"] = json!("x".repeat(64 * 1024));
     api.put("/api/v1/jobs/x", &huge)
         .await
         .expect_error(413, "payload_too_large", "larger than the server accepts");

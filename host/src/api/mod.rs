@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -73,22 +73,18 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
-        .merge(crate::console::router())
+        .fallback(crate::console::fallback)
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
 
-async fn api_not_found(request: Request) -> ApiError {
-    ApiError::NotFound(format!("no route for {} {}", request.method(), request.uri().path()))
+async fn api_not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }
 
-async fn method_not_allowed(request: Request) -> ApiError {
-    ApiError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        request.method(),
-        request.uri().path()
-    ))
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
