@@ -88,8 +88,24 @@ pub struct WasmJob {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Directories to preopen; each must be granted by the worker's config.
+    #[serde(default)]
+    pub dirs: Vec<DirMount>,
     #[serde(default)]
     pub limits: WasmLimits,
+}
+
+/// A directory a worker grants (by name, in its config) mounted into the
+/// guest at `guest_path`; read-only unless `writable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirMount {
+    /// The grant's name in the worker configuration (`[worker.dirs]`).
+    pub grant: String,
+    /// Where the guest sees it, an absolute path such as `/data`.
+    pub guest_path: String,
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// Resource limits of one WASM run.
@@ -288,6 +304,23 @@ impl JobSpec {
                     check_text(&format!("kind.wasm.args[{index}]"), arg, limits::MAX_ARG_BYTES)?;
                 }
                 check_env("kind.wasm.env", &wasm.env)?;
+                if wasm.dirs.len() > 16 {
+                    return Err(JobError::new("kind.wasm.dirs", "at most 16 directories are allowed"));
+                }
+                for (index, dir) in wasm.dirs.iter().enumerate() {
+                    let field = format!("kind.wasm.dirs[{index}]");
+                    check_label(&format!("{field}.grant"), &dir.grant)?;
+                    let path_ok = dir.guest_path.starts_with('/')
+                        && dir.guest_path.len() <= 256
+                        && !dir.guest_path.split('/').any(|part| part == ".." || part == ".")
+                        && !dir.guest_path.contains('\0');
+                    if !path_ok {
+                        return Err(JobError::new(
+                            format!("{field}.guest_path"),
+                            "must be an absolute path without '.' or '..' components",
+                        ));
+                    }
+                }
                 let limits_ = &wasm.limits;
                 if limits_.fuel == 0 {
                     return Err(JobError::new("kind.wasm.limits.fuel", "must be at least 1"));

@@ -39,8 +39,13 @@ impl Metrics {
     }
 
     pub fn run_ended(&self, status: RunStatus) {
+        self.runs_ended(status, 1);
+    }
+
+    /// Counts `count` runs (or recorded ticks) that ended with `status`.
+    pub fn runs_ended(&self, status: RunStatus, count: u64) {
         if let Some(index) = RunStatus::ALL.iter().position(|s| *s == status) {
-            self.runs_by_status[index].fetch_add(1, Ordering::Relaxed);
+            self.runs_by_status[index].fetch_add(count, Ordering::Relaxed);
         }
     }
 

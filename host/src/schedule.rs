@@ -604,6 +604,7 @@ mod tests {
                     module: crate::ids::ModuleDigest::of(b"x"),
                     args: vec![],
                     env: BTreeMap::new(),
+                    dirs: vec![],
                     limits: Default::default(),
                 })
             },

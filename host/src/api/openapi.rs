@@ -50,3 +50,51 @@ pub fn document() -> utoipa::openapi::OpenApi {
 pub(super) async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(document())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_described() {
+        let doc = serde_json::to_value(document()).expect("serialises");
+        let paths = doc["paths"].as_object().expect("paths");
+        let expected = [
+            ("/api/v1/jobs", vec!["get"]),
+            ("/api/v1/jobs/{name}", vec!["put", "get", "delete"]),
+            ("/api/v1/jobs/{name}/pause", vec!["post"]),
+            ("/api/v1/jobs/{name}/resume", vec!["post"]),
+            ("/api/v1/jobs/{name}/run", vec!["post"]),
+            ("/api/v1/jobs/{name}/kill", vec!["post"]),
+            ("/api/v1/runs", vec!["get"]),
+            ("/api/v1/runs/{run_id}", vec!["get"]),
+            ("/api/v1/runs/{run_id}/output", vec!["get"]),
+            ("/api/v1/workers", vec!["get"]),
+            ("/api/v1/cron/next", vec!["get"]),
+            ("/healthz", vec!["get"]),
+            ("/readyz", vec!["get"]),
+            ("/metrics", vec!["get"]),
+        ];
+        for (path, methods) in expected {
+            let item = paths.get(path).unwrap_or_else(|| panic!("{path} is not described"));
+            for method in methods {
+                assert!(item.get(method).is_some(), "{method} {path} is not described");
+            }
+        }
+        assert_eq!(
+            paths.len(),
+            14,
+            "a described route has no test entry: {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+        // Every schema the paths reference exists.
+        let text = doc.to_string();
+        for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = reference.split('"').next().expect("name");
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "schema {name} is referenced but missing"
+            );
+        }
+    }
+}

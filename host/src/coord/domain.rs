@@ -9,7 +9,8 @@
 //! <prefix>workers/<id>               worker info, on the worker's lease
 //! <prefix>kill/<name>/<run_id|all>   kill request, on a short lease
 //! <prefix>trigger/<name>/<id>        manual "run now" request
-//! <prefix>modules/<hex>/meta|<n>     module bytes, chunked (WASM issue)
+//! <prefix>modules/meta/<hex>         module commit marker: size, chunks, kind
+//! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
 //! ```
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use super::kv::{
     Compare, KeyValue, KvStore, LeaseId, MAX_TXN_OPS, Revision, StoreError, Txn, TxnOp, WatchEvent, WatchStream,
 };
 use crate::config::Role;
+use crate::exec::ModuleKind;
 use crate::ids::{JobName, ModuleDigest, RunId};
 use crate::job::{Job, JobError, JobRecord};
 use crate::run::Trigger;
@@ -129,7 +131,7 @@ pub struct ModuleMeta {
     pub size: u64,
     pub chunks: u32,
     /// `module` (core WASI preview 1) or `component` (WASI preview 2).
-    pub kind: String,
+    pub kind: ModuleKind,
     #[schema(value_type = String, format = DateTime)]
     pub uploaded_at: Timestamp,
 }
@@ -307,11 +309,13 @@ impl Coordinator {
     }
 
     /// Claims ticks. Claims are packed into as few transactions as the store's
-    /// operation limit allows; if a packed transaction fails (some job's state
-    /// moved), its claims are retried one by one so each gets its own answer.
-    /// Outcomes are returned in request order.
+    /// operation limit allows, and the transactions are sent together (so a
+    /// store that commits in groups, or pipelines, pays one round for all of
+    /// them). If a packed transaction fails (some job's state moved), its
+    /// claims are retried one by one so each gets its own answer. Outcomes
+    /// are returned in request order.
     pub async fn claim(&self, requests: &[ClaimRequest]) -> Result<Vec<ClaimOutcome>, StoreError> {
-        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut batches = Vec::new();
         let mut start = 0;
         while start < requests.len() {
             // Each claim needs up to two operations; a job may appear only once
@@ -327,29 +331,41 @@ impl Coordinator {
                 ops += need;
                 end += 1;
             }
-            let batch = &requests[start..end];
-            let response = self.store.txn(self.claim_txn(batch)?).await?;
-            if response.succeeded {
-                outcomes.extend(batch.iter().map(|_| ClaimOutcome::Won {
-                    fence: response.revision,
-                }));
-            } else if batch.len() == 1 {
-                outcomes.push(ClaimOutcome::Lost);
-            } else {
-                for request in batch {
-                    let response = self.store.txn(self.claim_txn(std::slice::from_ref(request))?).await?;
-                    outcomes.push(if response.succeeded {
-                        ClaimOutcome::Won {
-                            fence: response.revision,
-                        }
-                    } else {
-                        ClaimOutcome::Lost
-                    });
-                }
-            }
+            batches.push(&requests[start..end]);
             start = end;
         }
+        let results = futures::future::join_all(batches.into_iter().map(|batch| self.claim_batch(batch))).await;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for result in results {
+            outcomes.extend(result?);
+        }
         Ok(outcomes)
+    }
+
+    async fn claim_batch(&self, batch: &[ClaimRequest]) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let response = self.store.txn(self.claim_txn(batch)?).await?;
+        if response.succeeded {
+            return Ok(vec![
+                ClaimOutcome::Won {
+                    fence: response.revision
+                };
+                batch.len()
+            ]);
+        }
+        if batch.len() == 1 {
+            return Ok(vec![ClaimOutcome::Lost]);
+        }
+        let singles = batch.iter().map(|request| async move {
+            let response = self.store.txn(self.claim_txn(std::slice::from_ref(request))?).await?;
+            Ok::<_, StoreError>(if response.succeeded {
+                ClaimOutcome::Won {
+                    fence: response.revision,
+                }
+            } else {
+                ClaimOutcome::Lost
+            })
+        });
+        futures::future::join_all(singles).await.into_iter().collect()
     }
 
     fn claim_txn(&self, batch: &[ClaimRequest]) -> Result<Txn, StoreError> {
@@ -504,14 +520,127 @@ impl Coordinator {
     }
 
     // ---- modules --------------------------------------------------------------
+    //
+    // Bytes are split into chunks of at most MAX_VALUE_BYTES (etcd refuses
+    // requests over 1.5 MiB), each its own write; the meta key is written last
+    // and is the commit marker: a module without it does not exist. Metas live
+    // apart from the data so listing modules never reads their bytes.
 
-    /// Whether a module's commit marker exists (its chunks are all written).
+    fn module_meta_key(&self, digest: &ModuleDigest) -> String {
+        self.key(Family::Modules, &format!("meta/{}", digest.hex()))
+    }
+
+    fn module_chunk_key(&self, digest: &ModuleDigest, index: u32) -> String {
+        self.key(Family::Modules, &format!("data/{}/{index:06}", digest.hex()))
+    }
+
+    /// Whether a module is stored (its commit marker exists).
     pub async fn module_exists(&self, digest: &ModuleDigest) -> Result<bool, StoreError> {
-        Ok(self
+        Ok(self.store.get(&self.module_meta_key(digest)).await?.is_some())
+    }
+
+    /// Stores a module under its digest (the caller has checked that `digest`
+    /// is the bytes' digest). Idempotent: an existing module is left as is.
+    /// Returns the meta and whether this call created it.
+    pub async fn put_module(
+        &self,
+        digest: &ModuleDigest,
+        bytes: &[u8],
+        kind: ModuleKind,
+    ) -> Result<(ModuleMeta, bool), StoreError> {
+        if let Some(meta) = self.module_meta(digest).await? {
+            return Ok((meta, false));
+        }
+        let mut chunks = 0u32;
+        for (index, chunk) in bytes.chunks(super::MAX_VALUE_BYTES).enumerate() {
+            let index = u32::try_from(index).map_err(|_| StoreError::Invalid("module has too many chunks".into()))?;
+            self.store
+                .put(&self.module_chunk_key(digest, index), chunk.to_vec(), None)
+                .await?;
+            chunks = index + 1;
+        }
+        let meta = ModuleMeta {
+            size: bytes.len() as u64,
+            chunks,
+            kind,
+            uploaded_at: Timestamp::now(),
+        };
+        let key = self.module_meta_key(digest);
+        let response = self
             .store
-            .get(&self.key(Family::Modules, &format!("{}/meta", digest.hex())))
-            .await?
-            .is_some())
+            .txn(
+                Txn::new()
+                    .when([Compare::missing(key.clone())])
+                    .and_then([TxnOp::put(key, encode(&meta)?)]),
+            )
+            .await?;
+        if response.succeeded {
+            return Ok((meta, true));
+        }
+        // A concurrent upload of the same bytes committed first.
+        Ok((self.module_meta(digest).await?.unwrap_or(meta), false))
+    }
+
+    /// A stored module's meta.
+    pub async fn module_meta(&self, digest: &ModuleDigest) -> Result<Option<ModuleMeta>, StoreError> {
+        match self.store.get(&self.module_meta_key(digest)).await? {
+            None => Ok(None),
+            Some(kv) => serde_json::from_slice(&kv.value)
+                .map(Some)
+                .map_err(|err| StoreError::Other(format!("meta of module {digest} is not valid JSON: {err}"))),
+        }
+    }
+
+    /// A stored module's bytes, verified against its digest; `None` if it is
+    /// not stored. Chunks are read one by one so no response is larger than
+    /// a chunk.
+    pub async fn module_bytes(&self, digest: &ModuleDigest) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(meta) = self.module_meta(digest).await? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        for index in 0..meta.chunks {
+            let kv = self
+                .store
+                .get(&self.module_chunk_key(digest, index))
+                .await?
+                .ok_or_else(|| {
+                    StoreError::Other(format!("module {digest} is missing chunk {index} of {}", meta.chunks))
+                })?;
+            bytes.extend_from_slice(&kv.value);
+        }
+        if bytes.len() as u64 != meta.size || ModuleDigest::of(&bytes) != *digest {
+            return Err(StoreError::Other(format!(
+                "module {digest} is corrupt: its bytes do not match its digest"
+            )));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Every stored module with its meta.
+    pub async fn list_modules(&self) -> Result<Vec<(ModuleDigest, ModuleMeta)>, StoreError> {
+        let prefix = self.key(Family::Modules, "meta/");
+        let range = self.store.range(&prefix).await?;
+        Ok(range
+            .kvs
+            .iter()
+            .filter_map(|kv| {
+                let hex = kv.key.strip_prefix(&prefix)?;
+                let digest = ModuleDigest::new(&format!("sha256:{hex}")).ok()?;
+                Some((digest, serde_json::from_slice(&kv.value).ok()?))
+            })
+            .collect())
+    }
+
+    /// Deletes a module: the commit marker first (so it stops existing at
+    /// once), then its chunks. Returns whether it existed.
+    pub async fn delete_module(&self, digest: &ModuleDigest) -> Result<bool, StoreError> {
+        let existed = self.store.delete(&self.module_meta_key(digest)).await?;
+        let data = self.key(Family::Modules, &format!("data/{}/", digest.hex()));
+        self.store
+            .txn(Txn::new().and_then([TxnOp::DeletePrefix { prefix: data }]))
+            .await?;
+        Ok(existed)
     }
 
     /// A watcher over one key family that survives compaction and stream errors.

@@ -1262,6 +1262,13 @@ mod tests {
         conformance::run_all(EmbeddedStore::open(&path).unwrap(), "/conformance/").await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn coordinator_operations_pass_their_suite_on_the_embedded_store() {
+        crate::coord::suite::run_all(EmbeddedStore::in_memory(), "/suite/").await;
+        let (_dir, path) = temp_database();
+        crate::coord::suite::run_all(EmbeddedStore::open(&path).unwrap(), "/suite/").await;
+    }
+
     #[tokio::test]
     async fn reopening_keeps_unleased_keys_and_the_revision_and_drops_leased_keys() {
         let (_dir, path) = temp_database();

@@ -14,6 +14,8 @@ mod kv;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testkit"))]
+pub mod suite;
 
 pub use domain::{
     ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta, PrefixWatcher,

@@ -748,9 +748,7 @@ impl State {
             self.deps.sink.record(record).await;
         }
         let total = plan.missed.len() as u64 + plan.missed_summary.and_then(|s| s.count).unwrap_or(0);
-        for _ in 0..total.min(1_000_000) {
-            self.deps.metrics.run_ended(RunStatus::Missed);
-        }
+        self.deps.metrics.runs_ended(RunStatus::Missed, total);
         if total > 0 {
             tracing::info!(job = %job.name, missed = total, "recorded missed ticks");
         }

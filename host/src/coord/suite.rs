@@ -1,0 +1,374 @@
+//! The `Coordinator` conformance suite: sandcron's own operations (claims
+//! and fencing, triggers, jobs, modules, workers, kill requests) checked over
+//! any `KvStore`, so the embedded store and etcd are held to the same
+//! behaviour one level above the primitive suite in `conformance`.
+//!
+//! Each check works under the caller's unique `prefix` so a shared server can
+//! run many suites at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{
+    ClaimOutcome, ClaimRequest, Coordinator, Family, KillTarget, KvStore, MAX_VALUE_BYTES, RunningEntry, WatchUpdate,
+    WorkerInfo,
+};
+use crate::config::Role;
+use crate::exec::ModuleKind;
+use crate::ids::{JobName, ModuleDigest, RunId};
+use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob};
+use crate::run::Trigger;
+
+/// Runs every check.
+pub async fn run_all(store: Arc<dyn KvStore>, prefix: &str) {
+    claims_advance_state_and_fence_runs(store.clone(), &format!("{prefix}claims/")).await;
+    packed_claims_fall_back_to_single_claims(store.clone(), &format!("{prefix}packed/")).await;
+    a_trigger_starts_exactly_one_run(store.clone(), &format!("{prefix}trigger/")).await;
+    jobs_are_written_with_preconditions(store.clone(), &format!("{prefix}jobs/")).await;
+    modules_are_chunked_and_committed_last(store.clone(), &format!("{prefix}modules/")).await;
+    workers_and_running_entries_live_on_leases(store.clone(), &format!("{prefix}workers/")).await;
+    kill_requests_are_watchable(store, &format!("{prefix}kill/")).await;
+}
+
+fn ts(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+fn entry(worker: &str, tick: Timestamp) -> RunningEntry {
+    RunningEntry {
+        run_id: RunId::generate(),
+        worker: worker.into(),
+        tick,
+        trigger: Trigger::Schedule,
+        attempt: 1,
+        claimed_at: Timestamp::now(),
+    }
+}
+
+fn record(schedule: &str) -> JobRecord {
+    let now = Timestamp::now();
+    JobRecord {
+        spec: JobSpec {
+            schedule: schedule.into(),
+            timezone: "UTC".into(),
+            kind: JobKind::Shell(ShellJob {
+                command: "true".into(),
+                env: Default::default(),
+                timeout_s: 1,
+                output_kb: 1,
+            }),
+            overlap: Default::default(),
+            catchup: Default::default(),
+            retry: Default::default(),
+            paused: false,
+            selector: Default::default(),
+            description: String::new(),
+        },
+        meta: JobMeta {
+            created_at: now,
+            updated_at: now,
+            active_since: now,
+            written_by: Role::Admin,
+        },
+    }
+}
+
+/// A claim moves `state/<job>` forward and publishes the run under the
+/// claimer's lease; its fence is the claim's revision; a second claimer that
+/// saw the old state loses, even for a later tick.
+pub async fn claims_advance_state_and_fence_runs(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store.clone(), prefix);
+    let job = JobName::new("claimed").unwrap();
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let (state, seen) = coord.job_state(&job).await.unwrap();
+    assert_eq!((state, seen), (None, 0), "a job never claimed has no state");
+    let tick = ts("2026-01-01T00:00:01Z");
+    let run = entry("w1", tick);
+    let request = ClaimRequest {
+        job: job.clone(),
+        tick,
+        seen_revision: seen,
+        run: Some(run.clone()),
+        lease,
+    };
+    let outcome = coord.claim(std::slice::from_ref(&request)).await.unwrap();
+    let ClaimOutcome::Won { fence } = outcome[0] else {
+        panic!("the first claim must win: {outcome:?}")
+    };
+    let (state, revision) = coord.job_state(&job).await.unwrap();
+    assert_eq!(state.map(|s| s.last_tick), Some(tick));
+    assert_eq!(revision, fence, "the fence is the revision of the claim");
+    let running = coord.running(Some(&job)).await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].1, run);
+    // A worker that still believes the state is at `seen` loses, whatever tick it asks for.
+    let late = ClaimRequest {
+        tick: tick + SignedDuration::from_secs(1),
+        run: Some(entry("w2", tick)),
+        ..request.clone()
+    };
+    assert_eq!(coord.claim(&[late]).await.unwrap(), vec![ClaimOutcome::Lost]);
+    // The winner, knowing the fence, claims the next tick.
+    let next = ClaimRequest {
+        tick: tick + SignedDuration::from_secs(1),
+        seen_revision: fence,
+        run: None,
+        ..request
+    };
+    let outcome = coord.claim(&[next]).await.unwrap();
+    assert!(
+        matches!(outcome[0], ClaimOutcome::Won { fence: second } if second > fence),
+        "{outcome:?}"
+    );
+    // Finishing the run removes its entry.
+    coord.finish_run(&job, run.run_id).await.unwrap();
+    assert!(coord.running(Some(&job)).await.unwrap().is_empty());
+    store.lease_revoke(lease).await.unwrap();
+}
+
+/// Claims of many jobs are packed into few transactions; when one of them
+/// conflicts, the others still win and the conflicting one loses alone.
+pub async fn packed_claims_fall_back_to_single_claims(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store.clone(), prefix);
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let tick = ts("2026-01-01T00:00:00Z");
+    // 150 jobs with runs: 300 operations, more than one transaction holds.
+    let jobs: Vec<JobName> = (0..150).map(|i| JobName::new(&format!("job-{i}")).unwrap()).collect();
+    // Someone else already claimed job-77.
+    let (_, seen) = coord.job_state(&jobs[77]).await.unwrap();
+    let other = ClaimRequest {
+        job: jobs[77].clone(),
+        tick,
+        seen_revision: seen,
+        run: None,
+        lease,
+    };
+    assert!(matches!(
+        coord.claim(&[other]).await.unwrap()[0],
+        ClaimOutcome::Won { .. }
+    ));
+    let requests: Vec<ClaimRequest> = jobs
+        .iter()
+        .map(|job| ClaimRequest {
+            job: job.clone(),
+            tick,
+            seen_revision: 0,
+            run: Some(entry("w", tick)),
+            lease,
+        })
+        .collect();
+    let outcomes = coord.claim(&requests).await.unwrap();
+    assert_eq!(outcomes.len(), 150);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i == 77 {
+            assert_eq!(*outcome, ClaimOutcome::Lost, "job-77 was claimed by someone else");
+        } else {
+            assert!(matches!(outcome, ClaimOutcome::Won { .. }), "job-{i}: {outcome:?}");
+        }
+    }
+    let running = coord.running(None).await.unwrap();
+    assert_eq!(running.len(), 149, "one running entry per won claim");
+    // Each job's state moved to the claim's revision.
+    let states = coord.all_states().await.unwrap();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if let ClaimOutcome::Won { fence } = outcome {
+            assert_eq!(states[&jobs[i]].1, *fence, "job-{i}");
+        }
+    }
+    store.lease_revoke(lease).await.unwrap();
+    assert!(
+        coord.running(None).await.unwrap().is_empty(),
+        "running entries go with the lease"
+    );
+}
+
+/// A manual-run request is consumed by exactly one taker, however many try.
+pub async fn a_trigger_starts_exactly_one_run(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store.clone(), prefix);
+    let job = JobName::new("manual").unwrap();
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let key = coord.request_trigger(&job, Role::Operator).await.unwrap();
+    let kv = store.get(&key).await.unwrap().expect("trigger stored");
+    let (decoded_job, request) = coord.decode_trigger(&kv).unwrap();
+    assert_eq!(decoded_job, job);
+    assert_eq!(request.requested_by, "operator");
+    let takers = (0..8).map(|i| {
+        let coord = coord.clone();
+        let key = key.clone();
+        let job = job.clone();
+        async move {
+            coord
+                .take_trigger(&key, &job, &entry(&format!("w{i}"), Timestamp::now()), lease)
+                .await
+                .unwrap()
+        }
+    });
+    let taken: Vec<_> = futures::future::join_all(takers).await.into_iter().flatten().collect();
+    assert_eq!(taken.len(), 1, "exactly one taker wins");
+    assert!(store.get(&key).await.unwrap().is_none(), "the request is consumed");
+    assert_eq!(coord.running(Some(&job)).await.unwrap().len(), 1);
+    store.lease_revoke(lease).await.unwrap();
+}
+
+/// Job writes honour their revision precondition; a schedule change can reset
+/// the claim state; deleting removes state and pending triggers.
+pub async fn jobs_are_written_with_preconditions(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store.clone(), prefix);
+    let job = JobName::new("written").unwrap();
+    let created = coord
+        .put_job(&job, &record("@daily"), Some(0), false)
+        .await
+        .unwrap()
+        .expect("create");
+    assert!(
+        coord
+            .put_job(&job, &record("@daily"), Some(0), false)
+            .await
+            .unwrap()
+            .is_none(),
+        "create-only fails"
+    );
+    let (stored, revision) = coord.get_job(&job).await.unwrap().unwrap();
+    assert_eq!((stored.spec.schedule.as_str(), revision), ("@daily", created));
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let tick = ts("2026-01-02T00:00:00Z");
+    let claim = ClaimRequest {
+        job: job.clone(),
+        tick,
+        seen_revision: 0,
+        run: None,
+        lease,
+    };
+    coord.claim(&[claim]).await.unwrap();
+    assert!(coord.job_state(&job).await.unwrap().0.is_some());
+    // A stale revision is refused; the current one with a reset clears the state.
+    assert!(
+        coord
+            .put_job(&job, &record("@hourly"), Some(created - 1), true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    coord
+        .put_job(&job, &record("@hourly"), Some(created), true)
+        .await
+        .unwrap()
+        .expect("replace");
+    assert_eq!(
+        coord.job_state(&job).await.unwrap(),
+        (None, 0),
+        "state reset with the new schedule"
+    );
+    let (jobs, _) = coord.list_jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].as_ref().unwrap().spec.schedule, "@hourly");
+    coord.request_trigger(&job, Role::Admin).await.unwrap();
+    assert!(coord.delete_job(&job).await.unwrap());
+    assert!(!coord.delete_job(&job).await.unwrap(), "already gone");
+    assert!(
+        store
+            .range(&coord.prefix_of(Family::Trigger))
+            .await
+            .unwrap()
+            .kvs
+            .is_empty(),
+        "triggers removed"
+    );
+    store.lease_revoke(lease).await.unwrap();
+}
+
+/// Modules larger than one value are chunked; the meta is the commit marker;
+/// uploads are idempotent; listing does not read bytes; deletion removes all.
+pub async fn modules_are_chunked_and_committed_last(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store.clone(), prefix);
+    let bytes: Vec<u8> = (0..(2 * MAX_VALUE_BYTES + 12345))
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
+    let digest = ModuleDigest::of(&bytes);
+    assert!(!coord.module_exists(&digest).await.unwrap());
+    assert!(coord.module_bytes(&digest).await.unwrap().is_none());
+    let (meta, created) = coord.put_module(&digest, &bytes, ModuleKind::Module).await.unwrap();
+    assert!(created);
+    assert_eq!(
+        (meta.size, meta.chunks, meta.kind),
+        (bytes.len() as u64, 3, ModuleKind::Module)
+    );
+    let (again, created) = coord.put_module(&digest, &bytes, ModuleKind::Module).await.unwrap();
+    assert!(!created, "a re-upload is a no-op");
+    assert_eq!(again, meta);
+    assert_eq!(
+        coord.module_bytes(&digest).await.unwrap().as_deref(),
+        Some(bytes.as_slice())
+    );
+    let listed = coord.list_modules().await.unwrap();
+    assert_eq!(listed, vec![(digest.clone(), meta)]);
+    assert!(coord.delete_module(&digest).await.unwrap());
+    assert!(!coord.module_exists(&digest).await.unwrap());
+    assert!(
+        store
+            .range(&coord.prefix_of(Family::Modules))
+            .await
+            .unwrap()
+            .kvs
+            .is_empty(),
+        "chunks deleted too"
+    );
+}
+
+/// Workers and their runs disappear with the worker's lease.
+pub async fn workers_and_running_entries_live_on_leases(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store.clone(), prefix);
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let info = WorkerInfo {
+        id: "w-1".into(),
+        hostname: "h".into(),
+        version: "0".into(),
+        labels: Default::default(),
+        allow_native: false,
+        capacity: 4,
+        started_at: Timestamp::now(),
+    };
+    coord.register_worker(&info, lease).await.unwrap();
+    let job = JobName::new("leased").unwrap();
+    let run = entry("w-1", Timestamp::now());
+    let fence = coord.start_run(&job, &run, lease).await.unwrap();
+    assert!(fence > 0);
+    assert_eq!(coord.list_workers().await.unwrap(), vec![info]);
+    assert_eq!(coord.running(None).await.unwrap(), vec![(job.clone(), run.clone())]);
+    let key = format!("{}{}/{}", coord.prefix_of(Family::Running), job, run.run_id);
+    assert_eq!(coord.decode_running_key(&key), Some((job, run.run_id)));
+    store.lease_revoke(lease).await.unwrap();
+    assert!(coord.list_workers().await.unwrap().is_empty());
+    assert!(coord.running(None).await.unwrap().is_empty());
+}
+
+/// Kill requests are visible to a watcher and decode to their target.
+pub async fn kill_requests_are_watchable(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store, prefix);
+    let mut watcher = coord.watcher(Family::Kill);
+    let WatchUpdate::Snapshot(initial) = watcher.next().await.unwrap() else {
+        panic!("a watcher starts with a snapshot")
+    };
+    assert!(initial.is_empty());
+    let job = JobName::new("victim").unwrap();
+    let run_id = RunId::generate();
+    coord.request_kill(&job, KillTarget::Run(run_id)).await.unwrap();
+    coord.request_kill(&job, KillTarget::All).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let update = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+            .await
+            .expect("watch event")
+            .unwrap();
+        let WatchUpdate::Events(events) = update else {
+            panic!("events after the snapshot")
+        };
+        seen.extend(events.iter().filter_map(|event| coord.decode_kill(event.key())));
+    }
+    assert_eq!(seen[0].target, KillTarget::Run(run_id));
+    assert_eq!(seen[1].target, KillTarget::All);
+    assert!(seen.iter().all(|request| request.job == job));
+}
