@@ -12,6 +12,10 @@ test *ARGS:
 bench *ARGS:
     cargo bench -p sandcron --bench scheduler -- {{ARGS}}
 
+# Build the example guests into target/guests/ (installs their toolchains if missing).
+guests *ARGS:
+    scripts/build-guests.sh {{ARGS}}
+
 fmt:
     cargo fmt --all
 

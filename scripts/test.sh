@@ -22,6 +22,18 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> guests"
+scripts/build-guests.sh
+
+echo "==> example guest lints"
+for example in rust-module:wasm32-wasip1 rust-component:wasm32-wasip2; do
+    name=${example%%:*}
+    target=${example#*:}
+    cargo fmt --check --manifest-path "examples/$name/Cargo.toml"
+    CARGO_TARGET_DIR=target/guests-build cargo clippy --quiet --locked --manifest-path "examples/$name/Cargo.toml" \
+        --target "$target" -- -D warnings
+done
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "${extra[@]}"

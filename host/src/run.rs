@@ -147,6 +147,10 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub missed_until: Option<Timestamp>,
+    /// The value the run reported with a stdout line `::sandcron::result <json>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
 }
 
 impl RunRecord {
@@ -174,6 +178,7 @@ impl RunRecord {
             truncated: false,
             missed_count: None,
             missed_until: None,
+            result: None,
         }
     }
 

@@ -308,3 +308,29 @@ async fn output_is_streamed_while_the_run_runs_and_cut_at_its_limit() {
     assert_eq!(run["output_bytes"], 2048);
     assert_eq!(run["status"], "succeeded");
 }
+
+#[tokio::test]
+async fn a_result_line_on_stdout_is_recorded_with_the_run() {
+    let dev = dev(&[]);
+    let api = dev.api();
+    let job = shell_job(
+        "@yearly",
+        "echo working; echo '::sandcron::result {\"rows\": 42, \"ok\": true}'",
+    );
+    api.put("/api/v1/jobs/reporter", &job).await.expect(201);
+    api.post("/api/v1/jobs/reporter/run").await.expect(202);
+    let run = wait_for("the run to succeed", Duration::from_secs(20), || async {
+        api.runs("reporter")
+            .await
+            .into_iter()
+            .find(|r| r["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(run["result"], json!({"rows": 42, "ok": true}));
+    // The line stays in the output too.
+    let output = api.output(run["run_id"].as_str().unwrap()).await;
+    assert!(
+        output.iter().any(|(_, text)| text.contains("::sandcron::result")),
+        "{output:?}"
+    );
+}

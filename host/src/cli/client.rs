@@ -54,6 +54,15 @@ impl Client {
         self.send(self.request(Method::PUT, path).json(body)).await
     }
 
+    pub(super) async fn post_wasm(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        self.send(
+            self.request(Method::POST, path)
+                .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+                .body(bytes),
+        )
+        .await
+    }
+
     pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.request(Method::DELETE, path)).await
     }

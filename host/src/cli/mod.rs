@@ -37,6 +37,13 @@ pub enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// Upload and list WebAssembly modules.
+    Module {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
     /// Run a job now, once.
     Run {
         #[command(flatten)]
@@ -99,6 +106,16 @@ pub enum CronCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// Upload a .wasm file; prints its digest.
+    Push { file: PathBuf },
+    /// List stored modules and the jobs that use them.
+    Ls,
+    /// Delete a module no job uses.
+    Rm { digest: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Create or replace a job from a TOML or JSON file.
     Apply {
@@ -108,6 +125,9 @@ pub enum JobCommand {
         /// The job name, if the file has none.
         #[arg(long)]
         name: Option<String>,
+        /// Upload this .wasm first and make the job run it (sets kind.wasm.module).
+        #[arg(long)]
+        module: Option<PathBuf>,
     },
     /// List jobs.
     Ls {
@@ -152,6 +172,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             writeln!(out, "{}", expr.explain())?;
         }
         Command::Job { client, command } => job(&Client::new(&client)?, command, &mut out).await?,
+        Command::Module { client, command } => module(&Client::new(&client)?, command, &mut out).await?,
         Command::Run { client, job } => {
             let body = Client::new(&client)?.post(&format!("/jobs/{job}/run")).await?;
             writeln!(out, "run of {job} requested")?;
@@ -232,8 +253,23 @@ fn text(value: &serde_json::Value) -> &str {
 
 async fn job(client: &Client, command: JobCommand, out: &mut impl std::io::Write) -> anyhow::Result<()> {
     match command {
-        JobCommand::Apply { file, name } => {
-            let (name, body) = read_job_file(&file, name)?;
+        JobCommand::Apply { file, name, module } => {
+            let (name, mut body) = read_job_file(&file, name)?;
+            if let Some(path) = module {
+                let uploaded = push_module(client, &path).await?;
+                let digest = uploaded["digest"].clone();
+                let kind = body
+                    .as_object_mut()
+                    .and_then(|o| o.get_mut("kind"))
+                    .and_then(|k| k.as_object_mut());
+                match kind.and_then(|k| k.get_mut("wasm")).and_then(|w| w.as_object_mut()) {
+                    Some(wasm) => {
+                        wasm.insert("module".to_owned(), digest);
+                    }
+                    None => body["kind"] = serde_json::json!({"wasm": {"module": digest}}),
+                }
+                writeln!(out, "module {} uploaded", text(&uploaded["digest"]))?;
+            }
             let view = client.put(&format!("/jobs/{name}"), &body).await?;
             writeln!(out, "job {name} saved (revision {})", view["revision"])?;
         }
@@ -283,6 +319,60 @@ async fn job(client: &Client, command: JobCommand, out: &mut impl std::io::Write
         JobCommand::Resume { name } => {
             client.post(&format!("/jobs/{name}/resume")).await?;
             writeln!(out, "job {name} resumed")?;
+        }
+    }
+    Ok(())
+}
+
+async fn push_module(client: &Client, path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    client.post_wasm("/modules", bytes).await
+}
+
+async fn module(client: &Client, command: ModuleCommand, out: &mut impl std::io::Write) -> anyhow::Result<()> {
+    match command {
+        ModuleCommand::Push { file } => {
+            let uploaded = push_module(client, &file).await?;
+            let note = if uploaded["created"] == true {
+                ""
+            } else {
+                " (already stored)"
+            };
+            writeln!(
+                out,
+                "{} {} {} bytes{note}",
+                text(&uploaded["digest"]),
+                text(&uploaded["kind"]),
+                uploaded["size"]
+            )?;
+        }
+        ModuleCommand::Ls => {
+            let modules = client.get("/modules").await?;
+            writeln!(out, "{:<71}  {:<9}  {:>10}  JOBS", "DIGEST", "KIND", "SIZE")?;
+            for module in modules.as_array().into_iter().flatten() {
+                let jobs: Vec<&str> = module["jobs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|j| j.as_str())
+                    .collect();
+                writeln!(
+                    out,
+                    "{:<71}  {:<9}  {:>10}  {}",
+                    text(&module["digest"]),
+                    text(&module["kind"]),
+                    module["size"],
+                    if jobs.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        jobs.join(",")
+                    }
+                )?;
+            }
+        }
+        ModuleCommand::Rm { digest } => {
+            client.delete(&format!("/modules/{digest}")).await?;
+            writeln!(out, "module {digest} deleted")?;
         }
     }
     Ok(())

@@ -18,7 +18,7 @@ use crate::run::{RunStatus, Trigger};
 pub mod native;
 mod output;
 
-pub use output::RunOutput;
+pub use output::{MAX_RESULT_BYTES, RESULT_MARKER, RunOutput};
 
 /// Everything an executor needs to start one run.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! Output capture of one run: numbering chunks across both streams, cutting at
-//! the run's byte limit with a visible marker, and keeping UTF-8 characters
-//! whole when a pipe read splits them.
+//! the run's byte limit with a visible marker, keeping UTF-8 characters whole
+//! when a pipe read splits them, and picking up the run's result value (a
+//! stdout line `::sandcron::result <json>`).
 //!
 //! It writes only into the sink's channel, never into a store.
 
@@ -20,6 +21,71 @@ pub struct RunOutput {
     truncated: bool,
     /// Bytes of a character split across reads, per stream (stdout, stderr).
     pending: [Vec<u8>; 2],
+    results: ResultScanner,
+}
+
+/// The prefix of the stdout line that sets a run's result value.
+pub const RESULT_MARKER: &str = "::sandcron::result ";
+
+/// The largest result value accepted, in bytes of JSON.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// Finds result lines in stdout as it streams past, holding at most one
+/// candidate line (bounded by the result size limit).
+#[derive(Debug)]
+struct ResultScanner {
+    at_line_start: bool,
+    candidate: Option<String>,
+    result: Option<serde_json::Value>,
+    rejected: Option<String>,
+}
+
+impl ResultScanner {
+    fn new() -> Self {
+        Self {
+            at_line_start: true,
+            candidate: None,
+            result: None,
+            rejected: None,
+        }
+    }
+
+    fn scan(&mut self, text: &str) {
+        for piece in text.split_inclusive('\n') {
+            if self.at_line_start {
+                self.candidate = Some(String::new());
+            }
+            if let Some(candidate) = &mut self.candidate {
+                candidate.push_str(piece);
+                let line = candidate.trim_end_matches('\n');
+                let still_possible = line.starts_with(RESULT_MARKER) || RESULT_MARKER.starts_with(line);
+                if !still_possible {
+                    self.candidate = None;
+                } else if line.len() > RESULT_MARKER.len() + MAX_RESULT_BYTES {
+                    self.candidate = None;
+                    self.rejected = Some(format!("result value is larger than {MAX_RESULT_BYTES} bytes"));
+                }
+            }
+            self.at_line_start = piece.ends_with('\n');
+            if self.at_line_start {
+                self.complete();
+            }
+        }
+    }
+
+    fn complete(&mut self) {
+        let Some(line) = self.candidate.take() else { return };
+        let Some(json) = line.trim_end_matches(['\n', '\r']).strip_prefix(RESULT_MARKER) else {
+            return;
+        };
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(value) => {
+                self.result = Some(value);
+                self.rejected = None;
+            }
+            Err(err) => self.rejected = Some(format!("result value is not valid JSON: {err}")),
+        }
+    }
 }
 
 impl std::fmt::Debug for RunOutput {
@@ -53,7 +119,19 @@ impl RunOutput {
             written: 0,
             truncated: false,
             pending: [Vec::new(), Vec::new()],
+            results: ResultScanner::new(),
         }
+    }
+
+    /// The run's result value: the JSON of the last `::sandcron::result` line
+    /// on stdout, if any was valid.
+    pub fn result(&self) -> Option<&serde_json::Value> {
+        self.results.result.as_ref()
+    }
+
+    /// Why the last result line was refused, if it was.
+    pub fn result_error(&self) -> Option<&str> {
+        self.results.rejected.as_deref()
     }
 
     /// Bytes of output stored so far.
@@ -67,7 +145,9 @@ impl RunOutput {
 
     /// Appends raw bytes read from `stream`.
     pub async fn write(&mut self, stream: StreamKind, bytes: &[u8]) {
-        if self.truncated || bytes.is_empty() {
+        // Past the cap stderr is dropped outright; stdout is still scanned,
+        // so a result line at the end of a flood counts.
+        if bytes.is_empty() || (self.truncated && stream == StreamKind::Stderr) {
             return;
         }
         let slot = stream_slot(stream);
@@ -77,7 +157,12 @@ impl RunOutput {
         let held = buffer.split_off(buffer.len() - tail);
         self.pending[slot] = held;
         let text = String::from_utf8_lossy(&buffer).into_owned();
-        self.emit_text(stream, text).await;
+        if stream == StreamKind::Stdout {
+            self.results.scan(&text);
+        }
+        if !self.truncated {
+            self.emit_text(stream, text).await;
+        }
     }
 
     /// Flushes characters left incomplete at the end of the streams (they
@@ -90,6 +175,8 @@ impl RunOutput {
                 self.emit_text(stream, text).await;
             }
         }
+        // A result line without a final newline still counts.
+        self.results.complete();
     }
 
     async fn emit_text(&mut self, stream: StreamKind, mut text: String) {
@@ -159,6 +246,52 @@ fn incomplete_tail_len(buffer: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn result_lines_are_found_across_writes_and_the_last_valid_one_wins() {
+        let mut output = RunOutput::discard(RunId::generate(), 1024);
+        output.write(StreamKind::Stdout, b"starting\n::sandcron::res").await;
+        output
+            .write(StreamKind::Stdout, b"ult {\"rows\": 1}\nmore ::sandcron::result 5\n")
+            .await;
+        assert_eq!(
+            output.result(),
+            Some(&serde_json::json!({"rows": 1})),
+            "only whole lines count"
+        );
+        output.write(StreamKind::Stderr, b"::sandcron::result 7\n").await;
+        assert_eq!(
+            output.result(),
+            Some(&serde_json::json!({"rows": 1})),
+            "stderr does not set results"
+        );
+        output.write(StreamKind::Stdout, b"::sandcron::result not json\n").await;
+        assert_eq!(output.result(), Some(&serde_json::json!({"rows": 1})));
+        assert!(output.result_error().is_some_and(|e| e.contains("not valid JSON")));
+        output.write(StreamKind::Stdout, b"::sandcron::result [1,2]").await;
+        output.finish().await;
+        assert_eq!(
+            output.result(),
+            Some(&serde_json::json!([1, 2])),
+            "a final line without newline counts"
+        );
+        assert_eq!(output.result_error(), None);
+    }
+
+    #[tokio::test]
+    async fn a_result_after_the_output_cap_still_counts_and_oversized_ones_do_not() {
+        let mut output = RunOutput::discard(RunId::generate(), 16);
+        output.write(StreamKind::Stdout, &[b'x'; 100]).await;
+        output.write(StreamKind::Stdout, b"\n::sandcron::result true\n").await;
+        assert!(output.is_truncated());
+        assert_eq!(output.result(), Some(&serde_json::json!(true)));
+        let mut huge = b"::sandcron::result \"".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', MAX_RESULT_BYTES + 10));
+        huge.extend_from_slice(b"\"\n");
+        output.write(StreamKind::Stdout, &huge).await;
+        assert_eq!(output.result(), Some(&serde_json::json!(true)));
+        assert!(output.result_error().is_some_and(|e| e.contains("larger than")));
+    }
 
     #[test]
     fn split_characters_are_held_back_until_complete() {

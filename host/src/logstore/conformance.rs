@@ -67,6 +67,7 @@ pub fn sample_record(job: &JobName, tick: Timestamp, status: RunStatus, fence: i
         truncated: false,
         missed_count: None,
         missed_until: None,
+        result: terminal.then(|| serde_json::json!({"rows": 3, "ok": true, "note": "ünïcødé"})),
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,8 +20,8 @@ use tracing::Instrument;
 
 use crate::config::{Role, WorkerConfig};
 use crate::coord::{
-    ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KeyValue, KillTarget, LeaseId, Revision, RunningEntry,
-    StoreError, WatchEvent, WatchUpdate, WorkerInfo,
+    ClaimOutcome, ClaimRequest, Coordinator, Family, KeyValue, KillTarget, LeaseId, Revision, RunningEntry, StoreError,
+    WatchEvent, WatchUpdate, WorkerInfo,
 };
 use crate::exec::{Executor, KillSwitch, StopReason};
 use crate::ids::{JobName, RunId};
@@ -99,16 +99,13 @@ impl Worker {
             );
             let (done_tx, done_rx) = mpsc::channel(1024);
             let (watch_tx, watch_rx) = mpsc::channel(64);
+            let (lease_lost_tx, lease_lost_rx) = mpsc::channel(1);
             let watchers = CancellationToken::new();
-            let mut watch_tasks = JoinSet::new();
-            for family in [
-                Family::Workers,
-                Family::Jobs,
-                Family::Running,
-                Family::Kill,
-                Family::Trigger,
-            ] {
-                watch_tasks.spawn(forward_watch(
+            let kill_switches = KillSwitches::default();
+            let current_lease = Arc::new(AtomicI64::new(lease.0));
+            let mut helper_tasks = JoinSet::new();
+            for family in [Family::Workers, Family::Jobs, Family::Running, Family::Trigger] {
+                helper_tasks.spawn(forward_watch(
                     deps.coord.clone(),
                     family,
                     watch_tx.clone(),
@@ -116,6 +113,16 @@ impl Worker {
                 ));
             }
             drop(watch_tx);
+            // Kills and lease keep-alives run beside the scheduling loop so a
+            // long burst of scheduling work can delay neither.
+            helper_tasks.spawn(watch_kills(deps.coord.clone(), kill_switches.clone(), watchers.clone()));
+            helper_tasks.spawn(keep_lease(
+                deps.coord.clone(),
+                current_lease.clone(),
+                deps.lease_ttl,
+                lease_lost_tx,
+                watchers.clone(),
+            ));
             let mut state = State {
                 semaphore: Arc::new(Semaphore::new(deps.info.capacity)),
                 deps,
@@ -127,16 +134,21 @@ impl Worker {
                 next_retry: 0,
                 remote_running: HashMap::new(),
                 local_runs: HashMap::new(),
-                kill_revision: 0,
+                kill_switches,
+                current_lease,
                 runs: JoinSet::new(),
                 done_tx,
                 done_rx,
                 pending_triggers: BTreeMap::new(),
             };
-            let result = state.event_loop(&shutdown, watch_rx).await;
-            watchers.cancel();
-            while watch_tasks.join_next().await.is_some() {}
+            let result = state.event_loop(&shutdown, watch_rx, lease_lost_rx).await;
+            // Runs drain while the kill watcher and the lease keeper still work.
             state.drain().await;
+            watchers.cancel();
+            while helper_tasks.join_next().await.is_some() {}
+            if let Err(err) = state.deps.coord.store().lease_revoke(state.lease).await {
+                tracing::warn!(%err, "cannot revoke the worker lease; it will expire");
+            }
             result
         }
         .instrument(span)
@@ -175,6 +187,41 @@ struct LocalRun {
     entry: RunningEntry,
 }
 
+/// The kill switches of this worker's runs, shared with the kill watcher so a
+/// kill request reaches a run without waiting for the scheduling loop.
+#[derive(Clone, Default)]
+struct KillSwitches(Arc<std::sync::Mutex<HashMap<RunId, (JobName, KillSwitch)>>>);
+
+impl KillSwitches {
+    fn insert(&self, run_id: RunId, job: JobName, kill: KillSwitch) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(run_id, (job, kill));
+        }
+    }
+
+    fn remove(&self, run_id: &RunId) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(run_id);
+        }
+    }
+
+    /// Pulls the switches of the runs a kill request names.
+    fn pull(&self, job: &JobName, target: KillTarget) {
+        let Ok(map) = self.0.lock() else { return };
+        for (run_id, (run_job, kill)) in map.iter() {
+            let hit = run_job == job
+                && match target {
+                    KillTarget::Run(target) => target == *run_id,
+                    KillTarget::All => true,
+                };
+            if hit {
+                tracing::info!(%job, run = %run_id, "kill requested");
+                kill.pull(StopReason::Killed);
+            }
+        }
+    }
+}
+
 struct State {
     deps: WorkerDeps,
     lease: LeaseId,
@@ -186,8 +233,9 @@ struct State {
     /// Runs published under `running/` by any worker, by job.
     remote_running: HashMap<JobName, HashSet<RunId>>,
     local_runs: HashMap<RunId, LocalRun>,
-    /// Kill requests at or below this revision have been handled.
-    kill_revision: Revision,
+    kill_switches: KillSwitches,
+    /// The lease the keep-alive task renews; replaced on re-registration.
+    current_lease: Arc<AtomicI64>,
     semaphore: Arc<Semaphore>,
     runs: JoinSet<()>,
     done_tx: mpsc::Sender<RunFinished>,
@@ -215,9 +263,10 @@ impl State {
         &mut self,
         shutdown: &CancellationToken,
         mut watch_rx: mpsc::Receiver<(Family, WatchUpdate)>,
+        mut lease_lost: mpsc::Receiver<()>,
     ) -> anyhow::Result<()> {
-        let mut keep_alive = tokio::time::interval(self.deps.lease_ttl / 3);
-        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry_triggers = tokio::time::interval(Duration::from_secs(2));
+        retry_triggers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let sleep = match self.timers.next_due() {
                 Some(due) => {
@@ -231,7 +280,13 @@ impl State {
                 () = shutdown.cancelled() => return Ok(()),
                 Some(done) = self.done_rx.recv() => self.on_run_finished(done).await,
                 Some((family, update)) = watch_rx.recv() => self.on_watch(family, update).await,
-                _ = keep_alive.tick() => self.keep_alive().await,
+                Some(()) = lease_lost.recv() => {
+                    tracing::warn!("worker lease expired; re-registering and resynchronising");
+                    if let Err(err) = self.reregister().await {
+                        tracing::error!(%err, "cannot re-register the worker; will retry");
+                    }
+                }
+                _ = retry_triggers.tick() => self.retry_pending_triggers().await,
                 () = tokio::time::sleep(sleep) => self.fire_due().await,
             }
         }
@@ -243,22 +298,16 @@ impl State {
 
     // ---- lease ---------------------------------------------------------------
 
-    async fn keep_alive(&mut self) {
-        match self.deps.coord.store().lease_keep_alive(self.lease).await {
-            Ok(()) => {
-                // Manual runs whose start failed earlier get another try.
-                let waiting: HashSet<JobName> = self.pending_triggers.values().map(|(job, _)| job.clone()).collect();
-                for name in waiting {
-                    self.take_triggers(&name).await;
-                }
-            }
-            Err(StoreError::LeaseNotFound(_)) => {
-                tracing::warn!("worker lease expired; re-registering and resynchronising");
-                if let Err(err) = self.reregister().await {
-                    tracing::error!(%err, "cannot re-register the worker; will retry");
-                }
-            }
-            Err(err) => tracing::warn!(%err, "lease keep-alive failed; will retry"),
+    /// Manual runs whose start failed earlier (store errors) get another try.
+    async fn retry_pending_triggers(&mut self) {
+        let waiting: HashSet<JobName> = self
+            .pending_triggers
+            .values()
+            .map(|(job, _)| job.clone())
+            .filter(|job| self.jobs.get(job).is_some_and(|slot| slot.owned))
+            .collect();
+        for name in waiting {
+            self.take_triggers(&name).await;
         }
     }
 
@@ -272,6 +321,7 @@ impl State {
             self.deps.coord.start_run(&run.job, &run.entry, lease).await?;
         }
         self.lease = lease;
+        self.current_lease.store(lease.0, Ordering::Relaxed);
         let owned: Vec<JobName> = self
             .jobs
             .iter()
@@ -289,9 +339,8 @@ impl State {
             Family::Jobs => self.on_jobs(update).await,
             Family::Workers => self.on_workers(update).await,
             Family::Running => self.on_running(update),
-            Family::Kill => self.on_kill(update).await,
             Family::Trigger => self.on_triggers(update).await,
-            Family::State | Family::Modules => {}
+            Family::Kill | Family::State | Family::Modules => {}
         }
     }
 
@@ -386,11 +435,15 @@ impl State {
     }
 
     /// Re-plans jobs whose timing or ownership changed: owned ones are
-    /// recovered (claim state read, missed ticks handled, timer set), others
-    /// lose their timer. Many jobs at once (a snapshot, a membership change)
-    /// share one read of all claim states instead of one read each.
+    /// recovered — claim state read, ticks that passed unclaimed handled by
+    /// the catch-up policy, next timer set, pending manual runs started —
+    /// and the others lose their timer. Work is batched so a snapshot or a
+    /// membership change of thousands of jobs costs a handful of round
+    /// trips: one range read of all claim states, and one packed claim for
+    /// all the jobs with ticks to account for. Jobs whose claim is lost
+    /// (someone moved their state meanwhile) are re-read and retried.
     async fn replan(&mut self, names: Vec<JobName>) {
-        let owned: Vec<JobName> = names
+        let mut owned: Vec<JobName> = names
             .into_iter()
             .filter(|name| match self.jobs.get(name) {
                 Some(slot) if slot.owned => true,
@@ -400,7 +453,32 @@ impl State {
                 }
             })
             .collect();
-        let mut states = if owned.len() > BULK_STATE_READ {
+        let with_triggers = owned.clone();
+        for _round in 0..3 {
+            if owned.is_empty() {
+                break;
+            }
+            owned = self.recover_round(owned).await;
+        }
+        for name in owned {
+            // Still contended after three rounds: try again shortly.
+            self.timers
+                .set(Timer::Tick(name), self.now() + SignedDuration::from_secs(1));
+        }
+        for name in with_triggers {
+            if self.pending_triggers.values().any(|(job, _)| *job == name) {
+                self.take_triggers(&name).await;
+            }
+        }
+        self.deps
+            .metrics
+            .jobs_scheduled
+            .store(self.timers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// One round of recovery for `names`; returns the jobs whose claim was lost.
+    async fn recover_round(&mut self, names: Vec<JobName>) -> Vec<JobName> {
+        let mut states = if names.len() > BULK_STATE_READ {
             match self.deps.coord.all_states().await {
                 Ok(states) => Some(states),
                 Err(err) => {
@@ -411,16 +489,104 @@ impl State {
         } else {
             None
         };
-        for name in owned {
-            let known = states
-                .as_mut()
-                .map(|states| states.remove(&name).map_or((None, 0), |(s, rev)| (Some(s), rev)));
-            self.recover(&name, known).await;
+        let now = self.now();
+        let limits = self.catchup_limits();
+        let mut claims = Vec::new();
+        let mut plans = Vec::new();
+        for name in names {
+            let Some(slot) = self.jobs.get(&name) else { continue };
+            let job = slot.job.clone();
+            if !slot.owned || job.spec.paused {
+                self.timers.remove(&Timer::Tick(name));
+                continue;
+            }
+            let found = match states.as_mut() {
+                Some(states) => Ok(states
+                    .remove(&name)
+                    .map_or((None, 0), |(state, rev)| (Some(state), rev))),
+                None => self.deps.coord.job_state(&name).await,
+            };
+            let (state, revision) = match found {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::warn!(job = %name, %err, "cannot read claim state; retrying soon");
+                    self.timers.set(Timer::Tick(name), now + SignedDuration::from_secs(1));
+                    continue;
+                }
+            };
+            let last_tick = state.map(|s| s.last_tick);
+            if let Some(slot) = self.jobs.get_mut(&name) {
+                slot.state_revision = Some(revision);
+                slot.last_tick = last_tick;
+            }
+            let after = last_tick.map_or(job.meta.active_since, |t| t.max(job.meta.active_since));
+            let plan = schedule::plan_catchup(&job.schedule, job.spec.catchup, after, now, limits);
+            if plan.is_empty() {
+                self.set_tick_timer(&name, plan.next);
+                continue;
+            }
+            // One claim accounts for the whole gap: the state jumps to the
+            // plan's horizon, and the first catch-up run is published with it.
+            let entry = plan
+                .run
+                .first()
+                .map(|tick| self.running_entry(RunId::generate(), *tick, Trigger::Catchup, 1));
+            claims.push(ClaimRequest {
+                job: name.clone(),
+                tick: plan.horizon,
+                seen_revision: revision,
+                run: entry.clone(),
+                lease: self.lease,
+            });
+            plans.push((job, plan, entry));
         }
-        self.deps
-            .metrics
-            .jobs_scheduled
-            .store(self.timers.len() as u64, Ordering::Relaxed);
+        if claims.is_empty() {
+            return Vec::new();
+        }
+        let outcomes = match self.deps.coord.claim(&claims).await {
+            Ok(outcomes) => outcomes,
+            Err(err) => {
+                tracing::warn!(%err, jobs = claims.len(), "cannot claim missed ticks; retrying soon");
+                for (job, _, _) in plans {
+                    if let Some(slot) = self.jobs.get_mut(&job.name) {
+                        slot.state_revision = None;
+                    }
+                    self.timers
+                        .set(Timer::Tick(job.name.clone()), now + SignedDuration::from_secs(1));
+                }
+                return Vec::new();
+            }
+        };
+        let mut lost = Vec::new();
+        for ((job, plan, entry), outcome) in plans.into_iter().zip(outcomes) {
+            let ClaimOutcome::Won { fence } = outcome else {
+                self.deps.metrics.claims_lost.fetch_add(1, Ordering::Relaxed);
+                lost.push(job.name.clone());
+                continue;
+            };
+            self.record_missed(&job, &plan, fence).await;
+            if let Some(slot) = self.jobs.get_mut(&job.name) {
+                slot.state_revision = Some(fence);
+                slot.last_tick = Some(plan.horizon);
+                slot.catchup_queue = plan.run.iter().skip(1).copied().collect();
+                slot.catchup_running = entry.is_some();
+            }
+            if let Some(entry) = entry {
+                tracing::info!(job = %job.name, tick = %entry.tick, policy = ?job.spec.catchup.policy, "catch-up run");
+                self.spawn_run(job.clone(), entry, fence);
+            }
+            self.set_tick_timer(&job.name, plan.next);
+        }
+        lost
+    }
+
+    fn set_tick_timer(&mut self, name: &JobName, next: Option<Timestamp>) {
+        match next {
+            Some(next) => self.timers.set(Timer::Tick(name.clone()), next),
+            None => {
+                self.timers.remove(&Timer::Tick(name.clone()));
+            }
+        }
     }
 
     fn remove_job(&mut self, name: &JobName) {
@@ -518,40 +684,6 @@ impl State {
         }
     }
 
-    async fn on_kill(&mut self, update: WatchUpdate) {
-        let puts: Vec<KeyValue> = match update {
-            WatchUpdate::Snapshot(kvs) => kvs,
-            WatchUpdate::Events(events) => events
-                .into_iter()
-                .filter_map(|event| match event {
-                    WatchEvent::Put(kv) => Some(kv),
-                    WatchEvent::Delete { .. } => None,
-                })
-                .collect(),
-        };
-        for kv in puts {
-            // A snapshot repeats requests already handled; "kill all" must not
-            // hit runs that started after it was made.
-            if kv.mod_revision <= self.kill_revision {
-                continue;
-            }
-            self.kill_revision = self.kill_revision.max(kv.mod_revision);
-            let Some(request) = self.deps.coord.decode_kill(&kv.key) else {
-                continue;
-            };
-            for (run_id, run) in &self.local_runs {
-                let hit = match request.target {
-                    KillTarget::Run(target) => target == *run_id,
-                    KillTarget::All => run.job == request.job,
-                };
-                if hit && run.job == request.job {
-                    tracing::info!(job = %run.job, run = %run_id, "kill requested");
-                    run.kill.pull(StopReason::Killed);
-                }
-            }
-        }
-    }
-
     async fn on_triggers(&mut self, update: WatchUpdate) {
         let puts: Vec<KeyValue> = match update {
             WatchUpdate::Snapshot(kvs) => {
@@ -617,99 +749,9 @@ impl State {
 
     // ---- scheduling ----------------------------------------------------------
 
-    /// Takes over a job: reads its claim state (unless `known`), handles the
-    /// ticks that passed unclaimed according to its catch-up policy, sets its
-    /// next timer, and starts manual runs requested meanwhile.
-    async fn recover(&mut self, name: &JobName, known: Option<(Option<JobState>, Revision)>) {
-        self.recover_schedule(name, known).await;
-        self.take_triggers(name).await;
-    }
-
-    async fn recover_schedule(&mut self, name: &JobName, mut known: Option<(Option<JobState>, Revision)>) {
-        for _ in 0..3 {
-            let Some(slot) = self.jobs.get(name) else { return };
-            let job = slot.job.clone();
-            if !slot.owned || job.spec.paused {
-                self.timers.remove(&Timer::Tick(name.clone()));
-                return;
-            }
-            let found = match known.take() {
-                Some(found) => Ok(found),
-                None => self.deps.coord.job_state(name).await,
-            };
-            let (state, revision) = match found {
-                Ok(found) => found,
-                Err(err) => {
-                    tracing::warn!(job = %name, %err, "cannot read claim state; retrying soon");
-                    self.timers
-                        .set(Timer::Tick(name.clone()), self.now() + SignedDuration::from_secs(1));
-                    return;
-                }
-            };
-            let last_tick = state.map(|s| s.last_tick);
-            if let Some(slot) = self.jobs.get_mut(name) {
-                slot.state_revision = Some(revision);
-                slot.last_tick = last_tick;
-            }
-            let after = last_tick.map_or(job.meta.active_since, |t| t.max(job.meta.active_since));
-            let now = self.now();
-            let plan = schedule::plan_catchup(&job.schedule, job.spec.catchup, after, now, self.catchup_limits());
-            if plan.is_empty() {
-                match plan.next {
-                    Some(next) => self.timers.set(Timer::Tick(name.clone()), next),
-                    None => {
-                        self.timers.remove(&Timer::Tick(name.clone()));
-                    }
-                }
-                return;
-            }
-            // One claim accounts for the whole gap: the state jumps to the
-            // plan's horizon, and the first catch-up run is published with it.
-            let first_run = plan.run.first().copied();
-            let entry = first_run.map(|tick| self.running_entry(RunId::generate(), tick, Trigger::Catchup, 1));
-            let request = ClaimRequest {
-                job: name.clone(),
-                tick: plan.horizon,
-                seen_revision: revision,
-                run: entry.clone(),
-                lease: self.lease,
-            };
-            match self.deps.coord.claim(std::slice::from_ref(&request)).await {
-                Ok(outcomes) if outcomes.first() == Some(&ClaimOutcome::Lost) => {
-                    self.deps.metrics.claims_lost.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                Ok(outcomes) => {
-                    let Some(ClaimOutcome::Won { fence }) = outcomes.first().copied() else {
-                        return;
-                    };
-                    self.record_missed(&job, &plan, fence).await;
-                    if let Some(slot) = self.jobs.get_mut(name) {
-                        slot.state_revision = Some(fence);
-                        slot.last_tick = Some(plan.horizon);
-                        slot.catchup_queue = plan.run.iter().skip(1).copied().collect();
-                        slot.catchup_running = entry.is_some();
-                    }
-                    if let Some(entry) = entry {
-                        tracing::info!(job = %name, tick = %entry.tick, policy = ?job.spec.catchup.policy, "catch-up run");
-                        self.spawn_run(job.clone(), entry, fence);
-                    }
-                    match plan.next {
-                        Some(next) => self.timers.set(Timer::Tick(name.clone()), next),
-                        None => {
-                            self.timers.remove(&Timer::Tick(name.clone()));
-                        }
-                    }
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(job = %name, %err, "cannot claim missed ticks; retrying soon");
-                    self.timers
-                        .set(Timer::Tick(name.clone()), now + SignedDuration::from_secs(1));
-                    return;
-                }
-            }
-        }
+    /// Takes over one job (see [`State::replan`]).
+    async fn recover(&mut self, name: &JobName) {
+        self.replan(vec![name.clone()]).await;
     }
 
     fn catchup_limits(&self) -> CatchupLimits {
@@ -836,7 +878,7 @@ impl State {
         if slot.state_revision.is_none() {
             // The claim state is unknown (after an error): recover instead,
             // which accounts for this tick through the catch-up policy.
-            self.recover(name, None).await;
+            self.recover(name).await;
             return None;
         }
         let slot = self.jobs.get(name)?;
@@ -933,7 +975,7 @@ impl State {
                 if let Some(slot) = self.jobs.get_mut(&name) {
                     slot.state_revision = None;
                 }
-                self.recover(&name, None).await;
+                self.recover(&name).await;
             }
         }
     }
@@ -962,6 +1004,7 @@ impl State {
     fn spawn_run(&mut self, job: Arc<Job>, entry: RunningEntry, fence: Revision) {
         let kill = KillSwitch::new();
         let run_id = entry.run_id;
+        self.kill_switches.insert(run_id, job.name.clone(), kill.clone());
         self.local_runs.insert(
             run_id,
             LocalRun {
@@ -988,6 +1031,7 @@ impl State {
 
     async fn on_run_finished(&mut self, done: RunFinished) {
         self.local_runs.remove(&done.run_id);
+        self.kill_switches.remove(&done.run_id);
         while self.runs.try_join_next().is_some() {}
         let Some(slot) = self.jobs.get_mut(&done.job) else {
             return;
@@ -1057,6 +1101,7 @@ impl State {
                 joined = self.runs.join_next() => if joined.is_none() { break },
                 Some(done) = self.done_rx.recv() => {
                     self.local_runs.remove(&done.run_id);
+                    self.kill_switches.remove(&done.run_id);
                 }
                 () = tokio::time::sleep_until(deadline), if !killed => {
                     tracing::warn!(runs = self.local_runs.len(), "drain timeout; killing remaining runs");
@@ -1070,8 +1115,81 @@ impl State {
         if !self.retries.is_empty() {
             tracing::info!(pending = self.retries.len(), "pending retries are dropped at shutdown");
         }
-        if let Err(err) = self.deps.coord.store().lease_revoke(self.lease).await {
-            tracing::warn!(%err, "cannot revoke the worker lease; it will expire");
+    }
+}
+
+/// Renews the worker's lease every third of its TTL. When the store says the
+/// lease is gone, tells the scheduling loop (which re-registers and stores the
+/// new lease in `current`). A failure to reach the store is retried.
+async fn keep_lease(
+    coord: Coordinator,
+    current: Arc<AtomicI64>,
+    ttl: Duration,
+    lost: mpsc::Sender<()>,
+    stop: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(ttl / 3);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let lease = LeaseId(current.load(Ordering::Relaxed));
+        match coord.store().lease_keep_alive(lease).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseNotFound(_)) => {
+                // A full channel means the loop already knows.
+                let _already_told = lost.try_send(());
+            }
+            Err(err) => tracing::warn!(%err, "lease keep-alive failed; will retry"),
+        }
+    }
+}
+
+/// Watches kill requests and pulls the switches of this worker's runs they
+/// name. Requests already handled (a snapshot after a watch failure repeats
+/// them) are skipped by revision, so "kill all" never hits a run that started
+/// after the request.
+async fn watch_kills(coord: Coordinator, switches: KillSwitches, stop: CancellationToken) {
+    let mut watcher = coord.watcher(Family::Kill);
+    let mut handled: Revision = 0;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let update = tokio::select! {
+            () = stop.cancelled() => return,
+            update = watcher.next() => update,
+        };
+        let puts: Vec<KeyValue> = match update {
+            Ok(WatchUpdate::Snapshot(kvs)) => kvs,
+            Ok(WatchUpdate::Events(events)) => events
+                .into_iter()
+                .filter_map(|event| match event {
+                    WatchEvent::Put(kv) => Some(kv),
+                    WatchEvent::Delete { .. } => None,
+                })
+                .collect(),
+            Err(err) => {
+                tracing::warn!(%err, ?backoff, "kill watch failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let mut puts = puts;
+        puts.sort_by_key(|kv| kv.mod_revision);
+        for kv in puts {
+            if kv.mod_revision <= handled {
+                continue;
+            }
+            handled = kv.mod_revision;
+            if let Some(request) = coord.decode_kill(&kv.key) {
+                switches.pull(&request.job, request.target);
+            }
         }
     }
 }

@@ -85,6 +85,7 @@ async fn execute(spec: RunSpec) {
         truncated: false,
         missed_count: None,
         missed_until: None,
+        result: None,
     };
 
     // Wait for a free slot; a kill while waiting ends the run before it starts.
@@ -126,7 +127,14 @@ async fn execute(spec: RunSpec) {
                 let outcome = executor.execute(&request, &mut output, &kill).await;
                 record.output_bytes = output.bytes_written();
                 record.truncated = output.is_truncated();
-                outcome
+                record.result = output.result().cloned();
+                match (outcome.error.clone(), output.result_error()) {
+                    (None, Some(problem)) => RunOutcome {
+                        error: Some(problem.to_owned()),
+                        ..outcome
+                    },
+                    _ => outcome,
+                }
             }
         };
         metrics.runs_running.fetch_sub(1, Ordering::Relaxed);
