@@ -218,6 +218,8 @@ async fn full(args: Args) {
             missed_record_limit: 1000,
             catchup_run_limit: 100,
             drain_timeout: Duration::from_secs(10),
+            dirs: BTreeMap::new(),
+            max_memory_mb: 4096,
         },
         info: WorkerInfo {
             id: "bench-worker".into(),

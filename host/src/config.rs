@@ -59,6 +59,8 @@ pub struct ServerFile {
     /// Serve without tokens on a non-loopback address. Only for trusted networks.
     pub insecure: Option<bool>,
     pub max_body_kb: Option<u64>,
+    /// The largest WebAssembly binary accepted at upload.
+    pub max_module_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +100,11 @@ pub struct WorkerFile {
     pub catchup_run_limit: Option<u64>,
     /// How long shutdown waits for runs to finish before killing them.
     pub drain_timeout_s: Option<u64>,
+    /// Host directories WASM jobs may mount, by grant name.
+    #[serde(default)]
+    pub dirs: BTreeMap<String, PathBuf>,
+    /// The most linear memory one WASM run may use (caps a job's memory_mb).
+    pub max_memory_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +139,8 @@ pub struct ServerConfig {
     pub tokens: Vec<Token>,
     /// Largest JSON body accepted.
     pub max_body_bytes: usize,
+    /// Largest module accepted at upload.
+    pub max_module_bytes: u64,
 }
 
 /// Worker settings after validation.
@@ -146,6 +155,8 @@ pub struct WorkerConfig {
     pub missed_record_limit: u64,
     pub catchup_run_limit: u64,
     pub drain_timeout: Duration,
+    pub dirs: BTreeMap<String, PathBuf>,
+    pub max_memory_mb: u64,
 }
 
 /// Log settings after validation.
@@ -223,6 +234,7 @@ impl DevArgs {
             listen,
             tokens,
             max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
+            max_module_bytes: module_limit(file.server.max_module_mb)?,
         };
         let mut worker = worker(&file.worker, true, 10)?;
         if self.no_native {
@@ -320,6 +332,14 @@ fn kb_to_bytes(kb: u64, key: &str) -> anyhow::Result<usize> {
     Ok((kb * 1024) as usize)
 }
 
+fn module_limit(mb: Option<u64>) -> anyhow::Result<u64> {
+    let mb = mb.unwrap_or(64);
+    if !(1..=1024).contains(&mb) {
+        bail!("server.max_module_mb must be between 1 and 1024, got {mb}");
+    }
+    Ok(mb * 1024 * 1024)
+}
+
 fn worker(file: &WorkerFile, allow_native_default: bool, drain_default_s: u64) -> anyhow::Result<WorkerConfig> {
     if let Some(id) = &file.id {
         crate::ids::WorkerId::new(id).context("worker.id")?;
@@ -355,7 +375,34 @@ fn worker(file: &WorkerFile, allow_native_default: bool, drain_default_s: u64) -
         missed_record_limit: file.missed_record_limit.unwrap_or(1000).max(1),
         catchup_run_limit: file.catchup_run_limit.unwrap_or(100).max(1),
         drain_timeout: Duration::from_secs(file.drain_timeout_s.unwrap_or(drain_default_s).min(3600)),
+        dirs: checked_dirs(&file.dirs)?,
+        max_memory_mb: match file.max_memory_mb.unwrap_or(4096) {
+            mb @ 1..=4096 => mb,
+            mb => bail!("worker.max_memory_mb must be between 1 and 4096, got {mb}"),
+        },
     })
+}
+
+/// Directory grants must name existing absolute directories; the name is what
+/// a job's `dirs[].grant` refers to.
+fn checked_dirs(dirs: &BTreeMap<String, PathBuf>) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    for (name, path) in dirs {
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !name_ok {
+            bail!("worker.dirs: grant name {name:?} must be 1-63 of [A-Za-z0-9._/-]");
+        }
+        if !path.is_absolute() || !path.is_dir() {
+            bail!(
+                "worker.dirs.{name}: {} is not an existing absolute directory",
+                path.display()
+            );
+        }
+    }
+    Ok(dirs.clone())
 }
 
 fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {

@@ -15,14 +15,17 @@ use crate::config::{DevConfig, Role, hostname, inherited_env};
 use crate::coord::embedded::EmbeddedStore;
 use crate::coord::{Coordinator, WorkerInfo};
 use crate::exec::Executor;
+use crate::exec::ModuleKind;
 use crate::exec::native::NativeExecutor;
+use crate::exec::wasm::{WasmConfig, WasmEngine};
+use crate::ids::ModuleDigest;
 use crate::ids::{JobName, WorkerId};
-use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob};
+use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, WasmJob, WasmLimits};
 use crate::logstore::sqlite::SqliteLogStore;
 use crate::logstore::{LogBatch, LogStore, RunQuery, Sink, SinkConfig};
 use crate::metrics::Metrics;
 use crate::run::RunStatus;
-use crate::worker::{Executors, Worker, WorkerDeps};
+use crate::worker::{Executors, StoredModules, Worker, WorkerDeps};
 
 /// The coordination key prefix.
 pub const KEY_PREFIX: &str = "/sandcron/";
@@ -67,6 +70,16 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         capacity: config.worker.capacity,
         started_at: Timestamp::now(),
     };
+    let engine = WasmEngine::new(WasmConfig {
+        capacity: config.worker.capacity,
+        max_memory_mb: config.worker.max_memory_mb,
+        max_module_bytes: config.server.max_module_bytes,
+        cache_dir: Some(data.join("wasm-cache")),
+        dirs: config.worker.dirs.clone(),
+        ..WasmConfig::default()
+    })
+    .context("cannot start the WebAssembly engine")?;
+    let wasm: Arc<dyn Executor> = Arc::new(engine.executor(Arc::new(StoredModules::new(coord.clone()))));
     let shell: Option<Arc<dyn Executor>> = config.worker.allow_native.then(|| {
         Arc::new(NativeExecutor::new(
             inherited_env(&config.worker.native_env),
@@ -74,12 +87,15 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         )) as Arc<dyn Executor>
     });
     if config.seed_demo {
-        seed_demo(&coord, data, config.worker.allow_native).await?;
+        seed_demo(&coord, data).await?;
     }
     let worker = Worker::new(WorkerDeps {
         coord: coord.clone(),
         sink: sink.clone(),
-        executors: Executors { shell, wasm: None },
+        executors: Executors {
+            shell,
+            wasm: Some(wasm),
+        },
         metrics: metrics.clone(),
         config: config.worker.clone(),
         info,
@@ -96,6 +112,7 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         metrics,
         shell_jobs: config.worker.allow_native,
         shutdown: shutdown.clone(),
+        modules: engine.clone(),
     };
     let app = api::router(
         state,
@@ -177,32 +194,44 @@ async fn mark_lost_runs(logs: &dyn LogStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seeds one demo job the first time a data directory is used, so the
-/// console is never empty for a newcomer.
-async fn seed_demo(coord: &Coordinator, data: &Path, native: bool) -> anyhow::Result<()> {
+/// The demo job's module: prints a greeting with the job and the tick (see
+/// assets/demo.wat).
+pub const DEMO_MODULE: &[u8] = include_bytes!("../assets/demo.wasm");
+
+/// Seeds one demo WASM job the first time a data directory is used, and asks
+/// for a first run at once, so a newcomer sees runs and output immediately.
+async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
     let marker = data.join("demo-seeded");
-    if marker.exists() || !native {
+    if marker.exists() {
         return Ok(());
     }
     let (jobs, _) = coord.list_jobs().await?;
     if jobs.is_empty() {
+        let digest = ModuleDigest::of(DEMO_MODULE);
+        coord.put_module(&digest, DEMO_MODULE, ModuleKind::Module).await?;
         let now = Timestamp::now();
         let record = JobRecord {
             spec: JobSpec {
-                schedule: "@every 1m".to_owned(),
+                schedule: "*/30 * * * * *".to_owned(),
                 timezone: "UTC".to_owned(),
-                kind: JobKind::Shell(ShellJob {
-                    command: "echo \"hello from sandcron: job $SANDCRON_JOB, tick $SANDCRON_TICK\"".to_owned(),
+                kind: JobKind::Wasm(WasmJob {
+                    module: digest,
+                    args: Vec::new(),
                     env: Default::default(),
-                    timeout_s: 60,
-                    output_kb: 64,
+                    dirs: Vec::new(),
+                    limits: WasmLimits {
+                        output_kb: 64,
+                        ..WasmLimits::default()
+                    },
                 }),
                 overlap: Default::default(),
                 catchup: Default::default(),
                 retry: Default::default(),
                 paused: false,
                 selector: Default::default(),
-                description: "A demo job seeded by `sandcron dev`; delete it whenever you like.".to_owned(),
+                description: "A demo job seeded by `sandcron dev`: a tiny WebAssembly module that greets every 30 \
+                              seconds. Delete it whenever you like."
+                    .to_owned(),
             },
             meta: JobMeta {
                 created_at: now,
@@ -213,6 +242,7 @@ async fn seed_demo(coord: &Coordinator, data: &Path, native: bool) -> anyhow::Re
         };
         let name = JobName::new("hello")?;
         coord.put_job(&name, &record, Some(0), false).await?;
+        coord.request_trigger(&name, Role::Admin).await?;
         tracing::info!(job = %name, "seeded a demo job");
     }
     std::fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
@@ -236,5 +266,25 @@ async fn retention(logs: Arc<dyn LogStore>, keep: Duration, shutdown: Cancellati
             Ok(count) => tracing::info!(runs = count, %before, "purged old run history"),
             Err(err) => tracing::warn!(%err, "cannot purge old run history"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SANDCRON_BLESS=1 cargo test -p sandcron --lib demo_module` rewrites
+    /// assets/demo.wasm after an edit of demo.wat.
+    #[test]
+    fn the_demo_module_is_what_its_text_assembles_to() {
+        let assembled = wat::parse_str(include_str!("../assets/demo.wat")).expect("demo.wat assembles");
+        if std::env::var_os("SANDCRON_BLESS").is_some() {
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo.wasm"), &assembled).expect("write");
+            return;
+        }
+        assert!(
+            assembled == DEMO_MODULE,
+            "assets/demo.wasm is stale: run SANDCRON_BLESS=1 cargo test -p sandcron --lib demo_module"
+        );
     }
 }

@@ -139,3 +139,57 @@ async fn job_apply_list_run_logs_and_remove_through_the_cli() {
     assert_eq!(code, 1);
     assert!(err.contains("job greet does not exist (HTTP 404)"), "{err}");
 }
+
+#[tokio::test]
+async fn module_push_and_job_apply_with_a_module() {
+    let dev = dev(&[]);
+    let server = dev.base.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("hello.wasm");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::fs::write(&wasm, wat::parse_file(root.join("tests/guests/hello.wat")).unwrap()).unwrap();
+    let wasm = wasm.to_string_lossy().into_owned();
+    let (code, out, err) = sandcron(&["module", "push", &wasm], Some(&server));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("sha256:") && out.contains(" module "), "{out}");
+    let (_, again, _) = sandcron(&["module", "push", &wasm], Some(&server));
+    assert!(again.trim_end().ends_with("(already stored)"), "{again}");
+    // A job file without a module, completed by --module.
+    let job = dir.path().join("greeter.toml");
+    std::fs::write(
+        &job,
+        "name = \"greeter\"\nschedule = \"@yearly\"\n[kind.wasm]\nargs = [\"x\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = sandcron(
+        &["job", "apply", "-f", &job.to_string_lossy(), "--module", &wasm],
+        Some(&server),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("module sha256:") && out.contains("job greeter saved"),
+        "{out}"
+    );
+    let (code, out, _) = sandcron(&["module", "ls"], Some(&server));
+    assert_eq!(code, 0);
+    assert!(out.lines().nth(1).unwrap().ends_with("greeter"), "{out}");
+    let (code, _, err) = sandcron(&["run", "greeter"], Some(&server));
+    assert_eq!(code, 0, "{err}");
+    let api = dev.api();
+    wait_for("the run to succeed", Duration::from_secs(20), || async {
+        api.runs("greeter")
+            .await
+            .iter()
+            .any(|r| r["status"] == "succeeded")
+            .then_some(())
+    })
+    .await;
+    let (code, out, _) = sandcron(&["logs", "greeter"], Some(&server));
+    assert_eq!((code, out.as_str()), (0, "hello\n"));
+    // A file that is not WebAssembly: the reason, and a non-zero exit.
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"#!/bin/sh\n").unwrap();
+    let (code, _, err) = sandcron(&["module", "push", &bogus.to_string_lossy()], Some(&server));
+    assert_eq!(code, 1);
+    assert!(err.contains("bad magic number") && err.contains("HTTP 422"), "{err}");
+}

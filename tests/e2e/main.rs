@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod lifecycle;
 mod shell_jobs;
+mod wasm;
 
 use sandcron_tests::Dev;
 

@@ -31,6 +31,14 @@ pub struct Dev {
 impl Dev {
     /// Starts `bin dev --listen 127.0.0.1:0 --data <temp> --no-demo <extra>`.
     pub fn start(bin: &str, extra: &[&str]) -> Dev {
+        let mut args = vec!["--no-demo"];
+        args.extend_from_slice(extra);
+        Self::start_exactly(bin, &args)
+    }
+
+    /// Starts `bin dev --listen 127.0.0.1:0 --data <temp> <extra>` (with the
+    /// demo job unless `extra` says `--no-demo`).
+    pub fn start_exactly(bin: &str, extra: &[&str]) -> Dev {
         let data = tempfile::Builder::new()
             .prefix("sandcron-e2e-")
             .tempdir()
@@ -69,7 +77,6 @@ impl Dev {
             .arg("127.0.0.1:0")
             .arg("--data")
             .arg(self.data.path().join("data"))
-            .arg("--no-demo")
             .args(&self.args)
             .env("SANDCRON_LOG", "info,sandcron=debug")
             .stdin(Stdio::null())

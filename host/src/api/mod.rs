@@ -18,12 +18,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Token;
 use crate::coord::Coordinator;
+use crate::exec::ModuleInspector;
 use crate::logstore::LogStore;
 use crate::metrics::Metrics;
 
 pub mod auth;
 mod error;
 pub mod jobs;
+pub mod modules;
 pub mod openapi;
 pub mod runs;
 pub mod system;
@@ -43,6 +45,8 @@ pub struct AppState {
     pub shell_jobs: bool,
     /// Cancelled at shutdown, so long-polls answer at once instead of holding it up.
     pub shutdown: CancellationToken,
+    /// Validates uploaded modules (implemented by the WASM engine).
+    pub modules: Arc<dyn ModuleInspector>,
 }
 
 /// Settings of the HTTP layer.
@@ -60,6 +64,16 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/jobs/{name}/resume", post(jobs::resume))
         .route("/jobs/{name}/run", post(jobs::run_now))
         .route("/jobs/{name}/kill", post(jobs::kill))
+        .route(
+            "/modules",
+            post(modules::upload)
+                .get(modules::list)
+                // Room for the multipart framing around the largest module.
+                .layer(DefaultBodyLimit::max(module_body_limit(
+                    state.modules.max_module_bytes(),
+                ))),
+        )
+        .route("/modules/{digest}", get(modules::get).delete(modules::delete))
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
         .route("/runs/{run_id}/output", get(runs::output))
@@ -77,6 +91,12 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
+}
+
+fn module_body_limit(max_module_bytes: u64) -> usize {
+    usize::try_from(max_module_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024)
 }
 
 async fn api_not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {

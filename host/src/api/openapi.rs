@@ -5,13 +5,14 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, jobs, runs, system};
+use super::{error, jobs, modules, runs, system};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sandcron", description = "A distributed cron whose jobs run in a WebAssembly sandbox."),
     paths(
         jobs::list, jobs::put, jobs::get, jobs::delete, jobs::pause, jobs::resume, jobs::run_now, jobs::kill,
+        modules::upload, modules::list, modules::get, modules::delete,
         runs::list, runs::get, runs::output,
         system::workers, system::cron_next, system::healthz, system::readyz, system::metrics,
     ),
@@ -20,6 +21,7 @@ use super::{error, jobs, runs, system};
     security(("bearer" = [])),
     tags(
         (name = "jobs", description = "Create, change and control jobs"),
+        (name = "modules", description = "Upload and manage WebAssembly modules"),
         (name = "runs", description = "Run history and output"),
         (name = "workers", description = "Live workers"),
         (name = "cron", description = "Cron expression preview"),
@@ -66,6 +68,8 @@ mod tests {
             ("/api/v1/jobs/{name}/resume", vec!["post"]),
             ("/api/v1/jobs/{name}/run", vec!["post"]),
             ("/api/v1/jobs/{name}/kill", vec!["post"]),
+            ("/api/v1/modules", vec!["post", "get"]),
+            ("/api/v1/modules/{digest}", vec!["get", "delete"]),
             ("/api/v1/runs", vec!["get"]),
             ("/api/v1/runs/{run_id}", vec!["get"]),
             ("/api/v1/runs/{run_id}/output", vec!["get"]),
@@ -83,7 +87,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            14,
+            16,
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );

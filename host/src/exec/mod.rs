@@ -17,6 +17,7 @@ use crate::run::{RunStatus, Trigger};
 
 pub mod native;
 mod output;
+pub mod wasm;
 
 pub use output::{MAX_RESULT_BYTES, RESULT_MARKER, RunOutput};
 

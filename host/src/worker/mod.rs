@@ -52,6 +52,28 @@ impl Executors {
     }
 }
 
+/// Module bytes for the WASM executor, read from the coordination store.
+#[derive(Debug, Clone)]
+pub struct StoredModules {
+    coord: Coordinator,
+}
+
+impl StoredModules {
+    pub fn new(coord: Coordinator) -> Self {
+        Self { coord }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::exec::wasm::ModuleSource for StoredModules {
+    async fn module_bytes(&self, digest: &crate::ids::ModuleDigest) -> anyhow::Result<Vec<u8>> {
+        self.coord
+            .module_bytes(digest)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("module {digest} is not stored (was it deleted?)"))
+    }
+}
+
 /// What a worker is built from.
 pub struct WorkerDeps {
     pub coord: Coordinator,

@@ -1,0 +1,234 @@
+//! `/api/v1/modules`: upload (raw `application/wasm` or multipart field
+//! `module`), list with the jobs that use each, read, delete.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use jiff::Timestamp;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, Caller};
+use crate::config::Role;
+use crate::coord::ModuleMeta;
+use crate::exec::{ModuleError, ModuleKind};
+use crate::ids::ModuleDigest;
+use crate::job::JobKind;
+
+/// A stored module.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModuleView {
+    /// `sha256:` and 64 hex digits: what a wasm job's `module` names.
+    pub digest: String,
+    pub size: u64,
+    pub kind: ModuleKind,
+    #[schema(value_type = String, format = DateTime)]
+    pub uploaded_at: Timestamp,
+    /// Jobs whose `kind.wasm.module` is this module.
+    pub jobs: Vec<String>,
+}
+
+/// The answer to an upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    pub digest: String,
+    pub size: u64,
+    pub kind: ModuleKind,
+    /// False when the same bytes were already stored (uploads are idempotent).
+    pub created: bool,
+}
+
+fn view(digest: &ModuleDigest, meta: ModuleMeta, users: &BTreeMap<ModuleDigest, Vec<String>>) -> ModuleView {
+    ModuleView {
+        digest: digest.to_string(),
+        size: meta.size,
+        kind: meta.kind,
+        uploaded_at: meta.uploaded_at,
+        jobs: users.get(digest).cloned().unwrap_or_default(),
+    }
+}
+
+/// Which jobs use which module.
+async fn users(state: &AppState) -> Result<BTreeMap<ModuleDigest, Vec<String>>, ApiError> {
+    let (jobs, _) = state.coord.list_jobs().await?;
+    let mut users: BTreeMap<ModuleDigest, Vec<String>> = BTreeMap::new();
+    for job in jobs.into_iter().flatten() {
+        if let JobKind::Wasm(wasm) = &job.spec.kind {
+            users.entry(wasm.module.clone()).or_default().push(job.name.to_string());
+        }
+    }
+    Ok(users)
+}
+
+fn module_error(err: ModuleError) -> ApiError {
+    match err {
+        ModuleError::TooLarge { .. } => ApiError::PayloadTooLarge(err.to_string()),
+        other => ApiError::invalid("module", other.to_string()),
+    }
+}
+
+/// Reads the module bytes from a raw or multipart body.
+async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "module is larger than the limit of {} bytes",
+            state.modules.max_module_bytes()
+        ))
+    };
+    match content_type.as_str() {
+        "application/wasm" | "application/octet-stream" => {
+            Bytes::from_request(request, state).await.map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    ApiError::BadRequest(format!("cannot read the body: {}", rejection.body_text()))
+                }
+            })
+        }
+        "multipart/form-data" => {
+            let mut multipart = Multipart::from_request(request, state).await.map_err(|rejection| {
+                ApiError::BadRequest(format!("malformed multipart body: {}", rejection.body_text()))
+            })?;
+            loop {
+                let field = multipart.next_field().await.map_err(|err| {
+                    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        too_large()
+                    } else {
+                        ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
+                    }
+                })?;
+                let Some(field) = field else {
+                    return Err(ApiError::invalid(
+                        "module",
+                        "the multipart body has no field named \"module\"",
+                    ));
+                };
+                if field.name() == Some("module") {
+                    return field.bytes().await.map_err(|err| {
+                        if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                            too_large()
+                        } else {
+                            ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
+                        }
+                    });
+                }
+            }
+        }
+        "" => Err(ApiError::UnsupportedMediaType(
+            "send the module as application/wasm or as multipart/form-data field \"module\"".to_owned(),
+        )),
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "content type {other} is not accepted; send application/wasm or multipart/form-data field \"module\""
+        ))),
+    }
+}
+
+/// Upload a WebAssembly module or component.
+///
+/// The binary is validated (magic, size, wasmtime validation, WASI-only
+/// imports, command world for components) and stored under its SHA-256
+/// digest. Uploading the same bytes again is harmless.
+#[utoipa::path(post, path = "/api/v1/modules", tag = "modules",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the .wasm bytes (or multipart/form-data with field `module`)"),
+    responses((status = 201, description = "stored", body = Uploaded), (status = 200, description = "already stored", body = Uploaded),
+        (status = 413, body = super::ErrorBody), (status = 415, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+pub(super) async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
+    caller.require(Role::Operator, "uploading a module")?;
+    let bytes = body_bytes(request, &state).await?;
+    let inspector = state.modules.clone();
+    // Validation parses (and for components compiles) the binary: keep it
+    // off the async runtime threads.
+    let checked = bytes.clone();
+    let info = tokio::task::spawn_blocking(move || inspector.inspect(&checked))
+        .await
+        .map_err(|err| ApiError::Internal(anyhow::anyhow!("module validation panicked: {err}")))?
+        .map_err(module_error)?;
+    let digest = ModuleDigest::of(&bytes);
+    let (meta, created) = state.coord.put_module(&digest, &bytes, info.kind).await?;
+    tracing::info!(module = %digest, size = meta.size, kind = meta.kind.as_str(), created, by = %caller.name, "module uploaded");
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((
+        status,
+        Json(Uploaded {
+            digest: digest.to_string(),
+            size: meta.size,
+            kind: meta.kind,
+            created,
+        }),
+    ))
+}
+
+/// List stored modules with the jobs that use them.
+#[utoipa::path(get, path = "/api/v1/modules", tag = "modules", responses((status = 200, body = [ModuleView])))]
+pub(super) async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json<Vec<ModuleView>>, ApiError> {
+    let users = users(&state).await?;
+    let modules = state.coord.list_modules().await?;
+    Ok(Json(
+        modules
+            .into_iter()
+            .map(|(digest, meta)| view(&digest, meta, &users))
+            .collect(),
+    ))
+}
+
+fn parse_digest(text: &str) -> Result<ModuleDigest, ApiError> {
+    ModuleDigest::new(text).map_err(|err| ApiError::invalid("digest", err.to_string()))
+}
+
+/// One stored module.
+#[utoipa::path(get, path = "/api/v1/modules/{digest}", tag = "modules", params(("digest" = String, Path)),
+    responses((status = 200, body = ModuleView), (status = 404, body = super::ErrorBody)))]
+pub(super) async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(digest): Path<String>,
+) -> Result<Json<ModuleView>, ApiError> {
+    let digest = parse_digest(&digest)?;
+    let meta = state
+        .coord
+        .module_meta(&digest)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("module {digest} is not stored")))?;
+    Ok(Json(view(&digest, meta, &users(&state).await?)))
+}
+
+/// Delete a module no job uses.
+#[utoipa::path(delete, path = "/api/v1/modules/{digest}", tag = "modules", params(("digest" = String, Path)),
+    responses((status = 204), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(digest): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Operator, "deleting a module")?;
+    let digest = parse_digest(&digest)?;
+    if let Some(jobs) = users(&state).await?.get(&digest) {
+        return Err(ApiError::Conflict(format!(
+            "module {digest} is used by jobs: {}",
+            jobs.join(", ")
+        )));
+    }
+    if !state.coord.delete_module(&digest).await? {
+        return Err(ApiError::NotFound(format!("module {digest} is not stored")));
+    }
+    tracing::info!(module = %digest, by = %caller.name, "module deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

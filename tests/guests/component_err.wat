@@ -1,0 +1,9 @@
+;; A WASI p2 command whose run returns err (the run fails, exit code 1).
+(component
+  (core module $main
+    (func (export "run") (result i32)
+      (i32.const 1)))
+  (core instance $main (instantiate $main))
+  (func $run (result (result)) (canon lift (core func $main "run")))
+  (instance $run (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.0" (instance $run)))

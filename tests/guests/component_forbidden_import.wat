@@ -1,0 +1,11 @@
+;; A command that imports a non-WASI interface: refused at upload.
+(component
+  (import "evil:host/backdoor@1.0.0" (instance $backdoor
+    (export "open" (func))))
+  (core module $main
+    (func (export "run") (result i32)
+      (i32.const 0)))
+  (core instance $main (instantiate $main))
+  (func $run (result (result)) (canon lift (core func $main "run")))
+  (instance $run (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.0" (instance $run)))
