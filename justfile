@@ -8,8 +8,10 @@ run *ARGS:
 test *ARGS:
     scripts/test.sh {{ARGS}}
 
-# Benchmarks: print comparison tables (see BENCHMARKS.md).
+# Benchmarks: print comparison tables (see BENCHMARKS.md). `just bench --quick` is shorter.
 bench *ARGS:
+    scripts/build-guests.sh
+    cargo bench -p sandcron --bench executors -- {{ARGS}}
     cargo bench -p sandcron --bench scheduler -- {{ARGS}}
 
 # Build the example guests into target/guests/ (installs their toolchains if missing).

@@ -10,9 +10,18 @@ as_root() {
 
 apt_packages=()
 need_package() { dpkg -s "$1" >/dev/null 2>&1 || apt_packages+=("$1"); }
-# gcc builds the bundled SQLite; pkg-config and ca-certificates are cheap insurance.
+# gcc builds the bundled SQLite; ca-certificates for the package registries.
 need_package gcc
 need_package ca-certificates
+# etcd-client's build compiles etcd's protobuf definitions (libprotobuf-dev
+# holds google/protobuf/descriptor.proto).
+need_package protobuf-compiler
+need_package libprotobuf-dev
+# A real etcd 3.4 for the coordination tests (the harness runs its own on
+# free loopback ports; the package's system service is not used), and
+# openssl to make the certificates of the TLS test.
+need_package etcd-server
+need_package openssl
 
 if ((${#apt_packages[@]})); then
     echo "==> apt-get install ${apt_packages[*]}"

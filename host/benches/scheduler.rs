@@ -174,6 +174,7 @@ async fn full(args: Args) {
                         paused: false,
                         selector: BTreeMap::new(),
                         description: String::new(),
+                        retention_days: None,
                     },
                     meta: JobMeta {
                         created_at: now,
@@ -232,6 +233,7 @@ async fn full(args: Args) {
         },
         lease_ttl: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(10),
+        retention: Duration::from_secs(3600),
     });
     let schedule_started = Instant::now();
     let worker_handle = tokio::spawn(worker.run(shutdown.clone()));

@@ -101,6 +101,7 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         info,
         lease_ttl: LEASE_TTL,
         drain_timeout: config.worker.drain_timeout,
+        retention: config.logs.retention,
     });
     let worker_handle = tokio::spawn(worker.run(shutdown.clone()));
     let retention_handle = tokio::spawn(retention(logs.clone(), config.logs.retention, shutdown.clone()));
@@ -232,6 +233,7 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
                 description: "A demo job seeded by `sandcron dev`: a tiny WebAssembly module that greets every 30 \
                               seconds. Delete it whenever you like."
                     .to_owned(),
+                retention_days: None,
             },
             meta: JobMeta {
                 created_at: now,

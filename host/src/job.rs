@@ -37,6 +37,10 @@ pub struct JobSpec {
     pub selector: BTreeMap<String, String>,
     #[serde(default)]
     pub description: String,
+    /// Days to keep this job's run history and output (default: the
+    /// installation's `logs.retention_days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 fn default_timezone() -> String {
@@ -233,6 +237,18 @@ pub struct JobMeta {
     pub written_by: Role,
 }
 
+impl Job {
+    /// When a run of this job for `tick` may be deleted: `tick` plus the job's
+    /// retention, or `default` when the job sets none.
+    pub fn expire_at(&self, tick: Timestamp, default: std::time::Duration) -> Option<Timestamp> {
+        let retention = match self.spec.retention_days {
+            Some(days) => jiff::SignedDuration::from_hours(i64::from(days) * 24),
+            None => jiff::SignedDuration::try_from(default).ok()?,
+        };
+        tick.checked_add(retention).ok()
+    }
+}
+
 /// A job that passed validation, with its parsed schedule.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -382,6 +398,9 @@ impl JobSpec {
         for (key, value) in &self.selector {
             check_label(&format!("selector.{key}"), key)?;
             check_label(&format!("selector.{key}"), value)?;
+        }
+        if let Some(days) = self.retention_days {
+            check_range("retention_days", u64::from(days), 1, 3650)?;
         }
         if self.description.chars().count() > limits::MAX_DESCRIPTION_CHARS {
             return Err(JobError::new(

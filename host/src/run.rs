@@ -151,6 +151,11 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
+    /// When the record (and its output) may be deleted: the tick plus the
+    /// job's retention (or the installation's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expire_at: Option<Timestamp>,
 }
 
 impl RunRecord {
@@ -179,6 +184,7 @@ impl RunRecord {
             missed_count: None,
             missed_until: None,
             result: None,
+            expire_at: None,
         }
     }
 
@@ -211,4 +217,8 @@ pub struct OutputChunk {
     #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     pub data: String,
+    /// When the chunk may be deleted (the run's `expire_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expire_at: Option<Timestamp>,
 }

@@ -614,6 +614,7 @@ mod tests {
             paused: false,
             selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             description: String::new(),
+            retention_days: None,
         };
         Job {
             name: JobName::new(name).expect("name"),

@@ -83,18 +83,35 @@ async fn every_example_guest_runs_from_an_upload() {
         ),
         ("python", "python", None),
     ];
-    for (example_name, lang, result) in cases {
+    // Every example is uploaded and scheduled every two seconds.
+    for (example_name, _, _) in &cases {
         let digest = upload(&api, example(example_name)).await;
         let job = format!("ex-{example_name}");
-        // The Python component compiles for a while on first use.
-        let run = run_once(
-            &api,
-            &job,
-            &wasm_job("@yearly", &digest, json!({})),
+        api.put(
+            &format!("/api/v1/jobs/{job}"),
+            &wasm_job("@every 2s", &digest, json!({})),
+        )
+        .await
+        .expect(201);
+    }
+    for (example_name, lang, result) in cases {
+        let job = format!("ex-{example_name}");
+        // The Python component compiles for a while on first use; ticks
+        // meanwhile are skipped (overlap: forbid).
+        let run = wait_for(
+            &format!("a scheduled run of {job}"),
             Duration::from_secs(180),
+            || async {
+                api.runs(&job)
+                    .await
+                    .into_iter()
+                    .find(|r| r["status"] != "running" && r["status"] != "skipped")
+            },
         )
         .await;
+        api.post(&format!("/api/v1/jobs/{job}/pause")).await.expect(200);
         assert_eq!(run["status"], "succeeded", "{example_name}: {run}");
+        assert_eq!(run["trigger"], "schedule");
         assert_eq!(run["exit_code"], 0);
         assert!(
             run["fuel_used"].as_u64().unwrap() > 0,

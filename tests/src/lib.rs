@@ -4,6 +4,8 @@
 //! deadlines instead of sleeping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod etcd;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

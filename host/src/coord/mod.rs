@@ -10,6 +10,7 @@
 
 mod domain;
 pub mod embedded;
+pub mod etcd;
 mod kv;
 
 #[cfg(any(test, feature = "testkit"))]

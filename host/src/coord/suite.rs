@@ -66,6 +66,7 @@ fn record(schedule: &str) -> JobRecord {
             paused: false,
             selector: Default::default(),
             description: String::new(),
+            retention_days: None,
         },
         meta: JobMeta {
             created_at: now,

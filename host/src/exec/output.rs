@@ -22,6 +22,7 @@ pub struct RunOutput {
     /// Bytes of a character split across reads, per stream (stdout, stderr).
     pending: [Vec<u8>; 2],
     results: ResultScanner,
+    expire_at: Option<Timestamp>,
 }
 
 /// The prefix of the stdout line that sets a run's result value.
@@ -120,7 +121,14 @@ impl RunOutput {
             truncated: false,
             pending: [Vec::new(), Vec::new()],
             results: ResultScanner::new(),
+            expire_at: None,
         }
+    }
+
+    /// Marks every chunk as deletable after `expire_at` (the run's retention).
+    pub fn expiring_at(mut self, expire_at: Option<Timestamp>) -> Self {
+        self.expire_at = expire_at;
+        self
     }
 
     /// The run's result value: the JSON of the last `::sandcron::result` line
@@ -204,6 +212,7 @@ impl RunOutput {
 
     async fn send(&mut self, stream: StreamKind, data: String) {
         let chunk = OutputChunk {
+            expire_at: self.expire_at,
             run_id: self.run_id,
             seq: self.next_seq,
             stream,

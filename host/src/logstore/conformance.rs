@@ -47,6 +47,7 @@ pub fn sample_record(job: &JobName, tick: Timestamp, status: RunStatus, fence: i
     let started = tick + SignedDuration::from_millis(15);
     let terminal = status.is_terminal();
     RunRecord {
+        expire_at: None,
         run_id: RunId::generate(),
         job: job.clone(),
         tick,
@@ -277,6 +278,7 @@ pub async fn output_is_idempotent_and_paged(store: &dyn LogStore, prefix: &str) 
     let record = sample_record(&job, base, RunStatus::Running, 1);
     let run_id = record.run_id;
     let chunk = |seq: u64| OutputChunk {
+        expire_at: None,
         run_id,
         seq,
         stream: if seq % 3 == 2 {
@@ -685,6 +687,7 @@ pub async fn purge_keeps_running_runs(store: &dyn LogStore, prefix: &str) {
     let at_cutoff = sample_record(&job, cutoff, RunStatus::Succeeded, 1);
     let recent = sample_record(&job, window(), RunStatus::Succeeded, 1);
     let line = |run: &RunRecord, seq: u64| OutputChunk {
+        expire_at: None,
         run_id: run.run_id,
         seq,
         stream: StreamKind::Stdout,

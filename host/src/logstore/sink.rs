@@ -1112,6 +1112,7 @@ mod tests {
         // A fixed clock keeps the encoded size of a chunk predictable.
         let at = Timestamp::from_millisecond(1_700_000_000_000 + seq as i64).unwrap();
         OutputChunk {
+            expire_at: None,
             run_id,
             seq,
             stream: StreamKind::Stdout,

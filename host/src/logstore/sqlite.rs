@@ -306,6 +306,7 @@ impl LogStore for SqliteLogStore {
                         let at = Timestamp::from_microsecond(at)
                             .map_err(|e| Failure::corrupt(format!("output of run {run_id} has time {at}: {e}")))?;
                         Ok(OutputChunk {
+                            expire_at: None,
                             run_id,
                             seq,
                             stream,
@@ -653,6 +654,7 @@ mod tests {
             3,
         );
         let chunk = OutputChunk {
+            expire_at: None,
             run_id: record.run_id,
             seq: 0,
             stream: StreamKind::Stderr,

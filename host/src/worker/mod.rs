@@ -86,6 +86,8 @@ pub struct WorkerDeps {
     pub lease_ttl: Duration,
     /// How long shutdown waits for runs to end before killing them.
     pub drain_timeout: Duration,
+    /// How long run history is kept when a job sets no retention.
+    pub retention: Duration,
 }
 
 pub struct Worker {
@@ -819,7 +821,9 @@ impl State {
     }
 
     fn not_run(&self, job: &Job, tick: Timestamp, status: RunStatus, fence: Revision, reason: String) -> RunRecord {
-        RunRecord::not_run(job, tick, status, &self.deps.info.id, fence, reason)
+        let mut record = RunRecord::not_run(job, tick, status, &self.deps.info.id, fence, reason);
+        record.expire_at = job.expire_at(tick, self.deps.retention);
+        record
     }
 
     fn running_entry(&self, run_id: RunId, tick: Timestamp, trigger: Trigger, attempt: u32) -> RunningEntry {
@@ -1047,6 +1051,7 @@ impl State {
             semaphore: self.semaphore.clone(),
             done: self.done_tx.clone(),
             shell_allowed: self.deps.info.allow_native,
+            retention: self.deps.retention,
         };
         self.runs.spawn(runner::run(spec));
     }

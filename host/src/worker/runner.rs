@@ -29,6 +29,7 @@ pub(super) struct RunSpec {
     pub(super) semaphore: Arc<Semaphore>,
     pub(super) done: mpsc::Sender<RunFinished>,
     pub(super) shell_allowed: bool,
+    pub(super) retention: std::time::Duration,
 }
 
 /// What the worker learns when a run ends.
@@ -60,6 +61,7 @@ async fn execute(spec: RunSpec) {
         semaphore,
         done,
         shell_allowed,
+        retention,
     } = spec;
     let mut record = RunRecord {
         run_id: entry.run_id,
@@ -86,6 +88,7 @@ async fn execute(spec: RunSpec) {
         missed_count: None,
         missed_until: None,
         result: None,
+        expire_at: job.expire_at(entry.tick, retention),
     };
 
     // Wait for a free slot; a kill while waiting ends the run before it starts.
@@ -123,7 +126,8 @@ async fn execute(spec: RunSpec) {
                     fence,
                     kind: job.spec.kind.clone(),
                 };
-                let mut output = RunOutput::new(entry.run_id, sink.clone(), job.spec.kind.output_kb() * 1024);
+                let mut output = RunOutput::new(entry.run_id, sink.clone(), job.spec.kind.output_kb() * 1024)
+                    .expiring_at(record.expire_at);
                 let outcome = executor.execute(&request, &mut output, &kill).await;
                 record.output_bytes = output.bytes_written();
                 record.truncated = output.is_truncated();
