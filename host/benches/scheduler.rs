@@ -221,6 +221,7 @@ async fn full(args: Args) {
             drain_timeout: Duration::from_secs(10),
             dirs: BTreeMap::new(),
             max_memory_mb: 4096,
+            clock_offset_ms: 0,
         },
         info: WorkerInfo {
             id: "bench-worker".into(),

@@ -49,7 +49,40 @@ pub struct FileConfig {
     pub worker: WorkerFile,
     #[serde(default)]
     pub logs: LogsFile,
+    pub etcd: Option<EtcdFile>,
+    pub mongodb: Option<MongoFile>,
     pub data_dir: Option<PathBuf>,
+}
+
+/// `[etcd]`: the coordination cluster of a master or worker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdFile {
+    /// Client URLs of the members, e.g. `["http://10.0.0.1:2379", …]`.
+    pub endpoints: Option<Vec<String>>,
+    /// Key prefix, so several installations can share one etcd.
+    pub prefix: Option<String>,
+    pub dial_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// PEM files for `https://` endpoints.
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+/// `[mongodb]`: where run history and output live in a cluster.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoFile {
+    /// A MongoDB connection string, e.g. `mongodb://db1,db2,db3/?replicaSet=rs0`.
+    pub uri: Option<String>,
+    pub database: Option<String>,
+    pub pool_size: Option<u32>,
+    pub connect_timeout_ms: Option<u64>,
+    pub server_selection_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +94,8 @@ pub struct ServerFile {
     pub max_body_kb: Option<u64>,
     /// The largest WebAssembly binary accepted at upload.
     pub max_module_mb: Option<u64>,
+    /// Whether this master accepts shell jobs (from admins) at all.
+    pub allow_shell_jobs: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +140,12 @@ pub struct WorkerFile {
     pub dirs: BTreeMap<String, PathBuf>,
     /// The most linear memory one WASM run may use (caps a job's memory_mb).
     pub max_memory_mb: Option<u64>,
+    /// For tests only: shifts this worker's clock, to show that claims stay
+    /// exactly-once when clocks disagree.
+    pub clock_offset_ms: Option<i64>,
+    /// The worker's lease: how long after its last keep-alive a silent worker
+    /// is considered gone and its jobs move.
+    pub lease_ttl_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +198,7 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     pub dirs: BTreeMap<String, PathBuf>,
     pub max_memory_mb: u64,
+    pub clock_offset_ms: i64,
 }
 
 /// Log settings after validation.
@@ -380,6 +422,10 @@ fn worker(file: &WorkerFile, allow_native_default: bool, drain_default_s: u64) -
             mb @ 1..=4096 => mb,
             mb => bail!("worker.max_memory_mb must be between 1 and 4096, got {mb}"),
         },
+        clock_offset_ms: match file.clock_offset_ms.unwrap_or(0) {
+            ms @ -3_600_000..=3_600_000 => ms,
+            ms => bail!("worker.clock_offset_ms must be within an hour, got {ms}"),
+        },
     })
 }
 
@@ -423,6 +469,247 @@ fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {
         batch_docs,
         flush_interval: Duration::from_millis(flush_ms),
     })
+}
+
+/// Validated `[mongodb]` settings.
+#[derive(Debug, Clone)]
+pub struct MongoSettings {
+    pub uri: String,
+    pub database: String,
+    pub pool_size: Option<u32>,
+    pub connect_timeout: Duration,
+    pub server_selection_timeout: Duration,
+}
+
+/// What a cluster process (master or worker) shares: where the stores are.
+#[derive(Debug, Clone)]
+pub struct ClusterStores {
+    pub etcd: crate::coord::etcd::EtcdConfig,
+    /// Key prefix in etcd (ends with `/`).
+    pub prefix: String,
+    pub mongo: MongoSettings,
+}
+
+/// Everything `sandcron master` needs, validated.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub server: ServerConfig,
+    pub stores: ClusterStores,
+    pub allow_shell_jobs: bool,
+    /// Upload limits checked by the master's module inspection.
+    pub max_memory_mb: u64,
+}
+
+/// Everything `sandcron worker` needs, validated.
+#[derive(Debug, Clone)]
+pub struct WorkerRoleConfig {
+    pub worker: WorkerConfig,
+    pub stores: ClusterStores,
+    pub logs: LogsConfig,
+    /// The worker's own files: the log spool and compiled module artifacts.
+    pub data_dir: PathBuf,
+    pub lease_ttl: Duration,
+}
+
+/// Flags shared by `sandcron master` and `sandcron worker`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SANDCRON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// etcd client URLs, comma-separated (overrides [etcd] endpoints).
+    #[arg(long, env = "SANDCRON_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// MongoDB connection string (overrides [mongodb] uri).
+    #[arg(long, env = "SANDCRON_MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<String>,
+}
+
+/// `sandcron master` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MasterArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Address of the API and console (default 127.0.0.1:8070).
+    #[arg(long, env = "SANDCRON_LISTEN")]
+    pub listen: Option<String>,
+    /// Serve without tokens on a non-loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `sandcron worker` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Worker id (default: host name and a random suffix).
+    #[arg(long, env = "SANDCRON_WORKER_ID")]
+    pub id: Option<String>,
+    /// Concurrent runs at most.
+    #[arg(long, env = "SANDCRON_CAPACITY")]
+    pub capacity: Option<usize>,
+    /// Where the worker keeps its spool and module cache (default ./sandcron-worker-data).
+    #[arg(long, env = "SANDCRON_DATA_DIR")]
+    pub data: Option<PathBuf>,
+}
+
+impl MasterArgs {
+    pub fn load(&self) -> anyhow::Result<MasterConfig> {
+        let file = self.cluster.file()?;
+        let listen_text = self
+            .listen
+            .clone()
+            .or(file.server.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen address {listen_text:?} is not an IP:port"))?;
+        let tokens = tokens(&file.auth)?;
+        check_bind(listen, &tokens, self.insecure || file.server.insecure.unwrap_or(false))?;
+        let server = ServerConfig {
+            listen,
+            tokens,
+            max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
+            max_module_bytes: module_limit(file.server.max_module_mb)?,
+        };
+        Ok(MasterConfig {
+            server,
+            stores: self.cluster.stores(&file)?,
+            allow_shell_jobs: file.server.allow_shell_jobs.unwrap_or(true),
+            max_memory_mb: file.worker.max_memory_mb.unwrap_or(4096).clamp(1, 4096),
+        })
+    }
+}
+
+impl WorkerArgs {
+    pub fn load(&self) -> anyhow::Result<WorkerRoleConfig> {
+        let file = self.cluster.file()?;
+        let mut worker = worker(&file.worker, false, 30)?;
+        if let Some(id) = &self.id {
+            crate::ids::WorkerId::new(id).context("--id")?;
+            worker.id = Some(id.clone());
+        }
+        if let Some(capacity) = self.capacity {
+            worker.capacity = check_capacity(capacity)?;
+        }
+        let lease_ttl_s = file.worker.lease_ttl_s.unwrap_or(10);
+        if !(2..=300).contains(&lease_ttl_s) {
+            bail!("worker.lease_ttl_s must be between 2 and 300, got {lease_ttl_s}");
+        }
+        Ok(WorkerRoleConfig {
+            worker,
+            stores: self.cluster.stores(&file)?,
+            logs: logs(&file.logs)?,
+            data_dir: self
+                .data
+                .clone()
+                .or(file.data_dir.clone())
+                .unwrap_or_else(|| PathBuf::from("sandcron-worker-data")),
+            lease_ttl: Duration::from_secs(lease_ttl_s),
+        })
+    }
+}
+
+impl ClusterArgs {
+    fn file(&self) -> anyhow::Result<FileConfig> {
+        match &self.config {
+            Some(path) => read_file(path),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    fn stores(&self, file: &FileConfig) -> anyhow::Result<ClusterStores> {
+        let etcd = file.etcd.as_ref();
+        let endpoints = if self.etcd_endpoints.is_empty() {
+            etcd.and_then(|e| e.endpoints.clone()).unwrap_or_default()
+        } else {
+            self.etcd_endpoints.clone()
+        };
+        if endpoints.is_empty() {
+            bail!("no etcd endpoints: set [etcd] endpoints, --etcd-endpoints or SANDCRON_ETCD_ENDPOINTS");
+        }
+        for endpoint in &endpoints {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                bail!("etcd endpoint {endpoint:?} must start with http:// or https://");
+            }
+        }
+        let millis = |value: Option<u64>, key: &str| -> anyhow::Result<Duration> {
+            match value.unwrap_or(5000) {
+                ms @ 100..=600_000 => Ok(Duration::from_millis(ms)),
+                ms => bail!("{key} must be between 100 and 600000, got {ms}"),
+            }
+        };
+        let read_pem = |path: &Option<PathBuf>, key: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            path.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("{key}: cannot read {}", p.display())))
+                .transpose()
+        };
+        let ca = read_pem(&etcd.and_then(|e| e.ca_file.clone()), "etcd.ca_file")?;
+        let cert = read_pem(&etcd.and_then(|e| e.cert_file.clone()), "etcd.cert_file")?;
+        let key = read_pem(&etcd.and_then(|e| e.key_file.clone()), "etcd.key_file")?;
+        if cert.is_some() != key.is_some() {
+            bail!("etcd.cert_file and etcd.key_file go together");
+        }
+        let tls = match ca {
+            Some(ca_pem) => Some(crate::coord::etcd::EtcdTls {
+                ca_pem,
+                client_cert_pem: cert,
+                client_key_pem: key,
+                server_name: etcd.and_then(|e| e.server_name.clone()),
+            }),
+            None if cert.is_some() => bail!("etcd.cert_file needs etcd.ca_file"),
+            None => None,
+        };
+        let username = etcd.and_then(|e| e.username.clone());
+        let password = etcd.and_then(|e| e.password.clone());
+        if username.is_some() != password.is_some() {
+            bail!("etcd.username and etcd.password go together");
+        }
+        let mut etcd_config = crate::coord::etcd::EtcdConfig::new(endpoints);
+        etcd_config.dial_timeout = millis(etcd.and_then(|e| e.dial_timeout_ms), "etcd.dial_timeout_ms")?;
+        etcd_config.request_timeout = millis(etcd.and_then(|e| e.request_timeout_ms), "etcd.request_timeout_ms")?;
+        etcd_config.username = username;
+        etcd_config.password = password;
+        etcd_config.tls = tls;
+        let prefix = etcd
+            .and_then(|e| e.prefix.clone())
+            .unwrap_or_else(|| "/sandcron/".to_owned());
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() > 128 {
+            bail!("etcd.prefix {prefix:?} must start and end with '/'");
+        }
+
+        let mongo = file.mongodb.as_ref();
+        let uri = self
+            .mongodb_uri
+            .clone()
+            .or_else(|| mongo.and_then(|m| m.uri.clone()))
+            .context("no MongoDB URI: set [mongodb] uri, --mongodb-uri or SANDCRON_MONGODB_URI")?;
+        if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+            bail!("the MongoDB URI must start with mongodb:// or mongodb+srv://");
+        }
+        let database = mongo
+            .and_then(|m| m.database.clone())
+            .unwrap_or_else(|| "sandcron".to_owned());
+        if database.is_empty() || database.len() > 63 || database.contains(['/', '.', ' ', '$', '\\', '"']) {
+            bail!("mongodb.database {database:?} is not a valid database name");
+        }
+        let mongo = MongoSettings {
+            uri,
+            database,
+            pool_size: mongo.and_then(|m| m.pool_size),
+            connect_timeout: millis(mongo.and_then(|m| m.connect_timeout_ms), "mongodb.connect_timeout_ms")?,
+            server_selection_timeout: millis(
+                mongo.and_then(|m| m.server_selection_timeout_ms),
+                "mongodb.server_selection_timeout_ms",
+            )?,
+        };
+        Ok(ClusterStores {
+            etcd: etcd_config,
+            prefix,
+            mongo,
+        })
+    }
 }
 
 /// Client settings for the CLI subcommands.
@@ -525,5 +812,104 @@ mod tests {
     #[test]
     fn roles_are_ordered() {
         assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("c.toml");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    #[test]
+    fn a_worker_needs_its_stores_and_does_not_run_native_processes_by_default() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = WorkerArgs {
+            cluster: ClusterArgs {
+                config: Some(write(dir.path(), "")),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = args.load().expect_err("no etcd");
+        assert!(err.to_string().contains("no etcd endpoints"), "{err}");
+        let config = write(
+            dir.path(),
+            "[etcd]\nendpoints = [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\nprefix = \"/prod/\"\n\
+             [mongodb]\nuri = \"mongodb://127.0.0.1:27017\"\n[worker]\ncapacity = 8\nlease_ttl_s = 5\n",
+        );
+        let args = WorkerArgs {
+            cluster: ClusterArgs {
+                config: Some(config.clone()),
+                ..Default::default()
+            },
+            id: Some("w-1".into()),
+            ..Default::default()
+        };
+        let loaded = args.load().expect("valid");
+        assert!(
+            !loaded.worker.allow_native,
+            "cluster workers forbid native processes unless configured"
+        );
+        assert_eq!(loaded.worker.capacity, 8);
+        assert_eq!(loaded.worker.id.as_deref(), Some("w-1"));
+        assert_eq!(loaded.stores.etcd.endpoints.len(), 2);
+        assert_eq!(loaded.stores.prefix, "/prod/");
+        assert_eq!(loaded.stores.mongo.database, "sandcron");
+        assert_eq!(loaded.lease_ttl, Duration::from_secs(5));
+        // Flags (and their environment variables) override the file.
+        let args = WorkerArgs {
+            cluster: ClusterArgs {
+                config: Some(config),
+                etcd_endpoints: vec!["http://10.0.0.9:2379".into()],
+                mongodb_uri: Some("mongodb://db:27017".into()),
+            },
+            ..Default::default()
+        };
+        let loaded = args.load().expect("valid");
+        assert_eq!(loaded.stores.etcd.endpoints, vec!["http://10.0.0.9:2379".to_owned()]);
+        assert_eq!(loaded.stores.mongo.uri, "mongodb://db:27017");
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cases = [
+            (
+                "[etcd]\nendpoints = [\"127.0.0.1:2379\"]\n[mongodb]\nuri = \"mongodb://x\"\n",
+                "must start with http://",
+            ),
+            ("[etcd]\nendpoints = [\"http://x:1\"]\n", "no MongoDB URI"),
+            (
+                "[etcd]\nendpoints = [\"http://x:1\"]\n[mongodb]\nuri = \"postgres://x\"\n",
+                "must start with mongodb://",
+            ),
+            (
+                "[etcd]\nendpoints = [\"http://x:1\"]\nprefix = \"nope\"\n[mongodb]\nuri = \"mongodb://x\"\n",
+                "etcd.prefix",
+            ),
+            (
+                "[etcd]\nendpoints = [\"http://x:1\"]\nusername = \"u\"\n[mongodb]\nuri = \"mongodb://x\"\n",
+                "go together",
+            ),
+            (
+                "[etcd]\nendpoints = [\"http://x:1\"]\nca_file = \"/nonexistent/ca.pem\"\n[mongodb]\nuri = \"mongodb://x\"\n",
+                "cannot read",
+            ),
+            (
+                "[etcd]\nendpoints = [\"http://x:1\"]\n[mongodb]\nuri = \"mongodb://x\"\nport = 1\n",
+                "unknown field `port`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let args = MasterArgs {
+                cluster: ClusterArgs {
+                    config: Some(write(dir.path(), text)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let err = format!("{:#}", args.load().expect_err(text));
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 }

@@ -53,6 +53,11 @@ pub struct RunningEntry {
     pub attempt: u32,
     #[schema(value_type = String, format = DateTime)]
     pub claimed_at: Timestamp,
+    /// The run's fencing token, once known. Absent in the entry written by
+    /// the claim itself, whose revision is the fence; present when the entry
+    /// is published again (after the worker lost and renewed its lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<Revision>,
 }
 
 /// One tick to claim. `seen_revision` is the mod revision of `state/<job>` the
@@ -444,12 +449,19 @@ impl Coordinator {
         Some((JobName::new(job).ok()?, run_id.parse().ok()?))
     }
 
-    /// Decodes a `running/` key-value, skipping anything malformed.
+    /// Whether a worker holds its lease (its entry exists).
+    pub async fn worker_alive(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.store.get(&self.key(Family::Workers, id)).await?.is_some())
+    }
+
+    /// Decodes a `running/` key-value, skipping anything malformed. The
+    /// entry's fence is filled in from the key when the entry has none.
     pub fn decode_running(&self, kv: &KeyValue) -> Option<(JobName, RunningEntry)> {
         let rest = self.strip(Family::Running, &kv.key)?;
         let (job, _) = rest.split_once('/')?;
         let job = JobName::new(job).ok()?;
-        let entry = serde_json::from_slice(&kv.value).ok()?;
+        let mut entry: RunningEntry = serde_json::from_slice(&kv.value).ok()?;
+        entry.fence.get_or_insert(kv.create_revision);
         Some((job, entry))
     }
 

@@ -45,6 +45,7 @@ fn entry(worker: &str, tick: Timestamp) -> RunningEntry {
         trigger: Trigger::Schedule,
         attempt: 1,
         claimed_at: Timestamp::now(),
+        fence: None,
     }
 }
 
@@ -104,7 +105,14 @@ pub async fn claims_advance_state_and_fence_runs(store: Arc<dyn KvStore>, prefix
     assert_eq!(revision, fence, "the fence is the revision of the claim");
     let running = coord.running(Some(&job)).await.unwrap();
     assert_eq!(running.len(), 1);
-    assert_eq!(running[0].1, run);
+    assert_eq!(
+        running[0].1,
+        RunningEntry {
+            fence: Some(fence),
+            ..run.clone()
+        },
+        "the entry carries the claim's fence"
+    );
     // A worker that still believes the state is at `seen` loses, whatever tick it asks for.
     let late = ClaimRequest {
         tick: tick + SignedDuration::from_secs(1),
@@ -338,11 +346,22 @@ pub async fn workers_and_running_entries_live_on_leases(store: Arc<dyn KvStore>,
     let fence = coord.start_run(&job, &run, lease).await.unwrap();
     assert!(fence > 0);
     assert_eq!(coord.list_workers().await.unwrap(), vec![info]);
-    assert_eq!(coord.running(None).await.unwrap(), vec![(job.clone(), run.clone())]);
+    assert_eq!(
+        coord.running(None).await.unwrap(),
+        vec![(
+            job.clone(),
+            RunningEntry {
+                fence: Some(fence),
+                ..run.clone()
+            }
+        )]
+    );
+    assert!(coord.worker_alive("w-1").await.unwrap());
     let key = format!("{}{}/{}", coord.prefix_of(Family::Running), job, run.run_id);
     assert_eq!(coord.decode_running_key(&key), Some((job, run.run_id)));
     store.lease_revoke(lease).await.unwrap();
     assert!(coord.list_workers().await.unwrap().is_empty());
+    assert!(!coord.worker_alive("w-1").await.unwrap());
     assert!(coord.running(None).await.unwrap().is_empty());
 }
 

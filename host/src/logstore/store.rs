@@ -95,10 +95,17 @@ pub trait LogStore: Send + Sync + 'static {
 
 /// The rule both backends apply when a run record arrives for a `run_id`
 /// that is already stored.
+///
+/// A higher fence wins. With the same fence, a record may not turn a finished
+/// run back into a running one, and a `lost` marker — written by another
+/// worker that saw the run's worker disappear — only replaces a run that is
+/// still `running`: if the run's own final record got through, it stands.
 pub fn supersedes(new: &RunRecord, stored: &RunRecord) -> bool {
     if new.fence != stored.fence {
         return new.fence > stored.fence;
     }
-    // Same fence: anything but turning a finished run back into a running one.
-    new.status.is_terminal() || !stored.status.is_terminal()
+    if !stored.status.is_terminal() {
+        return true;
+    }
+    new.status.is_terminal() && new.status != RunStatus::Lost
 }

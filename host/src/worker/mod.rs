@@ -255,7 +255,7 @@ struct State {
     retries: HashMap<u64, PendingRetry>,
     next_retry: u64,
     /// Runs published under `running/` by any worker, by job.
-    remote_running: HashMap<JobName, HashSet<RunId>>,
+    remote_running: HashMap<JobName, HashMap<RunId, RunningEntry>>,
     local_runs: HashMap<RunId, LocalRun>,
     kill_switches: KillSwitches,
     /// The lease the keep-alive task renews; replaced on re-registration.
@@ -294,7 +294,7 @@ impl State {
         loop {
             let sleep = match self.timers.next_due() {
                 Some(due) => {
-                    let wait = due.duration_since(Timestamp::now());
+                    let wait = due.duration_since(self.now());
                     Duration::try_from(wait).unwrap_or(Duration::ZERO).min(MAX_SLEEP)
                 }
                 None => MAX_SLEEP,
@@ -316,8 +316,14 @@ impl State {
         }
     }
 
+    /// The worker's clock: the system clock, shifted by the configured test
+    /// offset (used to show that a skewed worker cannot run a tick twice).
     fn now(&self) -> Timestamp {
-        Timestamp::now()
+        let now = Timestamp::now();
+        match self.deps.config.clock_offset_ms {
+            0 => now,
+            offset => now.checked_add(SignedDuration::from_millis(offset)).unwrap_or(now),
+        }
     }
 
     // ---- lease ---------------------------------------------------------------
@@ -362,7 +368,7 @@ impl State {
         match family {
             Family::Jobs => self.on_jobs(update).await,
             Family::Workers => self.on_workers(update).await,
-            Family::Running => self.on_running(update),
+            Family::Running => self.on_running(update).await,
             Family::Trigger => self.on_triggers(update).await,
             Family::Kill | Family::State | Family::Modules => {}
         }
@@ -675,37 +681,93 @@ impl State {
         self.replan(changed).await;
     }
 
-    fn on_running(&mut self, update: WatchUpdate) {
+    async fn on_running(&mut self, update: WatchUpdate) {
         match update {
             WatchUpdate::Snapshot(kvs) => {
                 self.remote_running.clear();
                 for kv in &kvs {
                     if let Some((job, entry)) = self.deps.coord.decode_running(kv) {
-                        self.remote_running.entry(job).or_default().insert(entry.run_id);
+                        self.remote_running.entry(job).or_default().insert(entry.run_id, entry);
                     }
                 }
             }
             WatchUpdate::Events(events) => {
                 for event in events {
-                    let Some((job, run_id)) = self.deps.coord.decode_running_key(event.key()) else {
-                        continue;
-                    };
                     match event {
-                        WatchEvent::Put(_) => {
-                            self.remote_running.entry(job).or_default().insert(run_id);
+                        WatchEvent::Put(kv) => {
+                            if let Some((job, entry)) = self.deps.coord.decode_running(&kv) {
+                                self.remote_running.entry(job).or_default().insert(entry.run_id, entry);
+                            }
                         }
-                        WatchEvent::Delete { .. } => {
-                            if let Some(set) = self.remote_running.get_mut(&job) {
-                                set.remove(&run_id);
-                                if set.is_empty() {
-                                    self.remote_running.remove(&job);
-                                }
+                        WatchEvent::Delete { key, .. } => {
+                            let Some((job, run_id)) = self.deps.coord.decode_running_key(&key) else {
+                                continue;
+                            };
+                            let entry = self.remote_running.get_mut(&job).and_then(|runs| runs.remove(&run_id));
+                            if self.remote_running.get(&job).is_some_and(HashMap::is_empty) {
+                                self.remote_running.remove(&job);
+                            }
+                            if let Some(entry) = entry {
+                                self.check_lost(job, entry).await;
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// A run of another worker left `running/`. If that worker is gone (its
+    /// lease expired with the run's entry on it), the run's outcome will never
+    /// be reported, so the job's owner records it `lost` — with the run's own
+    /// fence, so the marker cannot replace a final record that did arrive.
+    async fn check_lost(&mut self, job: JobName, entry: RunningEntry) {
+        if self.local_runs.contains_key(&entry.run_id) {
+            return;
+        }
+        let Some(slot) = self.jobs.get(&job) else { return };
+        if !slot.owned {
+            return;
+        }
+        let alive = match self.deps.coord.worker_alive(&entry.worker).await {
+            Ok(alive) => alive,
+            Err(err) => {
+                tracing::warn!(%job, run = %entry.run_id, %err, "cannot check whether a run's worker is alive");
+                return;
+            }
+        };
+        if alive {
+            return;
+        }
+        let job = slot.job.clone();
+        let mut record = self.not_run(
+            &job,
+            entry.tick,
+            RunStatus::Lost,
+            entry.fence.unwrap_or(0),
+            format!("worker {} disappeared while the run was in progress", entry.worker),
+        );
+        record.run_id = entry.run_id;
+        record.trigger = entry.trigger;
+        record.attempt = entry.attempt;
+        record.worker = entry.worker.clone();
+        record.started_at = Some(entry.claimed_at);
+        if let JobKind::Wasm(wasm) = &job.spec.kind {
+            record.module = Some(wasm.module.clone());
+        }
+        tracing::warn!(job = %job.name, run = %entry.run_id, worker = %entry.worker, "run lost with its worker");
+        self.deps.metrics.run_ended(RunStatus::Lost);
+        self.deps.sink.record(record).await;
+        // A lost run counts as failed for retries.
+        let done = RunFinished {
+            job: job.name.clone(),
+            run_id: entry.run_id,
+            tick: entry.tick,
+            trigger: entry.trigger,
+            attempt: entry.attempt,
+            status: RunStatus::Lost,
+        };
+        self.on_run_finished(done).await;
     }
 
     async fn on_triggers(&mut self, update: WatchUpdate) {
@@ -834,6 +896,7 @@ impl State {
             trigger,
             attempt,
             claimed_at: self.now(),
+            fence: None,
         }
     }
 
@@ -950,7 +1013,7 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         if let Some(remote) = self.remote_running.get(job) {
-            runs.extend(remote.iter().filter(|id| !self.local_runs.contains_key(id)));
+            runs.extend(remote.keys().filter(|id| !self.local_runs.contains_key(id)));
         }
         runs.sort();
         runs
@@ -1036,7 +1099,10 @@ impl State {
             LocalRun {
                 job: job.name.clone(),
                 kill: kill.clone(),
-                entry: entry.clone(),
+                entry: RunningEntry {
+                    fence: Some(fence),
+                    ..entry.clone()
+                },
             },
         );
         let spec = RunSpec {
