@@ -11,21 +11,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, HttpConfig};
-use crate::config::{DevConfig, Role, hostname, inherited_env};
+use crate::config::{DevConfig, Role, hostname};
+use crate::coord::Coordinator;
 use crate::coord::embedded::EmbeddedStore;
-use crate::coord::{Coordinator, WorkerInfo};
-use crate::exec::Executor;
 use crate::exec::ModuleKind;
-use crate::exec::native::NativeExecutor;
-use crate::exec::wasm::{WasmConfig, WasmEngine};
-use crate::ids::ModuleDigest;
-use crate::ids::{JobName, WorkerId};
+use crate::ids::{JobName, ModuleDigest, WorkerId};
 use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, WasmJob, WasmLimits};
 use crate::logstore::sqlite::SqliteLogStore;
-use crate::logstore::{LogBatch, LogStore, RunQuery, Sink, SinkConfig};
+use crate::logstore::{LogBatch, LogStore, RunQuery};
 use crate::metrics::Metrics;
+use crate::roles::{self, WorkerParts};
 use crate::run::RunStatus;
-use crate::worker::{Executors, StoredModules, Worker, WorkerDeps};
 
 /// The coordination key prefix.
 pub const KEY_PREFIX: &str = "/sandcron/";
@@ -45,62 +41,26 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         .context("cannot close runs left by the previous process")?;
 
     let metrics = Metrics::new();
-    let (sink, sink_task) = Sink::new(
-        logs.clone(),
-        SinkConfig {
-            batch_docs: config.logs.batch_docs,
-            flush_interval: config.logs.flush_interval,
-            spool_path: Some(data.join("log-spool.jsonl")),
-            ..SinkConfig::default()
-        },
-    );
+    let (sink, sink_task) = roles::sink(logs.clone(), &config.logs, data);
     metrics.attach_sink(sink.stats());
     let sink_handle = tokio::spawn(sink_task.run());
 
-    let worker_id = match &config.worker.id {
+    let id = match &config.worker.id {
         Some(id) => id.clone(),
         None => stable_worker_id(data)?,
     };
-    let info = WorkerInfo {
-        id: worker_id,
-        hostname: hostname(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        labels: config.worker.labels.clone(),
-        allow_native: config.worker.allow_native,
-        capacity: config.worker.capacity,
-        started_at: Timestamp::now(),
-    };
-    let engine = WasmEngine::new(WasmConfig {
-        capacity: config.worker.capacity,
-        max_memory_mb: config.worker.max_memory_mb,
-        max_module_bytes: config.server.max_module_bytes,
-        cache_dir: Some(data.join("wasm-cache")),
-        dirs: config.worker.dirs.clone(),
-        ..WasmConfig::default()
-    })
-    .context("cannot start the WebAssembly engine")?;
-    let wasm: Arc<dyn Executor> = Arc::new(engine.executor(Arc::new(StoredModules::new(coord.clone()))));
-    let shell: Option<Arc<dyn Executor>> = config.worker.allow_native.then(|| {
-        Arc::new(NativeExecutor::new(
-            inherited_env(&config.worker.native_env),
-            config.worker.kill_grace,
-        )) as Arc<dyn Executor>
-    });
+    let engine = roles::worker_engine(&config.worker, data, config.server.max_module_bytes)?;
     if config.seed_demo {
         seed_demo(&coord, data).await?;
     }
-    let worker = Worker::new(WorkerDeps {
+    let worker = roles::build_worker(WorkerParts {
         coord: coord.clone(),
         sink: sink.clone(),
-        executors: Executors {
-            shell,
-            wasm: Some(wasm),
-        },
         metrics: metrics.clone(),
-        config: config.worker.clone(),
-        info,
+        engine: &engine,
+        worker: &config.worker,
+        id,
         lease_ttl: LEASE_TTL,
-        drain_timeout: config.worker.drain_timeout,
         retention: config.logs.retention,
     });
     let worker_handle = tokio::spawn(worker.run(shutdown.clone()));
@@ -113,7 +73,7 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         metrics,
         shell_jobs: config.worker.allow_native,
         shutdown: shutdown.clone(),
-        modules: engine.clone(),
+        modules: engine,
     };
     let app = api::router(
         state,

@@ -33,6 +33,7 @@ pub mod ids;
 pub mod job;
 pub mod logstore;
 pub mod metrics;
+pub mod roles;
 pub mod run;
 pub mod schedule;
 pub mod worker;

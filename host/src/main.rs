@@ -25,6 +25,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => dev(args).await,
+            Command::Master(args) => master(args).await,
+            Command::Worker(args) => worker(args).await,
             other => sandcron::cli::run_client(other).await,
         }
     });
@@ -50,6 +52,26 @@ async fn dev(args: sandcron::config::DevArgs) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     sandcron::dev::run(config, listener, shutdown).await
+}
+
+async fn master(args: sandcron::config::MasterArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.server.listen))?;
+    let address = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    let run = sandcron::roles::run_master(config, listener, shutdown);
+    println!("sandcron master listening on http://{address}");
+    run.await
+}
+
+async fn worker(args: sandcron::config::WorkerArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    sandcron::roles::run_worker(config, shutdown).await
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM; a second signal exits at once.

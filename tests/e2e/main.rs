@@ -5,6 +5,7 @@
 mod api_errors;
 mod auth;
 mod cli;
+mod cluster;
 mod lifecycle;
 mod shell_jobs;
 mod wasm;

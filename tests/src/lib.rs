@@ -4,7 +4,9 @@
 //! deadlines instead of sleeping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod etcd;
+pub mod mongo;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};

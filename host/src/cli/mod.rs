@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 
-use crate::config::{ClientArgs, DevArgs};
+use crate::config::{ClientArgs, DevArgs, MasterArgs, WorkerArgs};
 use crate::cronexpr::{CronExpr, parse_timezone};
 
 mod client;
@@ -27,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Run master and worker in one process on embedded stores (no etcd or MongoDB needed).
     Dev(DevArgs),
+    /// Run a master: the HTTP API and console of a cluster (etcd + MongoDB). Stateless; run several.
+    Master(MasterArgs),
+    /// Run a worker of a cluster: it schedules, claims and executes jobs.
+    Worker(WorkerArgs),
     /// Work with cron expressions locally.
     #[command(subcommand)]
     Cron(CronCommand),
@@ -149,7 +153,7 @@ pub enum JobCommand {
 pub async fn run_client(command: Command) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
-        Command::Dev(_) => bail!("`dev` is not a client command"),
+        Command::Dev(_) | Command::Master(_) | Command::Worker(_) => bail!("not a client command"),
         Command::Cron(CronCommand::Next { expr, tz, after, count }) => {
             let expr = CronExpr::parse(&expr)?;
             let zone = parse_timezone(&tz)?;

@@ -8,9 +8,13 @@
 //! a tick window of one hour picked at random between 2001 and 2100. The one
 //! exception is `purge`, which deletes every finished run before its cut-off:
 //! its old runs live in a random hour of 1970, a year no other check (and no
-//! real run) uses. Two `purge` checks must not run at the same time against
-//! one database, or each would count the other's deletions; `run_all` runs
-//! its checks one after another.
+//! real run) uses, and expire (`expire_at`) in 1970 too. Two `purge` checks
+//! must not run at the same time against one database, or each would count
+//! the other's deletions; `run_all` runs its checks one after another.
+//!
+//! A store may delete expired records on its own at any time (MongoDB's TTL
+//! monitor does), so no check relies on an expired record still being there,
+//! and every `expire_at` that must not pass yet lies days in the future.
 //!
 //! Timestamps are compared at millisecond precision: MongoDB stores dates as
 //! milliseconds, and nothing in sandcron needs finer.
@@ -18,9 +22,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -33,12 +38,17 @@ pub async fn run_all(store: Arc<dyn LogStore>, prefix: &str) {
     let store = &*store;
     records_round_trip(store, prefix).await;
     upserts_follow_the_fencing_rule(store, prefix).await;
+    lost_markers_replace_only_running_runs(store, prefix).await;
     output_is_idempotent_and_paged(store, prefix).await;
     runs_filter_and_order(store, prefix).await;
     runs_paginate(store, prefix).await;
     malformed_cursors_are_invalid(store, prefix).await;
     last_runs_pick_the_newest_tick(store, prefix).await;
+    expiry_round_trips(store, prefix).await;
+    pages_stay_stable_while_runs_arrive(store, prefix).await;
+    large_output_reads_back_in_pages(store, prefix).await;
     purge_keeps_running_runs(store, prefix).await;
+    purge_follows_expiry(store, prefix).await;
 }
 
 /// A run record with every field set the way an executor would, for tests
@@ -267,6 +277,69 @@ pub async fn upserts_follow_the_fencing_rule(store: &dyn LogStore, prefix: &str)
         by_status(RunStatus::Failed).await.is_empty(),
         "the superseded status is gone from queries"
     );
+}
+
+/// A `lost` marker (written by another worker under the run's own fence)
+/// replaces a run that is still `running`, never a finished one; the run's
+/// own outcome, arriving after the marker, replaces the marker.
+pub async fn lost_markers_replace_only_running_runs(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "lost");
+    let base = window();
+    let write = |records: Vec<RunRecord>| async move {
+        store
+            .write(&LogBatch {
+                runs: records,
+                chunks: vec![],
+            })
+            .await
+            .expect("write");
+    };
+    let stored = |id: RunId| async move { to_millis(&store.run(id).await.expect("run").expect("the run is stored")) };
+    let run = |status: RunStatus, fence: i64, worker: &str| {
+        let mut r = sample_record(&job, base, status, fence);
+        r.worker = worker.to_owned();
+        r
+    };
+    let again = |r: &RunRecord, status: RunStatus, worker: &str| {
+        let mut r = r.clone();
+        r.status = status;
+        r.worker = worker.to_owned();
+        r
+    };
+
+    // Still running: the marker replaces it; the run's own late outcome
+    // then replaces the marker.
+    let running = run(RunStatus::Running, 5, "owner");
+    let lost = again(&running, RunStatus::Lost, "observer");
+    write(vec![running.clone()]).await;
+    write(vec![lost.clone()]).await;
+    assert_eq!(stored(running.run_id).await, to_millis(&lost), "lost replaces running");
+    let late = again(&running, RunStatus::Succeeded, "owner");
+    write(vec![late.clone()]).await;
+    assert_eq!(
+        stored(running.run_id).await,
+        to_millis(&late),
+        "the run's own outcome replaces lost"
+    );
+
+    // Finished: the marker is ignored, in one batch as in two.
+    let done = run(RunStatus::Failed, 5, "owner");
+    write(vec![done.clone()]).await;
+    write(vec![again(&done, RunStatus::Lost, "observer")]).await;
+    assert_eq!(
+        stored(done.run_id).await,
+        to_millis(&done),
+        "lost does not replace a finished run"
+    );
+    let started = run(RunStatus::Running, 6, "owner");
+    let finished = again(&started, RunStatus::Killed, "owner");
+    write(vec![
+        started.clone(),
+        finished.clone(),
+        again(&started, RunStatus::Lost, "observer"),
+    ])
+    .await;
+    assert_eq!(stored(started.run_id).await, to_millis(&finished), "in one batch too");
 }
 
 /// Chunks are keyed by `(run_id, seq)`: replays and duplicates are ignored
@@ -771,6 +844,364 @@ pub async fn purge_keeps_running_runs(store: &dyn LogStore, prefix: &str) {
     );
 }
 
+/// `expire_at` round-trips on run records (through `run`, `runs` and
+/// `last_runs`) and on chunks, and a later record without one clears it.
+pub async fn expiry_round_trips(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "expiry");
+    let base = window();
+    // Days ahead, so that no TTL monitor removes the records mid-check; one
+    // with sub-millisecond digits, which a store may cut to milliseconds.
+    let later = Timestamp::now() + SignedDuration::from_hours(24 * 30);
+    let mut whole_ms = sample_record(&job, base, RunStatus::Succeeded, 1);
+    whole_ms.expire_at = Some(ms(later));
+    let mut fine = sample_record(&job, base + SignedDuration::from_secs(1), RunStatus::Running, 1);
+    fine.expire_at = Some(later + micros(1_234_567));
+    let none = sample_record(&job, base + SignedDuration::from_secs(2), RunStatus::Failed, 1);
+    let chunk = |run: &RunRecord, seq: u64| OutputChunk {
+        expire_at: run.expire_at,
+        run_id: run.run_id,
+        seq,
+        stream: StreamKind::Stdout,
+        at: run.tick + micros(seq as i64 * 1_001),
+        data: format!("{seq}\n"),
+    };
+    let records = vec![whole_ms.clone(), fine.clone(), none.clone()];
+    let chunks: Vec<OutputChunk> = records.iter().flat_map(|r| [chunk(r, 0), chunk(r, 1)]).collect();
+    store
+        .write(&LogBatch {
+            runs: records.clone(),
+            chunks: chunks.clone(),
+        })
+        .await
+        .expect("write");
+
+    for want in &records {
+        let got = store.run(want.run_id).await.expect("run").expect("stored");
+        assert_eq!(to_millis(&got), to_millis(want), "expire_at of {}", want.run_id);
+        let got: Vec<OutputChunk> = store.output(want.run_id, None, 10).await.expect("output");
+        let want_chunks: Vec<OutputChunk> = chunks
+            .iter()
+            .filter(|c| c.run_id == want.run_id)
+            .map(chunk_millis)
+            .collect();
+        assert_eq!(
+            got.iter().map(chunk_millis).collect::<Vec<_>>(),
+            want_chunks,
+            "chunk expire_at"
+        );
+    }
+    let page = store
+        .runs(&RunQuery {
+            job: Some(job.clone()),
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    let mut listed: Vec<RunRecord> = page.runs.iter().map(to_millis).collect();
+    listed.sort_by_key(|r| r.tick);
+    assert_eq!(
+        listed,
+        records.iter().map(to_millis).collect::<Vec<_>>(),
+        "runs() keeps expire_at"
+    );
+    let last = store.last_runs(std::slice::from_ref(&job)).await.expect("last_runs");
+    assert_eq!(last.get(&job).map(to_millis), Some(to_millis(&none)));
+
+    // A record that supersedes one with an expiry, and has none, clears it.
+    let mut cleared = fine.clone();
+    cleared.status = RunStatus::Succeeded;
+    cleared.expire_at = None;
+    store
+        .write(&LogBatch {
+            runs: vec![cleared.clone()],
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+    let got = store.run(fine.run_id).await.expect("run").expect("stored");
+    assert_eq!(
+        to_millis(&got),
+        to_millis(&cleared),
+        "a superseding record replaces expire_at"
+    );
+}
+
+/// Paging through 250 runs while newer runs of the same job keep arriving
+/// (written between and during page reads) yields every run that existed
+/// before the first page exactly once, in order; runs that arrive later may
+/// show up, but nothing twice.
+pub async fn pages_stay_stable_while_runs_arrive(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "stable");
+    let base = window();
+    let existing: Vec<RunRecord> = (0..250)
+        .map(|i| sample_record(&job, base + SignedDuration::from_secs(i / 3), RunStatus::Succeeded, 1))
+        .collect();
+    store
+        .write(&LogBatch {
+            runs: existing.clone(),
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+    let mut expected = existing.clone();
+    expected.sort_by_key(|r| Reverse((r.tick, r.run_id)));
+    let expected: Vec<RunId> = expected.iter().map(|r| r.run_id).collect();
+
+    // The writer adds a batch of newer runs (later ticks, some tied with
+    // each other) each time the reader has fetched a page, while the reader
+    // goes on: the two interleave at every await.
+    let (pages_read, mut pages_seen) = tokio::sync::watch::channel(0usize);
+    let arrived = std::sync::Mutex::new(BTreeSet::new());
+    let reader = async {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .runs(&RunQuery {
+                    job: Some(job.clone()),
+                    limit: 30,
+                    cursor: cursor.take(),
+                    ..RunQuery::default()
+                })
+                .await
+                .expect("runs");
+            seen.extend(page.runs.iter().map(|r| r.run_id));
+            pages_read.send_modify(|n| *n += 1);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            assert!(seen.len() <= 1_000, "paging does not end");
+        }
+        drop(pages_read);
+        seen
+    };
+    let writer = async {
+        let mut batch = 0i64;
+        while pages_seen.wait_for(|n| *n as i64 > batch).await.is_ok() {
+            let newer: Vec<RunRecord> = (0..5)
+                .map(|i| {
+                    let tick = base + SignedDuration::from_secs(100 + batch * 2 + i / 2);
+                    sample_record(&job, tick, RunStatus::Running, 1)
+                })
+                .collect();
+            arrived.lock().unwrap().extend(newer.iter().map(|r| r.run_id));
+            store
+                .write(&LogBatch {
+                    runs: newer,
+                    chunks: vec![],
+                })
+                .await
+                .expect("write");
+            batch += 1;
+        }
+        batch
+    };
+    let (seen, batches) = tokio::join!(reader, writer);
+    assert!(batches >= 8, "runs kept arriving while paging ({batches} batches)");
+
+    let arrived = arrived.into_inner().unwrap();
+    let unique: BTreeSet<RunId> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no run appears twice");
+    let old: Vec<RunId> = seen.iter().copied().filter(|id| !arrived.contains(id)).collect();
+    assert_eq!(
+        old, expected,
+        "every run that existed before paging, exactly once, in order"
+    );
+    assert!(seen.iter().all(|id| arrived.contains(id) || expected.contains(id)));
+}
+
+/// A 10 MiB output written as 2,560 chunks of 4 KiB, in batches the size a
+/// sink would send, reads back complete and in order, page by page.
+pub async fn large_output_reads_back_in_pages(store: &dyn LogStore, prefix: &str) {
+    const CHUNKS: u64 = 2_560;
+    const CHUNK_BYTES: usize = 4_096;
+    let job = unique_job(prefix, "bulk");
+    let run = sample_record(&job, window(), RunStatus::Running, 1);
+    let run_id = run.run_id;
+    let data = |seq: u64| {
+        let mut line = format!("{seq:08} ");
+        let fill = char::from(b'a' + (seq % 26) as u8);
+        while line.len() < CHUNK_BYTES - 1 {
+            line.push(fill);
+        }
+        line.push('\n');
+        line
+    };
+    let chunk = |seq: u64| OutputChunk {
+        expire_at: None,
+        run_id,
+        seq,
+        stream: if seq % 10 == 9 {
+            StreamKind::Stderr
+        } else {
+            StreamKind::Stdout
+        },
+        at: run.tick + micros(seq as i64 * 1_000),
+        data: data(seq),
+    };
+    store
+        .write(&LogBatch {
+            runs: vec![run.clone()],
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+    let seqs: Vec<u64> = (0..CHUNKS).collect();
+    for batch in seqs.chunks(256) {
+        store
+            .write(&LogBatch {
+                runs: vec![],
+                chunks: batch.iter().map(|seq| chunk(*seq)).collect(),
+            })
+            .await
+            .expect("write");
+    }
+
+    let mut next = 0u64;
+    let mut after = None;
+    let mut pages = 0;
+    let mut bytes = 0usize;
+    loop {
+        let page = store.output(run_id, after, 1_000).await.expect("output");
+        if page.is_empty() {
+            break;
+        }
+        pages += 1;
+        assert!(page.len() <= 1_000, "limit caps the page");
+        for got in &page {
+            // Compared field by field: a failed assert_eq on 4 KiB strings
+            // would drown the message.
+            assert_eq!(got.seq, next, "chunks in seq order, none missing");
+            assert!(got.data == data(next), "chunk {next} came back altered");
+            assert_eq!(chunk_millis(got).at, ms(chunk(next).at));
+            assert_eq!(got.stream, chunk(next).stream);
+            bytes += got.data.len();
+            next += 1;
+        }
+        after = page.last().map(|c| c.seq);
+    }
+    assert_eq!(next, CHUNKS, "every chunk read back");
+    assert_eq!(bytes, CHUNKS as usize * CHUNK_BYTES);
+    assert_eq!(pages, 3, "pages of 1000, 1000 and 560");
+}
+
+/// `purge(before)` follows `expire_at` when a record has one and the tick
+/// when it does not: an expired run goes even if its tick is recent, an
+/// unexpired one stays even if its tick is old, and running runs stay.
+/// Expired records may already be gone before `purge` runs (a TTL monitor),
+/// so `purge` is only required to count what it deleted itself.
+pub async fn purge_follows_expiry(store: &dyn LogStore, prefix: &str) {
+    let job = unique_job(prefix, "expire");
+    // A random hour of 1970: see the module comment.
+    let old = Timestamp::from_millisecond((random_u64() % (365 * 24 - 1)) as i64 * 3_600_000).unwrap();
+    let cutoff = old + SignedDuration::from_hours(1);
+    let future = Timestamp::now() + SignedDuration::from_hours(24 * 3);
+    let with = |tick: Timestamp, status: RunStatus, expire_at: Option<Timestamp>| {
+        let mut r = sample_record(&job, tick, status, 1);
+        r.expire_at = expire_at;
+        r
+    };
+    let expired_recent = with(
+        window(),
+        RunStatus::Succeeded,
+        Some(old + SignedDuration::from_mins(10)),
+    );
+    let unexpired_old = with(old, RunStatus::Failed, Some(future));
+    let plain_old = with(old + SignedDuration::from_secs(1), RunStatus::Killed, None);
+    let plain_recent = with(window(), RunStatus::Succeeded, None);
+    let running_old = with(old + SignedDuration::from_secs(2), RunStatus::Running, None);
+    let running_unexpired = with(old + SignedDuration::from_secs(3), RunStatus::Running, Some(future));
+    let runs = vec![
+        expired_recent.clone(),
+        unexpired_old.clone(),
+        plain_old.clone(),
+        plain_recent.clone(),
+        running_old.clone(),
+        running_unexpired.clone(),
+    ];
+    let chunks: Vec<OutputChunk> = runs
+        .iter()
+        .flat_map(|run| {
+            (0..2).map(|seq| OutputChunk {
+                expire_at: run.expire_at,
+                run_id: run.run_id,
+                seq,
+                stream: StreamKind::Stdout,
+                at: run.tick,
+                data: format!("{seq}\n"),
+            })
+        })
+        .collect();
+    store.write(&LogBatch { runs, chunks }).await.expect("write");
+
+    let deleted = store.purge(cutoff).await.expect("purge");
+    assert!(
+        (1..=2).contains(&deleted),
+        "purge deletes the old run without expiry and (unless already expired away) the expired one; it said {deleted}"
+    );
+    for gone in [&expired_recent, &plain_old] {
+        assert!(
+            store.run(gone.run_id).await.expect("run").is_none(),
+            "{} should be purged",
+            gone.run_id
+        );
+        // A TTL monitor may take the run before its output; it takes both.
+        eventually_empty(store, gone.run_id).await;
+    }
+    for kept in [&unexpired_old, &plain_recent, &running_old, &running_unexpired] {
+        assert!(
+            store.run(kept.run_id).await.expect("run").is_some(),
+            "{} should be kept",
+            kept.run_id
+        );
+        assert_eq!(store.output(kept.run_id, None, 10).await.expect("output").len(), 2);
+    }
+
+    // Leave nothing of this check in 1970: the old runs finish without an
+    // expiry and go by their tick, which also shows that a record without
+    // `expire_at` replaces the expiry of the one it supersedes.
+    let finished: Vec<RunRecord> = [&unexpired_old, &running_old, &running_unexpired]
+        .into_iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.status = RunStatus::Succeeded;
+            r.expire_at = None;
+            r
+        })
+        .collect();
+    store
+        .write(&LogBatch {
+            runs: finished.clone(),
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+    assert_eq!(store.purge(cutoff).await.expect("purge"), 3);
+    for gone in &finished {
+        assert!(store.run(gone.run_id).await.expect("run").is_none());
+        assert!(store.output(gone.run_id, None, 10).await.expect("output").is_empty());
+    }
+    assert!(store.run(plain_recent.run_id).await.expect("run").is_some());
+}
+
+/// Waits until the run has no output left: a store's own expiry (MongoDB's
+/// TTL monitor, every 60 s) may delete a run and its chunks in separate
+/// passes. Stores without one are empty at the first look.
+async fn eventually_empty(store: &dyn LogStore, run_id: RunId) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        if store.output(run_id, None, 10).await.expect("output").is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "output of purged run {run_id} is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `<prefix>-<check>-<6 random characters>`, a valid job name unique to one
 /// call of one check.
 fn unique_job(prefix: &str, check: &str) -> JobName {
@@ -810,12 +1241,14 @@ fn to_millis(record: &RunRecord) -> RunRecord {
     r.started_at = r.started_at.map(ms);
     r.ended_at = r.ended_at.map(ms);
     r.missed_until = r.missed_until.map(ms);
+    r.expire_at = r.expire_at.map(ms);
     r
 }
 
 fn chunk_millis(chunk: &OutputChunk) -> OutputChunk {
     OutputChunk {
         at: ms(chunk.at),
+        expire_at: chunk.expire_at.map(ms),
         ..chunk.clone()
     }
 }

@@ -6,6 +6,12 @@
 //! filter and sort on (`job`, `tick` in unix milliseconds, `status`, `fence`),
 //! so the record can grow fields without a migration while every query still
 //! walks an index. Output chunks are rows keyed by `(run_id, seq)`.
+//!
+//! Retention: a run's `expire_at` is also a column, and `purge(before)` deletes
+//! the finished runs whose `expire_at` is before `before` (or, without one,
+//! whose tick is), with their output — the rule the MongoDB store's TTL
+//! indexes apply continuously. SQLite has no TTL monitor, so `sandcron dev`
+//! calls `purge` periodically.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,9 +47,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// lock long enough to stall the sink.
 const PURGE_BATCH: usize = 500;
 
+/// Which finished runs `purge` deletes: expired ones, and those without an
+/// expiry whose tick is old. `?1` is the cut-off in unix milliseconds.
+/// Written as a union of two ranges so that each half walks an index
+/// (`runs_by_expiry`, `runs_by_tick`).
+const PURGE_SELECT: &str = "SELECT run_id FROM runs WHERE status <> ?2 \
+     AND (expire_at < ?1 OR (expire_at IS NULL AND tick < ?1)) LIMIT ?3";
+
 /// The schema, one entry per version; entry `n` takes a database from version
 /// `n` to `n + 1`. Append new entries — never edit old ones.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     run_id     TEXT    NOT NULL PRIMARY KEY,
     job        TEXT    NOT NULL,
@@ -64,7 +78,17 @@ CREATE TABLE output (
     data   TEXT    NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
-"#];
+"#,
+    // Version 2: retention. The record JSON carries `expire_at` already; the
+    // runs column exists for `purge`, the output column to give chunks
+    // theirs back. Existing rows get NULL: they never expire by date and are
+    // purged by tick, as before.
+    r#"
+ALTER TABLE runs ADD COLUMN expire_at INTEGER;   -- unix milliseconds; NULL: no expiry
+ALTER TABLE output ADD COLUMN expire_at INTEGER; -- unix microseconds, like `at`
+CREATE INDEX runs_by_expiry ON runs (expire_at);
+"#,
+];
 
 /// The embedded log store. Cheap to share: hand out the `Arc`.
 pub struct SqliteLogStore {
@@ -145,11 +169,12 @@ impl LogStore for SqliteLogStore {
                 {
                     let mut select = tx.prepare_cached("SELECT record FROM runs WHERE run_id = ?1")?;
                     let mut upsert = tx.prepare_cached(
-                        "INSERT INTO runs (run_id, job, tick, status, fence, started_at, record) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                        "INSERT INTO runs (run_id, job, tick, status, fence, started_at, record, expire_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                          ON CONFLICT (run_id) DO UPDATE SET job = excluded.job, tick = excluded.tick, \
                          status = excluded.status, fence = excluded.fence, \
-                         started_at = excluded.started_at, record = excluded.record",
+                         started_at = excluded.started_at, record = excluded.record, \
+                         expire_at = excluded.expire_at",
                     )?;
                     // In batch order: a later record of the same run sees the
                     // earlier one as stored, exactly as if written separately.
@@ -169,13 +194,22 @@ impl LogStore for SqliteLogStore {
                             row.record.fence,
                             row.record.started_at.map(Timestamp::as_millisecond),
                             row.json,
+                            row.record.expire_at.map(Timestamp::as_millisecond),
                         ])?;
                     }
                     let mut insert = tx.prepare_cached(
-                        "INSERT OR IGNORE INTO output (run_id, seq, stream, at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR IGNORE INTO output (run_id, seq, stream, at, data, expire_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
                     for chunk in &chunks {
-                        insert.execute(params![chunk.run_id, chunk.seq, chunk.stream, chunk.at, chunk.data])?;
+                        insert.execute(params![
+                            chunk.run_id,
+                            chunk.seq,
+                            chunk.stream,
+                            chunk.at,
+                            chunk.data,
+                            chunk.expire_at
+                        ])?;
                     }
                 }
                 tx.commit()?;
@@ -280,7 +314,8 @@ impl LogStore for SqliteLogStore {
         self.readers
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT seq, stream, at, data FROM output WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    "SELECT seq, stream, at, data, expire_at FROM output \
+                     WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )?;
                 let rows = stmt
                     .query_map(params![run_id.to_string(), after, limit as i64], |row| {
@@ -289,11 +324,12 @@ impl LogStore for SqliteLogStore {
                             row.get::<_, String>(1)?,
                             row.get::<_, i64>(2)?,
                             row.get::<_, String>(3)?,
+                            row.get::<_, Option<i64>>(4)?,
                         ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 rows.into_iter()
-                    .map(|(seq, stream, at, data)| {
+                    .map(|(seq, stream, at, data, expire_at)| {
                         let stream = match stream.as_str() {
                             "stdout" => StreamKind::Stdout,
                             "stderr" => StreamKind::Stderr,
@@ -305,8 +341,11 @@ impl LogStore for SqliteLogStore {
                             .map_err(|_| Failure::corrupt(format!("output of run {run_id} has seq {seq}")))?;
                         let at = Timestamp::from_microsecond(at)
                             .map_err(|e| Failure::corrupt(format!("output of run {run_id} has time {at}: {e}")))?;
+                        let expire_at = expire_at.map(Timestamp::from_microsecond).transpose().map_err(|e| {
+                            Failure::corrupt(format!("output of run {run_id} has an unreadable expiry: {e}"))
+                        })?;
                         Ok(OutputChunk {
-                            expire_at: None,
+                            expire_at,
                             run_id,
                             seq,
                             stream,
@@ -358,8 +397,7 @@ impl LogStore for SqliteLogStore {
                 .run(move |conn| {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                     let n = {
-                        let mut select =
-                            tx.prepare_cached("SELECT run_id FROM runs WHERE tick < ?1 AND status <> ?2 LIMIT ?3")?;
+                        let mut select = tx.prepare_cached(PURGE_SELECT)?;
                         let ids = select
                             .query_map(
                                 params![before, RunStatus::Running.as_str(), PURGE_BATCH as i64],
@@ -532,6 +570,7 @@ struct ChunkRow {
     stream: &'static str,
     at: i64,
     data: String,
+    expire_at: Option<i64>,
 }
 
 impl ChunkRow {
@@ -547,6 +586,7 @@ impl ChunkRow {
             },
             at: chunk.at.as_microsecond(),
             data: chunk.data.clone(),
+            expire_at: chunk.expire_at.map(Timestamp::as_microsecond),
         }
     }
 }
@@ -705,6 +745,115 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_version_1_database_upgrades_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs.db");
+        // What sandcron 0.1 left behind: the version-1 schema and its rows,
+        // whose records have no `expire_at`.
+        let old = conformance::sample_record(
+            &JobName::new("before-upgrade").unwrap(),
+            Timestamp::from_millisecond(3_600_000).unwrap(),
+            RunStatus::Succeeded,
+            1,
+        );
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO runs (run_id, job, tick, status, fence, started_at, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    old.run_id.to_string(),
+                    old.job.as_str(),
+                    old.tick.as_millisecond(),
+                    old.status.as_str(),
+                    old.fence,
+                    old.started_at.map(Timestamp::as_millisecond),
+                    serde_json::to_string(&old).unwrap(),
+                ],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO output (run_id, seq, stream, at, data) VALUES (?1, 0, 'stdout', ?2, 'old\n')",
+                params![old.run_id.to_string(), old.tick.as_microsecond()],
+            )
+            .unwrap();
+        }
+
+        let store = SqliteLogStore::open(&path).unwrap();
+        let version: i64 = store
+            .writer
+            .run(|conn| Ok(conn.query_row("SELECT version FROM schema_version", [], |row| row.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(store.run(old.run_id).await.unwrap(), Some(old.clone()));
+        let chunks = store.output(old.run_id, None, 10).await.unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].expire_at, None);
+
+        // New rows carry an expiry; the old one is purged by its tick.
+        let mut new = conformance::sample_record(
+            &JobName::new("after-upgrade").unwrap(),
+            Timestamp::from_millisecond(3_600_000).unwrap(),
+            RunStatus::Succeeded,
+            1,
+        );
+        new.expire_at = Some(Timestamp::from_millisecond(4_000_000_000_000).unwrap());
+        store
+            .write(&LogBatch {
+                runs: vec![new.clone()],
+                chunks: vec![],
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .purge(Timestamp::from_millisecond(7_200_000).unwrap())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.run(old.run_id).await.unwrap(), None);
+        assert!(store.output(old.run_id, None, 10).await.unwrap().is_empty());
+        assert_eq!(store.run(new.run_id).await.unwrap(), Some(new));
+
+        // Opening again changes nothing.
+        drop(store);
+        let store = SqliteLogStore::open(&path).unwrap();
+        let version: i64 = store
+            .writer
+            .run(|conn| Ok(conn.query_row("SELECT version FROM schema_version", [], |row| row.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(version, 2);
+    }
+
+    #[tokio::test]
+    async fn chunk_expiry_keeps_microseconds() {
+        let store = SqliteLogStore::in_memory().unwrap();
+        let chunk = OutputChunk {
+            expire_at: Some(Timestamp::new(1_900_000_000, 123_456_000).unwrap()),
+            run_id: RunId::generate(),
+            seq: 0,
+            stream: StreamKind::Stdout,
+            at: Timestamp::new(1_700_000_000, 654_321_000).unwrap(),
+            data: "x\n".to_owned(),
+        };
+        store
+            .write(&LogBatch {
+                runs: vec![],
+                chunks: vec![chunk.clone()],
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.output(chunk.run_id, None, 10).await.unwrap(), vec![chunk]);
+    }
+
+    #[tokio::test]
     async fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("logs.db");
@@ -726,11 +875,12 @@ mod tests {
             "SELECT record FROM runs WHERE status = ?1 ORDER BY tick DESC, run_id DESC LIMIT 101",
             "SELECT record FROM runs WHERE tick >= ?1 AND tick < ?2 ORDER BY tick DESC, run_id DESC LIMIT 101",
             "SELECT record FROM runs ORDER BY tick DESC, run_id DESC LIMIT 101",
-            "SELECT run_id FROM runs WHERE tick < ?1 AND status <> ?2 LIMIT 500",
+            PURGE_SELECT,
             "SELECT seq, stream, at, data FROM output WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         ];
         for sql in plans {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let purge = sql == PURGE_SELECT;
             let plan: Vec<String> = store
                 .readers
                 .run(move |conn| {
@@ -747,6 +897,11 @@ mod tests {
                 plan.contains("USING INDEX") || plan.contains("USING COVERING INDEX"),
                 "{sql}: {plan}"
             );
+            if purge {
+                // Both halves of the OR walk an index, rather than one scan.
+                assert!(plan.contains("MULTI-INDEX OR"), "{sql}: {plan}");
+                assert!(!plan.contains("SCAN runs"), "{sql}: {plan}");
+            }
             assert!(!plan.contains("TEMP B-TREE"), "{sql} sorts outside an index: {plan}");
         }
     }

@@ -88,8 +88,10 @@ pub trait LogStore: Send + Sync + 'static {
     /// The newest run (by tick) of each named job that has one.
     async fn last_runs(&self, jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError>;
 
-    /// Deletes runs whose tick is before `before` that are no longer running,
-    /// with their output; returns how many runs were deleted.
+    /// Deletes runs that are no longer running and whose `expire_at` is
+    /// before `before` (or, for records without one, whose tick is), with
+    /// their output; returns how many runs were deleted. A MongoDB TTL index
+    /// does the same continuously.
     async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError>;
 }
 

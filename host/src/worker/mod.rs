@@ -99,6 +99,11 @@ impl Worker {
         Self { deps }
     }
 
+    /// The id this worker registers under.
+    pub fn id(&self) -> &str {
+        &self.deps.info.id
+    }
+
     /// Runs until `shutdown` is cancelled, then drains: no new claims, runs
     /// get `drain_timeout` to finish before they are killed, the lease is
     /// revoked. Returns once every run has ended and reported.
@@ -726,7 +731,11 @@ impl State {
             return;
         }
         let Some(slot) = self.jobs.get(&job) else { return };
-        if !slot.owned {
+        // The job's owner once the run's worker is gone. Computed here rather
+        // than read from `slot.owned`: the membership change may not have
+        // reached this worker yet (the two watches are independent).
+        let owner = schedule::owner(&slot.job, self.workers.values().filter(|w| w.id != entry.worker));
+        if owner.is_none_or(|owner| owner.id != self.deps.info.id) {
             return;
         }
         let alive = match self.deps.coord.worker_alive(&entry.worker).await {

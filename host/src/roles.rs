@@ -1,0 +1,207 @@
+//! The cluster roles, each its own process: `sandcron master` (the API and
+//! the console over etcd and MongoDB; stateless, run several) and
+//! `sandcron worker` (watch, schedule, claim, execute, report).
+//!
+//! `sandcron dev` (in `dev`) wires the same parts into one process over the
+//! embedded stores; the pieces both use live here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState, HttpConfig};
+use crate::config::{LogsConfig, MasterConfig, MongoSettings, WorkerConfig, WorkerRoleConfig, hostname, inherited_env};
+use crate::coord::etcd::EtcdStore;
+use crate::coord::{Coordinator, KvStore, WorkerInfo};
+use crate::exec::Executor;
+use crate::exec::native::NativeExecutor;
+use crate::exec::wasm::{WasmConfig, WasmEngine};
+use crate::ids::WorkerId;
+use crate::logstore::mongo::{MongoConfig, MongoLogStore};
+use crate::logstore::{LogStore, Sink, SinkConfig, SinkTask};
+use crate::metrics::Metrics;
+use crate::worker::{Executors, StoredModules, Worker, WorkerDeps};
+
+/// Runs a master on `listener` until `shutdown` is cancelled.
+pub async fn run_master(
+    config: MasterConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store: Arc<dyn KvStore> = EtcdStore::connect(&config.stores.etcd)
+        .await
+        .with_context(|| format!("cannot reach etcd at {}", config.stores.etcd.endpoints.join(", ")))?;
+    let coord = Coordinator::new(store, &config.stores.prefix);
+    let logs: Arc<dyn LogStore> = MongoLogStore::connect(&mongo_config(&config.stores.mongo))
+        .await
+        .context("cannot reach MongoDB")?;
+    // The master only validates uploads; a one-slot engine is enough.
+    let engine = WasmEngine::new(WasmConfig {
+        capacity: 1,
+        max_memory_mb: config.max_memory_mb,
+        max_module_bytes: config.server.max_module_bytes,
+        ..WasmConfig::default()
+    })
+    .context("cannot start the WebAssembly engine for upload validation")?;
+    let state = AppState {
+        coord,
+        logs,
+        tokens: config.server.tokens.clone().into(),
+        metrics: Metrics::new(),
+        shell_jobs: config.allow_shell_jobs,
+        shutdown: shutdown.clone(),
+        modules: engine,
+    };
+    let app = api::router(
+        state,
+        &HttpConfig {
+            max_body_bytes: config.server.max_body_bytes,
+        },
+    );
+    api::serve(listener, app, shutdown)
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs a worker until `shutdown` is cancelled; then its runs drain and its
+/// log sink flushes.
+pub async fn run_worker(config: WorkerRoleConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let store: Arc<dyn KvStore> = EtcdStore::connect(&config.stores.etcd)
+        .await
+        .with_context(|| format!("cannot reach etcd at {}", config.stores.etcd.endpoints.join(", ")))?;
+    let coord = Coordinator::new(store, &config.stores.prefix);
+    // The worker starts even when MongoDB is down: its sink spools to disk
+    // and replays when MongoDB is back. Only a first connection is needed.
+    let logs: Arc<dyn LogStore> = MongoLogStore::connect(&mongo_config(&config.stores.mongo))
+        .await
+        .context("cannot reach MongoDB")?;
+    let metrics = Metrics::new();
+    let (sink, sink_task) = sink(logs, &config.logs, data);
+    metrics.attach_sink(sink.stats());
+    let sink_handle = tokio::spawn(sink_task.run());
+    let id = match &config.worker.id {
+        Some(id) => id.clone(),
+        None => WorkerId::generate(&hostname()).to_string(),
+    };
+    // Uploads are validated by masters; a worker accepts any stored module.
+    let engine = worker_engine(&config.worker, data, u64::MAX)?;
+    let worker = build_worker(WorkerParts {
+        coord,
+        sink: sink.clone(),
+        metrics,
+        engine: &engine,
+        worker: &config.worker,
+        id,
+        lease_ttl: config.lease_ttl,
+        retention: config.logs.retention,
+    });
+    println!("sandcron worker {} started", worker.id());
+    let result = worker.run(shutdown).await;
+    drop(sink);
+    sink_handle
+        .await
+        .context("sink task panicked")?
+        .context("log sink failed")?;
+    result.context("worker failed")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub(crate) fn mongo_config(settings: &MongoSettings) -> MongoConfig {
+    MongoConfig {
+        uri: settings.uri.clone(),
+        database: settings.database.clone(),
+        max_pool_size: settings.pool_size,
+        connect_timeout: settings.connect_timeout,
+        server_selection_timeout: settings.server_selection_timeout,
+    }
+}
+
+/// The log sink of a worker, spooling under `data` when the store fails.
+pub(crate) fn sink(logs: Arc<dyn LogStore>, config: &LogsConfig, data: &Path) -> (Sink, SinkTask) {
+    Sink::new(
+        logs,
+        SinkConfig {
+            batch_docs: config.batch_docs,
+            flush_interval: config.flush_interval,
+            spool_path: Some(data.join("log-spool.jsonl")),
+            ..SinkConfig::default()
+        },
+    )
+}
+
+/// A worker's WASM engine: sized by its capacity, module artifacts cached
+/// under its data directory.
+pub(crate) fn worker_engine(
+    config: &WorkerConfig,
+    data: &Path,
+    max_module_bytes: u64,
+) -> anyhow::Result<Arc<WasmEngine>> {
+    WasmEngine::new(WasmConfig {
+        capacity: config.capacity,
+        max_memory_mb: config.max_memory_mb,
+        max_module_bytes,
+        cache_dir: Some(data.join("wasm-cache")),
+        dirs: config.dirs.clone(),
+        ..WasmConfig::default()
+    })
+    .context("cannot start the WebAssembly engine")
+}
+
+/// What a worker is assembled from.
+pub(crate) struct WorkerParts<'a> {
+    pub(crate) coord: Coordinator,
+    pub(crate) sink: Sink,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) engine: &'a Arc<WasmEngine>,
+    pub(crate) worker: &'a WorkerConfig,
+    pub(crate) id: String,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) retention: Duration,
+}
+
+/// Builds a worker: the WASM executor on `engine`, the native executor where
+/// permitted, and its published identity.
+pub(crate) fn build_worker(parts: WorkerParts<'_>) -> Worker {
+    let config = parts.worker;
+    let engine = parts.engine;
+    let wasm: Arc<dyn Executor> = Arc::new(engine.executor(Arc::new(StoredModules::new(parts.coord.clone()))));
+    let shell: Option<Arc<dyn Executor>> = config.allow_native.then(|| {
+        Arc::new(NativeExecutor::new(
+            inherited_env(&config.native_env),
+            config.kill_grace,
+        )) as Arc<dyn Executor>
+    });
+    let info = WorkerInfo {
+        id: parts.id,
+        hostname: hostname(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        labels: config.labels.clone(),
+        allow_native: config.allow_native,
+        capacity: config.capacity,
+        started_at: Timestamp::now(),
+    };
+    Worker::new(WorkerDeps {
+        coord: parts.coord,
+        sink: parts.sink,
+        executors: Executors {
+            shell,
+            wasm: Some(wasm),
+        },
+        metrics: parts.metrics,
+        config: config.clone(),
+        info,
+        lease_ttl: parts.lease_ttl,
+        drain_timeout: config.drain_timeout,
+        retention: parts.retention,
+    })
+}

@@ -1,0 +1,477 @@
+//! Cluster mode end to end: real etcd, a real MongoDB-wire server, and
+//! masters and workers as separate processes. Every test checks the run
+//! history for the guarantees: at most one run per (job, tick), and every
+//! tick either run or recorded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use sandcron_tests::cluster::{ClusterEnv, Master, WorkerProcess};
+use sandcron_tests::etcd::{EtcdCluster, EtcdServer};
+use sandcron_tests::mongo::MongoServer;
+use sandcron_tests::{Api, wait_for};
+use serde_json::{Value, json};
+
+/// Lease TTL of the test workers: short, so failover is quick.
+const LEASE: &str = "lease_ttl_s = 3";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("root")
+        .to_owned()
+}
+
+struct Stores {
+    etcd: EtcdServer,
+    mongo: MongoServer,
+    dir: tempfile::TempDir,
+}
+
+impl Stores {
+    fn start() -> Stores {
+        Stores {
+            etcd: EtcdServer::start(),
+            mongo: MongoServer::start(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn env(&self, namespace: &str) -> ClusterEnv {
+        ClusterEnv {
+            bin: crate::BIN.to_owned(),
+            dir: self.dir.path().to_owned(),
+            etcd_endpoints: vec![self.etcd.endpoint()],
+            mongo_uri: self.mongo.uri(),
+            namespace: namespace.to_owned(),
+        }
+    }
+}
+
+async fn upload_wat(api: &Api, name: &str) -> String {
+    let bytes = wat::parse_file(root().join(format!("tests/guests/{name}.wat"))).expect("assemble");
+    let reply = api.raw("POST", "/api/v1/modules", "application/wasm", bytes).await;
+    assert!(
+        reply.status == 201 || reply.status == 200,
+        "{} {}",
+        reply.status,
+        reply.body
+    );
+    reply.body["digest"].as_str().expect("digest").to_owned()
+}
+
+fn wasm_job(schedule: &str, digest: &str) -> Value {
+    json!({"schedule": schedule, "kind": {"wasm": {"module": digest}}})
+}
+
+async fn wait_for_workers(api: &Api, count: usize) {
+    wait_for(&format!("{count} live workers"), Duration::from_secs(30), || async {
+        let workers = api.get("/api/v1/workers").await;
+        (workers.status == 200 && workers.body.as_array().map_or(0, Vec::len) == count).then_some(())
+    })
+    .await;
+}
+
+fn unix(tick: &Value) -> i64 {
+    tick.as_str()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map(|t| t.as_second())
+        .expect("tick")
+}
+
+/// Checks one every-second job's history between `from` and `to` (Unix
+/// seconds, inclusive): no tick accepted twice, every tick accounted for by
+/// a run or a recorded skip/miss (a summary miss covers its whole range).
+/// Returns how many ticks ran.
+fn check_every_second_history(job: &str, runs: &[Value], from: i64, to: i64) -> usize {
+    let mut seen: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
+    let mut covered = BTreeSet::new();
+    for run in runs
+        .iter()
+        .filter(|r| r["trigger"] == "schedule" || r["trigger"] == "catchup")
+    {
+        let tick = unix(&run["tick"]);
+        seen.entry(tick).or_default().push(run);
+        covered.insert(tick);
+        if !run["missed_until"].is_null() {
+            for t in tick..=unix(&run["missed_until"]) {
+                covered.insert(t);
+            }
+        }
+    }
+    for (tick, runs) in &seen {
+        assert_eq!(
+            runs.len(),
+            1,
+            "{job}: tick {tick} accepted {} times: {runs:?}",
+            runs.len()
+        );
+    }
+    let missing: Vec<i64> = (from..=to).filter(|t| !covered.contains(t)).collect();
+    assert!(missing.is_empty(), "{job}: ticks neither run nor recorded: {missing:?}");
+    seen.values().filter(|r| r[0]["status"] == "succeeded").count()
+}
+
+/// Pauses every job and waits until nothing runs, so the history is final.
+async fn settle(api: &Api, jobs: &[String]) {
+    for job in jobs {
+        api.post(&format!("/api/v1/jobs/{job}/pause")).await.expect(200);
+    }
+    wait_for("runs to finish", Duration::from_secs(30), || async {
+        let mut running = 0;
+        for job in jobs {
+            running += api.runs(job).await.iter().filter(|r| r["status"] == "running").count();
+        }
+        (running == 0).then_some(())
+    })
+    .await;
+}
+
+/// The window of ticks every job certainly covered: after the last job was
+/// created and before the first pause.
+fn window(started: Timestamp, stopped: Timestamp) -> (i64, i64) {
+    (started.as_second() + 2, stopped.as_second() - 2)
+}
+
+#[tokio::test]
+async fn three_workers_run_every_tick_of_thirty_jobs_exactly_once() {
+    let stores = Stores::start();
+    let env = stores.env("exactly-once");
+    let master = env.master("master", "");
+    let api = master.api();
+    let _workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
+    wait_for_workers(&api, 3).await;
+    let hello = upload_wat(&api, "hello").await;
+    let jobs: Vec<String> = (0..30).map(|i| format!("job-{i:02}")).collect();
+    for job in &jobs {
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
+            .await
+            .expect(201);
+    }
+    let started = Timestamp::now();
+    // Work is spread: every worker owns some jobs.
+    let owners: BTreeSet<String> = api
+        .get("/api/v1/jobs")
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["owner"].as_str().unwrap_or("none").to_owned())
+        .collect();
+    assert_eq!(owners.len(), 3, "jobs are spread over the workers: {owners:?}");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let stopped = Timestamp::now();
+    settle(&api, &jobs).await;
+    let (from, to) = window(started, stopped);
+    let mut ran = 0;
+    for job in &jobs {
+        ran += check_every_second_history(job, &api.runs(job).await, from, to);
+    }
+    eprintln!("30 jobs × {} s: {ran} runs succeeded", to - from + 1);
+    assert!(ran >= 30 * 20, "most ticks ran: {ran}");
+}
+
+#[tokio::test]
+async fn a_killed_worker_s_jobs_move_and_its_run_is_recorded_lost() {
+    let stores = Stores::start();
+    let env = stores.env("failover");
+    let master = env.master("master", "");
+    let api = master.api();
+    let mut workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
+    wait_for_workers(&api, 3).await;
+    let hello = upload_wat(&api, "hello").await;
+    let sleep = upload_wat(&api, "sleep").await;
+    let jobs: Vec<String> = (0..12).map(|i| format!("tick-{i:02}")).collect();
+    for job in &jobs {
+        let mut body = wasm_job("* * * * * *", &hello);
+        body["catchup"] = json!({"policy": "skip"});
+        api.put(&format!("/api/v1/jobs/{job}"), &body).await.expect(201);
+    }
+    api.put("/api/v1/jobs/long", &wasm_job("@yearly", &sleep))
+        .await
+        .expect(201);
+    api.post("/api/v1/jobs/long/run").await.expect(202);
+    let long_run = wait_for("the long run to start", Duration::from_secs(30), || async {
+        api.runs("long").await.into_iter().find(|r| r["status"] == "running")
+    })
+    .await;
+    let started = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Kill the worker running the long run.
+    let victim = long_run["worker"].as_str().unwrap().to_owned();
+    let index = workers
+        .iter()
+        .position(|w| w.id == victim)
+        .expect("victim is one of ours");
+    let victim_jobs: Vec<String> = api
+        .get("/api/v1/jobs")
+        .await
+        .expect(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["owner"] == victim.as_str() && j["name"] != "long")
+        .map(|j| j["name"].as_str().unwrap().to_owned())
+        .collect();
+    let killed_at = Instant::now();
+    workers[index].proc.kill9();
+    // Within the lease TTL + 2 s its jobs run elsewhere.
+    wait_for(
+        "the victim's jobs to run on other workers",
+        Duration::from_secs(3 + 2 + 5),
+        || async {
+            for job in &victim_jobs {
+                let runs = api.runs(job).await;
+                let moved = runs
+                    .iter()
+                    .any(|r| r["status"] == "succeeded" && r["worker"] != victim.as_str());
+                if !moved {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    eprintln!("failover after kill -9: {:?} (lease TTL 3 s)", killed_at.elapsed());
+    let run = wait_for("the long run to be recorded lost", Duration::from_secs(20), || async {
+        let run = api
+            .get(&format!("/api/v1/runs/{}", long_run["run_id"].as_str().unwrap()))
+            .await
+            .expect(200);
+        (run["status"] == "lost").then_some(run)
+    })
+    .await;
+    assert!(run["error"].as_str().unwrap().contains(&victim), "{run}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stopped = Timestamp::now();
+    let mut all = jobs.clone();
+    all.push("long".into());
+    settle(&api, &all).await;
+    let (from, to) = window(started, stopped);
+    for job in &jobs {
+        check_every_second_history(job, &api.runs(job).await, from, to);
+    }
+    // The victim's jobs have missed ticks recorded for the gap.
+    let missed: usize = {
+        let mut count = 0;
+        for job in &victim_jobs {
+            count += api.runs(job).await.iter().filter(|r| r["status"] == "missed").count();
+        }
+        count
+    };
+    assert!(
+        victim_jobs.is_empty() || missed > 0,
+        "the gap's ticks are recorded missed (catch-up: skip)"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_paused_past_its_lease_never_runs_a_tick_twice() {
+    let stores = Stores::start();
+    let env = stores.env("sigstop");
+    let master = env.master("master", "");
+    let api = master.api();
+    let workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
+    wait_for_workers(&api, 3).await;
+    let hello = upload_wat(&api, "hello").await;
+    let jobs: Vec<String> = (0..12).map(|i| format!("job-{i:02}")).collect();
+    for job in &jobs {
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
+            .await
+            .expect(201);
+    }
+    let started = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    workers[0].proc.pause();
+    // Past the lease: its jobs move; then it wakes up believing it owns them.
+    wait_for_workers(&api, 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    workers[0].proc.resume();
+    wait_for_workers(&api, 3).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let stopped = Timestamp::now();
+    settle(&api, &jobs).await;
+    let (from, to) = window(started, stopped);
+    for job in &jobs {
+        check_every_second_history(job, &api.runs(job).await, from, to);
+    }
+}
+
+#[tokio::test]
+async fn workers_with_skewed_clocks_never_run_a_tick_twice() {
+    let stores = Stores::start();
+    let env = stores.env("skew");
+    let master = env.master("master", "");
+    let api = master.api();
+    let _workers = [
+        env.worker("early", &format!("{LEASE}\nclock_offset_ms = 2000")),
+        env.worker("late", &format!("{LEASE}\nclock_offset_ms = -2000")),
+        env.worker("right", LEASE),
+    ];
+    wait_for_workers(&api, 3).await;
+    let hello = upload_wat(&api, "hello").await;
+    let jobs: Vec<String> = (0..12).map(|i| format!("job-{i:02}")).collect();
+    for job in &jobs {
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
+            .await
+            .expect(201);
+    }
+    let started = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let stopped = Timestamp::now();
+    settle(&api, &jobs).await;
+    let (from, to) = window(started, stopped);
+    for job in &jobs {
+        check_every_second_history(job, &api.runs(job).await, from, to);
+    }
+}
+
+#[tokio::test]
+async fn an_etcd_outage_is_survived_and_its_ticks_are_recorded() {
+    let mut stores = Stores::start();
+    let env = stores.env("etcd-outage");
+    let master = env.master("master", "");
+    let api = master.api();
+    let _workers: Vec<WorkerProcess> = (1..=2).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
+    wait_for_workers(&api, 2).await;
+    let hello = upload_wat(&api, "hello").await;
+    let jobs: Vec<String> = (0..6).map(|i| format!("job-{i:02}")).collect();
+    for job in &jobs {
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
+            .await
+            .expect(201);
+    }
+    let started = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stores.etcd.stop();
+    let outage = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stores.etcd.start_again();
+    // Workers reconnect, re-register and go on.
+    wait_for_workers(&api, 2).await;
+    let after = Timestamp::now().as_second();
+    wait_for("runs after the outage", Duration::from_secs(30), || async {
+        for job in &jobs {
+            let ran_after = api
+                .runs(job)
+                .await
+                .iter()
+                .any(|r| r["status"] == "succeeded" && unix(&r["tick"]) > after);
+            if !ran_after {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let stopped = Timestamp::now();
+    settle(&api, &jobs).await;
+    let (from, to) = window(started, stopped);
+    for job in &jobs {
+        let runs = api.runs(job).await;
+        check_every_second_history(job, &runs, from, to);
+        let outage_ticks: Vec<&Value> = runs
+            .iter()
+            .filter(|r| (outage.as_second() + 1..outage.as_second() + 9).contains(&unix(&r["tick"])))
+            .collect();
+        assert!(
+            outage_ticks
+                .iter()
+                .all(|r| r["status"] != "succeeded" || r["trigger"] == "catchup"),
+            "{job}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn scheduling_goes_on_when_the_etcd_leader_dies() {
+    let mut etcd = EtcdCluster::start(3);
+    let mongo = MongoServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = ClusterEnv {
+        bin: crate::BIN.to_owned(),
+        dir: dir.path().to_owned(),
+        etcd_endpoints: etcd.endpoints(),
+        mongo_uri: mongo.uri(),
+        namespace: "leader".into(),
+    };
+    let master = env.master("master", "");
+    let api = master.api();
+    let _workers: Vec<WorkerProcess> = (1..=2)
+        .map(|i| env.worker(&format!("w{i}"), "lease_ttl_s = 10"))
+        .collect();
+    wait_for_workers(&api, 2).await;
+    let hello = upload_wat(&api, "hello").await;
+    for job in ["a", "b", "c"] {
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
+            .await
+            .expect(201);
+    }
+    let leader = etcd.leader();
+    etcd.kill_member(leader);
+    let killed = Timestamp::now().as_second();
+    wait_for("runs after the leader died", Duration::from_secs(40), || async {
+        for job in ["a", "b", "c"] {
+            let ok = api
+                .runs(job)
+                .await
+                .iter()
+                .any(|r| r["status"] == "succeeded" && unix(&r["tick"]) > killed + 5);
+            if !ok {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    settle(&api, &["a".into(), "b".into(), "c".into()]).await;
+    for job in ["a", "b", "c"] {
+        let runs = api.runs(job).await;
+        let ticks: Vec<i64> = runs
+            .iter()
+            .filter(|r| r["trigger"] == "schedule")
+            .map(|r| unix(&r["tick"]))
+            .collect();
+        let unique: BTreeSet<&i64> = ticks.iter().collect();
+        assert_eq!(unique.len(), ticks.len(), "{job}: a tick ran twice");
+    }
+}
+
+#[tokio::test]
+async fn any_master_kills_a_run_on_any_worker() {
+    let stores = Stores::start();
+    let env = stores.env("kill");
+    let first = env.master("m1", "");
+    let second = env.master("m2", "");
+    let _workers: Vec<WorkerProcess> = (1..=2).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
+    let (a, b) = (first.api(), second.api());
+    wait_for_workers(&a, 2).await;
+    let spin = upload_wat(&a, "spin").await;
+    let mut body = wasm_job("@yearly", &spin);
+    body["kind"]["wasm"]["limits"] = json!({"fuel": 1_000_000_000_000_000u64, "timeout_s": 600});
+    a.put("/api/v1/jobs/spin", &body).await.expect(201);
+    // Both masters see the same cluster.
+    assert_eq!(b.get("/api/v1/jobs/spin").await.expect(200)["name"], "spin");
+    b.post("/api/v1/jobs/spin/run").await.expect(202);
+    let run = wait_for("the spin to run", Duration::from_secs(30), || async {
+        a.runs("spin").await.into_iter().find(|r| r["status"] == "running")
+    })
+    .await;
+    let run_id = run["run_id"].as_str().unwrap().to_owned();
+    let requested = Instant::now();
+    b.post(&format!("/api/v1/jobs/spin/kill?run_id={run_id}"))
+        .await
+        .expect(202);
+    let ended = wait_for("the kill", Duration::from_secs(20), || async {
+        let run = a.get(&format!("/api/v1/runs/{run_id}")).await.expect(200);
+        (run["status"] != "running").then_some(run)
+    })
+    .await;
+    eprintln!("kill across the cluster: {:?}", requested.elapsed());
+    assert_eq!(ended["status"], "killed", "{ended}");
+    drop::<Master>(first);
+}
