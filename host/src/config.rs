@@ -146,6 +146,9 @@ pub struct WorkerFile {
     /// The worker's lease: how long after its last keep-alive a silent worker
     /// is considered gone and its jobs move.
     pub lease_ttl_s: Option<u64>,
+    /// Address of the worker's probe server (`/healthz`, `/readyz`,
+    /// `/metrics`); none by default.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -509,6 +512,8 @@ pub struct WorkerRoleConfig {
     /// The worker's own files: the log spool and compiled module artifacts.
     pub data_dir: PathBuf,
     pub lease_ttl: Duration,
+    /// Where the probe server listens, if anywhere.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Flags shared by `sandcron master` and `sandcron worker`.
@@ -552,6 +557,9 @@ pub struct WorkerArgs {
     /// Where the worker keeps its spool and module cache (default ./sandcron-worker-data).
     #[arg(long, env = "SANDCRON_DATA_DIR")]
     pub data: Option<PathBuf>,
+    /// Address of the probe server: /healthz, /readyz and /metrics (default: none).
+    #[arg(long, env = "SANDCRON_WORKER_LISTEN")]
+    pub listen: Option<String>,
 }
 
 impl MasterArgs {
@@ -607,6 +615,13 @@ impl WorkerArgs {
                 .or(file.data_dir.clone())
                 .unwrap_or_else(|| PathBuf::from("sandcron-worker-data")),
             lease_ttl: Duration::from_secs(lease_ttl_s),
+            listen: match self.listen.clone().or(file.worker.listen.clone()) {
+                Some(text) => Some(
+                    text.parse()
+                        .with_context(|| format!("worker listen address {text:?} is not an IP:port"))?,
+                ),
+                None => None,
+            },
         })
     }
 }

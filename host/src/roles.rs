@@ -94,18 +94,50 @@ pub async fn run_worker(config: WorkerRoleConfig, shutdown: CancellationToken) -
     };
     // Uploads are validated by masters; a worker accepts any stored module.
     let engine = worker_engine(&config.worker, data, u64::MAX)?;
+    let probes = match config.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            Some(listener)
+        }
+        None => None,
+    };
     let worker = build_worker(WorkerParts {
-        coord,
+        coord: coord.clone(),
         sink: sink.clone(),
-        metrics,
+        metrics: metrics.clone(),
         engine: &engine,
         worker: &config.worker,
         id,
         lease_ttl: config.lease_ttl,
         retention: config.logs.retention,
     });
-    println!("sandcron worker {} started", worker.id());
+    // Announce only once the sink has opened its spool: from then on the
+    // metrics count what an earlier process left in it.
+    sink.stats().wait_started().await;
+    // The probe server outlives the worker's drain, so a shutting-down
+    // worker still answers /metrics until its runs have ended.
+    let probes_stop = CancellationToken::new();
+    let probes_task = match probes {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            println!("sandcron worker {} started; probes on http://{addr}", worker.id());
+            let app = worker_probes(coord, metrics, worker.id().to_owned());
+            Some(tokio::spawn(api::serve(listener, app, probes_stop.clone())))
+        }
+        None => {
+            println!("sandcron worker {} started", worker.id());
+            None
+        }
+    };
     let result = worker.run(shutdown).await;
+    probes_stop.cancel();
+    if let Some(task) = probes_task {
+        task.await
+            .context("probe server panicked")?
+            .context("probe server failed")?;
+    }
     drop(sink);
     sink_handle
         .await
@@ -114,6 +146,40 @@ pub async fn run_worker(config: WorkerRoleConfig, shutdown: CancellationToken) -
     result.context("worker failed")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A worker's probe server: `/healthz` (the process answers), `/readyz`
+/// (etcd answers and lists this worker as live) and `/metrics`.
+fn worker_probes(coord: Coordinator, metrics: Arc<Metrics>, id: String) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::http::header::CONTENT_TYPE;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    let ready = move || {
+        let coord = coord.clone();
+        let id = id.clone();
+        async move {
+            match coord.list_workers().await {
+                Ok(workers) if workers.iter().any(|w| w.id == id) => (StatusCode::OK, "ready\n".to_owned()),
+                Ok(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("worker {id} is not registered (lease lost?)\n"),
+                ),
+                Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("coordination store: {err}\n")),
+            }
+        }
+    };
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()).into_response() }
+            }),
+        )
 }
 
 pub(crate) fn mongo_config(settings: &MongoSettings) -> MongoConfig {

@@ -24,14 +24,14 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
-struct Stores {
-    etcd: EtcdServer,
-    mongo: MongoServer,
+pub(crate) struct Stores {
+    pub(crate) etcd: EtcdServer,
+    pub(crate) mongo: MongoServer,
     dir: tempfile::TempDir,
 }
 
 impl Stores {
-    fn start() -> Stores {
+    pub(crate) fn start() -> Stores {
         Stores {
             etcd: EtcdServer::start(),
             mongo: MongoServer::start(),
@@ -39,7 +39,7 @@ impl Stores {
         }
     }
 
-    fn env(&self, namespace: &str) -> ClusterEnv {
+    pub(crate) fn env(&self, namespace: &str) -> ClusterEnv {
         ClusterEnv {
             bin: crate::BIN.to_owned(),
             dir: self.dir.path().to_owned(),
@@ -66,7 +66,7 @@ fn wasm_job(schedule: &str, digest: &str) -> Value {
     json!({"schedule": schedule, "kind": {"wasm": {"module": digest}}})
 }
 
-async fn wait_for_workers(api: &Api, count: usize) {
+pub(crate) async fn wait_for_workers(api: &Api, count: usize) {
     wait_for(&format!("{count} live workers"), Duration::from_secs(30), || async {
         let workers = api.get("/api/v1/workers").await;
         (workers.status == 200 && workers.body.as_array().map_or(0, Vec::len) == count).then_some(())
@@ -74,7 +74,7 @@ async fn wait_for_workers(api: &Api, count: usize) {
     .await;
 }
 
-fn unix(tick: &Value) -> i64 {
+pub(crate) fn unix(tick: &Value) -> i64 {
     tick.as_str()
         .and_then(|t| t.parse::<Timestamp>().ok())
         .map(|t| t.as_second())
@@ -115,7 +115,7 @@ fn check_every_second_history(job: &str, runs: &[Value], from: i64, to: i64) -> 
 }
 
 /// Pauses every job and waits until nothing runs, so the history is final.
-async fn settle(api: &Api, jobs: &[String]) {
+pub(crate) async fn settle(api: &Api, jobs: &[String]) {
     for job in jobs {
         api.post(&format!("/api/v1/jobs/{job}/pause")).await.expect(200);
     }

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod lifecycle;
+mod logs;
 mod shell_jobs;
 mod wasm;
 

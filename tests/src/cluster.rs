@@ -220,6 +220,8 @@ impl ClusterEnv {
             name.into(),
             "--data".into(),
             path(&data),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
         ];
         let proc = Proc::start(
             name,
@@ -228,9 +230,16 @@ impl ClusterEnv {
             "sandcron worker ",
             self.dir.join(format!("{name}.log")),
         );
+        let probes = proc
+            .ready
+            .split_once("probes on ")
+            .map(|(_, url)| url.trim().to_owned())
+            .unwrap_or_default();
         WorkerProcess {
             proc,
             id: name.to_owned(),
+            probes,
+            data,
         }
     }
 }
@@ -256,4 +265,36 @@ impl Master {
 pub struct WorkerProcess {
     pub proc: Proc,
     pub id: String,
+    /// `http://127.0.0.1:<port>` of its /healthz, /readyz and /metrics.
+    pub probes: String,
+    /// Its data directory (log spool, module cache).
+    pub data: PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts the worker again (same id, data and configuration); its probe
+    /// port changes.
+    pub fn start_again(&mut self) {
+        self.proc.start_again();
+        self.probes = self
+            .proc
+            .ready
+            .split_once("probes on ")
+            .map(|(_, url)| url.trim().to_owned())
+            .unwrap_or_default();
+    }
+
+    /// One sample from its `/metrics`, e.g. `sandcron_sink_spool_bytes`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(format!("{}/metrics", self.probes))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok()).flatten()
+        })
+    }
 }

@@ -39,6 +39,10 @@ pub struct JobView {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub next_run: Option<Timestamp>,
     pub last_run: Option<RunRecord>,
+    /// True when the log store did not answer, so `last_run` is unknown.
+    /// Jobs stay manageable while MongoDB is down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub history_unavailable: bool,
     pub running: Vec<RunningEntry>,
 }
 
@@ -70,6 +74,7 @@ struct Context {
     workers: Vec<WorkerInfo>,
     running: BTreeMap<JobName, Vec<RunningEntry>>,
     last_runs: BTreeMap<JobName, RunRecord>,
+    history_unavailable: bool,
     now: Timestamp,
 }
 
@@ -81,11 +86,20 @@ impl Context {
         for (job, entry) in state.coord.running(job_filter).await? {
             running.entry(job).or_default().push(entry);
         }
-        let last_runs = state.logs.last_runs(names).await?;
+        // Jobs live in the coordination store; a log-store outage must not
+        // keep operators from reading, pausing or editing them.
+        let (last_runs, history_unavailable) = match state.logs.last_runs(names).await {
+            Ok(last_runs) => (last_runs, false),
+            Err(err) => {
+                tracing::warn!(%err, "job views without their last runs: the log store did not answer");
+                (BTreeMap::new(), true)
+            }
+        };
         Ok(Self {
             workers,
             running,
             last_runs,
+            history_unavailable,
             now: Timestamp::now(),
         })
     }
@@ -114,6 +128,7 @@ impl Context {
             name: job.name.to_string(),
             explain: job.schedule.expr().explain(),
             last_run: self.last_runs.remove(&job.name),
+            history_unavailable: self.history_unavailable,
             spec: job.spec,
             meta: job.meta,
             revision: job.revision,

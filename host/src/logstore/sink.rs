@@ -100,6 +100,19 @@ pub struct SinkStats {
     pub rejected: AtomicU64,
     /// Events handed to a sink whose task had already stopped.
     pub dropped: AtomicU64,
+    /// Set once the task has opened its spool, so `spooled_bytes` counts
+    /// what an earlier process left behind.
+    started: tokio::sync::watch::Sender<bool>,
+}
+
+impl SinkStats {
+    /// Waits until the sink task has started (and opened its spool, if it
+    /// has one), so the gauges describe the spool on disk.
+    pub async fn wait_started(&self) {
+        let mut started = self.started.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = started.wait_for(|started| *started).await;
+    }
 }
 
 /// The handle executors write through. Cloning is cheap.
@@ -221,6 +234,7 @@ impl SinkTask {
             },
             None => None,
         };
+        stats.started.send_replace(true);
         let replay_backoff = Backoff::new(config.retry_initial, config.retry_max);
         let pipeline = Pipeline {
             store,
@@ -381,6 +395,9 @@ impl Pipeline {
 
     fn take_buffer(&mut self) {
         let mut events = std::mem::take(&mut self.buffer);
+        // Flushes taken together seal one batch, not one each: when many
+        // runs end at once, their flushes share a write.
+        let mut flush = false;
         for event in events.drain(..) {
             match event {
                 Event::Record(run) => {
@@ -393,13 +410,16 @@ impl Pipeline {
                 }
                 Event::Flush(waiter) => {
                     self.open.waiters.push(waiter);
-                    self.seal();
+                    flush = true;
                     continue;
                 }
             }
             if self.open.batch.len() >= self.config.batch_docs {
                 self.seal();
             }
+        }
+        if flush {
+            self.seal();
         }
         // Handing the allocation back keeps the buffer from being regrown.
         self.buffer = events;
@@ -413,7 +433,18 @@ impl Pipeline {
 
     fn seal(&mut self) {
         if !self.open.is_idle() {
-            self.sealed.push_back(std::mem::take(&mut self.open));
+            let open = std::mem::take(&mut self.open);
+            // A batch already waiting its turn takes the new one in, up to
+            // `batch_docs`: many small flushes (runs ending together) then
+            // share a write instead of queueing one write each.
+            match self.sealed.back_mut() {
+                Some(last) if last.batch.len() + open.batch.len() <= self.config.batch_docs => {
+                    last.batch.runs.extend(open.batch.runs);
+                    last.batch.chunks.extend(open.batch.chunks);
+                    last.waiters.extend(open.waiters);
+                }
+                _ => self.sealed.push_back(open),
+            }
         }
         self.open_deadline = None;
     }
@@ -1230,6 +1261,56 @@ mod tests {
         other.flush().await;
         assert_eq!(store.inner.run(run.run_id).await.unwrap(), Some(done));
         drop((sink, other));
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn flushes_waiting_together_share_one_write() {
+        let store = TestStore::new();
+        let (sink, task) = start(
+            Arc::clone(&store),
+            SinkConfig {
+                batch_docs: 1000,
+                channel_capacity: 256,
+                ..config()
+            },
+        );
+        let stats = sink.stats();
+        // Hold the store so that the first batch stays in flight while the
+        // other runs end and ask for their flushes.
+        store.hold.send_replace(true);
+        sink.record(record(RunStatus::Succeeded)).await;
+        let first = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.flush().await }
+        });
+        eventually("the first write is held", async || get(&store.held) == 1).await;
+        let asked = Arc::new(AtomicU64::new(0));
+        let mut ends = Vec::new();
+        for _ in 0..50 {
+            let sink = sink.clone();
+            let asked = Arc::clone(&asked);
+            ends.push(tokio::spawn(async move {
+                sink.record(record(RunStatus::Succeeded)).await;
+                asked.fetch_add(1, Ordering::SeqCst);
+                sink.flush().await;
+            }));
+        }
+        eventually("every run end is taken in", async || {
+            get(&asked) == 50 && get(&stats.queued) == 0
+        })
+        .await;
+        store.hold.send_replace(false);
+        first.await.unwrap();
+        for end in ends {
+            end.await.unwrap();
+        }
+        assert_eq!(get(&stats.written), 51);
+        // One write for the held batch and one for the 50 run ends (a third
+        // if the last flush slipped in after the release).
+        let batches = get(&stats.batches);
+        assert!(batches <= 3, "50 flushes made {batches} writes");
+        drop(sink);
         task.await.unwrap().unwrap();
     }
 

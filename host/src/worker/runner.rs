@@ -153,6 +153,10 @@ async fn execute(spec: RunSpec) {
     metrics.run_ended(record.status);
     let status = record.status;
     sink.record(record).await;
+    // The running entry goes only once the final record is durable (in the
+    // store or the spool): a worker killed before that leaves the entry,
+    // and the run is then recorded `lost` instead of staying `running`.
+    sink.flush().await;
     if let Err(err) = coord.finish_run(&job.name, entry.run_id).await {
         // The entry is on the worker's lease, so it goes with the lease at worst.
         tracing::warn!(%err, "cannot remove the running entry");
