@@ -22,6 +22,13 @@ need_package libprotobuf-dev
 # openssl to make the certificates of the TLS test.
 need_package etcd-server
 need_package openssl
+# The web console's browser tests: Debian's chromium, driven by npm
+# playwright-core (scripts/test.sh runs `npm ci` in tests/browser). A node
+# from elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's
+# npm package) is used as it is; Debian's are installed only when missing.
+need_package chromium
+command -v node >/dev/null 2>&1 || need_package nodejs
+command -v npm >/dev/null 2>&1 || need_package npm
 
 if ((${#apt_packages[@]})); then
     echo "==> apt-get install ${apt_packages[*]}"

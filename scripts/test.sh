@@ -37,6 +37,14 @@ for example in rust-module:wasm32-wasip1 rust-component:wasm32-wasip2; do
         --target "$target" -- -D warnings
 done
 
+echo "==> browser test dependencies"
+# npm ci only when tests/browser/node_modules does not match the lock file.
+browser=tests/browser
+if ! cmp -s "$browser/package-lock.json" "$browser/node_modules/.installed-lock.json"; then
+    (cd "$browser" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$browser/package-lock.json" "$browser/node_modules/.installed-lock.json"
+fi
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "${extra[@]}"

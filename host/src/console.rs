@@ -9,23 +9,25 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::ApiError;
 
-/// (URL path, content type, bytes) of every console file.
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// (URL path, content type, bytes) of every console file. A file added to
+/// `webroot/` is served only once it is listed here.
 const FILES: &[(&str, &str, &[u8])] = &[
-    (
-        "/",
-        "text/html; charset=utf-8",
-        include_bytes!("../../webroot/index.html"),
-    ),
-    (
-        "/app.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../webroot/app.js"),
-    ),
-    (
-        "/style.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../../webroot/style.css"),
-    ),
+    ("/", HTML, include_bytes!("../../webroot/index.html")),
+    ("/style.css", CSS, include_bytes!("../../webroot/style.css")),
+    ("/js/app.js", JS, include_bytes!("../../webroot/js/app.js")),
+    ("/js/api.js", JS, include_bytes!("../../webroot/js/api.js")),
+    ("/js/ui.js", JS, include_bytes!("../../webroot/js/ui.js")),
+    ("/js/dashboard.js", JS, include_bytes!("../../webroot/js/dashboard.js")),
+    ("/js/jobs.js", JS, include_bytes!("../../webroot/js/jobs.js")),
+    ("/js/editor.js", JS, include_bytes!("../../webroot/js/editor.js")),
+    ("/js/modules.js", JS, include_bytes!("../../webroot/js/modules.js")),
+    ("/js/runs.js", JS, include_bytes!("../../webroot/js/runs.js")),
+    ("/js/run.js", JS, include_bytes!("../../webroot/js/run.js")),
+    ("/js/workers.js", JS, include_bytes!("../../webroot/js/workers.js")),
 ];
 
 /// Serves a console file, or answers 404 (as JSON under `/api/`).
@@ -41,5 +43,39 @@ pub(crate) async fn fallback(request: Request) -> Response {
         }
         (_, Some(_)) => (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response(),
         (_, None) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::FILES;
+
+    /// Every file under `dir`, as a URL path relative to `root`.
+    fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read webroot") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, found);
+            } else {
+                let relative = path.strip_prefix(root).expect("under webroot");
+                found.push(format!("/{}", relative.to_string_lossy()));
+            }
+        }
+    }
+
+    #[test]
+    fn every_webroot_file_is_served() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../webroot");
+        let mut found = Vec::new();
+        walk(&root, &root, &mut found);
+        for file in found {
+            let url = if file == "/index.html" { "/" } else { file.as_str() };
+            assert!(
+                FILES.iter().any(|(path, _, _)| *path == url),
+                "webroot{file} is not in console::FILES, so the binary would not serve it"
+            );
+        }
     }
 }

@@ -6,6 +6,7 @@ mod api_errors;
 mod auth;
 mod cli;
 mod cluster;
+mod console;
 mod lifecycle;
 mod logs;
 mod shell_jobs;

@@ -3,12 +3,16 @@
 //! Tokens are kept as SHA-256 digests and compared in constant time against
 //! every configured token, so neither timing nor logs reveal a token. A server
 //! without tokens (loopback only, see `config`) treats every caller as admin.
+//! `GET /api/v1/whoami` tells a client (the console) which role it has.
 
-use axum::extract::FromRequestParts;
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
 use crate::config::{Role, Token};
@@ -76,6 +80,30 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
         authenticate(&state.tokens, presented).ok_or_else(|| ApiError::Unauthorized("invalid token".into()))
     }
+}
+
+/// The caller as the server sees it, so a client can offer only what it may do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Whoami {
+    /// The token's configured name (`local` on a server without tokens).
+    pub name: String,
+    pub role: Role,
+    /// Whether the server requires a bearer token at all.
+    pub tokens_required: bool,
+    /// Whether this server accepts shell jobs (its workers may run native processes).
+    pub shell_jobs: bool,
+}
+
+/// The caller's token name and role.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "auth",
+    responses((status = 200, body = Whoami), (status = 401, body = super::ErrorBody)))]
+pub(super) async fn whoami(State(state): State<AppState>, caller: Caller) -> Json<Whoami> {
+    Json(Whoami {
+        name: caller.name,
+        role: caller.role,
+        tokens_required: !state.tokens.is_empty(),
+        shell_jobs: state.shell_jobs,
+    })
 }
 
 #[cfg(test)]

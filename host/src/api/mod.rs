@@ -79,6 +79,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/runs/{run_id}/output", get(runs::output))
         .route("/workers", get(system::workers))
         .route("/cron/next", get(system::cron_next))
+        .route("/whoami", get(auth::whoami))
         .route("/openapi.json", get(openapi::serve))
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed);

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, jobs, modules, runs, system};
+use super::{auth, error, jobs, modules, runs, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,6 +15,7 @@ use super::{error, jobs, modules, runs, system};
         modules::upload, modules::list, modules::get, modules::delete,
         runs::list, runs::get, runs::output,
         system::workers, system::cron_next, system::healthz, system::readyz, system::metrics,
+        auth::whoami,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&BearerAuth),
@@ -26,6 +27,7 @@ use super::{error, jobs, modules, runs, system};
         (name = "workers", description = "Live workers"),
         (name = "cron", description = "Cron expression preview"),
         (name = "system", description = "Probes and metrics"),
+        (name = "auth", description = "The caller's identity and role"),
     )
 )]
 pub struct ApiDoc;
@@ -75,6 +77,7 @@ mod tests {
             ("/api/v1/runs/{run_id}/output", vec!["get"]),
             ("/api/v1/workers", vec!["get"]),
             ("/api/v1/cron/next", vec!["get"]),
+            ("/api/v1/whoami", vec!["get"]),
             ("/healthz", vec!["get"]),
             ("/readyz", vec!["get"]),
             ("/metrics", vec!["get"]),
@@ -87,7 +90,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            16,
+            17,
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );

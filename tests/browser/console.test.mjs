@@ -1,0 +1,415 @@
+// End-to-end tests of the web console in a real browser: playwright-core
+// drives Debian's chromium against a real `sandcron dev`. Started by the Rust
+// e2e test tests/e2e/console.rs, which starts the servers and passes:
+//
+//   SANDCRON_URL          a `sandcron dev` without tokens (every caller is admin)
+//   SANDCRON_AUTH_URL     a `sandcron dev` with tokens
+//   SANDCRON_VIEWER_TOKEN, SANDCRON_ADMIN_TOKEN   tokens of the second server
+//   SANDCRON_EXAMPLE_WASM an example guest to upload (target/guests/rust-module.wasm)
+//   SANDCRON_REFUSED_WASM a module the server must refuse (imports env::host_fn)
+//   SANDCRON_SLEEP_WASM   a module that prints "sleeping" and sleeps for a minute
+//   ARTIFACT_DIR          where screenshots go (under target/)
+//   DOCS_SCREENSHOTS_DIR  optional: also write the README's screenshots there
+//
+// Every wait has a deadline and waits for a condition (Playwright's
+// auto-waiting, locator.waitFor, page.waitForFunction); nothing sleeps.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { copyFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set; run this through tests/e2e/console.rs`);
+  return value;
+};
+const BASE = env("SANDCRON_URL");
+const AUTH_BASE = env("SANDCRON_AUTH_URL");
+const VIEWER_TOKEN = env("SANDCRON_VIEWER_TOKEN");
+const ADMIN_TOKEN = env("SANDCRON_ADMIN_TOKEN");
+const EXAMPLE_WASM = env("SANDCRON_EXAMPLE_WASM");
+const REFUSED_WASM = env("SANDCRON_REFUSED_WASM");
+const SLEEP_WASM = env("SANDCRON_SLEEP_WASM");
+const ARTIFACTS = env("ARTIFACT_DIR");
+const DOCS = process.env.DOCS_SCREENSHOTS_DIR || null;
+
+/** Deadlines, in milliseconds. */
+const SHORT = 5_000;
+const RUNS = 20_000;
+/** How soon a killed run must show as killed: the issue asks for a second. */
+const KILL_SHOWN = 1_000;
+
+let browser;
+let context;
+let page;
+const pageErrors = [];
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  if (DOCS) mkdirSync(DOCS, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+  context = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: "light", timezoneId: "UTC" });
+  context.setDefaultTimeout(SHORT);
+  page = await context.newPage();
+  page.on("pageerror", (err) => pageErrors.push(err.message));
+  page.on("console", (message) => {
+    if (message.type() === "error" && !/status of (401|404|409|412|422)/.test(message.text())) pageErrors.push(message.text());
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** Saves a screenshot as an artifact (and, for the README's set, into docs/console). */
+async function shot(name, { docs = false, target = page } = {}) {
+  const file = join(ARTIFACTS, `${name}.png`);
+  await target.screenshot({ path: file, fullPage: true });
+  if (docs && DOCS) copyFileSync(file, join(DOCS, `${name}.png`));
+}
+
+/** The API of the server without tokens, for facts the console's actions should have caused. */
+async function apiGet(path) {
+  const response = await fetch(`${BASE}/api/v1${path}`);
+  assert.equal(response.status, 200, `GET ${path}`);
+  return response.json();
+}
+
+/** Opens a console page and waits for its heading. */
+async function open(hash, heading) {
+  const url = `${BASE}/${hash}`;
+  // Going to the very URL the page shows would not render it afresh.
+  if (page.url() === url) await page.reload();
+  else await page.goto(url);
+  await page.getByRole("heading", { level: 1, name: heading }).waitFor();
+}
+
+function row(name) {
+  return page.locator(`tr[data-job="${name}"]`);
+}
+
+/** Fills the editor's common fields for a new job. */
+async function newJob(name, schedule, zone = "UTC") {
+  await open("#/jobs/new", "New job");
+  await page.getByLabel("Name", { exact: true }).fill(name);
+  await page.getByLabel("Cron expression").fill(schedule);
+  await fillZone(zone);
+  await page.locator("#fire-times li").first().waitFor();
+}
+
+/** Clicks Run now on a job's page and follows the notice's link to the new run. */
+async function runNowAndOpen(name) {
+  await page.getByRole("button", { name: `Run ${name} now` }).click();
+  await page.locator(".toast", { hasText: `Run of ${name} requested` }).getByRole("link", { name: "open the run" }).click({ timeout: 10_000 });
+  await page.locator("#output-title").waitFor();
+}
+
+/** Types a time zone and closes the browser's suggestion list, as a user would. */
+async function fillZone(zone) {
+  const input = page.getByLabel("Time zone");
+  await input.fill(zone);
+  await input.press("Escape");
+}
+
+async function save(name) {
+  await page.getByRole("button", { name: "Create job" }).click();
+  await page.getByRole("heading", { level: 1, name: new RegExp(`^${name}`) }).waitFor();
+}
+
+test("the jobs page starts empty and says what to do", async () => {
+  await open("#/jobs", "Jobs");
+  await page.getByText("No jobs yet").waitFor();
+  await page.getByRole("link", { name: "Create the first job" }).waitFor();
+  // Role-aware: the local dev server makes every caller admin.
+  assert.equal(await page.locator("#who [data-role]").textContent(), "admin");
+});
+
+test("a bad schedule is refused with the error naming the field", async () => {
+  await open("#/jobs/new", "New job");
+  const schedule = page.getByLabel("Cron expression");
+  await schedule.fill("0 25 * * *");
+  const error = page.locator("#job-schedule-error");
+  await error.waitFor({ state: "visible" });
+  assert.match(await error.textContent(), /hour field "25": 25 is out of range 0-23/);
+  assert.equal(await schedule.getAttribute("aria-invalid"), "true");
+  await schedule.fill("0 9 * * MON-FRI");
+  await fillZone("Mars/Olympus");
+  const zoneError = page.locator("#job-timezone-error");
+  await zoneError.waitFor({ state: "visible" });
+  assert.match(await zoneError.textContent(), /unknown time zone "Mars\/Olympus"/);
+  await error.waitFor({ state: "hidden" });
+  await shot("editor-errors");
+  // Saving anyway shows the server's answer at the field too.
+  await page.getByLabel("Name", { exact: true }).fill("bad");
+  await fillZone("UTC");
+  await page.getByLabel("Shell command").check();
+  await page.getByLabel("Command", { exact: true }).fill("true");
+  await schedule.fill("61 * * * *");
+  await page.getByRole("button", { name: "Create job" }).click();
+  await page.locator("#form-error", { hasText: 'schedule: minute field "61"' }).waitFor();
+  await page.locator("#job-schedule-error", { hasText: "61 is out of range 0-59" }).waitFor();
+});
+
+test("a refused module shows the server's reason", async () => {
+  await open("#/jobs/new", "New job");
+  await page.locator("#module-file").setInputFiles(REFUSED_WASM);
+  const refusal = page.locator("#upload-error");
+  await refusal.waitFor();
+  assert.match(await refusal.textContent(), /env::host_fn/);
+});
+
+test("upload an example module and create a job from it with a seconds schedule", async () => {
+  await newJob("greeter", "*/2 * * * * *", "Europe/Berlin");
+  // The preview: the schedule in words and the next five fire times in the job's zone.
+  await page.locator("#schedule-explain", { hasText: "every 2 seconds" }).waitFor();
+  const times = await page.locator("#fire-times li").allTextContents();
+  assert.equal(times.length, 5, `five fire times: ${times}`);
+  for (const time of times) assert.match(time, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d GMT\+1$/);
+  await page.getByLabel("Description").fill("Greets every two seconds (the rust-module example)");
+
+  await page.locator("#module-file").setInputFiles(EXAMPLE_WASM);
+  const uploaded = page.locator("#upload-ok");
+  await uploaded.waitFor();
+  const digest = (await page.locator("#upload-digest").textContent()).trim();
+  assert.match(digest, /^sha256:[0-9a-f]{64}$/);
+  assert.match(await uploaded.textContent(), /module \(WASI preview 1\)/);
+  assert.equal(await page.locator("#job-module").inputValue(), digest);
+  await page.getByLabel("Arguments").fill("--verbose");
+  await shot("editor", { docs: true });
+
+  await save("greeter");
+  const job = await apiGet("/jobs/greeter");
+  assert.equal(job.kind.wasm.module, digest);
+  assert.deepEqual(job.kind.wasm.args, ["--verbose"]);
+  assert.equal(job.timezone, "Europe/Berlin");
+  assert.equal(job.schedule, "*/2 * * * * *");
+});
+
+test("runs appear on the job's page, and a run shows its output", async () => {
+  await open("#/jobs/greeter", /^greeter/);
+  // The history refreshes itself: wait for three succeeded runs.
+  await page.waitForFunction(
+    () => document.querySelectorAll('.runs-table tr[data-status="succeeded"]').length >= 3,
+    null,
+    { timeout: RUNS },
+  );
+  await shot("job");
+  await page.locator('.runs-table tr[data-status="succeeded"] a[href^="#/runs/"]').first().click();
+  await page.locator("#output-lines li", { hasText: "hello from rust-module: job=greeter" }).waitFor();
+  // The guest's structured log line went to stderr, and is marked so.
+  await page.locator("#output-lines li.stderr").first().waitFor();
+  await page.locator("#run-status [data-status=succeeded]").waitFor();
+  await page.getByText("Result", { exact: true }).waitFor();
+});
+
+test("a running job's output arrives live, stdout and stderr interleaved", async () => {
+  await newJob("ticker", "@yearly");
+  await page.getByLabel("Shell command").check();
+  await page.getByLabel("Command", { exact: true }).fill('for i in 1 2 3 4 5; do echo "line $i"; echo "warning $i" >&2; sleep 1; done');
+  await save("ticker");
+
+  await runNowAndOpen("ticker");
+  await page.locator("#run-status [data-status=running]").waitFor();
+  // The first lines are there while the run is still running…
+  await page.locator("#output-lines li.stdout", { hasText: "line 1" }).waitFor();
+  assert.equal(await page.locator("#output-state").getAttribute("data-state"), "live");
+  assert.equal(await page.locator("#run-status [data-status=running]").count(), 1, "still running after line 1");
+  assert.equal(await page.locator("#output-lines li", { hasText: "line 5" }).count(), 0, "line 5 not yet written");
+  await page.locator("#output-lines li.stderr", { hasText: "warning 1" }).waitFor();
+  await page.locator("#output-lines li", { hasText: "line 3" }).waitFor({ timeout: 10_000 });
+  await shot("run-live", { docs: true });
+  // …and the rest follows without a reload, until the run ends.
+  await page.locator("#output-lines li", { hasText: "line 5" }).waitFor({ timeout: 10_000 });
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: 10_000 });
+  const lines = await page.locator("#output-lines li").evaluateAll((items) => items.map((li) => `${li.dataset.stream}:${li.querySelector(".text").textContent}`));
+  assert.deepEqual(lines.filter((l) => l.startsWith("stdout:")), [1, 2, 3, 4, 5].map((i) => `stdout:line ${i}`));
+  assert.deepEqual(lines.filter((l) => l.startsWith("stderr:")), [1, 2, 3, 4, 5].map((i) => `stderr:warning ${i}`));
+  assert.equal(lines.length, 10);
+});
+
+test("a long-running job is killed from the console", async () => {
+  // Upload the sleeping guest on the modules page, then pick it in the editor.
+  await open("#/modules", "Modules");
+  await page.locator("#modules-file").setInputFiles(SLEEP_WASM);
+  const digest = (await page.locator("#modules-upload-result code").textContent()).trim();
+  await page.locator(`tr[data-digest="${digest}"]`).waitFor();
+  await newJob("sleeper", "@yearly");
+  await page.getByLabel("Module", { exact: true }).selectOption(digest);
+  await save("sleeper");
+  await runNowAndOpen("sleeper");
+  await page.locator("#output-lines li", { hasText: "sleeping" }).waitFor();
+  await page.locator("#run-status [data-status=running]").waitFor();
+  const started = Date.now();
+  await page.getByRole("button", { name: "Kill", exact: true }).click();
+  await page.locator("#run-status [data-status=killed]").waitFor({ timeout: KILL_SHOWN });
+  console.log(`# the run view showed killed ${Date.now() - started} ms after Kill was clicked`);
+  await page.locator("#output-state[data-state=ended]").waitFor();
+  assert.equal(await page.locator("#kill-run").count(), 0, "no Kill button on an ended run");
+  await shot("run-killed");
+  const runs = await apiGet("/runs?job=sleeper");
+  assert.equal(runs.runs[0].status, "killed");
+});
+
+test("a shell job is killed from its job page", async () => {
+  await newJob("napper", "@yearly");
+  await page.getByLabel("Shell command").check();
+  await page.getByLabel("Command", { exact: true }).fill("echo going to sleep; sleep 300");
+  await save("napper");
+  await page.getByRole("button", { name: "Run napper now" }).click();
+  await page.getByRole("heading", { level: 1, name: /^napper/ }).locator("[data-status=running]").waitFor({ timeout: 10_000 });
+  await page.getByRole("button", { name: "Kill run" }).click();
+  await page.locator('.runs-table tr[data-status="killed"]').waitFor({ timeout: 10_000 });
+  await page.getByRole("heading", { level: 1, name: /^napper/ }).locator("[data-status=scheduled]").waitFor({ timeout: 10_000 });
+});
+
+test("pause and resume from the jobs table", async () => {
+  await open("#/jobs", "Jobs");
+  const greeter = row("greeter");
+  await greeter.locator(".state [data-status=scheduled], .state [data-status=running]").first().waitFor();
+  await greeter.getByRole("button", { name: "Pause greeter" }).click();
+  await greeter.locator(".state [data-status=paused]").waitFor();
+  await greeter.locator(".next-run", { hasText: "paused" }).waitFor();
+  assert.equal((await apiGet("/jobs/greeter")).paused, true);
+  // The button became Resume and kept the keyboard focus.
+  const resume = greeter.getByRole("button", { name: "Resume greeter" });
+  await resume.waitFor();
+  await page.waitForFunction(() => document.activeElement?.getAttribute("aria-label") === "Resume greeter");
+  // Keyboard: Enter on the focused button resumes.
+  await page.keyboard.press("Enter");
+  await greeter.locator(".state [data-status=scheduled], .state [data-status=running]").first().waitFor();
+  assert.equal((await apiGet("/jobs/greeter")).paused, false);
+  // Search and filters.
+  await page.getByLabel("Search jobs").fill("tick");
+  await row("ticker").waitFor();
+  await row("greeter").waitFor({ state: "detached" });
+  await page.getByLabel("Search jobs").fill("");
+  await page.getByLabel("Filter by kind").selectOption("wasm");
+  await row("ticker").waitFor({ state: "detached" });
+  await row("greeter").waitFor();
+  await page.getByLabel("Filter by kind").selectOption("");
+  await row("sleeper").locator(".last-run [data-status=killed]").waitFor();
+  await row("napper").locator(".last-run [data-status=killed]").waitFor();
+  await shot("jobs", { docs: true });
+});
+
+test("run history filters and pages with a cursor", async () => {
+  await open("#/runs?status=killed", "Runs");
+  await page.locator('.runs-table tr[data-status="killed"]').first().waitFor();
+  assert.equal(await page.locator(".runs-table tbody tr:not([data-status=killed])").count(), 0);
+  await open("#/runs?job=greeter&limit=2", "Runs");
+  await page.locator(".runs-table tbody tr").nth(1).waitFor();
+  const first = await page.locator(".runs-table tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.run));
+  assert.equal(first.length, 2);
+  await page.getByRole("button", { name: "Older →" }).click();
+  await page.waitForFunction((ids) => {
+    const shown = [...document.querySelectorAll(".runs-table tbody tr")].map((r) => r.dataset.run);
+    return shown.length > 0 && !shown.some((id) => ids.includes(id));
+  }, first);
+  await page.getByText("page 2").waitFor();
+  await page.getByRole("button", { name: "← Newer" }).click();
+  await page.getByText("page 1").waitFor();
+  await open("#/runs", "Runs");
+  await page.locator(".runs-table tbody tr").nth(2).waitFor();
+  await shot("runs", { docs: true });
+});
+
+test("a job can be edited and deleted with a confirmation", async () => {
+  await open("#/jobs/ticker/edit", "Edit ticker");
+  await page.getByLabel("Description").fill("Prints five lines");
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.getByText("Prints five lines").waitFor();
+  assert.equal((await apiGet("/jobs/ticker")).description, "Prints five lines");
+  await page.getByRole("button", { name: "Delete ticker" }).click();
+  const dialog = page.locator("#confirm-dialog");
+  await dialog.getByText("Delete job ticker?").waitFor();
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await dialog.waitFor({ state: "hidden" });
+  assert.equal((await apiGet("/jobs/ticker")).name, "ticker");
+  await page.getByRole("button", { name: "Delete ticker" }).click();
+  await dialog.getByRole("button", { name: "Delete job" }).click();
+  await page.getByRole("heading", { level: 1, name: "Jobs" }).waitFor();
+  assert.equal((await fetch(`${BASE}/api/v1/jobs/ticker`)).status, 404);
+});
+
+test("the worker is listed with its capacity and uptime", async () => {
+  await open("#/workers", "Workers");
+  const worker = page.locator("tr[data-worker]");
+  await worker.first().waitFor();
+  assert.equal(await worker.count(), 1);
+  const [live] = await apiGet("/workers");
+  const text = await worker.first().textContent();
+  assert.ok(text.includes(live.id), text);
+  assert.ok(text.includes(`/ ${live.capacity}`), text);
+  assert.ok(text.includes(live.version), text);
+  await worker.first().locator(".badge", { hasText: "live" }).waitFor();
+  await shot("workers", { docs: true });
+});
+
+test("the dashboard charts the last hour", async () => {
+  await open("#/dashboard", "Dashboard");
+  await page.locator("svg.chart").first().waitFor();
+  assert.ok(Number(await page.locator("#stat-runs .stat-value").textContent()) >= 5);
+  assert.equal(await page.locator("svg.chart").count(), 3);
+  await page.locator(".problems [data-status=killed]").first().waitFor();
+  await page.locator("svg.chart[aria-label^='Slowest jobs']", { hasText: "napper" }).waitFor();
+  await shot("dashboard", { docs: true });
+});
+
+test("modules are listed with the jobs that use them", async () => {
+  await open("#/modules", "Modules");
+  await page.locator("tr[data-digest]", { hasText: "greeter" }).waitFor();
+  await shot("modules");
+});
+
+test("on a phone the jobs table becomes cards", async () => {
+  const phone = await context.newPage();
+  await phone.setViewportSize({ width: 390, height: 844 });
+  await phone.goto(`${BASE}/#/jobs`);
+  await phone.locator('tr[data-job="greeter"]').waitFor();
+  const width = await phone.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 390, `no horizontal scrolling on a phone (page is ${width}px wide)`);
+  await shot("jobs-phone", { docs: true, target: phone });
+  await phone.close();
+});
+
+test("a server with tokens prompts for one and offers what the role allows", async () => {
+  const auth = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const tab = await auth.newPage();
+  tab.setDefaultTimeout(SHORT);
+  await tab.goto(`${AUTH_BASE}/#/jobs`);
+  const dialog = tab.locator("#token-dialog");
+  await dialog.getByRole("heading", { name: "Sign in" }).waitFor();
+  await shot("token-prompt", { target: tab });
+  // A wrong token is refused and the prompt says so.
+  await dialog.getByLabel("Bearer token").fill("not-the-token");
+  await dialog.getByRole("button", { name: "Sign in" }).click();
+  await dialog.getByText("did not accept that token").waitFor();
+  // A viewer sees the jobs but no way to change them.
+  await dialog.getByLabel("Bearer token").fill(VIEWER_TOKEN);
+  await dialog.getByRole("button", { name: "Sign in" }).click();
+  await tab.getByRole("heading", { level: 1, name: "Jobs" }).waitFor();
+  await tab.locator("#who [data-role=viewer]").waitFor();
+  assert.equal(await tab.getByRole("link", { name: "New job" }).count(), 0);
+  assert.equal(await tab.evaluate(() => sessionStorage.getItem("sandcron.token")), VIEWER_TOKEN);
+  // Signing out forgets the token; an admin may also write shell jobs.
+  await tab.getByRole("button", { name: "Sign out" }).click();
+  await tab.getByRole("heading", { level: 1, name: "Signed out" }).waitFor();
+  assert.equal(await tab.evaluate(() => sessionStorage.getItem("sandcron.token")), null);
+  await tab.locator("main").getByRole("button", { name: "Sign in" }).click();
+  await dialog.getByLabel("Bearer token").fill(ADMIN_TOKEN);
+  await dialog.getByRole("button", { name: "Sign in" }).click();
+  await tab.locator("#who [data-role=admin]").waitFor();
+  await tab.getByRole("link", { name: "New job" }).click();
+  await tab.getByRole("heading", { level: 1, name: "New job" }).waitFor();
+  assert.equal(await tab.getByLabel("Shell command").isEnabled(), true);
+  await auth.close();
+});
+
+test("no script errors on any page", () => {
+  assert.deepEqual(pageErrors, []);
+});

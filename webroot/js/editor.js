@@ -1,0 +1,441 @@
+// The job editor (#/jobs/new, #/jobs/{name}/edit): the schedule validated
+// and previewed live in the job's zone through /cron/next, the kind (a
+// WebAssembly module, picked or uploaded by drag-and-drop, or a shell command
+// for admins on servers that permit it), limits and policies. Saving is one
+// PUT with If-Match / If-None-Match, so nobody's change is overwritten.
+
+import { api, can, jobPath, query, session } from "./api.js";
+import {
+  debounce, emptyState, formatBytes, formatPairs, formatTime, h, localZone, navigate,
+  parsePairs, replace, shortDigest, toast,
+} from "./ui.js";
+import { uploadModule } from "./modules.js";
+
+const NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const PRESETS = [
+  ["*/10 * * * * *", "every 10 s"],
+  ["* * * * *", "every minute"],
+  ["*/15 * * * *", "every 15 min"],
+  ["@hourly", "hourly"],
+  ["0 3 * * *", "daily 03:00"],
+  ["0 9 * * MON-FRI", "weekdays 09:00"],
+];
+const DEFAULT_LIMITS = { fuel: 10_000_000_000, memory_mb: 64, timeout_s: 300, output_kb: 1024 };
+
+function zones() {
+  try {
+    const list = Intl.supportedValuesOf("timeZone");
+    return list.includes("UTC") ? list : ["UTC", ...list];
+  } catch {
+    return ["UTC", localZone()];
+  }
+}
+
+/** A labelled control with its hint and the place its error goes. */
+function field(label, control, { hint, id = control.id, wide = false, span2 = false } = {}) {
+  const error = h("p", { class: "field-error", id: `${id}-error`, hidden: true });
+  const hintNode = hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null;
+  control.setAttribute("aria-describedby", [hintNode ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(" "));
+  return h("div", { class: `field${wide ? " wide" : ""}${span2 ? " span2" : ""}`, "data-field": id }, h("label", { for: id }, label), control, hintNode, error);
+}
+
+function input(id, attrs = {}) {
+  return h("input", { id, name: id, ...attrs });
+}
+
+function number(id, value, attrs = {}) {
+  return input(id, { type: "number", min: 0, step: 1, inputmode: "numeric", value: String(value), ...attrs });
+}
+
+function select(id, options, value) {
+  return h("select", { id, name: id }, options.map(([v, label]) => h("option", { value: v, selected: v === value }, label)));
+}
+
+/** Shows (or clears) the error of the field whose control has `id`. */
+function setFieldError(form, id, message) {
+  const control = form.querySelector(`#${CSS.escape(id)}`);
+  const error = form.querySelector(`#${CSS.escape(id)}-error`);
+  if (!control || !error) return false;
+  control.setAttribute("aria-invalid", message ? "true" : "false");
+  error.hidden = !message;
+  error.textContent = message || "";
+  return true;
+}
+
+/** Which control a server error's `field` (a JSON path) belongs to. */
+function controlForField(path) {
+  if (!path) return null;
+  const map = [
+    [/^name$/, "job-name"],
+    [/^schedule$|^expr$/, "job-schedule"],
+    [/^timezone$|^tz$/, "job-timezone"],
+    [/^kind\.wasm\.module$|^module$/, "job-module"],
+    [/^kind\.wasm\.args/, "job-args"],
+    [/^kind\.wasm\.env/, "job-env"],
+    [/^kind\.wasm\.limits\.(\w+)/, (m) => `job-${m[1].replace("_", "-")}`],
+    [/^kind\.shell\.command/, "job-command"],
+    [/^kind\.shell\.env/, "job-env"],
+    [/^kind\.shell\.timeout_s/, "job-shell-timeout"],
+    [/^kind\.shell\.output_kb/, "job-shell-output"],
+    [/^kind/, "kind-wasm"],
+    [/^overlap/, "job-overlap"],
+    [/^catchup\.window_s/, "job-catchup-window"],
+    [/^catchup/, "job-catchup"],
+    [/^retry\.max_backoff_s/, "job-retry-max-backoff"],
+    [/^retry\.backoff_s/, "job-retry-backoff"],
+    [/^retry/, "job-retry-max"],
+    [/^selector/, "job-selector"],
+    [/^description/, "job-description"],
+  ];
+  for (const [pattern, target] of map) {
+    const m = pattern.exec(path);
+    if (m) return typeof target === "function" ? target(m) : target;
+  }
+  return null;
+}
+
+export async function render(view) {
+  const editing = view.params[0] ?? null;
+  view.title(editing ? `Edit ${editing}` : "New job");
+  if (!can("operator")) {
+    replace(view.main, h("h1", { tabindex: -1 }, editing ? `Edit ${editing}` : "New job"),
+      emptyState("Your role cannot change jobs", `You are signed in as ${session.role}; creating and changing jobs needs the operator role (admin for shell jobs).`,
+        h("a", { href: editing ? `#/jobs/${encodeURIComponent(editing)}` : "#/jobs" }, "Back")));
+    return;
+  }
+
+  const [job, modules, workers] = await Promise.all([
+    editing ? api(jobPath(editing), { signal: view.signal }) : null,
+    api("/modules", { signal: view.signal }),
+    api("/workers", { signal: view.signal }),
+  ]);
+  const nativeWorkers = workers.filter((w) => w.allow_native).length;
+  const shellAllowed = session.role === "admin" && session.shellJobs && nativeWorkers > 0;
+  const shellWhyNot = session.role !== "admin"
+    ? "Shell jobs need the admin role."
+    : !session.shellJobs
+      ? "This server does not accept shell jobs (its workers forbid native processes)."
+      : nativeWorkers === 0 ? "No live worker permits native processes (allow_native)." : null;
+
+  const kind = job ? (job.kind.shell ? "shell" : "wasm") : "wasm";
+  const wasm = job?.kind.wasm ?? { module: "", args: [], env: {}, limits: DEFAULT_LIMITS };
+  const shell = job?.kind.shell ?? { command: "", env: {}, timeout_s: 3600, output_kb: 1024 };
+  const editingShellWithoutRights = editing && kind === "shell" && session.role !== "admin";
+
+  // ---- controls ----
+  const name = input("job-name", { value: editing ?? "", required: true, pattern: NAME_PATTERN.source, autocomplete: "off", spellcheck: "false", disabled: Boolean(editing), placeholder: "nightly-report" });
+  const description = input("job-description", { value: job?.description ?? "", placeholder: "What this job is for (optional)" });
+  const schedule = input("job-schedule", { value: job?.schedule ?? "", required: true, class: "mono", autocomplete: "off", spellcheck: "false", placeholder: "*/10 * * * * *" });
+  const timezone = input("job-timezone", { value: job?.timezone ?? "UTC", list: "zones", autocomplete: "off", spellcheck: "false" });
+  const zoneList = h("datalist", { id: "zones" }, zones().map((z) => h("option", { value: z })));
+  const preview = h("div", { class: "preview", id: "schedule-preview", "aria-live": "polite" }, h("p", { class: "muted" }, "Type a schedule to see when it fires."));
+  const presets = h("div", { class: "presets", role: "group", "aria-label": "Schedule presets" },
+    PRESETS.map(([expr, label]) => h("button", {
+      type: "button", class: "chip-button", title: expr, onclick: () => {
+        schedule.value = expr;
+        schedule.dispatchEvent(new Event("input"));
+        schedule.focus();
+      },
+    }, label)));
+
+  const kindWasm = h("input", { type: "radio", name: "kind", id: "kind-wasm", value: "wasm", checked: kind === "wasm" });
+  const kindShell = h("input", { type: "radio", name: "kind", id: "kind-shell", value: "shell", checked: kind === "shell", disabled: !shellAllowed && kind !== "shell" });
+
+  const moduleSelect = h("select", { id: "job-module", name: "job-module", required: true },
+    h("option", { value: "" }, modules.length ? "Choose an uploaded module…" : "No modules uploaded yet — upload one below"),
+    modules.map((m) => h("option", { value: m.digest, selected: m.digest === wasm.module }, moduleLabel(m))));
+  const fileInput = h("input", { type: "file", id: "module-file", accept: ".wasm,application/wasm", class: "visually-hidden" });
+  const dropLabel = h("label", { for: "module-file", class: "dropzone", id: "dropzone" },
+    h("strong", {}, "Drop a .wasm file here"), " or ", h("span", { class: "link-like" }, "choose a file"),
+    h("small", { class: "muted" }, "A WASI preview 1 module or a wasi:cli command component; it is validated on upload."));
+  const uploadResult = h("div", { id: "upload-result", "aria-live": "polite" });
+  const args = h("textarea", { id: "job-args", rows: 2, class: "mono", spellcheck: "false", placeholder: "one argument per line" }, wasm.args.join("\n"));
+  const limits = wasm.limits ?? DEFAULT_LIMITS;
+  const fuel = number("job-fuel", limits.fuel);
+  const memory = number("job-memory-mb", limits.memory_mb, { min: 1 });
+  const wasmTimeout = number("job-timeout-s", limits.timeout_s, { min: 1 });
+  const wasmOutput = number("job-output-kb", limits.output_kb, { min: 1 });
+
+  const command = h("textarea", { id: "job-command", rows: 3, class: "mono", spellcheck: "false", placeholder: "echo hello from $SANDCRON_JOB" }, shell.command);
+  const shellTimeout = number("job-shell-timeout", shell.timeout_s, { min: 1 });
+  const shellOutput = number("job-shell-output", shell.output_kb, { min: 1 });
+  const env = h("textarea", { id: "job-env", rows: 2, class: "mono", spellcheck: "false", placeholder: "KEY=value, one per line" }, formatPairs(kind === "shell" ? shell.env : wasm.env));
+
+  const overlap = select("job-overlap", [
+    ["forbid", "forbid — skip a tick while the previous run runs"],
+    ["allow", "allow — run both"],
+    ["replace", "replace — kill the old run"],
+  ], job?.overlap ?? "forbid");
+  const catchup = select("job-catchup", [
+    ["skip", "skip — record missed ticks as missed"],
+    ["latest", "latest — run the newest missed tick"],
+    ["all", "all — run every missed tick (oldest first)"],
+  ], job?.catchup.policy ?? "skip");
+  const catchupWindow = number("job-catchup-window", job?.catchup.window_s ?? 3600);
+  const retryMax = number("job-retry-max", job?.retry.max ?? 0);
+  const retryBackoff = number("job-retry-backoff", job?.retry.backoff_s ?? 10);
+  const retryMaxBackoff = number("job-retry-max-backoff", job?.retry.max_backoff_s ?? 3600);
+  const selector = h("textarea", { id: "job-selector", rows: 2, class: "mono", spellcheck: "false", placeholder: "zone=eu-1" }, formatPairs(job?.selector));
+  const paused = h("input", { type: "checkbox", id: "job-paused", checked: job?.paused ?? false });
+
+  const wasmSection = h("div", { class: "kind-panel", id: "wasm-panel" },
+    h("div", { class: "grid" },
+      field("Module", moduleSelect, { wide: true, hint: "The module's SHA-256 digest is what the job stores." }),
+      h("div", { class: "field wide" }, fileInput, dropLabel, uploadResult),
+      field("Arguments", args, { hint: "argv[0] is the job name; these follow it." }),
+      field("Fuel", fuel, { hint: "about one unit per instruction" }),
+      field("Memory (MiB)", memory),
+      field("Timeout (s)", wasmTimeout),
+      field("Output limit (KiB)", wasmOutput)));
+  const shellSection = h("div", { class: "kind-panel", id: "shell-panel" },
+    h("div", { class: "grid" },
+      field("Command", command, { wide: true, hint: "Run by /bin/sh -c in its own process group, with a cleared environment." }),
+      field("Timeout (s)", shellTimeout),
+      field("Output limit (KiB)", shellOutput)));
+
+  const errorSummary = h("div", { class: "notice tone-bad", id: "form-error", role: "alert", hidden: true });
+  const bodyPreview = h("pre", { class: "mono body-preview" });
+  const save = h("button", { type: "submit", class: "primary", id: "save-job" }, editing ? "Save changes" : "Create job");
+
+  const form = h("form", { class: "editor", id: "job-form", novalidate: true },
+    errorSummary,
+    editingShellWithoutRights ? h("p", { class: "notice tone-warn" }, "This is a shell job: only an admin can change it.") : null,
+    h("fieldset", {},
+      h("legend", {}, "Job"),
+      h("div", { class: "grid" },
+        field("Name", name, { hint: editing ? "A job's name cannot change." : "Lowercase letters, digits, - and _; up to 63 characters." }),
+        field("Description", description, { span2: true }))),
+    h("fieldset", {},
+      h("legend", {}, "Schedule"),
+      h("div", { class: "grid" },
+        field("Cron expression", schedule, { span2: true, hint: "5 fields (minute…), 6 with leading seconds, 7 with a trailing year, @daily or @every 90s." }),
+        field("Time zone", timezone, { hint: `IANA name; your browser's zone is ${localZone()}.` }),
+        zoneList,
+        h("div", { class: "field wide" }, presets),
+        h("div", { class: "field wide" }, preview))),
+    h("fieldset", {},
+      h("legend", {}, "What runs"),
+      h("div", { class: "kinds", role: "radiogroup", "aria-label": "Kind" },
+        h("label", { class: "kind-option" }, kindWasm, h("span", {}, h("strong", {}, "WebAssembly module"), h("small", {}, "Sandboxed: WASI only, no network, no files unless granted."))),
+        h("label", { class: `kind-option${kindShell.disabled ? " disabled" : ""}`, title: shellWhyNot ?? "" }, kindShell,
+          h("span", {}, h("strong", {}, "Shell command"), h("small", {}, shellWhyNot ?? "Runs natively on a worker that permits it (admins only).")))),
+      wasmSection,
+      shellSection,
+      h("div", { class: "grid" }, field("Environment", env, { wide: true, hint: "KEY=value per line, added to the SANDCRON_* variables." }))),
+    h("fieldset", {},
+      h("legend", {}, "Policies"),
+      h("div", { class: "grid" },
+        field("When a run is still running", overlap, { wide: true }),
+        field("Ticks missed while no worker ran it", catchup),
+        field("Catch-up window (s)", catchupWindow),
+        field("Retries", retryMax, { hint: "of failed, timed-out and lost runs" }),
+        field("Backoff (s)", retryBackoff, { hint: "doubles each attempt" }),
+        field("Longest backoff (s)", retryMaxBackoff),
+        field("Worker labels", selector, { wide: true, hint: "KEY=value per line; only workers with all of them run the job." }),
+        h("div", { class: "field" }, h("label", { class: "check" }, paused, " Paused"), h("p", { class: "hint" }, "A paused job keeps its history; run now still works.")))),
+    h("details", { class: "body-details" }, h("summary", {}, "Request body (PUT ", h("code", {}, `/api/v1/jobs/${editing ?? "…"}`), ")"), bodyPreview),
+    h("div", { class: "form-actions" },
+      save,
+      h("a", { class: "button", href: editing ? `#/jobs/${encodeURIComponent(editing)}` : "#/jobs" }, "Cancel")));
+
+  replace(view.main,
+    h("div", { class: "page-head" },
+      h("div", {},
+        h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / ", editing ? [h("a", { href: `#/jobs/${encodeURIComponent(editing)}` }, editing), " /"] : null),
+        h("h1", { tabindex: -1 }, editing ? `Edit ${editing}` : "New job"))),
+    form);
+
+  const currentKind = () => (kindShell.checked ? "shell" : "wasm");
+  const showKind = () => {
+    wasmSection.hidden = currentKind() !== "wasm";
+    shellSection.hidden = currentKind() !== "shell";
+    for (const control of wasmSection.querySelectorAll("input, select, textarea")) control.disabled = wasmSection.hidden;
+    for (const control of shellSection.querySelectorAll("input, select, textarea")) control.disabled = shellSection.hidden;
+  };
+  kindWasm.addEventListener("change", showKind);
+  kindShell.addEventListener("change", showKind);
+  showKind();
+
+  // ---- live schedule preview ----
+  let previewSeq = 0;
+  const refreshPreview = async () => {
+    const seq = ++previewSeq;
+    const expr = schedule.value.trim();
+    const zone = timezone.value.trim() || "UTC";
+    if (!expr) {
+      setFieldError(form, "job-schedule", null);
+      replace(preview, h("p", { class: "muted" }, "Type a schedule to see when it fires."));
+      return;
+    }
+    try {
+      const answer = await api(`/cron/next${query({ expr, tz: zone, count: 5 })}`, { signal: view.signal });
+      if (seq !== previewSeq) return;
+      setFieldError(form, "job-schedule", null);
+      setFieldError(form, "job-timezone", null);
+      replace(preview,
+        h("p", { class: "explain-line" }, h("strong", { id: "schedule-explain" }, answer.explain), answer.fixed_time ? h("small", { class: "muted" }, " · fixed time: DST gaps shift it, repeats run once") : null),
+        h("p", { class: "muted" }, `Next ${answer.next.length} fire times in ${answer.timezone}:`),
+        h("ol", { class: "fire-times", id: "fire-times" }, answer.next.map((t) => h("li", {}, h("time", { datetime: t }, formatTime(t, answer.timezone, true))))));
+    } catch (err) {
+      if (err.name === "AbortError" || seq !== previewSeq) return;
+      const target = err.field === "tz" ? "job-timezone" : "job-schedule";
+      setFieldError(form, target === "job-timezone" ? "job-schedule" : "job-timezone", null);
+      setFieldError(form, target, err.message);
+      replace(preview, h("p", { class: "muted" }, "No preview until the ", target === "job-timezone" ? "time zone" : "schedule", " is valid."));
+    }
+  };
+  const previewSoon = debounce(refreshPreview, 250);
+  schedule.addEventListener("input", previewSoon);
+  timezone.addEventListener("input", previewSoon);
+  timezone.addEventListener("change", refreshPreview);
+  refreshPreview();
+
+  name.addEventListener("input", () => {
+    const value = name.value.trim();
+    setFieldError(form, "job-name", value && !NAME_PATTERN.test(value) ? "use lowercase letters, digits, - and _, starting with a letter or digit (at most 63)" : null);
+  });
+
+  // ---- module upload ----
+  const upload = async (file) => {
+    if (!file) return;
+    replace(uploadResult, h("p", { class: "muted" }, `Uploading ${file.name} (${formatBytes(file.size)})…`));
+    setFieldError(form, "job-module", null);
+    try {
+      const stored = await uploadModule(file, view.signal);
+      let option = [...moduleSelect.options].find((o) => o.value === stored.digest);
+      if (!option) {
+        option = h("option", { value: stored.digest }, moduleLabel({ ...stored, uploaded_at: new Date().toISOString() }));
+        moduleSelect.append(option);
+      }
+      moduleSelect.value = stored.digest;
+      replace(uploadResult, h("div", { class: "upload-ok", id: "upload-ok" },
+        h("p", {}, h("strong", {}, stored.created ? "Uploaded " : "Already stored: "), file.name),
+        h("dl", { class: "facts compact" },
+          h("dt", {}, "Digest"), h("dd", {}, h("code", { class: "digest", id: "upload-digest" }, stored.digest)),
+          h("dt", {}, "Size"), h("dd", {}, formatBytes(stored.size)),
+          h("dt", {}, "Kind"), h("dd", {}, stored.kind === "component" ? "component (WASI 0.2 command)" : "module (WASI preview 1)"))));
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      replace(uploadResult, h("div", { class: "notice tone-bad", id: "upload-error", role: "alert" },
+        h("strong", {}, `${file.name} was refused: `), err.message));
+    } finally {
+      fileInput.value = "";
+    }
+  };
+  fileInput.addEventListener("change", () => upload(fileInput.files[0]));
+  for (const type of ["dragenter", "dragover"]) {
+    dropLabel.addEventListener(type, (event) => {
+      event.preventDefault();
+      dropLabel.classList.add("over");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    dropLabel.addEventListener(type, () => dropLabel.classList.remove("over"));
+  }
+  dropLabel.addEventListener("drop", (event) => {
+    event.preventDefault();
+    upload(event.dataTransfer.files[0]);
+  });
+
+  // ---- the body ----
+  const build = () => {
+    const spec = {
+      ...(job ? stripView(job) : {}),
+      schedule: schedule.value.trim(),
+      timezone: timezone.value.trim() || "UTC",
+      overlap: overlap.value,
+      catchup: { policy: catchup.value, window_s: Number(catchupWindow.value) },
+      retry: { max: Number(retryMax.value), backoff_s: Number(retryBackoff.value), max_backoff_s: Number(retryMaxBackoff.value) },
+      paused: paused.checked,
+      selector: parsePairs(selector.value, "worker labels"),
+      description: description.value.trim(),
+    };
+    const envPairs = parsePairs(env.value, "environment");
+    if (currentKind() === "shell") {
+      spec.kind = { shell: { command: command.value, env: envPairs, timeout_s: Number(shellTimeout.value), output_kb: Number(shellOutput.value) } };
+    } else {
+      spec.kind = {
+        wasm: {
+          ...(job?.kind.wasm ?? {}),
+          module: moduleSelect.value,
+          args: args.value.split("\n").map((a) => a.trim()).filter(Boolean),
+          env: envPairs,
+          limits: { fuel: Number(fuel.value), memory_mb: Number(memory.value), timeout_s: Number(wasmTimeout.value), output_kb: Number(wasmOutput.value) },
+        },
+      };
+    }
+    return spec;
+  };
+  const showBody = () => {
+    try {
+      bodyPreview.textContent = JSON.stringify(build(), null, 2);
+    } catch (err) {
+      bodyPreview.textContent = err.message;
+    }
+  };
+  form.addEventListener("input", showBody);
+  form.addEventListener("change", showBody);
+  showBody();
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    for (const node of form.querySelectorAll(".field-error")) {
+      node.hidden = true;
+    }
+    for (const node of form.querySelectorAll("[aria-invalid=true]")) node.setAttribute("aria-invalid", "false");
+    errorSummary.hidden = true;
+    const fail = (message, controlId) => {
+      errorSummary.hidden = false;
+      errorSummary.textContent = message;
+      if (controlId && setFieldError(form, controlId, message)) form.querySelector(`#${controlId}`).focus();
+      else errorSummary.focus();
+    };
+    const jobName = editing ?? name.value.trim();
+    if (!NAME_PATTERN.test(jobName)) return fail("The name must be lowercase letters, digits, - and _, starting with a letter or digit.", "job-name");
+    if (!schedule.value.trim()) return fail("A schedule is needed.", "job-schedule");
+    if (currentKind() === "wasm" && !moduleSelect.value) return fail("Choose a module or upload one.", "job-module");
+    if (currentKind() === "shell" && !command.value.trim()) return fail("A command is needed.", "job-command");
+    let body;
+    try {
+      body = build();
+    } catch (err) {
+      return fail(err.message, err.message.startsWith("worker labels") ? "job-selector" : "job-env");
+    }
+    save.disabled = true;
+    save.textContent = "Saving…";
+    try {
+      const headers = editing ? { "If-Match": String(job.revision) } : { "If-None-Match": "*" };
+      await api(jobPath(jobName), { method: "PUT", body, headers });
+      toast(editing ? `Saved ${jobName}` : `Created ${jobName}`, "ok");
+      navigate(`#/jobs/${encodeURIComponent(jobName)}`);
+    } catch (err) {
+      if (err.status === 412) {
+        fail(editing
+          ? `${jobName} was changed by someone else since you opened it. Reload to edit the new version (your changes are in the request body below).`
+          : `A job named ${jobName} already exists.`, editing ? null : "job-name");
+      } else {
+        const target = controlForField(err.field);
+        fail(err.field ? `${err.field}: ${err.message}` : err.message, target);
+      }
+    } finally {
+      save.disabled = false;
+      save.textContent = editing ? "Save changes" : "Create job";
+    }
+  });
+
+  (editing ? schedule : name).focus();
+}
+
+/** The job body of a job view: the view's extra fields removed. */
+function stripView(job) {
+  const {
+    name: _name, meta: _meta, revision: _revision, status: _status, reason: _reason, owner: _owner,
+    explain: _explain, next_run: _next, last_run: _last, running: _running, ...spec
+  } = job;
+  return spec;
+}
+
+function moduleLabel(m) {
+  const used = m.jobs?.length ? ` · used by ${m.jobs.join(", ")}` : "";
+  return `${shortDigest(m.digest)} · ${m.kind} · ${formatBytes(m.size)}${m.uploaded_at ? ` · ${formatTime(m.uploaded_at)}` : ""}${used}`;
+}

@@ -1,0 +1,372 @@
+// The jobs table (search, filters, row actions) and one job's page (its
+// settings, next fire times, running runs and run history), plus the job
+// actions both share: run now, pause/resume, kill, delete.
+
+import { api, can, jobPath, query } from "./api.js";
+import {
+  confirmDialog, emptyState, errorState, formatBytes, formatCount, formatTime, h, keepFocus,
+  navigate, relTime, replace, shortDigest, statusBadge, toast,
+} from "./ui.js";
+import { runHistory } from "./runs.js";
+
+const JOB_STATES = ["scheduled", "running", "paused", "unschedulable"];
+
+export function jobKind(job) {
+  return job.kind.shell ? "shell" : "wasm";
+}
+
+/** Whether the caller may change or delete this job (shell jobs need admin). */
+export function canWrite(job) {
+  return can(jobKind(job) === "shell" ? "admin" : "operator");
+}
+
+// ---- actions --------------------------------------------------------------
+
+async function act(work, done) {
+  try {
+    await work();
+    await done?.();
+  } catch (err) {
+    if (err.name !== "AbortError") toast(err.message, "bad");
+  }
+}
+
+/** Runs the job now and, once its run appears, offers a link to it. */
+export async function runNow(job, after) {
+  const requested = Date.now();
+  await act(async () => {
+    const answer = await api(jobPath(job.name, "/run"), { method: "POST" });
+    const note = answer?.note ? ` (${answer.note})` : "";
+    const notice = toast(`Run of ${job.name} requested${note}`, "ok");
+    // The run record appears once a worker claims it; link to it when it does.
+    const deadline = requested + 10000;
+    while (Date.now() < deadline && notice.isConnected) {
+      const page = await api(`/runs${query({ job: job.name, limit: 5 })}`);
+      const run = page.runs.find((r) => r.trigger === "manual" && new Date(r.tick).getTime() >= requested - 2000);
+      if (run) {
+        notice.querySelector("span").append(" — ", h("a", { href: `#/runs/${run.run_id}` }, "open the run"));
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  }, after);
+}
+
+export async function setPaused(job, paused, after) {
+  await act(async () => {
+    await api(jobPath(job.name, paused ? "/pause" : "/resume"), { method: "POST" });
+    toast(`${job.name} ${paused ? "paused" : "resumed"}`, "ok");
+  }, after);
+}
+
+export async function killRuns(job, runId, after) {
+  await act(async () => {
+    const answer = await api(jobPath(job.name || job, `/kill${query({ run_id: runId })}`), { method: "POST" });
+    toast(`Kill requested for ${answer.runs.length} run${answer.runs.length === 1 ? "" : "s"} of ${answer.job}`, "ok");
+  }, after);
+}
+
+export async function deleteJob(job, after) {
+  const running = job.running?.length ?? 0;
+  const confirmed = await confirmDialog({
+    title: `Delete job ${job.name}?`,
+    body: h(
+      "p",
+      {},
+      "The job stops being scheduled. ",
+      running ? h("strong", {}, `Its ${running} running run${running === 1 ? " is" : "s are"} killed. `) : null,
+      "Its run history stays until retention removes it.",
+    ),
+    confirm: "Delete job",
+    danger: true,
+  });
+  if (!confirmed) return false;
+  let deleted = false;
+  await act(async () => {
+    await api(jobPath(job.name), { method: "DELETE" });
+    deleted = true;
+    toast(`Job ${job.name} deleted`, "ok");
+  }, after);
+  return deleted;
+}
+
+/** The row (or page) actions of a job, for the caller's role. */
+function actions(job, refresh, { compact = false, onDeleted } = {}) {
+  if (!can("operator")) return null;
+  const key = (what) => `${what}:${job.name}`;
+  const items = [
+    h("button", {
+      type: "button", "data-focus-key": key("run"), "aria-label": `Run ${job.name} now`,
+      onclick: () => runNow(job, refresh),
+    }, "Run now"),
+    job.paused
+      ? h("button", {
+        type: "button", "data-focus-key": key("toggle"), "aria-label": `Resume ${job.name}`,
+        onclick: () => setPaused(job, false, refresh),
+      }, "Resume")
+      : h("button", {
+        type: "button", "data-focus-key": key("toggle"), "aria-label": `Pause ${job.name}`,
+        onclick: () => setPaused(job, true, refresh),
+      }, "Pause"),
+  ];
+  if (!compact && job.running?.length) {
+    items.push(h("button", {
+      type: "button", class: "danger", "data-focus-key": key("kill"),
+      onclick: () => killRuns(job, undefined, refresh),
+    }, job.running.length === 1 ? "Kill run" : `Kill ${job.running.length} runs`));
+  }
+  if (canWrite(job)) {
+    items.push(
+      h("a", { class: "button", href: `#/jobs/${encodeURIComponent(job.name)}/edit`, "aria-label": `Edit ${job.name}`, "data-focus-key": key("edit") }, "Edit"),
+      h("button", {
+        type: "button", class: "danger-quiet", "aria-label": `Delete ${job.name}`, "data-focus-key": key("delete"),
+        onclick: async () => {
+          // A deleted job's own page has nothing left to refresh.
+          if (await deleteJob(job, onDeleted ? undefined : refresh)) onDeleted?.();
+        },
+      }, "Delete"),
+    );
+  }
+  return h("div", { class: "actions" }, items);
+}
+
+// ---- the jobs table --------------------------------------------------------
+
+function zoneAbbrev(zone) {
+  return formatTime(new Date(), zone, true).split(" ").pop();
+}
+
+function nextRunCell(job) {
+  if (job.paused) return h("span", { class: "muted" }, "paused");
+  if (!job.next_run) return h("span", { class: "muted" }, "never");
+  return h(
+    "div",
+    { class: "stack" },
+    relTime(job.next_run, { zone: job.timezone }),
+    h("small", { class: "muted" }, formatTime(job.next_run, job.timezone), " ", zoneAbbrev(job.timezone)),
+  );
+}
+
+function lastRunCell(job) {
+  const run = job.last_run;
+  if (!run) return h("span", { class: "muted" }, "no runs yet");
+  return h(
+    "div",
+    { class: "stack" },
+    h("a", { href: `#/runs/${run.run_id}`, class: "badge-link", "aria-label": `Last run of ${job.name}: ${run.status}` }, statusBadge(run.status)),
+    h("small", { class: "muted" }, relTime(run.tick)),
+  );
+}
+
+function stateCell(job) {
+  const badge = statusBadge(job.status);
+  if (job.reason) badge.title = job.reason;
+  return h("div", { class: "stack" }, badge, job.reason ? h("small", { class: "muted reason" }, job.reason) : null);
+}
+
+function jobsTable(list, refresh) {
+  return h(
+    "table",
+    { class: "data jobs-table" },
+    h("caption", { class: "sr-only" }, "Jobs"),
+    h("thead", {}, h("tr", {}, ["Name", "Kind", "Schedule", "Time zone", "Next run", "Last run", "State", h("span", { class: "sr-only" }, "Actions")].map((t) => h("th", { scope: "col" }, t)))),
+    h(
+      "tbody",
+      {},
+      list.map((job) => h(
+        "tr",
+        { "data-job": job.name, class: job.paused ? "is-paused" : null },
+        h("th", { scope: "row", "data-label": "Name" },
+          h("a", { href: `#/jobs/${encodeURIComponent(job.name)}`, class: "job-name" }, job.name),
+          job.description ? h("small", { class: "muted desc" }, job.description) : null),
+        h("td", { "data-label": "Kind" }, h("span", { class: `kind kind-${jobKind(job)}` }, jobKind(job))),
+        h("td", { "data-label": "Schedule" }, h("div", { class: "stack" }, h("span", { class: "explain" }, job.explain), h("code", { class: "muted" }, job.schedule))),
+        h("td", { "data-label": "Time zone" }, job.timezone),
+        h("td", { "data-label": "Next run", class: "next-run" }, nextRunCell(job)),
+        h("td", { "data-label": "Last run", class: "last-run" }, lastRunCell(job)),
+        h("td", { "data-label": "State", class: "state" }, stateCell(job)),
+        h("td", { class: "row-actions" }, actions(job, refresh, { compact: true })),
+      )),
+    ),
+  );
+}
+
+export async function renderList(view) {
+  view.title("Jobs");
+  const search = h("input", {
+    type: "search", id: "job-search", placeholder: "Search name or description  ( / )",
+    value: view.query.q || "", "aria-label": "Search jobs", autocomplete: "off",
+  });
+  const stateFilter = h("select", { id: "job-state", "aria-label": "Filter by state" },
+    h("option", { value: "" }, "Any state"),
+    JOB_STATES.map((s) => h("option", { value: s, selected: view.query.state === s }, s)));
+  const kindFilter = h("select", { id: "job-kind", "aria-label": "Filter by kind" },
+    h("option", { value: "" }, "Any kind"),
+    ["wasm", "shell"].map((k) => h("option", { value: k, selected: view.query.kind === k }, k)));
+  const lastFilter = h("select", { id: "job-last", "aria-label": "Filter by last run" },
+    h("option", { value: "" }, "Any last run"),
+    h("option", { value: "failing", selected: view.query.last === "failing" }, "last run failed"),
+    h("option", { value: "ok", selected: view.query.last === "ok" }, "last run succeeded"));
+  const count = h("span", { class: "muted count", "aria-live": "polite" });
+  const region = h("div", { class: "region" }, h("p", { class: "muted" }, "Loading jobs…"));
+  replace(
+    view.main,
+    h("div", { class: "page-head" },
+      h("h1", { tabindex: -1 }, "Jobs"),
+      can("operator") ? h("a", { class: "button primary", href: "#/jobs/new", id: "new-job" }, "New job") : null),
+    h("div", { class: "filters", role: "search" }, search, stateFilter, kindFilter, lastFilter, count),
+    region,
+  );
+
+  let jobs = null;
+  let error = null;
+  const load = async () => {
+    try {
+      jobs = await api("/jobs", { signal: view.signal });
+      error = null;
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      error = err;
+    }
+    draw();
+  };
+  const draw = () => {
+    if (!view.alive) return;
+    if (error && !jobs) {
+      replace(region, errorState(error, load));
+      return;
+    }
+    const q = search.value.trim().toLowerCase();
+    const shown = jobs.filter((job) =>
+      (!q || job.name.includes(q) || job.description?.toLowerCase().includes(q))
+      && (!stateFilter.value || job.status === stateFilter.value)
+      && (!kindFilter.value || jobKind(job) === kindFilter.value)
+      && (!lastFilter.value || (lastFilter.value === "ok"
+        ? job.last_run?.status === "succeeded"
+        : job.last_run && job.last_run.status !== "succeeded" && job.last_run.status !== "running")));
+    count.textContent = jobs.length ? `${shown.length} of ${jobs.length} job${jobs.length === 1 ? "" : "s"}` : "";
+    keepFocus(() => {
+      if (!jobs.length) {
+        replace(region, emptyState(
+          "No jobs yet",
+          "A job runs a WebAssembly module or a shell command on a cron schedule.",
+          can("operator") ? h("a", { class: "button primary", href: "#/jobs/new" }, "Create the first job") : "Ask an operator to create one.",
+        ));
+      } else if (!shown.length) {
+        replace(region, emptyState("No job matches these filters", null, h("button", {
+          type: "button", onclick: () => {
+            search.value = "";
+            stateFilter.value = kindFilter.value = lastFilter.value = "";
+            filtersChanged();
+          },
+        }, "Clear the filters")));
+      } else {
+        replace(region, h("div", { class: "table-wrap" }, jobsTable(shown, load)),
+          error ? h("p", { class: "stale", role: "status" }, `Could not refresh: ${error.message}`) : null);
+      }
+    });
+  };
+  const filtersChanged = () => {
+    view.setQuery({ q: search.value.trim(), state: stateFilter.value, kind: kindFilter.value, last: lastFilter.value });
+    draw();
+  };
+  search.addEventListener("input", filtersChanged);
+  for (const select of [stateFilter, kindFilter, lastFilter]) select.addEventListener("change", filtersChanged);
+
+  await load();
+  view.every(3000, load);
+}
+
+// ---- one job ---------------------------------------------------------------
+
+function fact(label, ...value) {
+  return [h("dt", {}, label), h("dd", {}, ...value)];
+}
+
+function kindFacts(job) {
+  if (job.kind.shell) {
+    const shell = job.kind.shell;
+    return [
+      fact("Command", h("code", { class: "block" }, shell.command)),
+      Object.keys(shell.env || {}).length ? fact("Environment", h("code", { class: "block" }, Object.entries(shell.env).map(([k, v]) => `${k}=${v}`).join("\n"))) : null,
+      fact("Limits", `timeout ${shell.timeout_s} s · output ${shell.output_kb} KiB`),
+    ];
+  }
+  const wasm = job.kind.wasm;
+  const l = wasm.limits;
+  return [
+    fact("Module", h("code", { title: wasm.module }, shortDigest(wasm.module))),
+    wasm.args?.length ? fact("Arguments", h("code", {}, wasm.args.join(" "))) : null,
+    Object.keys(wasm.env || {}).length ? fact("Environment", h("code", { class: "block" }, Object.entries(wasm.env).map(([k, v]) => `${k}=${v}`).join("\n"))) : null,
+    wasm.dirs?.length ? fact("Directories", wasm.dirs.map((d) => `${d.grant} → ${d.guest_path}${d.writable ? " (writable)" : ""}`).join(", ")) : null,
+    fact("Limits", `fuel ${formatCount(l.fuel)} · memory ${l.memory_mb} MiB · timeout ${l.timeout_s} s · output ${formatBytes(l.output_kb * 1024)}`),
+  ];
+}
+
+export async function renderDetail(view) {
+  const name = view.params[0];
+  view.title(name);
+  const head = h("div", { class: "page-head" });
+  const body = h("div", {});
+  const history = h("section", { class: "history", "aria-labelledby": "history-title" });
+  replace(view.main, head, body, history);
+
+  let job;
+  const load = async () => {
+    job = await api(jobPath(name), { signal: view.signal });
+    draw();
+  };
+  const draw = () => {
+    if (!view.alive) return;
+    keepFocus(() => {
+      replace(head,
+        h("div", {},
+          h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / "),
+          h("h1", { tabindex: -1 }, job.name, " ", statusBadge(job.status))),
+        actions(job, load, { onDeleted: () => navigate("#/jobs") }));
+      const retry = job.retry;
+      replace(body,
+        job.description ? h("p", { class: "lead" }, job.description) : null,
+        job.reason ? h("p", { class: "notice tone-bad" }, job.reason) : null,
+        h("div", { class: "cards two" },
+          h("section", { class: "card" },
+            h("h2", {}, "Schedule"),
+            h("dl", { class: "facts" },
+              fact("Expression", h("code", {}, job.schedule)),
+              fact("In words", job.explain),
+              fact("Time zone", job.timezone),
+              fact("Next run", job.next_run ? [relTime(job.next_run, { zone: job.timezone }), " · ", formatTime(job.next_run, job.timezone, true)] : (job.paused ? "paused" : "never")),
+              fact("Overlap", job.overlap),
+              fact("Catch-up", `${job.catchup.policy}, window ${job.catchup.window_s} s`),
+              fact("Retry", retry.max ? `up to ${retry.max}×, backoff ${retry.backoff_s} s doubling to ${retry.max_backoff_s} s` : "no retries"),
+              Object.keys(job.selector || {}).length ? fact("Worker labels", Object.entries(job.selector).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`))) : null,
+              fact("Scheduled by", job.owner ? h("a", { href: "#/workers" }, job.owner) : h("span", { class: "muted" }, "no worker")))),
+          h("section", { class: "card" },
+            h("h2", {}, job.kind.shell ? "Shell command" : "WebAssembly module"),
+            h("dl", { class: "facts" },
+              kindFacts(job),
+              fact("Created", formatTime(job.meta.created_at)),
+              fact("Updated", formatTime(job.meta.updated_at), job.meta.written_by ? ` by ${job.meta.written_by}` : ""),
+              fact("Revision", String(job.revision))))),
+        job.running.length
+          ? h("section", { class: "card running-now" },
+            h("h2", {}, "Running now"),
+            h("ul", { class: "plain" }, job.running.map((entry) => h("li", {},
+              h("a", { href: `#/runs/${entry.run_id}` }, entry.run_id), " on ", entry.worker,
+              " · claimed ", relTime(entry.claimed_at), entry.trigger !== "schedule" ? ` · ${entry.trigger}` : null))))
+          : null);
+    });
+  };
+
+  try {
+    await load();
+  } catch (err) {
+    if (err.status === 404) {
+      replace(view.main, h("h1", { tabindex: -1 }, name), emptyState("No such job", `There is no job named ${name}; it may have been deleted.`, h("a", { href: "#/jobs" }, "Back to the jobs")));
+      return;
+    }
+    throw err;
+  }
+  view.every(3000, load);
+  await runHistory(view, history, { job: name, title: "Run history" });
+}

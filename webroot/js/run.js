@@ -1,0 +1,223 @@
+// One run: its record, and its output (stdout and stderr interleaved in the
+// order they were written, stderr marked) followed live with the API's
+// long-poll while the run is running; Kill for running runs.
+
+import { api, can, jobPath, query } from "./api.js";
+import {
+  emptyState, formatBytes, formatCount, formatDuration, formatTime, h, relTime, replace,
+  runDuration, statusBadge, toast,
+} from "./ui.js";
+
+const FOLLOW_WAIT_S = 20;
+
+function fact(label, ...value) {
+  return [h("dt", {}, label), h("dd", {}, ...value)];
+}
+
+function facts(run) {
+  const running = run.status === "running";
+  return h("dl", { class: "facts grid" },
+    fact("Job", h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job)),
+    fact("Status", statusBadge(run.status, run.missed_count > 1 ? `×${run.missed_count}` : null)),
+    fact("Trigger", run.trigger, run.attempt > 1 ? ` (attempt ${run.attempt})` : ""),
+    fact("Tick", formatTime(run.tick, undefined, true), " · ", relTime(run.tick)),
+    run.missed_until ? fact("Missed until", formatTime(run.missed_until, undefined, true)) : null,
+    fact("Worker", h("span", { class: "mono" }, run.worker || "—")),
+    fact("Started", run.started_at ? formatTime(run.started_at, undefined, true) : "—"),
+    fact("Ended", run.ended_at ? formatTime(run.ended_at, undefined, true) : running ? "still running" : "—"),
+    fact("Duration", running && run.started_at
+      ? h("span", { "data-since": run.started_at }, formatDuration(runDuration(run)))
+      : formatDuration(runDuration(run))),
+    fact("Exit code", run.exit_code ?? "—"),
+    run.kind === "wasm" ? fact("Fuel used", run.fuel_used === null ? "—" : h("span", { title: String(run.fuel_used) }, formatCount(run.fuel_used))) : null,
+    run.kind === "wasm" ? fact("Peak memory", formatBytes(run.peak_memory)) : null,
+    fact("Output", formatBytes(run.output_bytes), run.truncated ? " (truncated)" : ""),
+    run.module ? fact("Module", h("code", { title: run.module }, run.module.replace(/^sha256:/, "").slice(0, 16))) : null,
+    fact("Fence", String(run.fence)),
+  );
+}
+
+/**
+ * Output as rows of one stream each. Chunks are pieces of what the process
+ * wrote, not lines: a piece continues the previous row when that row is of
+ * the same stream and has no newline yet.
+ */
+class OutputView {
+  constructor() {
+    this.lines = h("ol", { class: "output-lines", id: "output-lines" });
+    this.box = h("div", { class: "output", tabindex: 0, role: "log", "aria-label": "Run output", "aria-live": "off" }, this.lines);
+    this.open = null;
+    this.count = { stdout: 0, stderr: 0 };
+    this.autoScroll = true;
+    this.box.addEventListener("scroll", () => {
+      const atBottom = this.box.scrollHeight - this.box.scrollTop - this.box.clientHeight < 24;
+      this.autoScroll = atBottom;
+    });
+  }
+
+  append(chunks) {
+    for (const chunk of chunks) {
+      const pieces = chunk.data.match(/[^\n]*\n|[^\n]+/g) || [];
+      for (const piece of pieces) {
+        if (!this.open || this.open.dataset.stream !== chunk.stream) {
+          this.open = h("li", { class: `line ${chunk.stream}`, "data-stream": chunk.stream, title: `${chunk.stream} · ${formatTime(chunk.at)}` },
+            h("span", { class: "stream-mark", "aria-label": chunk.stream }, chunk.stream === "stderr" ? "err" : "out"),
+            h("span", { class: "text" }));
+          this.lines.append(this.open);
+          this.count[chunk.stream] += 1;
+        }
+        this.open.lastChild.append(piece.endsWith("\n") ? piece.slice(0, -1) : piece);
+        if (piece.endsWith("\n")) this.open = null;
+      }
+    }
+    if (chunks.length && this.autoScroll) this.box.scrollTop = this.box.scrollHeight;
+  }
+
+  get empty() {
+    return this.lines.childElementCount === 0;
+  }
+}
+
+export async function render(view) {
+  const runId = view.params[0];
+  view.title(`Run ${runId.slice(-8)}`);
+  let run;
+  try {
+    run = await api(`/runs/${encodeURIComponent(runId)}`, { signal: view.signal });
+  } catch (err) {
+    if (err.status === 404 || err.status === 422) {
+      replace(view.main, h("h1", { tabindex: -1 }, "Run not found"), emptyState("No such run", err.message, h("a", { href: "#/runs" }, "All runs")));
+      return;
+    }
+    throw err;
+  }
+
+  const head = h("div", { class: "page-head" });
+  const factsBox = h("section", { class: "card" });
+  const resultBox = h("div", {});
+  const output = new OutputView();
+  const liveNote = h("span", { class: "live-note", id: "output-state", "aria-live": "polite" });
+  const truncation = h("p", { class: "notice tone-warn", id: "output-truncated", hidden: true });
+  const emptyNote = h("p", { class: "muted output-empty", hidden: true }, "This run wrote no output.");
+  const wrap = h("input", { type: "checkbox", id: "output-wrap", checked: true });
+  const streams = h("select", { id: "output-streams", "aria-label": "Streams shown" },
+    h("option", { value: "" }, "stdout and stderr"), h("option", { value: "stdout" }, "stdout only"), h("option", { value: "stderr" }, "stderr only"));
+  wrap.addEventListener("change", () => output.box.classList.toggle("nowrap", !wrap.checked));
+  streams.addEventListener("change", () => {
+    output.box.dataset.only = streams.value;
+  });
+
+  replace(view.main,
+    head,
+    factsBox,
+    resultBox,
+    h("section", { class: "card output-card", "aria-labelledby": "output-title" },
+      h("div", { class: "output-head" },
+        h("h2", { id: "output-title" }, "Output"),
+        liveNote,
+        h("div", { class: "output-tools" },
+          streams,
+          h("label", { class: "check" }, wrap, " Wrap lines"))),
+      truncation,
+      output.box,
+      emptyNote));
+
+  let killing = false;
+  const drawRun = () => {
+    const running = run.status === "running";
+    replace(head,
+      h("div", {},
+        h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job), " /"),
+        h("h1", { tabindex: -1 }, h("span", { class: "mono" }, run.run_id), " ", h("span", { id: "run-status" }, statusBadge(run.status)))),
+      running && can("operator")
+        ? h("div", { class: "actions" }, h("button", {
+          type: "button", class: "danger", id: "kill-run", disabled: killing,
+          onclick: async () => {
+            killing = true;
+            drawRun();
+            try {
+              await api(jobPath(run.job, `/kill${query({ run_id: run.run_id })}`), { method: "POST" });
+              toast(`Kill requested for run ${run.run_id.slice(-8)}`, "ok");
+              watchUntilEnded();
+            } catch (err) {
+              killing = false;
+              toast(err.message, "bad");
+              drawRun();
+            }
+          },
+        }, killing ? "Killing…" : "Kill"))
+        : null);
+    replace(factsBox, h("h2", { class: "sr-only" }, "Details"), facts(run));
+    replace(resultBox, run.result !== undefined && run.result !== null
+      ? h("section", { class: "card" }, h("h2", {}, "Result"), h("pre", { class: "result" }, JSON.stringify(run.result, null, 2)))
+      : null);
+  };
+  drawRun();
+
+  const refreshRun = async () => {
+    run = await api(`/runs/${encodeURIComponent(runId)}`, { signal: view.signal });
+    drawRun();
+  };
+
+  // After a kill, the record is read a few times a second until it is final,
+  // so the page shows `killed` as soon as the worker records it.
+  let watching = false;
+  const watchUntilEnded = async () => {
+    if (watching) return;
+    watching = true;
+    const deadline = Date.now() + 15000;
+    while (view.alive && run.status === "running" && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      try {
+        await refreshRun();
+      } catch (err) {
+        if (err.name === "AbortError") return;
+      }
+    }
+    watching = false;
+  };
+
+  // Output: read everything so far, then long-poll while the run is running.
+  // The loop runs beside the page, which is ready as soon as it is drawn.
+  const follow = async () => {
+    let after = null;
+    let failures = 0;
+    while (view.alive) {
+      const live = run.status === "running";
+      liveNote.replaceChildren(live ? h("span", { class: "dot" }) : "", live ? "following live output" : "");
+      liveNote.dataset.state = live ? "live" : "ended";
+      let page;
+      try {
+        page = await api(`/runs/${encodeURIComponent(runId)}/output${query({
+          after: after ?? undefined, limit: 1000, follow: live ? "true" : undefined, wait_s: live ? FOLLOW_WAIT_S : undefined,
+        })}`, { signal: view.signal });
+        failures = 0;
+      } catch (err) {
+        if (err.name === "AbortError" || !view.alive) return;
+        failures += 1;
+        liveNote.textContent = `output unavailable (${err.message}); retrying`;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1000 * 2 ** failures, 15000)));
+        continue;
+      }
+      output.append(page.chunks);
+      after = page.next_after ?? after;
+      if (page.truncated) {
+        truncation.hidden = false;
+        truncation.textContent = "The output was cut at the job's output limit; the rest was not kept.";
+      }
+      if (page.status !== run.status) await refreshRun();
+      if (page.done) {
+        if (run.status === "running") await refreshRun();
+        break;
+      }
+    }
+    if (!view.alive) return;
+    liveNote.dataset.state = "ended";
+    liveNote.textContent = `ended ${run.ended_at ? formatTime(run.ended_at) : ""}`.trim();
+    emptyNote.hidden = !output.empty;
+    output.box.hidden = output.empty;
+  };
+  follow().catch((err) => {
+    if (err.name !== "AbortError" && view.alive) liveNote.textContent = `output unavailable: ${err.message}`;
+  });
+}
