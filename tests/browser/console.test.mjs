@@ -69,6 +69,15 @@ after(async () => {
 /** Saves a screenshot as an artifact (and, for the README's set, into docs/console). */
 async function shot(name, { docs = false, target = page } = {}) {
   const file = join(ARTIFACTS, `${name}.png`);
+  // A full-page shot keeps the sticky header where the page was scrolled to.
+  await target.evaluate(() => window.scrollTo(0, 0));
+  if (docs) {
+    // The README's pictures show the page, not the notices of earlier steps.
+    await target.evaluate(() => {
+      document.activeElement?.blur();
+      document.getElementById("toasts").replaceChildren();
+    });
+  }
   await target.screenshot({ path: file, fullPage: true });
   if (docs && DOCS) copyFileSync(file, join(DOCS, `${name}.png`));
 }
@@ -348,6 +357,24 @@ test("the worker is listed with its capacity and uptime", async () => {
   assert.ok(text.includes(live.version), text);
   await worker.first().locator(".badge", { hasText: "live" }).waitFor();
   await shot("workers", { docs: true });
+});
+
+test("a worker that disappears stays listed as gone", async () => {
+  // A worker that loses its lease drops out of GET /workers. One dev process
+  // cannot lose its only worker and keep serving the console, so here the
+  // browser is handed the answer a master would give then: no live worker.
+  await open("#/workers", "Workers");
+  const worker = page.locator("tr[data-worker]").first();
+  await worker.locator(".badge", { hasText: "live" }).waitFor();
+  await page.route("**/api/v1/workers", (route) => route.fulfill({ json: [] }));
+  await page.locator("#workers-gone").waitFor();
+  await worker.locator(".badge", { hasText: "gone" }).waitFor();
+  assert.match(await page.locator("#workers-summary").textContent(), /^0 live workers/);
+  await shot("workers-gone");
+  // When it is back, it is live again and the notice goes.
+  await page.unroute("**/api/v1/workers");
+  await worker.locator(".badge", { hasText: "live" }).waitFor();
+  await page.locator("#workers-gone").waitFor({ state: "detached" });
 });
 
 test("the dashboard charts the last hour", async () => {

@@ -62,7 +62,8 @@ export function summarise(runs, now = Date.now()) {
     if (run.status === "running") running += 1;
     if (run.status === "succeeded") succeeded += 1;
     if (FAILURES.has(run.status)) failures += 1;
-    const counts = run.status === "succeeded" || FAILURES.has(run.status) || run.status === "killed";
+    // Killed runs were stopped by someone, so they count neither way.
+    const counts = run.status === "succeeded" || FAILURES.has(run.status);
     if (counts) {
       finished += 1;
       const five = Math.floor((t - start) / 300e3);
@@ -254,7 +255,7 @@ export async function render(view) {
           h("section", { class: "card", "aria-labelledby": "chart-success" },
             h("h2", { id: "chart-success" }, "Success rate"),
             successChart(s.fives),
-            h("p", { class: "hint" }, "Succeeded out of finished runs (succeeded, failed, timed out, out of fuel or memory, lost, killed), per five minutes.")),
+            h("p", { class: "hint" }, "Succeeded out of the runs that ended on their own (failed, timed out, out of fuel or memory, lost), per five minutes. Killed runs count neither way.")),
           h("section", { class: "card", "aria-labelledby": "failures-title" },
             h("h2", { id: "failures-title" }, "Failures and misses"),
             s.problems.length

@@ -226,14 +226,14 @@ export async function render(view) {
       h("legend", {}, "Policies"),
       h("div", { class: "grid" },
         field("When a run is still running", overlap, { wide: true }),
-        field("Ticks missed while no worker ran it", catchup),
+        field("Ticks missed while no worker ran it", catchup, { span2: true }),
         field("Catch-up window (s)", catchupWindow),
         field("Retries", retryMax, { hint: "of failed, timed-out and lost runs" }),
         field("Backoff (s)", retryBackoff, { hint: "doubles each attempt" }),
         field("Longest backoff (s)", retryMaxBackoff),
         field("Worker labels", selector, { wide: true, hint: "KEY=value per line; only workers with all of them run the job." }),
         h("div", { class: "field" }, h("label", { class: "check" }, paused, " Paused"), h("p", { class: "hint" }, "A paused job keeps its history; run now still works.")))),
-    h("details", { class: "body-details" }, h("summary", {}, "Request body (PUT ", h("code", {}, `/api/v1/jobs/${editing ?? "…"}`), ")"), bodyPreview),
+    h("details", { class: "body-details" }, h("summary", {}, "Request body (PUT ", h("code", { id: "body-path" }, `/api/v1/jobs/${editing ?? "…"}`), ")"), bodyPreview),
     h("div", { class: "form-actions" },
       save,
       h("a", { class: "button", href: editing ? `#/jobs/${encodeURIComponent(editing)}` : "#/jobs" }, "Cancel")));
@@ -367,6 +367,7 @@ export async function render(view) {
     return spec;
   };
   const showBody = () => {
+    form.querySelector("#body-path").textContent = `/api/v1/jobs/${editing ?? (name.value.trim() || "…")}`;
     try {
       bodyPreview.textContent = JSON.stringify(build(), null, 2);
     } catch (err) {

@@ -14,7 +14,7 @@ function fact(label, ...value) {
   return [h("dt", {}, label), h("dd", {}, ...value)];
 }
 
-function facts(run) {
+function facts(run, received) {
   const running = run.status === "running";
   return h("dl", { class: "facts grid" },
     fact("Job", h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job)),
@@ -31,7 +31,7 @@ function facts(run) {
     fact("Exit code", run.exit_code ?? "—"),
     run.kind === "wasm" ? fact("Fuel used", run.fuel_used === null ? "—" : h("span", { title: String(run.fuel_used) }, formatCount(run.fuel_used))) : null,
     run.kind === "wasm" ? fact("Peak memory", formatBytes(run.peak_memory)) : null,
-    fact("Output", formatBytes(run.output_bytes), run.truncated ? " (truncated)" : ""),
+    fact("Output", h("span", { id: "output-bytes" }, running ? `${formatBytes(received)} so far` : formatBytes(run.output_bytes)), run.truncated ? " (truncated)" : ""),
     run.module ? fact("Module", h("code", { title: run.module }, run.module.replace(/^sha256:/, "").slice(0, 16))) : null,
     fact("Fence", String(run.fence)),
   );
@@ -48,6 +48,7 @@ class OutputView {
     this.box = h("div", { class: "output", tabindex: 0, role: "log", "aria-label": "Run output", "aria-live": "off" }, this.lines);
     this.open = null;
     this.count = { stdout: 0, stderr: 0 };
+    this.bytes = 0;
     this.autoScroll = true;
     this.box.addEventListener("scroll", () => {
       const atBottom = this.box.scrollHeight - this.box.scrollTop - this.box.clientHeight < 24;
@@ -57,6 +58,7 @@ class OutputView {
 
   append(chunks) {
     for (const chunk of chunks) {
+      this.bytes += new TextEncoder().encode(chunk.data).length;
       const pieces = chunk.data.match(/[^\n]*\n|[^\n]+/g) || [];
       for (const piece of pieces) {
         if (!this.open || this.open.dataset.stream !== chunk.stream) {
@@ -147,7 +149,7 @@ export async function render(view) {
           },
         }, killing ? "Killing…" : "Kill"))
         : null);
-    replace(factsBox, h("h2", { class: "sr-only" }, "Details"), facts(run));
+    replace(factsBox, h("h2", { class: "sr-only" }, "Details"), facts(run, output.bytes));
     replace(resultBox, run.result !== undefined && run.result !== null
       ? h("section", { class: "card" }, h("h2", {}, "Result"), h("pre", { class: "result" }, JSON.stringify(run.result, null, 2)))
       : null);
@@ -200,6 +202,10 @@ export async function render(view) {
         continue;
       }
       output.append(page.chunks);
+      if (run.status === "running" && page.chunks.length) {
+        const received = document.getElementById("output-bytes");
+        if (received) received.textContent = `${formatBytes(output.bytes)} so far`;
+      }
       after = page.next_after ?? after;
       if (page.truncated) {
         truncation.hidden = false;

@@ -218,6 +218,8 @@ export function statusBadge(status, extra) {
 /** A short notice in the corner; `kind` is "ok", "bad" or "info". */
 export function toast(message, kind = "info", { action } = {}) {
   const box = document.getElementById("toasts");
+  // Only the latest few stay; older notices have been read or are stale.
+  while (box.childElementCount >= 3) box.firstElementChild.remove();
   const node = h("div", { class: `toast tone-${kind}`, role: kind === "bad" ? "alert" : "status" }, h("span", {}, message));
   if (action) node.append(" ", action);
   const close = h("button", { class: "link", "aria-label": "Dismiss", onclick: () => node.remove() }, "×");
