@@ -22,6 +22,7 @@
 //! - [`metrics`]: counters and their Prometheus rendering.
 
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -4,6 +4,7 @@
 
 mod api_errors;
 mod auth;
+mod check;
 mod cli;
 mod cluster;
 mod console;

@@ -12,6 +12,7 @@ use crate::config::{ClientArgs, DevArgs, MasterArgs, WorkerArgs};
 use crate::cronexpr::{CronExpr, parse_timezone};
 
 mod client;
+mod history;
 
 use client::Client;
 
@@ -83,6 +84,29 @@ pub enum Command {
         status: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Check recorded run history against the guarantees: every tick of every
+    /// job run or recorded once, no run stuck, no output gap, no stale fence.
+    /// Exits 1 when it finds a violation.
+    CheckHistory {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Start of the window (RFC 3339, or seconds ago like `600s`).
+        #[arg(long)]
+        since: String,
+        /// End of the window (default: 10 seconds ago, so recent ticks have
+        /// had time to be recorded).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Skip reading every run's output (no gap check; much faster).
+        #[arg(long)]
+        no_output: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List live workers.
     Workers {
@@ -223,6 +247,36 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
                 )?;
             }
         }
+        Command::CheckHistory {
+            client,
+            since,
+            until,
+            job,
+            no_output,
+            json,
+        } => {
+            let now = Timestamp::now();
+            let since = instant_or_ago(&since, now, "--since")?;
+            let until = match until {
+                Some(text) => instant_or_ago(&text, now, "--until")?,
+                None => now - jiff::SignedDuration::from_secs(10),
+            };
+            if until <= since {
+                bail!("--until ({until}) must be after --since ({since})");
+            }
+            let client = Client::new(&client)?;
+            let history = history::read(&client, since, until, job.as_deref(), !no_output).await?;
+            let report = crate::check::check(&history);
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                history::print(&mut out, &report, since, until)?;
+            }
+            if !report.violations.is_empty() {
+                out.flush()?;
+                std::process::exit(1);
+            }
+        }
         Command::Workers { client } => {
             let workers = Client::new(&client)?.get("/workers").await?;
             writeln!(
@@ -249,6 +303,22 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An RFC 3339 instant, or a duration before `now` such as `90s`, `15m`, `2h`.
+fn instant_or_ago(text: &str, now: Timestamp, flag: &str) -> anyhow::Result<Timestamp> {
+    if let Ok(at) = text.parse::<Timestamp>() {
+        return Ok(at);
+    }
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let seconds: i64 = match (number.parse::<i64>(), unit) {
+        (Ok(n), "s") => n,
+        (Ok(n), "m") => n * 60,
+        (Ok(n), "h") => n * 3600,
+        (Ok(n), "d") => n * 86_400,
+        _ => bail!("{flag} {text:?} is neither an RFC 3339 instant nor a duration like 90s, 15m, 2h or 1d"),
+    };
+    Ok(now - jiff::SignedDuration::from_secs(seconds))
 }
 
 fn text(value: &serde_json::Value) -> &str {
