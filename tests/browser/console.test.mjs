@@ -36,7 +36,7 @@ const ARTIFACTS = env("ARTIFACT_DIR");
 const DOCS = process.env.DOCS_SCREENSHOTS_DIR || null;
 
 /** Deadlines, in milliseconds. */
-const SHORT = 5_000;
+const SHORT = 10_000;
 const RUNS = 20_000;
 /** How soon a killed run must show as killed: the issue asks for a second. */
 const KILL_SHOWN = 1_000;

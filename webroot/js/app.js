@@ -2,7 +2,7 @@
 // signed in), and the life cycle of a view (its polling and long-polls end
 // when the operator navigates away). No build step, no dependencies.
 
-import { api, ApiError, can, loadSession, onSignIn, session, signOut } from "./api.js";
+import { api, ApiError, loadSession, onSignIn, session, signOut } from "./api.js";
 import { h, replace, tickRelativeTimes, errorState } from "./ui.js";
 import * as dashboard from "./dashboard.js";
 import * as jobs from "./jobs.js";
@@ -26,6 +26,8 @@ const routes = [
 
 const main = document.getElementById("main");
 let current = null;
+/** Whether the session is loaded and pages are being shown. */
+let booted = false;
 
 /** Everything a view gets: where to draw, its parameters, and timers that stop with it. */
 class View {
@@ -141,6 +143,7 @@ function renderWho() {
 /** Forgets the token and says so, instead of prompting at once. */
 function signedOut() {
   signOut();
+  booted = false;
   current?.stop();
   renderWho();
   delete document.body.dataset.role;
@@ -171,20 +174,25 @@ async function boot() {
     replace(main, h("h1", { tabindex: -1 }, "sandcron"), errorState(err, () => boot()));
     return;
   }
+  booted = true;
   renderWho();
   document.body.dataset.role = session.role;
-  document.body.classList.toggle("can-operate", can("operator"));
   await route();
 }
 
+// A token entered mid-session (after a 401) may carry another role: the page
+// is drawn again for it. At start-up, boot() does that itself.
 onSignIn(async () => {
+  if (!booted) return;
+  const before = session.role;
   try {
     await loadSession();
-    renderWho();
-    document.body.dataset.role = session.role;
   } catch {
-    // The next request will prompt again.
+    return; // The next request will prompt again.
   }
+  renderWho();
+  document.body.dataset.role = session.role;
+  if (session.role !== before) route();
 });
 
 window.addEventListener("hashchange", () => route());

@@ -195,7 +195,7 @@ export async function render(view) {
 
   const errorSummary = h("div", { class: "notice tone-bad", id: "form-error", role: "alert", hidden: true });
   const bodyPreview = h("pre", { class: "mono body-preview" });
-  const save = h("button", { type: "submit", class: "primary", id: "save-job" }, editing ? "Save changes" : "Create job");
+  const save = h("button", { type: "submit", class: "primary", id: "save-job", disabled: editingShellWithoutRights }, editing ? "Save changes" : "Create job");
 
   const form = h("form", { class: "editor", id: "job-form", novalidate: true },
     errorSummary,

@@ -312,8 +312,20 @@ export async function renderDetail(view) {
   replace(view.main, head, body, history);
 
   let job;
+  // The next fire times in the job's zone, read again when the schedule changes.
+  let upcoming = [];
+  let upcomingFor = null;
   const load = async () => {
     job = await api(jobPath(name), { signal: view.signal });
+    const key = `${job.schedule}|${job.timezone}|${job.paused}`;
+    const stale = upcoming.length && new Date(upcoming[0]).getTime() < Date.now();
+    if (key !== upcomingFor || stale) {
+      upcomingFor = key;
+      upcoming = job.paused ? [] : (await api(`/cron/next${query({ expr: job.schedule, tz: job.timezone, count: 5 })}`, { signal: view.signal }).catch((err) => {
+        if (err.name === "AbortError") throw err;
+        return { next: [] };
+      })).next;
+    }
     draw();
   };
   const draw = () => {
@@ -325,6 +337,7 @@ export async function renderDetail(view) {
           h("h1", { tabindex: -1 }, job.name, " ", statusBadge(job.status))),
         actions(job, load, { onDeleted: () => navigate("#/jobs") }));
       const retry = job.retry;
+      const later = upcoming.filter((t) => job.next_run && new Date(t) > new Date(job.next_run)).slice(0, 4);
       replace(body,
         job.description ? h("p", { class: "lead" }, job.description) : null,
         job.reason ? h("p", { class: "notice tone-bad" }, job.reason) : null,
@@ -336,6 +349,7 @@ export async function renderDetail(view) {
               fact("In words", job.explain),
               fact("Time zone", job.timezone),
               fact("Next run", job.next_run ? [relTime(job.next_run, { zone: job.timezone }), " · ", formatTime(job.next_run, job.timezone, true)] : (job.paused ? "paused" : "never")),
+              later.length ? fact("Then", h("ol", { class: "fire-times compact" }, later.map((t) => h("li", {}, formatTime(t, job.timezone, true))))) : null,
               fact("Overlap", job.overlap),
               fact("Catch-up", `${job.catchup.policy}, window ${job.catchup.window_s} s`),
               fact("Retry", retry.max ? `up to ${retry.max}×, backoff ${retry.backoff_s} s doubling to ${retry.max_backoff_s} s` : "no retries"),

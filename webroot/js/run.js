@@ -100,7 +100,10 @@ export async function render(view) {
   const output = new OutputView();
   const liveNote = h("span", { class: "live-note", id: "output-state", "aria-live": "polite" });
   const truncation = h("p", { class: "notice tone-warn", id: "output-truncated", hidden: true });
-  const emptyNote = h("p", { class: "muted output-empty", hidden: true }, "This run wrote no output.");
+  const emptyNote = h("p", { class: "muted output-empty", hidden: true },
+    run.status === "missed" || run.status === "skipped"
+      ? `This tick was ${run.status}${run.error ? ` (${run.error})` : ""}: nothing ran, so there is no output.`
+      : "This run wrote no output.");
   const wrap = h("input", { type: "checkbox", id: "output-wrap", checked: true });
   const streams = h("select", { id: "output-streams", "aria-label": "Streams shown" },
     h("option", { value: "" }, "stdout and stderr"), h("option", { value: "stdout" }, "stdout only"), h("option", { value: "stderr" }, "stderr only"));

@@ -4,7 +4,7 @@
 
 import { api, query } from "./api.js";
 import {
-  emptyState, errorState, formatCount, formatDuration, formatTime, h, keepFocus, relTime,
+  emptyState, errorState, formatCount, formatDuration, formatTime, h, keepFocus, localZone, relTime,
   replace, runDuration, RUN_STATUSES, shortId, statusBadge,
 } from "./ui.js";
 
@@ -91,7 +91,8 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
   const newer = h("button", { type: "button", id: "runs-newer", disabled: true }, "← Newer");
   const older = h("button", { type: "button", id: "runs-older", disabled: true }, "Older →");
   const pageInfo = h("span", { class: "muted" });
-  const pager = h("nav", { class: "pager", "aria-label": "Run pages" }, newer, pageInfo, older);
+  const pager = h("nav", { class: "pager", "aria-label": "Run pages" },
+    h("small", { class: "muted zone-note" }, `Times in your browser's zone, ${localZone()}.`), newer, pageInfo, older);
 
   replace(
     container,
