@@ -16,7 +16,7 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -108,7 +108,12 @@ async function newJob(name, schedule, zone = "UTC") {
   await page.getByLabel("Name", { exact: true }).fill(name);
   await page.getByLabel("Cron expression").fill(schedule);
   await fillZone(zone);
-  await page.locator("#fire-times li").first().waitFor();
+  await previewIn(zone);
+}
+
+/** Waits for the schedule preview of `zone`: the form's layout is settled then. */
+async function previewIn(zone) {
+  await page.locator("#schedule-preview", { hasText: `fire times in ${zone}:` }).waitFor();
 }
 
 /** Clicks Run now on a job's page and follows the notice's link to the new run. */
@@ -156,6 +161,9 @@ test("a bad schedule is refused with the error naming the field", async () => {
   // Saving anyway shows the server's answer at the field too.
   await page.getByLabel("Name", { exact: true }).fill("bad");
   await fillZone("UTC");
+  // The zone's error goes away with the new preview; click only once it has.
+  await previewIn("UTC");
+  await zoneError.waitFor({ state: "hidden" });
   await page.getByLabel("Shell command").check();
   await page.getByLabel("Command", { exact: true }).fill("true");
   await schedule.fill("61 * * * *");
@@ -239,6 +247,13 @@ test("a running job's output arrives live, stdout and stderr interleaved", async
   assert.deepEqual(lines.filter((l) => l.startsWith("stdout:")), [1, 2, 3, 4, 5].map((i) => `stdout:line ${i}`));
   assert.deepEqual(lines.filter((l) => l.startsWith("stderr:")), [1, 2, 3, 4, 5].map((i) => `stderr:warning ${i}`));
   assert.equal(lines.length, 10);
+  // The output downloads as text, stderr lines marked.
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Download" }).click()]);
+  const text = readFileSync(await download.path(), "utf8");
+  // The two streams are separate pipes, so their relative order may vary.
+  assert.match(text, /^line 1$/m);
+  assert.match(text, /^\[stderr\] warning 1$/m);
+  assert.equal(text.trim().split("\n").length, 10);
 });
 
 test("a long-running job is killed from the console", async () => {
@@ -274,6 +289,26 @@ test("a shell job is killed from its job page", async () => {
   await page.getByRole("button", { name: "Kill run" }).click();
   await page.locator('.runs-table tr[data-status="killed"]').waitFor({ timeout: 10_000 });
   await page.getByRole("heading", { level: 1, name: /^napper/ }).locator("[data-status=scheduled]").waitFor({ timeout: 10_000 });
+});
+
+test("a duplicated job's output is cut at its limit, and the run says so", async () => {
+  await open("#/jobs/napper", /^napper/);
+  await page.getByRole("link", { name: "Duplicate napper" }).click();
+  await page.getByRole("heading", { level: 1, name: "New job" }).waitFor();
+  const name = page.getByLabel("Name", { exact: true });
+  assert.equal(await name.inputValue(), "napper-copy");
+  assert.equal(await page.getByLabel("Command", { exact: true }).inputValue(), "echo going to sleep; sleep 300");
+  await name.fill("flood");
+  await page.getByLabel("Command", { exact: true }).fill("yes 0123456789 | head -c 5000");
+  await page.locator("#job-shell-output").fill("1");
+  await save("flood");
+  await runNowAndOpen("flood");
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: 10_000 });
+  await page.locator("#output-truncated").waitFor();
+  await page.locator("#output-lines li.stderr", { hasText: "output truncated at 1024 bytes" }).waitFor();
+  const [run] = (await apiGet("/runs?job=flood")).runs;
+  assert.equal(run.truncated, true);
+  await shot("run-truncated");
 });
 
 test("pause and resume from the jobs table", async () => {

@@ -104,8 +104,10 @@ export async function render(view) {
     return;
   }
 
+  // "Duplicate" opens a new job's editor filled from another job.
+  const from = editing ? null : view.query.from ?? null;
   const [job, modules, workers] = await Promise.all([
-    editing ? api(jobPath(editing), { signal: view.signal }) : null,
+    editing || from ? api(jobPath(editing ?? from), { signal: view.signal }) : null,
     api("/modules", { signal: view.signal }),
     api("/workers", { signal: view.signal }),
   ]);
@@ -123,7 +125,7 @@ export async function render(view) {
   const editingShellWithoutRights = editing && kind === "shell" && session.role !== "admin";
 
   // ---- controls ----
-  const name = input("job-name", { value: editing ?? "", required: true, pattern: NAME_PATTERN.source, autocomplete: "off", spellcheck: "false", disabled: Boolean(editing), placeholder: "nightly-report" });
+  const name = input("job-name", { value: editing ?? (from ? `${from}-copy` : ""), required: true, pattern: NAME_PATTERN.source, autocomplete: "off", spellcheck: "false", disabled: Boolean(editing), placeholder: "nightly-report" });
   const description = input("job-description", { value: job?.description ?? "", placeholder: "What this job is for (optional)" });
   const schedule = input("job-schedule", { value: job?.schedule ?? "", required: true, class: "mono", autocomplete: "off", spellcheck: "false", placeholder: "*/10 * * * * *" });
   const timezone = input("job-timezone", { value: job?.timezone ?? "UTC", list: "zones", autocomplete: "off", spellcheck: "false" });
@@ -242,7 +244,8 @@ export async function render(view) {
     h("div", { class: "page-head" },
       h("div", {},
         h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / ", editing ? [h("a", { href: `#/jobs/${encodeURIComponent(editing)}` }, editing), " /"] : null),
-        h("h1", { tabindex: -1 }, editing ? `Edit ${editing}` : "New job"))),
+        h("h1", { tabindex: -1 }, editing ? `Edit ${editing}` : "New job"),
+        from ? h("p", { class: "muted" }, "A copy of ", h("a", { href: `#/jobs/${encodeURIComponent(from)}` }, from), "; it is saved as a new job.") : null)),
     form);
 
   const currentKind = () => (kindShell.checked ? "shell" : "wasm");
@@ -340,6 +343,7 @@ export async function render(view) {
   // ---- the body ----
   const build = () => {
     const spec = {
+      // Fields the form does not show (dirs, retention) are kept as they were.
       ...(job ? stripView(job) : {}),
       schedule: schedule.value.trim(),
       timezone: timezone.value.trim() || "UTC",

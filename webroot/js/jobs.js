@@ -118,6 +118,7 @@ function actions(job, refresh, { compact = false, onDeleted } = {}) {
   if (canWrite(job)) {
     items.push(
       h("a", { class: "button", href: `#/jobs/${encodeURIComponent(job.name)}/edit`, "aria-label": `Edit ${job.name}`, "data-focus-key": key("edit") }, "Edit"),
+      compact ? null : h("a", { class: "button", href: `#/jobs/new?from=${encodeURIComponent(job.name)}`, "aria-label": `Duplicate ${job.name}` }, "Duplicate"),
       h("button", {
         type: "button", class: "danger-quiet", "aria-label": `Delete ${job.name}`, "data-focus-key": key("delete"),
         onclick: async () => {
@@ -161,7 +162,12 @@ function lastRunCell(job) {
 function stateCell(job) {
   const badge = statusBadge(job.status);
   if (job.reason) badge.title = job.reason;
-  return h("div", { class: "stack" }, badge, job.reason ? h("small", { class: "muted reason" }, job.reason) : null);
+  // A running job links to its run, where the output is followed live.
+  const first = job.running?.[0];
+  const shown = first
+    ? h("a", { href: `#/runs/${first.run_id}`, class: "badge-link", "aria-label": `${job.name} is running: open the run` }, badge)
+    : badge;
+  return h("div", { class: "stack" }, shown, job.reason ? h("small", { class: "muted reason" }, job.reason) : null);
 }
 
 function jobsTable(list, refresh) {

@@ -3,6 +3,7 @@
 // long-poll while the run is running; Kill for running runs.
 
 import { api, can, jobPath, query } from "./api.js";
+import { runNow } from "./jobs.js";
 import {
   emptyState, formatBytes, formatCount, formatDuration, formatTime, h, relTime, replace,
   runDuration, statusBadge, toast,
@@ -80,6 +81,19 @@ class OutputView {
   }
 }
 
+/** Saves the output as text; stderr lines are prefixed so both streams survive in one file. */
+function download(runId, output) {
+  const text = [...output.lines.children]
+    .map((li) => `${li.dataset.stream === "stderr" ? "[stderr] " : ""}${li.querySelector(".text").textContent}`)
+    .join("\n");
+  const url = URL.createObjectURL(new Blob([`${text}\n`], { type: "text/plain" }));
+  const link = h("a", { href: url, download: `sandcron-run-${runId}.log` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
 export async function render(view) {
   const runId = view.params[0];
   view.title(`Run ${runId.slice(-8)}`);
@@ -122,6 +136,7 @@ export async function render(view) {
         liveNote,
         h("div", { class: "output-tools" },
           streams,
+          h("button", { type: "button", id: "output-download", onclick: () => download(runId, output) }, "Download"),
           h("label", { class: "check" }, wrap, " Wrap lines"))),
       truncation,
       output.box,
@@ -134,8 +149,12 @@ export async function render(view) {
       h("div", {},
         h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job), " /"),
         h("h1", { tabindex: -1 }, h("span", { class: "mono" }, run.run_id), " ", h("span", { id: "run-status" }, statusBadge(run.status)))),
-      running && can("operator")
-        ? h("div", { class: "actions" }, h("button", {
+      h("div", { class: "actions" },
+        can("operator") && !running
+          ? h("button", { type: "button", id: "run-again", onclick: () => runNow({ name: run.job }) }, "Run the job again")
+          : null,
+        running && can("operator")
+          ? h("button", {
           type: "button", class: "danger", id: "kill-run", disabled: killing,
           onclick: async () => {
             killing = true;
@@ -150,8 +169,8 @@ export async function render(view) {
               drawRun();
             }
           },
-        }, killing ? "Killing…" : "Kill"))
-        : null);
+        }, killing ? "Killing…" : "Kill")
+          : null));
     replace(factsBox, h("h2", { class: "sr-only" }, "Details"), facts(run, output.bytes));
     replace(resultBox, run.result !== undefined && run.result !== null
       ? h("section", { class: "card" }, h("h2", {}, "Result"), h("pre", { class: "result" }, JSON.stringify(run.result, null, 2)))
