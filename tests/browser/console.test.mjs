@@ -4,7 +4,8 @@
 //
 //   SANDCRON_URL          a `sandcron dev` without tokens (every caller is admin)
 //   SANDCRON_AUTH_URL     a `sandcron dev` with tokens
-//   SANDCRON_VIEWER_TOKEN, SANDCRON_ADMIN_TOKEN   tokens of the second server
+//   SANDCRON_VIEWER_TOKEN, SANDCRON_OPERATOR_TOKEN, SANDCRON_ADMIN_TOKEN
+//                         tokens of the second server
 //   SANDCRON_EXAMPLE_WASM an example guest to upload (target/guests/rust-module.wasm)
 //   SANDCRON_REFUSED_WASM a module the server must refuse (imports env::host_fn)
 //   SANDCRON_SLEEP_WASM   a module that prints "sleeping" and sleeps for a minute
@@ -28,6 +29,7 @@ const env = (name) => {
 const BASE = env("SANDCRON_URL");
 const AUTH_BASE = env("SANDCRON_AUTH_URL");
 const VIEWER_TOKEN = env("SANDCRON_VIEWER_TOKEN");
+const OPERATOR_TOKEN = env("SANDCRON_OPERATOR_TOKEN");
 const ADMIN_TOKEN = env("SANDCRON_ADMIN_TOKEN");
 const EXAMPLE_WASM = env("SANDCRON_EXAMPLE_WASM");
 const REFUSED_WASM = env("SANDCRON_REFUSED_WASM");
@@ -327,7 +329,19 @@ test("pause and resume from the jobs table", async () => {
   await page.keyboard.press("Enter");
   await greeter.locator(".state [data-status=scheduled], .state [data-status=running]").first().waitFor();
   assert.equal((await apiGet("/jobs/greeter")).paused, false);
-  // Search and filters.
+  // Sorting by a column, and back.
+  await page.getByRole("button", { name: "Next run" }).click();
+  await page.locator("th[aria-sort=ascending]", { hasText: "Next run" }).waitFor();
+  assert.equal(await page.locator("tbody tr").first().getAttribute("data-job"), "greeter");
+  await page.getByRole("button", { name: "Name" }).click();
+  await page.locator("th[aria-sort=ascending]", { hasText: "Name" }).waitFor();
+  await page.getByRole("button", { name: "Name" }).click();
+  await page.locator("th[aria-sort=descending]", { hasText: "Name" }).waitFor();
+  assert.equal(await page.locator("tbody tr").first().getAttribute("data-job"), "ticker");
+  await page.getByRole("button", { name: "Name" }).click();
+  // Search and filters; "/" jumps to the search box.
+  await page.locator("body").press("/");
+  await page.waitForFunction(() => document.activeElement?.id === "job-search");
   await page.getByLabel("Search jobs").fill("tick");
   await row("ticker").waitFor();
   await row("greeter").waitFor({ state: "detached" });
@@ -458,15 +472,25 @@ test("a server with tokens prompts for one and offers what the role allows", asy
   await tab.locator("#who [data-role=viewer]").waitFor();
   assert.equal(await tab.getByRole("link", { name: "New job" }).count(), 0);
   assert.equal(await tab.evaluate(() => sessionStorage.getItem("sandcron.token")), VIEWER_TOKEN);
-  // Signing out forgets the token; an admin may also write shell jobs.
-  await tab.getByRole("button", { name: "Sign out" }).click();
-  await tab.getByRole("heading", { level: 1, name: "Signed out" }).waitFor();
-  assert.equal(await tab.evaluate(() => sessionStorage.getItem("sandcron.token")), null);
-  await tab.locator("main").getByRole("button", { name: "Sign in" }).click();
-  await dialog.getByLabel("Bearer token").fill(ADMIN_TOKEN);
-  await dialog.getByRole("button", { name: "Sign in" }).click();
-  await tab.locator("#who [data-role=admin]").waitFor();
+  // Signing out forgets the token.
+  const signInAs = async (token, role) => {
+    await tab.getByRole("button", { name: "Sign out" }).click();
+    await tab.getByRole("heading", { level: 1, name: "Signed out" }).waitFor();
+    assert.equal(await tab.evaluate(() => sessionStorage.getItem("sandcron.token")), null);
+    await tab.locator("main").getByRole("button", { name: "Sign in" }).click();
+    await dialog.getByLabel("Bearer token").fill(token);
+    await dialog.getByRole("button", { name: "Sign in" }).click();
+    await tab.locator(`#who [data-role=${role}]`).waitFor();
+  };
+  // An operator writes WebAssembly jobs; shell jobs are offered, disabled, with the reason.
+  await signInAs(OPERATOR_TOKEN, "operator");
   await tab.getByRole("link", { name: "New job" }).click();
+  await tab.getByRole("heading", { level: 1, name: "New job" }).waitFor();
+  assert.equal(await tab.getByLabel("Shell command").isDisabled(), true);
+  await tab.getByText("Shell jobs need the admin role.").waitFor();
+  // An admin may also write shell jobs.
+  // Signing in again returns to the page that was open.
+  await signInAs(ADMIN_TOKEN, "admin");
   await tab.getByRole("heading", { level: 1, name: "New job" }).waitFor();
   assert.equal(await tab.getByLabel("Shell command").isEnabled(), true);
   await auth.close();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::dev;
 
 const VIEWER: &str = "console-viewer-token-0123456789";
+const OPERATOR: &str = "console-operator-token-0123456789";
 const ADMIN: &str = "console-admin-token-0123456789";
 
 /// The longest the browser test may take before it is killed.
@@ -23,13 +24,14 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
-/// A config file with a viewer and an admin token.
+/// A config file with a viewer, an operator and an admin token.
 fn token_config(dir: &Path) -> String {
     let path = dir.join("tokens.toml");
     std::fs::write(
         &path,
         format!(
             "[[auth.tokens]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
+             [[auth.tokens]]\nname = \"ops\"\nrole = \"operator\"\ntoken = \"{OPERATOR}\"\n\
              [[auth.tokens]]\nname = \"root\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
         ),
     )
@@ -67,6 +69,8 @@ async fn whoami_names_the_callers_role() {
     assert_eq!(viewer["name"], "watcher");
     assert_eq!(viewer["role"], "viewer");
     assert_eq!(viewer["tokens_required"], true);
+    let operator = guarded.api_with_token(OPERATOR).get("/api/v1/whoami").await.expect(200);
+    assert_eq!(operator["role"], "operator");
     let admin = guarded.api_with_token(ADMIN).get("/api/v1/whoami").await.expect(200);
     assert_eq!(admin["role"], "admin");
 
@@ -118,6 +122,7 @@ fn the_console_works_in_a_real_browser() {
         .env("SANDCRON_URL", &open.base)
         .env("SANDCRON_AUTH_URL", &guarded.base)
         .env("SANDCRON_VIEWER_TOKEN", VIEWER)
+        .env("SANDCRON_OPERATOR_TOKEN", OPERATOR)
         .env("SANDCRON_ADMIN_TOKEN", ADMIN)
         .env("SANDCRON_EXAMPLE_WASM", &example)
         .env("SANDCRON_REFUSED_WASM", &refused)

@@ -170,12 +170,42 @@ function stateCell(job) {
   return h("div", { class: "stack" }, shown, job.reason ? h("small", { class: "muted reason" }, job.reason) : null);
 }
 
-function jobsTable(list, refresh) {
+/** Sortable columns: key → how two jobs compare. */
+const SORTS = {
+  name: (a, b) => a.name.localeCompare(b.name),
+  zone: (a, b) => a.timezone.localeCompare(b.timezone) || a.name.localeCompare(b.name),
+  next: (a, b) => timeOf(a.next_run, Infinity) - timeOf(b.next_run, Infinity) || a.name.localeCompare(b.name),
+  last: (a, b) => timeOf(b.last_run?.tick, -Infinity) - timeOf(a.last_run?.tick, -Infinity) || a.name.localeCompare(b.name),
+  state: (a, b) => JOB_STATES.indexOf(b.status) - JOB_STATES.indexOf(a.status) || a.name.localeCompare(b.name),
+};
+
+function timeOf(instant, missing) {
+  return instant ? new Date(instant).getTime() : missing;
+}
+
+function sortJobs(list, { key, descending }) {
+  const sorted = [...list].sort(SORTS[key] ?? SORTS.name);
+  return descending ? sorted.reverse() : sorted;
+}
+
+function jobsTable(list, refresh, sort, onSort) {
+  const head = (label, key) => {
+    if (!key) return h("th", { scope: "col" }, label);
+    const active = sort.key === key;
+    return h("th", { scope: "col", "aria-sort": active ? (sort.descending ? "descending" : "ascending") : "none" },
+      h("button", {
+        type: "button", class: "sort", "data-focus-key": `sort:${key}`,
+        title: `Sort by ${label.toLowerCase()}`,
+        onclick: () => onSort({ key, descending: active ? !sort.descending : false }),
+      }, label, h("span", { class: "sort-mark", "aria-hidden": "true" }, active ? (sort.descending ? " ▼" : " ▲") : "")));
+  };
   return h(
     "table",
     { class: "data jobs-table" },
     h("caption", { class: "sr-only" }, "Jobs"),
-    h("thead", {}, h("tr", {}, ["Name", "Kind", "Schedule", "Time zone", "Next run", "Last run", "State", h("span", { class: "sr-only" }, "Actions")].map((t) => h("th", { scope: "col" }, t)))),
+    h("thead", {}, h("tr", {},
+      head("Name", "name"), head("Kind"), head("Schedule"), head("Time zone", "zone"), head("Next run", "next"),
+      head("Last run", "last"), head("State", "state"), h("th", { scope: "col" }, h("span", { class: "sr-only" }, "Actions")))),
     h(
       "tbody",
       {},
@@ -226,6 +256,7 @@ export async function renderList(view) {
 
   let jobs = null;
   let error = null;
+  let sort = { key: (view.query.sort || "name").replace(/^-/, ""), descending: (view.query.sort || "").startsWith("-") };
   const load = async () => {
     try {
       jobs = await api("/jobs", { signal: view.signal });
@@ -267,13 +298,17 @@ export async function renderList(view) {
           },
         }, "Clear the filters")));
       } else {
-        replace(region, h("div", { class: "table-wrap" }, jobsTable(shown, load)),
+        replace(region, h("div", { class: "table-wrap" }, jobsTable(sortJobs(shown, sort), load, sort, (next) => {
+          sort = next;
+          filtersChanged();
+        })),
           error ? h("p", { class: "stale", role: "status" }, `Could not refresh: ${error.message}`) : null);
       }
     });
   };
   const filtersChanged = () => {
-    view.setQuery({ q: search.value.trim(), state: stateFilter.value, kind: kindFilter.value, last: lastFilter.value });
+    const sortParam = sort.key === "name" && !sort.descending ? "" : `${sort.descending ? "-" : ""}${sort.key}`;
+    view.setQuery({ q: search.value.trim(), state: stateFilter.value, kind: kindFilter.value, last: lastFilter.value, sort: sortParam });
     draw();
   };
   search.addEventListener("input", filtersChanged);
