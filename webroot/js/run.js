@@ -38,6 +38,9 @@ function facts(run, received) {
   );
 }
 
+/** Rows drawn at most; the rest stay in memory for Download, so a huge output cannot stall the tab. */
+const MAX_SHOWN_LINES = 20000;
+
 /**
  * Output as rows of one stream each. Chunks are pieces of what the process
  * wrote, not lines: a piece continues the previous row when that row is of
@@ -47,8 +50,9 @@ class OutputView {
   constructor() {
     this.lines = h("ol", { class: "output-lines", id: "output-lines" });
     this.box = h("div", { class: "output", tabindex: 0, role: "log", "aria-label": "Run output", "aria-live": "off" }, this.lines);
+    this.overflow = h("p", { class: "notice tone-warn output-overflow", id: "output-overflow", hidden: true });
+    this.rows = [];
     this.open = null;
-    this.count = { stdout: 0, stderr: 0 };
     this.bytes = 0;
     this.autoScroll = true;
     this.box.addEventListener("scroll", () => {
@@ -58,35 +62,62 @@ class OutputView {
   }
 
   append(chunks) {
+    const encoder = new TextEncoder();
+    // New rows go into the page at once, not one by one.
+    const fragment = document.createDocumentFragment();
     for (const chunk of chunks) {
-      this.bytes += new TextEncoder().encode(chunk.data).length;
+      this.bytes += encoder.encode(chunk.data).length;
       const pieces = chunk.data.match(/[^\n]*\n|[^\n]+/g) || [];
+      const title = `${chunk.stream} · ${formatTime(chunk.at)}`;
       for (const piece of pieces) {
-        if (!this.open || this.open.dataset.stream !== chunk.stream) {
-          this.open = h("li", { class: `line ${chunk.stream}`, "data-stream": chunk.stream, title: `${chunk.stream} · ${formatTime(chunk.at)}` },
-            h("span", { class: "stream-mark", "aria-label": chunk.stream }, chunk.stream === "stderr" ? "err" : "out"),
-            h("span", { class: "text" }));
-          this.lines.append(this.open);
-          this.count[chunk.stream] += 1;
+        const ends = piece.endsWith("\n");
+        const text = ends ? piece.slice(0, -1) : piece;
+        if (!this.open || this.open.stream !== chunk.stream) {
+          this.open = { stream: chunk.stream, text: "", node: null };
+          this.rows.push(this.open);
+          if (this.rows.length <= MAX_SHOWN_LINES) {
+            // Built by hand: this runs once per line, thousands of times.
+            const li = document.createElement("li");
+            li.className = `line ${chunk.stream}`;
+            li.dataset.stream = chunk.stream;
+            li.dataset.n = String(this.rows.length);
+            li.title = title;
+            const mark = document.createElement("span");
+            mark.className = "stream-mark";
+            mark.setAttribute("aria-label", chunk.stream);
+            mark.textContent = chunk.stream === "stderr" ? "err" : "out";
+            this.open.node = document.createElement("span");
+            this.open.node.className = "text";
+            li.append(mark, this.open.node);
+            fragment.append(li);
+          }
         }
-        this.open.lastChild.append(piece.endsWith("\n") ? piece.slice(0, -1) : piece);
-        if (piece.endsWith("\n")) this.open = null;
+        this.open.text += text;
+        this.open.node?.append(text);
+        if (ends) this.open = null;
       }
+    }
+    this.lines.append(fragment);
+    if (this.rows.length > MAX_SHOWN_LINES) {
+      this.overflow.hidden = false;
+      this.overflow.textContent = `Showing the first ${MAX_SHOWN_LINES.toLocaleString("en")} of ${this.rows.length.toLocaleString("en")} lines; Download saves all of them.`;
     }
     if (chunks.length && this.autoScroll) this.box.scrollTop = this.box.scrollHeight;
   }
 
+  /** The whole output as text, stderr lines marked. */
+  text() {
+    return this.rows.map((row) => `${row.stream === "stderr" ? "[stderr] " : ""}${row.text}`).join("\n");
+  }
+
   get empty() {
-    return this.lines.childElementCount === 0;
+    return this.rows.length === 0;
   }
 }
 
 /** Saves the output as text; stderr lines are prefixed so both streams survive in one file. */
 function download(runId, output) {
-  const text = [...output.lines.children]
-    .map((li) => `${li.dataset.stream === "stderr" ? "[stderr] " : ""}${li.querySelector(".text").textContent}`)
-    .join("\n");
-  const url = URL.createObjectURL(new Blob([`${text}\n`], { type: "text/plain" }));
+  const url = URL.createObjectURL(new Blob([`${output.text()}\n`], { type: "text/plain" }));
   const link = h("a", { href: url, download: `sandcron-run-${runId}.log` });
   document.body.append(link);
   link.click();
@@ -112,6 +143,8 @@ export async function render(view) {
   const factsBox = h("section", { class: "card" });
   const resultBox = h("div", {});
   const output = new OutputView();
+  // A running run's output follows its end; a finished one is read from the top.
+  output.autoScroll = run.status === "running";
   const liveNote = h("span", { class: "live-note", id: "output-state", "aria-live": "polite" });
   const truncation = h("p", { class: "notice tone-warn", id: "output-truncated", hidden: true });
   const emptyNote = h("p", { class: "muted output-empty", hidden: true },
@@ -140,6 +173,7 @@ export async function render(view) {
           h("label", { class: "check" }, wrap, " Wrap lines"))),
       truncation,
       output.box,
+      output.overflow,
       emptyNote));
 
   let killing = false;
@@ -213,7 +247,7 @@ export async function render(view) {
       let page;
       try {
         page = await api(`/runs/${encodeURIComponent(runId)}/output${query({
-          after: after ?? undefined, limit: 1000, follow: live ? "true" : undefined, wait_s: live ? FOLLOW_WAIT_S : undefined,
+          after: after ?? undefined, limit: 5000, follow: live ? "true" : undefined, wait_s: live ? FOLLOW_WAIT_S : undefined,
         })}`, { signal: view.signal });
         failures = 0;
       } catch (err) {
