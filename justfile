@@ -8,11 +8,15 @@ run *ARGS:
 test *ARGS:
     scripts/test.sh {{ARGS}}
 
-# Benchmarks: print comparison tables (see BENCHMARKS.md). `just bench --quick` is shorter.
+# Benchmarks: sandcron beside its peers, as markdown tables (see BENCHMARKS.md);
+# the report also goes to target/bench/. `just bench --quick` takes under 5
+# minutes; `--only lateness,claims` picks sections.
 bench *ARGS:
     scripts/build-guests.sh
-    cargo bench -p sandcron --bench executors -- {{ARGS}}
-    cargo bench -p sandcron --bench scheduler -- {{ARGS}}
+    scripts/install-mongo-test-server.sh > /dev/null
+    scripts/bench-install-peers.sh > /dev/null
+    cargo build --release -p sandcron --bin sandcron
+    cargo run --release -p sandcron-bench -- {{ARGS}}
 
 # Build the example guests into target/guests/ (installs their toolchains if missing).
 guests *ARGS:

@@ -1,0 +1,298 @@
+//! Row 3, fire lateness (start of a run minus its scheduled instant) with 1k
+//! and 10k jobs firing every second: sandcron embedded (one in-process
+//! worker on the embedded store and the SQLite log store, no-op executor),
+//! sandcron in cluster mode (3 `sandcron worker` processes, etcd, nx-27017,
+//! a trivial WASM guest), and APScheduler (its own process, no-op jobs,
+//! default executor), with the ratio to APScheduler.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sandcron::coord::embedded::EmbeddedStore;
+use sandcron::coord::{Coordinator, KvStore};
+use sandcron::exec::ModuleKind;
+use sandcron::ids::ModuleDigest;
+use sandcron::logstore::LogStore;
+use sandcron::logstore::sqlite::SqliteLogStore;
+
+use crate::Ctx;
+use crate::inproc::{InProcWorker, NOOP_WAT, Probe, load_jobs, shell_kind, wait_scheduled, wasm_kind};
+use crate::report::{Stats, ms, rate, ratio};
+use crate::servers::{Cluster, histogram_max_bound, histogram_quantile, lateness_buckets, merge_buckets};
+use crate::sys::{cpu_seconds, root};
+
+/// What one APScheduler run measured (scripts/bench-apscheduler.py).
+#[derive(Debug, Clone)]
+pub struct Apscheduler {
+    pub version: String,
+    pub samples: Vec<f64>,
+    pub expected: Option<f64>,
+    pub missed: u64,
+    pub max_instances: u64,
+    pub load_s: f64,
+    pub rss_kib: u64,
+    pub cpu_per_s: f64,
+    pub seconds: f64,
+}
+
+impl Apscheduler {
+    pub fn stats(&self) -> Option<Stats> {
+        Stats::of(&self.samples)
+    }
+
+    pub fn fires_per_s(&self) -> f64 {
+        self.samples.len() as f64 / self.seconds
+    }
+}
+
+/// The venv python `scripts/bench-install-peers.sh` made.
+fn apscheduler_python() -> Option<PathBuf> {
+    let entries = std::fs::read_dir(root().join("target/bench-tools")).ok()?;
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("venv-apscheduler-"))
+        .map(|e| e.path().join("bin/python"))
+        .find(|p| p.exists())
+}
+
+/// Runs `jobs` APScheduler jobs (every second, or the scale mix) for
+/// `seconds` after a 3 s warm-up.
+pub async fn apscheduler(jobs: usize, seconds: f64, mix: bool) -> Result<Apscheduler, String> {
+    let python = apscheduler_python().ok_or("not installed (scripts/bench-install-peers.sh)")?;
+    let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg(root().join("scripts/bench-apscheduler.py"))
+        .args([
+            "--jobs",
+            &jobs.to_string(),
+            "--seconds",
+            &seconds.to_string(),
+            "--warmup",
+            "3",
+        ])
+        .arg("--out")
+        .arg(out.path());
+    if mix {
+        command.arg("--mix");
+    }
+    let output = command.output().await.map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!(
+            "the script failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    let samples = std::fs::read_to_string(out.path())
+        .map_err(|e| e.to_string())?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let num = |key: &str| summary[key].as_f64().unwrap_or(f64::NAN);
+    Ok(Apscheduler {
+        version: summary["version"].as_str().unwrap_or("?").to_owned(),
+        samples,
+        expected: summary["expected"].as_f64(),
+        missed: num("missed") as u64,
+        max_instances: num("max_instances") as u64,
+        load_s: num("load_s"),
+        rss_kib: num("rss_kib") as u64,
+        cpu_per_s: num("cpu_per_s"),
+        seconds,
+    })
+}
+
+/// One measured configuration.
+struct Row {
+    setup: String,
+    jobs: usize,
+    fires_per_s: f64,
+    p50: f64,
+    p99: f64,
+    max: String,
+    cpu: String,
+    note: String,
+}
+
+pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let window = ctx.pick(6, 60);
+    let sizes = [1_000, 10_000];
+    let mut rows = Vec::new();
+    let mut peers = Vec::new();
+    for jobs in sizes {
+        rows.push(embedded(jobs, window).await?);
+    }
+    for jobs in sizes {
+        rows.push(cluster(jobs, window).await?);
+    }
+    for jobs in sizes {
+        let peer = apscheduler(jobs, window as f64, false).await;
+        let row = match &peer {
+            Ok(a) => {
+                let stats = a.stats();
+                Row {
+                    setup: format!("APScheduler {} (BackgroundScheduler, default executor)", a.version),
+                    jobs,
+                    fires_per_s: a.fires_per_s(),
+                    p50: stats.map_or(f64::NAN, |s| s.median),
+                    p99: stats.map_or(f64::NAN, |s| s.p99),
+                    max: stats.map_or("–".into(), |s| ms(s.max)),
+                    cpu: format!("{:.0} %", a.cpu_per_s * 100.0),
+                    note: format!(
+                        "{} ticks dropped as misfired (> 1 s late), {} skipped (max_instances)",
+                        a.missed, a.max_instances
+                    ),
+                }
+            }
+            Err(problem) => Row {
+                setup: "APScheduler".into(),
+                jobs,
+                fires_per_s: f64::NAN,
+                p50: f64::NAN,
+                p99: f64::NAN,
+                max: "–".into(),
+                cpu: "–".into(),
+                note: format!("not measured: {problem}"),
+            },
+        };
+        peers.push((jobs, row.p50, row.p99));
+        rows.push(row);
+    }
+
+    let report = &mut ctx.report;
+    report.heading("3. Fire lateness");
+    report.note(format!(
+        "N jobs at `* * * * * *` (every second) for {window} s after a warm-up; lateness = actual start − \
+         scheduled instant. Embedded: one in-process worker (embedded store, claims, SQLite log store, no-op \
+         executor), exact per-run samples. Cluster: 3 `sandcron worker` processes + 1 master on one etcd and \
+         nx-27017, a no-op WASM guest; from the workers' `sandcron_fire_lateness_seconds` histograms (window \
+         delta, quantiles interpolated inside buckets as Prometheus does, max as the bucket bound). \
+         APScheduler: its own Python process, no-op jobs, exact samples. CPU: the scheduler processes' CPU \
+         per second of wall time (cluster: the 3 workers together). Ratios: p50 and p99 over APScheduler's \
+         with the same N."
+    ));
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let (p50, p99) = peers
+                .iter()
+                .find(|(jobs, _, _)| *jobs == row.jobs)
+                .map_or((f64::NAN, f64::NAN), |(_, p50, p99)| (*p50, *p99));
+            vec![
+                row.setup.clone(),
+                row.jobs.to_string(),
+                format!("{} of {}", rate(row.fires_per_s), rate(row.jobs as f64)),
+                ms(row.p50),
+                ms(row.p99),
+                row.max.clone(),
+                row.cpu.clone(),
+                ratio(row.p50, p50),
+                ratio(row.p99, p99),
+                row.note.clone(),
+            ]
+        })
+        .collect();
+    report.table(
+        &[
+            "scheduler",
+            "jobs",
+            "fires",
+            "p50",
+            "p99",
+            "max",
+            "CPU",
+            "p50 vs APScheduler",
+            "p99 vs APScheduler",
+            "notes",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+async fn embedded(jobs: usize, window: u64) -> anyhow::Result<Row> {
+    let data = tempfile::tempdir()?;
+    let store = EmbeddedStore::open(&data.path().join("coord.db"))?;
+    let logs: Arc<dyn LogStore> = SqliteLogStore::open(&data.path().join("logs.db"))?;
+    let coord = Coordinator::new(store.clone() as Arc<dyn KvStore>, "/bench/");
+    load_jobs(&coord, jobs, "* * * * * *", &shell_kind("true"), 8).await;
+    let probe = Arc::new(Probe::default());
+    let worker = InProcWorker::start("bench-lateness", coord, logs, probe.clone());
+    wait_scheduled(&[&worker], jobs as u64, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    probe.take();
+    let cpu = cpu_seconds("self");
+    let wall = Instant::now();
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let cpu = (cpu_seconds("self") - cpu) / wall.elapsed().as_secs_f64();
+    let samples = probe.take();
+    let waiting = worker
+        .metrics
+        .runs_waiting_for_capacity
+        .load(std::sync::atomic::Ordering::Relaxed);
+    worker.stop().await;
+    let stats = Stats::of(&samples);
+    Ok(Row {
+        setup: "sandcron embedded (in process)".into(),
+        jobs,
+        fires_per_s: samples.len() as f64 / window as f64,
+        p50: stats.map_or(f64::NAN, |s| s.median),
+        p99: stats.map_or(f64::NAN, |s| s.p99),
+        max: stats.map_or("–".into(), |s| ms(s.max)),
+        cpu: format!("{:.0} %", cpu * 100.0),
+        note: format!("{waiting} runs waiting for capacity at the end"),
+    })
+}
+
+async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
+    let cluster = Cluster::start(3, "capacity = 64").await?;
+    let module = wat::parse_str(NOOP_WAT)?;
+    let digest = ModuleDigest::of(&module);
+    cluster.coord.put_module(&digest, &module, ModuleKind::Module).await?;
+    load_jobs(&cluster.coord, jobs, "* * * * * *", &wasm_kind(&digest), 16).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while cluster.sum_metric("sandcron_jobs_scheduled").await < jobs as f64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids: Vec<String> = cluster.workers.iter().map(|(w, _)| w.pid()).collect();
+    let cpu_of = |pids: &[String]| pids.iter().map(|p| cpu_seconds(p)).sum::<f64>();
+    let mut before = Vec::new();
+    for text in cluster.worker_metrics().await {
+        merge_buckets(&mut before, &lateness_buckets(&text), 1.0);
+    }
+    let cpu = cpu_of(&pids);
+    let wall = Instant::now();
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let mut delta = Vec::new();
+    let texts = cluster.worker_metrics().await;
+    let cpu = (cpu_of(&pids) - cpu) / wall.elapsed().as_secs_f64();
+    for text in &texts {
+        merge_buckets(&mut delta, &lateness_buckets(text), 1.0);
+    }
+    merge_buckets(&mut delta, &before, -1.0);
+    let queued: f64 = texts
+        .iter()
+        .map(|t| crate::servers::metric(t, "sandcron_sink_queue_depth").unwrap_or(0.0))
+        .sum();
+    let waiting: f64 = texts
+        .iter()
+        .map(|t| crate::servers::metric(t, "sandcron_runs_waiting_for_capacity").unwrap_or(0.0))
+        .sum();
+    let count = delta.last().map_or(0.0, |b| b.1);
+    // Dropped, not stopped: a backlog would take long to drain into nx-27017.
+    drop(cluster);
+    Ok(Row {
+        setup: "sandcron cluster (3 workers, etcd, nx-27017)".into(),
+        jobs,
+        fires_per_s: count / window as f64,
+        p50: histogram_quantile(&delta, 0.5) * 1e3,
+        p99: histogram_quantile(&delta, 0.99) * 1e3,
+        max: format!("≤ {}", ms(histogram_max_bound(&delta) * 1e3)),
+        cpu: format!("{:.0} %", cpu * 100.0),
+        note: format!("at the end: {queued:.0} events queued in the sinks, {waiting:.0} runs waiting for capacity"),
+    })
+}

@@ -1,0 +1,223 @@
+//! Row 4, scale: 100k jobs on one in-process worker (embedded coordination
+//! store, claims, SQLite log store behind the sink, a no-op executor), with a
+//! mixed job set averaging one fire per job per minute: memory, CPU per
+//! second at steady state, fire lateness; the timer queue's insert, fire and
+//! remove costs; and the same job set in APScheduler for comparison.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use sandcron::coord::embedded::EmbeddedStore;
+use sandcron::coord::{Coordinator, KvStore};
+use sandcron::cronexpr::Schedule;
+use sandcron::ids::JobName;
+use sandcron::logstore::LogStore;
+use sandcron::logstore::sqlite::SqliteLogStore;
+use sandcron::schedule::TimerQueue;
+
+use crate::Ctx;
+use crate::inproc::{InProcWorker, Probe, job_record, shell_kind, wait_scheduled};
+use crate::lateness::{Apscheduler, apscheduler};
+use crate::report::{Stats, mib, ms, rate, ratio};
+use crate::sys::{cpu_seconds, rss_kib};
+
+/// The job mix, averaging one fire per job per minute: 20 % twice a minute,
+/// 40 % once a minute, 40 % every other minute, at spread-out seconds.
+/// `scripts/bench-apscheduler.py --mix` builds the same set.
+pub fn schedule_text(i: usize) -> String {
+    let second = (i * 7919) % 60;
+    match i % 5 {
+        0 => format!("{second},{} * * * * *", (second + 30) % 60),
+        1 | 2 => format!("{second} * * * * *"),
+        _ => format!("{second} */2 * * * *"),
+    }
+}
+
+pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let jobs = 100_000;
+    let window = ctx.pick(10, 60);
+    let (next_ns, insert_ns, fire_ns, remove_ns) = micro(jobs)?;
+
+    let data = tempfile::tempdir()?;
+    let rss_empty = rss_kib("self");
+    let store = EmbeddedStore::open(&data.path().join("coord.db"))?;
+    let logs: Arc<dyn LogStore> = SqliteLogStore::open(&data.path().join("logs.db"))?;
+    let coord = Coordinator::new(store.clone() as Arc<dyn KvStore>, "/bench/");
+    let load_started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in 0..8 {
+        let coord = coord.clone();
+        tasks.spawn(async move {
+            for i in (shard..jobs).step_by(8) {
+                let record = job_record(&schedule_text(i), shell_kind("true"));
+                let name = JobName::new(&format!("job-{i:06}"))?;
+                coord.put_job(&name, &record, None, false).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let load_s = load_started.elapsed().as_secs_f64();
+
+    let probe = Arc::new(Probe::default());
+    let worker = InProcWorker::start("bench-scale", coord.clone(), logs, probe.clone());
+    let startup = wait_scheduled(&[&worker], jobs as u64, Duration::from_secs(600)).await;
+    let rss_loaded = rss_kib("self");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    probe.take();
+    let cpu_before = cpu_seconds("self");
+    let wall = Instant::now();
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let cpu = cpu_seconds("self") - cpu_before;
+    let wall = wall.elapsed().as_secs_f64();
+    let rss_steady = rss_kib("self");
+    let lateness = probe.take();
+    worker.stop().await;
+    drop(store);
+    let ours = Stats::of(&lateness);
+    let fires = lateness.len() as f64 / wall;
+
+    // The same job set in APScheduler, in its own process.
+    let peer = apscheduler(jobs, window as f64, true).await;
+
+    let report = &mut ctx.report;
+    report.heading("4. Scale: 100k jobs on one worker");
+    report.note(format!(
+        "{jobs} jobs averaging one fire per minute each (20 % twice a minute, 40 % every minute, 40 % every \
+         other minute); sandcron: one in-process worker on the embedded store with the SQLite log store and a \
+         no-op executor; APScheduler: the same cron set in a BackgroundScheduler with no-op jobs. Steady-state \
+         window {window} s after 5 s of warm-up."
+    ));
+    let theirs = peer.as_ref().ok();
+    let from = |f: fn(&Apscheduler) -> f64| theirs.map_or(f64::NAN, f);
+    let theirs_rss = from(|a| a.rss_kib as f64);
+    let theirs_cpu = from(|a| a.cpu_per_s);
+    let theirs_fires = from(Apscheduler::fires_per_s);
+    let theirs_p99 = from(|a| a.stats().map_or(f64::NAN, |s| s.p99));
+    let theirs_load = from(|a| a.load_s);
+    let cpu_s = cpu / wall;
+    let cell = |v: f64, f: &dyn Fn(f64) -> String| if v.is_finite() { f(v) } else { "–".into() };
+    report.table(
+        &["figure", "sandcron", "APScheduler", "sandcron / APScheduler"],
+        &[
+            vec![
+                "load the jobs".into(),
+                format!("{load_s:.1} s (8 writers, embedded store)"),
+                cell(theirs_load, &|v| format!("{v:.1} s (add_job)")),
+                ratio(load_s, theirs_load),
+            ],
+            vec![
+                "start until every job is scheduled".into(),
+                format!("{:.1} s", startup.as_secs_f64()),
+                "–".into(),
+                "–".into(),
+            ],
+            vec![
+                "RSS with the jobs scheduled (process)".into(),
+                mib(rss_loaded),
+                cell(theirs_rss, &|v| mib(v as u64)),
+                ratio(rss_loaded as f64, theirs_rss),
+            ],
+            vec!["RSS after the window".into(), mib(rss_steady), "–".into(), "–".into()],
+            vec![
+                "RSS per job (loaded − empty process)".into(),
+                format!("{:.2} KiB", (rss_loaded.saturating_sub(rss_empty)) as f64 / jobs as f64),
+                "–".into(),
+                "–".into(),
+            ],
+            vec![
+                "CPU per second of wall time".into(),
+                format!("{:.1} % of a core", cpu_s * 100.0),
+                cell(theirs_cpu, &|v| format!("{:.1} % of a core", v * 100.0)),
+                ratio(cpu_s, theirs_cpu),
+            ],
+            vec![
+                "fires".into(),
+                rate(fires),
+                cell(theirs_fires, &rate),
+                ratio(fires, theirs_fires),
+            ],
+            vec![
+                "CPU per fire".into(),
+                format!("{:.0} µs", cpu / (lateness.len().max(1) as f64) * 1e6),
+                cell(theirs_cpu / theirs_fires, &|v| format!("{:.0} µs", v * 1e6)),
+                ratio(cpu_s / fires, theirs_cpu / theirs_fires),
+            ],
+            vec![
+                "fire lateness p50 / p99 / max".into(),
+                ours.map_or("–".into(), |s| {
+                    format!("{} / {} / {}", ms(s.median), ms(s.p99), ms(s.max))
+                }),
+                theirs.and_then(Apscheduler::stats).map_or("–".into(), |s| {
+                    format!("{} / {} / {}", ms(s.median), ms(s.p99), ms(s.max))
+                }),
+                ratio(ours.map_or(f64::NAN, |s| s.p99), theirs_p99),
+            ],
+        ],
+    );
+    if let Err(problem) = &peer {
+        report.note(format!("APScheduler not measured: {problem}"));
+    }
+    report.line("Pure scheduling cost (one core, no I/O), per job:\n");
+    report.table(
+        &["operation", "cost"],
+        &[
+            vec!["next fire time, job mix".into(), format!("{next_ns:.0} ns")],
+            vec![
+                format!("timer queue insert (heap of {jobs})"),
+                format!("{insert_ns:.0} ns"),
+            ],
+            vec![
+                "fire: pop due + next fire + re-insert".into(),
+                format!("{fire_ns:.0} ns"),
+            ],
+            vec!["timer queue remove".into(), format!("{remove_ns:.0} ns")],
+        ],
+    );
+    Ok(())
+}
+
+/// (next fire, insert, fire, remove) in ns per job.
+fn micro(jobs: usize) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let schedules = (0..jobs)
+        .map(|i| Schedule::new(&schedule_text(i), "UTC"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = Timestamp::now();
+    let started = Instant::now();
+    let mut firsts = Vec::with_capacity(jobs);
+    for schedule in &schedules {
+        firsts.push(
+            schedule
+                .next_after(now)
+                .ok_or_else(|| anyhow::anyhow!("no next fire"))?,
+        );
+    }
+    let next_ns = started.elapsed().as_nanos() as f64 / jobs as f64;
+    let mut queue = TimerQueue::new();
+    let started = Instant::now();
+    for (i, due) in firsts.iter().enumerate() {
+        queue.set(i, *due);
+    }
+    let insert_ns = started.elapsed().as_nanos() as f64 / jobs as f64;
+    let far = now + jiff::SignedDuration::from_hours(1);
+    let started = Instant::now();
+    for _ in 0..jobs {
+        let (key, due) = queue.pop_due(far).ok_or_else(|| anyhow::anyhow!("queue empty"))?;
+        queue.set(
+            key,
+            schedules[key]
+                .next_after(due)
+                .ok_or_else(|| anyhow::anyhow!("no next fire"))?,
+        );
+    }
+    let fire_ns = started.elapsed().as_nanos() as f64 / jobs as f64;
+    let started = Instant::now();
+    for i in 0..jobs {
+        queue.remove(&i);
+    }
+    let remove_ns = started.elapsed().as_nanos() as f64 / jobs as f64;
+    Ok((next_ns, insert_ns, fire_ns, remove_ns))
+}

@@ -1,0 +1,346 @@
+//! The processes the benchmark talks to: etcd and the MongoDB-wire server
+//! nx-27017 started exactly as the tests start them (`sandcron-tests`), and
+//! `sandcron dev`, `master` and `worker` processes from the release binary,
+//! with the configuration files the cluster tests write, but with the
+//! binary's default log level (the tests turn on debug logging, which would
+//! be part of what is measured here).
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use sandcron::coord::etcd::{EtcdConfig, EtcdStore};
+use sandcron::coord::{Coordinator, KvStore};
+use sandcron_tests::etcd::EtcdServer;
+use sandcron_tests::mongo::MongoServer;
+
+use crate::sys::sandcron_bin;
+
+/// How long a sandcron process may take to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One sandcron process; killed on drop.
+pub struct SandcronProc {
+    child: Option<Child>,
+    /// What followed the ready prefix on its ready line.
+    pub ready: String,
+    pub log: PathBuf,
+}
+
+impl SandcronProc {
+    /// Starts `sandcron <args>` and waits for a stdout line starting with
+    /// `ready_prefix`; stderr goes to `log`.
+    pub fn start(args: &[String], ready_prefix: &str, log: &Path) -> anyhow::Result<SandcronProc> {
+        let log_file = std::fs::File::create(log)?;
+        let mut child = Command::new(sandcron_bin())
+            .args(args)
+            .env_remove("SANDCRON_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "cannot start {} (run `just bench`, which builds it)",
+                    sandcron_bin().display()
+                )
+            })?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let prefix = ready_prefix.to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix(&prefix) {
+                    let _ = tx.send(rest.to_owned());
+                }
+            }
+        });
+        let mut proc = SandcronProc {
+            child: Some(child),
+            ready: String::new(),
+            log: log.to_owned(),
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(rest) => proc.ready = rest,
+            Err(_) => anyhow::bail!(
+                "sandcron {} did not start; log:\n{}",
+                args.first().map_or("", String::as_str),
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        }
+        Ok(proc)
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.as_ref().map_or_else(String::new, |c| c.id().to_string())
+    }
+
+    /// SIGTERM, then wait (at most 60 s, then SIGKILL).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for SandcronProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `sandcron dev` on a free port with a temporary data directory.
+pub struct DevProc {
+    pub proc: SandcronProc,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl DevProc {
+    pub fn start() -> anyhow::Result<DevProc> {
+        let dir = tempfile::Builder::new().prefix("sandcron-bench-dev-").tempdir()?;
+        let args: Vec<String> = [
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-demo",
+            "--data",
+            &dir.path().join("data").to_string_lossy(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let proc = SandcronProc::start(&args, "sandcron dev listening on ", &dir.path().join("dev.log"))?;
+        let base = proc.ready.split_whitespace().next().unwrap_or_default().to_owned();
+        Ok(DevProc { proc, base, _dir: dir })
+    }
+}
+
+/// etcd + nx-27017 + one master + N workers, and a coordinator of the
+/// harness's own on the same etcd and key prefix.
+pub struct Cluster {
+    pub master: SandcronProc,
+    /// The master's `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Each worker and the URL of its /metrics.
+    pub workers: Vec<(SandcronProc, String)>,
+    pub coord: Coordinator,
+    pub etcd: EtcdServer,
+    pub mongo: MongoServer,
+    pub mongo_uri: String,
+    pub database: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the stores, a master and `workers` workers; `worker_extra` is
+    /// TOML for the `[worker]` table.
+    pub async fn start(workers: usize, worker_extra: &str) -> anyhow::Result<Cluster> {
+        let (etcd, mongo) =
+            tokio::task::spawn_blocking(|| (EtcdServer::start(), MongoServer::start_in_memory())).await?;
+        let dir = tempfile::Builder::new().prefix("sandcron-bench-cluster-").tempdir()?;
+        let namespace = "bench";
+        let stores = format!(
+            "[etcd]\nendpoints = [{:?}]\nprefix = \"/{namespace}/\"\nrequest_timeout_ms = 5000\ndial_timeout_ms = 5000\n\
+             [mongodb]\nuri = {:?}\ndatabase = {namespace:?}\nserver_selection_timeout_ms = 5000\nconnect_timeout_ms = 5000\n",
+            etcd.endpoint(),
+            mongo.uri(),
+        );
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let master_config = dir.path().join("master.toml");
+        std::fs::write(&master_config, &stores)?;
+        let master = SandcronProc::start(
+            &[
+                "master".into(),
+                "--config".into(),
+                path(&master_config),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+            "sandcron master listening on ",
+            &dir.path().join("master.log"),
+        )?;
+        let base = master.ready.split_whitespace().next().unwrap_or_default().to_owned();
+        let mut procs = Vec::new();
+        for i in 0..workers {
+            let name = format!("worker-{i}");
+            let config = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&config, format!("[worker]\n{worker_extra}\n{stores}"))?;
+            let proc = SandcronProc::start(
+                &[
+                    "worker".into(),
+                    "--config".into(),
+                    path(&config),
+                    "--id".into(),
+                    name.clone(),
+                    "--data".into(),
+                    path(&dir.path().join(format!("{name}-data"))),
+                    "--listen".into(),
+                    "127.0.0.1:0".into(),
+                ],
+                "sandcron worker ",
+                &dir.path().join(format!("{name}.log")),
+            )?;
+            let probes = proc
+                .ready
+                .split_once("probes on ")
+                .map(|(_, url)| format!("{}/metrics", url.trim()))
+                .unwrap_or_default();
+            procs.push((proc, probes));
+        }
+        let store = EtcdStore::connect(&EtcdConfig::new([etcd.endpoint()])).await?;
+        let coord = Coordinator::new(store as Arc<dyn KvStore>, &format!("/{namespace}/"));
+        Ok(Cluster {
+            master,
+            base,
+            workers: procs,
+            coord,
+            mongo_uri: mongo.uri(),
+            database: namespace.to_owned(),
+            etcd,
+            mongo,
+            _dir: dir,
+        })
+    }
+
+    /// The /metrics text of every worker.
+    pub async fn worker_metrics(&self) -> Vec<String> {
+        let mut texts = Vec::new();
+        for (_, url) in &self.workers {
+            let text = match reqwest::get(url).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            texts.push(text);
+        }
+        texts
+    }
+
+    /// The sum over the workers of a plain metric (`sandcron_jobs_scheduled`).
+    pub async fn sum_metric(&self, name: &str) -> f64 {
+        self.worker_metrics()
+            .await
+            .iter()
+            .map(|text| metric(text, name).unwrap_or(0.0))
+            .sum()
+    }
+
+    /// Stops the workers and the master (SIGTERM: they drain and flush).
+    pub fn stop(&mut self) {
+        for (worker, _) in &mut self.workers {
+            worker.stop();
+        }
+        self.master.stop();
+    }
+}
+
+/// One unlabelled sample from Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// The cumulative buckets of `sandcron_fire_lateness_seconds` as (upper
+/// bound in seconds, count), `+Inf` last.
+pub fn lateness_buckets(text: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("sandcron_fire_lateness_seconds_bucket{le=\"")?;
+            let (bound, rest) = rest.split_once("\"}")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, rest.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Adds bucket counts of several histograms (same bounds), or subtracts
+/// `before` from `after` with `sign = -1`.
+pub fn merge_buckets(into: &mut Vec<(f64, f64)>, other: &[(f64, f64)], sign: f64) {
+    if into.is_empty() {
+        into.extend(other.iter().map(|(b, _)| (*b, 0.0)));
+    }
+    for (slot, (_, count)) in into.iter_mut().zip(other) {
+        slot.1 += sign * count;
+    }
+}
+
+/// The `q` quantile of a cumulative histogram, interpolated linearly inside
+/// its bucket as Prometheus' `histogram_quantile` does (in seconds).
+pub fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else {
+        return f64::NAN;
+    };
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut lower_bound = 0.0;
+    let mut lower_count = 0.0;
+    for &(bound, count) in buckets {
+        if count >= rank {
+            if bound.is_infinite() {
+                return lower_bound;
+            }
+            let inside = count - lower_count;
+            let fraction = if inside > 0.0 {
+                (rank - lower_count) / inside
+            } else {
+                1.0
+            };
+            return lower_bound + (bound - lower_bound) * fraction;
+        }
+        lower_bound = bound;
+        lower_count = count;
+    }
+    lower_bound
+}
+
+/// The upper bound of the highest non-empty bucket (seconds): "max ≤ this".
+pub fn histogram_max_bound(buckets: &[(f64, f64)]) -> f64 {
+    let mut below = 0.0;
+    for &(bound, count) in buckets {
+        if count > below && count >= buckets.last().map_or(0.0, |b| b.1) {
+            return bound;
+        }
+        below = count;
+    }
+    f64::NAN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_a_bucket() {
+        let buckets = vec![(0.001, 0.0), (0.01, 100.0), (f64::INFINITY, 100.0)];
+        let p50 = histogram_quantile(&buckets, 0.5);
+        assert!((p50 - 0.0055).abs() < 1e-9, "{p50}");
+        assert_eq!(histogram_max_bound(&buckets), 0.01);
+    }
+}
