@@ -53,6 +53,8 @@ pub struct History {
     pub running: BTreeSet<RunId>,
     /// When `running` was read: a run started after it may be missing there.
     pub running_read_at: Timestamp,
+    /// The window: ticks from `since` (exclusive) up to `until` (exclusive,
+    /// like the runs query).
     pub since: Timestamp,
     pub until: Timestamp,
 }
@@ -113,6 +115,8 @@ pub struct Report {
     /// Ticks accounted for by `skipped` or `missed` records.
     pub recorded_not_run: u64,
     pub chunks: u64,
+    /// Runs whose output was read and checked.
+    pub output_checked: u64,
     pub violations: Vec<Violation>,
     /// Things the checker could not check, in words.
     pub notes: Vec<String>,
@@ -172,6 +176,7 @@ pub fn check(history: &History) -> Report {
     for output in history.output.values() {
         report.chunks += output.seqs.len() as u64;
     }
+    report.output_checked = history.output.len() as u64;
     report
 }
 
@@ -192,7 +197,7 @@ fn check_job(history: &History, job: &JobFacts, runs: &[&RunRecord], report: &mu
     let start = history.since.max(job.active_since);
     let mut tick = job.schedule.next_after(start);
     let mut expected = 0usize;
-    while let Some(t) = tick.filter(|t| *t <= history.until) {
+    while let Some(t) = tick.filter(|t| *t < history.until) {
         expected += 1;
         if expected > MAX_TICKS_PER_JOB {
             report.notes.push(format!(
@@ -322,7 +327,7 @@ mod tests {
             running: BTreeSet::new(),
             running_read_at: at(100),
             since: at(0),
-            until: at(5),
+            until: at(6),
         }
     }
 

@@ -149,3 +149,163 @@ async fn a_configuration_file_with_an_unknown_key_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("unknown field `capacty`"), "{stderr}");
 }
+
+/// One route of the matrix: who may call it.
+struct Route {
+    method: &'static str,
+    /// The OpenAPI path template it exercises.
+    template: &'static str,
+    path: String,
+    body: Option<serde_json::Value>,
+    /// 0 public, 1 viewer, 2 operator, 3 admin.
+    needs: u8,
+}
+
+/// Every route × {no token, wrong token, viewer, operator, admin}: allowed
+/// exactly as documented, 401 without a valid token, 403 below the role.
+/// The OpenAPI description is the list of routes, so a new route without a
+/// row here fails the test.
+#[tokio::test]
+async fn the_auth_matrix_covers_every_route_and_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let dev = dev(&["--config", &config]);
+    let admin = dev.api_with_token(ADMIN);
+    let hello = wat::parse_str(
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1) (func (export "_start")))"#,
+    )
+    .unwrap();
+    let digest = admin
+        .raw("POST", "/api/v1/modules", "application/wasm", hello.clone())
+        .await
+        .expect(201)["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wasm = serde_json::json!({"schedule": "@yearly", "kind": {"wasm": {"module": digest}}});
+    admin.put("/api/v1/jobs/w", &wasm).await.expect(201);
+    admin
+        .put("/api/v1/jobs/sh", &shell_job("@yearly", "true"))
+        .await
+        .expect(201);
+    let no_run = "01JD0000000000000000000000";
+    let no_module = format!("sha256:{}", "0".repeat(64));
+    let route = |method, template, path: &str, body: Option<serde_json::Value>, needs| Route {
+        method,
+        template,
+        path: path.to_owned(),
+        body,
+        needs,
+    };
+    let routes = vec![
+        route("GET", "/api/v1/openapi.json", "/api/v1/openapi.json", None, 0),
+        route("GET", "/api/v1/jobs", "/api/v1/jobs", None, 1),
+        route("GET", "/api/v1/jobs/{name}", "/api/v1/jobs/w", None, 1),
+        route("PUT", "/api/v1/jobs/{name}", "/api/v1/jobs/w", Some(wasm.clone()), 2),
+        route(
+            "PUT",
+            "/api/v1/jobs/{name}",
+            "/api/v1/jobs/sh2",
+            Some(shell_job("@yearly", "true")),
+            3,
+        ),
+        route("POST", "/api/v1/jobs/{name}/pause", "/api/v1/jobs/w/pause", None, 2),
+        route("POST", "/api/v1/jobs/{name}/resume", "/api/v1/jobs/w/resume", None, 2),
+        route("POST", "/api/v1/jobs/{name}/run", "/api/v1/jobs/w/run", None, 2),
+        route("POST", "/api/v1/jobs/{name}/kill", "/api/v1/jobs/w/kill", None, 2),
+        route("DELETE", "/api/v1/jobs/{name}", "/api/v1/jobs/nothing-here", None, 2),
+        route("POST", "/api/v1/modules", "/api/v1/modules", None, 2),
+        route("GET", "/api/v1/modules", "/api/v1/modules", None, 1),
+        route(
+            "GET",
+            "/api/v1/modules/{digest}",
+            &format!("/api/v1/modules/{digest}"),
+            None,
+            1,
+        ),
+        route(
+            "DELETE",
+            "/api/v1/modules/{digest}",
+            &format!("/api/v1/modules/{no_module}"),
+            None,
+            2,
+        ),
+        route("GET", "/api/v1/runs", "/api/v1/runs", None, 1),
+        route(
+            "GET",
+            "/api/v1/runs/{run_id}",
+            &format!("/api/v1/runs/{no_run}"),
+            None,
+            1,
+        ),
+        route(
+            "GET",
+            "/api/v1/runs/{run_id}/output",
+            &format!("/api/v1/runs/{no_run}/output"),
+            None,
+            1,
+        ),
+        route("GET", "/api/v1/workers", "/api/v1/workers", None, 1),
+        route("GET", "/api/v1/cron/next", "/api/v1/cron/next?expr=@daily", None, 1),
+        route("GET", "/api/v1/whoami", "/api/v1/whoami", None, 1),
+        // Last: an admin deleting the shell job really deletes it.
+        route("DELETE", "/api/v1/jobs/{name}", "/api/v1/jobs/sh", None, 3),
+    ];
+
+    // Completeness: every documented operation has a row.
+    let doc = dev.api().get("/api/v1/openapi.json").await.expect(200);
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/v1/") {
+            continue;
+        }
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            assert!(
+                routes.iter().any(|r| r.template == path && r.method == method),
+                "{method} {path} is missing from the auth matrix"
+            );
+        }
+    }
+
+    let identities: [(&str, Option<&str>, u8); 5] = [
+        ("no token", None, 0),
+        ("wrong token", Some("wrong-token-0123456789"), 0),
+        ("viewer", Some(VIEWER), 1),
+        ("operator", Some(OPERATOR), 2),
+        ("admin", Some(ADMIN), 3),
+    ];
+    let mut checked = 0;
+    for route in &routes {
+        for (who, token, rank) in identities {
+            let api = sandcron_tests::Api::new(&dev.base, token);
+            let reply = match (route.method, &route.body) {
+                ("POST", None) if route.template == "/api/v1/modules" => {
+                    api.raw("POST", &route.path, "application/wasm", hello.clone()).await
+                }
+                (method, body) => api.request(method, &route.path, body.as_ref()).await,
+            };
+            let status = reply.status;
+            let what = format!("{} {} as {who}: {status} {}", route.method, route.path, reply.body);
+            if rank >= route.needs {
+                assert!(status != 401 && status != 403 && status < 500, "allowed, but {what}");
+            } else if token.is_none() || who == "wrong token" {
+                assert_eq!(status, 401, "{what}");
+                assert_eq!(reply.body["error"]["code"], "unauthorized", "{what}");
+            } else {
+                assert_eq!(status, 403, "{what}");
+                assert_eq!(reply.body["error"]["code"], "forbidden", "{what}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, routes.len() * 5);
+    // The shell job is gone (only the admin's delete went through), the
+    // wasm job is still there.
+    admin.get("/api/v1/jobs/sh").await.expect(404);
+    admin.get("/api/v1/jobs/w").await.expect(200);
+    let log = dev.log_text();
+    for token in [VIEWER, OPERATOR, ADMIN, "wrong-token-0123456789"] {
+        assert!(!log.contains(token), "a token leaked into the log");
+    }
+}

@@ -74,7 +74,11 @@ async fn check_history_passes_a_clean_history_and_names_what_was_lost() {
     .await;
     let executed = report["executed"].as_u64().unwrap_or(0);
     assert!(executed >= 4, "{report}");
-    assert_eq!(report["chunks"].as_u64(), Some(3 * executed), "three chunks a run: {report}");
+    assert_eq!(
+        report["chunks"].as_u64(),
+        Some(3 * executed),
+        "three chunks a run: {report}"
+    );
     assert_eq!(report["violations"], serde_json::json!([]));
 
     // Lose one chunk of one run and the whole record of another.

@@ -8,9 +8,11 @@ mod check;
 mod cli;
 mod cluster;
 mod console;
+mod hostile;
 mod lifecycle;
 mod logs;
 mod shell_jobs;
+mod soak;
 mod wasm;
 
 use sandcron_tests::Dev;

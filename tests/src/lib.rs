@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod etcd;
 pub mod mongo;
+pub mod soak;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};

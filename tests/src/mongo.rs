@@ -131,7 +131,8 @@ impl MongoServer {
         self.child.is_some()
     }
 
-    /// Stops the server with SIGTERM and waits for it to exit.
+    /// Stops the server with SIGTERM and waits for it to exit (SIGKILL
+    /// after the stop timeout).
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -143,12 +144,12 @@ impl MongoServer {
                 return;
             }
             if Instant::now() >= deadline {
+                // nx-27017's shutdown can hang on open client connections;
+                // its data is in SQLite, which a kill does not lose.
+                eprintln!("nx-27017 did not stop within {STOP_TIMEOUT:?}; killing it");
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "nx-27017 did not stop within {STOP_TIMEOUT:?}; log:\n{}",
-                    self.log_tail()
-                );
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -89,6 +89,16 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
             state.modules.max_module_bytes()
         ))
     };
+    // A declared length over what the route accepts is refused before a
+    // byte of the body is read, so the client gets its answer promptly.
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length as usize > super::module_body_limit(state.modules.max_module_bytes())) {
+        return Err(too_large());
+    }
     match content_type.as_str() {
         "application/wasm" | "application/octet-stream" => {
             Bytes::from_request(request, state).await.map_err(|rejection| {

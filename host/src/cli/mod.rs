@@ -104,6 +104,10 @@ pub enum Command {
         /// Skip reading every run's output (no gap check; much faster).
         #[arg(long)]
         no_output: bool,
+        /// Read the output of at most this many runs, spread evenly over the
+        /// window (default: every run).
+        #[arg(long)]
+        output_sample: Option<usize>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -253,6 +257,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             until,
             job,
             no_output,
+            output_sample,
             json,
         } => {
             let now = Timestamp::now();
@@ -265,7 +270,8 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
                 bail!("--until ({until}) must be after --since ({since})");
             }
             let client = Client::new(&client)?;
-            let history = history::read(&client, since, until, job.as_deref(), !no_output).await?;
+            let sample = if no_output { Some(0) } else { output_sample };
+            let history = history::read(&client, since, until, job.as_deref(), sample).await?;
             let report = crate::check::check(&history);
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;

@@ -39,6 +39,11 @@ const KILL_REQUEST_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobState {
     pub last_tick: Timestamp,
+    /// The lease of the worker that made the claim. A worker whose claim
+    /// transaction failed without an answer (the store went away mid-commit)
+    /// reads it back to learn whether the claim went through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
 }
 
 /// A run in progress, as published under `running/`.
@@ -383,6 +388,7 @@ impl Coordinator {
                 state_key,
                 encode(&JobState {
                     last_tick: request.tick,
+                    lease: Some(request.lease.0),
                 })?,
             ));
             if let Some(run) = &request.run {

@@ -169,6 +169,7 @@ impl Worker {
                 done_tx,
                 done_rx,
                 pending_triggers: BTreeMap::new(),
+                ambiguous: HashMap::new(),
             };
             let result = state.event_loop(&shutdown, watch_rx, lease_lost_rx).await;
             // Runs drain while the kill watcher and the lease keeper still work.
@@ -273,6 +274,22 @@ struct State {
     /// not own (yet). Taken when the job becomes this worker's; forgotten when
     /// another worker takes them (their key is deleted).
     pending_triggers: BTreeMap<String, (JobName, KeyValue)>,
+    /// Claims whose transaction failed without an answer: the store may or
+    /// may not have committed them. Resolved at the job's next recovery,
+    /// which reads the claim state back.
+    ambiguous: HashMap<JobName, AmbiguousClaim>,
+}
+
+/// A claim sent in a transaction whose outcome is unknown.
+struct AmbiguousClaim {
+    tick: Timestamp,
+    lease: LeaseId,
+    /// The run the claim would have published.
+    run: Option<RunningEntry>,
+    /// The run that made a tick claim a `skipped` record.
+    blocking: Option<RunId>,
+    /// For a catch-up claim: the plan it would have carried out.
+    plan: Option<schedule::CatchupPlan>,
 }
 
 /// The longest the loop sleeps without looking at the clock again, so a
@@ -549,6 +566,26 @@ impl State {
                     continue;
                 }
             };
+            if let Some(claim) = self.ambiguous.remove(&name) {
+                // Ours if the state still names our claim, or (when a later
+                // claim moved it on) if the run we published exists.
+                let mut committed = state.is_some_and(|s| s.last_tick == claim.tick && s.lease == Some(claim.lease.0));
+                if let (false, Some(entry)) = (committed, &claim.run) {
+                    committed = match self.deps.coord.running(Some(&name)).await {
+                        Ok(running) => running.iter().any(|(_, e)| e.run_id == entry.run_id),
+                        Err(err) => {
+                            // Unknown still: keep it for the next recovery.
+                            tracing::warn!(job = %name, %err, "cannot read running entries; retrying soon");
+                            self.ambiguous.insert(name.clone(), claim);
+                            self.timers.set(Timer::Tick(name), now + SignedDuration::from_secs(1));
+                            continue;
+                        }
+                    };
+                }
+                if committed {
+                    self.account_ambiguous(&job, claim, revision).await;
+                }
+            }
             let last_tick = state.map(|s| s.last_tick);
             if let Some(slot) = self.jobs.get_mut(&name) {
                 slot.state_revision = Some(revision);
@@ -582,10 +619,20 @@ impl State {
             Ok(outcomes) => outcomes,
             Err(err) => {
                 tracing::warn!(%err, jobs = claims.len(), "cannot claim missed ticks; retrying soon");
-                for (job, _, _) in plans {
+                for ((job, plan, entry), request) in plans.into_iter().zip(&claims) {
                     if let Some(slot) = self.jobs.get_mut(&job.name) {
                         slot.state_revision = None;
                     }
+                    self.ambiguous.insert(
+                        job.name.clone(),
+                        AmbiguousClaim {
+                            tick: request.tick,
+                            lease: request.lease,
+                            run: entry,
+                            blocking: None,
+                            plan: Some(plan),
+                        },
+                    );
                     self.timers
                         .set(Timer::Tick(job.name.clone()), now + SignedDuration::from_secs(1));
                 }
@@ -613,6 +660,64 @@ impl State {
             self.set_tick_timer(&job.name, plan.next);
         }
         lost
+    }
+
+    /// A claim whose answer was lost did go through: the tick (or the
+    /// catch-up plan) is this worker's, but its run was never started and its
+    /// records never written. Account for every tick it covered — as not run,
+    /// since by now it is late — and withdraw the run it published.
+    async fn account_ambiguous(&mut self, job: &Arc<Job>, claim: AmbiguousClaim, fence: Revision) {
+        const LATE: &str = "claimed while the coordination store failed; the claim's answer was lost, so the \
+                            tick was not run";
+        tracing::warn!(job = %job.name, tick = %claim.tick, "a claim whose answer was lost went through; recording its ticks");
+        if let Some(plan) = &claim.plan {
+            self.record_missed(job, plan, fence).await;
+            // Catch-up runs the plan would have started, after the first.
+            for tick in plan.run.iter().skip(1) {
+                let record = self.not_run(job, *tick, RunStatus::Missed, fence, LATE.to_owned());
+                self.deps.metrics.run_ended(RunStatus::Missed);
+                self.deps.sink.record(record).await;
+            }
+        }
+        match claim.run {
+            Some(entry) => {
+                let mut record = self.not_run(job, entry.tick, RunStatus::Missed, fence, LATE.to_owned());
+                record.run_id = entry.run_id;
+                record.trigger = entry.trigger;
+                self.deps.metrics.run_ended(RunStatus::Missed);
+                self.deps.sink.record(record).await;
+                self.withdraw_entry(job.name.clone(), entry.run_id);
+            }
+            None if claim.plan.is_none() => {
+                let reason = match claim.blocking {
+                    Some(run) => format!("previous run {run} was still running (overlap: forbid)"),
+                    None => "previous run was still running (overlap: forbid)".to_owned(),
+                };
+                let record = self.not_run(job, claim.tick, RunStatus::Skipped, fence, reason);
+                self.deps.metrics.run_ended(RunStatus::Skipped);
+                self.deps.sink.record(record).await;
+            }
+            None => {}
+        }
+    }
+
+    /// Deletes a `running/` entry this worker published but never started,
+    /// retrying in the background until the store answers.
+    fn withdraw_entry(&self, job: JobName, run_id: RunId) {
+        let coord = self.deps.coord.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match coord.finish_run(&job, run_id).await {
+                    Ok(()) => return,
+                    Err(err) => {
+                        tracing::warn!(%job, run = %run_id, %err, "cannot withdraw a run entry; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
     }
 
     fn set_tick_timer(&mut self, name: &JobName, next: Option<Timestamp>) {
@@ -916,10 +1021,21 @@ impl State {
         let mut claims: Vec<ClaimRequest> = Vec::new();
         let mut skips: Vec<Option<RunId>> = Vec::new();
         let mut fired = 0;
+        // A job's next tick can be due already (a worker running behind):
+        // it waits for the next turn, so that a job never has two claims in
+        // flight at once, which could let the later tick win the claim state
+        // and leave the earlier one unrecorded.
+        let mut deferred = Vec::new();
         while fired < MAX_FIRES_PER_TURN {
             let Some((timer, due)) = self.timers.pop_due(now) else {
                 break;
             };
+            if let Timer::Tick(name) = &timer
+                && claims.iter().any(|claim| &claim.job == name)
+            {
+                deferred.push((timer, due));
+                continue;
+            }
             fired += 1;
             match timer {
                 Timer::Tick(name) => {
@@ -931,6 +1047,9 @@ impl State {
                 Timer::Retry(id) => self.start_retry(id).await,
             }
         }
+        for (timer, due) in deferred {
+            self.timers.set(timer, due);
+        }
         if claims.is_empty() {
             return;
         }
@@ -941,10 +1060,20 @@ impl State {
                 // next owner (or this worker, recovering) accounts for them by
                 // the catch-up policy instead of dropping them.
                 tracing::warn!(%err, ticks = claims.len(), "cannot claim due ticks; they will be caught up");
-                for request in &claims {
+                for (request, blocking) in claims.iter().zip(skips) {
                     if let Some(slot) = self.jobs.get_mut(&request.job) {
                         slot.state_revision = None;
                     }
+                    self.ambiguous.insert(
+                        request.job.clone(),
+                        AmbiguousClaim {
+                            tick: request.tick,
+                            lease: request.lease,
+                            run: request.run.clone(),
+                            blocking,
+                            plan: None,
+                        },
+                    );
                     self.timers
                         .set(Timer::Tick(request.job.clone()), now + SignedDuration::from_secs(1));
                 }
@@ -1090,6 +1219,9 @@ impl State {
             Ok(fence) => self.spawn_run(job, entry, fence),
             Err(err) => {
                 tracing::warn!(job = %retry.job, %err, "cannot start a retry; trying again in 1 s");
+                // The entry may have been written although the answer was
+                // lost; it must not linger as a run that never ends.
+                self.withdraw_entry(retry.job.clone(), entry.run_id);
                 let job = retry.job.clone();
                 self.retries.insert(id, retry);
                 self.timers
