@@ -20,8 +20,8 @@ use crate::inproc::{InProcWorker, Probe, Timed, job_name, load_jobs, run_record,
 use crate::report::{Stats, ms, ratio, spread};
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let single_ticks = ctx.pick(10, 30);
-    let bursts = ctx.pick(3, 6);
+    let single_ticks = ctx.pick(6, 30);
+    let bursts = ctx.pick(2, 6);
     let burst_jobs = 10_000;
 
     // One job every second.

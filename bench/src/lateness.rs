@@ -291,7 +291,10 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
         fires_per_s: count / window as f64,
         p50: histogram_quantile(&delta, 0.5) * 1e3,
         p99: histogram_quantile(&delta, 0.99) * 1e3,
-        max: format!("≤ {}", ms(histogram_max_bound(&delta) * 1e3)),
+        max: match histogram_max_bound(&delta) {
+            bound if bound.is_infinite() => "> 30 s".to_owned(),
+            bound => format!("≤ {}", ms(bound * 1e3)),
+        },
         cpu: format!("{:.0} %", cpu * 100.0),
         note: format!("at the end: {queued:.0} events queued in the sinks, {waiting:.0} runs waiting for capacity"),
     })

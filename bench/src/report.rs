@@ -140,6 +140,11 @@ impl Report {
         self.line("");
     }
 
+    /// Keeps text already printed (by a child process) without printing it.
+    pub fn keep(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
     pub fn text(&self) -> &str {
         &self.text
     }
