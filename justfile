@@ -30,3 +30,8 @@ lint:
 
 ci:
     .ci/run
+
+# Chaos soak: a whole cluster under random faults, then check-history (default 3 minutes; --minutes N).
+soak *ARGS:
+    cargo build --release -p sandcron
+    cargo run --release -p sandcron-tests --bin soak -- {{ARGS}}

@@ -62,6 +62,7 @@ use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobName, ModuleDigest, RunId};
+use crate::logstore::store::{ceil_millisecond, decode_cursor, encode_cursor};
 use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
 use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind, Trigger};
 
@@ -733,31 +734,6 @@ fn store_error(e: DriverError) -> LogStoreError {
         ErrorKind::InvalidArgument { .. } => LogStoreError::Invalid(e.to_string()),
         _ => LogStoreError::Other(e.to_string()),
     }
-}
-
-/// The smallest whole millisecond at or after `t`: instants are stored in
-/// whole milliseconds, so `tick >= t` and `tick < t` compare against this.
-fn ceil_millisecond(t: Timestamp) -> i64 {
-    let ms = t.as_millisecond();
-    match Timestamp::from_millisecond(ms) {
-        Ok(floor) if floor < t => ms + 1,
-        _ => ms,
-    }
-}
-
-/// The cursor is the sort key of the page's last run: `<tick ms>_<run id>`,
-/// the SQLite store's format. Only digits, `-`, `_` and upper-case letters,
-/// so it needs no URL escaping.
-fn encode_cursor(tick: i64, run_id: RunId) -> String {
-    format!("{tick}_{run_id}")
-}
-
-fn decode_cursor(cursor: &str) -> Result<(i64, RunId), LogStoreError> {
-    let invalid = || LogStoreError::Invalid("invalid cursor".to_owned());
-    let (tick, run_id) = cursor.split_once('_').ok_or_else(invalid)?;
-    let tick = tick.parse::<i64>().map_err(|_| invalid())?;
-    let run_id = run_id.parse::<RunId>().map_err(|_| invalid())?;
-    Ok((tick, run_id))
 }
 
 /// Integer fields that accept whatever integer BSON type the server sends

@@ -26,6 +26,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::Semaphore;
 
 use crate::ids::{JobName, RunId};
+use crate::logstore::store::{ceil_millisecond, decode_cursor, encode_cursor};
 use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
 use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind};
 
@@ -593,30 +594,6 @@ impl ChunkRow {
 
 fn decode_record(run_id: &str, json: &str) -> Result<RunRecord, Failure> {
     serde_json::from_str(json).map_err(|e| Failure::corrupt(format!("stored run {run_id} is unreadable: {e}")))
-}
-
-/// The smallest whole millisecond at or after `t`: ticks are stored in whole
-/// milliseconds, so `tick >= t` and `tick < t` compare against this.
-fn ceil_millisecond(t: Timestamp) -> i64 {
-    let ms = t.as_millisecond();
-    match Timestamp::from_millisecond(ms) {
-        Ok(floor) if floor < t => ms + 1,
-        _ => ms,
-    }
-}
-
-/// The cursor is the sort key of the page's last row: `<tick ms>_<run id>`.
-/// Only digits, `-`, `_` and upper-case letters, so it needs no URL escaping.
-fn encode_cursor(tick: i64, run_id: RunId) -> String {
-    format!("{tick}_{run_id}")
-}
-
-fn decode_cursor(cursor: &str) -> Result<(i64, RunId), LogStoreError> {
-    let invalid = || LogStoreError::Invalid("invalid cursor".to_owned());
-    let (tick, run_id) = cursor.split_once('_').ok_or_else(invalid)?;
-    let tick = tick.parse::<i64>().map_err(|_| invalid())?;
-    let run_id = run_id.parse::<RunId>().map_err(|_| invalid())?;
-    Ok((tick, run_id))
 }
 
 fn configure(conn: &Connection, writer: bool) -> Result<(), Failure> {

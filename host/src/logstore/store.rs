@@ -111,3 +111,28 @@ pub fn supersedes(new: &RunRecord, stored: &RunRecord) -> bool {
     }
     new.status.is_terminal() && new.status != RunStatus::Lost
 }
+
+/// The smallest whole millisecond at or after `t`: both stores keep ticks in
+/// whole milliseconds, so `tick >= t` and `tick < t` compare against this.
+pub(crate) fn ceil_millisecond(t: Timestamp) -> i64 {
+    let ms = t.as_millisecond();
+    match Timestamp::from_millisecond(ms) {
+        Ok(floor) if floor < t => ms + 1,
+        _ => ms,
+    }
+}
+
+/// The runs cursor of both stores: the sort key of the page's last run,
+/// `<tick ms>_<run id>`. Only digits, `-`, `_` and upper-case letters, so it
+/// needs no URL escaping (and a cursor stays valid across the two stores).
+pub(crate) fn encode_cursor(tick: i64, run_id: RunId) -> String {
+    format!("{tick}_{run_id}")
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> Result<(i64, RunId), LogStoreError> {
+    let invalid = || LogStoreError::Invalid("invalid cursor".to_owned());
+    let (tick, run_id) = cursor.split_once('_').ok_or_else(invalid)?;
+    let tick = tick.parse::<i64>().map_err(|_| invalid())?;
+    let run_id = run_id.parse::<RunId>().map_err(|_| invalid())?;
+    Ok((tick, run_id))
+}

@@ -12,6 +12,7 @@ fn main() {
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
+    let mut output_sample = None;
     let mut bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/sandcron").to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -21,6 +22,13 @@ fn main() {
             "--jobs" => jobs = value().parse().unwrap_or_else(|_| usage("--jobs takes a number")),
             "--seed" => seed = value().parse().unwrap_or_else(|_| usage("--seed takes a number")),
             "--bin" => bin = value(),
+            "--output-sample" => {
+                output_sample = Some(
+                    value()
+                        .parse()
+                        .unwrap_or_else(|_| usage("--output-sample takes a number")),
+                );
+            }
             _ => usage(&format!("unknown argument {arg}")),
         }
     }
@@ -37,7 +45,7 @@ fn main() {
         duration: Duration::from_secs_f64(minutes * 60.0),
         jobs,
         seed,
-        output_sample: None,
+        output_sample,
     };
     eprintln!("soak: {minutes} minutes, {jobs} jobs, seed {seed}");
     let runtime = match tokio::runtime::Runtime::new() {
@@ -56,6 +64,6 @@ fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("soak: {problem}\nusage: soak [--minutes N] [--jobs N] [--seed N] [--bin PATH]");
+    eprintln!("soak: {problem}\nusage: soak [--minutes N] [--jobs N] [--seed N] [--output-sample N] [--bin PATH]");
     std::process::exit(2);
 }
