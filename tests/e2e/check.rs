@@ -120,3 +120,36 @@ async fn check_history_passes_a_clean_history_and_names_what_was_lost() {
         "the run that lost a chunk is named: {text}"
     );
 }
+
+/// A worker that falls behind (here: frozen for three seconds) finds several
+/// ticks of each job due at once. Each must still be claimed once and
+/// recorded: none may win over an earlier one and leave it unrecorded.
+#[tokio::test]
+async fn a_worker_that_falls_behind_accounts_for_every_tick() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let server = dev(&[]);
+    let api = server.api();
+    for i in 0..5 {
+        api.put(&format!("/api/v1/jobs/every-{i}"), &shell_job("* * * * * *", "true"))
+            .await
+            .expect(201);
+    }
+    wait_for("the jobs to run", Duration::from_secs(20), || async {
+        let runs = api.runs("every-4").await;
+        runs.iter().any(|r| r["status"] == "succeeded").then_some(())
+    })
+    .await;
+    let pid = Pid::from_raw(server.pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP");
+    // The freeze is the scenario, not a synchronisation.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kill(pid, Signal::SIGCONT).expect("SIGCONT");
+    let report = wait_for("a clean report after the freeze", Duration::from_secs(30), || async {
+        let (code, report, _) = check_history(&server.base, &["--since", "2m", "--until", "2s", "--no-output"]);
+        (code == 0 && report["executed"].as_u64().unwrap_or(0) >= 20).then_some(report)
+    })
+    .await;
+    assert_eq!(report["violations"], serde_json::json!([]), "{report}");
+}
