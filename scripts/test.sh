@@ -25,6 +25,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> MongoDB-wire test server"
 scripts/install-mongo-test-server.sh >/dev/null
 
+echo "==> API fuzzer (schemathesis)"
+scripts/install-fuzz-tools.sh >/dev/null
+
 echo "==> guests"
 scripts/build-guests.sh
 

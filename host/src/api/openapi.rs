@@ -45,14 +45,79 @@ impl Modify for BearerAuth {
 }
 
 /// The document, as JSON.
-pub fn document() -> utoipa::openapi::OpenApi {
+pub fn document() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    open_job_view(&mut doc);
+    document_errors(&mut doc);
     doc
 }
 
-pub(super) async fn serve() -> Json<utoipa::openapi::OpenApi> {
+pub(super) async fn serve() -> Json<serde_json::Value> {
     Json(document())
+}
+
+/// A job view is a job spec plus read-only fields, but the spec's schema
+/// forbids additional properties (a PUT body must not carry unknown fields),
+/// so `allOf` with it would reject every view. The view refers to a copy
+/// of the spec's schema that allows them.
+fn open_job_view(doc: &mut serde_json::Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let mut fields = schemas["JobSpec"].clone();
+    if let Some(object) = fields.as_object_mut() {
+        object.remove("additionalProperties");
+    }
+    schemas["JobSpecFields"] = fields;
+    if let Some(parts) = schemas["JobView"]["allOf"].as_array_mut() {
+        for part in parts {
+            if part["$ref"] == "#/components/schemas/JobSpec" {
+                *part = serde_json::json!({"$ref": "#/components/schemas/JobSpecFields"});
+            }
+        }
+    }
+}
+
+/// Every API operation may answer with the error statuses of docs/API.md;
+/// each is described with the error body, unless the operation already
+/// describes it.
+fn document_errors(doc: &mut serde_json::Value) {
+    const ERRORS: [(&str, &str); 10] = [
+        ("400", "malformed request: JSON, query or headers"),
+        ("401", "missing or unknown token"),
+        ("403", "the token's role is too low, or the action is disabled here"),
+        ("404", "no such job, run, module or route"),
+        ("409", "conflicts with the current state"),
+        ("413", "the body is larger than the server accepts"),
+        ("415", "unsupported content type"),
+        ("422", "a value is invalid; `field` names it"),
+        ("500", "a bug; details are in the server log"),
+        ("503", "a backing store is unreachable; retry"),
+    ];
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+            continue;
+        }
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in operations.values_mut() {
+            let Some(responses) = operation["responses"].as_object_mut() else {
+                continue;
+            };
+            for (status, description) in ERRORS {
+                responses.entry(status).or_insert_with(|| {
+                    serde_json::json!({
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                    })
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -61,7 +126,7 @@ mod tests {
 
     #[test]
     fn every_route_is_described() {
-        let doc = serde_json::to_value(document()).expect("serialises");
+        let doc = document();
         let paths = doc["paths"].as_object().expect("paths");
         let expected = [
             ("/api/v1/jobs", vec!["get"]),
@@ -94,6 +159,20 @@ mod tests {
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );
+        // Every API operation documents the error statuses; a job view may
+        // carry fields a job spec may not.
+        for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/api/v1/")) {
+            for (method, operation) in item.as_object().expect("operations") {
+                for status in ["400", "401", "403", "404", "422", "500", "503"] {
+                    assert!(
+                        operation["responses"].get(status).is_some(),
+                        "{method} {path} does not document {status}"
+                    );
+                }
+            }
+        }
+        assert!(doc["components"]["schemas"]["JobSpec"]["additionalProperties"] == false);
+        assert!(doc["components"]["schemas"]["JobSpecFields"]["additionalProperties"].is_null());
         // Every schema the paths reference exists.
         let text = doc.to_string();
         for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
