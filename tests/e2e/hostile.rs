@@ -146,18 +146,7 @@ async fn hostile_multipart_uploads_are_refused() {
     );
     // A body declared larger than the limit is refused from its headers
     // alone: the answer comes before a byte of the body is sent.
-    let address = dev.base.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&address).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        stream,
-        "POST /api/v1/modules HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        3 << 20
-    )
-    .unwrap();
-    let mut head = [0u8; 512];
-    let read = stream.read(&mut head).expect("an answer before the body");
-    let head = String::from_utf8_lossy(&head[..read]);
+    let head = sandcron_tests::answer_to_declared_length(&dev.base, "POST", "/api/v1/modules", &content_type, 3 << 20);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(head.contains("payload_too_large"), "{head}");
     // A multipart body with no closing boundary.

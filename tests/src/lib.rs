@@ -365,3 +365,24 @@ pub fn processes_in_group(pgid: i32) -> Vec<i32> {
     }
     found
 }
+
+/// Sends only the head of a request that declares a `length`-byte body and
+/// returns the first bytes of the answer: a server that refuses oversized
+/// bodies answers from the headers alone. (Sent through an HTTP client, the
+/// body races the early answer and the client may see a broken pipe.)
+pub fn answer_to_declared_length(base: &str, method: &str, path: &str, content_type: &str, length: u64) -> String {
+    use std::io::{Read as _, Write as _};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+    )
+    .expect("write the request head");
+    let mut head = [0u8; 1024];
+    let read = stream.read(&mut head).expect("an answer before the body");
+    String::from_utf8_lossy(&head[..read]).into_owned()
+}
