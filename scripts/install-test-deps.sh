@@ -42,3 +42,10 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+
+# `just` runs the project's recipes (`just bench`, `just soak`); Debian 12
+# does not package it, crates.io does.
+if ! command -v just >/dev/null 2>&1; then
+    echo "==> cargo install just"
+    cargo install just --locked --quiet
+fi
