@@ -245,11 +245,29 @@ impl LogStore for MongoLogStore {
         if !batch.chunks.is_empty() {
             self.insert_chunks(&batch.chunks).await?;
         }
-        // One at a time and in order: a later record of the same run is
-        // judged against the earlier one, exactly as if written separately.
-        for record in &batch.runs {
-            self.upsert_run(record).await?;
+        // The records of one run go one at a time and in order (a later one
+        // is judged against the earlier, exactly as if written separately);
+        // different runs are independent and go concurrently.
+        let mut by_run: Vec<Vec<usize>> = Vec::new();
+        let mut index: std::collections::HashMap<RunId, usize> = std::collections::HashMap::new();
+        for (position, record) in batch.runs.iter().enumerate() {
+            let slot = *index.entry(record.run_id).or_insert_with(|| {
+                by_run.push(Vec::new());
+                by_run.len() - 1
+            });
+            by_run[slot].push(position);
         }
+        let runs = &batch.runs;
+        futures::stream::iter(by_run)
+            .map(|positions| async move {
+                for position in positions {
+                    self.upsert_run(&runs[position]).await?;
+                }
+                Ok::<(), LogStoreError>(())
+            })
+            .buffer_unordered(RECORD_WRITES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -735,6 +753,10 @@ fn store_error(e: DriverError) -> LogStoreError {
         _ => LogStoreError::Other(e.to_string()),
     }
 }
+
+/// Run records written at once by one batch (each run's own records stay in
+/// order); below the driver's default pool of 10 connections.
+const RECORD_WRITES_IN_FLIGHT: usize = 8;
 
 /// Integer fields that accept whatever integer BSON type the server sends
 /// (nx-27017 answers Int32 for small Int64 values), and integral doubles.
