@@ -1026,12 +1026,14 @@ impl State {
         // flight at once, which could let the later tick win the claim state
         // and leave the earlier one unrecorded.
         let mut deferred = Vec::new();
+        // Jobs with a claim in this turn (a set: a turn may hold thousands).
+        let mut claimed: HashSet<JobName> = HashSet::new();
         while fired < MAX_FIRES_PER_TURN {
             let Some((timer, due)) = self.timers.pop_due(now) else {
                 break;
             };
             if let Timer::Tick(name) = &timer
-                && claims.iter().any(|claim| &claim.job == name)
+                && claimed.contains(name)
             {
                 deferred.push((timer, due));
                 continue;
@@ -1040,6 +1042,7 @@ impl State {
             match timer {
                 Timer::Tick(name) => {
                     if let Some((request, blocking_run)) = self.prepare_tick(&name, due).await {
+                        claimed.insert(name);
                         claims.push(request);
                         skips.push(blocking_run);
                     }
