@@ -66,6 +66,17 @@ fn wasm_job(schedule: &str, digest: &str) -> Value {
     json!({"schedule": schedule, "kind": {"wasm": {"module": digest}}})
 }
 
+/// Creates `count` WASM jobs `<prefix>NN` firing every second; returns their names.
+async fn every_second_jobs(api: &Api, digest: &str, prefix: &str, count: usize) -> Vec<String> {
+    let jobs: Vec<String> = (0..count).map(|i| format!("{prefix}{i:02}")).collect();
+    for job in &jobs {
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", digest))
+            .await
+            .expect(201);
+    }
+    jobs
+}
+
 pub(crate) async fn wait_for_workers(api: &Api, count: usize) {
     wait_for(&format!("{count} live workers"), Duration::from_secs(30), || async {
         let workers = api.get("/api/v1/workers").await;
@@ -144,12 +155,7 @@ async fn three_workers_run_every_tick_of_thirty_jobs_exactly_once() {
     let _workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 3).await;
     let hello = upload_wat(&api, "hello").await;
-    let jobs: Vec<String> = (0..30).map(|i| format!("job-{i:02}")).collect();
-    for job in &jobs {
-        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
-            .await
-            .expect(201);
-    }
+    let jobs = every_second_jobs(&api, &hello, "job-", 30).await;
     let started = Timestamp::now();
     // Work is spread: every worker owns some jobs.
     let owners: BTreeSet<String> = api
@@ -278,12 +284,7 @@ async fn a_worker_paused_past_its_lease_never_runs_a_tick_twice() {
     let workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 3).await;
     let hello = upload_wat(&api, "hello").await;
-    let jobs: Vec<String> = (0..12).map(|i| format!("job-{i:02}")).collect();
-    for job in &jobs {
-        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
-            .await
-            .expect(201);
-    }
+    let jobs = every_second_jobs(&api, &hello, "job-", 12).await;
     let started = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     workers[0].proc.pause();
@@ -314,12 +315,7 @@ async fn workers_with_skewed_clocks_never_run_a_tick_twice() {
     ];
     wait_for_workers(&api, 3).await;
     let hello = upload_wat(&api, "hello").await;
-    let jobs: Vec<String> = (0..12).map(|i| format!("job-{i:02}")).collect();
-    for job in &jobs {
-        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
-            .await
-            .expect(201);
-    }
+    let jobs = every_second_jobs(&api, &hello, "job-", 12).await;
     let started = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(12)).await;
     let stopped = Timestamp::now();
@@ -339,12 +335,7 @@ async fn an_etcd_outage_is_survived_and_its_ticks_are_recorded() {
     let _workers: Vec<WorkerProcess> = (1..=2).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 2).await;
     let hello = upload_wat(&api, "hello").await;
-    let jobs: Vec<String> = (0..6).map(|i| format!("job-{i:02}")).collect();
-    for job in &jobs {
-        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
-            .await
-            .expect(201);
-    }
+    let jobs = every_second_jobs(&api, &hello, "job-", 6).await;
     let started = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
     stores.etcd.stop();
