@@ -50,6 +50,9 @@ fn request(kind: JobKind) -> anyhow::Result<ExecRequest> {
         attempt: 1,
         fence: 1,
         kind,
+        parent: None,
+        shard: None,
+        report_to: None,
     })
 }
 

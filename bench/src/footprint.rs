@@ -22,6 +22,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         let started = Instant::now();
         let dev = tokio::task::spawn_blocking(DevProc::start).await??;
         let ready = format!("{}/readyz", dev.base);
+        sandcron::tls::install_crypto_provider();
         let http = reqwest::Client::new();
         loop {
             if let Ok(response) = http.get(&ready).send().await

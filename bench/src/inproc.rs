@@ -40,6 +40,12 @@ pub fn job_record(schedule: &str, kind: JobKind) -> JobRecord {
             selector: BTreeMap::new(),
             description: String::new(),
             retention_days: None,
+            completion: Default::default(),
+            result_timeout_s: None,
+            on_success: Vec::new(),
+            on_failure: Vec::new(),
+            broadcast: false,
+            alerts: None,
         },
         meta: JobMeta {
             created_at: now,
@@ -242,6 +248,7 @@ impl InProcWorker {
             executors: Executors {
                 shell: Some(executor.clone()),
                 wasm: Some(executor),
+                http: None,
             },
             metrics: metrics.clone(),
             config: WorkerConfig {
@@ -257,6 +264,8 @@ impl InProcWorker {
                 dirs: BTreeMap::new(),
                 max_memory_mb: 4096,
                 clock_offset_ms: 0,
+                http_allow: sandcron::exec::egress::EgressPolicy::public_only(),
+                api_url: None,
             },
             info: WorkerInfo {
                 id: id.to_owned(),
@@ -266,10 +275,12 @@ impl InProcWorker {
                 allow_native: true,
                 capacity,
                 started_at: Timestamp::now(),
+                http: false,
             },
             lease_ttl: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             retention: Duration::from_secs(3600),
+            alerts: None,
         });
         let worker_handle = tokio::spawn(worker.run(shutdown.clone()));
         InProcWorker {
@@ -349,5 +360,7 @@ pub fn run_record(job: JobName, tick: Timestamp) -> RunRecord {
         missed_until: None,
         result: None,
         expire_at: None,
+        parent: None,
+        shard: None,
     }
 }

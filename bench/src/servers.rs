@@ -225,6 +225,7 @@ impl Cluster {
     /// The /metrics text of every worker.
     pub async fn worker_metrics(&self) -> Vec<String> {
         let mut texts = Vec::new();
+        sandcron::tls::install_crypto_provider();
         for (_, url) in &self.workers {
             let text = match reqwest::get(url).await {
                 Ok(response) => response.text().await.unwrap_or_default(),

@@ -52,6 +52,68 @@ pub struct FileConfig {
     pub etcd: Option<EtcdFile>,
     pub mongodb: Option<MongoFile>,
     pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub alerts: AlertsFile,
+}
+
+/// `[alerts]`: where workers send alerts, and the rules for every job.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsFile {
+    /// The same alert (job, rule, status) at most once per this many seconds
+    /// (default 300); the ones in between are counted in the next.
+    pub min_interval_s: Option<u64>,
+    /// The console's public address, for links in alerts.
+    pub console_url: Option<String>,
+    /// Channels by name: each a `webhook` or an `email`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelFile>,
+    /// Rules that apply to every job.
+    #[serde(default)]
+    pub rules: Vec<AlertRuleFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFile {
+    pub webhook: Option<WebhookFile>,
+    pub email: Option<EmailFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    pub url: String,
+    /// Signs every delivery (`X-Sandcron-Signature`); strongly recommended.
+    pub secret: Option<String>,
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailFile {
+    /// The SMTP server's host name (also the name its certificate must carry).
+    pub smtp_host: String,
+    /// Default 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    pub smtp_port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    pub tls: Option<crate::alert::SmtpTls>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Extra CA certificates (PEM) to trust for the SMTP server.
+    pub ca_file: Option<PathBuf>,
+    pub from: String,
+    pub to: Vec<String>,
+    pub timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleFile {
+    #[serde(default)]
+    pub on: Vec<crate::run::RunStatus>,
+    pub failure_rate: Option<crate::job::FailureRate>,
+    pub channels: Vec<String>,
 }
 
 /// `[etcd]`: the coordination cluster of a master or worker.
@@ -149,6 +211,13 @@ pub struct WorkerFile {
     /// Address of the worker's probe server (`/healthz`, `/readyz`,
     /// `/metrics`); none by default.
     pub listen: Option<String>,
+    /// Where HTTP jobs may connect: `public`, `private`, `loopback`, `*`,
+    /// addresses, CIDR blocks, host names, `*.domain`. Default `["public"]`
+    /// (`sandcron dev`: public, private and loopback); `[]` refuses HTTP jobs.
+    pub http_allow: Option<Vec<String>>,
+    /// The API's address as services outside see it (a master or the load
+    /// balancer in front of them), for async jobs' `SANDCRON_RESULT_URL`.
+    pub api_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +271,10 @@ pub struct WorkerConfig {
     pub dirs: BTreeMap<String, PathBuf>,
     pub max_memory_mb: u64,
     pub clock_offset_ms: i64,
+    /// Where HTTP jobs may connect; empty: this worker runs no HTTP jobs.
+    pub http_allow: crate::exec::egress::EgressPolicy,
+    /// Base URL of the API for async results (`<api_url>/api/v1/runs/<id>/result`).
+    pub api_url: Option<String>,
 }
 
 /// Log settings after validation.
@@ -219,6 +292,7 @@ pub struct DevConfig {
     pub server: ServerConfig,
     pub worker: WorkerConfig,
     pub logs: LogsConfig,
+    pub alerts: crate::alert::AlertsConfig,
     /// Seed one demo job into an empty store.
     pub seed_demo: bool,
 }
@@ -282,6 +356,10 @@ impl DevArgs {
             max_module_bytes: module_limit(file.server.max_module_mb)?,
         };
         let mut worker = worker(&file.worker, true, 10)?;
+        if file.worker.http_allow.is_none() {
+            // Your own machine: local services are fair game, as in crontab.
+            worker.http_allow = crate::exec::egress::EgressPolicy::local_machine();
+        }
         if self.no_native {
             worker.allow_native = false;
         }
@@ -293,6 +371,7 @@ impl DevArgs {
             server,
             worker,
             logs: logs(&file.logs)?,
+            alerts: alerts(&file.alerts)?,
             seed_demo: !self.no_demo,
         })
     }
@@ -429,6 +508,134 @@ fn worker(file: &WorkerFile, allow_native_default: bool, drain_default_s: u64) -
             ms @ -3_600_000..=3_600_000 => ms,
             ms => bail!("worker.clock_offset_ms must be within an hour, got {ms}"),
         },
+        http_allow: match &file.http_allow {
+            Some(entries) => crate::exec::egress::EgressPolicy::parse(entries)
+                .map_err(|err| anyhow::anyhow!("worker.http_allow: {err}"))?,
+            None => crate::exec::egress::EgressPolicy::public_only(),
+        },
+        api_url: match &file.api_url {
+            Some(url) => Some(http_url(url, "worker.api_url")?.trim_end_matches('/').to_owned()),
+            None => None,
+        },
+    })
+}
+
+/// Checks an `http://` or `https://` URL from the configuration.
+fn http_url(url: &str, key: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{key}: {url:?} is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        bail!("{key}: {url:?} must be an http:// or https:// URL");
+    }
+    Ok(url.to_owned())
+}
+
+/// Validates `[alerts]`: channels, rules naming known channels, intervals.
+fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsConfig> {
+    use crate::alert::{AlertsConfig, Channel, EmailChannel, GlobalRule, SmtpTls, WebhookChannel};
+    let timeout = |value: Option<u64>, key: &str| -> anyhow::Result<Duration> {
+        match value.unwrap_or(10) {
+            s @ 1..=300 => Ok(Duration::from_secs(s)),
+            s => bail!("{key} must be between 1 and 300, got {s}"),
+        }
+    };
+    let mut channels = BTreeMap::new();
+    for (name, channel) in &file.channels {
+        let key = format!("alerts.channels.{name}");
+        let label_ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !label_ok {
+            bail!("{key}: channel names are 1-63 of [A-Za-z0-9._/-]");
+        }
+        let built = match (&channel.webhook, &channel.email) {
+            (Some(hook), None) => Channel::Webhook(WebhookChannel {
+                url: http_url(&hook.url, &format!("{key}.webhook.url"))?,
+                secret: match &hook.secret {
+                    Some(secret) if secret.len() < 16 => {
+                        bail!("{key}.webhook.secret must be at least 16 characters")
+                    }
+                    other => other.clone(),
+                },
+                timeout: timeout(hook.timeout_s, &format!("{key}.webhook.timeout_s"))?,
+            }),
+            (None, Some(mail)) => {
+                let tls = mail.tls.unwrap_or(SmtpTls::Starttls);
+                let default_port = match tls {
+                    SmtpTls::Starttls => 587,
+                    SmtpTls::Tls => 465,
+                    SmtpTls::None => 25,
+                };
+                if mail.username.is_some() != mail.password.is_some() {
+                    bail!("{key}.email: username and password go together");
+                }
+                let ca_pem = match &mail.ca_file {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .with_context(|| format!("{key}.email.ca_file: cannot read {}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                let channel = EmailChannel {
+                    host: mail.smtp_host.clone(),
+                    port: mail.smtp_port.unwrap_or(default_port),
+                    tls,
+                    username: mail.username.clone(),
+                    password: mail.password.clone(),
+                    ca_pem,
+                    from: mail.from.clone(),
+                    to: mail.to.clone(),
+                    timeout: timeout(mail.timeout_s, &format!("{key}.email.timeout_s"))?,
+                };
+                channel
+                    .validate()
+                    .map_err(|err| anyhow::anyhow!("{key}.email: {err}"))?;
+                Channel::Email(channel)
+            }
+            _ => bail!("{key}: give exactly one of webhook or email"),
+        };
+        channels.insert(name.clone(), built);
+    }
+    let mut rules = Vec::new();
+    for (index, rule) in file.rules.iter().enumerate() {
+        let key = format!("alerts.rules[{index}]");
+        if rule.channels.is_empty() {
+            bail!("{key}.channels: name at least one channel");
+        }
+        for channel in &rule.channels {
+            if !channels.contains_key(channel) {
+                bail!("{key}.channels: no channel named {channel:?} in [alerts.channels]");
+            }
+        }
+        if let Some(status) = rule.on.iter().find(|status| !status.is_alertable()) {
+            bail!("{key}.on: {status} is not an alertable status");
+        }
+        if rule.on.is_empty() && rule.failure_rate.is_none() {
+            bail!("{key}: name the statuses to alert on (on) or a failure_rate");
+        }
+        if let Some(rate) = &rule.failure_rate {
+            crate::job::check_failure_rate(&format!("{key}.failure_rate"), rate)
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+        }
+        rules.push(GlobalRule {
+            on: rule.on.clone(),
+            failure_rate: rule.failure_rate,
+            channels: rule.channels.clone(),
+        });
+    }
+    let min_interval_s = file.min_interval_s.unwrap_or(300);
+    if min_interval_s > 7 * 24 * 3600 {
+        bail!("alerts.min_interval_s must be at most a week, got {min_interval_s}");
+    }
+    Ok(AlertsConfig {
+        channels,
+        rules,
+        min_interval: Duration::from_secs(min_interval_s),
+        console_url: match &file.console_url {
+            Some(url) => Some(http_url(url, "alerts.console_url")?),
+            None => None,
+        },
     })
 }
 
@@ -501,6 +708,9 @@ pub struct MasterConfig {
     pub allow_shell_jobs: bool,
     /// Upload limits checked by the master's module inspection.
     pub max_memory_mb: u64,
+    /// The alert channels of `[alerts]`, by name: what jobs may name (when
+    /// the master's file has any; workers deliver).
+    pub alert_channels: Vec<String>,
 }
 
 /// Everything `sandcron worker` needs, validated.
@@ -514,6 +724,7 @@ pub struct WorkerRoleConfig {
     pub lease_ttl: Duration,
     /// Where the probe server listens, if anywhere.
     pub listen: Option<SocketAddr>,
+    pub alerts: crate::alert::AlertsConfig,
 }
 
 /// Flags shared by `sandcron master` and `sandcron worker`.
@@ -528,6 +739,11 @@ pub struct ClusterArgs {
     /// MongoDB connection string (overrides [mongodb] uri).
     #[arg(long, env = "SANDCRON_MONGODB_URI", hide_env_values = true)]
     pub mongodb_uri: Option<String>,
+    /// Load and validate the configuration (file, environment and flags) as a
+    /// start would, print a summary without secrets and exit: 0 when valid, 2
+    /// when not. Contacts neither etcd nor MongoDB.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// `sandcron master` flags.
@@ -586,6 +802,7 @@ impl MasterArgs {
             stores: self.cluster.stores(&file)?,
             allow_shell_jobs: file.server.allow_shell_jobs.unwrap_or(true),
             max_memory_mb: file.worker.max_memory_mb.unwrap_or(4096).clamp(1, 4096),
+            alert_channels: alerts(&file.alerts)?.channels.into_keys().collect(),
         })
     }
 }
@@ -622,6 +839,7 @@ impl WorkerArgs {
                 ),
                 None => None,
             },
+            alerts: alerts(&file.alerts)?,
         })
     }
 }
@@ -657,7 +875,14 @@ impl ClusterArgs {
         };
         let read_pem = |path: &Option<PathBuf>, key: &str| -> anyhow::Result<Option<Vec<u8>>> {
             path.as_ref()
-                .map(|p| std::fs::read(p).with_context(|| format!("{key}: cannot read {}", p.display())))
+                .map(|p| {
+                    let pem = std::fs::read(p).with_context(|| format!("{key}: cannot read {}", p.display()))?;
+                    // Caught here rather than at the first connection (and by --check-config).
+                    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+                        bail!("{key}: {} is not a PEM file", p.display());
+                    }
+                    Ok(pem)
+                })
                 .transpose()
         };
         let ca = read_pem(&etcd.and_then(|e| e.ca_file.clone()), "etcd.ca_file")?;
@@ -877,6 +1102,7 @@ mod tests {
                 config: Some(config),
                 etcd_endpoints: vec!["http://10.0.0.9:2379".into()],
                 mongodb_uri: Some("mongodb://db:27017".into()),
+                ..Default::default()
             },
             ..Default::default()
         };

@@ -53,16 +53,23 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
     if config.seed_demo {
         seed_demo(&coord, data).await?;
     }
+    let (alerts, alerts_task) = roles::start_alerts(&config.alerts, &metrics);
+    let mut worker_config = config.worker.clone();
+    if worker_config.api_url.is_none() {
+        // Async jobs report to this very server.
+        worker_config.api_url = Some(format!("http://{}", listener.local_addr()?));
+    }
     let worker = roles::build_worker(WorkerParts {
         coord: coord.clone(),
         sink: sink.clone(),
         metrics: metrics.clone(),
         engine: &engine,
-        worker: &config.worker,
+        worker: &worker_config,
         id,
         lease_ttl: LEASE_TTL,
         retention: config.logs.retention,
-    });
+        alerts,
+    })?;
     let worker_handle = tokio::spawn(worker.run(shutdown.clone()));
     let retention_handle = tokio::spawn(retention(logs.clone(), config.logs.retention, shutdown.clone()));
 
@@ -74,6 +81,7 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         shell_jobs: config.worker.allow_native,
         shutdown: shutdown.clone(),
         modules: engine,
+        alert_channels: config.alerts.channels.keys().cloned().collect::<Vec<_>>().into(),
     };
     let app = api::router(
         state,
@@ -85,6 +93,9 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
     shutdown.cancel();
 
     let worker_result = worker_handle.await.context("worker task panicked")?;
+    if let Some(task) = alerts_task {
+        task.await.context("alert task panicked")?.context("alerts failed")?;
+    }
     retention_handle.await.context("retention task panicked")?;
     // The sink ends when its last handle is gone; it flushes everything first.
     drop(sink);
@@ -194,6 +205,12 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
                               seconds. Delete it whenever you like."
                     .to_owned(),
                 retention_days: None,
+                completion: Default::default(),
+                result_timeout_s: None,
+                on_success: Vec::new(),
+                on_failure: Vec::new(),
+                broadcast: false,
+                alerts: None,
             },
             meta: JobMeta {
                 created_at: now,

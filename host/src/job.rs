@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::config::Role;
 use crate::cronexpr::{CronError, Schedule, ScheduleError};
 use crate::ids::{JobName, ModuleDigest};
+use crate::run::RunStatus;
 
 /// What an operator stores for a job: everything but its name and bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -41,6 +42,100 @@ pub struct JobSpec {
     /// installation's `logs.retention_days`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
+    /// `sync` (default): a run ends when its process, module or HTTP call
+    /// ends. `async`: a run that ended well then stays `running` until the
+    /// service it called reports the outcome with
+    /// `POST /api/v1/runs/{run_id}/result` and the run's token, or until
+    /// `result_timeout_s` passes.
+    #[serde(default, skip_serializing_if = "Completion::is_sync")]
+    pub completion: Completion,
+    /// How long an async run waits for its report (default 3600 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_timeout_s: Option<u64>,
+    /// Jobs started (once each) when a run of this job succeeds; they get the
+    /// parent's run id as `SANDCRON_PARENT_RUN_ID`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub on_success: Vec<JobName>,
+    /// Jobs started when a run of this job fails for good (after its retries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
+    pub on_failure: Vec<JobName>,
+    /// Run each tick once on every eligible worker (a shard each, with
+    /// `SANDCRON_SHARD_INDEX` and `SANDCRON_SHARD_COUNT`) instead of once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broadcast: bool,
+    /// Who is told when runs of this job go wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<JobAlerts>,
+}
+
+/// How a run's outcome is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Completion {
+    /// When the process, module or HTTP call ends.
+    #[default]
+    Sync,
+    /// When the called service reports it (`POST /api/v1/runs/{run_id}/result`).
+    Async,
+}
+
+impl Completion {
+    pub fn is_sync(&self) -> bool {
+        *self == Completion::Sync
+    }
+}
+
+/// A job's alert rule: which outcomes raise an alert, and where it goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobAlerts {
+    /// Run statuses that raise an alert: `failed`, `timed_out`, `killed`,
+    /// `out_of_fuel`, `out_of_memory`, `skipped`, `missed`, `lost`.
+    #[serde(default)]
+    pub on: Vec<RunStatus>,
+    /// Alert when too large a share of recent runs failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_rate: Option<FailureRate>,
+    /// Channel names from the workers' `[alerts.channels]` configuration.
+    pub channels: Vec<String>,
+}
+
+/// "More than `threshold` of the runs that ended in the last `window_s`
+/// seconds failed, counting at least `min_runs` runs."
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRate {
+    /// A share between 0 (exclusive) and 1 (inclusive), e.g. 0.5.
+    pub threshold: f64,
+    #[serde(default = "default_failure_window_s")]
+    pub window_s: u64,
+    #[serde(default = "default_failure_min_runs")]
+    pub min_runs: u32,
+}
+
+fn default_failure_window_s() -> u64 {
+    600
+}
+
+fn default_failure_min_runs() -> u32 {
+    5
+}
+
+/// The default of `result_timeout_s`.
+pub const DEFAULT_RESULT_TIMEOUT_S: u64 = 3600;
+
+impl JobSpec {
+    /// How long an async run waits for its report.
+    pub fn result_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.result_timeout_s.unwrap_or(DEFAULT_RESULT_TIMEOUT_S))
+    }
+
+    /// The jobs this job starts, on success and on failure.
+    pub fn dependents(&self) -> impl Iterator<Item = &JobName> {
+        self.on_success.iter().chain(&self.on_failure)
+    }
 }
 
 fn default_timezone() -> String {
@@ -53,6 +148,7 @@ fn default_timezone() -> String {
 pub enum JobKind {
     Wasm(WasmJob),
     Shell(ShellJob),
+    Http(HttpJob),
 }
 
 impl JobKind {
@@ -60,6 +156,7 @@ impl JobKind {
         match self {
             JobKind::Wasm(_) => "wasm",
             JobKind::Shell(_) => "shell",
+            JobKind::Http(_) => "http",
         }
     }
 
@@ -67,6 +164,7 @@ impl JobKind {
         match self {
             JobKind::Wasm(wasm) => wasm.limits.timeout_s,
             JobKind::Shell(shell) => shell.timeout_s,
+            JobKind::Http(http) => http.timeout_s,
         }
     }
 
@@ -74,6 +172,7 @@ impl JobKind {
         match self {
             JobKind::Wasm(wasm) => wasm.limits.output_kb,
             JobKind::Shell(shell) => shell.output_kb,
+            JobKind::Http(http) => http.output_kb,
         }
     }
 
@@ -146,6 +245,43 @@ pub struct ShellJob {
     pub timeout_s: u64,
     #[serde(default = "default_output_kb")]
     pub output_kb: u64,
+}
+
+/// An HTTP request made by the worker when the job fires. The response's
+/// status line, headers and body (up to `output_kb`) are the run's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpJob {
+    /// `GET` (default), `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE` or `OPTIONS`.
+    #[serde(default = "default_http_method")]
+    pub method: String,
+    /// An `http://` or `https://` URL; the worker's allow-list decides
+    /// which destinations it may reach.
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The request body, sent as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The whole exchange, connecting to the last byte of the body.
+    #[serde(default = "default_http_timeout_s")]
+    pub timeout_s: u64,
+    /// Statuses that count as success; empty: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_status: Vec<u16>,
+    #[serde(default = "default_output_kb")]
+    pub output_kb: u64,
+}
+
+/// The methods an HTTP job may use.
+pub const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+fn default_http_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_http_timeout_s() -> u64 {
+    30
 }
 
 fn default_shell_timeout_s() -> u64 {
@@ -292,6 +428,12 @@ pub mod limits {
     pub const MAX_RETRIES: u32 = 100;
     pub const MAX_BACKOFF_S: u64 = 24 * 3600;
     pub const MAX_CATCHUP_WINDOW_S: u64 = 31 * 24 * 3600;
+    pub const MAX_URL_BYTES: usize = 8 * 1024;
+    pub const MAX_HEADERS: usize = 64;
+    pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+    pub const MAX_HTTP_BODY_BYTES: usize = 256 * 1024;
+    pub const MAX_DEPENDENTS: usize = 32;
+    pub const MAX_ALERT_CHANNELS: usize = 16;
 }
 
 impl JobSpec {
@@ -369,7 +511,9 @@ impl JobSpec {
                 check_range("kind.shell.timeout_s", shell.timeout_s, 1, limits::MAX_TIMEOUT_S)?;
                 check_range("kind.shell.output_kb", shell.output_kb, 1, limits::MAX_OUTPUT_KB)?;
             }
+            JobKind::Http(http) => check_http(http)?,
         }
+        self.validate_integrations()?;
         if self.retry.max > limits::MAX_RETRIES {
             return Err(JobError::new(
                 "retry.max",
@@ -410,6 +554,237 @@ impl JobSpec {
         }
         Ok(schedule)
     }
+}
+
+impl JobSpec {
+    /// Completion, dependents, broadcast and alerts. Whether the dependents
+    /// exist and form no cycle needs the other jobs: see [`check_dependency_cycles`].
+    fn validate_integrations(&self) -> Result<(), JobError> {
+        if let Some(timeout) = self.result_timeout_s {
+            if self.completion.is_sync() {
+                return Err(JobError::new(
+                    "result_timeout_s",
+                    "applies only to jobs with completion \"async\"",
+                ));
+            }
+            check_range("result_timeout_s", timeout, 1, limits::MAX_TIMEOUT_S)?;
+        }
+        for (field, names) in [("on_success", &self.on_success), ("on_failure", &self.on_failure)] {
+            if names.len() > limits::MAX_DEPENDENTS {
+                return Err(JobError::new(
+                    field,
+                    format!("at most {} jobs are allowed", limits::MAX_DEPENDENTS),
+                ));
+            }
+            for (index, name) in names.iter().enumerate() {
+                if names[..index].contains(name) {
+                    return Err(JobError::new(
+                        format!("{field}[{index}]"),
+                        format!("{name} is listed twice"),
+                    ));
+                }
+            }
+        }
+        if self.broadcast && self.dependents().next().is_some() {
+            let field = if self.on_success.is_empty() {
+                "on_failure"
+            } else {
+                "on_success"
+            };
+            return Err(JobError::new(
+                field,
+                "a broadcast job cannot start dependent jobs: each of its shards ends on its own",
+            ));
+        }
+        if self.broadcast && !self.completion.is_sync() {
+            return Err(JobError::new(
+                "completion",
+                "a broadcast job cannot use async completion",
+            ));
+        }
+        if let Some(alerts) = &self.alerts {
+            if alerts.channels.is_empty() {
+                return Err(JobError::new("alerts.channels", "name at least one channel"));
+            }
+            if alerts.channels.len() > limits::MAX_ALERT_CHANNELS {
+                return Err(JobError::new(
+                    "alerts.channels",
+                    format!("at most {} channels are allowed", limits::MAX_ALERT_CHANNELS),
+                ));
+            }
+            for (index, channel) in alerts.channels.iter().enumerate() {
+                check_label(&format!("alerts.channels[{index}]"), channel)?;
+            }
+            for (index, status) in alerts.on.iter().enumerate() {
+                if !status.is_alertable() {
+                    return Err(JobError::new(
+                        format!("alerts.on[{index}]"),
+                        format!(
+                            "{status} is not an alertable status; use failed, timed_out, killed, out_of_fuel, out_of_memory, skipped, missed or lost"
+                        ),
+                    ));
+                }
+            }
+            if alerts.on.is_empty() && alerts.failure_rate.is_none() {
+                return Err(JobError::new(
+                    "alerts.on",
+                    "name the statuses to alert on, or set a failure_rate",
+                ));
+            }
+            if let Some(rate) = &alerts.failure_rate {
+                check_failure_rate("alerts.failure_rate", rate)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a failure-rate rule (a job's or a global one).
+pub fn check_failure_rate(field: &str, rate: &FailureRate) -> Result<(), JobError> {
+    if !(rate.threshold > 0.0 && rate.threshold <= 1.0) {
+        return Err(JobError::new(
+            format!("{field}.threshold"),
+            format!("must be above 0 and at most 1, got {}", rate.threshold),
+        ));
+    }
+    check_range(&format!("{field}.window_s"), rate.window_s, 10, 7 * 24 * 3600)?;
+    check_range(&format!("{field}.min_runs"), u64::from(rate.min_runs), 1, 10_000)?;
+    Ok(())
+}
+
+fn check_http(http: &HttpJob) -> Result<(), JobError> {
+    if !HTTP_METHODS.contains(&http.method.as_str()) {
+        return Err(JobError::new(
+            "kind.http.method",
+            format!("{:?} is not one of {}", http.method, HTTP_METHODS.join(", ")),
+        ));
+    }
+    if http.url.len() > limits::MAX_URL_BYTES {
+        return Err(JobError::new(
+            "kind.http.url",
+            format!("must be at most {} bytes", limits::MAX_URL_BYTES),
+        ));
+    }
+    let url = reqwest::Url::parse(&http.url).map_err(|err| JobError::new("kind.http.url", format!("{err}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(JobError::new(
+            "kind.http.url",
+            format!("the scheme must be http or https, not {:?}", url.scheme()),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(JobError::new("kind.http.url", "must name a host"));
+    }
+    if http.headers.len() > limits::MAX_HEADERS {
+        return Err(JobError::new(
+            "kind.http.headers",
+            format!("at most {} headers are allowed", limits::MAX_HEADERS),
+        ));
+    }
+    for (name, value) in &http.headers {
+        let field = format!("kind.http.headers.{name}");
+        let token = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(JobError::new(
+                field,
+                "header names are letters, digits and !#$%&'*+-.^_`|~",
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("x-sandcron-") {
+            return Err(JobError::new(
+                field,
+                "the X-Sandcron- prefix is reserved for headers sandcron sets",
+            ));
+        }
+        if matches!(
+            lower.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection" | "upgrade" | "te" | "trailer"
+        ) {
+            return Err(JobError::new(field, "this header is set by the HTTP client"));
+        }
+        if value.len() > limits::MAX_HEADER_VALUE_BYTES {
+            return Err(JobError::new(
+                field,
+                format!("must be at most {} bytes", limits::MAX_HEADER_VALUE_BYTES),
+            ));
+        }
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(JobError::new(
+                field,
+                "header values must not contain control characters",
+            ));
+        }
+    }
+    if let Some(body) = &http.body {
+        check_text("kind.http.body", body, limits::MAX_HTTP_BODY_BYTES)?;
+    }
+    check_range("kind.http.timeout_s", http.timeout_s, 1, limits::MAX_TIMEOUT_S)?;
+    check_range("kind.http.output_kb", http.output_kb, 1, limits::MAX_OUTPUT_KB)?;
+    for (index, status) in http.expect_status.iter().enumerate() {
+        check_range(
+            &format!("kind.http.expect_status[{index}]"),
+            u64::from(*status),
+            100,
+            599,
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks that `name`'s dependents exist and that adding its edges to the
+/// stored jobs' makes no cycle. `others` are the other jobs' dependents (the
+/// stored version of `name` itself is replaced by `spec`).
+pub fn check_dependency_cycles<'a>(
+    name: &JobName,
+    spec: &JobSpec,
+    others: impl IntoIterator<Item = (&'a JobName, Vec<JobName>)>,
+) -> Result<(), JobError> {
+    let mut graph: BTreeMap<JobName, Vec<JobName>> = others
+        .into_iter()
+        .filter(|(other, _)| *other != name)
+        .map(|(other, dependents)| (other.clone(), dependents))
+        .collect();
+    for (field, names) in [("on_success", &spec.on_success), ("on_failure", &spec.on_failure)] {
+        for (index, dependent) in names.iter().enumerate() {
+            if dependent != name && !graph.contains_key(dependent) {
+                return Err(JobError::new(
+                    format!("{field}[{index}]"),
+                    format!("there is no job named {dependent}"),
+                ));
+            }
+        }
+    }
+    graph.insert(name.clone(), spec.dependents().cloned().collect());
+    // A cycle through `name` is a path from one of its dependents back to it.
+    let mut stack: Vec<(JobName, Vec<JobName>)> = vec![(name.clone(), vec![name.clone()])];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((at, path)) = stack.pop() {
+        for next in graph.get(&at).into_iter().flatten() {
+            let mut longer = path.clone();
+            longer.push(next.clone());
+            if next == name {
+                let field = if spec.on_success.contains(&longer[1]) {
+                    "on_success"
+                } else {
+                    "on_failure"
+                };
+                let cycle: Vec<String> = longer.iter().map(JobName::to_string).collect();
+                return Err(JobError::new(
+                    field,
+                    format!("dependencies would form a cycle: {}", cycle.join(" -> ")),
+                ));
+            }
+            if seen.insert(next.clone()) {
+                stack.push((next.clone(), longer));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Default for Catchup {

@@ -12,15 +12,19 @@
 //!   implementation, and the sandcron key layout and operations on top.
 //! - [`logstore`]: the log-store contract, its SQLite implementation, and the
 //!   batching sink.
-//! - [`exec`]: executors (native process groups) and output capture. Never
-//!   touches a store.
+//! - [`exec`]: executors (native process groups, the WASM sandbox, HTTP
+//!   calls within an egress allow-list) and output capture. Never touches a
+//!   store.
+//! - [`alert`]: alert rules (pure) and their delivery by webhook and email.
 //! - [`worker`]: watch → schedule → claim → execute → report.
 //! - [`api`] and [`console`]: the HTTP API and the embedded web console.
 //! - [`config`]: file, environment and flags, validated in one place; the only
 //!   module that reads the environment.
 //! - [`cli`] and [`dev`]: the command line and the single-process role.
 //! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`crypto`] and [`tls`]: HMAC, random tokens, the process's TLS provider.
 
+pub mod alert;
 pub mod api;
 pub mod check;
 pub mod cli;
@@ -28,6 +32,7 @@ pub mod config;
 pub mod console;
 pub mod coord;
 pub mod cronexpr;
+pub mod crypto;
 pub mod dev;
 pub mod exec;
 pub mod ids;
@@ -37,4 +42,5 @@ pub mod metrics;
 pub mod roles;
 pub mod run;
 pub mod schedule;
+pub mod tls;
 pub mod worker;

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::alert::AlertStats;
 use crate::logstore::sink::SinkStats;
 use crate::run::RunStatus;
 
@@ -26,6 +27,7 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
     pub http_errors: AtomicU64,
     sink: std::sync::OnceLock<Arc<SinkStats>>,
+    alerts: std::sync::OnceLock<Arc<AlertStats>>,
 }
 
 impl Metrics {
@@ -36,6 +38,11 @@ impl Metrics {
     /// Makes the sink's queue and spool figures part of `/metrics`.
     pub fn attach_sink(&self, stats: Arc<SinkStats>) {
         let _already = self.sink.set(stats);
+    }
+
+    /// Makes the alert counters part of `/metrics`.
+    pub fn attach_alerts(&self, stats: Arc<AlertStats>) {
+        let _already = self.alerts.set(stats);
     }
 
     pub fn run_ended(&self, status: RunStatus) {
@@ -166,6 +173,21 @@ impl Metrics {
                     value as f64
                 };
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            }
+        }
+        if let Some(alerts) = self.alerts.get() {
+            let _ = writeln!(
+                out,
+                "# HELP sandcron_alerts_total Alert deliveries, by outcome: sent, failed (after retries), \
+                 suppressed (rate limit), dropped (queue full).\n# TYPE sandcron_alerts_total counter"
+            );
+            for (outcome, counter) in [
+                ("sent", &alerts.sent),
+                ("failed", &alerts.failed),
+                ("suppressed", &alerts.suppressed),
+                ("dropped", &alerts.dropped),
+            ] {
+                let _ = writeln!(out, "sandcron_alerts_total{{outcome=\"{outcome}\"}} {}", get(counter));
             }
         }
         out

@@ -14,11 +14,13 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::{AlertHandle, Alerter, AlertsConfig};
 use crate::api::{self, AppState, HttpConfig};
 use crate::config::{LogsConfig, MasterConfig, MongoSettings, WorkerConfig, WorkerRoleConfig, hostname, inherited_env};
 use crate::coord::etcd::EtcdStore;
 use crate::coord::{Coordinator, KvStore, WorkerInfo};
 use crate::exec::Executor;
+use crate::exec::http::HttpExecutor;
 use crate::exec::native::NativeExecutor;
 use crate::exec::wasm::{WasmConfig, WasmEngine};
 use crate::ids::WorkerId;
@@ -56,6 +58,7 @@ pub async fn run_master(
         shell_jobs: config.allow_shell_jobs,
         shutdown: shutdown.clone(),
         modules: engine,
+        alert_channels: config.alert_channels.clone().into(),
     };
     let app = api::router(
         state,
@@ -103,6 +106,7 @@ pub async fn run_worker(config: WorkerRoleConfig, shutdown: CancellationToken) -
         }
         None => None,
     };
+    let (alerts, alerts_task) = start_alerts(&config.alerts, &metrics);
     let worker = build_worker(WorkerParts {
         coord: coord.clone(),
         sink: sink.clone(),
@@ -112,7 +116,8 @@ pub async fn run_worker(config: WorkerRoleConfig, shutdown: CancellationToken) -
         id,
         lease_ttl: config.lease_ttl,
         retention: config.logs.retention,
-    });
+        alerts,
+    })?;
     // Announce only once the sink has opened its spool: from then on the
     // metrics count what an earlier process left in it.
     sink.stats().wait_started().await;
@@ -132,6 +137,9 @@ pub async fn run_worker(config: WorkerRoleConfig, shutdown: CancellationToken) -
         }
     };
     let result = worker.run(shutdown).await;
+    if let Some(task) = alerts_task {
+        task.await.context("alert task panicked")?.context("alerts failed")?;
+    }
     probes_stop.cancel();
     if let Some(task) = probes_task {
         task.await
@@ -233,11 +241,13 @@ pub(crate) struct WorkerParts<'a> {
     pub(crate) id: String,
     pub(crate) lease_ttl: Duration,
     pub(crate) retention: Duration,
+    pub(crate) alerts: Option<AlertHandle>,
 }
 
 /// Builds a worker: the WASM executor on `engine`, the native executor where
-/// permitted, and its published identity.
-pub(crate) fn build_worker(parts: WorkerParts<'_>) -> Worker {
+/// permitted, the HTTP executor where an allow-list exists, and its
+/// published identity.
+pub(crate) fn build_worker(parts: WorkerParts<'_>) -> anyhow::Result<Worker> {
     let config = parts.worker;
     let engine = parts.engine;
     let wasm: Arc<dyn Executor> = Arc::new(engine.executor(Arc::new(StoredModules::new(parts.coord.clone()))));
@@ -247,6 +257,14 @@ pub(crate) fn build_worker(parts: WorkerParts<'_>) -> Worker {
             config.kill_grace,
         )) as Arc<dyn Executor>
     });
+    let http = if config.http_allow.is_empty() {
+        None
+    } else {
+        Some(
+            Arc::new(HttpExecutor::new(config.http_allow.clone()).context("cannot build the HTTP client")?)
+                as Arc<dyn Executor>,
+        )
+    };
     let info = WorkerInfo {
         id: parts.id,
         hostname: hostname(),
@@ -255,13 +273,15 @@ pub(crate) fn build_worker(parts: WorkerParts<'_>) -> Worker {
         allow_native: config.allow_native,
         capacity: config.capacity,
         started_at: Timestamp::now(),
+        http: http.is_some(),
     };
-    Worker::new(WorkerDeps {
+    Ok(Worker::new(WorkerDeps {
         coord: parts.coord,
         sink: parts.sink,
         executors: Executors {
             shell,
             wasm: Some(wasm),
+            http,
         },
         metrics: parts.metrics,
         config: config.clone(),
@@ -269,5 +289,21 @@ pub(crate) fn build_worker(parts: WorkerParts<'_>) -> Worker {
         lease_ttl: parts.lease_ttl,
         drain_timeout: config.drain_timeout,
         retention: parts.retention,
-    })
+        alerts: parts.alerts,
+    }))
+}
+
+/// Starts the alert task when `[alerts]` configures any channel; returns
+/// the handle the worker reports to and the task, which ends after the
+/// worker (when the last handle is dropped).
+pub(crate) fn start_alerts(
+    config: &AlertsConfig,
+    metrics: &Metrics,
+) -> (Option<AlertHandle>, Option<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+    if config.channels.is_empty() {
+        return (None, None);
+    }
+    let (alerter, handle) = Alerter::new(config.clone());
+    metrics.attach_alerts(alerter.stats());
+    (Some(handle), Some(tokio::spawn(alerter.run())))
 }

@@ -51,6 +51,21 @@ impl RunStatus {
         matches!(self, RunStatus::Failed | RunStatus::TimedOut | RunStatus::Lost)
     }
 
+    /// Whether a job's alert rule may name this status.
+    pub fn is_alertable(self) -> bool {
+        !matches!(self, RunStatus::Running | RunStatus::Succeeded)
+    }
+
+    /// Whether a run that ended so counts as a failure: for failure-rate
+    /// alerts and `on_failure` dependents. Kills are deliberate, and ticks
+    /// that did not run (skipped, missed) are not runs that failed.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Failed | RunStatus::TimedOut | RunStatus::OutOfFuel | RunStatus::OutOfMemory | RunStatus::Lost
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
@@ -95,6 +110,8 @@ pub enum Trigger {
     Manual,
     Catchup,
     Retry,
+    /// Started by another job's run (`on_success` / `on_failure`).
+    Dependency,
 }
 
 impl Trigger {
@@ -104,8 +121,29 @@ impl Trigger {
             Trigger::Manual => "manual",
             Trigger::Catchup => "catchup",
             Trigger::Retry => "retry",
+            Trigger::Dependency => "dependency",
         }
     }
+}
+
+/// The run that started a dependent run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParentRun {
+    #[schema(value_type = String)]
+    pub job: JobName,
+    #[schema(value_type = String)]
+    pub run_id: RunId,
+    pub status: RunStatus,
+}
+
+/// One shard of a broadcast tick: the tick runs once on each of `count`
+/// workers; `group` names the tick's set of shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+    #[schema(value_type = String)]
+    pub group: RunId,
 }
 
 /// One run of a job (or one recorded tick that did not run).
@@ -156,6 +194,12 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expire_at: Option<Timestamp>,
+    /// For a run started by another job's run: that run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRun>,
+    /// For a shard of a broadcast job's tick: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 impl RunRecord {
@@ -185,6 +229,8 @@ impl RunRecord {
             missed_until: None,
             result: None,
             expire_at: None,
+            parent: None,
+            shard: None,
         }
     }
 

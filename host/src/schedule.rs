@@ -615,6 +615,12 @@ mod tests {
             selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             description: String::new(),
             retention_days: None,
+            completion: Default::default(),
+            result_timeout_s: None,
+            on_success: Vec::new(),
+            on_failure: Vec::new(),
+            broadcast: false,
+            alerts: None,
         };
         Job {
             name: JobName::new(name).expect("name"),
@@ -639,6 +645,7 @@ mod tests {
             allow_native: native,
             capacity,
             started_at: ts("2026-01-01T00:00:00Z"),
+            http: false,
         }
     }
 

@@ -219,7 +219,7 @@ async fn optimistic_concurrency_with_if_match() {
     api.put("/api/v1/jobs/v", &shell_job("@hourly", "true"))
         .await
         .expect(200);
-    let http = reqwest::Client::new();
+    let http = sandcron_tests::http_client().build().expect("client");
     let stale = http
         .put(format!("{}/api/v1/jobs/v", dev.base))
         .header("if-match", revision.to_string())

@@ -286,7 +286,11 @@ impl WorkerProcess {
 
     /// One sample from its `/metrics`, e.g. `sandcron_sink_spool_bytes`.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let text = reqwest::get(format!("{}/metrics", self.probes))
+        let text = crate::http_client()
+            .build()
+            .ok()?
+            .get(format!("{}/metrics", self.probes))
+            .send()
             .await
             .ok()?
             .text()

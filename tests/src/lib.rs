@@ -7,6 +7,8 @@
 pub mod cluster;
 pub mod etcd;
 pub mod mongo;
+pub mod receiver;
+pub mod smtp;
 pub mod soak;
 
 use std::future::Future;
@@ -216,13 +218,20 @@ pub struct Api {
     token: Option<String>,
 }
 
+/// An HTTP client builder for tests: installs the TLS provider reqwest
+/// needs first (rustls with ring, as the binary does).
+pub fn http_client() -> reqwest::ClientBuilder {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let _other_provider = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
 impl Api {
     pub fn new(base: &str, token: Option<&str>) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(90))
-                .build()
-                .expect("client"),
+            http: http_client().timeout(Duration::from_secs(90)).build().expect("client"),
             base: base.to_owned(),
             token: token.map(str::to_owned),
         }

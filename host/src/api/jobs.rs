@@ -233,6 +233,7 @@ pub(super) async fn put(
             ),
         ));
     }
+    check_integrations(&state, &name, &spec).await?;
     let expected = precondition(&headers)?;
     let existing = state.coord.get_job(&name).await?;
     if let Some((old, _)) = &existing
@@ -297,6 +298,41 @@ pub(super) async fn put(
     Ok((status, Json(view)).into_response())
 }
 
+/// What validation needs the other jobs or the installation for: the
+/// dependents exist and form no cycle, and the alert channels are known.
+async fn check_integrations(state: &AppState, name: &JobName, spec: &JobSpec) -> Result<(), ApiError> {
+    let invalid = |err: crate::job::JobError| ApiError::Invalid {
+        field: Some(err.field),
+        message: err.message,
+    };
+    if let Some(alerts) = &spec.alerts
+        && !state.alert_channels.is_empty()
+    {
+        for (index, channel) in alerts.channels.iter().enumerate() {
+            if !state.alert_channels.contains(channel) {
+                return Err(ApiError::invalid(
+                    format!("alerts.channels[{index}]"),
+                    format!(
+                        "no alert channel named {channel:?}; configured: {}",
+                        state.alert_channels.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if spec.dependents().next().is_none() {
+        return Ok(());
+    }
+    // The whole graph is read: a cycle can pass through any job.
+    let (jobs, _) = state.coord.list_jobs().await?;
+    let others: Vec<(JobName, Vec<JobName>)> = jobs
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|job| (job.name, job.spec.dependents().cloned().collect()))
+        .collect();
+    crate::job::check_dependency_cycles(name, spec, others.iter().map(|(n, d)| (n, d.clone()))).map_err(invalid)
+}
+
 fn authorize_write(state: &AppState, caller: &Caller, kind: &JobKind) -> Result<(), ApiError> {
     match kind {
         JobKind::Shell(_) => {
@@ -311,6 +347,7 @@ fn authorize_write(state: &AppState, caller: &Caller, kind: &JobKind) -> Result<
             Ok(())
         }
         JobKind::Wasm(_) => caller.require(Role::Operator, "writing a wasm job"),
+        JobKind::Http(_) => caller.require(Role::Operator, "writing an http job"),
     }
 }
 
@@ -363,6 +400,19 @@ pub(super) async fn delete(
     let (record, _) = state.coord.get_job(&name).await?.ok_or_else(|| not_found(&name))?;
     if record.spec.kind.is_native() {
         caller.require(Role::Admin, "deleting a shell job")?;
+    }
+    let (jobs, _) = state.coord.list_jobs().await?;
+    let parents: Vec<String> = jobs
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|job| job.name != name && job.spec.dependents().any(|d| *d == name))
+        .map(|job| job.name.to_string())
+        .collect();
+    if !parents.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "job {name} is started by {} (on_success/on_failure); remove it there first",
+            parents.join(", ")
+        )));
     }
     if !state.coord.running(Some(&name)).await?.is_empty() {
         state.coord.request_kill(&name, KillTarget::All).await?;

@@ -48,6 +48,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Validates uploaded modules (implemented by the WASM engine).
     pub modules: Arc<dyn ModuleInspector>,
+    /// The alert channels configured for this installation, by name (what
+    /// jobs' `alerts.channels` may name); empty: not known here, any name
+    /// is accepted.
+    pub alert_channels: Arc<[String]>,
 }
 
 /// Settings of the HTTP layer.
@@ -78,6 +82,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/runs", get(runs::list))
         .route("/runs/{run_id}", get(runs::get))
         .route("/runs/{run_id}/output", get(runs::output))
+        .route("/runs/{run_id}/result", post(runs::report))
         .route("/workers", get(system::workers))
         .route("/cron/next", get(system::cron_next))
         .route("/whoami", get(auth::whoami))

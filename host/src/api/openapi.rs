@@ -13,7 +13,7 @@ use super::{auth, error, jobs, modules, runs, system};
     paths(
         jobs::list, jobs::put, jobs::get, jobs::delete, jobs::pause, jobs::resume, jobs::run_now, jobs::kill,
         modules::upload, modules::list, modules::get, modules::delete,
-        runs::list, runs::get, runs::output,
+        runs::list, runs::get, runs::output, runs::report,
         system::workers, system::cron_next, system::healthz, system::readyz, system::metrics,
         auth::whoami,
     ),
@@ -140,6 +140,7 @@ mod tests {
             ("/api/v1/runs", vec!["get"]),
             ("/api/v1/runs/{run_id}", vec!["get"]),
             ("/api/v1/runs/{run_id}/output", vec!["get"]),
+            ("/api/v1/runs/{run_id}/result", vec!["post"]),
             ("/api/v1/workers", vec!["get"]),
             ("/api/v1/cron/next", vec!["get"]),
             ("/api/v1/whoami", vec!["get"]),
@@ -155,7 +156,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            17,
+            18,
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );
@@ -171,6 +172,11 @@ mod tests {
                 }
             }
         }
+        // The result route is authorised by the run's token, not a bearer token.
+        assert_eq!(
+            doc["paths"]["/api/v1/runs/{run_id}/result"]["post"]["security"],
+            serde_json::json!([{}])
+        );
         assert!(doc["components"]["schemas"]["JobSpec"]["additionalProperties"] == false);
         assert!(doc["components"]["schemas"]["JobSpecFields"]["additionalProperties"].is_null());
         // Every schema the paths reference exists.

@@ -201,3 +201,113 @@ pub(super) async fn output(
         }));
     }
 }
+
+/// The outcome an async run's service reports.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResultBody {
+    /// The run's token (`SANDCRON_RUN_TOKEN` / `X-Sandcron-Run-Token`),
+    /// unless sent in the `X-Sandcron-Run-Token` header.
+    pub token: Option<String>,
+    /// `succeeded` or `failed`.
+    pub status: RunStatus,
+    pub exit_code: Option<i32>,
+    /// Why it failed, in words (at most 64 KiB).
+    pub error: Option<String>,
+    /// A JSON value stored with the run (at most 64 KiB).
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// Text appended to the run's output (at most 1 MiB).
+    pub output: Option<String>,
+}
+
+/// The answer to an accepted result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultAccepted {
+    pub run_id: String,
+    pub status: RunStatus,
+}
+
+/// The header a run's token may come in.
+pub const RUN_TOKEN_HEADER: &str = "x-sandcron-run-token";
+
+/// Report the outcome of a run of an async job (`completion: async`). It is
+/// authorised by the run's own token, not by an API token: the service the
+/// job called gets it with the call. The run then ends with this outcome.
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/result", tag = "runs",
+    params(("run_id" = String, Path), ("x-sandcron-run-token" = Option<String>, Header, description = "the run's token")),
+    request_body = ResultBody,
+    security(()),
+    responses((status = 202, body = ResultAccepted), (status = 401, body = super::ErrorBody),
+        (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+pub(super) async fn report(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: axum::http::HeaderMap,
+    super::ApiJson(body): super::ApiJson<ResultBody>,
+) -> Result<(axum::http::StatusCode, Json<ResultAccepted>), ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    let header_token = headers
+        .get(RUN_TOKEN_HEADER)
+        .map(|value| value.to_str().map(str::trim).unwrap_or_default().to_owned());
+    let Some(token) = header_token.or_else(|| body.token.clone()).filter(|t| !t.is_empty()) else {
+        return Err(ApiError::Unauthorized(format!(
+            "missing run token: send the run's token in the {RUN_TOKEN_HEADER} header or as \"token\""
+        )));
+    };
+    if !matches!(body.status, RunStatus::Succeeded | RunStatus::Failed) {
+        return Err(ApiError::invalid(
+            "status",
+            format!("must be succeeded or failed, got {}", body.status),
+        ));
+    }
+    let too_long = |field: &str, text: &Option<String>, max: usize| match text {
+        Some(text) if text.len() > max => Err(ApiError::invalid(field, format!("must be at most {max} bytes"))),
+        _ => Ok(()),
+    };
+    too_long("error", &body.error, 64 * 1024)?;
+    too_long("output", &body.output, 1024 * 1024)?;
+    if let Some(result) = &body.result
+        && result.to_string().len() > crate::exec::MAX_RESULT_BYTES
+    {
+        return Err(ApiError::invalid(
+            "result",
+            format!("must be at most {} bytes of JSON", crate::exec::MAX_RESULT_BYTES),
+        ));
+    }
+    let Some((job, entry)) = state.coord.find_running(run_id).await? else {
+        return Err(ApiError::NotFound(format!(
+            "run {run_id} is not running: it ended (or timed out), or never existed"
+        )));
+    };
+    let Some(expected) = &entry.result_token_sha256 else {
+        return Err(ApiError::Conflict(format!(
+            "run {run_id} of job {job} does not wait for a result: its job's completion is sync"
+        )));
+    };
+    let presented = crate::crypto::sha256_hex(token.as_bytes());
+    if !crate::crypto::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::Forbidden(format!("wrong token for run {run_id}")));
+    }
+    let report = crate::coord::RunReport {
+        status: body.status,
+        exit_code: body.exit_code,
+        error: body.error,
+        result: body.result,
+        output: body.output,
+    };
+    if !state.coord.put_result(&job, run_id, &report).await? {
+        return Err(ApiError::Conflict(format!(
+            "a result was already reported for run {run_id}"
+        )));
+    }
+    tracing::info!(%job, run = %run_id, status = %report.status, "run result reported");
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(ResultAccepted {
+            run_id: run_id.to_string(),
+            status: report.status,
+        }),
+    ))
+}

@@ -15,9 +15,10 @@ pub(super) struct Client {
 impl Client {
     pub(super) fn new(args: &ClientArgs) -> anyhow::Result<Self> {
         let base = args.server.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            bail!("--server must be an http:// URL (put a TLS-terminating proxy in front for https), got {base:?}");
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("--server must be an http:// or https:// URL, got {base:?}");
         }
+        crate::tls::install_crypto_provider();
         // Follow requests long-poll for up to a minute.
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(90))

@@ -8,7 +8,9 @@
 //! <prefix>running/<name>/<run_id>    a run in progress, on the runner's lease
 //! <prefix>workers/<id>               worker info, on the worker's lease
 //! <prefix>kill/<name>/<run_id|all>   kill request, on a short lease
-//! <prefix>trigger/<name>/<id>        manual "run now" request
+//! <prefix>trigger/<name>/<id>        a run to start: "run now", a dependent
+//!                                    job's run, or one shard of a broadcast tick
+//! <prefix>results/<name>/<run_id>    an async run's reported outcome, on a lease
 //! <prefix>modules/meta/<hex>         module commit marker: size, chunks, kind
 //! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
 //! ```
@@ -29,11 +31,15 @@ use crate::config::Role;
 use crate::exec::ModuleKind;
 use crate::ids::{JobName, ModuleDigest, RunId};
 use crate::job::{Job, JobError, JobRecord};
-use crate::run::Trigger;
+use crate::run::{ParentRun, RunStatus, Shard, Trigger};
 
 /// How long a kill request stays in the store. A run that is not found by
 /// then was not running.
 const KILL_REQUEST_TTL: Duration = Duration::from_secs(60);
+
+/// How long a reported async result stays in the store if no worker takes
+/// it (its run ended or was lost meanwhile).
+const RESULT_TTL: Duration = Duration::from_secs(3600);
 
 /// The claim record of a job: the newest tick any worker has claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +69,24 @@ pub struct RunningEntry {
     /// is published again (after the worker lost and renewed its lease).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<Revision>,
+    /// For a dependent job's run: the run that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRun>,
+    /// For a shard of a broadcast tick: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// How many dependency links led to this run (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+    /// For a run of an async job: the SHA-256 (hex) of the token the
+    /// service reporting its result must present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_token_sha256: Option<String>,
+    /// The token itself: known only to the worker running the run (and,
+    /// through it, to the job), never stored.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub result_token: Option<String>,
 }
 
 /// One tick to claim. `seen_revision` is the mod revision of `state/<job>` the
@@ -99,13 +123,18 @@ pub struct WorkerInfo {
     pub capacity: usize,
     #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
+    /// Whether it runs `http` jobs (its HTTP allow-list is not empty).
+    #[serde(default)]
+    pub http: bool,
 }
 
 impl WorkerInfo {
     /// Whether this worker may run `job`: it carries every label of the job's
-    /// selector and, for shell jobs, permits native processes.
+    /// selector, permits native processes for shell jobs, and has an HTTP
+    /// allow-list for http jobs.
     pub fn can_run(&self, job: &Job) -> bool {
         (!job.spec.kind.is_native() || self.allow_native)
+            && (!matches!(job.spec.kind, crate::job::JobKind::Http(_)) || self.http)
             && job
                 .spec
                 .selector
@@ -128,11 +157,90 @@ pub struct KillRequest {
     pub target: KillTarget,
 }
 
-/// A manual "run now" request.
+/// A request to start a run outside the schedule: "run now", a dependent
+/// job started by its parent's run, or one shard of a broadcast tick (then
+/// addressed to one worker).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TriggerRequest {
     pub requested_at: Timestamp,
     pub requested_by: String,
+    /// `manual` or `dependency`; a shard keeps the trigger of its tick.
+    #[serde(default = "manual")]
+    pub trigger: Trigger,
+    /// The instant the run is for: the tick of a shard; otherwise the request time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRun>,
+    /// How many dependency links led here (a guard against cycles that
+    /// slipped past validation, e.g. two masters saving at once).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// The worker that must run it (shards); `None`: the job's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_worker: Option<String>,
+    /// The attempt this run is (a retried shard keeps counting).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub attempt: u32,
+}
+
+fn manual() -> Trigger {
+    Trigger::Manual
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl TriggerRequest {
+    /// "Run now", by a caller with `role`.
+    pub fn manual(requested_by: Role) -> Self {
+        Self {
+            requested_at: Timestamp::now(),
+            requested_by: requested_by.as_str().into(),
+            trigger: Trigger::Manual,
+            tick: None,
+            parent: None,
+            depth: 0,
+            shard: None,
+            target_worker: None,
+            attempt: 1,
+        }
+    }
+
+    /// The instant the run is for.
+    pub fn tick(&self) -> Timestamp {
+        self.tick.unwrap_or(self.requested_at)
+    }
+}
+
+/// What the service an async run called reports (`POST /api/v1/runs/{run_id}/result`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunReport {
+    /// `succeeded` or `failed`.
+    pub status: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// A JSON value stored with the run, like a `::sandcron::result` line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    /// Text appended to the run's output (stdout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// A stored module's commit marker (written after all its chunks).
@@ -169,6 +277,7 @@ pub enum Family {
     Kill,
     Trigger,
     Modules,
+    Results,
 }
 
 impl Family {
@@ -181,6 +290,7 @@ impl Family {
             Family::Kill => "kill/",
             Family::Trigger => "trigger/",
             Family::Modules => "modules/",
+            Family::Results => "results/",
         }
     }
 }
@@ -261,6 +371,9 @@ impl Coordinator {
                 TxnOp::delete(self.key(Family::State, name.as_str())),
                 TxnOp::DeletePrefix {
                     prefix: self.key(Family::Trigger, &format!("{name}/")),
+                },
+                TxnOp::DeletePrefix {
+                    prefix: self.key(Family::Results, &format!("{name}/")),
                 },
             ]))
             .await?;
@@ -438,6 +551,36 @@ impl Coordinator {
         self.store.delete(&self.running_key(job, run_id)).await.map(|_| ())
     }
 
+    /// Removes a finished run from `running/` and, in the same transaction,
+    /// stores the trigger requests of the jobs it starts, so that the
+    /// dependents start exactly when the run is seen to end.
+    pub async fn finish_run_starting(
+        &self,
+        job: &JobName,
+        run_id: RunId,
+        dependents: &[(JobName, TriggerRequest)],
+    ) -> Result<(), StoreError> {
+        if dependents.is_empty() {
+            return self.finish_run(job, run_id).await;
+        }
+        let running = self.running_key(job, run_id);
+        let mut ops = vec![TxnOp::delete(running.clone())];
+        for (dependent, request) in dependents {
+            let key = self.key(Family::Trigger, &format!("{dependent}/{}", RunId::generate()));
+            ops.push(TxnOp::put(key, encode(request)?));
+        }
+        // Only while the run's entry exists: a transaction repeated after a
+        // lost answer cannot start the dependents twice.
+        let response = self
+            .store
+            .txn(Txn::new().when([Compare::exists(running)]).and_then(ops))
+            .await?;
+        if !response.succeeded {
+            tracing::warn!(%job, run = %run_id, "the run's entry was already gone; its dependent jobs were not started");
+        }
+        Ok(())
+    }
+
     /// Runs in progress, of one job or of all jobs.
     pub async fn running(&self, job: Option<&JobName>) -> Result<Vec<(JobName, RunningEntry)>, StoreError> {
         let prefix = match job {
@@ -521,13 +664,102 @@ impl Coordinator {
 
     /// Stores a "run now" request; returns its key.
     pub async fn request_trigger(&self, job: &JobName, requested_by: Role) -> Result<String, StoreError> {
+        self.put_trigger(job, &TriggerRequest::manual(requested_by)).await
+    }
+
+    /// Stores a request to start a run of `job`; returns its key.
+    pub async fn put_trigger(&self, job: &JobName, request: &TriggerRequest) -> Result<String, StoreError> {
         let key = self.key(Family::Trigger, &format!("{job}/{}", RunId::generate()));
-        let request = TriggerRequest {
-            requested_at: Timestamp::now(),
-            requested_by: requested_by.as_str().into(),
-        };
-        self.store.put(&key, encode(&request)?, None).await?;
+        self.store.put(&key, encode(request)?, None).await?;
         Ok(key)
+    }
+
+    /// Stores the shard requests of one broadcast tick (each addressed to
+    /// its worker), in as few transactions as the operation limit allows;
+    /// with `consume`, the trigger that asked for the broadcast is deleted
+    /// in the first one, which fails (`Ok(false)`) if it is gone already.
+    pub async fn put_shards(
+        &self,
+        job: &JobName,
+        shards: &[TriggerRequest],
+        consume: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut first = true;
+        for batch in shards.chunks(MAX_TXN_OPS - 1) {
+            let mut txn = Txn::new();
+            if let (true, Some(key)) = (first, consume) {
+                txn.compares.push(Compare::exists(key));
+                txn.success.push(TxnOp::delete(key));
+            }
+            for request in batch {
+                let index = request.shard.map_or(0, |shard| shard.index);
+                let group = request.shard.map_or_else(RunId::generate, |shard| shard.group);
+                let key = self.key(Family::Trigger, &format!("{job}/{group}-{index:05}"));
+                txn.success.push(TxnOp::put(key, encode(request)?));
+            }
+            let response = self.store.txn(txn).await?;
+            if first && !response.succeeded {
+                return Ok(false);
+            }
+            first = false;
+        }
+        Ok(true)
+    }
+
+    /// Deletes a trigger nobody will take (its worker is gone); `false` if
+    /// someone took or deleted it first.
+    pub async fn drop_trigger(&self, trigger_key: &str) -> Result<bool, StoreError> {
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::exists(trigger_key)])
+                    .and_then([TxnOp::delete(trigger_key)]),
+            )
+            .await?;
+        Ok(response.succeeded)
+    }
+
+    // ---- async results --------------------------------------------------------
+
+    /// Stores the reported outcome of an async run, for the worker running
+    /// it; `Ok(false)` if one was reported already.
+    pub async fn put_result(&self, job: &JobName, run_id: RunId, report: &RunReport) -> Result<bool, StoreError> {
+        let key = self.key(Family::Results, &format!("{job}/{run_id}"));
+        let lease = self.store.lease_grant(RESULT_TTL).await?;
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::missing(key.clone())])
+                    .and_then([TxnOp::put_leased(key, encode(report)?, lease)]),
+            )
+            .await?;
+        Ok(response.succeeded)
+    }
+
+    /// Decodes a `results/` key-value.
+    pub fn decode_result(&self, kv: &KeyValue) -> Option<(JobName, RunId, RunReport)> {
+        let rest = self.strip(Family::Results, &kv.key)?;
+        let (job, run_id) = rest.split_once('/')?;
+        Some((
+            JobName::new(job).ok()?,
+            run_id.parse().ok()?,
+            serde_json::from_slice(&kv.value).ok()?,
+        ))
+    }
+
+    /// Removes a result its worker has taken.
+    pub async fn delete_result(&self, job: &JobName, run_id: RunId) -> Result<(), StoreError> {
+        self.store
+            .delete(&self.key(Family::Results, &format!("{job}/{run_id}")))
+            .await
+            .map(|_| ())
+    }
+
+    /// The running entry of a run, found by its id alone.
+    pub async fn find_running(&self, run_id: RunId) -> Result<Option<(JobName, RunningEntry)>, StoreError> {
+        Ok(self.running(None).await?.into_iter().find(|(_, e)| e.run_id == run_id))
     }
 
     /// Decodes a `trigger/` key-value into its job and request.

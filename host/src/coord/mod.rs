@@ -20,6 +20,6 @@ pub mod suite;
 
 pub use domain::{
     ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta, PrefixWatcher,
-    RunningEntry, TriggerRequest, WatchUpdate, WorkerInfo,
+    RunReport, RunningEntry, TriggerRequest, WatchUpdate, WorkerInfo,
 };
 pub use kv::*;

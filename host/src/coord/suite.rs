@@ -46,6 +46,11 @@ fn entry(worker: &str, tick: Timestamp) -> RunningEntry {
         attempt: 1,
         claimed_at: Timestamp::now(),
         fence: None,
+        parent: None,
+        shard: None,
+        depth: 0,
+        result_token_sha256: None,
+        result_token: None,
     }
 }
 
@@ -68,6 +73,12 @@ fn record(schedule: &str) -> JobRecord {
             selector: Default::default(),
             description: String::new(),
             retention_days: None,
+            completion: Default::default(),
+            result_timeout_s: None,
+            on_success: Vec::new(),
+            on_failure: Vec::new(),
+            broadcast: false,
+            alerts: None,
         },
         meta: JobMeta {
             created_at: now,
@@ -339,6 +350,7 @@ pub async fn workers_and_running_entries_live_on_leases(store: Arc<dyn KvStore>,
         allow_native: false,
         capacity: 4,
         started_at: Timestamp::now(),
+        http: false,
     };
     coord.register_worker(&info, lease).await.unwrap();
     let job = JobName::new("leased").unwrap();

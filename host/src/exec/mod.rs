@@ -1,5 +1,6 @@
-//! Execution: the executor contract, output capture, and the executors
-//! (`native` here; `wasm` in the sandbox issue).
+//! Execution: the executor contract, output capture, and the executors:
+//! `native` (process groups), `wasm` (the sandbox) and `http` (callbacks,
+//! within the worker's `egress` allow-list).
 //!
 //! Executors never touch the coordination store or the log store directly:
 //! they get a request, a [`RunOutput`] to write into and a kill signal, and
@@ -13,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ids::{JobName, RunId};
 use crate::job::JobKind;
-use crate::run::{RunStatus, Trigger};
+use crate::run::{ParentRun, RunStatus, Shard, Trigger};
 
+pub mod egress;
+pub mod http;
 pub mod native;
 mod output;
 pub mod wasm;
@@ -31,19 +34,60 @@ pub struct ExecRequest {
     pub attempt: u32,
     pub fence: i64,
     pub kind: JobKind,
+    /// The run that started this one (a dependent job's run).
+    pub parent: Option<ParentRun>,
+    /// Which shard of a broadcast tick this run is.
+    pub shard: Option<Shard>,
+    /// For an async job: where and with what token to report the outcome.
+    pub report_to: Option<ReportTo>,
+}
+
+/// Where an async run's outcome is reported, and the run's token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReportTo {
+    /// `<api>/api/v1/runs/<run_id>/result`, when the worker knows the API's
+    /// address (`worker.api_url`).
+    pub url: Option<String>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for ReportTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportTo")
+            .field("url", &self.url)
+            .field("token", &"<secret>")
+            .finish()
+    }
 }
 
 impl ExecRequest {
-    /// The variables sandcron sets for every run, native or sandboxed.
+    /// The variables sandcron sets for every run, native or sandboxed (and,
+    /// as `X-Sandcron-*` headers, for HTTP calls).
     pub fn sandcron_env(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut env = BTreeMap::from([
             ("SANDCRON_JOB".to_owned(), self.job.to_string()),
             ("SANDCRON_RUN_ID".to_owned(), self.run_id.to_string()),
             ("SANDCRON_TICK".to_owned(), self.tick.to_string()),
             ("SANDCRON_TRIGGER".to_owned(), self.trigger.as_str().to_owned()),
             ("SANDCRON_ATTEMPT".to_owned(), self.attempt.to_string()),
             ("SANDCRON_FENCE".to_owned(), self.fence.to_string()),
-        ])
+        ]);
+        if let Some(parent) = &self.parent {
+            env.insert("SANDCRON_PARENT_JOB".to_owned(), parent.job.to_string());
+            env.insert("SANDCRON_PARENT_RUN_ID".to_owned(), parent.run_id.to_string());
+            env.insert("SANDCRON_PARENT_STATUS".to_owned(), parent.status.as_str().to_owned());
+        }
+        if let Some(shard) = &self.shard {
+            env.insert("SANDCRON_SHARD_INDEX".to_owned(), shard.index.to_string());
+            env.insert("SANDCRON_SHARD_COUNT".to_owned(), shard.count.to_string());
+        }
+        if let Some(report) = &self.report_to {
+            env.insert("SANDCRON_RUN_TOKEN".to_owned(), report.token.clone());
+            if let Some(url) = &report.url {
+                env.insert("SANDCRON_RESULT_URL".to_owned(), url.clone());
+            }
+        }
+        env
     }
 }
 

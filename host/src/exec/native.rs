@@ -268,6 +268,9 @@ mod tests {
                 timeout_s,
                 output_kb: 1,
             }),
+            parent: None,
+            shard: None,
+            report_to: None,
         }
     }
 

@@ -58,6 +58,8 @@ pub fn sample_record(job: &JobName, tick: Timestamp, status: RunStatus, fence: i
     let terminal = status.is_terminal();
     RunRecord {
         expire_at: None,
+        parent: None,
+        shard: None,
         run_id: RunId::generate(),
         job: job.clone(),
         tick,

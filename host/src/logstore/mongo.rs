@@ -536,6 +536,12 @@ struct RunDoc {
         deserialize_with = "lenient::opt_int"
     )]
     expire_ms: Option<i64>,
+    /// The parent run (JSON text), for a dependent job's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
+    /// The shard (JSON text), for a broadcast job's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shard: Option<String>,
 }
 
 impl RunDoc {
@@ -568,6 +574,10 @@ impl RunDoc {
             result: record.result.as_ref().map(serde_json::Value::to_string),
             expire_at: record.expire_at.map(to_date),
             expire_ms: record.expire_at.map(Timestamp::as_millisecond),
+            // Small JSON texts, like `result`: no numbers the wire server
+            // could turn into another type on the way.
+            parent: record.parent.as_ref().and_then(|p| serde_json::to_string(p).ok()),
+            shard: record.shard.as_ref().and_then(|s| serde_json::to_string(s).ok()),
         }
     }
 
@@ -627,6 +637,16 @@ impl RunDoc {
                 .map(from_date)
                 .transpose()
                 .map_err(|e| corrupt("an invalid expire_at", &e))?,
+            parent: self
+                .parent
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| corrupt("an unreadable parent", &e))?,
+            shard: self
+                .shard
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| corrupt("an unreadable shard", &e))?,
         })
     }
 }

@@ -6,7 +6,7 @@
 //! bounded by a semaphore of the worker's capacity, and report back through a
 //! channel. Policies come from `schedule` (pure); this module does the I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -18,17 +18,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::alert::AlertHandle;
 use crate::config::{Role, WorkerConfig};
 use crate::coord::{
-    ClaimOutcome, ClaimRequest, Coordinator, Family, KeyValue, KillTarget, LeaseId, Revision, RunningEntry, StoreError,
-    WatchEvent, WatchUpdate, WorkerInfo,
+    ClaimOutcome, ClaimRequest, Coordinator, Family, KeyValue, KillTarget, LeaseId, Revision, RunReport, RunningEntry,
+    StoreError, TriggerRequest, WatchEvent, WatchUpdate, WorkerInfo,
 };
-use crate::exec::{Executor, KillSwitch, StopReason};
+use crate::exec::{Executor, KillSwitch, ReportTo, StopReason};
 use crate::ids::{JobName, RunId};
-use crate::job::{CatchupPolicy, Job, JobKind};
+use crate::job::{CatchupPolicy, Completion, Job, JobKind};
 use crate::logstore::Sink;
 use crate::metrics::Metrics;
-use crate::run::{RunRecord, RunStatus, Trigger};
+use crate::run::{ParentRun, RunRecord, RunStatus, Shard, Trigger};
 use crate::schedule::{self, CatchupLimits, OverlapDecision, TimerQueue};
 
 mod runner;
@@ -41,6 +42,7 @@ use runner::{RunFinished, RunSpec};
 pub struct Executors {
     pub shell: Option<Arc<dyn Executor>>,
     pub wasm: Option<Arc<dyn Executor>>,
+    pub http: Option<Arc<dyn Executor>>,
 }
 
 impl Executors {
@@ -48,6 +50,7 @@ impl Executors {
         match kind {
             JobKind::Shell(_) => self.shell.clone(),
             JobKind::Wasm(_) => self.wasm.clone(),
+            JobKind::Http(_) => self.http.clone(),
         }
     }
 }
@@ -88,6 +91,8 @@ pub struct WorkerDeps {
     pub drain_timeout: Duration,
     /// How long run history is kept when a job sets no retention.
     pub retention: Duration,
+    /// Where ended runs are reported for alerting; `None`: no alerts configured.
+    pub alerts: Option<AlertHandle>,
 }
 
 pub struct Worker {
@@ -145,6 +150,8 @@ impl Worker {
             // Kills and lease keep-alives run beside the scheduling loop so a
             // long burst of scheduling work can delay neither.
             helper_tasks.spawn(watch_kills(deps.coord.clone(), kill_switches.clone(), watchers.clone()));
+            let results = ResultWaiters::default();
+            helper_tasks.spawn(watch_results(deps.coord.clone(), results.clone(), watchers.clone()));
             helper_tasks.spawn(keep_lease(
                 deps.coord.clone(),
                 current_lease.clone(),
@@ -170,6 +177,7 @@ impl Worker {
                 done_rx,
                 pending_triggers: BTreeMap::new(),
                 ambiguous: HashMap::new(),
+                results,
             };
             let result = state.event_loop(&shutdown, watch_rx, lease_lost_rx).await;
             // Runs drain while the kill watcher and the lease keeper still work.
@@ -209,6 +217,10 @@ struct PendingRetry {
     job: JobName,
     tick: Timestamp,
     attempt: u32,
+    /// A retried shard keeps its place in the broadcast.
+    shard: Option<Shard>,
+    parent: Option<ParentRun>,
+    depth: u32,
 }
 
 struct LocalRun {
@@ -278,6 +290,20 @@ struct State {
     /// may not have committed them. Resolved at the job's next recovery,
     /// which reads the claim state back.
     ambiguous: HashMap<JobName, AmbiguousClaim>,
+    /// Async runs waiting for their reported result, shared with the
+    /// results watcher.
+    results: ResultWaiters,
+}
+
+/// What a won tick claim does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TickAction {
+    /// Start the run the claim published.
+    Run,
+    /// Record the tick `skipped`: the named run was still running.
+    Skip(Option<RunId>),
+    /// Hand the tick out to every eligible worker (a broadcast job).
+    Broadcast,
 }
 
 /// A claim sent in a transaction whose outcome is unknown.
@@ -288,6 +314,8 @@ struct AmbiguousClaim {
     run: Option<RunningEntry>,
     /// The run that made a tick claim a `skipped` record.
     blocking: Option<RunId>,
+    /// A broadcast tick, whose shards were never handed out.
+    broadcast: bool,
     /// For a catch-up claim: the plan it would have carried out.
     plan: Option<schedule::CatchupPlan>,
 }
@@ -350,17 +378,19 @@ impl State {
 
     // ---- lease ---------------------------------------------------------------
 
-    /// Manual runs whose start failed earlier (store errors) get another try.
+    /// Requested runs whose start failed earlier (store errors) get another
+    /// try; shards of workers that are gone are accounted for.
     async fn retry_pending_triggers(&mut self) {
-        let waiting: HashSet<JobName> = self
+        let waiting: BTreeSet<JobName> = self
             .pending_triggers
             .values()
             .map(|(job, _)| job.clone())
-            .filter(|job| self.jobs.get(job).is_some_and(|slot| slot.owned))
+            .filter(|job| self.jobs.contains_key(job))
             .collect();
         for name in waiting {
             self.take_triggers(&name).await;
         }
+        self.reap_orphan_shards().await;
     }
 
     /// After losing the lease: a new lease, the worker entry and the entries of
@@ -392,7 +422,7 @@ impl State {
             Family::Workers => self.on_workers(update).await,
             Family::Running => self.on_running(update).await,
             Family::Trigger => self.on_triggers(update).await,
-            Family::Kill | Family::State | Family::Modules => {}
+            Family::Kill | Family::State | Family::Modules | Family::Results => {}
         }
     }
 
@@ -599,10 +629,15 @@ impl State {
             }
             // One claim accounts for the whole gap: the state jumps to the
             // plan's horizon, and the first catch-up run is published with it.
-            let entry = plan
-                .run
-                .first()
-                .map(|tick| self.running_entry(RunId::generate(), *tick, Trigger::Catchup, 1));
+            // A broadcast job's catch-up ticks are handed out once the
+            // claim is won; it publishes no run of its own.
+            let entry = if job.spec.broadcast {
+                None
+            } else {
+                plan.run
+                    .first()
+                    .map(|tick| self.running_entry(&job, RunId::generate(), *tick, Trigger::Catchup, 1))
+            };
             claims.push(ClaimRequest {
                 job: name.clone(),
                 tick: plan.horizon,
@@ -630,6 +665,7 @@ impl State {
                             lease: request.lease,
                             run: entry,
                             blocking: None,
+                            broadcast: false,
                             plan: Some(plan),
                         },
                     );
@@ -647,10 +683,17 @@ impl State {
                 continue;
             };
             self.record_missed(&job, &plan, fence).await;
+            if job.spec.broadcast {
+                for tick in &plan.run {
+                    self.broadcast(&job, *tick, Trigger::Catchup, None).await;
+                }
+            }
             if let Some(slot) = self.jobs.get_mut(&job.name) {
                 slot.state_revision = Some(fence);
                 slot.last_tick = Some(plan.horizon);
-                slot.catchup_queue = plan.run.iter().skip(1).copied().collect();
+                if !job.spec.broadcast {
+                    slot.catchup_queue = plan.run.iter().skip(1).copied().collect();
+                }
                 slot.catchup_running = entry.is_some();
             }
             if let Some(entry) = entry {
@@ -672,11 +715,13 @@ impl State {
         tracing::warn!(job = %job.name, tick = %claim.tick, "a claim whose answer was lost went through; recording its ticks");
         if let Some(plan) = &claim.plan {
             self.record_missed(job, plan, fence).await;
-            // Catch-up runs the plan would have started, after the first.
-            for tick in plan.run.iter().skip(1) {
+            // Catch-up runs the plan would have started, after the first
+            // (which is `claim.run`) — all of them for a broadcast job.
+            let published = usize::from(!job.spec.broadcast);
+            for tick in plan.run.iter().skip(published) {
                 let record = self.not_run(job, *tick, RunStatus::Missed, fence, LATE.to_owned());
                 self.deps.metrics.run_ended(RunStatus::Missed);
-                self.deps.sink.record(record).await;
+                self.record_ended(job, record).await;
             }
         }
         match claim.run {
@@ -685,8 +730,13 @@ impl State {
                 record.run_id = entry.run_id;
                 record.trigger = entry.trigger;
                 self.deps.metrics.run_ended(RunStatus::Missed);
-                self.deps.sink.record(record).await;
+                self.record_ended(job, record).await;
                 self.withdraw_entry(job.name.clone(), entry.run_id);
+            }
+            None if claim.broadcast => {
+                let record = self.not_run(job, claim.tick, RunStatus::Missed, fence, LATE.to_owned());
+                self.deps.metrics.run_ended(RunStatus::Missed);
+                self.record_ended(job, record).await;
             }
             None if claim.plan.is_none() => {
                 let reason = match claim.blocking {
@@ -695,7 +745,7 @@ impl State {
                 };
                 let record = self.not_run(job, claim.tick, RunStatus::Skipped, fence, reason);
                 self.deps.metrics.run_ended(RunStatus::Skipped);
-                self.deps.sink.record(record).await;
+                self.record_ended(job, record).await;
             }
             None => {}
         }
@@ -789,6 +839,7 @@ impl State {
             tracing::info!(gained, lost, workers = self.workers.len(), "job ownership changed");
         }
         self.replan(changed).await;
+        self.reap_orphan_shards().await;
     }
 
     async fn on_running(&mut self, update: WatchUpdate) {
@@ -866,12 +917,21 @@ impl State {
         record.attempt = entry.attempt;
         record.worker = entry.worker.clone();
         record.started_at = Some(entry.claimed_at);
+        record.parent = entry.parent.clone();
+        record.shard = entry.shard;
         if let JobKind::Wasm(wasm) = &job.spec.kind {
             record.module = Some(wasm.module.clone());
         }
         tracing::warn!(job = %job.name, run = %entry.run_id, worker = %entry.worker, "run lost with its worker");
         self.deps.metrics.run_ended(RunStatus::Lost);
-        self.deps.sink.record(record).await;
+        self.record_ended(&job, record).await;
+        // Its dependents (`on_failure`, unless it is retried) start here,
+        // since the worker that would have started them is gone.
+        for (dependent, request) in runner::dependents_of(&job, &entry, RunStatus::Lost) {
+            if let Err(err) = self.deps.coord.put_trigger(&dependent, &request).await {
+                tracing::warn!(job = %job.name, %dependent, %err, "cannot start a dependent job of a lost run");
+            }
+        }
         // A lost run counts as failed for retries.
         let done = RunFinished {
             job: job.name.clone(),
@@ -880,6 +940,9 @@ impl State {
             trigger: entry.trigger,
             attempt: entry.attempt,
             status: RunStatus::Lost,
+            shard: entry.shard,
+            parent: entry.parent.clone(),
+            depth: entry.depth,
         };
         self.on_run_finished(done).await;
     }
@@ -903,21 +966,34 @@ impl State {
                 puts
             }
         };
+        let mut names = BTreeSet::new();
         for kv in puts {
             let Some((name, _)) = self.deps.coord.decode_trigger(&kv) else {
                 continue;
             };
             self.pending_triggers.insert(kv.key.clone(), (name.clone(), kv));
+            names.insert(name);
+        }
+        for name in names {
             self.take_triggers(&name).await;
+        }
+        self.reap_orphan_shards().await;
+    }
+
+    /// Whether this worker is the one to take a trigger: the worker a shard
+    /// is addressed to, or else the job's owner.
+    fn takes(&self, slot: &JobSlot, request: &TriggerRequest) -> bool {
+        match &request.target_worker {
+            Some(target) => *target == self.deps.info.id,
+            None => slot.owned,
         }
     }
 
-    /// Starts the manual runs requested for `name`, if this worker owns it.
+    /// Starts the runs requested for `name` that are this worker's to take
+    /// (see [`State::takes`]). A broadcast job's "run now" is handed out to
+    /// every eligible worker instead.
     async fn take_triggers(&mut self, name: &JobName) {
         let Some(slot) = self.jobs.get(name) else { return };
-        if !slot.owned {
-            return;
-        }
         let job = slot.job.clone();
         let keys: Vec<String> = self
             .pending_triggers
@@ -926,23 +1002,172 @@ impl State {
             .map(|(key, _)| key.clone())
             .collect();
         for key in keys {
+            let Some((_, kv)) = self.pending_triggers.get(&key) else {
+                continue;
+            };
+            let Some((_, request)) = self.deps.coord.decode_trigger(kv) else {
+                self.pending_triggers.remove(&key);
+                continue;
+            };
+            let Some(slot) = self.jobs.get(name) else { return };
+            if !self.takes(slot, &request) {
+                continue;
+            }
             let Some((_, kv)) = self.pending_triggers.remove(&key) else {
                 continue;
             };
-            let Some((_, request)) = self.deps.coord.decode_trigger(&kv) else {
+            if job.spec.broadcast && request.shard.is_none() {
+                if !self
+                    .broadcast(&job, request.tick(), request.trigger, Some(&kv.key))
+                    .await
+                {
+                    self.pending_triggers.insert(key, (name.clone(), kv));
+                }
                 continue;
-            };
-            let entry = self.running_entry(RunId::generate(), request.requested_at, Trigger::Manual, 1);
+            }
+            let mut entry = self.running_entry(
+                &job,
+                RunId::generate(),
+                request.tick(),
+                request.trigger,
+                request.attempt,
+            );
+            entry.parent = request.parent.clone();
+            entry.shard = request.shard;
+            entry.depth = request.depth;
             match self.deps.coord.take_trigger(&kv.key, name, &entry, self.lease).await {
                 Ok(Some(fence)) => {
-                    tracing::info!(job = %name, by = %request.requested_by, "manual run");
+                    tracing::info!(job = %name, by = %request.requested_by, trigger = %request.trigger.as_str(), shard = ?request.shard.map(|s| s.index), "requested run");
                     self.spawn_run(job.clone(), entry, fence);
                 }
                 Ok(None) => {}
                 Err(err) => {
-                    tracing::warn!(job = %name, %err, "cannot take a manual run request; will retry");
+                    tracing::warn!(job = %name, %err, "cannot take a run request; will retry");
                     self.pending_triggers.insert(key, (name.clone(), kv));
                 }
+            }
+        }
+    }
+
+    /// Hands one tick of a broadcast job out to every worker able to run
+    /// it, a shard each, as triggers addressed to them (consuming
+    /// `consume`, the request that asked for it, in the same transaction).
+    /// With no such worker, or when the shards cannot be stored, the tick is
+    /// recorded `missed`. Returns `false` only when the store failed and
+    /// `consume` should be tried again.
+    async fn broadcast(&mut self, job: &Arc<Job>, tick: Timestamp, trigger: Trigger, consume: Option<&str>) -> bool {
+        let targets: Vec<String> = self
+            .workers
+            .values()
+            .filter(|worker| worker.can_run(job))
+            .map(|worker| worker.id.clone())
+            .collect();
+        if targets.is_empty() {
+            let record = self.not_run(
+                job,
+                tick,
+                RunStatus::Missed,
+                0,
+                "no live worker can run this broadcast job".into(),
+            );
+            self.deps.metrics.run_ended(RunStatus::Missed);
+            self.record_ended(job, record).await;
+            return true;
+        }
+        let group = RunId::generate();
+        let count = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+        let shards: Vec<TriggerRequest> = targets
+            .into_iter()
+            .enumerate()
+            .map(|(index, worker)| TriggerRequest {
+                requested_at: self.now(),
+                requested_by: format!("broadcast by {}", self.deps.info.id),
+                trigger,
+                tick: Some(tick),
+                parent: None,
+                depth: 0,
+                shard: Some(Shard {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    count,
+                    group,
+                }),
+                target_worker: Some(worker),
+                attempt: 1,
+            })
+            .collect();
+        match self.deps.coord.put_shards(&job.name, &shards, consume).await {
+            Ok(_) => {
+                tracing::info!(job = %job.name, %tick, shards = count, %group, "broadcast");
+                true
+            }
+            Err(err) if consume.is_some() => {
+                tracing::warn!(job = %job.name, %err, "cannot hand out a broadcast; will retry");
+                false
+            }
+            Err(err) => {
+                tracing::warn!(job = %job.name, %err, "cannot hand out a broadcast tick; recording it missed");
+                let record = self.not_run(
+                    job,
+                    tick,
+                    RunStatus::Missed,
+                    0,
+                    format!("the broadcast's shards could not be handed out: {err}"),
+                );
+                self.deps.metrics.run_ended(RunStatus::Missed);
+                self.record_ended(job, record).await;
+                true
+            }
+        }
+    }
+
+    /// Shards addressed to workers that are gone will never be taken: the
+    /// job's owner deletes each (once, by transaction) and records it `lost`.
+    async fn reap_orphan_shards(&mut self) {
+        let orphans: Vec<(String, JobName, TriggerRequest)> = self
+            .pending_triggers
+            .iter()
+            .filter_map(|(key, (job, kv))| {
+                let (_, request) = self.deps.coord.decode_trigger(kv)?;
+                let target = request.target_worker.as_ref()?;
+                let slot = self.jobs.get(job)?;
+                (!self.workers.contains_key(target) && slot.owned).then(|| (key.clone(), job.clone(), request))
+            })
+            .collect();
+        for (key, name, request) in orphans {
+            let target = request.target_worker.clone().unwrap_or_default();
+            // This worker's view of membership may lag: ask the store.
+            match self.deps.coord.worker_alive(&target).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(err) => {
+                    tracing::warn!(job = %name, %target, %err, "cannot check a shard's worker");
+                    continue;
+                }
+            }
+            match self.deps.coord.drop_trigger(&key).await {
+                Ok(true) => {
+                    self.pending_triggers.remove(&key);
+                    let Some(job) = self.jobs.get(&name).map(|slot| slot.job.clone()) else {
+                        continue;
+                    };
+                    let mut record = self.not_run(
+                        &job,
+                        request.tick(),
+                        RunStatus::Lost,
+                        0,
+                        format!("worker {target} was gone before it started its shard"),
+                    );
+                    record.trigger = request.trigger;
+                    record.shard = request.shard;
+                    record.worker = target;
+                    tracing::warn!(job = %name, "a broadcast shard was lost with its worker");
+                    self.deps.metrics.run_ended(RunStatus::Lost);
+                    self.record_ended(&job, record).await;
+                }
+                Ok(false) => {
+                    self.pending_triggers.remove(&key);
+                }
+                Err(err) => tracing::warn!(job = %name, %err, "cannot remove an orphaned shard"),
             }
         }
     }
@@ -962,17 +1187,18 @@ impl State {
         }
     }
 
-    async fn record_missed(&self, job: &Job, plan: &schedule::CatchupPlan, fence: Revision) {
+    async fn record_missed(&self, job: &Arc<Job>, plan: &schedule::CatchupPlan, fence: Revision) {
         let reason = match job.spec.catchup.policy {
             CatchupPolicy::Skip => "no worker ran the job at this time; catch-up policy is skip",
             CatchupPolicy::Latest => "no worker ran the job at this time; catch-up ran only the latest tick",
             CatchupPolicy::All => "no worker ran the job at this time; outside the catch-up window or limit",
         };
         for tick in &plan.missed {
-            self.deps
-                .sink
-                .record(self.not_run(job, *tick, RunStatus::Missed, fence, reason.to_owned()))
-                .await;
+            self.record_ended(
+                job,
+                self.not_run(job, *tick, RunStatus::Missed, fence, reason.to_owned()),
+            )
+            .await;
         }
         if let Some(summary) = plan.missed_summary {
             let mut record = self.not_run(
@@ -987,7 +1213,7 @@ impl State {
             );
             record.missed_count = summary.count;
             record.missed_until = Some(summary.last);
-            self.deps.sink.record(record).await;
+            self.record_ended(job, record).await;
         }
         let total = plan.missed.len() as u64 + plan.missed_summary.and_then(|s| s.count).unwrap_or(0);
         self.deps.metrics.runs_ended(RunStatus::Missed, total);
@@ -1002,7 +1228,18 @@ impl State {
         record
     }
 
-    fn running_entry(&self, run_id: RunId, tick: Timestamp, trigger: Trigger, attempt: u32) -> RunningEntry {
+    /// Records a run or tick that ended, and tells the alerts about it.
+    async fn record_ended(&self, job: &Arc<Job>, record: RunRecord) {
+        if let Some(alerts) = &self.deps.alerts {
+            alerts.notify(job, &record);
+        }
+        self.deps.sink.record(record).await;
+    }
+
+    /// The entry a new run of `job` publishes. A run of an async job gets a
+    /// fresh token here; only its hash is published.
+    fn running_entry(&self, job: &Job, run_id: RunId, tick: Timestamp, trigger: Trigger, attempt: u32) -> RunningEntry {
+        let token = (job.spec.completion == Completion::Async).then(new_run_token);
         RunningEntry {
             run_id,
             worker: self.deps.info.id.clone(),
@@ -1011,6 +1248,11 @@ impl State {
             attempt,
             claimed_at: self.now(),
             fence: None,
+            parent: None,
+            shard: None,
+            depth: 0,
+            result_token_sha256: token.as_ref().map(|t| crate::crypto::sha256_hex(t.as_bytes())),
+            result_token: token,
         }
     }
 
@@ -1019,7 +1261,7 @@ impl State {
     async fn fire_due(&mut self) {
         let now = self.now();
         let mut claims: Vec<ClaimRequest> = Vec::new();
-        let mut skips: Vec<Option<RunId>> = Vec::new();
+        let mut actions: Vec<TickAction> = Vec::new();
         let mut fired = 0;
         // A job's next tick can be due already (a worker running behind):
         // it waits for the next turn, so that a job never has two claims in
@@ -1041,10 +1283,10 @@ impl State {
             fired += 1;
             match timer {
                 Timer::Tick(name) => {
-                    if let Some((request, blocking_run)) = self.prepare_tick(&name, due).await {
+                    if let Some((request, action)) = self.prepare_tick(&name, due).await {
                         claimed.insert(name);
                         claims.push(request);
-                        skips.push(blocking_run);
+                        actions.push(action);
                     }
                 }
                 Timer::Retry(id) => self.start_retry(id).await,
@@ -1063,7 +1305,7 @@ impl State {
                 // next owner (or this worker, recovering) accounts for them by
                 // the catch-up policy instead of dropping them.
                 tracing::warn!(%err, ticks = claims.len(), "cannot claim due ticks; they will be caught up");
-                for (request, blocking) in claims.iter().zip(skips) {
+                for (request, action) in claims.iter().zip(actions) {
                     if let Some(slot) = self.jobs.get_mut(&request.job) {
                         slot.state_revision = None;
                     }
@@ -1073,7 +1315,11 @@ impl State {
                             tick: request.tick,
                             lease: request.lease,
                             run: request.run.clone(),
-                            blocking,
+                            blocking: match action {
+                                TickAction::Skip(blocking) => blocking,
+                                TickAction::Run | TickAction::Broadcast => None,
+                            },
+                            broadcast: action == TickAction::Broadcast,
                             plan: None,
                         },
                     );
@@ -1083,8 +1329,8 @@ impl State {
                 return;
             }
         };
-        for ((request, outcome), blocking_run) in claims.into_iter().zip(outcomes).zip(skips) {
-            self.apply_claim(request, outcome, blocking_run).await;
+        for ((request, outcome), action) in claims.into_iter().zip(outcomes).zip(actions) {
+            self.apply_claim(request, outcome, action).await;
         }
         self.deps
             .metrics
@@ -1093,10 +1339,10 @@ impl State {
     }
 
     /// Sets the job's next timer and builds the claim for tick `due`; `None`
-    /// when the tick is not this worker's to claim. The second value is the
-    /// run blocking the tick when overlap is forbidden (the tick is recorded
-    /// `skipped`).
-    async fn prepare_tick(&mut self, name: &JobName, due: Timestamp) -> Option<(ClaimRequest, Option<RunId>)> {
+    /// when the tick is not this worker's to claim. The second value says
+    /// what a won claim does: start its run, record the tick `skipped`
+    /// (overlap forbidden), or hand it out (a broadcast job).
+    async fn prepare_tick(&mut self, name: &JobName, due: Timestamp) -> Option<(ClaimRequest, TickAction)> {
         let slot = self.jobs.get(name)?;
         if !slot.owned || slot.job.spec.paused {
             return None;
@@ -1118,19 +1364,21 @@ impl State {
         let seen_revision = slot.state_revision.unwrap_or(0);
         let running = self.running_runs(name);
         let decision = schedule::overlap_decision(job.spec.overlap, running.len());
-        let (run, blocking) = match decision {
-            OverlapDecision::Skip => (None, running.first().copied()),
-            OverlapDecision::Start => (
-                Some(self.running_entry(RunId::generate(), due, Trigger::Schedule, 1)),
-                None,
-            ),
+        let start = match decision {
+            OverlapDecision::Skip => false,
+            OverlapDecision::Start => true,
             OverlapDecision::ReplaceAndStart => {
                 self.replace_runs(name, &running).await;
-                (
-                    Some(self.running_entry(RunId::generate(), due, Trigger::Schedule, 1)),
-                    None,
-                )
+                true
             }
+        };
+        let (run, action) = match (start, job.spec.broadcast) {
+            (false, _) => (None, TickAction::Skip(running.first().copied())),
+            (true, true) => (None, TickAction::Broadcast),
+            (true, false) => (
+                Some(self.running_entry(&job, RunId::generate(), due, Trigger::Schedule, 1)),
+                TickAction::Run,
+            ),
         };
         Some((
             ClaimRequest {
@@ -1140,7 +1388,7 @@ impl State {
                 run,
                 lease: self.lease,
             },
-            blocking,
+            action,
         ))
     }
 
@@ -1175,7 +1423,7 @@ impl State {
         }
     }
 
-    async fn apply_claim(&mut self, request: ClaimRequest, outcome: ClaimOutcome, blocking_run: Option<RunId>) {
+    async fn apply_claim(&mut self, request: ClaimRequest, outcome: ClaimOutcome, action: TickAction) {
         let name = request.job.clone();
         match outcome {
             ClaimOutcome::Won { fence } => {
@@ -1183,16 +1431,21 @@ impl State {
                 slot.state_revision = Some(fence);
                 slot.last_tick = Some(request.tick);
                 let job = slot.job.clone();
-                match request.run {
-                    Some(entry) => self.spawn_run(job, entry, fence),
-                    None => {
+                match (request.run, action) {
+                    (Some(entry), _) => self.spawn_run(job, entry, fence),
+                    // A run claim always carries its entry; nothing to do without one.
+                    (None, TickAction::Run) => {}
+                    (None, TickAction::Broadcast) => {
+                        self.broadcast(&job, request.tick, Trigger::Schedule, None).await;
+                    }
+                    (None, TickAction::Skip(blocking_run)) => {
                         let reason = match blocking_run {
                             Some(run) => format!("previous run {run} was still running (overlap: forbid)"),
                             None => "previous run was still running (overlap: forbid)".to_owned(),
                         };
                         let record = self.not_run(&job, request.tick, RunStatus::Skipped, fence, reason);
                         self.deps.metrics.run_ended(RunStatus::Skipped);
-                        self.deps.sink.record(record).await;
+                        self.record_ended(&job, record).await;
                     }
                 }
             }
@@ -1213,11 +1466,15 @@ impl State {
     async fn start_retry(&mut self, id: u64) {
         let Some(retry) = self.retries.remove(&id) else { return };
         let Some(slot) = self.jobs.get(&retry.job) else { return };
-        if !slot.owned {
+        // A shard is retried where it ran; anything else by the job's owner.
+        if !slot.owned && retry.shard.is_none() {
             return;
         }
         let job = slot.job.clone();
-        let entry = self.running_entry(RunId::generate(), retry.tick, Trigger::Retry, retry.attempt);
+        let mut entry = self.running_entry(&job, RunId::generate(), retry.tick, Trigger::Retry, retry.attempt);
+        entry.shard = retry.shard;
+        entry.parent = retry.parent.clone();
+        entry.depth = retry.depth;
         match self.deps.coord.start_run(&retry.job, &entry, self.lease).await {
             Ok(fence) => self.spawn_run(job, entry, fence),
             Err(err) => {
@@ -1249,6 +1506,15 @@ impl State {
                 },
             },
         );
+        let report = entry.result_token.clone().map(|token| {
+            let url = self
+                .deps
+                .config
+                .api_url
+                .as_ref()
+                .map(|api| format!("{}/api/v1/runs/{run_id}/result", api.trim_end_matches('/')));
+            (ReportTo { url, token }, self.results.register(run_id))
+        });
         let spec = RunSpec {
             executor: self.deps.executors.for_kind(&job.spec.kind),
             job,
@@ -1262,6 +1528,8 @@ impl State {
             done: self.done_tx.clone(),
             shell_allowed: self.deps.info.allow_native,
             retention: self.deps.retention,
+            alerts: self.deps.alerts.clone(),
+            report,
         };
         self.runs.spawn(runner::run(spec));
     }
@@ -1269,18 +1537,19 @@ impl State {
     async fn on_run_finished(&mut self, done: RunFinished) {
         self.local_runs.remove(&done.run_id);
         self.kill_switches.remove(&done.run_id);
+        self.results.forget(&done.run_id);
         while self.runs.try_join_next().is_some() {}
         let Some(slot) = self.jobs.get_mut(&done.job) else {
             return;
         };
-        if !slot.owned {
+        if !slot.owned && done.shard.is_none() {
             return;
         }
-        if done.trigger == Trigger::Catchup {
+        if done.trigger == Trigger::Catchup && slot.owned {
             slot.catchup_running = false;
             if let Some(tick) = slot.catchup_queue.pop_front() {
                 let job = slot.job.clone();
-                let entry = self.running_entry(RunId::generate(), tick, Trigger::Catchup, 1);
+                let entry = self.running_entry(&job, RunId::generate(), tick, Trigger::Catchup, 1);
                 match self.deps.coord.start_run(&done.job, &entry, self.lease).await {
                     Ok(fence) => {
                         if let Some(slot) = self.jobs.get_mut(&done.job) {
@@ -1297,7 +1566,7 @@ impl State {
                             0,
                             format!("catch-up run could not start: {err}"),
                         );
-                        self.deps.sink.record(record).await;
+                        self.record_ended(&job, record).await;
                     }
                 }
             }
@@ -1315,6 +1584,9 @@ impl State {
                     job: done.job.clone(),
                     tick: done.tick,
                     attempt: done.attempt + 1,
+                    shard: done.shard,
+                    parent: done.parent.clone(),
+                    depth: done.depth,
                 },
             );
             let due = self.now() + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO);
@@ -1481,4 +1753,89 @@ pub(crate) fn shell_permitted(job: &Job, allow_native: bool) -> Result<(), Strin
         ));
     }
     Ok(())
+}
+
+/// A fresh token for an async run: 256 random bits in hex, prefixed so it is
+/// recognisable in a secret scanner.
+fn new_run_token() -> String {
+    match crate::crypto::random_bytes::<32>() {
+        Ok(bytes) => format!("scr_{}", crate::crypto::hex(&bytes)),
+        Err(err) => {
+            // Without randomness no token can be trusted; a run id is not
+            // secret, so fall back to one nobody can guess either: the
+            // clock's nanoseconds hashed with the process id. Logged, as it
+            // should never happen on Linux.
+            tracing::error!(%err, "cannot read random bytes for a run token");
+            let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+            format!("scr_{}", crate::crypto::sha256_hex(seed.as_bytes()))
+        }
+    }
+}
+
+/// Async runs waiting for their reported outcome, by run id, shared with the
+/// results watcher so a report reaches its run without the scheduling loop.
+#[derive(Clone, Default)]
+struct ResultWaiters(Arc<std::sync::Mutex<HashMap<RunId, tokio::sync::oneshot::Sender<RunReport>>>>);
+
+impl ResultWaiters {
+    fn register(&self, run_id: RunId) -> tokio::sync::oneshot::Receiver<RunReport> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(run_id, tx);
+        }
+        rx
+    }
+
+    fn forget(&self, run_id: &RunId) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(run_id);
+        }
+    }
+
+    /// Hands `report` to its run if it runs here; whether it did.
+    fn deliver(&self, run_id: RunId, report: RunReport) -> bool {
+        let waiter = self.0.lock().ok().and_then(|mut map| map.remove(&run_id));
+        waiter.is_some_and(|tx| tx.send(report).is_ok())
+    }
+}
+
+/// Watches reported results and hands each to the run it is for, if that run
+/// is one of this worker's. A snapshot after a watch failure repeats them;
+/// a report already handed over finds no waiter and is skipped.
+async fn watch_results(coord: Coordinator, waiters: ResultWaiters, stop: CancellationToken) {
+    let mut watcher = coord.watcher(Family::Results);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let update = tokio::select! {
+            () = stop.cancelled() => return,
+            update = watcher.next() => update,
+        };
+        let puts: Vec<KeyValue> = match update {
+            Ok(WatchUpdate::Snapshot(kvs)) => kvs,
+            Ok(WatchUpdate::Events(events)) => events
+                .into_iter()
+                .filter_map(|event| match event {
+                    WatchEvent::Put(kv) => Some(kv),
+                    WatchEvent::Delete { .. } => None,
+                })
+                .collect(),
+            Err(err) => {
+                tracing::warn!(%err, ?backoff, "results watch failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        for kv in puts {
+            if let Some((job, run_id, report)) = coord.decode_result(&kv)
+                && waiters.deliver(run_id, report)
+            {
+                tracing::debug!(%job, run = %run_id, "reported result handed to its run");
+            }
+        }
+    }
 }

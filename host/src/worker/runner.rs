@@ -1,20 +1,29 @@
 //! One run, from claim to report: wait for a free slot, record `running`,
-//! execute, record the outcome, remove the `running/` entry, tell the worker.
+//! execute, wait for the reported outcome of an async job, record the
+//! outcome, remove the `running/` entry (starting the job's dependents in
+//! the same transaction), tell the alerts and the worker.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::coord::{Coordinator, Revision, RunningEntry};
-use crate::exec::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
+use crate::alert::AlertHandle;
+use crate::coord::{Coordinator, Revision, RunReport, RunningEntry, TriggerRequest};
+use crate::exec::{ExecRequest, Executor, KillSwitch, ReportTo, RunOutcome, RunOutput};
 use crate::ids::{JobName, RunId};
 use crate::job::{Job, JobKind};
 use crate::logstore::Sink;
 use crate::metrics::Metrics;
-use crate::run::{RunRecord, RunStatus, Trigger};
+use crate::run::{ParentRun, RunRecord, RunStatus, Shard, StreamKind, Trigger};
+use crate::schedule;
+
+/// How many dependency links a chain of runs may have. Cycles are refused
+/// when jobs are saved; this stops one that slipped through (two masters
+/// saving the two halves of a cycle at the same moment) from running forever.
+pub(super) const MAX_DEPENDENCY_DEPTH: u32 = 16;
 
 /// Everything a run task needs, handed over by the worker.
 pub(super) struct RunSpec {
@@ -30,6 +39,9 @@ pub(super) struct RunSpec {
     pub(super) done: mpsc::Sender<RunFinished>,
     pub(super) shell_allowed: bool,
     pub(super) retention: std::time::Duration,
+    pub(super) alerts: Option<AlertHandle>,
+    /// For an async job: where the run reports, and where its report arrives.
+    pub(super) report: Option<(ReportTo, oneshot::Receiver<RunReport>)>,
 }
 
 /// What the worker learns when a run ends.
@@ -41,6 +53,9 @@ pub(super) struct RunFinished {
     pub(super) trigger: Trigger,
     pub(super) attempt: u32,
     pub(super) status: RunStatus,
+    pub(super) shard: Option<Shard>,
+    pub(super) parent: Option<ParentRun>,
+    pub(super) depth: u32,
 }
 
 pub(super) async fn run(spec: RunSpec) {
@@ -62,6 +77,8 @@ async fn execute(spec: RunSpec) {
         done,
         shell_allowed,
         retention,
+        alerts,
+        report,
     } = spec;
     let mut record = RunRecord {
         run_id: entry.run_id,
@@ -74,7 +91,7 @@ async fn execute(spec: RunSpec) {
         kind: job.spec.kind.name().to_owned(),
         module: match &job.spec.kind {
             JobKind::Wasm(wasm) => Some(wasm.module.clone()),
-            JobKind::Shell(_) => None,
+            JobKind::Shell(_) | JobKind::Http(_) => None,
         },
         status: RunStatus::Running,
         exit_code: None,
@@ -89,6 +106,8 @@ async fn execute(spec: RunSpec) {
         missed_until: None,
         result: None,
         expire_at: job.expire_at(entry.tick, retention),
+        parent: entry.parent.clone(),
+        shard: entry.shard,
     };
 
     // Wait for a free slot; a kill while waiting ends the run before it starts.
@@ -117,6 +136,10 @@ async fn execute(spec: RunSpec) {
             (None, Ok(())) => RunOutcome::new(RunStatus::Failed)
                 .with_error(format!("this worker cannot run {} jobs", job.spec.kind.name())),
             (Some(executor), Ok(())) => {
+                let (report_to, report_rx) = match report {
+                    Some((to, rx)) => (Some(to), Some(rx)),
+                    None => (None, None),
+                };
                 let request = ExecRequest {
                     job: job.name.clone(),
                     run_id: entry.run_id,
@@ -125,13 +148,21 @@ async fn execute(spec: RunSpec) {
                     attempt: entry.attempt,
                     fence,
                     kind: job.spec.kind.clone(),
+                    parent: entry.parent.clone(),
+                    shard: entry.shard,
+                    report_to,
                 };
                 let mut output = RunOutput::new(entry.run_id, sink.clone(), job.spec.kind.output_kb() * 1024)
                     .expiring_at(record.expire_at);
-                let outcome = executor.execute(&request, &mut output, &kill).await;
+                let mut outcome = executor.execute(&request, &mut output, &kill).await;
+                if let (Some(rx), RunStatus::Succeeded) = (report_rx, outcome.status) {
+                    outcome = await_report(&job, entry.run_id, rx, &kill, &mut output, &coord, &mut record).await;
+                }
                 record.output_bytes = output.bytes_written();
                 record.truncated = output.is_truncated();
-                record.result = output.result().cloned();
+                if record.result.is_none() {
+                    record.result = output.result().cloned();
+                }
                 match (outcome.error.clone(), output.result_error()) {
                     (None, Some(problem)) => RunOutcome {
                         error: Some(problem.to_owned()),
@@ -152,14 +183,18 @@ async fn execute(spec: RunSpec) {
     tracing::info!(status = %record.status, exit_code = ?record.exit_code, "run ended");
     metrics.run_ended(record.status);
     let status = record.status;
+    if let Some(alerts) = &alerts {
+        alerts.notify(&job, &record);
+    }
     sink.record(record).await;
     // The running entry goes only once the final record is durable (in the
     // store or the spool): a worker killed before that leaves the entry,
     // and the run is then recorded `lost` instead of staying `running`.
     sink.flush().await;
-    if let Err(err) = coord.finish_run(&job.name, entry.run_id).await {
+    let dependents = dependents_of(&job, &entry, status);
+    if let Err(err) = coord.finish_run_starting(&job.name, entry.run_id, &dependents).await {
         // The entry is on the worker's lease, so it goes with the lease at worst.
-        tracing::warn!(%err, "cannot remove the running entry");
+        tracing::warn!(%err, dependents = dependents.len(), "cannot remove the running entry");
     }
     let _worker_gone = done
         .send(RunFinished {
@@ -169,6 +204,108 @@ async fn execute(spec: RunSpec) {
             trigger: entry.trigger,
             attempt: entry.attempt,
             status,
+            shard: entry.shard,
+            parent: entry.parent.clone(),
+            depth: entry.depth,
         })
         .await;
+}
+
+/// An async run whose call ended well: waits for the report, a kill, or the
+/// job's result timeout, and turns it into the run's outcome. A report's
+/// output joins the run's output; its result is the run's result.
+async fn await_report(
+    job: &Job,
+    run_id: RunId,
+    rx: oneshot::Receiver<RunReport>,
+    kill: &KillSwitch,
+    output: &mut RunOutput,
+    coord: &Coordinator,
+    record: &mut RunRecord,
+) -> RunOutcome {
+    let timeout = job.spec.result_timeout();
+    tracing::debug!(?timeout, "waiting for the run's reported result");
+    tokio::select! {
+        report = rx => match report {
+            Ok(report) => {
+                tracing::info!(status = %report.status, "result reported");
+                if let Some(text) = &report.output {
+                    output.write(StreamKind::Stdout, text.as_bytes()).await;
+                    output.finish().await;
+                }
+                if report.result.is_some() {
+                    record.result = report.result.clone();
+                }
+                if let Err(err) = coord.delete_result(&job.name, run_id).await {
+                    // It is on a lease and goes by itself.
+                    tracing::debug!(%err, "cannot delete the taken result");
+                }
+                RunOutcome {
+                    status: report.status,
+                    exit_code: report.exit_code,
+                    error: report.error,
+                    fuel_used: None,
+                    peak_memory: None,
+                }
+            }
+            Err(_) => RunOutcome::new(RunStatus::Failed)
+                .with_error("the worker stopped waiting for the reported result"),
+        },
+        reason = kill.pulled() => {
+            let mut outcome = RunOutcome::stopped(reason);
+            outcome.error = outcome.error.map(|e| format!("{e} while waiting for its reported result"));
+            outcome
+        }
+        () = tokio::time::sleep(timeout) => RunOutcome::new(RunStatus::TimedOut).with_error(format!(
+            "no result was reported within {} s (completion: async)",
+            timeout.as_secs()
+        )),
+    }
+}
+
+/// The jobs a run that ended with `status` starts: `on_success` after a
+/// success; `on_failure` after a failure that will not be retried.
+pub(super) fn dependents_of(job: &Job, entry: &RunningEntry, status: RunStatus) -> Vec<(JobName, TriggerRequest)> {
+    let retried = status.is_retryable()
+        && entry.trigger != Trigger::Manual
+        && schedule::retry_delay(&job.spec.retry, entry.attempt).is_some();
+    let targets = if status == RunStatus::Succeeded {
+        &job.spec.on_success
+    } else if status.is_failure() && !retried {
+        &job.spec.on_failure
+    } else {
+        return Vec::new();
+    };
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    if entry.depth >= MAX_DEPENDENCY_DEPTH {
+        tracing::warn!(
+            depth = entry.depth,
+            "a chain of {MAX_DEPENDENCY_DEPTH} dependent runs ends here; its dependents are not started"
+        );
+        return Vec::new();
+    }
+    tracing::info!(dependents = ?targets, "starting dependent jobs");
+    targets
+        .iter()
+        .map(|target| {
+            let request = TriggerRequest {
+                requested_at: Timestamp::now(),
+                requested_by: format!("job {}", job.name),
+                trigger: Trigger::Dependency,
+                tick: None,
+                parent: Some(ParentRun {
+                    job: job.name.clone(),
+                    run_id: entry.run_id,
+                    status,
+                }),
+                depth: entry.depth + 1,
+                shard: None,
+                target_worker: None,
+                attempt: 1,
+            };
+            (target.clone(), request)
+        })
+        .collect()
 }

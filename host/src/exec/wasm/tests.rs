@@ -120,6 +120,9 @@ impl Job {
                 dirs: self.dirs.clone(),
                 limits: self.limits.clone(),
             }),
+            parent: None,
+            shard: None,
+            report_to: None,
         }
     }
 }

@@ -1,0 +1,202 @@
+//! Alerts: when runs go wrong, tell someone — by webhook (JSON, signed with
+//! HMAC-SHA256, retried) or by email (SMTP with TLS).
+//!
+//! The worker hands every terminal run record it writes to [`AlertHandle`]
+//! (non-blocking: a full queue drops the alert and counts it, it never holds
+//! up scheduling). The [`Alerter`] task applies the rules (`rules`, pure),
+//! then delivers each alert to its channels, retrying with backoff.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::job::Job;
+use crate::run::RunRecord;
+
+mod email;
+mod rules;
+mod webhook;
+
+pub use email::{EmailChannel, SmtpTls};
+pub use rules::{Alert, AlertPayload, AlertRules, GlobalRule, RateFacts};
+pub use webhook::{WebhookChannel, signature};
+
+/// Where alerts go, by name.
+#[derive(Debug, Clone)]
+pub enum Channel {
+    Webhook(WebhookChannel),
+    Email(EmailChannel),
+}
+
+impl Channel {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Webhook(_) => "webhook",
+            Channel::Email(_) => "email",
+        }
+    }
+}
+
+/// The validated `[alerts]` configuration.
+#[derive(Debug, Clone, Default)]
+pub struct AlertsConfig {
+    pub channels: BTreeMap<String, Channel>,
+    pub rules: Vec<GlobalRule>,
+    /// The same alert (job, rule, status) at most once per interval.
+    pub min_interval: Duration,
+    /// The console's public address, for links in alerts.
+    pub console_url: Option<String>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AlertStats {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub suppressed: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+/// Where the worker reports terminal run records. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AlertHandle {
+    tx: mpsc::Sender<(Arc<Job>, RunRecord)>,
+    stats: Arc<AlertStats>,
+    /// Whether global rules exist (then every job's runs matter).
+    global_rules: bool,
+}
+
+impl AlertHandle {
+    /// Queues `record` for the alert rules; never waits. Only ended runs of
+    /// jobs some rule covers travel (successes too: they count in failure
+    /// rates).
+    pub fn notify(&self, job: &Arc<Job>, record: &RunRecord) {
+        if !record.status.is_terminal() || (job.spec.alerts.is_none() && !self.global_rules) {
+            return;
+        }
+        if self.tx.try_send((job.clone(), record.clone())).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How many alerts may wait for the rules; beyond it they are dropped (and
+/// counted) rather than slowing the worker.
+const QUEUE: usize = 4096;
+
+/// How many deliveries run at once.
+const CONCURRENT_DELIVERIES: usize = 16;
+
+/// Deliveries still in progress at shutdown get this long.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The alert task: rules plus delivery.
+pub struct Alerter {
+    config: AlertsConfig,
+    rx: mpsc::Receiver<(Arc<Job>, RunRecord)>,
+    stats: Arc<AlertStats>,
+}
+
+impl Alerter {
+    /// The task and the handle that feeds it.
+    pub fn new(config: AlertsConfig) -> (Alerter, AlertHandle) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(AlertStats::default());
+        let global_rules = !config.rules.is_empty();
+        (
+            Alerter {
+                config,
+                rx,
+                stats: stats.clone(),
+            },
+            AlertHandle {
+                tx,
+                stats,
+                global_rules,
+            },
+        )
+    }
+
+    pub fn stats(&self) -> Arc<AlertStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until every handle is dropped (the worker has ended and its
+    /// last records are in), then gives deliveries in flight a few seconds.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut rules = AlertRules::new(
+            self.config.rules.clone(),
+            self.config.min_interval,
+            self.config.console_url.clone(),
+        );
+        let channels = Arc::new(self.config.channels.clone());
+        let deliveries = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
+        let mut tasks = tokio::task::JoinSet::new();
+        let client = webhook::client()?;
+        loop {
+            let Some((job, record)) = self.rx.recv().await else {
+                break;
+            };
+            while tasks.try_join_next().is_some() {}
+            let before = rules.suppressed_total();
+            let alerts = rules.observe(&job, &record, Timestamp::now());
+            self.stats
+                .suppressed
+                .fetch_add(rules.suppressed_total().saturating_sub(before), Ordering::Relaxed);
+            for alert in alerts {
+                tracing::info!(job = %job.name, run = %record.run_id, channels = ?alert.channels, "alert: {}", alert.payload.summary());
+                for name in &alert.channels {
+                    let Some(channel) = channels.get(name).cloned() else {
+                        tracing::warn!(job = %job.name, channel = %name, "alert channel is not configured on this worker");
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let payload = alert.payload.clone();
+                    let stats = self.stats.clone();
+                    let client = client.clone();
+                    let name = name.clone();
+                    let Ok(permit) = deliveries.clone().acquire_owned().await else {
+                        break;
+                    };
+                    tasks.spawn(async move {
+                        let _permit = permit;
+                        let delivered = match &channel {
+                            Channel::Webhook(hook) => hook.deliver(&client, &payload).await,
+                            Channel::Email(mail) => mail.deliver(&payload).await,
+                        };
+                        match delivered {
+                            Ok(()) => {
+                                stats.sent.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(channel = %name, alert = %payload.id, "alert delivered");
+                            }
+                            Err(err) => {
+                                stats.failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(channel = %name, alert = %payload.id, %err, "alert not delivered");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} });
+        if drained.await.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "alert deliveries still in progress at shutdown were abandoned"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Delivery attempts per alert and channel.
+pub(crate) const ATTEMPTS: u32 = 5;
+
+/// The wait before attempt `n` (n ≥ 1): 1, 2, 4, 8 s.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5))
+}
