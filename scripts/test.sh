@@ -28,6 +28,9 @@ scripts/install-mongo-test-server.sh >/dev/null
 echo "==> API fuzzer (schemathesis)"
 scripts/install-fuzz-tools.sh >/dev/null
 
+echo "==> SMTP test server (aiosmtpd)"
+scripts/install-smtp-test-server.sh >/dev/null
+
 echo "==> guests"
 scripts/build-guests.sh
 

@@ -10,6 +10,7 @@ mod cluster;
 mod console;
 mod fuzz;
 mod hostile;
+mod integrations;
 mod lifecycle;
 mod logs;
 mod shell_jobs;

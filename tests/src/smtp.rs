@@ -1,6 +1,6 @@
 //! A real SMTP server for the email-alert tests: aiosmtpd (PyPI, pinned to
 //! [`AIOSMTPD_VERSION`]) on a free loopback port, requiring STARTTLS with a
-//! self-signed certificate made by `openssl`, storing what it receives in a
+//! certificate from a throw-away CA made by `openssl`, storing what it receives in a
 //! maildir the test reads back. Killed on drop.
 //!
 //! aiosmtpd is installed by `scripts/install-smtp-test-server.sh` into
@@ -30,7 +30,7 @@ fn aiosmtpd_dir() -> PathBuf {
 /// One running SMTP server.
 pub struct SmtpSink {
     pub port: u16,
-    /// PEM of the server's self-signed certificate (trust it as a CA).
+    /// PEM of the CA that signed the server's certificate (trust it).
     pub cert_pem: PathBuf,
     maildir: PathBuf,
     log: PathBuf,
@@ -77,30 +77,74 @@ impl SmtpSink {
             .prefix("sandcron-smtp-")
             .tempdir()
             .expect("temp dir");
-        let cert_pem = dir.path().join("cert.pem");
-        let key_pem = dir.path().join("key.pem");
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-addext", "subjectAltName=DNS:localhost"])
-            .arg("-keyout")
-            .arg(&key_pem)
-            .arg("-out")
-            .arg(&cert_pem)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run openssl");
-        assert!(status.success(), "openssl could not make a certificate");
+        // A CA, and a server certificate for localhost signed by it: TLS
+        // clients refuse a CA certificate used as the server's own.
+        let ca_key = dir.path().join("ca.key");
+        let ca_pem = dir.path().join("ca.pem");
+        let key_pem = dir.path().join("server.key");
+        let csr = dir.path().join("server.csr");
+        let cert = dir.path().join("server.pem");
+        let ext = dir.path().join("server.ext");
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("extensions file");
+        let openssl = |args: &[&std::ffi::OsStr]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        let os = |s: &'static str| std::ffi::OsStr::new(s);
+        openssl(&[
+            os("req"),
+            os("-x509"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-days"),
+            os("1"),
+            os("-subj"),
+            os("/CN=sandcron test CA"),
+            os("-keyout"),
+            ca_key.as_os_str(),
+            os("-out"),
+            ca_pem.as_os_str(),
+        ]);
+        openssl(&[
+            os("req"),
+            os("-newkey"),
+            os("rsa:2048"),
+            os("-nodes"),
+            os("-subj"),
+            os("/CN=localhost"),
+            os("-keyout"),
+            key_pem.as_os_str(),
+            os("-out"),
+            csr.as_os_str(),
+        ]);
+        openssl(&[
+            os("x509"),
+            os("-req"),
+            os("-in"),
+            csr.as_os_str(),
+            os("-CA"),
+            ca_pem.as_os_str(),
+            os("-CAkey"),
+            ca_key.as_os_str(),
+            os("-CAcreateserial"),
+            os("-days"),
+            os("1"),
+            os("-extfile"),
+            ext.as_os_str(),
+            os("-out"),
+            cert.as_os_str(),
+        ]);
+        let cert_pem = ca_pem;
         let maildir = dir.path().join("maildir");
         let log = dir.path().join("aiosmtpd.log");
         let port = TcpListener::bind("127.0.0.1:0")
@@ -111,7 +155,7 @@ impl SmtpSink {
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--tlscert")
-            .arg(&cert_pem)
+            .arg(&cert)
             .arg("--tlskey")
             .arg(&key_pem)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
