@@ -29,11 +29,25 @@ need_package openssl
 need_package chromium
 command -v node >/dev/null 2>&1 || need_package nodejs
 command -v npm >/dev/null 2>&1 || need_package npm
+# The deployment kit's tests (tests/e2e/deploy.rs): `nginx -t` on
+# deploy/nginx/sandcron.conf (the package's own service is not used; see
+# below), `systemd-analyze verify` and `security` on deploy/systemd/ (no
+# running systemd needed), and python3 for the memory-deny-write-execute
+# wrapper (it also runs nx-27017).
+need_package nginx
+need_package systemd
+need_package python3
 
 if ((${#apt_packages[@]})); then
     echo "==> apt-get install ${apt_packages[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"
+    # On a machine running systemd, Debian starts the nginx it just installed
+    # (default site on port 80). The tests only run `nginx -t` with their own
+    # files, so switch off the service installed here, and only that one.
+    if [[ " ${apt_packages[*]} " == *" nginx "* && -d /run/systemd/system ]]; then
+        as_root systemctl disable --now nginx.service >/dev/null 2>&1 || true
+    fi
 fi
 
 # rustfmt and clippy come with the toolchain but may be missing from a minimal profile.

@@ -8,6 +8,7 @@ mod check;
 mod cli;
 mod cluster;
 mod console;
+mod deploy;
 mod fuzz;
 mod hostile;
 mod integrations;
