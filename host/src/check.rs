@@ -219,6 +219,9 @@ fn check_job(history: &History, job: &JobFacts, runs: &[&RunRecord], report: &mu
 
 fn check_runs(history: &History, job: &str, runs: &[&RunRecord], report: &mut Report) {
     let mut per_tick: BTreeMap<Timestamp, Vec<&RunRecord>> = BTreeMap::new();
+    // Shards of broadcast ticks: one run per (tick, shard) is due; their
+    // fences are not ordered (each shard is taken on its own).
+    let mut per_shard: BTreeMap<(Timestamp, u32), Vec<&RunRecord>> = BTreeMap::new();
     for run in runs {
         if executed(run) {
             report.executed += 1;
@@ -226,7 +229,10 @@ fn check_runs(history: &History, job: &str, runs: &[&RunRecord], report: &mut Re
             report.recorded_not_run += run.missed_count.unwrap_or(1);
         }
         if for_schedule(run) && executed(run) {
-            per_tick.entry(run.tick).or_default().push(run);
+            match run.shard {
+                Some(shard) => per_shard.entry((run.tick, shard.index)).or_default().push(run),
+                None => per_tick.entry(run.tick).or_default().push(run),
+            }
         }
         let started_before_read = run
             .started_at
@@ -257,6 +263,15 @@ fn check_runs(history: &History, job: &str, runs: &[&RunRecord], report: &mut Re
                     stored_bytes: output.bytes,
                 });
             }
+        }
+    }
+    for ((tick, _), runs) in &per_shard {
+        if runs.len() > 1 {
+            report.violations.push(Violation::Duplicate {
+                job: job.to_owned(),
+                tick: *tick,
+                runs: runs.iter().map(|r| r.run_id.to_string()).collect(),
+            });
         }
     }
     let mut previous: Option<i64> = None;
@@ -341,6 +356,27 @@ mod tests {
         assert_eq!(report.violations, vec![]);
         assert_eq!(report.ticks_expected, 5);
         assert_eq!(report.executed, 5);
+    }
+
+    #[test]
+    fn broadcast_shards_are_one_run_each_per_tick() {
+        let group = crate::ids::RunId::generate();
+        let shard = |t: i64, index: u32, fence: i64| {
+            let mut r = run("a", t, RunStatus::Succeeded, fence);
+            r.shard = Some(crate::run::Shard { index, count: 2, group });
+            r
+        };
+        // Two shards per tick, taken in any order: no violation.
+        let runs: Vec<RunRecord> = (1..=5)
+            .flat_map(|t| [shard(t, 0, 100 - t), shard(t, 1, 200 + t)])
+            .collect();
+        let report = check(&history(vec![job("a")], runs.clone()));
+        assert_eq!(report.violations, vec![]);
+        // The same shard of a tick twice is a duplicate.
+        let mut twice = runs;
+        twice.push(shard(3, 1, 300));
+        let report = check(&history(vec![job("a")], twice));
+        assert_eq!(report.count("duplicate"), 1, "{:?}", report.violations);
     }
 
     #[test]

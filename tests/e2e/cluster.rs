@@ -466,3 +466,85 @@ async fn any_master_kills_a_run_on_any_worker() {
     assert_eq!(ended["status"], "killed", "{ended}");
     drop::<Master>(first);
 }
+
+#[tokio::test]
+async fn a_broadcast_job_runs_each_tick_once_on_every_worker() {
+    let stores = Stores::start();
+    let env = stores.env("broadcast");
+    let master = env.master("master", "");
+    let api = master.api();
+    let _workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
+    wait_for_workers(&api, 3).await;
+    let guest = upload_wat(&api, "env_args").await;
+    let mut job = wasm_job("*/2 * * * * *", &guest);
+    job["broadcast"] = json!(true);
+    api.put("/api/v1/jobs/fleet", &job).await.expect(201);
+    // Three ticks, each with all its shards ended.
+    let complete = |runs: &[Value]| -> Vec<i64> {
+        let mut per_tick: BTreeMap<i64, usize> = BTreeMap::new();
+        for run in runs
+            .iter()
+            .filter(|r| r["status"] == "succeeded" && r["trigger"] == "schedule")
+        {
+            *per_tick.entry(unix(&run["tick"])).or_default() += 1;
+        }
+        per_tick.into_iter().filter(|(_, n)| *n >= 3).map(|(t, _)| t).collect()
+    };
+    wait_for("three complete broadcast ticks", Duration::from_secs(40), || async {
+        (complete(&api.runs("fleet").await).len() >= 3).then_some(())
+    })
+    .await;
+    settle(&api, &["fleet".to_owned()]).await;
+    let runs = api.runs("fleet").await;
+    let mut ticks: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
+    for run in runs.iter().filter(|r| r["trigger"] == "schedule") {
+        ticks.entry(unix(&run["tick"])).or_default().push(run);
+    }
+    let mut checked = 0;
+    for (tick, shards) in &ticks {
+        if shards.len() < 3 {
+            // The first tick may predate a worker's view of the job; never more than 3.
+            continue;
+        }
+        assert_eq!(shards.len(), 3, "tick {tick}: {shards:?}");
+        let indices: BTreeSet<u64> = shards.iter().map(|r| r["shard"]["index"].as_u64().unwrap()).collect();
+        assert_eq!(indices, BTreeSet::from([0, 1, 2]), "tick {tick}");
+        let workers: BTreeSet<&str> = shards.iter().map(|r| r["worker"].as_str().unwrap()).collect();
+        assert_eq!(workers.len(), 3, "tick {tick}: every shard on its own worker");
+        let groups: BTreeSet<&str> = shards.iter().map(|r| r["shard"]["group"].as_str().unwrap()).collect();
+        assert_eq!(groups.len(), 1, "tick {tick}: one group");
+        for shard in shards {
+            assert_eq!(shard["shard"]["count"], 3);
+            let output: String = api
+                .output(shard["run_id"].as_str().unwrap())
+                .await
+                .into_iter()
+                .map(|(_, text)| text)
+                .collect();
+            let index = shard["shard"]["index"].as_u64().unwrap();
+            assert!(output.contains(&format!("SANDCRON_SHARD_INDEX={index}\n")), "{output}");
+            assert!(output.contains("SANDCRON_SHARD_COUNT=3\n"), "{output}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "{ticks:?}");
+    for (tick, shards) in &ticks {
+        assert!(
+            shards.len() <= 3,
+            "tick {tick} ran more than once per worker: {shards:?}"
+        );
+    }
+    // Run now hands out shards too.
+    api.post("/api/v1/jobs/fleet/run").await.expect(202);
+    let manual = wait_for("three manual shards", Duration::from_secs(30), || async {
+        let runs = api.runs("fleet").await;
+        let manual: Vec<Value> = runs
+            .into_iter()
+            .filter(|r| r["trigger"] == "manual" && r["status"] == "succeeded")
+            .collect();
+        (manual.len() == 3).then_some(manual)
+    })
+    .await;
+    let indices: BTreeSet<u64> = manual.iter().map(|r| r["shard"]["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, BTreeSet::from([0, 1, 2]));
+}
