@@ -261,8 +261,10 @@ async fn the_auth_matrix_covers_every_route_and_role() {
         }
         for method in item.as_object().unwrap().keys() {
             let method = method.to_uppercase();
+            // Results are authorised by the run's own token (below).
+            let by_run_token = path == "/api/v1/runs/{run_id}/result";
             assert!(
-                routes.iter().any(|r| r.template == path && r.method == method),
+                by_run_token || routes.iter().any(|r| r.template == path && r.method == method),
                 "{method} {path} is missing from the auth matrix"
             );
         }
@@ -300,6 +302,26 @@ async fn the_auth_matrix_covers_every_route_and_role() {
         }
     }
     assert_eq!(checked, routes.len() * 5);
+    // A run's result is authorised by the run's token alone: no API token,
+    // whatever its role, stands in for it, and none is needed with it.
+    let result = format!("{}/api/v1/runs/{no_run}/result", dev.base);
+    let http = sandcron_tests::http_client().build().unwrap();
+    for (who, token, _) in identities {
+        let mut without = http.post(&result).json(&serde_json::json!({"status": "succeeded"}));
+        let mut with = http
+            .post(&result)
+            .header("x-sandcron-run-token", "scr_0123456789")
+            .json(&serde_json::json!({"status": "succeeded"}));
+        if let Some(token) = token {
+            without = without.bearer_auth(token);
+            with = with.bearer_auth(token);
+        }
+        let status = without.send().await.unwrap().status();
+        assert_eq!(status, 401, "result without a run token as {who}");
+        // Past authentication: the run is not running.
+        let status = with.send().await.unwrap().status();
+        assert_eq!(status, 404, "result with a run token as {who}");
+    }
     // The shell job is gone (only the admin's delete went through), the
     // wasm job is still there.
     admin.get("/api/v1/jobs/sh").await.expect(404);
