@@ -247,6 +247,7 @@ async fn the_auth_matrix_covers_every_route_and_role() {
             1,
         ),
         route("GET", "/api/v1/workers", "/api/v1/workers", None, 1),
+        route("GET", "/api/v1/alerts/channels", "/api/v1/alerts/channels", None, 1),
         route("GET", "/api/v1/cron/next", "/api/v1/cron/next?expr=@daily", None, 1),
         route("GET", "/api/v1/whoami", "/api/v1/whoami", None, 1),
         // Last: an admin deleting the shell job really deletes it.

@@ -569,7 +569,9 @@ channels = ["hook"]
     let mut job = shell_job("@yearly", "echo failing >&2; exit 2");
     job["alerts"] = json!({"on": ["failed"], "channels": ["hook", "mail"]});
     api.put("/api/v1/jobs/nightly", &job).await.expect(201);
-    // Unknown channels are refused where the server knows its channels.
+    // The console lists the channels; unknown ones are refused.
+    let channels = api.get("/api/v1/alerts/channels").await.expect(200);
+    assert_eq!(channels, json!({"channels": ["hook", "mail"]}));
     let mut unknown = job.clone();
     unknown["alerts"]["channels"] = json!(["pager"]);
     let error = api.put("/api/v1/jobs/other", &unknown).await.expect(422);

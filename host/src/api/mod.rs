@@ -84,6 +84,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/runs/{run_id}/output", get(runs::output))
         .route("/runs/{run_id}/result", post(runs::report))
         .route("/workers", get(system::workers))
+        .route("/alerts/channels", get(system::alert_channels))
         .route("/cron/next", get(system::cron_next))
         .route("/whoami", get(auth::whoami))
         .route("/openapi.json", get(openapi::serve))

@@ -14,7 +14,7 @@ use super::{auth, error, jobs, modules, runs, system};
         jobs::list, jobs::put, jobs::get, jobs::delete, jobs::pause, jobs::resume, jobs::run_now, jobs::kill,
         modules::upload, modules::list, modules::get, modules::delete,
         runs::list, runs::get, runs::output, runs::report,
-        system::workers, system::cron_next, system::healthz, system::readyz, system::metrics,
+        system::workers, system::alert_channels, system::cron_next, system::healthz, system::readyz, system::metrics,
         auth::whoami,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
@@ -142,6 +142,7 @@ mod tests {
             ("/api/v1/runs/{run_id}/output", vec!["get"]),
             ("/api/v1/runs/{run_id}/result", vec!["post"]),
             ("/api/v1/workers", vec!["get"]),
+            ("/api/v1/alerts/channels", vec!["get"]),
             ("/api/v1/cron/next", vec!["get"]),
             ("/api/v1/whoami", vec!["get"]),
             ("/healthz", vec!["get"]),
@@ -156,7 +157,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            18,
+            19,
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );

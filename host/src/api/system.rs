@@ -26,6 +26,23 @@ pub struct WorkerView {
     pub uptime_s: i64,
 }
 
+/// The alert channels jobs may name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertChannels {
+    /// Channel names from `[alerts.channels]`; empty when this server has
+    /// none configured (then any name is accepted and the workers decide).
+    pub channels: Vec<String>,
+}
+
+/// The alert channels a job's `alerts.channels` may name.
+#[utoipa::path(get, path = "/api/v1/alerts/channels", tag = "jobs",
+    responses((status = 200, body = AlertChannels)))]
+pub(super) async fn alert_channels(State(state): State<AppState>, _caller: Caller) -> Json<AlertChannels> {
+    Json(AlertChannels {
+        channels: state.alert_channels.to_vec(),
+    })
+}
+
 /// Live workers (those holding their lease).
 #[utoipa::path(get, path = "/api/v1/workers", tag = "workers",
     responses((status = 200, body = [WorkerView])))]
