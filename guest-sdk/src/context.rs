@@ -16,7 +16,7 @@ pub mod vars {
     pub const RUN_ID: &str = "SANDCRON_RUN_ID";
     /// The scheduled instant this run is for, RFC 3339 in UTC (`2026-11-22T00:00:00Z`).
     pub const TICK: &str = "SANDCRON_TICK";
-    /// Why the run started: `schedule`, `manual`, `catchup` or `retry`.
+    /// Why the run started: `schedule`, `manual`, `catchup`, `retry` or `dependency`.
     pub const TRIGGER: &str = "SANDCRON_TRIGGER";
     /// Which attempt at this tick this run is, starting at 1.
     pub const ATTEMPT: &str = "SANDCRON_ATTEMPT";
@@ -25,6 +25,21 @@ pub mod vars {
 
     /// All of them, in the order [`Context`](crate::Context) reads them.
     pub const ALL: [&str; 6] = [JOB, RUN_ID, TICK, TRIGGER, ATTEMPT, FENCE];
+
+    /// For a run started by another job's run (`on_success` / `on_failure`): that job.
+    pub const PARENT_JOB: &str = "SANDCRON_PARENT_JOB";
+    /// The run that started this one.
+    pub const PARENT_RUN_ID: &str = "SANDCRON_PARENT_RUN_ID";
+    /// How the parent run ended (`succeeded`, `failed`, …).
+    pub const PARENT_STATUS: &str = "SANDCRON_PARENT_STATUS";
+    /// For a shard of a broadcast job: which one, from 0.
+    pub const SHARD_INDEX: &str = "SANDCRON_SHARD_INDEX";
+    /// For a shard of a broadcast job: how many shards the tick has.
+    pub const SHARD_COUNT: &str = "SANDCRON_SHARD_COUNT";
+    /// For a run of an async job: the token its result must be reported with.
+    pub const RUN_TOKEN: &str = "SANDCRON_RUN_TOKEN";
+    /// For a run of an async job: where its result is reported.
+    pub const RESULT_URL: &str = "SANDCRON_RESULT_URL";
 }
 
 /// What sandcron tells a run about itself.
@@ -60,6 +75,20 @@ pub struct Context {
     trigger: Trigger,
     attempt: u32,
     fence: i64,
+    parent: Option<Parent>,
+    shard: Option<(u32, u32)>,
+    report: Option<(String, Option<String>)>,
+}
+
+/// The run that started this one (see [`Context::parent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    /// The parent's job.
+    pub job: String,
+    /// The parent run's id.
+    pub run_id: String,
+    /// How it ended: `succeeded` (for `on_success`) or a failure (`on_failure`).
+    pub status: String,
 }
 
 impl Context {
@@ -97,12 +126,45 @@ impl Context {
     /// Parses a context from any source of variables: `lookup` gets a name
     /// from [`vars`] and returns its value, or `None` if it is not set.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Context, ContextError> {
-        Context::parse(|var| lookup(var).ok_or(ContextError::Missing { var }))
+        let mut ctx = Context::parse(|var| lookup(var).ok_or(ContextError::Missing { var }))?;
+        ctx.read_optional(&lookup)?;
+        Ok(ctx)
+    }
+
+    /// The variables only some runs get: parent, shard, async report.
+    fn read_optional(&mut self, lookup: &impl Fn(&str) -> Option<String>) -> Result<(), ContextError> {
+        if let (Some(job), Some(run_id)) = (lookup(vars::PARENT_JOB), lookup(vars::PARENT_RUN_ID)) {
+            self.parent = Some(Parent {
+                job,
+                run_id,
+                status: lookup(vars::PARENT_STATUS).unwrap_or_default(),
+            });
+        }
+        if let (Some(index), Some(count)) = (lookup(vars::SHARD_INDEX), lookup(vars::SHARD_COUNT)) {
+            let index_n = index
+                .parse::<u32>()
+                .map_err(|_| ContextError::invalid(vars::SHARD_INDEX, &index, "not a whole number"))?;
+            let count_n = match count.parse::<u32>() {
+                Ok(n) if n > index_n => n,
+                _ => {
+                    return Err(ContextError::invalid(
+                        vars::SHARD_COUNT,
+                        &count,
+                        "not a whole number above the shard index",
+                    ));
+                }
+            };
+            self.shard = Some((index_n, count_n));
+        }
+        if let Some(token) = lookup(vars::RUN_TOKEN) {
+            self.report = Some((token, lookup(vars::RESULT_URL)));
+        }
+        Ok(())
     }
 
     /// [`Context::from_lookup`] with the defaults of [`Context::from_env_or_defaults`].
     pub fn from_lookup_or_defaults(lookup: impl Fn(&str) -> Option<String>) -> Result<Context, ContextError> {
-        Context::parse(|var| {
+        let mut ctx = Context::parse(|var| {
             Ok(lookup(var).unwrap_or_else(|| {
                 match var {
                     vars::JOB | vars::RUN_ID => "local",
@@ -115,7 +177,9 @@ impl Context {
                 }
                 .to_owned()
             }))
-        })
+        })?;
+        ctx.read_optional(&lookup)?;
+        Ok(ctx)
     }
 
     fn parse(get: impl Fn(&'static str) -> Result<String, ContextError>) -> Result<Context, ContextError> {
@@ -130,9 +194,13 @@ impl Context {
         let tick = get(vars::TICK)?;
         let tick_unix = parse_rfc3339(&tick).map_err(|reason| ContextError::invalid(vars::TICK, &tick, reason))?;
         let trigger = get(vars::TRIGGER)?;
-        let trigger = trigger
-            .parse()
-            .map_err(|_| ContextError::invalid(vars::TRIGGER, &trigger, "not schedule, manual, catchup or retry"))?;
+        let trigger = trigger.parse().map_err(|_| {
+            ContextError::invalid(
+                vars::TRIGGER,
+                &trigger,
+                "not schedule, manual, catchup, retry or dependency",
+            )
+        })?;
         let attempt = get(vars::ATTEMPT)?;
         let attempt = match attempt.parse::<u32>() {
             Ok(n) if n >= 1 => n,
@@ -156,7 +224,35 @@ impl Context {
             trigger,
             attempt,
             fence,
+            parent: None,
+            shard: None,
+            report: None,
         })
+    }
+
+    /// For a run another job's run started: that run.
+    pub fn parent(&self) -> Option<&Parent> {
+        self.parent.as_ref()
+    }
+
+    /// For a shard of a broadcast tick: `(index, count)`, index from 0.
+    /// Split the work by it, e.g. take the items whose hash modulo `count`
+    /// is `index`.
+    pub fn shard(&self) -> Option<(u32, u32)> {
+        self.shard
+    }
+
+    /// For a run of an async job: the token its outcome must be reported
+    /// with. Hand it (and [`Context::result_url`]) to the service that
+    /// finishes the work; keep it out of logs.
+    pub fn run_token(&self) -> Option<&str> {
+        self.report.as_ref().map(|(token, _)| token.as_str())
+    }
+
+    /// For a run of an async job: where its outcome is reported, when the
+    /// worker knows the API's address.
+    pub fn result_url(&self) -> Option<&str> {
+        self.report.as_ref().and_then(|(_, url)| url.as_deref())
     }
 
     /// The job's name.
@@ -257,16 +353,19 @@ pub enum Trigger {
     Catchup,
     /// A retry of a failed or timed-out run of the same tick.
     Retry,
+    /// Started by another job's run (`on_success` / `on_failure`); see [`Context::parent`].
+    Dependency,
 }
 
 impl Trigger {
-    /// The name sandcron uses for it (`schedule`, `manual`, `catchup`, `retry`).
+    /// The name sandcron uses for it (`schedule`, `manual`, `catchup`, `retry`, `dependency`).
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
             Trigger::Catchup => "catchup",
             Trigger::Retry => "retry",
+            Trigger::Dependency => "dependency",
         }
     }
 }
@@ -286,6 +385,7 @@ impl FromStr for Trigger {
             "manual" => Ok(Trigger::Manual),
             "catchup" => Ok(Trigger::Catchup),
             "retry" => Ok(Trigger::Retry),
+            "dependency" => Ok(Trigger::Dependency),
             _ => Err(UnknownTrigger),
         }
     }
@@ -468,6 +568,44 @@ mod tests {
         assert_eq!(ctx.run_id(), "01kakx3v7r8bq2m4v5w6x7y8z9");
         assert_eq!(ctx.trigger(), Trigger::Schedule);
         assert_eq!((ctx.attempt(), ctx.fence()), (1, 12));
+    }
+
+    #[test]
+    fn reads_parent_shard_and_report_when_set() {
+        let base = full_env(&[(vars::TRIGGER, Some("dependency"))]);
+        let extra = [
+            (vars::PARENT_JOB, "extract"),
+            (vars::PARENT_RUN_ID, "01kakx3v7r8bq2m4v5w6x7y8z0"),
+            (vars::PARENT_STATUS, "succeeded"),
+            (vars::SHARD_INDEX, "2"),
+            (vars::SHARD_COUNT, "3"),
+            (vars::RUN_TOKEN, "scr_abc"),
+            (vars::RESULT_URL, "https://cron.example/api/v1/runs/x/result"),
+        ];
+        let lookup = |name: &str| {
+            extra
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+                .or_else(|| base(name))
+        };
+        let ctx = Context::from_lookup(lookup).unwrap();
+        assert_eq!(ctx.trigger(), Trigger::Dependency);
+        let parent = ctx.parent().unwrap();
+        assert_eq!((parent.job.as_str(), parent.status.as_str()), ("extract", "succeeded"));
+        assert_eq!(ctx.shard(), Some((2, 3)));
+        assert_eq!(ctx.run_token(), Some("scr_abc"));
+        assert_eq!(ctx.result_url(), Some("https://cron.example/api/v1/runs/x/result"));
+        // A plain run has none of them.
+        let plain = Context::from_lookup(full_env(&[])).unwrap();
+        assert_eq!((plain.parent(), plain.shard(), plain.run_token()), (None, None, None));
+        // A shard index at or beyond the count is refused.
+        let bad = |name: &str| match name {
+            vars::SHARD_INDEX => Some("3".to_owned()),
+            vars::SHARD_COUNT => Some("3".to_owned()),
+            _ => full_env(&[])(name),
+        };
+        assert_eq!(Context::from_lookup(bad).unwrap_err().var(), vars::SHARD_COUNT);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   ([`set_result_json`], [`set_result_value`], [`set_result_object`], and
 //!   `set_result` with the `serde` feature).
 //! - [`json`]: the small JSON writer and validator the others use.
+//! - `client` (feature `client`): how the service an async job called
+//!   reports the run's outcome (`report_result`); for services, not guests.
 //!
 //! It has no dependencies unless the `serde` feature is on, and builds for
 //! the host as well as for WASI, so job logic can be unit-tested natively.
@@ -38,12 +40,14 @@
 //! job's retry policy may retry with a new run whose [`Context::attempt`] is
 //! one higher.
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod context;
 pub mod json;
 pub mod log;
 pub mod result;
 
-pub use context::{Context, ContextError, Trigger};
+pub use context::{Context, ContextError, Parent, Trigger};
 pub use json::Value;
 #[cfg(feature = "serde")]
 pub use result::set_result;

@@ -423,16 +423,13 @@ async fn an_async_run_without_a_report_times_out_and_a_failed_report_fails_it() 
         dev.base,
         running["run_id"].as_str().unwrap()
     );
-    let response = sandcron_tests::http_client()
-        .build()
-        .unwrap()
-        .post(&url)
-        .header("x-sandcron-run-token", &token)
-        .json(&json!({"status": "failed", "exit_code": 3, "error": "export quota exceeded"}))
-        .send()
+    // Reported with the guest SDK's client helper, as a Rust service would.
+    let report = sandcron_guest::client::Report::failed("export quota exceeded").with_exit_code(3);
+    let (url2, token2, report2) = (url.clone(), token.clone(), report.clone());
+    tokio::task::spawn_blocking(move || sandcron_guest::client::report_result(&url2, &token2, &report2))
         .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
+        .unwrap()
+        .expect("reported");
     let run = wait_for("the reported failure", WAIT, || async {
         let runs = api.runs("reported").await;
         runs.first().filter(|r| r["status"] != "running").cloned()
@@ -441,6 +438,18 @@ async fn an_async_run_without_a_report_times_out_and_a_failed_report_fails_it() 
     assert_eq!(run["status"], "failed");
     assert_eq!(run["exit_code"], 3);
     assert_eq!(run["error"], "export quota exceeded");
+    // Once the run has ended, a report is refused and says why.
+    let refused = tokio::task::spawn_blocking(move || sandcron_guest::client::report_result(&url, &token, &report))
+        .await
+        .unwrap()
+        .expect_err("the run has ended");
+    assert!(
+        matches!(
+            &refused,
+            sandcron_guest::client::ReportError::Refused { status: 404, .. }
+        ),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
