@@ -1661,8 +1661,33 @@ async fn keep_lease(
 /// them) are skipped by revision, so "kill all" never hits a run that started
 /// after the request.
 async fn watch_kills(coord: Coordinator, switches: KillSwitches, stop: CancellationToken) {
-    let mut watcher = coord.watcher(Family::Kill);
     let mut handled: Revision = 0;
+    let decoder = coord.clone();
+    watch_puts(coord, Family::Kill, stop, move |mut puts| {
+        puts.sort_by_key(|kv| kv.mod_revision);
+        for kv in puts {
+            if kv.mod_revision <= handled {
+                continue;
+            }
+            handled = kv.mod_revision;
+            if let Some(request) = decoder.decode_kill(&kv.key) {
+                switches.pull(&request.job, request.target);
+            }
+        }
+    })
+    .await;
+}
+
+/// Watches one key family and hands every put (the whole snapshot after a
+/// watch failure, then each put event) to `on_puts`; backs off on errors.
+/// Deletes are of no interest to its users.
+async fn watch_puts(
+    coord: Coordinator,
+    family: Family,
+    stop: CancellationToken,
+    mut on_puts: impl FnMut(Vec<KeyValue>),
+) {
+    let mut watcher = coord.watcher(family);
     let mut backoff = Duration::from_millis(100);
     loop {
         let update = tokio::select! {
@@ -1679,7 +1704,7 @@ async fn watch_kills(coord: Coordinator, switches: KillSwitches, stop: Cancellat
                 })
                 .collect(),
             Err(err) => {
-                tracing::warn!(%err, ?backoff, "kill watch failed; retrying");
+                tracing::warn!(?family, %err, ?backoff, "watch failed; retrying");
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}
@@ -1689,17 +1714,7 @@ async fn watch_kills(coord: Coordinator, switches: KillSwitches, stop: Cancellat
             }
         };
         backoff = Duration::from_millis(100);
-        let mut puts = puts;
-        puts.sort_by_key(|kv| kv.mod_revision);
-        for kv in puts {
-            if kv.mod_revision <= handled {
-                continue;
-            }
-            handled = kv.mod_revision;
-            if let Some(request) = coord.decode_kill(&kv.key) {
-                switches.pull(&request.job, request.target);
-            }
-        }
+        on_puts(puts);
     }
 }
 
@@ -1803,39 +1818,15 @@ impl ResultWaiters {
 /// is one of this worker's. A snapshot after a watch failure repeats them;
 /// a report already handed over finds no waiter and is skipped.
 async fn watch_results(coord: Coordinator, waiters: ResultWaiters, stop: CancellationToken) {
-    let mut watcher = coord.watcher(Family::Results);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let update = tokio::select! {
-            () = stop.cancelled() => return,
-            update = watcher.next() => update,
-        };
-        let puts: Vec<KeyValue> = match update {
-            Ok(WatchUpdate::Snapshot(kvs)) => kvs,
-            Ok(WatchUpdate::Events(events)) => events
-                .into_iter()
-                .filter_map(|event| match event {
-                    WatchEvent::Put(kv) => Some(kv),
-                    WatchEvent::Delete { .. } => None,
-                })
-                .collect(),
-            Err(err) => {
-                tracing::warn!(%err, ?backoff, "results watch failed; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
+    let decoder = coord.clone();
+    watch_puts(coord, Family::Results, stop, move |puts| {
         for kv in puts {
-            if let Some((job, run_id, report)) = coord.decode_result(&kv)
+            if let Some((job, run_id, report)) = decoder.decode_result(&kv)
                 && waiters.deliver(run_id, report)
             {
                 tracing::debug!(%job, run = %run_id, "reported result handed to its run");
             }
         }
-    }
+    })
+    .await;
 }
