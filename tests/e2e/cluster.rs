@@ -550,3 +550,48 @@ async fn a_broadcast_job_runs_each_tick_once_on_every_worker() {
     let indices: BTreeSet<u64> = manual.iter().map(|r| r["shard"]["index"].as_u64().unwrap()).collect();
     assert_eq!(indices, BTreeSet::from([0, 1, 2]));
 }
+
+#[tokio::test]
+async fn a_shard_handed_to_a_worker_that_dies_is_recorded_lost() {
+    let stores = Stores::start();
+    let env = stores.env("broadcast-lost");
+    let master = env.master("master", "");
+    let api = master.api();
+    // A 10 s lease leaves the owner ample time, even on a loaded machine, to
+    // hand the dead worker its shard before the lease expires.
+    let mut workers: Vec<WorkerProcess> = (1..=3)
+        .map(|i| env.worker(&format!("w{i}"), "lease_ttl_s = 10"))
+        .collect();
+    wait_for_workers(&api, 3).await;
+    let guest = upload_wat(&api, "hello").await;
+    let mut job = wasm_job("@yearly", &guest);
+    job["broadcast"] = json!(true);
+    api.put("/api/v1/jobs/fleet", &job).await.expect(201);
+    let owner = wait_for("the job's owner", Duration::from_secs(20), || async {
+        let view = api.get("/api/v1/jobs/fleet").await.expect(200);
+        view["owner"].as_str().map(str::to_owned)
+    })
+    .await;
+    // Kill a worker that is not the owner, then ask for a run while its
+    // lease still stands: the owner hands it a shard it will never take.
+    let victim = workers.iter().position(|w| w.id != owner).expect("a non-owner");
+    let victim_id = workers[victim].id.clone();
+    workers[victim].proc.kill9();
+    api.post("/api/v1/jobs/fleet/run").await.expect(202);
+    let runs = wait_for("two shards run and one recorded lost", Duration::from_secs(60), || async {
+        let runs = api.runs("fleet").await;
+        let done = runs.iter().filter(|r| r["status"] == "succeeded").count();
+        let lost = runs.iter().filter(|r| r["status"] == "lost").count();
+        (done == 2 && lost == 1).then_some(runs)
+    })
+    .await;
+    let lost = runs.iter().find(|r| r["status"] == "lost").unwrap();
+    assert_eq!(lost["worker"], victim_id.as_str(), "{lost}");
+    assert_eq!(lost["shard"]["count"], 3, "{lost}");
+    assert!(
+        lost["error"].as_str().unwrap().contains("was gone before it started its shard"),
+        "{lost}"
+    );
+    let indices: BTreeSet<u64> = runs.iter().map(|r| r["shard"]["index"].as_u64().unwrap()).collect();
+    assert_eq!(indices, BTreeSet::from([0, 1, 2]), "every shard accounted for once: {runs:?}");
+}
