@@ -322,6 +322,9 @@ pub fn unplaceable_reason(job: &Job, workers: &[WorkerInfo]) -> String {
     if job.spec.kind.is_native() && !workers.iter().any(|w| w.allow_native) {
         return "no live worker permits shell jobs (allow_native)".to_owned();
     }
+    if matches!(job.spec.kind, crate::job::JobKind::Http(_)) && !workers.iter().any(|w| w.http) {
+        return "no live worker runs http jobs (its worker.http_allow is empty)".to_owned();
+    }
     let selector: Vec<String> = job.spec.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("no live worker matches the selector {}", selector.join(","))
 }

@@ -204,6 +204,19 @@ async fn the_allow_list_keeps_http_jobs_away_from_what_it_does_not_name() {
         "the service was reached: {:?}",
         service.requests()
     );
+    // A worker with an empty allow-list runs no HTTP jobs, and the job says why.
+    let (dev3, _dir3) = dev_with_config("[worker]\nhttp_allow = []\n");
+    let api3 = dev3.api();
+    api3.put("/api/v1/jobs/nowhere", &http_job("https://example.com/", json!({})))
+        .await
+        .expect(201);
+    let view = wait_for("the job to be unschedulable", WAIT, || async {
+        let view = api3.get("/api/v1/jobs/nowhere").await.expect(200);
+        (view["status"] == "unschedulable").then_some(view)
+    })
+    .await;
+    assert!(view["reason"].as_str().unwrap().contains("http_allow"), "{view}");
+    api3.post("/api/v1/jobs/nowhere/run").await.expect(409);
 }
 
 #[tokio::test]
