@@ -665,3 +665,36 @@ async fn reqwest_text(url: &str) -> String {
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn an_async_run_waiting_for_its_report_does_not_hold_a_slot() {
+    // One slot: a waiting async run must not keep other jobs from running.
+    let dev = dev(&["--capacity", "1"]);
+    let api = dev.api();
+    let mut waiting = shell_job("@yearly", "true");
+    waiting["completion"] = json!("async");
+    api.put("/api/v1/jobs/waiting", &waiting).await.expect(201);
+    api.post("/api/v1/jobs/waiting/run").await.expect(202);
+    wait_for("the async run to wait", WAIT, || async {
+        let runs = api.runs("waiting").await;
+        runs.first().filter(|r| r["status"] == "running").cloned()
+    })
+    .await;
+    api.put("/api/v1/jobs/other", &shell_job("@yearly", "echo ran"))
+        .await
+        .expect(201);
+    let other = run_to_end(&api, "other").await;
+    assert_eq!(other["status"], "succeeded", "{other}");
+    assert_eq!(api.runs("waiting").await[0]["status"], "running");
+    api.post("/api/v1/jobs/waiting/kill").await.expect(202);
+    let killed = wait_for("the waiting run to be killed", WAIT, || async {
+        let runs = api.runs("waiting").await;
+        runs.first().filter(|r| r["status"] != "running").cloned()
+    })
+    .await;
+    assert_eq!(killed["status"], "killed");
+    assert!(
+        killed["error"].as_str().unwrap().contains("while waiting for its reported result"),
+        "{killed}"
+    );
+}

@@ -123,7 +123,10 @@ async fn execute(spec: RunSpec) {
     };
     metrics.runs_waiting_for_capacity.fetch_sub(1, Ordering::Relaxed);
 
-    if let Some(_permit) = permit {
+    if let Some(permit) = permit {
+        // Held while the run works; an async run waiting for its report
+        // gives its slot back (waiting costs nothing).
+        let mut slot = Some(permit);
         let started = Timestamp::now();
         record.started_at = Some(started);
         if entry.trigger == Trigger::Schedule {
@@ -156,6 +159,7 @@ async fn execute(spec: RunSpec) {
                     .expiring_at(record.expire_at);
                 let mut outcome = executor.execute(&request, &mut output, &kill).await;
                 if let (Some(rx), RunStatus::Succeeded) = (report_rx, outcome.status) {
+                    drop(slot.take());
                     outcome = await_report(&job, entry.run_id, rx, &kill, &mut output, &coord, &mut record).await;
                 }
                 record.output_bytes = output.bytes_written();
@@ -173,6 +177,7 @@ async fn execute(spec: RunSpec) {
             }
         };
         metrics.runs_running.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
         record.status = outcome.status;
         record.exit_code = outcome.exit_code;
         record.error = outcome.error;
