@@ -581,6 +581,9 @@ email = {{ smtp_host = "localhost", smtp_port = {port}, tls = "starttls", ca_fil
 [[alerts.rules]]
 on = ["lost"]
 channels = ["hook"]
+[[alerts.rules]]
+failure_rate = {{ threshold = 1.0, window_s = 600, min_runs = 2 }}
+channels = ["hook"]
 "#,
         hook = hooks.url("/alerts"),
         port = smtp.port,
@@ -635,21 +638,40 @@ channels = ["hook"]
     assert!(mail.header("x-peer").is_some(), "{}", mail.raw);
 
     // More failures within the interval are suppressed and counted (one
-    // alert per rule, whatever its channels).
+    // alert per rule, whatever its channels): two of the job's rule, and
+    // the failure-rate rule's second crossing.
     for _ in 0..2 {
         assert_eq!(run_to_end(&api, "nightly").await["status"], "failed");
     }
     let metrics = wait_for("suppressed alerts to be counted", WAIT, || async {
         let text = reqwest_text(&format!("{}/metrics", dev.base)).await;
-        text.contains("sandcron_alerts_total{outcome=\"suppressed\"} 2")
-            .then_some(text)
+        (text.contains("sandcron_alerts_total{outcome=\"suppressed\"} 3")
+            && text.contains("sandcron_alerts_total{outcome=\"sent\"} 3"))
+        .then_some(text)
     })
     .await;
     assert!(
-        metrics.contains("sandcron_alerts_total{outcome=\"sent\"} 2"),
+        metrics.contains("sandcron_alerts_total{outcome=\"failed\"} 0"),
         "{metrics}"
     );
-    assert_eq!(hooks.requests_to("/alerts").len(), 1);
+    // The global failure-rate rule saw nightly's three failures too: one
+    // alert when it crossed, for a rate of 2 of 2.
+    let rates: Vec<Value> = hooks
+        .requests_to("/alerts")
+        .iter()
+        .map(|r| r.json())
+        .filter(|a| a["event"] == "failure_rate")
+        .collect();
+    assert_eq!(rates.len(), 1, "{rates:?}");
+    assert_eq!(rates[0]["rule"], "global[1]");
+    assert_eq!(rates[0]["failure_rate"]["failed"], 2);
+    assert_eq!(rates[0]["failure_rate"]["runs"], 2);
+    let run_alerts = hooks
+        .requests_to("/alerts")
+        .iter()
+        .filter(|r| r.json()["event"] == "run")
+        .count();
+    assert_eq!(run_alerts, 1);
     assert_eq!(smtp.messages().len(), 1);
 }
 
@@ -694,7 +716,10 @@ async fn an_async_run_waiting_for_its_report_does_not_hold_a_slot() {
     .await;
     assert_eq!(killed["status"], "killed");
     assert!(
-        killed["error"].as_str().unwrap().contains("while waiting for its reported result"),
+        killed["error"]
+            .as_str()
+            .unwrap()
+            .contains("while waiting for its reported result"),
         "{killed}"
     );
 }
