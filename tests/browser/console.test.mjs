@@ -91,6 +91,33 @@ async function apiGet(path) {
   return response.json();
 }
 
+/** PUT of a job body on the server without tokens (for a job the editor then opens). */
+async function apiPutJob(name, body) {
+  const response = await fetch(`${BASE}/api/v1/jobs/${name}`, {
+    method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.equal(response.status, 201, `PUT /jobs/${name}: ${text}`);
+  return JSON.parse(text);
+}
+
+/** The body of a job view: what was PUT, without the server's bookkeeping. */
+function specOf(view) {
+  const { name, meta, revision, status, reason, owner, explain, next_run, last_run, running, history_unavailable, ...spec } = view;
+  return spec;
+}
+
+/** Fills a shell job's command in the editor. */
+async function shellCommand(command) {
+  await page.getByLabel("Shell command").check();
+  await page.getByLabel("Command", { exact: true }).fill(command);
+}
+
+/** A checkbox of a labelled group in the editor (the jobs a job starts, alert statuses). */
+function choice(group, label) {
+  return page.getByRole("group", { name: group }).getByLabel(label, { exact: true });
+}
+
 /** Opens a console page and waits for its heading. */
 async function open(hash, heading) {
   const url = `${BASE}/${hash}`;
@@ -313,6 +340,240 @@ test("a duplicated job's output is cut at its limit, and the run says so", async
   await shot("run-truncated");
 });
 
+test("an HTTP job is offered only where a worker runs them, and its run shows the response", async () => {
+  // Where no live worker runs HTTP jobs the kind is offered disabled, with the reason.
+  await page.route("**/api/v1/workers", async (route) => {
+    const workers = await (await route.fetch()).json();
+    await route.fulfill({ json: workers.map((w) => ({ ...w, http: false })) });
+  });
+  await open("#/jobs/new", "New job");
+  assert.equal(await page.getByLabel("HTTP request").isDisabled(), true);
+  await page.locator("#http-why", { hasText: "No live worker runs HTTP jobs" }).waitFor();
+  await page.unroute("**/api/v1/workers");
+
+  // The dev server's worker does (its default allow-list includes loopback):
+  // the job calls the dev server itself.
+  await newJob("healthz", "@yearly");
+  await page.getByLabel("HTTP request").check();
+  await page.getByLabel("Method").selectOption("GET");
+  await page.getByLabel("URL", { exact: true }).fill(`${BASE}/healthz`);
+  await page.getByLabel("Headers").fill("Accept: text/plain\nX-Probe: console");
+  await page.getByLabel("Expected statuses").fill("200, 204");
+  await page.locator("#job-http-timeout").fill("5");
+  // HTTP jobs have headers, not an environment.
+  assert.equal(await page.locator("#job-env").isVisible(), false);
+  await shot("editor-http", { docs: true });
+  await save("healthz");
+  assert.deepEqual((await apiGet("/jobs/healthz")).kind, {
+    http: { method: "GET", url: `${BASE}/healthz`, headers: { Accept: "text/plain", "X-Probe": "console" }, timeout_s: 5, expect_status: [200, 204], output_kb: 1024 },
+  });
+  await page.locator("#http-request", { hasText: `GET ${BASE}/healthz` }).waitFor();
+  await runNowAndOpen("healthz");
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: RUNS });
+  await page.locator("#output-lines li", { hasText: `> GET ${BASE}/healthz` }).waitFor();
+  await page.locator("#output-lines li", { hasText: "< HTTP/1.1 200 OK" }).waitFor();
+  await shot("run-http");
+  // The jobs table names the kind, with the method and the host.
+  await open("#/jobs?kind=http", "Jobs");
+  await row("healthz").locator(".kind-http", { hasText: "http" }).waitFor();
+  await row("healthz").locator(".http-target", { hasText: `GET ${new URL(BASE).host}` }).waitFor();
+  assert.equal(await page.locator("tbody tr").count(), 1, "the kind filter knows http");
+});
+
+test("a job started by another's success links to the run that started it", async () => {
+  await newJob("report", "@yearly");
+  await shellCommand('echo "parent=$SANDCRON_PARENT_JOB/$SANDCRON_PARENT_STATUS"');
+  await save("report");
+  await newJob("extract", "@yearly");
+  await shellCommand("echo extracted");
+  await choice("Starts on success", "report").check();
+  await save("extract");
+  assert.deepEqual((await apiGet("/jobs/extract")).on_success, ["report"]);
+  await page.locator("#job-on-success-list", { hasText: "report" }).waitFor();
+  await runNowAndOpen("extract");
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: RUNS });
+  const parentId = new URL(page.url()).hash.replace("#/runs/", "");
+  // The child's run is in its job's history, marked with the parent's job.
+  await open("#/jobs/report", /^report/);
+  await page.getByText("extract (on success)").waitFor();
+  const child = page.locator('.runs-table tr[data-status="succeeded"]', { has: page.locator(".parent-link") });
+  await child.waitFor({ timeout: RUNS });
+  assert.equal(await child.locator(".parent-link").textContent(), "extract");
+  assert.match(await child.textContent(), /dependency/);
+  await child.locator("th a").click();
+  const parent = page.locator("#parent-run");
+  await parent.waitFor();
+  assert.match(await parent.textContent(), /^extract run /);
+  await page.locator("#output-lines li", { hasText: "parent=extract/succeeded" }).waitFor();
+  await shot("run-dependency");
+  await parent.click();
+  await page.getByRole("heading", { level: 1, name: parentId }).waitFor();
+});
+
+test("a dependency cycle is refused with the server's message at the field", async () => {
+  await open("#/jobs/report/edit", "Edit report");
+  await choice("Starts on success", "extract").check();
+  await page.getByRole("button", { name: "Save changes" }).click();
+  const error = page.locator("#job-on-success-error");
+  await error.waitFor({ state: "visible" });
+  assert.match(await error.textContent(), /dependencies would form a cycle: report -> extract -> report/);
+  assert.equal(await page.locator("#job-on-success").getAttribute("aria-invalid"), "true");
+  // The keyboard focus is taken to the field.
+  await page.waitForFunction(() => document.activeElement?.closest("#job-on-success") !== null);
+  await shot("editor-cycle");
+  assert.equal((await apiGet("/jobs/report")).on_success, undefined);
+});
+
+test("alerts set in the editor survive a reload, and every new field round-trips", async () => {
+  await open("#/jobs/extract/edit", "Edit extract");
+  await choice("Alert when a run ends", "timed out").check();
+  await choice("Alert when a run ends", "failed").check();
+  await page.getByLabel("Failure rate above (%)").fill("50");
+  await page.getByLabel("Over the last (s)").fill("900");
+  await page.getByLabel("Counting at least (runs)").fill("3");
+  // sandcron dev configures no channels, so the names are free text.
+  assert.deepEqual(await apiGet("/alerts/channels"), { channels: [] });
+  await page.getByLabel("Channels", { exact: true }).fill("ops, pager");
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.locator("#job-alerts", { hasText: "→ ops, pager" }).waitFor();
+  const alerts = { on: ["failed", "timed_out"], failure_rate: { threshold: 0.5, window_s: 900, min_runs: 3 }, channels: ["ops", "pager"] };
+  assert.deepEqual((await apiGet("/jobs/extract")).alerts, alerts);
+  // A reload of the editor shows them as saved (and the dependent kept).
+  await open("#/jobs/extract/edit", "Edit extract");
+  await page.reload();
+  await page.getByRole("heading", { level: 1, name: "Edit extract" }).waitFor();
+  for (const status of ["failed", "timed out"]) assert.equal(await choice("Alert when a run ends", status).isChecked(), true, status);
+  for (const status of ["killed", "lost"]) assert.equal(await choice("Alert when a run ends", status).isChecked(), false, status);
+  assert.equal(await page.getByLabel("Failure rate above (%)").inputValue(), "50");
+  assert.equal(await page.getByLabel("Over the last (s)").inputValue(), "900");
+  assert.equal(await page.getByLabel("Counting at least (runs)").inputValue(), "3");
+  assert.equal(await page.getByLabel("Channels", { exact: true }).inputValue(), "ops, pager");
+  assert.equal(await choice("Starts on success", "report").isChecked(), true);
+  // Saving without a change keeps every field as it was, in its order.
+  const before = await apiGet("/jobs/extract");
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.getByRole("heading", { level: 1, name: /^extract/ }).waitFor();
+  const after = await apiGet("/jobs/extract");
+  assert.ok(after.revision > before.revision, "saved");
+  assert.deepEqual(specOf(after), specOf(before));
+
+  // The same for a job written through the API with every new field, in
+  // orders the editor would not choose, and a body the browser would change.
+  const every = {
+    schedule: "@yearly", timezone: "Europe/Berlin", description: "Every field of the integrations",
+    kind: { http: { method: "POST", url: `${BASE}/healthz?from=console`, headers: { "X-B": "2", "Content-Type": "application/json" }, body: '{"a":\r\n1}', timeout_s: 7, expect_status: [204, 200], output_kb: 8 } },
+    completion: "async", result_timeout_s: 90,
+    on_success: ["report", "healthz"], on_failure: ["extract"],
+    alerts: { on: ["lost", "failed"], failure_rate: { threshold: 0.333, window_s: 120, min_runs: 2 }, channels: ["zeta", "alpha"] },
+    retention_days: 7,
+  };
+  const stored = await apiPutJob("roundtrip", every);
+  await open("#/jobs/roundtrip/edit", "Edit roundtrip");
+  await previewIn("Europe/Berlin");
+  assert.equal(await page.getByLabel("HTTP request").isChecked(), true);
+  assert.equal(await page.getByLabel("Completion", { exact: true }).inputValue(), "async");
+  assert.equal(await page.getByLabel("Result timeout (s)").inputValue(), "90");
+  assert.equal(await page.getByLabel("Failure rate above (%)").inputValue(), "33.3");
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.getByRole("heading", { level: 1, name: /^roundtrip/ }).waitFor();
+  const saved = await apiGet("/jobs/roundtrip");
+  assert.ok(saved.revision > stored.revision, "saved");
+  assert.deepEqual(specOf(saved), specOf(stored));
+  assert.deepEqual(saved.on_success, ["report", "healthz"]);
+  assert.deepEqual(saved.alerts.on, ["lost", "failed"]);
+  assert.equal(saved.kind.http.body, '{"a":\r\n1}');
+  // The jobs table shows what the job does beyond its kind.
+  await open("#/jobs?q=roundtrip", "Jobs");
+  const flags = await row("roundtrip").locator(".flag").allTextContents();
+  assert.deepEqual(flags, ["async", "→ 3 dependents", "alerts"]);
+});
+
+test("a broadcast job runs a shard per worker, and its run lists the tick's shards", async () => {
+  await newJob("fanout", "@yearly");
+  await shellCommand('echo "shard $SANDCRON_SHARD_INDEX of $SANDCRON_SHARD_COUNT"');
+  const completion = page.getByLabel("Completion", { exact: true });
+  await completion.selectOption("async");
+  await page.locator("#report-hint", { hasText: "X-Sandcron-Run-Token" }).waitFor();
+  await choice("Starts on failure", "report").check();
+  await page.getByLabel("Broadcast to every worker").check();
+  // The server's rules, mirrored: a broadcast job has no dependents and completes synchronously.
+  assert.equal(await completion.isDisabled(), true);
+  assert.equal(await completion.inputValue(), "sync");
+  assert.equal(await choice("Starts on failure", "report").isDisabled(), true);
+  await page.locator("#dependents-broadcast-note").waitFor();
+  await page.locator("#completion-broadcast-note").waitFor();
+  await page.locator("#report-hint").waitFor({ state: "hidden" });
+  await save("fanout");
+  const job = await apiGet("/jobs/fanout");
+  assert.equal(job.broadcast, true);
+  assert.equal(job.completion, undefined);
+  assert.equal(job.on_failure, undefined);
+  await runNowAndOpen("fanout");
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: RUNS });
+  const runId = new URL(page.url()).hash.replace("#/runs/", "");
+  // Shards are counted from 1 in the console (SANDCRON_SHARD_INDEX is 0).
+  assert.equal(await page.locator("#run-shard").textContent(), "shard 1 of 1");
+  await page.locator("#output-lines li", { hasText: "shard 0 of 1" }).waitFor();
+  const shards = page.locator("#shard-list li");
+  await shards.first().waitFor();
+  assert.equal(await shards.count(), 1);
+  assert.match(await shards.first().textContent(), /^shard 1 of 1 \(this run\)/);
+  await shot("run-shard", { docs: true });
+
+  // With three workers the tick has three shards: the browser is handed the
+  // answers a cluster would give (one dev process has one worker).
+  const [real] = (await apiGet(`/runs?job=fanout`)).runs;
+  // Fake ids: the real one with its random tail replaced (never equal to it).
+  const fakeId = (tail) => `${real.run_id.slice(0, 10)}${(real.run_id.slice(10, 24) === "00000000000000" ? "11111111111111" : "00000000000000")}${tail}`;
+  const sibling = (index, status) => ({ ...real, run_id: fakeId(`S${index}`), worker: `worker-${index}`, status, shard: { ...real.shard, index, count: 3 } });
+  const three = [{ ...real, shard: { ...real.shard, count: 3 } }, sibling(1, "succeeded"), sibling(2, "failed")];
+  await page.route(`**/api/v1/runs/${runId}`, (route) => route.fulfill({ json: three[0] }));
+  await page.route("**/api/v1/runs?job=fanout&since=*", (route) => route.fulfill({ json: { runs: [three[2], three[0], three[1]], next_cursor: null } }));
+  // The history gets them with another job's run of the same tick between them.
+  const other = { ...real, job: "healthz", run_id: fakeId("XZ"), shard: undefined };
+  await page.route("**/api/v1/runs?job=fanout&limit=*", (route) => route.fulfill({ json: { runs: [three[2], other, three[1], three[0]], next_cursor: null } }));
+  await page.reload();
+  await page.locator("#run-shard", { hasText: "shard 1 of 3" }).waitFor();
+  await page.locator("#shard-list li").nth(2).waitFor();
+  assert.deepEqual(await page.locator("#shard-list li").evaluateAll((items) => items.map((li) => li.querySelector("a, strong").textContent)),
+    ["shard 1 of 3 (this run)", "shard 2 of 3", "shard 3 of 3"]);
+  assert.equal(await page.locator("#shard-list a", { hasText: "shard 2 of 3" }).getAttribute("href"), `#/runs/${three[1].run_id}`);
+  // The job's history draws the tick's shards together, in order, as one group.
+  await open("#/jobs/fanout", /^fanout/);
+  await page.locator(".runs-table tr.shard-row").nth(2).waitFor();
+  const rows = await page.locator(".runs-table tbody tr").evaluateAll((trs) => trs.map((tr) => [tr.dataset.run, tr.className]));
+  assert.deepEqual(rows, [
+    [real.run_id, "shard-row shard-first"], [three[1].run_id, "shard-row"], [three[2].run_id, "shard-row shard-last"], [other.run_id, ""],
+  ]);
+  await shot("runs-shards");
+  await page.unrouteAll();
+});
+
+test("an async job's run waits for the reported result", async () => {
+  await newJob("export", "@yearly");
+  // The command prints its token and result URL, so the test can play the service.
+  await shellCommand('echo "token=$SANDCRON_RUN_TOKEN"; echo "url=$SANDCRON_RESULT_URL"');
+  await page.getByLabel("Completion", { exact: true }).selectOption("async");
+  await page.getByLabel("Result timeout (s)").fill("120");
+  await save("export");
+  await runNowAndOpen("export");
+  await page.locator("#async-wait", { hasText: "Waiting for the reported result (up to 120 s)" }).waitFor();
+  const text = async (prefix) => (await page.locator("#output-lines li .text", { hasText: prefix }).textContent()).slice(prefix.length);
+  await page.locator("#output-lines li", { hasText: "url=" }).waitFor();
+  const [token, url] = [await text("token="), await text("url=")];
+  assert.match(url, /\/api\/v1\/runs\/[0-9A-Z]{26}\/result$/);
+  await shot("run-async");
+  const reported = await fetch(url, {
+    method: "POST", headers: { "content-type": "application/json", "x-sandcron-run-token": token },
+    body: JSON.stringify({ status: "succeeded", result: { rows: 42 }, output: "exported 42 rows\n" }),
+  });
+  assert.equal(reported.status, 202, await reported.text());
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: RUNS });
+  await page.locator("#async-wait").waitFor({ state: "detached" });
+  await page.locator("#output-lines li", { hasText: "exported 42 rows" }).waitFor();
+  await page.getByText("Result", { exact: true }).waitFor();
+});
+
 test("pause and resume from the jobs table", async () => {
   await open("#/jobs", "Jobs");
   const greeter = row("greeter");
@@ -450,6 +711,13 @@ test("on a phone the jobs table becomes cards", async () => {
   const width = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 390, `no horizontal scrolling on a phone (page is ${width}px wide)`);
   await shot("jobs-phone", { docs: true, target: phone });
+  // The editor too, with every section of an HTTP job that uses them all.
+  await phone.goto(`${BASE}/#/jobs/roundtrip/edit`);
+  await phone.getByRole("heading", { level: 1, name: "Edit roundtrip" }).waitFor();
+  await phone.locator("#report-hint").waitFor();
+  const editorWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(editorWidth <= 390, `no horizontal scrolling in the editor on a phone (page is ${editorWidth}px wide)`);
+  await shot("editor-phone", { target: phone });
   await phone.close();
 });
 

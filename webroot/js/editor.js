@@ -1,12 +1,15 @@
 // The job editor (#/jobs/new, #/jobs/{name}/edit): the schedule validated
 // and previewed live in the job's zone through /cron/next, the kind (a
-// WebAssembly module, picked or uploaded by drag-and-drop, or a shell command
-// for admins on servers that permit it), limits and policies. Saving is one
-// PUT with If-Match / If-None-Match, so nobody's change is overwritten.
+// WebAssembly module, picked or uploaded by drag-and-drop, a shell command
+// for admins on servers that permit it, or an HTTP request where a worker
+// runs them), limits and policies, completion (sync or async), broadcast,
+// the jobs it starts and its alerts. Saving is one PUT with If-Match /
+// If-None-Match, so nobody's change is overwritten; fields the form does not
+// show are sent back as they were.
 
 import { api, can, jobPath, query, session } from "./api.js";
 import {
-  debounce, emptyState, formatBytes, formatPairs, formatTime, h, localZone, navigate,
+  ALERTABLE_STATUSES, debounce, emptyState, formatBytes, formatPairs, formatTime, h, localZone, navigate,
   parsePairs, replace, shortDigest, toast,
 } from "./ui.js";
 import { uploadModule } from "./modules.js";
@@ -21,6 +24,59 @@ const PRESETS = [
   ["0 9 * * MON-FRI", "weekdays 09:00"],
 ];
 const DEFAULT_LIMITS = { fuel: 10_000_000_000, memory_mb: 64, timeout_s: 300, output_kb: 1024 };
+const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+const DEFAULT_HTTP = { method: "GET", url: "", headers: {}, timeout_s: 30, output_kb: 1024 };
+const DEFAULT_RESULT_TIMEOUT_S = 3600;
+const DEFAULT_FAILURE_RATE = { window_s: 600, min_runs: 5 };
+
+/** A problem in the form that belongs to one control (its id). */
+class FormError extends Error {
+  constructor(control, message) {
+    super(message);
+    this.control = control;
+  }
+}
+
+/** "Name: value" lines (or Name=value) → headers; throws naming the bad line. */
+function parseHeaders(text) {
+  const out = {};
+  for (const [index, raw] of text.split("\n").entries()) {
+    // Only the start is trimmed: a value is sent exactly as written.
+    const line = raw.replace(/^\s+/, "").replace(/\r$/, "");
+    if (!line || line.startsWith("#")) continue;
+    const m = /^([^:=\s]+)\s*[:=] ?(.*)$/.exec(line);
+    if (!m) throw new FormError("job-http-headers", `headers, line ${index + 1}: expected Name: value, got "${line}"`);
+    out[m[1]] = m[2];
+  }
+  return out;
+}
+
+function formatHeaders(headers) {
+  return Object.entries(headers || {}).map(([k, v]) => `${k}: ${v}`).join("\n");
+}
+
+/** "200, 204" → [200, 204]; empty → []. */
+function parseStatuses(text) {
+  return text.split(/[\s,]+/).filter(Boolean).map((part) => {
+    if (!/^\d{3}$/.test(part)) throw new FormError("job-http-expect", `expected statuses: "${part}" is not an HTTP status (three digits)`);
+    return Number(part);
+  });
+}
+
+/** A share (0.5) as a percentage for the form ("50"), without float noise. */
+function percent(share) {
+  return String(+(share * 100).toPrecision(12));
+}
+
+/**
+ * The chosen names in a stable order: those of `original` still chosen,
+ * in their order, then the newly chosen ones in `order`. So saving an
+ * unchanged list sends it back exactly as it was.
+ */
+function ordered(original, chosen, order) {
+  const kept = original.filter((n) => chosen.has(n));
+  return [...kept, ...order.filter((n) => chosen.has(n) && !kept.includes(n))];
+}
 
 function zones() {
   try {
@@ -51,6 +107,39 @@ function select(id, options, value) {
   return h("select", { id, name: id }, options.map(([v, label]) => h("option", { value: v, selected: v === value }, label)));
 }
 
+/** A labelled group of checkboxes (a fieldset whose legend names it), with its hint and error. */
+function checkGroup(id, legend, boxes, { hint, wide = false, span2 = false, empty } = {}) {
+  const error = h("p", { class: "field-error", id: `${id}-error`, hidden: true });
+  const hintNode = hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null;
+  return h("fieldset", {
+    class: `group field${wide ? " wide" : ""}${span2 ? " span2" : ""}`, id, "data-field": id,
+    "aria-describedby": [hintNode ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(" "),
+  },
+  h("legend", {}, legend),
+  boxes.length ? h("div", { class: "checks" }, boxes) : h("p", { class: "muted checks-empty" }, empty ?? "Nothing to choose."),
+  hintNode, error);
+}
+
+function checkbox(name, value, label, checked, extra) {
+  return h("label", { class: "check" }, h("input", { type: "checkbox", name, value, checked }), " ", label, extra ? h("small", { class: "muted" }, ` ${extra}`) : null);
+}
+
+function checkedValues(group) {
+  return new Set([...group.querySelectorAll("input[type=checkbox]:checked")].map((box) => box.value));
+}
+
+/** Moves the focus to a control, or to the first enabled one inside a group. */
+function focusControl(form, id) {
+  const control = form.querySelector(`#${CSS.escape(id)}`);
+  if (!control) return false;
+  const target = control.matches("input, select, textarea, button")
+    ? control
+    : control.querySelector("input:not(:disabled), select:not(:disabled), textarea:not(:disabled)") ?? control.querySelector("input");
+  if (!target) return false;
+  target.focus();
+  return true;
+}
+
 /** Shows (or clears) the error of the field whose control has `id`. */
 function setFieldError(form, id, message) {
   const control = form.querySelector(`#${CSS.escape(id)}`);
@@ -77,7 +166,27 @@ function controlForField(path) {
     [/^kind\.shell\.env/, "job-env"],
     [/^kind\.shell\.timeout_s/, "job-shell-timeout"],
     [/^kind\.shell\.output_kb/, "job-shell-output"],
+    [/^kind\.http\.method/, "job-http-method"],
+    [/^kind\.http\.url/, "job-http-url"],
+    [/^kind\.http\.headers/, "job-http-headers"],
+    [/^kind\.http\.body/, "job-http-body"],
+    [/^kind\.http\.timeout_s/, "job-http-timeout"],
+    [/^kind\.http\.expect_status/, "job-http-expect"],
+    [/^kind\.http\.output_kb/, "job-http-output"],
+    [/^kind\.http/, "kind-http"],
+    [/^kind\.shell/, "kind-shell"],
     [/^kind/, "kind-wasm"],
+    [/^completion/, "job-completion"],
+    [/^result_timeout_s/, "job-result-timeout"],
+    [/^on_success/, "job-on-success"],
+    [/^on_failure/, "job-on-failure"],
+    [/^broadcast/, "job-broadcast"],
+    [/^alerts\.on/, "job-alert-on"],
+    [/^alerts\.failure_rate\.window_s/, "job-alert-window"],
+    [/^alerts\.failure_rate\.min_runs/, "job-alert-min-runs"],
+    [/^alerts\.failure_rate/, "job-alert-threshold"],
+    [/^alerts\.channels/, "job-alert-channels"],
+    [/^alerts/, "job-alert-on"],
     [/^overlap/, "job-overlap"],
     [/^catchup\.window_s/, "job-catchup-window"],
     [/^catchup/, "job-catchup"],
@@ -106,10 +215,17 @@ export async function render(view) {
 
   // "Duplicate" opens a new job's editor filled from another job.
   const from = editing ? null : view.query.from ?? null;
-  const [job, modules, workers] = await Promise.all([
+  // The alert channels a server lists; without the route (or any channel) names are free text.
+  const optional = (promise, fallback) => promise.catch((err) => {
+    if (err.name === "AbortError") throw err;
+    return fallback;
+  });
+  const [job, modules, workers, allJobs, channelList] = await Promise.all([
     editing || from ? api(jobPath(editing ?? from), { signal: view.signal }) : null,
     api("/modules", { signal: view.signal }),
     api("/workers", { signal: view.signal }),
+    optional(api("/jobs", { signal: view.signal }), []),
+    optional(api("/alerts/channels", { signal: view.signal }), { channels: [] }),
   ]);
   const nativeWorkers = workers.filter((w) => w.allow_native).length;
   const shellAllowed = session.role === "admin" && session.shellJobs && nativeWorkers > 0;
@@ -118,10 +234,14 @@ export async function render(view) {
     : !session.shellJobs
       ? "This server does not accept shell jobs (its workers forbid native processes)."
       : nativeWorkers === 0 ? "No live worker permits native processes (allow_native)." : null;
+  // HTTP jobs run only on workers with an egress allow-list; any role that writes jobs may write them.
+  const httpAllowed = workers.some((w) => w.http);
+  const httpWhyNot = httpAllowed ? null : "No live worker runs HTTP jobs: a worker needs an http_allow list in its [worker] configuration.";
 
-  const kind = job ? (job.kind.shell ? "shell" : "wasm") : "wasm";
+  const kind = job ? (job.kind.shell ? "shell" : job.kind.http ? "http" : "wasm") : "wasm";
   const wasm = job?.kind.wasm ?? { module: "", args: [], env: {}, limits: DEFAULT_LIMITS };
   const shell = job?.kind.shell ?? { command: "", env: {}, timeout_s: 3600, output_kb: 1024 };
+  const http = job?.kind.http ?? DEFAULT_HTTP;
   const editingShellWithoutRights = editing && kind === "shell" && session.role !== "admin";
 
   // ---- controls ----
@@ -142,6 +262,7 @@ export async function render(view) {
 
   const kindWasm = h("input", { type: "radio", name: "kind", id: "kind-wasm", value: "wasm", checked: kind === "wasm" });
   const kindShell = h("input", { type: "radio", name: "kind", id: "kind-shell", value: "shell", checked: kind === "shell", disabled: !shellAllowed && kind !== "shell" });
+  const kindHttp = h("input", { type: "radio", name: "kind", id: "kind-http", value: "http", checked: kind === "http", disabled: !httpAllowed && kind !== "http" });
 
   const moduleSelect = h("select", { id: "job-module", name: "job-module", required: true },
     h("option", { value: "" }, modules.length ? "Choose an uploaded module…" : "No modules uploaded yet — upload one below"),
@@ -162,6 +283,53 @@ export async function render(view) {
   const shellTimeout = number("job-shell-timeout", shell.timeout_s, { min: 1 });
   const shellOutput = number("job-shell-output", shell.output_kb, { min: 1 });
   const env = h("textarea", { id: "job-env", rows: 2, class: "mono", spellcheck: "false", placeholder: "KEY=value, one per line" }, formatPairs(kind === "shell" ? shell.env : wasm.env));
+
+  const httpMethod = select("job-http-method", HTTP_METHODS.map((m) => [m, m]), http.method);
+  const httpUrl = input("job-http-url", { type: "url", value: http.url, class: "mono", autocomplete: "off", spellcheck: "false", placeholder: "https://example.com/hooks/nightly", inputmode: "url" });
+  const httpHeaders = h("textarea", { id: "job-http-headers", rows: 2, class: "mono", spellcheck: "false", placeholder: "Authorization: Bearer …, one per line" }, formatHeaders(http.headers));
+  const httpBody = h("textarea", { id: "job-http-body", rows: 3, class: "mono", spellcheck: "false", placeholder: "Sent as is (optional)" }, http.body ?? "");
+  const httpTimeout = number("job-http-timeout", http.timeout_s, { min: 1 });
+  const httpExpect = input("job-http-expect", { value: (http.expect_status ?? []).join(", "), class: "mono", autocomplete: "off", spellcheck: "false", placeholder: "any 2xx", inputmode: "numeric" });
+  const httpOutput = number("job-http-output", http.output_kb, { min: 1 });
+
+  // ---- completion, broadcast, dependents, alerts ----
+  const completion = select("job-completion", [
+    ["sync", "sync — a run ends when its call, command or module ends"],
+    ["async", "async — a run then waits for the service to report its result"],
+  ], job?.completion ?? "sync");
+  const resultTimeout = number("job-result-timeout", job?.result_timeout_s ?? "", { min: 1, placeholder: String(DEFAULT_RESULT_TIMEOUT_S) });
+  const broadcast = h("input", { type: "checkbox", id: "job-broadcast", checked: job?.broadcast ?? false });
+
+  const otherJobs = allJobs.map((j) => j.name).filter((n) => n !== editing).sort();
+  const dependentBoxes = (field, chosen) => {
+    // Names no longer listed (a job being created elsewhere) stay, so they are kept.
+    const names = [...otherJobs, ...chosen.filter((n) => !otherJobs.includes(n))];
+    return names.map((n) => checkbox(field, n, n, chosen.includes(n), otherJobs.includes(n) ? null : "(not listed)"));
+  };
+  const onSuccess = checkGroup("job-on-success", "Starts on success", dependentBoxes("on_success", job?.on_success ?? []), {
+    span2: true, empty: "There is no other job yet.",
+  });
+  const onFailure = checkGroup("job-on-failure", "Starts on failure", dependentBoxes("on_failure", job?.on_failure ?? []), {
+    hint: "after the run's retries, when it ended failed, timed out, out of fuel or memory, or lost",
+    span2: true, empty: "There is no other job yet.",
+  });
+
+  const alerts = job?.alerts ?? null;
+  const alertOn = checkGroup("job-alert-on", "Alert when a run ends",
+    ALERTABLE_STATUSES.map((st) => checkbox("alert_on", st, st.replaceAll("_", " "), alerts?.on?.includes(st) ?? false)), { wide: true });
+  const rate = alerts?.failure_rate ?? null;
+  const initialThreshold = rate ? percent(rate.threshold) : "";
+  const alertThreshold = number("job-alert-threshold", initialThreshold, { min: 0, max: 100, step: "any", inputmode: "decimal", placeholder: "off" });
+  const alertWindow = number("job-alert-window", rate?.window_s ?? DEFAULT_FAILURE_RATE.window_s, { min: 10 });
+  const alertMinRuns = number("job-alert-min-runs", rate?.min_runs ?? DEFAULT_FAILURE_RATE.min_runs, { min: 1 });
+  const configuredChannels = channelList.channels ?? [];
+  const storedChannels = alerts?.channels ?? [];
+  const alertChannels = configuredChannels.length
+    ? checkGroup("job-alert-channels", "Channels",
+      [...configuredChannels, ...storedChannels.filter((c) => !configuredChannels.includes(c))]
+        .map((c) => checkbox("alert_channel", c, c, storedChannels.includes(c), configuredChannels.includes(c) ? null : "(not configured)")),
+      { wide: true, hint: "The channels of this server's [alerts.channels]." })
+    : input("job-alert-channels", { value: storedChannels.join(", "), class: "mono", autocomplete: "off", spellcheck: "false", placeholder: "ops, pager" });
 
   const overlap = select("job-overlap", [
     ["forbid", "forbid — skip a tick while the previous run runs"],
@@ -194,6 +362,25 @@ export async function render(view) {
       field("Command", command, { wide: true, hint: "Run by /bin/sh -c in its own process group, with a cleared environment." }),
       field("Timeout (s)", shellTimeout),
       field("Output limit (KiB)", shellOutput)));
+  const httpSection = h("div", { class: "kind-panel", id: "http-panel" },
+    h("div", { class: "grid" },
+      field("Method", httpMethod),
+      field("URL", httpUrl, { span2: true, hint: "http:// or https://; the worker's http_allow list decides where it may connect." }),
+      field("Headers", httpHeaders, { wide: true, hint: "Name: value per line. sandcron adds X-Sandcron-Job, -Run-Id, -Tick and the like." }),
+      field("Body", httpBody, { wide: true }),
+      field("Timeout (s)", httpTimeout, { hint: "the whole exchange" }),
+      field("Expected statuses", httpExpect, { hint: "comma-separated; empty: any 2xx" }),
+      field("Output limit (KiB)", httpOutput, { hint: "status line, headers and body" })));
+  const envField = field("Environment", env, { wide: true, hint: "KEY=value per line, added to the SANDCRON_* variables." });
+
+  const resultTimeoutField = field("Result timeout (s)", resultTimeout, { hint: `how long to wait for the report (default ${DEFAULT_RESULT_TIMEOUT_S})` });
+  const reportHint = h("p", { class: "hint full", id: "report-hint" },
+    "The service reports with ", h("code", {}, `POST ${location.origin}/api/v1/runs/{run_id}/result`),
+    " and the run's token: an HTTP call carries it in the ", h("code", {}, "X-Sandcron-Run-Token"), " header (the URL in ", h("code", {}, "X-Sandcron-Result-Url"),
+    "), a command or module gets ", h("code", {}, "SANDCRON_RUN_TOKEN"), " and ", h("code", {}, "SANDCRON_RESULT_URL"), ".");
+  const broadcastNote = (id, text) => h("p", { class: "notice tone-warn full", id, hidden: true }, text);
+  const completionNote = broadcastNote("completion-broadcast-note", "A broadcast job completes synchronously: each worker's shard ends on its own, so there is no single result to wait for.");
+  const dependentsNote = broadcastNote("dependents-broadcast-note", "A broadcast job cannot start other jobs: each worker's shard ends on its own. Uncheck “Broadcast to every worker” to choose them.");
 
   const errorSummary = h("div", { class: "notice tone-bad", id: "form-error", role: "alert", hidden: true });
   const bodyPreview = h("pre", { class: "mono body-preview" });
@@ -219,11 +406,14 @@ export async function render(view) {
       h("legend", {}, "What runs"),
       h("div", { class: "kinds", role: "radiogroup", "aria-label": "Kind" },
         h("label", { class: "kind-option" }, kindWasm, h("span", {}, h("strong", {}, "WebAssembly module"), h("small", {}, "Sandboxed: WASI only, no network, no files unless granted."))),
+        h("label", { class: `kind-option${kindHttp.disabled ? " disabled" : ""}`, title: httpWhyNot ?? "" }, kindHttp,
+          h("span", {}, h("strong", {}, "HTTP request"), h("small", { id: "http-why" }, httpWhyNot ?? "A worker calls a URL; the response is the run's output."))),
         h("label", { class: `kind-option${kindShell.disabled ? " disabled" : ""}`, title: shellWhyNot ?? "" }, kindShell,
           h("span", {}, h("strong", {}, "Shell command"), h("small", {}, shellWhyNot ?? "Runs natively on a worker that permits it (admins only).")))),
       wasmSection,
+      httpSection,
       shellSection,
-      h("div", { class: "grid" }, field("Environment", env, { wide: true, hint: "KEY=value per line, added to the SANDCRON_* variables." }))),
+      h("div", { class: "grid" }, envField)),
     h("fieldset", {},
       h("legend", {}, "Policies"),
       h("div", { class: "grid" },
@@ -234,7 +424,36 @@ export async function render(view) {
         field("Backoff (s)", retryBackoff, { hint: "doubles each attempt" }),
         field("Longest backoff (s)", retryMaxBackoff),
         field("Worker labels", selector, { wide: true, hint: "KEY=value per line; only workers with all of them run the job." }),
+        h("div", { class: "field span2", "data-field": "job-broadcast" },
+          h("label", { class: "check" }, broadcast, " Broadcast to every worker"),
+          h("p", { class: "hint", id: "job-broadcast-hint" }, "Each tick runs once on every worker that may run the job, a shard each (SANDCRON_SHARD_INDEX, SANDCRON_SHARD_COUNT)."),
+          h("p", { class: "field-error", id: "job-broadcast-error", hidden: true })),
         h("div", { class: "field" }, h("label", { class: "check" }, paused, " Paused"), h("p", { class: "hint" }, "A paused job keeps its history; run now still works.")))),
+    h("fieldset", {},
+      h("legend", {}, "How a run completes"),
+      h("div", { class: "grid" },
+        field("Completion", completion, { wide: true }),
+        resultTimeoutField,
+        reportHint,
+        completionNote)),
+    h("fieldset", {},
+      h("legend", {}, "Dependent jobs"),
+      h("div", { class: "grid" },
+        onSuccess,
+        onFailure,
+        dependentsNote,
+        h("p", { class: "hint full" }, "Each starts once per run of this job, with trigger dependency and SANDCRON_PARENT_JOB, SANDCRON_PARENT_RUN_ID and SANDCRON_PARENT_STATUS."))),
+    h("fieldset", {},
+      h("legend", {}, "Alerts"),
+      h("div", { class: "grid" },
+        alertOn,
+        field("Failure rate above (%)", alertThreshold, { hint: "of the runs that ended recently; empty: no failure-rate alert" }),
+        field("Over the last (s)", alertWindow),
+        field("Counting at least (runs)", alertMinRuns),
+        configuredChannels.length
+          ? alertChannels
+          : field("Channels", alertChannels, { wide: true, hint: "Comma-separated. This server lists no channels, so any name is accepted: the workers' [alerts.channels] decide where alerts go." }),
+        h("p", { class: "hint full" }, "Nothing is sent unless a status or a failure rate is set."))),
     h("details", { class: "body-details" }, h("summary", {}, "Request body (PUT ", h("code", { id: "body-path" }, `/api/v1/jobs/${editing ?? "…"}`), ")"), bodyPreview),
     h("div", { class: "form-actions" },
       save,
@@ -248,16 +467,49 @@ export async function render(view) {
         from ? h("p", { class: "muted" }, "A copy of ", h("a", { href: `#/jobs/${encodeURIComponent(from)}` }, from), "; it is saved as a new job.") : null)),
     form);
 
-  const currentKind = () => (kindShell.checked ? "shell" : "wasm");
+  const currentKind = () => (kindShell.checked ? "shell" : kindHttp.checked ? "http" : "wasm");
   const showKind = () => {
     wasmSection.hidden = currentKind() !== "wasm";
     shellSection.hidden = currentKind() !== "shell";
-    for (const control of wasmSection.querySelectorAll("input, select, textarea")) control.disabled = wasmSection.hidden;
-    for (const control of shellSection.querySelectorAll("input, select, textarea")) control.disabled = shellSection.hidden;
+    httpSection.hidden = currentKind() !== "http";
+    // HTTP jobs have headers, not an environment.
+    envField.hidden = currentKind() === "http";
+    for (const section of [wasmSection, shellSection, httpSection, envField]) {
+      for (const control of section.querySelectorAll("input, select, textarea")) control.disabled = section.hidden;
+    }
   };
-  kindWasm.addEventListener("change", showKind);
-  kindShell.addEventListener("change", showKind);
+  for (const radio of [kindWasm, kindShell, kindHttp]) radio.addEventListener("change", showKind);
   showKind();
+
+  // Async completion shows its timeout and how the service reports; a
+  // broadcast job can have neither async completion nor dependents (the
+  // server refuses both), so they are switched off while it is checked and
+  // come back as they were when it is unchecked.
+  let completionBeforeBroadcast = null;
+  const showCompletion = () => {
+    const async = completion.value === "async";
+    resultTimeoutField.hidden = !async;
+    resultTimeout.disabled = !async;
+    reportHint.hidden = !async;
+  };
+  const showBroadcast = () => {
+    const on = broadcast.checked;
+    if (on && completion.value === "async") {
+      completionBeforeBroadcast = "async";
+      completion.value = "sync";
+    } else if (!on && completionBeforeBroadcast) {
+      completion.value = completionBeforeBroadcast;
+      completionBeforeBroadcast = null;
+    }
+    completion.disabled = on;
+    for (const box of [...onSuccess.querySelectorAll("input"), ...onFailure.querySelectorAll("input")]) box.disabled = on;
+    completionNote.hidden = !on;
+    dependentsNote.hidden = !on;
+    showCompletion();
+  };
+  completion.addEventListener("change", showCompletion);
+  broadcast.addEventListener("change", showBroadcast);
+  showBroadcast();
 
   // ---- live schedule preview ----
   let previewSeq = 0;
@@ -341,6 +593,48 @@ export async function render(view) {
   });
 
   // ---- the body ----
+  const pairs = (text, what, control) => {
+    try {
+      return parsePairs(text, what);
+    } catch (err) {
+      throw new FormError(control, err.message);
+    }
+  };
+  const buildHttp = () => {
+    const base = job?.kind.http ?? {};
+    const spec = {
+      ...base,
+      method: httpMethod.value,
+      url: httpUrl.value.trim(),
+      headers: parseHeaders(httpHeaders.value),
+      timeout_s: Number(httpTimeout.value),
+      output_kb: Number(httpOutput.value),
+    };
+    // A textarea turns CR LF into LF: an unchanged body is sent back as stored.
+    const stored = typeof base.body === "string" ? base.body : null;
+    if (stored !== null && httpBody.value === stored.replace(/\r\n?/g, "\n")) spec.body = stored;
+    else if (httpBody.value !== "") spec.body = httpBody.value;
+    else delete spec.body;
+    const statuses = parseStatuses(httpExpect.value);
+    if (statuses.length) spec.expect_status = statuses;
+    else delete spec.expect_status;
+    return spec;
+  };
+  const buildAlerts = () => {
+    const on = ordered(alerts?.on ?? [], checkedValues(alertOn), ALERTABLE_STATUSES);
+    const thresholdText = alertThreshold.value.trim();
+    let failureRate = null;
+    if (thresholdText !== "") {
+      const share = thresholdText === initialThreshold && rate ? rate.threshold : Number((Number(thresholdText) / 100).toPrecision(12));
+      if (!(share > 0 && share <= 1)) throw new FormError("job-alert-threshold", "failure rate: a percentage above 0 and at most 100");
+      failureRate = { threshold: share, window_s: Number(alertWindow.value), min_runs: Number(alertMinRuns.value) };
+    }
+    const channels = configuredChannels.length
+      ? ordered(storedChannels, checkedValues(alertChannels), [...configuredChannels, ...storedChannels])
+      : alertChannels.value.split(/[\s,]+/).filter(Boolean);
+    if (!on.length && !failureRate && !channels.length) return null;
+    return { on, ...(failureRate ? { failure_rate: failureRate } : {}), channels };
+  };
   const build = () => {
     const spec = {
       // Fields the form does not show (dirs, retention) are kept as they were.
@@ -351,10 +645,30 @@ export async function render(view) {
       catchup: { policy: catchup.value, window_s: Number(catchupWindow.value) },
       retry: { max: Number(retryMax.value), backoff_s: Number(retryBackoff.value), max_backoff_s: Number(retryMaxBackoff.value) },
       paused: paused.checked,
-      selector: parsePairs(selector.value, "worker labels"),
+      selector: pairs(selector.value, "worker labels", "job-selector"),
       description: description.value.trim(),
     };
-    const envPairs = parsePairs(env.value, "environment");
+    // Defaults are left out, as the server leaves them out of a job it answers.
+    for (const key of ["completion", "result_timeout_s", "on_success", "on_failure", "broadcast", "alerts"]) delete spec[key];
+    if (broadcast.checked) {
+      spec.broadcast = true;
+    } else {
+      const successes = ordered(job?.on_success ?? [], checkedValues(onSuccess), otherJobs);
+      const failures = ordered(job?.on_failure ?? [], checkedValues(onFailure), otherJobs);
+      if (successes.length) spec.on_success = successes;
+      if (failures.length) spec.on_failure = failures;
+      if (completion.value === "async") {
+        spec.completion = "async";
+        if (resultTimeout.value.trim() !== "") spec.result_timeout_s = Number(resultTimeout.value);
+      }
+    }
+    const alertRule = buildAlerts();
+    if (alertRule) spec.alerts = alertRule;
+    if (currentKind() === "http") {
+      spec.kind = { http: buildHttp() };
+      return spec;
+    }
+    const envPairs = pairs(env.value, "environment", "job-env");
     if (currentKind() === "shell") {
       spec.kind = { shell: { command: command.value, env: envPairs, timeout_s: Number(shellTimeout.value), output_kb: Number(shellOutput.value) } };
     } else {
@@ -392,19 +706,19 @@ export async function render(view) {
     const fail = (message, controlId) => {
       errorSummary.hidden = false;
       errorSummary.textContent = message;
-      if (controlId && setFieldError(form, controlId, message)) form.querySelector(`#${controlId}`).focus();
-      else errorSummary.focus();
+      if (!(controlId && setFieldError(form, controlId, message) && focusControl(form, controlId))) errorSummary.focus();
     };
     const jobName = editing ?? name.value.trim();
     if (!NAME_PATTERN.test(jobName)) return fail("The name must be lowercase letters, digits, - and _, starting with a letter or digit.", "job-name");
     if (!schedule.value.trim()) return fail("A schedule is needed.", "job-schedule");
     if (currentKind() === "wasm" && !moduleSelect.value) return fail("Choose a module or upload one.", "job-module");
     if (currentKind() === "shell" && !command.value.trim()) return fail("A command is needed.", "job-command");
+    if (currentKind() === "http" && !httpUrl.value.trim()) return fail("A URL is needed.", "job-http-url");
     let body;
     try {
       body = build();
     } catch (err) {
-      return fail(err.message, err.message.startsWith("worker labels") ? "job-selector" : "job-env");
+      return fail(err.message, err.control ?? null);
     }
     save.disabled = true;
     save.textContent = "Saving…";
@@ -435,7 +749,8 @@ export async function render(view) {
 function stripView(job) {
   const {
     name: _name, meta: _meta, revision: _revision, status: _status, reason: _reason, owner: _owner,
-    explain: _explain, next_run: _next, last_run: _last, running: _running, ...spec
+    explain: _explain, next_run: _next, last_run: _last, running: _running,
+    history_unavailable: _unavailable, ...spec
   } = job;
   return spec;
 }

@@ -1,18 +1,59 @@
 // The jobs table (search, filters, row actions) and one job's page (its
 // settings, next fire times, running runs and run history), plus the job
 // actions both share: run now, pause/resume, kill, delete.
+// A job is a WebAssembly module, a shell command or an HTTP request; it may
+// complete asynchronously, broadcast to every worker, start other jobs and
+// raise alerts, and both pages say so.
 
 import { api, can, jobPath, query } from "./api.js";
 import {
   confirmDialog, emptyState, errorState, formatBytes, formatCount, formatTime, h, keepFocus,
-  navigate, relTime, replace, shortDigest, statusBadge, toast,
+  navigate, relTime, replace, shardLabel, shortDigest, statusBadge, toast, urlHost,
 } from "./ui.js";
 import { runHistory } from "./runs.js";
 
 const JOB_STATES = ["scheduled", "running", "paused", "unschedulable"];
 
+export const JOB_KINDS = ["wasm", "shell", "http"];
+
 export function jobKind(job) {
-  return job.kind.shell ? "shell" : "wasm";
+  return job.kind.shell ? "shell" : job.kind.http ? "http" : "wasm";
+}
+
+/** The jobs a job starts: on success, then on failure (the server refuses duplicates within one list). */
+export function dependentsOf(job) {
+  return [...(job.on_success ?? []), ...(job.on_failure ?? [])];
+}
+
+/** The job's integrations as small badges: async, broadcast, dependents, alerts. */
+function flags(job) {
+  const items = [];
+  if (job.completion === "async") {
+    items.push(h("span", { class: "flag", "data-flag": "async", title: `Waits up to ${job.result_timeout_s ?? 3600} s for the called service to report the result` }, "async"));
+  }
+  if (job.broadcast) {
+    items.push(h("span", { class: "flag", "data-flag": "broadcast", title: "Each tick runs once on every eligible worker" }, "broadcast"));
+  }
+  const dependents = new Set(dependentsOf(job));
+  if (dependents.size) {
+    items.push(h("span", {
+      class: "flag", "data-flag": "dependents",
+      title: [job.on_success?.length ? `on success: ${job.on_success.join(", ")}` : null, job.on_failure?.length ? `on failure: ${job.on_failure.join(", ")}` : null].filter(Boolean).join("; "),
+    }, `→ ${dependents.size} dependent${dependents.size === 1 ? "" : "s"}`));
+  }
+  if (job.alerts) {
+    items.push(h("span", { class: "flag", "data-flag": "alerts", title: `Alerts to ${job.alerts.channels.join(", ")}` }, "alerts"));
+  }
+  return items.length ? h("span", { class: "flags" }, items) : null;
+}
+
+function kindCell(job) {
+  const kind = jobKind(job);
+  const http = job.kind.http;
+  return h("div", { class: "stack" },
+    h("span", { class: `kind kind-${kind}` }, kind),
+    http ? h("small", { class: "muted mono http-target", title: `${http.method} ${http.url}` }, `${http.method} ${urlHost(http.url)}`) : null,
+    flags(job));
 }
 
 /** Whether the caller may change or delete this job (shell jobs need admin). */
@@ -215,7 +256,7 @@ function jobsTable(list, refresh, sort, onSort) {
         h("th", { scope: "row", "data-label": "Name" },
           h("a", { href: `#/jobs/${encodeURIComponent(job.name)}`, class: "job-name" }, job.name),
           job.description ? h("small", { class: "muted desc" }, job.description) : null),
-        h("td", { "data-label": "Kind" }, h("span", { class: `kind kind-${jobKind(job)}` }, jobKind(job))),
+        h("td", { "data-label": "Kind", class: "kind-cell" }, kindCell(job)),
         h("td", { "data-label": "Schedule" }, h("div", { class: "stack" }, h("span", { class: "explain" }, job.explain), h("code", { class: "muted" }, job.schedule))),
         h("td", { "data-label": "Time zone" }, job.timezone),
         h("td", { "data-label": "Next run", class: "next-run" }, nextRunCell(job)),
@@ -238,7 +279,7 @@ export async function renderList(view) {
     JOB_STATES.map((s) => h("option", { value: s, selected: view.query.state === s }, s)));
   const kindFilter = h("select", { id: "job-kind", "aria-label": "Filter by kind" },
     h("option", { value: "" }, "Any kind"),
-    ["wasm", "shell"].map((k) => h("option", { value: k, selected: view.query.kind === k }, k)));
+    JOB_KINDS.map((k) => h("option", { value: k, selected: view.query.kind === k }, k)));
   const lastFilter = h("select", { id: "job-last", "aria-label": "Filter by last run" },
     h("option", { value: "" }, "Any last run"),
     h("option", { value: "failing", selected: view.query.last === "failing" }, "last run failed"),
@@ -286,7 +327,7 @@ export async function renderList(view) {
       if (!jobs.length) {
         replace(region, emptyState(
           "No jobs yet",
-          "A job runs a WebAssembly module or a shell command on a cron schedule.",
+          "A job runs a WebAssembly module, a shell command or an HTTP request on a cron schedule.",
           can("operator") ? h("a", { class: "button primary", href: "#/jobs/new" }, "Create the first job") : "Ask an operator to create one.",
         ));
       } else if (!shown.length) {
@@ -324,7 +365,21 @@ function fact(label, ...value) {
   return [h("dt", {}, label), h("dd", {}, ...value)];
 }
 
+function pairsBlock(object, separator) {
+  return h("code", { class: "block" }, Object.entries(object).map(([k, v]) => `${k}${separator}${v}`).join("\n"));
+}
+
 function kindFacts(job) {
+  if (job.kind.http) {
+    const http = job.kind.http;
+    return [
+      fact("Request", h("code", { class: "block", id: "http-request" }, `${http.method} ${http.url}`)),
+      Object.keys(http.headers || {}).length ? fact("Headers", pairsBlock(http.headers, ": ")) : null,
+      http.body !== undefined && http.body !== null ? fact("Body", h("code", { class: "block" }, http.body || h("span", { class: "muted" }, "(empty)"))) : null,
+      fact("Succeeds on", http.expect_status?.length ? `HTTP ${http.expect_status.join(", ")}` : "any 2xx status"),
+      fact("Limits", `timeout ${http.timeout_s} s · output ${http.output_kb} KiB`),
+    ];
+  }
   if (job.kind.shell) {
     const shell = job.kind.shell;
     return [
@@ -344,6 +399,31 @@ function kindFacts(job) {
   ];
 }
 
+function jobLinks(names) {
+  return names.map((n, i) => [i ? ", " : null, h("a", { href: `#/jobs/${encodeURIComponent(n)}` }, n)]);
+}
+
+/** "on failed, timed out · more than 50% of at least 5 runs in 600 s failed → ops, pager". */
+export function describeAlerts(alerts) {
+  const parts = [];
+  if (alerts.on?.length) parts.push(`a run ends ${alerts.on.map((s) => s.replaceAll("_", " ")).join(", ")}`);
+  const rate = alerts.failure_rate;
+  if (rate) parts.push(`more than ${+(rate.threshold * 100).toPrecision(12)}% of at least ${rate.min_runs} runs in ${rate.window_s} s failed`);
+  return `when ${parts.join(", or ")} → ${alerts.channels.join(", ")}`;
+}
+
+/** Completion, broadcast, dependents (both ways) and alerts, where set. */
+function integrationFacts(job, startedBy) {
+  return [
+    job.completion === "async" ? fact("Completion", `async: waits up to ${job.result_timeout_s ?? 3600} s for the reported result`) : null,
+    job.broadcast ? fact("Broadcast", "each tick runs on every eligible worker, a shard each") : null,
+    job.on_success?.length ? fact("Starts on success", h("span", { id: "job-on-success-list" }, jobLinks(job.on_success))) : null,
+    job.on_failure?.length ? fact("Starts on failure", h("span", { id: "job-on-failure-list" }, jobLinks(job.on_failure))) : null,
+    startedBy.length ? fact("Started by", startedBy.map((s, i) => [i ? ", " : null, h("a", { href: `#/jobs/${encodeURIComponent(s.job)}` }, s.job), ` (${s.when})`])) : null,
+    job.alerts ? fact("Alerts", h("span", { id: "job-alerts" }, describeAlerts(job.alerts))) : null,
+  ];
+}
+
 export async function renderDetail(view) {
   const name = view.params[0];
   view.title(name);
@@ -353,6 +433,8 @@ export async function renderDetail(view) {
   replace(view.main, head, body, history);
 
   let job;
+  // The jobs that start this one (read once: it changes only when they are edited).
+  let startedBy = [];
   // The next fire times in the job's zone, read again when the schedule changes.
   let upcoming = [];
   let upcomingFor = null;
@@ -394,10 +476,11 @@ export async function renderDetail(view) {
               fact("Overlap", job.overlap),
               fact("Catch-up", `${job.catchup.policy}, window ${job.catchup.window_s} s`),
               fact("Retry", retry.max ? `up to ${retry.max}×, backoff ${retry.backoff_s} s doubling to ${retry.max_backoff_s} s` : "no retries"),
+              integrationFacts(job, startedBy),
               Object.keys(job.selector || {}).length ? fact("Worker labels", Object.entries(job.selector).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`))) : null,
               fact("Scheduled by", job.owner ? h("a", { href: "#/workers" }, job.owner) : h("span", { class: "muted" }, "no worker")))),
           h("section", { class: "card" },
-            h("h2", {}, job.kind.shell ? "Shell command" : "WebAssembly module"),
+            h("h2", {}, job.kind.shell ? "Shell command" : job.kind.http ? "HTTP request" : "WebAssembly module"),
             h("dl", { class: "facts" },
               kindFacts(job),
               fact("Created", formatTime(job.meta.created_at)),
@@ -408,13 +491,22 @@ export async function renderDetail(view) {
             h("h2", {}, "Running now"),
             h("ul", { class: "plain" }, job.running.map((entry) => h("li", {},
               h("a", { href: `#/runs/${entry.run_id}` }, entry.run_id), " on ", entry.worker,
-              " · claimed ", relTime(entry.claimed_at), entry.trigger !== "schedule" ? ` · ${entry.trigger}` : null))))
+              " · claimed ", relTime(entry.claimed_at), entry.trigger !== "schedule" ? ` · ${entry.trigger}` : null,
+              entry.shard ? ` · ${shardLabel(entry.shard)}` : null))))
           : null);
     });
   };
 
   try {
-    await load();
+    const [, all] = await Promise.all([load(), api("/jobs", { signal: view.signal }).catch((err) => {
+      if (err.name === "AbortError") throw err;
+      return [];
+    })]);
+    startedBy = all.flatMap((other) => [
+      ...(other.on_success ?? []).includes(name) ? [{ job: other.name, when: "on success" }] : [],
+      ...(other.on_failure ?? []).includes(name) ? [{ job: other.name, when: "on failure" }] : [],
+    ]);
+    draw();
   } catch (err) {
     if (err.status === 404) {
       replace(view.main, h("h1", { tabindex: -1 }, name), emptyState("No such job", `There is no job named ${name}; it may have been deleted.`, h("a", { href: "#/jobs" }, "Back to the jobs")));

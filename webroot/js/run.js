@@ -1,12 +1,15 @@
 // One run: its record, and its output (stdout and stderr interleaved in the
 // order they were written, stderr marked) followed live with the API's
-// long-poll while the run is running; Kill for running runs.
+// long-poll while the run is running; Kill for running runs. A dependent
+// run links to the run that started it, a broadcast shard lists the other
+// shards of its tick, and a running run of an async job says it waits for
+// the reported result.
 
 import { api, can, jobPath, query } from "./api.js";
 import { runNow } from "./jobs.js";
 import {
   emptyState, formatBytes, formatCount, formatDuration, formatTime, h, relTime, replace,
-  runDuration, statusBadge, toast,
+  runDuration, shardLabel, shortId, statusBadge, toast,
 } from "./ui.js";
 
 const FOLLOW_WAIT_S = 20;
@@ -21,6 +24,9 @@ function facts(run, received) {
     fact("Job", h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job)),
     fact("Status", statusBadge(run.status, run.missed_count > 1 ? `×${run.missed_count}` : null)),
     fact("Trigger", run.trigger, run.attempt > 1 ? ` (attempt ${run.attempt})` : ""),
+    run.parent ? fact("Started by", h("a", { href: `#/runs/${run.parent.run_id}`, id: "parent-run", title: run.parent.run_id },
+      `${run.parent.job} run ${shortId(run.parent.run_id)}`), " ", statusBadge(run.parent.status)) : null,
+    run.shard ? fact("Shard", h("span", { id: "run-shard", title: `SANDCRON_SHARD_INDEX=${run.shard.index}, SANDCRON_SHARD_COUNT=${run.shard.count}` }, shardLabel(run.shard))) : null,
     fact("Tick", formatTime(run.tick, undefined, true), " · ", relTime(run.tick)),
     run.missed_until ? fact("Missed until", formatTime(run.missed_until, undefined, true)) : null,
     fact("Worker", h("span", { class: "mono" }, run.worker || "—")),
@@ -142,6 +148,8 @@ export async function render(view) {
   const head = h("div", { class: "page-head" });
   const factsBox = h("section", { class: "card" });
   const resultBox = h("div", {});
+  const asyncBox = h("div", { "aria-live": "polite" });
+  const shardsBox = h("div", {});
   const output = new OutputView();
   // A running run's output follows its end; a finished one is read from the top.
   output.autoScroll = run.status === "running";
@@ -161,7 +169,9 @@ export async function render(view) {
 
   replace(view.main,
     head,
+    asyncBox,
     factsBox,
+    shardsBox,
     resultBox,
     h("section", { class: "card output-card", "aria-labelledby": "output-title" },
       h("div", { class: "output-head" },
@@ -177,6 +187,7 @@ export async function render(view) {
       emptyNote));
 
   let killing = false;
+  let job = null;
   const drawRun = () => {
     const running = run.status === "running";
     replace(head,
@@ -206,16 +217,70 @@ export async function render(view) {
         }, killing ? "Killing…" : "Kill")
           : null));
     replace(factsBox, h("h2", { class: "sr-only" }, "Details"), facts(run, output.bytes));
+    replace(asyncBox, run.status === "running" && job?.completion === "async"
+      ? h("p", { class: "notice tone-live", id: "async-wait" },
+        `Waiting for the reported result (up to ${job.result_timeout_s ?? 3600} s): the service reports with `,
+        h("code", {}, `POST /api/v1/runs/${run.run_id}/result`), " and the run's token.")
+      : null);
     replace(resultBox, run.result !== undefined && run.result !== null
       ? h("section", { class: "card" }, h("h2", {}, "Result"), h("pre", { class: "result" }, JSON.stringify(run.result, null, 2)))
       : null);
   };
   drawRun();
+  // The job, for a running run: whether it waits for a reported result.
+  if (run.status === "running") {
+    api(jobPath(run.job), { signal: view.signal }).then((answer) => {
+      job = answer;
+      if (view.alive) drawRun();
+    }).catch(() => {});
+  }
 
   const refreshRun = async () => {
     run = await api(`/runs/${encodeURIComponent(runId)}`, { signal: view.signal });
     drawRun();
   };
+
+  // The shards of a broadcast tick: the runs of the job with this very tick
+  // and this shard group. Ticks are kept to the millisecond, so the tick is
+  // cut to its millisecond for `since` and the next one is `until`.
+  if (run.shard) {
+    const tickMs = new Date(run.tick).getTime();
+    const siblingsQuery = query({
+      job: run.job, since: new Date(tickMs).toISOString(), until: new Date(tickMs + 1).toISOString(), limit: 1000,
+    });
+    const loadShards = async () => {
+      const page = await api(`/runs${siblingsQuery}`, { signal: view.signal });
+      const shards = page.runs
+        .filter((r) => r.shard?.group === run.shard.group)
+        .sort((a, b) => a.shard.index - b.shard.index || a.attempt - b.attempt);
+      drawShards(shards);
+      return shards;
+    };
+    const drawShards = (shards) => {
+      const missing = run.shard.count - new Set(shards.map((r) => r.shard.index)).size;
+      replace(shardsBox, h("section", { class: "card", "aria-labelledby": "shards-title" },
+        h("h2", { id: "shards-title" }, "Shards of this tick"),
+        h("ol", { class: "plain shards", id: "shard-list" }, shards.map((r) => h("li", { "data-run": r.run_id, class: r.run_id === run.run_id ? "is-current" : null },
+          r.run_id === run.run_id
+            ? h("strong", { "aria-current": "page" }, shardLabel(r.shard), " (this run)")
+            : h("a", { href: `#/runs/${r.run_id}` }, shardLabel(r.shard)),
+          r.attempt > 1 ? ` · attempt ${r.attempt}` : null,
+          " · ", h("span", { class: "mono small" }, r.worker || "—"), " ", statusBadge(r.status)))),
+        missing > 0 ? h("p", { class: "muted" }, `${missing} of ${run.shard.count} shards not recorded yet.`) : null));
+    };
+    loadShards().then((shards) => {
+      // Shards still running, or not yet recorded, are read again until all have ended.
+      let done = false;
+      const settled = (list) => list.length >= run.shard.count && list.every((r) => r.status !== "running");
+      if (settled(shards)) return;
+      view.every(2000, async () => {
+        if (done) return;
+        done = settled(await loadShards());
+      });
+    }).catch((err) => {
+      if (err.name !== "AbortError" && view.alive) replace(shardsBox, h("p", { class: "stale" }, `Could not list the shards of this tick: ${err.message}`));
+    });
+  }
 
   // After a kill, the record is read a few times a second until it is final,
   // so the page shows `killed` as soon as the worker records it.

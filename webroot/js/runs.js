@@ -1,11 +1,12 @@
 // Run history, overall (#/runs) and per job (embedded in a job's page):
 // filters by job, status and time, cursor paging, and a first page that
-// keeps itself current.
+// keeps itself current. Dependent runs link to their parent run; the shards
+// of a broadcast tick are drawn together, marked as one group.
 
 import { api, query } from "./api.js";
 import {
   emptyState, errorState, formatCount, formatDuration, formatTime, h, keepFocus, localZone, relTime,
-  replace, runDuration, RUN_STATUSES, shortId, statusBadge,
+  replace, runDuration, RUN_STATUSES, shardLabel, shortId, statusBadge,
 } from "./ui.js";
 
 const RANGES = [
@@ -32,21 +33,66 @@ function statusCell(run) {
     run.error ? h("small", { class: "muted error-text", title: run.error }, run.error) : null);
 }
 
+function triggerCell(run) {
+  return h("div", { class: "stack" },
+    h("span", {}, run.trigger, run.attempt > 1 ? h("small", { class: "muted" }, ` #${run.attempt}`) : null),
+    run.parent
+      ? h("small", { class: "muted" }, "after ", h("a", {
+        href: `#/runs/${run.parent.run_id}`, class: "parent-link",
+        title: `started by run ${run.parent.run_id} of ${run.parent.job} (${run.parent.status.replaceAll("_", " ")})`,
+      }, run.parent.job))
+      : null,
+    run.shard ? h("small", { class: "shard-label", title: `SANDCRON_SHARD_INDEX=${run.shard.index}` }, shardLabel(run.shard)) : null);
+}
+
+/**
+ * The runs in the page's order, except that the shards of one broadcast
+ * tick follow the first of them, by shard index: runs of other jobs with
+ * the same tick would otherwise be interleaved with them.
+ */
+function withShardsTogether(runs) {
+  const groups = new Map();
+  for (const run of runs) {
+    const group = run.shard?.group;
+    if (group) groups.set(group, [...(groups.get(group) ?? []), run]);
+  }
+  const out = [];
+  const placed = new Set();
+  for (const run of runs) {
+    const group = run.shard?.group;
+    if (!group) out.push(run);
+    else if (!placed.has(group)) {
+      placed.add(group);
+      out.push(...groups.get(group).sort((a, b) => a.shard.index - b.shard.index || b.attempt - a.attempt));
+    }
+  }
+  return { runs: out, groups };
+}
+
+function shardClass(run, groups, index, list) {
+  const group = run.shard?.group;
+  if (!group || groups.get(group).length < 2) return null;
+  const first = list[index - 1]?.shard?.group !== group;
+  const last = list[index + 1]?.shard?.group !== group;
+  return `shard-row${first ? " shard-first" : ""}${last ? " shard-last" : ""}`;
+}
+
 /** The table of a page of runs. */
-export function runsTable(runs, { showJob = true } = {}) {
+export function runsTable(page, { showJob = true } = {}) {
+  const { runs, groups } = withShardsTogether(page);
   const heads = ["Run", showJob ? "Job" : null, "Status", "Trigger", "Worker", "Tick", "Duration", "Fuel", "Exit"].filter(Boolean);
   return h(
     "table",
     { class: "data runs-table" },
     h("caption", { class: "sr-only" }, "Runs"),
     h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col" }, t)))),
-    h("tbody", {}, runs.map((run) => h(
+    h("tbody", {}, runs.map((run, index) => h(
       "tr",
-      { "data-run": run.run_id, "data-status": run.status },
+      { "data-run": run.run_id, "data-status": run.status, "data-shard-group": run.shard?.group, class: shardClass(run, groups, index, runs) },
       h("th", { scope: "row", "data-label": "Run" }, h("a", { href: `#/runs/${run.run_id}`, title: run.run_id, "data-focus-key": `run:${run.run_id}`, class: "mono" }, shortId(run.run_id))),
       showJob ? h("td", { "data-label": "Job" }, h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job)) : null,
       h("td", { "data-label": "Status" }, statusCell(run)),
-      h("td", { "data-label": "Trigger" }, run.trigger, run.attempt > 1 ? h("small", { class: "muted" }, ` #${run.attempt}`) : null),
+      h("td", { "data-label": "Trigger" }, triggerCell(run)),
       h("td", { "data-label": "Worker", class: "mono small" }, run.worker || "—"),
       h("td", { "data-label": "Tick" }, h("div", { class: "stack" }, formatTime(run.tick), h("small", { class: "muted" }, relTime(run.tick)))),
       h("td", { "data-label": "Duration", class: "num" }, durationCell(run)),

@@ -196,6 +196,25 @@ export const RUN_STATUSES = [
   "out_of_memory", "skipped", "missed", "lost",
 ];
 
+/** Statuses a job's alert rule may name (the server refuses running and succeeded). */
+export const ALERTABLE_STATUSES = [
+  "failed", "timed_out", "killed", "out_of_fuel", "out_of_memory", "skipped", "missed", "lost",
+];
+
+/** "shard 1 of 3": shards are counted from 1 here (SANDCRON_SHARD_INDEX counts from 0). */
+export function shardLabel(shard) {
+  return `shard ${shard.index + 1} of ${shard.count}`;
+}
+
+/** The host (and port) of a URL, or the text itself when it does not parse. */
+export function urlHost(url) {
+  try {
+    return new URL(url).host || url;
+  } catch {
+    return url;
+  }
+}
+
 export function statusTone(status) {
   if (status === "succeeded" || status === "scheduled") return "ok";
   if (FAILURES.has(status) || status === "unschedulable") return "bad";
