@@ -102,6 +102,14 @@ impl std::str::FromStr for RunStatus {
     }
 }
 
+/// `t` cut to a whole millisecond: the precision the log stores keep, so a
+/// tick read back compares equal to the one written (and `since=<tick>`
+/// finds its own run). Ticks of requested runs (manual, dependency) are the
+/// request's instant, made with this.
+pub fn whole_millisecond(t: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(t.as_millisecond()).unwrap_or(t)
+}
+
 /// Why a run exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -327,6 +327,10 @@ async fn an_async_job_waits_for_its_reported_result() {
     })
     .await;
     assert_eq!(run["status"], "running", "{run}");
+    // The job view lists the run, but not its token's hash.
+    let view = api.get("/api/v1/jobs/export").await.expect(200);
+    assert_eq!(view["running"][0]["run_id"], run_id.as_str(), "{view}");
+    assert!(view["running"][0].get("result_token_sha256").is_none(), "{view}");
     let http = sandcron_tests::http_client().build().unwrap();
     let post = |token: Option<&str>, body: Value| {
         let mut request = http.post(&result_url).json(&body);
@@ -562,6 +566,13 @@ async fn a_broadcast_job_on_one_worker_runs_one_shard() {
     assert!(run["shard"]["group"].is_string());
     let output = text_of(&api.output(run["run_id"].as_str().unwrap()).await);
     assert_eq!(output, "shard 0 of 1\n");
+    // A requested run's tick is a whole millisecond: `since=<tick>` finds it.
+    let tick = run["tick"].as_str().unwrap();
+    let page = api
+        .get(&format!("/api/v1/runs?job=everywhere&since={tick}"))
+        .await
+        .expect(200);
+    assert_eq!(page["runs"][0]["run_id"], run["run_id"], "{page}");
 }
 
 #[tokio::test]

@@ -83,7 +83,9 @@ impl Context {
         let workers = state.coord.list_workers().await?;
         let mut running: BTreeMap<JobName, Vec<RunningEntry>> = BTreeMap::new();
         let job_filter = if names.len() == 1 { names.first() } else { None };
-        for (job, entry) in state.coord.running(job_filter).await? {
+        for (job, mut entry) in state.coord.running(job_filter).await? {
+            // The token's hash authenticates result reports; no reader needs it.
+            entry.result_token_sha256 = None;
             running.entry(job).or_default().push(entry);
         }
         // Jobs live in the coordination store; a log-store outage must not

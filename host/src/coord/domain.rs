@@ -206,7 +206,7 @@ impl TriggerRequest {
     /// "Run now", by a caller with `role`.
     pub fn manual(requested_by: Role) -> Self {
         Self {
-            requested_at: Timestamp::now(),
+            requested_at: crate::run::whole_millisecond(Timestamp::now()),
             requested_by: requested_by.as_str().into(),
             trigger: Trigger::Manual,
             tick: None,
@@ -220,7 +220,7 @@ impl TriggerRequest {
 
     /// The instant the run is for.
     pub fn tick(&self) -> Timestamp {
-        self.tick.unwrap_or(self.requested_at)
+        crate::run::whole_millisecond(self.tick.unwrap_or(self.requested_at))
     }
 }
 

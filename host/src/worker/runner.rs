@@ -296,7 +296,7 @@ pub(super) fn dependents_of(job: &Job, entry: &RunningEntry, status: RunStatus) 
         .iter()
         .map(|target| {
             let request = TriggerRequest {
-                requested_at: Timestamp::now(),
+                requested_at: crate::run::whole_millisecond(Timestamp::now()),
                 requested_by: format!("job {}", job.name),
                 trigger: Trigger::Dependency,
                 tick: None,
