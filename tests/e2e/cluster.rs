@@ -578,20 +578,31 @@ async fn a_shard_handed_to_a_worker_that_dies_is_recorded_lost() {
     let victim_id = workers[victim].id.clone();
     workers[victim].proc.kill9();
     api.post("/api/v1/jobs/fleet/run").await.expect(202);
-    let runs = wait_for("two shards run and one recorded lost", Duration::from_secs(60), || async {
-        let runs = api.runs("fleet").await;
-        let done = runs.iter().filter(|r| r["status"] == "succeeded").count();
-        let lost = runs.iter().filter(|r| r["status"] == "lost").count();
-        (done == 2 && lost == 1).then_some(runs)
-    })
+    let runs = wait_for(
+        "two shards run and one recorded lost",
+        Duration::from_secs(60),
+        || async {
+            let runs = api.runs("fleet").await;
+            let done = runs.iter().filter(|r| r["status"] == "succeeded").count();
+            let lost = runs.iter().filter(|r| r["status"] == "lost").count();
+            (done == 2 && lost == 1).then_some(runs)
+        },
+    )
     .await;
     let lost = runs.iter().find(|r| r["status"] == "lost").unwrap();
     assert_eq!(lost["worker"], victim_id.as_str(), "{lost}");
     assert_eq!(lost["shard"]["count"], 3, "{lost}");
     assert!(
-        lost["error"].as_str().unwrap().contains("was gone before it started its shard"),
+        lost["error"]
+            .as_str()
+            .unwrap()
+            .contains("was gone before it started its shard"),
         "{lost}"
     );
     let indices: BTreeSet<u64> = runs.iter().map(|r| r["shard"]["index"].as_u64().unwrap()).collect();
-    assert_eq!(indices, BTreeSet::from([0, 1, 2]), "every shard accounted for once: {runs:?}");
+    assert_eq!(
+        indices,
+        BTreeSet::from([0, 1, 2]),
+        "every shard accounted for once: {runs:?}"
+    );
 }
