@@ -184,9 +184,53 @@ fn signal_group(group: Pid, signal: Signal) {
     }
 }
 
-/// Whether any process is left in `group` (signal 0 probes without sending).
+/// Whether any live process is left in `group`. Signal 0 probes without
+/// sending, but it also finds zombies: a killed member whose parent (the
+/// shell, gone) left it to PID 1 stays a zombie until PID 1 reaps it, which
+/// some inits do only every second or two. A zombie holds no pipes and does
+/// nothing, so `/proc` is asked whether any member is more than that.
 fn group_exists(group: Pid) -> bool {
-    killpg(group, None).is_ok()
+    if killpg(group, None).is_err() {
+        return false;
+    }
+    match live_members(group.as_raw()) {
+        Some(live) => live,
+        // No /proc to ask: a member that answers signal 0 counts.
+        None => true,
+    }
+}
+
+/// Whether `/proc` lists a process of process group `group` that is not a
+/// zombie; `None` when `/proc` cannot be read.
+fn live_members(group: i32) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some((state, pgrp)) = parse_stat(&stat)
+            && pgrp == group
+            && state != 'Z'
+        {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+/// State and process group from a `/proc/<pid>/stat` line: `pid (comm)
+/// state ppid pgrp …`, where `comm` may hold spaces and parentheses.
+fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
 }
 
 /// Both output pipes of a child, read concurrently.
@@ -272,6 +316,13 @@ mod tests {
             shard: None,
             report_to: None,
         }
+    }
+
+    #[test]
+    fn stat_lines_give_state_and_group() {
+        assert_eq!(parse_stat("42 (sleep) Z 1 40 40 0 -1"), Some(('Z', 40)));
+        assert_eq!(parse_stat("7 (my (odd) name) S 1 7 7 0"), Some(('S', 7)));
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     fn executor() -> NativeExecutor {
