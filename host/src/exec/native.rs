@@ -193,11 +193,8 @@ fn group_exists(group: Pid) -> bool {
     if killpg(group, None).is_err() {
         return false;
     }
-    match live_members(group.as_raw()) {
-        Some(live) => live,
-        // No /proc to ask: a member that answers signal 0 counts.
-        None => true,
-    }
+    // No /proc to ask: a member that answers signal 0 counts.
+    live_members(group.as_raw()).unwrap_or(true)
 }
 
 /// Whether `/proc` lists a process of process group `group` that is not a
