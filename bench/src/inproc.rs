@@ -29,24 +29,7 @@ pub const NOOP_WAT: &str = r#"(module (memory (export "memory") 1) (func (export
 pub fn job_record(schedule: &str, kind: JobKind) -> JobRecord {
     let now = Timestamp::now();
     JobRecord {
-        spec: JobSpec {
-            schedule: schedule.to_owned(),
-            timezone: "UTC".into(),
-            kind,
-            overlap: Default::default(),
-            catchup: Default::default(),
-            retry: Default::default(),
-            paused: false,
-            selector: BTreeMap::new(),
-            description: String::new(),
-            retention_days: None,
-            completion: Default::default(),
-            result_timeout_s: None,
-            on_success: Vec::new(),
-            on_failure: Vec::new(),
-            broadcast: false,
-            alerts: None,
-        },
+        spec: JobSpec::new(schedule, kind),
         meta: JobMeta {
             created_at: now,
             updated_at: now,

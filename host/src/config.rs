@@ -469,13 +469,7 @@ fn worker(file: &WorkerFile, allow_native_default: bool, drain_default_s: u64) -
         crate::ids::WorkerId::new(id).context("worker.id")?;
     }
     for (key, value) in &file.labels {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
-        };
-        if !ok(key) || !ok(value) {
+        if !is_label(key) || !is_label(value) {
             bail!("worker.labels: {key:?} = {value:?} is not a valid label (1-63 of [A-Za-z0-9._/-])");
         }
     }
@@ -541,12 +535,7 @@ fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsConfig> {
     let mut channels = BTreeMap::new();
     for (name, channel) in &file.channels {
         let key = format!("alerts.channels.{name}");
-        let label_ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
-        if !label_ok {
+        if !is_label(name) {
             bail!("{key}: channel names are 1-63 of [A-Za-z0-9._/-]");
         }
         let built = match (&channel.webhook, &channel.email) {
@@ -639,16 +628,20 @@ fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsConfig> {
     })
 }
 
+/// Labels, grant names and channel names: 1 to 63 of `[A-Za-z0-9._/-]`.
+fn is_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+}
+
 /// Directory grants must name existing absolute directories; the name is what
 /// a job's `dirs[].grant` refers to.
 fn checked_dirs(dirs: &BTreeMap<String, PathBuf>) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     for (name, path) in dirs {
-        let name_ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
-        if !name_ok {
+        if !is_label(name) {
             bail!("worker.dirs: grant name {name:?} must be 1-63 of [A-Za-z0-9._/-]");
         }
         if !path.is_absolute() || !path.is_dir() {

@@ -184,33 +184,22 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
         let now = Timestamp::now();
         let record = JobRecord {
             spec: JobSpec {
-                schedule: "*/30 * * * * *".to_owned(),
-                timezone: "UTC".to_owned(),
-                kind: JobKind::Wasm(WasmJob {
-                    module: digest,
-                    args: Vec::new(),
-                    env: Default::default(),
-                    dirs: Vec::new(),
-                    limits: WasmLimits {
-                        output_kb: 64,
-                        ..WasmLimits::default()
-                    },
-                }),
-                overlap: Default::default(),
-                catchup: Default::default(),
-                retry: Default::default(),
-                paused: false,
-                selector: Default::default(),
                 description: "A demo job seeded by `sandcron dev`: a tiny WebAssembly module that greets every 30 \
                               seconds. Delete it whenever you like."
                     .to_owned(),
-                retention_days: None,
-                completion: Default::default(),
-                result_timeout_s: None,
-                on_success: Vec::new(),
-                on_failure: Vec::new(),
-                broadcast: false,
-                alerts: None,
+                ..JobSpec::new(
+                    "*/30 * * * * *",
+                    JobKind::Wasm(WasmJob {
+                        module: digest,
+                        args: Vec::new(),
+                        env: Default::default(),
+                        dirs: Vec::new(),
+                        limits: WasmLimits {
+                            output_kb: 64,
+                            ..WasmLimits::default()
+                        },
+                    }),
+                )
             },
             meta: JobMeta {
                 created_at: now,

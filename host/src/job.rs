@@ -127,6 +127,29 @@ fn default_failure_min_runs() -> u32 {
 pub const DEFAULT_RESULT_TIMEOUT_S: u64 = 3600;
 
 impl JobSpec {
+    /// A spec running `kind` on `schedule` in UTC, every other field at the
+    /// default a body without it gets.
+    pub fn new(schedule: impl Into<String>, kind: JobKind) -> Self {
+        Self {
+            schedule: schedule.into(),
+            timezone: default_timezone(),
+            kind,
+            overlap: Overlap::default(),
+            catchup: Catchup::default(),
+            retry: RetryPolicy::default(),
+            paused: false,
+            selector: BTreeMap::new(),
+            description: String::new(),
+            retention_days: None,
+            completion: Completion::Sync,
+            result_timeout_s: None,
+            on_success: Vec::new(),
+            on_failure: Vec::new(),
+            broadcast: false,
+            alerts: None,
+        }
+    }
+
     /// How long an async run waits for its report.
     pub fn result_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.result_timeout_s.unwrap_or(DEFAULT_RESULT_TIMEOUT_S))

@@ -592,38 +592,25 @@ mod tests {
 
     fn job(name: &str, shell: bool, selector: &[(&str, &str)]) -> Job {
         let now = ts("2026-01-01T00:00:00Z");
+        let kind = if shell {
+            JobKind::Shell(ShellJob {
+                command: "true".into(),
+                env: BTreeMap::new(),
+                timeout_s: 1,
+                output_kb: 1,
+            })
+        } else {
+            JobKind::Wasm(crate::job::WasmJob {
+                module: crate::ids::ModuleDigest::of(b"x"),
+                args: vec![],
+                env: BTreeMap::new(),
+                dirs: vec![],
+                limits: Default::default(),
+            })
+        };
         let spec = JobSpec {
-            schedule: "@daily".into(),
-            timezone: "UTC".into(),
-            kind: if shell {
-                JobKind::Shell(ShellJob {
-                    command: "true".into(),
-                    env: BTreeMap::new(),
-                    timeout_s: 1,
-                    output_kb: 1,
-                })
-            } else {
-                JobKind::Wasm(crate::job::WasmJob {
-                    module: crate::ids::ModuleDigest::of(b"x"),
-                    args: vec![],
-                    env: BTreeMap::new(),
-                    dirs: vec![],
-                    limits: Default::default(),
-                })
-            },
-            overlap: Overlap::Forbid,
-            catchup: Catchup::default(),
-            retry: RetryPolicy::default(),
-            paused: false,
             selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            description: String::new(),
-            retention_days: None,
-            completion: Default::default(),
-            result_timeout_s: None,
-            on_success: Vec::new(),
-            on_failure: Vec::new(),
-            broadcast: false,
-            alerts: None,
+            ..JobSpec::new("@daily", kind)
         };
         Job {
             name: JobName::new(name).expect("name"),

@@ -57,29 +57,15 @@ fn entry(worker: &str, tick: Timestamp) -> RunningEntry {
 fn record(schedule: &str) -> JobRecord {
     let now = Timestamp::now();
     JobRecord {
-        spec: JobSpec {
-            schedule: schedule.into(),
-            timezone: "UTC".into(),
-            kind: JobKind::Shell(ShellJob {
+        spec: JobSpec::new(
+            schedule,
+            JobKind::Shell(ShellJob {
                 command: "true".into(),
                 env: Default::default(),
                 timeout_s: 1,
                 output_kb: 1,
             }),
-            overlap: Default::default(),
-            catchup: Default::default(),
-            retry: Default::default(),
-            paused: false,
-            selector: Default::default(),
-            description: String::new(),
-            retention_days: None,
-            completion: Default::default(),
-            result_timeout_s: None,
-            on_success: Vec::new(),
-            on_failure: Vec::new(),
-            broadcast: false,
-            alerts: None,
-        },
+        ),
         meta: JobMeta {
             created_at: now,
             updated_at: now,

@@ -13,7 +13,7 @@
 
 use std::fs;
 use std::hash::{Hash as _, Hasher as _};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -240,10 +240,7 @@ fn digest_bytes(digest: &ModuleDigest) -> [u8; 32] {
 fn load_or_create_key(dir: &Path) -> anyhow::Result<[u8; KEY_LEN]> {
     let path = dir.join(KEY_FILE);
     if !path.exists() {
-        let mut key = [0u8; KEY_LEN];
-        fs::File::open("/dev/urandom")
-            .and_then(|mut random| random.read_exact(&mut key))
-            .context("cannot read /dev/urandom")?;
+        let key = crate::crypto::random_bytes::<KEY_LEN>().context("cannot read /dev/urandom")?;
         let temporary = temporary_path(&path);
         let written = fs::OpenOptions::new()
             .write(true)
