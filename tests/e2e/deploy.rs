@@ -531,6 +531,18 @@ fn nginx_accepts_the_proxy_configuration() {
         .and_then(|n| n.parse().ok())
         .expect("client_max_body_size in MiB");
     assert!(body_mb * 1024 >= 64 * 1024 + 64, "client_max_body_size {body_mb}m");
+    // Pooled connections to the masters are dropped before a master closes
+    // them as idle.
+    let keepalive_timeout: u64 = original
+        .split("keepalive_timeout ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .expect("keepalive_timeout in seconds");
+    assert!(
+        Duration::from_secs(keepalive_timeout) < sandcron::api::HEADER_READ_TIMEOUT,
+        "keepalive_timeout {keepalive_timeout}s is not below the masters' idle timeout"
+    );
     for directive in [
         "proxy_http_version 1.1;",
         "proxy_set_header Connection \"\";",

@@ -225,7 +225,9 @@ pub fn http_client() -> reqwest::ClientBuilder {
     INSTALL.call_once(|| {
         let _other_provider = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder()
+    // Masters close keep-alive connections idle for 10 s
+    // (`api::HEADER_READ_TIMEOUT`); reusing one just then fails the request.
+    reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(5))
 }
 
 impl Api {

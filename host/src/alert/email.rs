@@ -94,6 +94,9 @@ impl EmailChannel {
         let mut builder = Message::builder()
             .from(self.from.parse::<Mailbox>().map_err(|err| err.to_string())?)
             .subject(format!("[sandcron] {}", alert.summary()))
+            // The alert's id, the same on every attempt: a message resent
+            // because its acknowledgement was lost is recognisably the same.
+            .message_id(Some(format!("<{}@sandcron>", alert.id)))
             .header(ContentType::TEXT_PLAIN);
         for to in &self.to {
             builder = builder.to(to.parse::<Mailbox>().map_err(|err| err.to_string())?);

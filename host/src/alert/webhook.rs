@@ -46,6 +46,9 @@ pub(super) fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .user_agent(concat!("sandcron/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
+        // Alerts are rare: a fresh connection each time, never one the
+        // receiver may be closing just then.
+        .pool_max_idle_per_host(0)
         .build()?)
 }
 

@@ -127,6 +127,11 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
 /// How long a client may take to send a request's headers. A slow or
 /// stalled client (slowloris) is disconnected after this; it never holds a
 /// connection slot for long.
+///
+/// hyper runs this timer while a keep-alive connection waits for its next
+/// request too, so it is also the idle timeout of keep-alive connections:
+/// clients and proxies that pool connections must drop idle ones sooner, or
+/// a request sent just as the master closes the connection fails.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then finishes

@@ -22,6 +22,9 @@ impl Client {
         // Follow requests long-poll for up to a minute.
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(90))
+            // Below the master's keep-alive idle timeout, so a pooled
+            // connection is never reused just as the master closes it.
+            .pool_idle_timeout(crate::api::HEADER_READ_TIMEOUT / 2)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Self {

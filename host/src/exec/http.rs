@@ -43,7 +43,10 @@ impl HttpExecutor {
             .no_proxy()
             .user_agent(concat!("sandcron/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Each run opens its own connection: runs are seconds to days
+            // apart, and a pooled connection the server closes just as a run
+            // reuses it would fail that run for nothing.
+            .pool_max_idle_per_host(0)
             .build()?;
         Ok(Self { client, policy })
     }
