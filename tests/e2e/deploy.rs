@@ -451,6 +451,17 @@ fn the_systemd_units_verify_cleanly_and_are_hardened() {
     assert_eq!(string(&config, "data_dir"), data);
 }
 
+/// The number of the first `directive` in an nginx configuration, written
+/// with `unit` (`proxy_read_timeout 75s;` gives 75 for 's').
+fn directive_number(config: &str, directive: &str, unit: char) -> u64 {
+    config
+        .split(&format!("{directive} "))
+        .nth(1)
+        .and_then(|rest| rest.split(unit).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {directive} in {unit} units"))
+}
+
 #[test]
 fn nginx_accepts_the_proxy_configuration() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -513,32 +524,17 @@ fn nginx_accepts_the_proxy_configuration() {
         .and_then(|rest| rest.split('}').next())
         .expect("a location for the output long-poll");
     assert!(follow.contains("proxy_buffering off;"), "{follow}");
-    let read_timeout: u64 = follow
-        .split("proxy_read_timeout ")
-        .nth(1)
-        .and_then(|rest| rest.split('s').next())
-        .and_then(|n| n.parse().ok())
-        .expect("proxy_read_timeout in seconds");
+    let read_timeout = directive_number(follow, "proxy_read_timeout", 's');
     assert!(
         read_timeout > 60,
         "proxy_read_timeout {read_timeout}s <= the longest long-poll"
     );
     // Room for the largest upload: 64 MiB plus the 64 KiB of multipart framing.
-    let body_mb: u64 = original
-        .split("client_max_body_size ")
-        .nth(1)
-        .and_then(|rest| rest.split('m').next())
-        .and_then(|n| n.parse().ok())
-        .expect("client_max_body_size in MiB");
+    let body_mb = directive_number(&original, "client_max_body_size", 'm');
     assert!(body_mb * 1024 >= 64 * 1024 + 64, "client_max_body_size {body_mb}m");
     // Pooled connections to the masters are dropped before a master closes
     // them as idle.
-    let keepalive_timeout: u64 = original
-        .split("keepalive_timeout ")
-        .nth(1)
-        .and_then(|rest| rest.split('s').next())
-        .and_then(|n| n.parse().ok())
-        .expect("keepalive_timeout in seconds");
+    let keepalive_timeout = directive_number(&original, "keepalive_timeout", 's');
     assert!(
         Duration::from_secs(keepalive_timeout) < sandcron::api::HEADER_READ_TIMEOUT,
         "keepalive_timeout {keepalive_timeout}s is not below the masters' idle timeout"
