@@ -71,10 +71,22 @@ impl RunId {
         Self(ulid::Ulid::generate())
     }
 
-    /// A deterministic id for a given instant and discriminator; used where a
-    /// record must be idempotent across retries (recorded skips and misses).
+    /// A deterministic id for a given instant and discriminator.
     pub fn from_parts(unix_ms: u64, random: u128) -> Self {
         Self(ulid::Ulid::from_parts(unix_ms, random))
+    }
+
+    /// The id of the record that `job`'s tick, claimed with fencing token
+    /// `fence`, was skipped. Every worker that writes the record derives the
+    /// same id (the claimant; a later owner re-recording a skip the claimant
+    /// may have died before writing), so the log store keeps one record.
+    pub fn for_skip(job: &JobName, tick: jiff::Timestamp, fence: i64) -> Self {
+        use sha2::Digest as _;
+        let ms = tick.as_millisecond();
+        let hash = sha2::Sha256::digest(format!("skip\0{job}\0{ms}\0{fence}"));
+        let mut tail = [0; 16];
+        tail.copy_from_slice(&hash[..16]);
+        Self::from_parts(u64::try_from(ms).unwrap_or(0), u128::from_be_bytes(tail))
     }
 
     pub fn unix_ms(&self) -> u64 {
@@ -290,6 +302,19 @@ mod tests {
         assert_eq!(parsed, early);
         assert_eq!(parsed.unix_ms(), 1_000);
         assert!("not-a-ulid".parse::<RunId>().is_err());
+    }
+
+    #[test]
+    fn a_skip_id_is_the_same_for_every_writer_and_differs_per_job_tick_and_fence() {
+        let job = JobName::new("backup").expect("name");
+        let other = JobName::new("report").expect("name");
+        let tick: jiff::Timestamp = "2026-12-03T10:00:05Z".parse().expect("tick");
+        let id = RunId::for_skip(&job, tick, 42);
+        assert_eq!(id, RunId::for_skip(&job, tick, 42));
+        assert_eq!(id.unix_ms(), tick.as_millisecond() as u64, "sorts with its tick");
+        assert_ne!(id, RunId::for_skip(&other, tick, 42));
+        assert_ne!(id, RunId::for_skip(&job, tick + jiff::SignedDuration::from_secs(1), 42));
+        assert_ne!(id, RunId::for_skip(&job, tick, 43));
     }
 
     #[test]

@@ -484,6 +484,8 @@ test("alerts set in the editor survive a reload, and every new field round-trips
   assert.equal(saved.kind.http.body, '{"a":\r\n1}');
   // The jobs table shows what the job does beyond its kind.
   await open("#/jobs?q=roundtrip", "Jobs");
+  // allTextContents does not wait: wait for the row's flags to render first.
+  await row("roundtrip").locator(".flag").first().waitFor();
   const flags = await row("roundtrip").locator(".flag").allTextContents();
   assert.deepEqual(flags, ["async", "→ 3 dependents", "alerts"]);
 });

@@ -335,6 +335,19 @@ async fn an_etcd_outage_is_survived_and_its_ticks_are_recorded() {
     let _workers: Vec<WorkerProcess> = (1..=2).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 2).await;
     let hello = upload_wat(&api, "hello").await;
+    // An `overlap: forbid` job whose run times out early in the outage, when
+    // its worker cannot remove the run's `running/` entry. The worker keeps
+    // its lease through the outage (etcd extends leases when it restarts),
+    // so an entry left behind would skip every later tick of the job.
+    let sleep = upload_wat(&api, "sleep").await;
+    let mut sleeper = wasm_job("* * * * * *", &sleep);
+    sleeper["overlap"] = json!("forbid");
+    sleeper["kind"]["wasm"]["limits"] = json!({"timeout_s": 5});
+    api.put("/api/v1/jobs/sleeper", &sleeper).await.expect(201);
+    wait_for("the sleeper to start", Duration::from_secs(30), || async {
+        api.runs("sleeper").await.into_iter().find(|r| r["status"] == "running")
+    })
+    .await;
     let jobs = every_second_jobs(&api, &hello, "job-", 6).await;
     let started = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -348,6 +361,14 @@ async fn an_etcd_outage_is_survived_and_its_ticks_are_recorded() {
     // Generous: on a loaded 2-core CI machine reconnection (client backoff,
     // re-listing every watch, recovery claims) once took longer than 30 s.
     wait_for("runs after the outage", Duration::from_secs(60), || async {
+        let sleeper_ran = api
+            .runs("sleeper")
+            .await
+            .iter()
+            .any(|r| r["status"] != "skipped" && unix(&r["tick"]) > after);
+        if !sleeper_ran {
+            return None;
+        }
         for job in &jobs {
             let ran_after = api
                 .runs(job)
@@ -378,6 +399,60 @@ async fn an_etcd_outage_is_survived_and_its_ticks_are_recorded() {
             "{job}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_skip_whose_worker_died_before_recording_it_is_recorded_by_the_next_owner() {
+    let stores = Stores::start();
+    let env = stores.env("lost-skip");
+    let master = env.master("master", "");
+    let api = master.api();
+    // w1 holds its log records for a minute (the default is 100 ms), so when
+    // it is killed the records of the ticks it skipped are still in memory.
+    let mut w1 = env.worker("w1", &format!("{LEASE}\n[logs]\nflush_ms = 60000\nbatch_docs = 100000"));
+    wait_for_workers(&api, 1).await;
+    let sleep = upload_wat(&api, "sleep").await;
+    let mut body = wasm_job("* * * * * *", &sleep);
+    body["overlap"] = json!("forbid");
+    api.put("/api/v1/jobs/blocked", &body).await.expect(201);
+    // Its first run sleeps a minute; every later tick is claimed as skipped.
+    wait_for("w1 to skip two ticks", Duration::from_secs(30), || async {
+        let skipped = w1.metric(r#"sandcron_runs_total{status="skipped"}"#).await?;
+        (skipped >= 2.0).then_some(())
+    })
+    .await;
+    w1.proc.kill9();
+    let killed = Timestamp::now().as_second();
+    let _w2 = env.worker("w2", LEASE);
+    // w2 takes the job over. The claim state says w1's last claim skipped its
+    // tick; the log store has no record of it, so w2 writes it.
+    let skip_tick = wait_for("w2 to record w1's last skip", Duration::from_secs(30), || async {
+        api.runs("blocked").await.iter().find_map(|r| {
+            let tick = unix(&r["tick"]);
+            (r["status"] == "skipped" && r["worker"] == "w2" && tick <= killed).then_some(tick)
+        })
+    })
+    .await;
+    // From that tick on, every tick is accounted for exactly once: w1's
+    // skip, the ticks no worker claimed (caught up or recorded missed), and
+    // w2's own. Its records reach the store in order, so once one for a
+    // later tick is there, everything up to `to` is.
+    let to = Timestamp::now().as_second();
+    let runs = wait_for("w2 to record ticks after now", Duration::from_secs(30), || async {
+        let runs = api.runs("blocked").await;
+        runs.iter().any(|r| unix(&r["tick"]) > to + 1).then_some(runs)
+    })
+    .await;
+    check_every_second_history("blocked", &runs, skip_tick, to);
+    // w1's run, whose records never left w1 either, is recorded lost once
+    // w1's lease (and with it the run's entry) is gone.
+    wait_for("w1's run to be recorded lost", Duration::from_secs(30), || async {
+        let runs = api.runs("blocked").await;
+        let lost: Vec<&Value> = runs.iter().filter(|r| r["status"] == "lost").collect();
+        assert!(lost.len() <= 1, "one run, lost once: {lost:?}");
+        lost.first().map(|r| assert_eq!(r["worker"], "w1", "{r}"))
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -50,6 +50,13 @@ pub struct JobState {
     /// reads it back to learn whether the claim went through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<i64>,
+    /// The claim recorded its tick `skipped` (overlap forbidden) instead of
+    /// starting a run. That record travels only through the claimant's log
+    /// sink, with no `running/` entry to show for it, so a worker that takes
+    /// the job over from another lease writes it again (same deterministic
+    /// run id, [`crate::ids::RunId::for_skip`]) unless the log store has it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// A run in progress, as published under `running/`.
@@ -100,6 +107,8 @@ pub struct ClaimRequest {
     /// only being recorded (skipped, missed).
     pub run: Option<RunningEntry>,
     pub lease: LeaseId,
+    /// The claim records its tick skipped (kept in the state: [`JobState::skipped`]).
+    pub skipped: bool,
 }
 
 /// The result of one claim.
@@ -502,6 +511,7 @@ impl Coordinator {
                 encode(&JobState {
                     last_tick: request.tick,
                     lease: Some(request.lease.0),
+                    skipped: request.skipped,
                 })?,
             ));
             if let Some(run) = &request.run {

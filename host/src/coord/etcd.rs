@@ -1068,6 +1068,7 @@ mod tests {
             seen_revision,
             run: None,
             lease,
+            skipped: false,
         };
         let ClaimOutcome::Won { fence } = coord.claim(&[claim(0, tick)]).await.unwrap()[0] else {
             panic!("the first claim must win");

@@ -92,6 +92,7 @@ pub async fn claims_advance_state_and_fence_runs(store: Arc<dyn KvStore>, prefix
         seen_revision: seen,
         run: Some(run.clone()),
         lease,
+        skipped: false,
     };
     let outcome = coord.claim(std::slice::from_ref(&request)).await.unwrap();
     let ClaimOutcome::Won { fence } = outcome[0] else {
@@ -117,17 +118,28 @@ pub async fn claims_advance_state_and_fence_runs(store: Arc<dyn KvStore>, prefix
         ..request.clone()
     };
     assert_eq!(coord.claim(&[late]).await.unwrap(), vec![ClaimOutcome::Lost]);
-    // The winner, knowing the fence, claims the next tick.
+    assert!(
+        !coord.job_state(&job).await.unwrap().0.unwrap().skipped,
+        "a run claim is no skip"
+    );
+    // The winner, knowing the fence, claims the next tick, skipping it.
     let next = ClaimRequest {
         tick: tick + SignedDuration::from_secs(1),
         seen_revision: fence,
         run: None,
+        skipped: true,
         ..request
     };
     let outcome = coord.claim(&[next]).await.unwrap();
     assert!(
         matches!(outcome[0], ClaimOutcome::Won { fence: second } if second > fence),
         "{outcome:?}"
+    );
+    let (state, _) = coord.job_state(&job).await.unwrap();
+    assert_eq!(
+        state.map(|s| (s.last_tick, s.lease, s.skipped)),
+        Some((tick + SignedDuration::from_secs(1), Some(lease.0), true)),
+        "the state says the claim skipped its tick, and whose it was"
     );
     // Finishing the run removes its entry.
     coord.finish_run(&job, run.run_id).await.unwrap();
@@ -151,6 +163,7 @@ pub async fn packed_claims_fall_back_to_single_claims(store: Arc<dyn KvStore>, p
         seen_revision: seen,
         run: None,
         lease,
+        skipped: false,
     };
     assert!(matches!(
         coord.claim(&[other]).await.unwrap()[0],
@@ -164,6 +177,7 @@ pub async fn packed_claims_fall_back_to_single_claims(store: Arc<dyn KvStore>, p
             seen_revision: 0,
             run: Some(entry("w", tick)),
             lease,
+            skipped: false,
         })
         .collect();
     let outcomes = coord.claim(&requests).await.unwrap();
@@ -247,6 +261,7 @@ pub async fn jobs_are_written_with_preconditions(store: Arc<dyn KvStore>, prefix
         seen_revision: 0,
         run: None,
         lease,
+        skipped: false,
     };
     coord.claim(&[claim]).await.unwrap();
     assert!(coord.job_state(&job).await.unwrap().0.is_some());

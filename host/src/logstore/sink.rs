@@ -120,6 +120,8 @@ impl SinkStats {
 pub struct Sink {
     tx: mpsc::Sender<Event>,
     stats: Arc<SinkStats>,
+    /// For reads only: every write goes through the task.
+    store: Arc<dyn LogStore>,
 }
 
 /// The task that drains the channel into the store; see `run`.
@@ -146,6 +148,7 @@ impl Sink {
             Sink {
                 tx,
                 stats: Arc::clone(&stats),
+                store: Arc::clone(&store),
             },
             SinkTask {
                 store,
@@ -159,6 +162,21 @@ impl Sink {
     /// Queues a run record; waits while the channel is full, never drops.
     pub async fn record(&self, run: RunRecord) {
         self.send(Event::Record(Box::new(run))).await;
+    }
+
+    /// Queues `run` unless the store already holds a record with its id;
+    /// says whether it queued it. For a record another process may have
+    /// written first under the same id: a stored record, maybe more precise,
+    /// is left alone. A store that cannot answer gets the record anyway (its
+    /// fencing rule keeps one record per id).
+    pub async fn record_unless_stored(&self, run: RunRecord) -> bool {
+        match self.store.run(run.run_id).await {
+            Ok(Some(_)) => return false,
+            Ok(None) => {}
+            Err(err) => tracing::warn!(run = %run.run_id, %err, "cannot read a run record back; writing it anyway"),
+        }
+        self.record(run).await;
+        true
     }
 
     /// Queues an output chunk; waits while the channel is full, never drops.
@@ -1112,6 +1130,9 @@ mod tests {
         }
 
         async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(LogStoreError::Unavailable("switched off".to_owned()));
+            }
             self.inner.run(run_id).await
         }
 
@@ -1206,6 +1227,32 @@ mod tests {
         assert_eq!(get(&stats.written), 25);
         assert_eq!(get(&stats.batches), 3);
         assert!(store.log.lock().unwrap().iter().all(|b| b.len() <= 10));
+        drop(sink);
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn record_unless_stored_leaves_a_stored_record_alone_and_writes_an_absent_one() {
+        let store = TestStore::new();
+        let (sink, task) = start(Arc::clone(&store), config());
+        let stored = record(RunStatus::Skipped);
+        sink.record(stored.clone()).await;
+        sink.flush().await;
+        let mut again = stored.clone();
+        again.error = Some("written again, less precisely".to_owned());
+        assert!(!sink.record_unless_stored(again).await, "already stored");
+        let absent = record(RunStatus::Skipped);
+        assert!(sink.record_unless_stored(absent.clone()).await);
+        sink.flush().await;
+        assert_eq!(store.inner.run(stored.run_id).await.unwrap(), Some(stored));
+        assert_eq!(store.inner.run(absent.run_id).await.unwrap(), Some(absent));
+        // A store that cannot answer the read gets the record anyway.
+        store.fail(true);
+        let unknown = record(RunStatus::Skipped);
+        assert!(sink.record_unless_stored(unknown.clone()).await);
+        store.fail(false);
+        sink.flush().await;
+        assert_eq!(store.inner.run(unknown.run_id).await.unwrap(), Some(unknown));
         drop(sink);
         task.await.unwrap().unwrap();
     }

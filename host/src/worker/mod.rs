@@ -575,6 +575,9 @@ impl State {
         let limits = self.catchup_limits();
         let mut claims = Vec::new();
         let mut plans = Vec::new();
+        // The last claims of other leases that skipped their tick: their
+        // claimant may have died with the record still in its sink.
+        let mut unconfirmed_skips = Vec::new();
         for name in names {
             let Some(slot) = self.jobs.get(&name) else { continue };
             let job = slot.job.clone();
@@ -596,6 +599,12 @@ impl State {
                     continue;
                 }
             };
+            if let Some(state) = &state
+                && state.skipped
+                && state.lease != Some(self.lease.0)
+            {
+                unconfirmed_skips.push(self.skip_record(&job, state.last_tick, revision, None));
+            }
             if let Some(claim) = self.ambiguous.remove(&name) {
                 // Ours if the state still names our claim, or (when a later
                 // claim moved it on) if the run we published exists.
@@ -644,9 +653,11 @@ impl State {
                 seen_revision: revision,
                 run: entry.clone(),
                 lease: self.lease,
+                skipped: false,
             });
             plans.push((job, plan, entry));
         }
+        self.confirm_skips(unconfirmed_skips);
         if claims.is_empty() {
             return Vec::new();
         }
@@ -705,6 +716,37 @@ impl State {
         lost
     }
 
+    /// Writes the skip records of claims another lease made, in the
+    /// background, where the log store does not have them: a worker killed
+    /// just after its claim had the record only in its sink's memory. The
+    /// records carry the claimant's ids, so one that did arrive stays alone.
+    fn confirm_skips(&self, records: Vec<RunRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let sink = self.deps.sink.clone();
+        let me = self.deps.info.id.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt as _;
+            futures::stream::iter(records)
+                .for_each_concurrent(16, |mut record| {
+                    let sink = &sink;
+                    let me = &me;
+                    async move {
+                        let (job, tick) = (record.job.clone(), record.tick);
+                        record.error = Some(format!(
+                            "previous run was still running (overlap: forbid); recorded by {me} on taking the \
+                             job over, as the worker that skipped the tick had not recorded it"
+                        ));
+                        if sink.record_unless_stored(record).await {
+                            tracing::info!(%job, %tick, "recorded a skipped tick its claimant had not recorded");
+                        }
+                    }
+                })
+                .await;
+        });
+    }
+
     /// A claim whose answer was lost did go through: the tick (or the
     /// catch-up plan) is this worker's, but its run was never started and its
     /// records never written. Account for every tick it covered — as not run,
@@ -739,11 +781,7 @@ impl State {
                 self.record_ended(job, record).await;
             }
             None if claim.plan.is_none() => {
-                let reason = match claim.blocking {
-                    Some(run) => format!("previous run {run} was still running (overlap: forbid)"),
-                    None => "previous run was still running (overlap: forbid)".to_owned(),
-                };
-                let record = self.not_run(job, claim.tick, RunStatus::Skipped, fence, reason);
+                let record = self.skip_record(job, claim.tick, fence, claim.blocking);
                 self.deps.metrics.run_ended(RunStatus::Skipped);
                 self.record_ended(job, record).await;
             }
@@ -754,20 +792,7 @@ impl State {
     /// Deletes a `running/` entry this worker published but never started,
     /// retrying in the background until the store answers.
     fn withdraw_entry(&self, job: JobName, run_id: RunId) {
-        let coord = self.deps.coord.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_millis(200);
-            loop {
-                match coord.finish_run(&job, run_id).await {
-                    Ok(()) => return,
-                    Err(err) => {
-                        tracing::warn!(%job, run = %run_id, %err, "cannot withdraw a run entry; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        });
+        runner::finish_in_background(self.deps.coord.clone(), job, run_id, Vec::new());
     }
 
     fn set_tick_timer(&mut self, name: &JobName, next: Option<Timestamp>) {
@@ -1228,6 +1253,19 @@ impl State {
         record
     }
 
+    /// The record that a tick claimed with `fence` was skipped because
+    /// `blocking` (when known) was still running. Its id is derived from the
+    /// claim, so a later owner re-recording it writes the same record.
+    fn skip_record(&self, job: &Job, tick: Timestamp, fence: Revision, blocking: Option<RunId>) -> RunRecord {
+        let reason = match blocking {
+            Some(run) => format!("previous run {run} was still running (overlap: forbid)"),
+            None => "previous run was still running (overlap: forbid)".to_owned(),
+        };
+        let mut record = self.not_run(job, tick, RunStatus::Skipped, fence, reason);
+        record.run_id = RunId::for_skip(&job.name, tick, fence);
+        record
+    }
+
     /// Records a run or tick that ended, and tells the alerts about it.
     async fn record_ended(&self, job: &Arc<Job>, record: RunRecord) {
         if let Some(alerts) = &self.deps.alerts {
@@ -1387,6 +1425,7 @@ impl State {
                 seen_revision,
                 run,
                 lease: self.lease,
+                skipped: matches!(action, TickAction::Skip(_)),
             },
             action,
         ))
@@ -1439,11 +1478,7 @@ impl State {
                         self.broadcast(&job, request.tick, Trigger::Schedule, None).await;
                     }
                     (None, TickAction::Skip(blocking_run)) => {
-                        let reason = match blocking_run {
-                            Some(run) => format!("previous run {run} was still running (overlap: forbid)"),
-                            None => "previous run was still running (overlap: forbid)".to_owned(),
-                        };
-                        let record = self.not_run(&job, request.tick, RunStatus::Skipped, fence, reason);
+                        let record = self.skip_record(&job, request.tick, fence, blocking_run);
                         self.deps.metrics.run_ended(RunStatus::Skipped);
                         self.record_ended(&job, record).await;
                     }

@@ -198,8 +198,10 @@ async fn execute(spec: RunSpec) {
     sink.flush().await;
     let dependents = dependents_of(&job, &entry, status);
     if let Err(err) = coord.finish_run_starting(&job.name, entry.run_id, &dependents).await {
-        // The entry is on the worker's lease, so it goes with the lease at worst.
-        tracing::warn!(%err, dependents = dependents.len(), "cannot remove the running entry");
+        // Left in place, the entry would hold back an `overlap: forbid` job
+        // (every tick skipped) until this worker's lease ends.
+        tracing::warn!(%err, dependents = dependents.len(), "cannot remove the running entry; retrying");
+        finish_in_background(coord.clone(), job.name.clone(), entry.run_id, dependents);
     }
     let _worker_gone = done
         .send(RunFinished {
@@ -266,6 +268,31 @@ async fn await_report(
             timeout.as_secs()
         )),
     }
+}
+
+/// Removes a run's `running/` entry (starting its dependents in the same
+/// transaction), retrying in the background until the store answers. The
+/// transaction only applies while the entry exists, so a retry after a lost
+/// answer cannot start the dependents twice.
+pub(super) fn finish_in_background(
+    coord: Coordinator,
+    job: JobName,
+    run_id: RunId,
+    dependents: Vec<(JobName, TriggerRequest)>,
+) {
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            match coord.finish_run_starting(&job, run_id, &dependents).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(%job, run = %run_id, %err, "cannot remove a running entry; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    });
 }
 
 /// The jobs a run that ended with `status` starts: `on_success` after a
