@@ -76,14 +76,28 @@ impl RunId {
         Self(ulid::Ulid::from_parts(unix_ms, random))
     }
 
-    /// The id of the record that `job`'s tick, claimed with fencing token
-    /// `fence`, was skipped. Every worker that writes the record derives the
-    /// same id (the claimant; a later owner re-recording a skip the claimant
-    /// may have died before writing), so the log store keeps one record.
-    pub fn for_skip(job: &JobName, tick: jiff::Timestamp, fence: i64) -> Self {
+    /// The id of the record that `job`'s tick was skipped. A tick is claimed
+    /// at most once, so the job and tick name it; every worker that writes
+    /// the record (the claimant; a later owner re-recording a skip the
+    /// claimant may have died before writing) derives the same id, so the log
+    /// store keeps one record.
+    pub fn for_skip(job: &JobName, tick: jiff::Timestamp) -> Self {
+        Self::derived(&format!("skip\0{job}"), tick)
+    }
+
+    /// The id of the `missed` record of a queued catch-up tick of `job` that
+    /// never started (its claimant stopped or gave the job up). A tick is
+    /// queued at most once, so the job and tick name it; every worker that
+    /// records it derives the same id.
+    pub fn for_unstarted_catchup(job: &JobName, tick: jiff::Timestamp) -> Self {
+        Self::derived(&format!("unstarted-catchup\0{job}"), tick)
+    }
+
+    /// An id that sorts with `tick`, its random part a hash of `what`.
+    fn derived(what: &str, tick: jiff::Timestamp) -> Self {
         use sha2::Digest as _;
         let ms = tick.as_millisecond();
-        let hash = sha2::Sha256::digest(format!("skip\0{job}\0{ms}\0{fence}"));
+        let hash = sha2::Sha256::digest(format!("{what}\0{ms}"));
         let mut tail = [0; 16];
         tail.copy_from_slice(&hash[..16]);
         Self::from_parts(u64::try_from(ms).unwrap_or(0), u128::from_be_bytes(tail))
@@ -305,16 +319,19 @@ mod tests {
     }
 
     #[test]
-    fn a_skip_id_is_the_same_for_every_writer_and_differs_per_job_tick_and_fence() {
+    fn tick_record_ids_are_the_same_for_every_writer_and_differ_per_job_and_tick() {
         let job = JobName::new("backup").expect("name");
         let other = JobName::new("report").expect("name");
         let tick: jiff::Timestamp = "2026-12-03T10:00:05Z".parse().expect("tick");
-        let id = RunId::for_skip(&job, tick, 42);
-        assert_eq!(id, RunId::for_skip(&job, tick, 42));
+        let id = RunId::for_skip(&job, tick);
+        assert_eq!(id, RunId::for_skip(&job, tick));
         assert_eq!(id.unix_ms(), tick.as_millisecond() as u64, "sorts with its tick");
-        assert_ne!(id, RunId::for_skip(&other, tick, 42));
-        assert_ne!(id, RunId::for_skip(&job, tick + jiff::SignedDuration::from_secs(1), 42));
-        assert_ne!(id, RunId::for_skip(&job, tick, 43));
+        assert_ne!(id, RunId::for_skip(&other, tick));
+        assert_ne!(id, RunId::for_skip(&job, tick + jiff::SignedDuration::from_secs(1)));
+        let unstarted = RunId::for_unstarted_catchup(&job, tick);
+        assert_eq!(unstarted, RunId::for_unstarted_catchup(&job, tick));
+        assert_ne!(unstarted, id);
+        assert_ne!(unstarted, RunId::for_unstarted_catchup(&other, tick));
     }
 
     #[test]

@@ -456,6 +456,63 @@ async fn a_skip_whose_worker_died_before_recording_it_is_recorded_by_the_next_ow
 }
 
 #[tokio::test]
+async fn queued_catch_up_ticks_of_a_killed_worker_are_recorded_by_the_next_owner() {
+    let stores = Stores::start();
+    let env = stores.env("queued-catchup");
+    let master = env.master("master", "");
+    let api = master.api();
+    let sleep = upload_wat(&api, "sleep").await;
+    // Created while no worker runs: its first ticks pass unclaimed, and the
+    // first worker catches all of them up, one 3-second run after another.
+    let mut body = wasm_job("* * * * * *", &sleep);
+    body["catchup"] = json!({"policy": "all", "window_s": 300});
+    body["kind"]["wasm"]["limits"] = json!({"timeout_s": 3});
+    let created = api.put("/api/v1/jobs/backlog", &body).await.expect(201);
+    let active_since = unix(&created["meta"]["active_since"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut w1 = env.worker("w1", LEASE);
+    wait_for("w1's first catch-up run", Duration::from_secs(30), || async {
+        api.runs("backlog")
+            .await
+            .into_iter()
+            .find(|r| r["trigger"] == "catchup" && r["status"] == "running")
+    })
+    .await;
+    // Killed with the rest of its catch-up queue not started.
+    w1.proc.kill9();
+    let killed = Timestamp::now().as_second();
+    let _w2 = env.worker("w2", LEASE);
+    // w2 takes the job over: the claim state lists w1's queue, which w2
+    // records missed; w1's run in progress is recorded lost.
+    let runs = wait_for(
+        "w2 to account for w1's queue and run",
+        Duration::from_secs(30),
+        || async {
+            let runs = api.runs("backlog").await;
+            let queue_recorded = runs
+                .iter()
+                .any(|r| r["status"] == "missed" && r["trigger"] == "catchup" && r["worker"] == "w2");
+            let run_lost = runs.iter().any(|r| r["status"] == "lost" && r["worker"] == "w1");
+            (queue_recorded && run_lost).then_some(runs)
+        },
+    )
+    .await;
+    let abandoned: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["status"] == "missed" && r["worker"] == "w2" && unix(&r["tick"]) < killed)
+        .collect();
+    assert!(
+        abandoned.iter().all(|r| r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("queued on a worker that stopped"))),
+        "{abandoned:?}"
+    );
+    // Every tick w1 accounted for — caught up, queued, skipped while its
+    // catch-up ran — is recorded exactly once.
+    check_every_second_history("backlog", &runs, active_since + 1, killed - 2);
+}
+
+#[tokio::test]
 async fn scheduling_goes_on_when_the_etcd_leader_dies() {
     let mut etcd = EtcdCluster::start(3);
     let mongo = MongoServer::start();

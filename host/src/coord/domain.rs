@@ -42,7 +42,7 @@ const KILL_REQUEST_TTL: Duration = Duration::from_secs(60);
 const RESULT_TTL: Duration = Duration::from_secs(3600);
 
 /// The claim record of a job: the newest tick any worker has claimed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobState {
     pub last_tick: Timestamp,
     /// The lease of the worker that made the claim. A worker whose claim
@@ -57,6 +57,12 @@ pub struct JobState {
     /// run id, [`crate::ids::RunId::for_skip`]) unless the log store has it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// Catch-up ticks this state accounts for that wait to run one after
+    /// another on the claimant, oldest first; each leaves the list in the
+    /// transaction that publishes its run. A worker that takes the job over
+    /// from another lease records the ticks still listed `missed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub catchup: Vec<Timestamp>,
 }
 
 /// A run in progress, as published under `running/`.
@@ -109,6 +115,8 @@ pub struct ClaimRequest {
     pub lease: LeaseId,
     /// The claim records its tick skipped (kept in the state: [`JobState::skipped`]).
     pub skipped: bool,
+    /// The claimant's queued catch-up ticks ([`JobState::catchup`]).
+    pub catchup: Vec<Timestamp>,
 }
 
 /// The result of one claim.
@@ -512,6 +520,7 @@ impl Coordinator {
                     last_tick: request.tick,
                     lease: Some(request.lease.0),
                     skipped: request.skipped,
+                    catchup: request.catchup.clone(),
                 })?,
             ));
             if let Some(run) = &request.run {
@@ -531,6 +540,34 @@ impl Coordinator {
         self.store
             .put(&self.running_key(job, run.run_id), encode(run)?, Some(lease))
             .await
+    }
+
+    /// Publishes the run of a queued catch-up tick and, in the same
+    /// transaction, writes the job's claim state without it (`state`), if
+    /// the state is still at `seen_revision`. Returns the fencing token, or
+    /// `None` when the state moved (another worker took the job over and
+    /// accounted for the queued ticks).
+    pub async fn start_queued_run(
+        &self,
+        job: &JobName,
+        run: &RunningEntry,
+        lease: LeaseId,
+        state: &JobState,
+        seen_revision: Revision,
+    ) -> Result<Option<Revision>, StoreError> {
+        let state_key = self.key(Family::State, job.as_str());
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision_is(state_key.clone(), seen_revision)])
+                    .and_then([
+                        TxnOp::put(state_key, encode(state)?),
+                        TxnOp::put_leased(self.running_key(job, run.run_id), encode(run)?, lease),
+                    ]),
+            )
+            .await?;
+        Ok(response.succeeded.then_some(response.revision))
     }
 
     /// Consumes a manual trigger and publishes its run in one transaction, so

@@ -1069,6 +1069,7 @@ mod tests {
             run: None,
             lease,
             skipped: false,
+            catchup: Vec::new(),
         };
         let ClaimOutcome::Won { fence } = coord.claim(&[claim(0, tick)]).await.unwrap()[0] else {
             panic!("the first claim must win");

@@ -26,6 +26,7 @@ use crate::run::Trigger;
 pub async fn run_all(store: Arc<dyn KvStore>, prefix: &str) {
     claims_advance_state_and_fence_runs(store.clone(), &format!("{prefix}claims/")).await;
     packed_claims_fall_back_to_single_claims(store.clone(), &format!("{prefix}packed/")).await;
+    queued_catchup_ticks_leave_the_state_as_their_runs_start(store.clone(), &format!("{prefix}queued/")).await;
     a_trigger_starts_exactly_one_run(store.clone(), &format!("{prefix}trigger/")).await;
     jobs_are_written_with_preconditions(store.clone(), &format!("{prefix}jobs/")).await;
     modules_are_chunked_and_committed_last(store.clone(), &format!("{prefix}modules/")).await;
@@ -93,6 +94,7 @@ pub async fn claims_advance_state_and_fence_runs(store: Arc<dyn KvStore>, prefix
         run: Some(run.clone()),
         lease,
         skipped: false,
+        catchup: Vec::new(),
     };
     let outcome = coord.claim(std::slice::from_ref(&request)).await.unwrap();
     let ClaimOutcome::Won { fence } = outcome[0] else {
@@ -147,6 +149,70 @@ pub async fn claims_advance_state_and_fence_runs(store: Arc<dyn KvStore>, prefix
     store.lease_revoke(lease).await.unwrap();
 }
 
+/// A catch-up claim lists its queued ticks in the claim state; each leaves
+/// the list in the transaction that publishes its run, and only while the
+/// state is where the claimant left it.
+pub async fn queued_catchup_ticks_leave_the_state_as_their_runs_start(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store.clone(), prefix);
+    let job = JobName::new("caught-up").unwrap();
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let ticks: Vec<Timestamp> = (1..=3).map(|s| ts(&format!("2026-01-01T00:00:0{s}Z"))).collect();
+    let claim = ClaimRequest {
+        job: job.clone(),
+        tick: ticks[2],
+        seen_revision: 0,
+        run: Some(entry("w1", ticks[0])),
+        lease,
+        skipped: false,
+        catchup: ticks[1..].to_vec(),
+    };
+    let ClaimOutcome::Won { fence } = coord.claim(&[claim]).await.unwrap()[0] else {
+        panic!("the claim must win");
+    };
+    let (state, _) = coord.job_state(&job).await.unwrap();
+    let mut state = state.unwrap();
+    assert_eq!(state.catchup, ticks[1..].to_vec(), "the queue is in the state");
+    state.catchup.remove(0);
+    let second = entry("w1", ticks[1]);
+    let started = coord
+        .start_queued_run(&job, &second, lease, &state, fence)
+        .await
+        .unwrap()
+        .expect("the state is where the claim left it");
+    assert!(started > fence);
+    let (stored, revision) = coord.job_state(&job).await.unwrap();
+    assert_eq!((stored.unwrap().catchup, revision), (vec![ticks[2]], started));
+    assert!(
+        coord
+            .running(Some(&job))
+            .await
+            .unwrap()
+            .iter()
+            .any(|(_, e)| e.run_id == second.run_id)
+    );
+    // A worker that still believes the state is at the claim's revision
+    // (someone else took the job over since) publishes nothing.
+    let third = entry("w1", ticks[2]);
+    state.catchup.clear();
+    assert_eq!(
+        coord
+            .start_queued_run(&job, &third, lease, &state, fence)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !coord
+            .running(Some(&job))
+            .await
+            .unwrap()
+            .iter()
+            .any(|(_, e)| e.run_id == third.run_id)
+    );
+    assert_eq!(coord.job_state(&job).await.unwrap().0.unwrap().catchup, vec![ticks[2]]);
+    store.lease_revoke(lease).await.unwrap();
+}
+
 /// Claims of many jobs are packed into few transactions; when one of them
 /// conflicts, the others still win and the conflicting one loses alone.
 pub async fn packed_claims_fall_back_to_single_claims(store: Arc<dyn KvStore>, prefix: &str) {
@@ -164,6 +230,7 @@ pub async fn packed_claims_fall_back_to_single_claims(store: Arc<dyn KvStore>, p
         run: None,
         lease,
         skipped: false,
+        catchup: Vec::new(),
     };
     assert!(matches!(
         coord.claim(&[other]).await.unwrap()[0],
@@ -178,6 +245,7 @@ pub async fn packed_claims_fall_back_to_single_claims(store: Arc<dyn KvStore>, p
             run: Some(entry("w", tick)),
             lease,
             skipped: false,
+            catchup: Vec::new(),
         })
         .collect();
     let outcomes = coord.claim(&requests).await.unwrap();
@@ -262,6 +330,7 @@ pub async fn jobs_are_written_with_preconditions(store: Arc<dyn KvStore>, prefix
         run: None,
         lease,
         skipped: false,
+        catchup: Vec::new(),
     };
     coord.claim(&[claim]).await.unwrap();
     assert!(coord.job_state(&job).await.unwrap().0.is_some());

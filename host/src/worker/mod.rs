@@ -21,8 +21,8 @@ use tracing::Instrument;
 use crate::alert::AlertHandle;
 use crate::config::{Role, WorkerConfig};
 use crate::coord::{
-    ClaimOutcome, ClaimRequest, Coordinator, Family, KeyValue, KillTarget, LeaseId, Revision, RunReport, RunningEntry,
-    StoreError, TriggerRequest, WatchEvent, WatchUpdate, WorkerInfo,
+    ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KeyValue, KillTarget, LeaseId, Revision, RunReport,
+    RunningEntry, StoreError, TriggerRequest, WatchEvent, WatchUpdate, WorkerInfo,
 };
 use crate::exec::{Executor, KillSwitch, ReportTo, StopReason};
 use crate::ids::{JobName, RunId};
@@ -208,9 +208,12 @@ struct JobSlot {
     /// Mod revision of `state/<job>` as last seen; `None` when unknown.
     state_revision: Option<Revision>,
     last_tick: Option<Timestamp>,
-    /// Catch-up ticks (`all` policy) still to run, one after another.
+    /// Catch-up ticks (`all` policy) still to run, one after another; the
+    /// claim state lists the same ticks (`JobState::catchup`).
     catchup_queue: VecDeque<Timestamp>,
     catchup_running: bool,
+    /// Whether the claim state says its last claim skipped its tick.
+    last_claim_skipped: bool,
 }
 
 struct PendingRetry {
@@ -318,7 +321,12 @@ struct AmbiguousClaim {
     broadcast: bool,
     /// For a catch-up claim: the plan it would have carried out.
     plan: Option<schedule::CatchupPlan>,
+    /// For a catch-up claim: another claimant's queued ticks it took over.
+    abandoned: Vec<Timestamp>,
 }
+
+/// Why a queued catch-up tick that another claimant never started is `missed`.
+const ABANDONED: &str = "its catch-up run was queued on a worker that stopped or gave the job up before starting it";
 
 /// The longest the loop sleeps without looking at the clock again, so a
 /// wall-clock jump delays ticks by at most this much.
@@ -496,6 +504,10 @@ impl State {
                 let ownership_changed = slot.owned != owned;
                 slot.job = job;
                 slot.owned = owned;
+                if !owned {
+                    // Its next owner records the queued ticks from the claim state.
+                    slot.catchup_queue.clear();
+                }
                 timing_changed || ownership_changed
             }
             None => {
@@ -508,6 +520,7 @@ impl State {
                         last_tick: None,
                         catchup_queue: VecDeque::new(),
                         catchup_running: false,
+                        last_claim_skipped: false,
                     },
                 );
                 true
@@ -548,6 +561,8 @@ impl State {
                 .set(Timer::Tick(name), self.now() + SignedDuration::from_secs(1));
         }
         for name in with_triggers {
+            // A queue taken up again after an error resumes here.
+            self.start_next_catchup(&name).await;
             if self.pending_triggers.values().any(|(job, _)| *job == name) {
                 self.take_triggers(&name).await;
             }
@@ -581,6 +596,7 @@ impl State {
         for name in names {
             let Some(slot) = self.jobs.get(&name) else { continue };
             let job = slot.job.clone();
+            let own_queue: Vec<Timestamp> = slot.catchup_queue.iter().copied().collect();
             if !slot.owned || job.spec.paused {
                 self.timers.remove(&Timer::Tick(name));
                 continue;
@@ -608,7 +624,9 @@ impl State {
             if let Some(claim) = self.ambiguous.remove(&name) {
                 // Ours if the state still names our claim, or (when a later
                 // claim moved it on) if the run we published exists.
-                let mut committed = state.is_some_and(|s| s.last_tick == claim.tick && s.lease == Some(claim.lease.0));
+                let mut committed = state
+                    .as_ref()
+                    .is_some_and(|s| s.last_tick == claim.tick && s.lease == Some(claim.lease.0));
                 if let (false, Some(entry)) = (committed, &claim.run) {
                     committed = match self.deps.coord.running(Some(&name)).await {
                         Ok(running) => running.iter().any(|(_, e)| e.run_id == entry.run_id),
@@ -625,14 +643,30 @@ impl State {
                     self.account_ambiguous(&job, claim, revision).await;
                 }
             }
+            // Queued catch-up ticks the state lists are this worker's to run
+            // only if it made the claim and still holds the same queue;
+            // otherwise their claimant stopped or gave the job up, and they
+            // are recorded `missed` once this worker's claim wins.
+            let listed = state.as_ref().map(|s| s.catchup.clone()).unwrap_or_default();
+            let keep = state.as_ref().is_some_and(|s| s.lease == Some(self.lease.0)) && listed == own_queue;
+            let (kept, abandoned) = if keep {
+                (listed, Vec::new())
+            } else {
+                (Vec::new(), listed)
+            };
+            let last_skipped = state.as_ref().is_some_and(|s| s.skipped);
             let last_tick = state.map(|s| s.last_tick);
             if let Some(slot) = self.jobs.get_mut(&name) {
                 slot.state_revision = Some(revision);
                 slot.last_tick = last_tick;
+                slot.last_claim_skipped = last_skipped;
+                if !keep {
+                    slot.catchup_queue.clear();
+                }
             }
             let after = last_tick.map_or(job.meta.active_since, |t| t.max(job.meta.active_since));
             let plan = schedule::plan_catchup(&job.schedule, job.spec.catchup, after, now, limits);
-            if plan.is_empty() {
+            if plan.is_empty() && abandoned.is_empty() {
                 self.set_tick_timer(&name, plan.next);
                 continue;
             }
@@ -647,15 +681,22 @@ impl State {
                     .first()
                     .map(|tick| self.running_entry(&job, RunId::generate(), *tick, Trigger::Catchup, 1))
             };
+            let mut queue = kept;
+            if !job.spec.broadcast {
+                queue.extend(plan.run.iter().skip(1));
+            }
             claims.push(ClaimRequest {
                 job: name.clone(),
                 tick: plan.horizon,
                 seen_revision: revision,
                 run: entry.clone(),
                 lease: self.lease,
-                skipped: false,
+                // A claim that only takes over abandoned ticks keeps the
+                // state's word on its last tick.
+                skipped: plan.is_empty() && last_skipped,
+                catchup: queue.clone(),
             });
-            plans.push((job, plan, entry));
+            plans.push((job, plan, entry, queue, abandoned));
         }
         self.confirm_skips(unconfirmed_skips);
         if claims.is_empty() {
@@ -665,7 +706,7 @@ impl State {
             Ok(outcomes) => outcomes,
             Err(err) => {
                 tracing::warn!(%err, jobs = claims.len(), "cannot claim missed ticks; retrying soon");
-                for ((job, plan, entry), request) in plans.into_iter().zip(&claims) {
+                for ((job, plan, entry, _queue, abandoned), request) in plans.into_iter().zip(&claims) {
                     if let Some(slot) = self.jobs.get_mut(&job.name) {
                         slot.state_revision = None;
                     }
@@ -678,6 +719,7 @@ impl State {
                             blocking: None,
                             broadcast: false,
                             plan: Some(plan),
+                            abandoned,
                         },
                     );
                     self.timers
@@ -687,12 +729,13 @@ impl State {
             }
         };
         let mut lost = Vec::new();
-        for ((job, plan, entry), outcome) in plans.into_iter().zip(outcomes) {
+        for ((job, plan, entry, queue, abandoned), outcome) in plans.into_iter().zip(outcomes) {
             let ClaimOutcome::Won { fence } = outcome else {
                 self.deps.metrics.claims_lost.fetch_add(1, Ordering::Relaxed);
                 lost.push(job.name.clone());
                 continue;
             };
+            self.record_unstarted(&job, &abandoned, fence, ABANDONED).await;
             self.record_missed(&job, &plan, fence).await;
             if job.spec.broadcast {
                 for tick in &plan.run {
@@ -702,10 +745,9 @@ impl State {
             if let Some(slot) = self.jobs.get_mut(&job.name) {
                 slot.state_revision = Some(fence);
                 slot.last_tick = Some(plan.horizon);
-                if !job.spec.broadcast {
-                    slot.catchup_queue = plan.run.iter().skip(1).copied().collect();
-                }
-                slot.catchup_running = entry.is_some();
+                slot.last_claim_skipped = plan.is_empty() && slot.last_claim_skipped;
+                slot.catchup_queue = queue.into();
+                slot.catchup_running |= entry.is_some();
             }
             if let Some(entry) = entry {
                 tracing::info!(job = %job.name, tick = %entry.tick, policy = ?job.spec.catchup.policy, "catch-up run");
@@ -756,14 +798,21 @@ impl State {
                             tick was not run";
         tracing::warn!(job = %job.name, tick = %claim.tick, "a claim whose answer was lost went through; recording its ticks");
         if let Some(plan) = &claim.plan {
+            self.record_unstarted(job, &claim.abandoned, fence, ABANDONED).await;
             self.record_missed(job, plan, fence).await;
             // Catch-up runs the plan would have started, after the first
-            // (which is `claim.run`) — all of them for a broadcast job.
-            let published = usize::from(!job.spec.broadcast);
-            for tick in plan.run.iter().skip(published) {
-                let record = self.not_run(job, *tick, RunStatus::Missed, fence, LATE.to_owned());
-                self.deps.metrics.run_ended(RunStatus::Missed);
-                self.record_ended(job, record).await;
+            // (which is `claim.run`) — all of them for a broadcast job. The
+            // claim listed the queued ones in the state: their ids are the
+            // ones a later owner would record them under.
+            if job.spec.broadcast {
+                for tick in &plan.run {
+                    let record = self.not_run(job, *tick, RunStatus::Missed, fence, LATE.to_owned());
+                    self.deps.metrics.run_ended(RunStatus::Missed);
+                    self.record_ended(job, record).await;
+                }
+            } else {
+                let queued: Vec<Timestamp> = plan.run.iter().skip(1).copied().collect();
+                self.record_unstarted(job, &queued, fence, LATE).await;
             }
         }
         match claim.run {
@@ -852,6 +901,10 @@ impl State {
             if owned != slot.owned {
                 slot.owned = owned;
                 slot.state_revision = None;
+                if !owned {
+                    // Its next owner records the queued ticks from the claim state.
+                    slot.catchup_queue.clear();
+                }
                 if owned {
                     gained += 1
                 } else {
@@ -1253,16 +1306,32 @@ impl State {
         record
     }
 
+    /// Records queued catch-up ticks that never started `missed`, under the
+    /// ids every worker derives for them, so recording one twice keeps one
+    /// record.
+    async fn record_unstarted(&self, job: &Arc<Job>, ticks: &[Timestamp], fence: Revision, reason: &str) {
+        for tick in ticks {
+            let mut record = self.not_run(job, *tick, RunStatus::Missed, fence, reason.to_owned());
+            record.run_id = RunId::for_unstarted_catchup(&job.name, *tick);
+            record.trigger = Trigger::Catchup;
+            self.deps.metrics.run_ended(RunStatus::Missed);
+            self.record_ended(job, record).await;
+        }
+        if !ticks.is_empty() {
+            tracing::warn!(job = %job.name, ticks = ticks.len(), "recorded queued catch-up ticks missed");
+        }
+    }
+
     /// The record that a tick claimed with `fence` was skipped because
     /// `blocking` (when known) was still running. Its id is derived from the
-    /// claim, so a later owner re-recording it writes the same record.
+    /// job and tick, so a later owner re-recording it writes the same record.
     fn skip_record(&self, job: &Job, tick: Timestamp, fence: Revision, blocking: Option<RunId>) -> RunRecord {
         let reason = match blocking {
             Some(run) => format!("previous run {run} was still running (overlap: forbid)"),
             None => "previous run was still running (overlap: forbid)".to_owned(),
         };
         let mut record = self.not_run(job, tick, RunStatus::Skipped, fence, reason);
-        record.run_id = RunId::for_skip(&job.name, tick, fence);
+        record.run_id = RunId::for_skip(&job.name, tick);
         record
     }
 
@@ -1359,6 +1428,7 @@ impl State {
                             },
                             broadcast: action == TickAction::Broadcast,
                             plan: None,
+                            abandoned: Vec::new(),
                         },
                     );
                     self.timers
@@ -1400,6 +1470,7 @@ impl State {
             return None;
         }
         let seen_revision = slot.state_revision.unwrap_or(0);
+        let queued: Vec<Timestamp> = slot.catchup_queue.iter().copied().collect();
         let running = self.running_runs(name);
         let decision = schedule::overlap_decision(job.spec.overlap, running.len());
         let start = match decision {
@@ -1426,6 +1497,7 @@ impl State {
                 run,
                 lease: self.lease,
                 skipped: matches!(action, TickAction::Skip(_)),
+                catchup: queued,
             },
             action,
         ))
@@ -1469,6 +1541,7 @@ impl State {
                 let Some(slot) = self.jobs.get_mut(&name) else { return };
                 slot.state_revision = Some(fence);
                 slot.last_tick = Some(request.tick);
+                slot.last_claim_skipped = request.skipped;
                 let job = slot.job.clone();
                 match (request.run, action) {
                     (Some(entry), _) => self.spawn_run(job, entry, fence),
@@ -1569,6 +1642,64 @@ impl State {
         self.runs.spawn(runner::run(spec));
     }
 
+    /// Starts the next queued catch-up tick of `name` if none is running:
+    /// one transaction publishes its run and writes the claim state without
+    /// it, so a crash cannot leave a tick both started and listed.
+    async fn start_next_catchup(&mut self, name: &JobName) {
+        let Some(slot) = self.jobs.get(name) else { return };
+        if !slot.owned || slot.catchup_running {
+            return;
+        }
+        let (Some(seen), Some(last_tick), Some(&tick)) =
+            (slot.state_revision, slot.last_tick, slot.catchup_queue.front())
+        else {
+            return;
+        };
+        let job = slot.job.clone();
+        let state = JobState {
+            last_tick,
+            lease: Some(self.lease.0),
+            skipped: slot.last_claim_skipped,
+            catchup: slot.catchup_queue.iter().skip(1).copied().collect(),
+        };
+        let entry = self.running_entry(&job, RunId::generate(), tick, Trigger::Catchup, 1);
+        let outcome = self
+            .deps
+            .coord
+            .start_queued_run(name, &entry, self.lease, &state, seen)
+            .await;
+        let retry_at = self.now() + SignedDuration::from_secs(1);
+        let Some(slot) = self.jobs.get_mut(name) else { return };
+        slot.catchup_queue.pop_front();
+        match outcome {
+            Ok(Some(fence)) => {
+                slot.state_revision = Some(fence);
+                slot.catchup_running = true;
+                tracing::info!(job = %name, %tick, "catch-up run");
+                self.spawn_run(job, entry, fence);
+            }
+            Ok(None) => {
+                // The state moved: another worker took the job over, and
+                // records the queued ticks it found there.
+                slot.catchup_queue.clear();
+                slot.state_revision = None;
+                self.timers.set(Timer::Tick(name.clone()), retry_at);
+            }
+            Err(err) => {
+                // The transaction may have gone through unanswered: withdraw
+                // the run it would have published, and record the tick under
+                // the id a later owner would use, should the state still
+                // list it. Recovery (in a second) re-reads the rest.
+                slot.state_revision = None;
+                tracing::warn!(job = %name, %tick, %err, "cannot start a catch-up run; recording it missed");
+                self.withdraw_entry(name.clone(), entry.run_id);
+                self.record_unstarted(&job, &[tick], 0, &format!("catch-up run could not start: {err}"))
+                    .await;
+                self.timers.set(Timer::Tick(name.clone()), retry_at);
+            }
+        }
+    }
+
     async fn on_run_finished(&mut self, done: RunFinished) {
         self.local_runs.remove(&done.run_id);
         self.kill_switches.remove(&done.run_id);
@@ -1577,34 +1708,14 @@ impl State {
         let Some(slot) = self.jobs.get_mut(&done.job) else {
             return;
         };
+        if done.trigger == Trigger::Catchup {
+            slot.catchup_running = false;
+        }
         if !slot.owned && done.shard.is_none() {
             return;
         }
         if done.trigger == Trigger::Catchup && slot.owned {
-            slot.catchup_running = false;
-            if let Some(tick) = slot.catchup_queue.pop_front() {
-                let job = slot.job.clone();
-                let entry = self.running_entry(&job, RunId::generate(), tick, Trigger::Catchup, 1);
-                match self.deps.coord.start_run(&done.job, &entry, self.lease).await {
-                    Ok(fence) => {
-                        if let Some(slot) = self.jobs.get_mut(&done.job) {
-                            slot.catchup_running = true;
-                        }
-                        self.spawn_run(job, entry, fence);
-                    }
-                    Err(err) => {
-                        tracing::warn!(job = %done.job, %err, "cannot start a catch-up run; recording it missed");
-                        let record = self.not_run(
-                            &job,
-                            tick,
-                            RunStatus::Missed,
-                            0,
-                            format!("catch-up run could not start: {err}"),
-                        );
-                        self.record_ended(&job, record).await;
-                    }
-                }
-            }
+            self.start_next_catchup(&done.job).await;
         }
         if !done.status.is_retryable() || done.trigger == Trigger::Manual {
             return;
