@@ -513,6 +513,65 @@ async fn queued_catch_up_ticks_of_a_killed_worker_are_recorded_by_the_next_owner
 }
 
 #[tokio::test]
+async fn a_pending_retry_survives_its_worker_and_runs_after_its_backoff_on_the_next() {
+    let stores = Stores::start();
+    let env = stores.env("durable-retry");
+    let master = env.master("master", "");
+    let api = master.api();
+    let mut w1 = env.worker("w1", LEASE);
+    wait_for_workers(&api, 1).await;
+    let exit3 = upload_wat(&api, "exit3").await;
+    // One tick, three seconds from now; it fails, and its one retry waits 6 s.
+    let at = Timestamp::now()
+        .saturating_add(jiff::SignedDuration::from_secs(3))
+        .unwrap();
+    let utc = at.to_zoned(jiff::tz::TimeZone::UTC);
+    let mut body = wasm_job(
+        &format!(
+            "{} {} {} {} {} *",
+            utc.second(),
+            utc.minute(),
+            utc.hour(),
+            utc.day(),
+            utc.month()
+        ),
+        &exit3,
+    );
+    body["retry"] = json!({"max": 1, "backoff_s": 6});
+    api.put("/api/v1/jobs/flaky", &body).await.expect(201);
+    let first = wait_for("the first attempt to fail", Duration::from_secs(30), || async {
+        api.runs("flaky").await.into_iter().find(|r| r["status"] == "failed")
+    })
+    .await;
+    assert_eq!(
+        (first["attempt"].as_u64(), first["worker"].as_str()),
+        (Some(1), Some("w1"))
+    );
+    // w1 stops during the backoff (a restart, a deploy); w2 takes the job.
+    assert_eq!(w1.proc.stop(), Some(0));
+    let _w2 = env.worker("w2", LEASE);
+    let retry = wait_for("the retry on w2", Duration::from_secs(30), || async {
+        api.runs("flaky")
+            .await
+            .into_iter()
+            .find(|r| r["attempt"] == 2 && r["status"] == "failed")
+    })
+    .await;
+    assert_eq!(retry["trigger"], "retry");
+    assert_eq!(retry["worker"], "w2");
+    assert_eq!(retry["tick"], first["tick"], "a retry re-runs its tick");
+    let ended: Timestamp = first["ended_at"].as_str().unwrap().parse().unwrap();
+    let started: Timestamp = retry["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        started.duration_since(ended) >= jiff::SignedDuration::from_secs(6),
+        "the backoff is kept: ended {ended}, retried {started}"
+    );
+    // max 1: no third attempt, and the first's tick has exactly these two.
+    let runs = api.runs("flaky").await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+}
+
+#[tokio::test]
 async fn scheduling_goes_on_when_the_etcd_leader_dies() {
     let mut etcd = EtcdCluster::start(3);
     let mongo = MongoServer::start();

@@ -4,12 +4,15 @@
 //!
 //! ```text
 //! <prefix>jobs/<name>                job record (JSON)
-//! <prefix>state/<name>               { last_tick } — advanced only by claims
+//! <prefix>state/<name>               { last_tick, lease, skipped, catchup } —
+//!                                    advanced only by claims
 //! <prefix>running/<name>/<run_id>    a run in progress, on the runner's lease
 //! <prefix>workers/<id>               worker info, on the worker's lease
 //! <prefix>kill/<name>/<run_id|all>   kill request, on a short lease
 //! <prefix>trigger/<name>/<id>        a run to start: "run now", a dependent
-//!                                    job's run, or one shard of a broadcast tick
+//!                                    job's run, a retry (not before its
+//!                                    backoff ends), or one shard of a
+//!                                    broadcast tick
 //! <prefix>results/<name>/<run_id>    an async run's reported outcome, on a lease
 //! <prefix>modules/meta/<hex>         module commit marker: size, chunks, kind
 //! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
@@ -201,6 +204,9 @@ pub struct TriggerRequest {
     /// The attempt this run is (a retried shard keeps counting).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub attempt: u32,
+    /// Not to be started before this instant (a retry's backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
 }
 
 fn manual() -> Trigger {
@@ -232,6 +238,7 @@ impl TriggerRequest {
             shard: None,
             target_worker: None,
             attempt: 1,
+            not_before: None,
         }
     }
 
@@ -599,8 +606,8 @@ impl Coordinator {
     }
 
     /// Removes a finished run from `running/` and, in the same transaction,
-    /// stores the trigger requests of the jobs it starts, so that the
-    /// dependents start exactly when the run is seen to end.
+    /// stores the trigger requests of the runs it starts (its retry, or its
+    /// dependents), so that they start exactly when the run is seen to end.
     pub async fn finish_run_starting(
         &self,
         job: &JobName,

@@ -29,7 +29,7 @@ use crate::ids::{JobName, RunId};
 use crate::job::{CatchupPolicy, Completion, Job, JobKind};
 use crate::logstore::Sink;
 use crate::metrics::Metrics;
-use crate::run::{ParentRun, RunRecord, RunStatus, Shard, Trigger};
+use crate::run::{RunRecord, RunStatus, Shard, Trigger};
 use crate::schedule::{self, CatchupLimits, OverlapDecision, TimerQueue};
 
 mod runner;
@@ -166,8 +166,6 @@ impl Worker {
                 jobs: HashMap::new(),
                 workers: BTreeMap::new(),
                 timers: TimerQueue::new(),
-                retries: HashMap::new(),
-                next_retry: 0,
                 remote_running: HashMap::new(),
                 local_runs: HashMap::new(),
                 kill_switches,
@@ -198,7 +196,8 @@ impl Worker {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Timer {
     Tick(JobName),
-    Retry(u64),
+    /// The job's earliest trigger request not to start before now (a retry).
+    Triggers(JobName),
 }
 
 struct JobSlot {
@@ -214,16 +213,6 @@ struct JobSlot {
     catchup_running: bool,
     /// Whether the claim state says its last claim skipped its tick.
     last_claim_skipped: bool,
-}
-
-struct PendingRetry {
-    job: JobName,
-    tick: Timestamp,
-    attempt: u32,
-    /// A retried shard keeps its place in the broadcast.
-    shard: Option<Shard>,
-    parent: Option<ParentRun>,
-    depth: u32,
 }
 
 struct LocalRun {
@@ -273,8 +262,6 @@ struct State {
     jobs: HashMap<JobName, JobSlot>,
     workers: BTreeMap<String, WorkerInfo>,
     timers: TimerQueue<Timer>,
-    retries: HashMap<u64, PendingRetry>,
-    next_retry: u64,
     /// Runs published under `running/` by any worker, by job.
     remote_running: HashMap<JobName, HashMap<RunId, RunningEntry>>,
     local_runs: HashMap<RunId, LocalRun>,
@@ -855,8 +842,8 @@ impl State {
 
     fn remove_job(&mut self, name: &JobName) {
         self.timers.remove(&Timer::Tick(name.clone()));
+        self.timers.remove(&Timer::Triggers(name.clone()));
         self.jobs.remove(name);
-        self.retries.retain(|_, retry| &retry.job != name);
     }
 
     fn is_owner(&self, job: &Job) -> bool {
@@ -1003,26 +990,14 @@ impl State {
         tracing::warn!(job = %job.name, run = %entry.run_id, worker = %entry.worker, "run lost with its worker");
         self.deps.metrics.run_ended(RunStatus::Lost);
         self.record_ended(&job, record).await;
-        // Its dependents (`on_failure`, unless it is retried) start here,
-        // since the worker that would have started them is gone.
-        for (dependent, request) in runner::dependents_of(&job, &entry, RunStatus::Lost) {
-            if let Err(err) = self.deps.coord.put_trigger(&dependent, &request).await {
-                tracing::warn!(job = %job.name, %dependent, %err, "cannot start a dependent job of a lost run");
+        // Its retry (a lost run counts as failed) or else its dependents
+        // (`on_failure`) start here, since the worker that would have
+        // started them is gone.
+        for (target, request) in runner::follow_ups(&job, &entry, RunStatus::Lost, self.now()) {
+            if let Err(err) = self.deps.coord.put_trigger(&target, &request).await {
+                tracing::warn!(job = %job.name, %target, %err, "cannot start the retry or a dependent job of a lost run");
             }
         }
-        // A lost run counts as failed for retries.
-        let done = RunFinished {
-            job: job.name.clone(),
-            run_id: entry.run_id,
-            tick: entry.tick,
-            trigger: entry.trigger,
-            attempt: entry.attempt,
-            status: RunStatus::Lost,
-            shard: entry.shard,
-            parent: entry.parent.clone(),
-            depth: entry.depth,
-        };
-        self.on_run_finished(done).await;
     }
 
     async fn on_triggers(&mut self, update: WatchUpdate) {
@@ -1079,6 +1054,9 @@ impl State {
             .filter(|(_, (job, _))| job == name)
             .map(|(key, _)| key.clone())
             .collect();
+        let now = self.now();
+        // The earliest request of ours that must wait (a retry's backoff).
+        let mut wake: Option<Timestamp> = None;
         for key in keys {
             let Some((_, kv)) = self.pending_triggers.get(&key) else {
                 continue;
@@ -1091,6 +1069,12 @@ impl State {
             if !self.takes(slot, &request) {
                 continue;
             }
+            if let Some(not_before) = request.not_before
+                && not_before > now
+            {
+                wake = Some(wake.map_or(not_before, |w| w.min(not_before)));
+                continue;
+            }
             let Some((_, kv)) = self.pending_triggers.remove(&key) else {
                 continue;
             };
@@ -1100,6 +1084,8 @@ impl State {
                     .await
                 {
                     self.pending_triggers.insert(key, (name.clone(), kv));
+                    let soon = now + SignedDuration::from_secs(1);
+                    wake = Some(wake.map_or(soon, |w| w.min(soon)));
                 }
                 continue;
             }
@@ -1120,10 +1106,15 @@ impl State {
                 }
                 Ok(None) => {}
                 Err(err) => {
-                    tracing::warn!(job = %name, %err, "cannot take a run request; will retry");
+                    tracing::warn!(job = %name, %err, "cannot take a run request; retrying in 1 s");
                     self.pending_triggers.insert(key, (name.clone(), kv));
+                    let soon = now + SignedDuration::from_secs(1);
+                    wake = Some(wake.map_or(soon, |w| w.min(soon)));
                 }
             }
+        }
+        if let Some(at) = wake {
+            self.timers.set(Timer::Triggers(name.clone()), at);
         }
     }
 
@@ -1171,6 +1162,7 @@ impl State {
                 }),
                 target_worker: Some(worker),
                 attempt: 1,
+                not_before: None,
             })
             .collect();
         match self.deps.coord.put_shards(&job.name, &shards, consume).await {
@@ -1396,7 +1388,7 @@ impl State {
                         actions.push(action);
                     }
                 }
-                Timer::Retry(id) => self.start_retry(id).await,
+                Timer::Triggers(name) => self.take_triggers(&name).await,
             }
         }
         for (timer, due) in deferred {
@@ -1571,34 +1563,6 @@ impl State {
         }
     }
 
-    async fn start_retry(&mut self, id: u64) {
-        let Some(retry) = self.retries.remove(&id) else { return };
-        let Some(slot) = self.jobs.get(&retry.job) else { return };
-        // A shard is retried where it ran; anything else by the job's owner.
-        if !slot.owned && retry.shard.is_none() {
-            return;
-        }
-        let job = slot.job.clone();
-        let mut entry = self.running_entry(&job, RunId::generate(), retry.tick, Trigger::Retry, retry.attempt);
-        entry.shard = retry.shard;
-        entry.parent = retry.parent.clone();
-        entry.depth = retry.depth;
-        match self.deps.coord.start_run(&retry.job, &entry, self.lease).await {
-            Ok(fence) => self.spawn_run(job, entry, fence),
-            Err(err) => {
-                tracing::warn!(job = %retry.job, %err, "cannot start a retry; trying again in 1 s");
-                // The entry may have been written although the answer was
-                // lost; it must not linger as a run that never ends.
-                self.withdraw_entry(retry.job.clone(), entry.run_id);
-                let job = retry.job.clone();
-                self.retries.insert(id, retry);
-                self.timers
-                    .set(Timer::Retry(id), self.now() + SignedDuration::from_secs(1));
-                tracing::debug!(%job, "retry rescheduled");
-            }
-        }
-    }
-
     fn spawn_run(&mut self, job: Arc<Job>, entry: RunningEntry, fence: Revision) {
         let kill = KillSwitch::new();
         let run_id = entry.run_id;
@@ -1705,39 +1669,13 @@ impl State {
         self.kill_switches.remove(&done.run_id);
         self.results.forget(&done.run_id);
         while self.runs.try_join_next().is_some() {}
-        let Some(slot) = self.jobs.get_mut(&done.job) else {
-            return;
-        };
-        if done.trigger == Trigger::Catchup {
+        // Its retry and dependents were stored with the removal of its
+        // entry; what is left is the next queued catch-up tick.
+        if done.trigger == Trigger::Catchup
+            && let Some(slot) = self.jobs.get_mut(&done.job)
+        {
             slot.catchup_running = false;
-        }
-        if !slot.owned && done.shard.is_none() {
-            return;
-        }
-        if done.trigger == Trigger::Catchup && slot.owned {
             self.start_next_catchup(&done.job).await;
-        }
-        if !done.status.is_retryable() || done.trigger == Trigger::Manual {
-            return;
-        }
-        let Some(slot) = self.jobs.get(&done.job) else { return };
-        if let Some(delay) = schedule::retry_delay(&slot.job.spec.retry, done.attempt) {
-            let id = self.next_retry;
-            self.next_retry += 1;
-            self.retries.insert(
-                id,
-                PendingRetry {
-                    job: done.job.clone(),
-                    tick: done.tick,
-                    attempt: done.attempt + 1,
-                    shard: done.shard,
-                    parent: done.parent.clone(),
-                    depth: done.depth,
-                },
-            );
-            let due = self.now() + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO);
-            tracing::info!(job = %done.job, attempt = done.attempt + 1, ?delay, "retry scheduled");
-            self.timers.set(Timer::Retry(id), due);
         }
     }
 
@@ -1766,9 +1704,6 @@ impl State {
                     killed = true;
                 }
             }
-        }
-        if !self.retries.is_empty() {
-            tracing::info!(pending = self.retries.len(), "pending retries are dropped at shutdown");
         }
     }
 }

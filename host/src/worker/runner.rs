@@ -17,7 +17,7 @@ use crate::ids::{JobName, RunId};
 use crate::job::{Job, JobKind};
 use crate::logstore::Sink;
 use crate::metrics::Metrics;
-use crate::run::{ParentRun, RunRecord, RunStatus, Shard, StreamKind, Trigger};
+use crate::run::{ParentRun, RunRecord, RunStatus, StreamKind, Trigger};
 use crate::schedule;
 
 /// How many dependency links a chain of runs may have. Cycles are refused
@@ -49,13 +49,7 @@ pub(super) struct RunSpec {
 pub(super) struct RunFinished {
     pub(super) job: JobName,
     pub(super) run_id: RunId,
-    pub(super) tick: Timestamp,
     pub(super) trigger: Trigger,
-    pub(super) attempt: u32,
-    pub(super) status: RunStatus,
-    pub(super) shard: Option<Shard>,
-    pub(super) parent: Option<ParentRun>,
-    pub(super) depth: u32,
 }
 
 pub(super) async fn run(spec: RunSpec) {
@@ -196,24 +190,21 @@ async fn execute(spec: RunSpec) {
     // store or the spool): a worker killed before that leaves the entry,
     // and the run is then recorded `lost` instead of staying `running`.
     sink.flush().await;
-    let dependents = dependents_of(&job, &entry, status);
-    if let Err(err) = coord.finish_run_starting(&job.name, entry.run_id, &dependents).await {
+    // Its retry and dependents are stored with the entry's removal, so they
+    // start exactly when the run is seen to end — even if this worker does
+    // not live to start them.
+    let follow_ups = follow_ups(&job, &entry, status, Timestamp::now());
+    if let Err(err) = coord.finish_run_starting(&job.name, entry.run_id, &follow_ups).await {
         // Left in place, the entry would hold back an `overlap: forbid` job
         // (every tick skipped) until this worker's lease ends.
-        tracing::warn!(%err, dependents = dependents.len(), "cannot remove the running entry; retrying");
-        finish_in_background(coord.clone(), job.name.clone(), entry.run_id, dependents);
+        tracing::warn!(%err, follow_ups = follow_ups.len(), "cannot remove the running entry; retrying");
+        finish_in_background(coord.clone(), job.name.clone(), entry.run_id, follow_ups);
     }
     let _worker_gone = done
         .send(RunFinished {
             job: job.name.clone(),
             run_id: entry.run_id,
-            tick: entry.tick,
             trigger: entry.trigger,
-            attempt: entry.attempt,
-            status,
-            shard: entry.shard,
-            parent: entry.parent.clone(),
-            depth: entry.depth,
         })
         .await;
 }
@@ -295,15 +286,50 @@ pub(super) fn finish_in_background(
     });
 }
 
-/// The jobs a run that ended with `status` starts: `on_success` after a
-/// success; `on_failure` after a failure that will not be retried.
-pub(super) fn dependents_of(job: &Job, entry: &RunningEntry, status: RunStatus) -> Vec<(JobName, TriggerRequest)> {
-    let retried = status.is_retryable()
-        && entry.trigger != Trigger::Manual
-        && schedule::retry_delay(&job.spec.retry, entry.attempt).is_some();
+/// The runs a run that ended with `status` at `now` starts, as trigger
+/// requests: its retry (after the job's backoff), or else its dependents.
+pub(super) fn follow_ups(
+    job: &Job,
+    entry: &RunningEntry,
+    status: RunStatus,
+    now: Timestamp,
+) -> Vec<(JobName, TriggerRequest)> {
+    match retry_of(job, entry, status, now) {
+        Some(retry) => vec![(job.name.clone(), retry)],
+        None => dependents_of(job, entry, status),
+    }
+}
+
+/// The retry of a run that ended with `status` at `now`, if the job's retry
+/// policy asks for one: the same tick, the next attempt, not before the
+/// backoff has passed; a shard is retried on the worker it ran on.
+fn retry_of(job: &Job, entry: &RunningEntry, status: RunStatus, now: Timestamp) -> Option<TriggerRequest> {
+    if !status.is_retryable() || entry.trigger == Trigger::Manual {
+        return None;
+    }
+    let delay = schedule::retry_delay(&job.spec.retry, entry.attempt)?;
+    let delay = jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::ZERO);
+    tracing::info!(attempt = entry.attempt + 1, ?delay, "retry scheduled");
+    Some(TriggerRequest {
+        requested_at: crate::run::whole_millisecond(now),
+        requested_by: format!("retry of run {}", entry.run_id),
+        trigger: Trigger::Retry,
+        tick: Some(entry.tick),
+        parent: entry.parent.clone(),
+        depth: entry.depth,
+        shard: entry.shard,
+        target_worker: entry.shard.map(|_| entry.worker.clone()),
+        attempt: entry.attempt + 1,
+        not_before: Some(crate::run::whole_millisecond(now.saturating_add(delay).unwrap_or(now))),
+    })
+}
+
+/// The jobs a run that ended with `status`, and is not retried, starts:
+/// `on_success` after a success; `on_failure` after a failure.
+fn dependents_of(job: &Job, entry: &RunningEntry, status: RunStatus) -> Vec<(JobName, TriggerRequest)> {
     let targets = if status == RunStatus::Succeeded {
         &job.spec.on_success
-    } else if status.is_failure() && !retried {
+    } else if status.is_failure() {
         &job.spec.on_failure
     } else {
         return Vec::new();
@@ -336,8 +362,126 @@ pub(super) fn dependents_of(job: &Job, entry: &RunningEntry, status: RunStatus) 
                 shard: None,
                 target_worker: None,
                 attempt: 1,
+                not_before: None,
             };
             (target.clone(), request)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::Role;
+    use crate::cronexpr::Schedule;
+    use crate::job::{JobKind, JobMeta, JobSpec, RetryPolicy, ShellJob};
+
+    fn ts(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn job(max_retries: u32) -> Job {
+        let now = ts("2026-01-01T00:00:00Z");
+        let kind = JobKind::Shell(ShellJob {
+            command: "false".into(),
+            env: BTreeMap::new(),
+            timeout_s: 1,
+            output_kb: 1,
+        });
+        Job {
+            name: JobName::new("flaky").unwrap(),
+            schedule: Schedule::new("@daily", "UTC").unwrap(),
+            spec: JobSpec {
+                retry: RetryPolicy {
+                    max: max_retries,
+                    backoff_s: 10,
+                    max_backoff_s: 3600,
+                },
+                on_failure: vec![JobName::new("page-someone").unwrap()],
+                ..JobSpec::new("@daily", kind)
+            },
+            meta: JobMeta {
+                created_at: now,
+                updated_at: now,
+                active_since: now,
+                written_by: Role::Admin,
+            },
+            revision: 1,
+        }
+    }
+
+    fn entry(trigger: Trigger, attempt: u32) -> RunningEntry {
+        RunningEntry {
+            run_id: RunId::generate(),
+            worker: "w1".into(),
+            tick: ts("2026-01-02T00:00:00Z"),
+            trigger,
+            attempt,
+            claimed_at: ts("2026-01-02T00:00:00Z"),
+            fence: Some(7),
+            parent: None,
+            shard: None,
+            depth: 0,
+            result_token_sha256: None,
+            result_token: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_with_retries_left_stores_its_retry_not_its_dependents() {
+        let now = ts("2026-01-02T00:00:01Z");
+        let first = entry(Trigger::Schedule, 1);
+        let follow = follow_ups(&job(2), &first, RunStatus::Failed, now);
+        assert_eq!(follow.len(), 1, "{follow:?}");
+        let (target, retry) = &follow[0];
+        assert_eq!(target.as_str(), "flaky");
+        assert_eq!(retry.trigger, Trigger::Retry);
+        assert_eq!((retry.tick, retry.attempt), (Some(first.tick), 2));
+        assert_eq!(retry.not_before, Some(ts("2026-01-02T00:00:11Z")), "after the backoff");
+        assert_eq!(
+            retry.target_worker, None,
+            "the job's owner takes it, whoever that is then"
+        );
+        // The second retry waits twice as long.
+        let second = follow_ups(&job(2), &entry(Trigger::Retry, 2), RunStatus::Lost, now);
+        assert_eq!(second[0].1.not_before, Some(ts("2026-01-02T00:00:21Z")));
+    }
+
+    #[test]
+    fn the_last_attempt_and_manual_runs_start_dependents_instead() {
+        let now = ts("2026-01-02T00:00:01Z");
+        for (entry, max) in [
+            (entry(Trigger::Retry, 3), 2),
+            (entry(Trigger::Manual, 1), 2),
+            (entry(Trigger::Schedule, 1), 0),
+        ] {
+            let follow = follow_ups(&job(max), &entry, RunStatus::Failed, now);
+            let targets: Vec<&str> = follow.iter().map(|(job, _)| job.as_str()).collect();
+            assert_eq!(
+                targets,
+                vec!["page-someone"],
+                "{:?} attempt {}",
+                entry.trigger,
+                entry.attempt
+            );
+            assert_eq!(follow[0].1.trigger, Trigger::Dependency);
+        }
+        // A success is never retried.
+        assert!(follow_ups(&job(2), &entry(Trigger::Schedule, 1), RunStatus::Succeeded, now).is_empty());
+    }
+
+    #[test]
+    fn a_shard_is_retried_on_the_worker_it_ran_on() {
+        let mut shard = entry(Trigger::Schedule, 1);
+        shard.shard = Some(crate::run::Shard {
+            index: 1,
+            count: 3,
+            group: RunId::generate(),
+        });
+        let follow = follow_ups(&job(1), &shard, RunStatus::TimedOut, ts("2026-01-02T00:00:01Z"));
+        assert_eq!(follow[0].1.shard, shard.shard);
+        assert_eq!(follow[0].1.target_worker.as_deref(), Some("w1"));
+    }
 }
