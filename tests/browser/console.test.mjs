@@ -103,7 +103,7 @@ async function apiPutJob(name, body) {
 
 /** The body of a job view: what was PUT, without the server's bookkeeping. */
 function specOf(view) {
-  const { name, meta, revision, status, reason, owner, explain, next_run, last_run, running, history_unavailable, ...spec } = view;
+  const { name, meta, revision, status, reason, owner, explain, next_run, last_run, running, pending, history_unavailable, ...spec } = view;
   return spec;
 }
 
@@ -318,6 +318,31 @@ test("a shell job is killed from its job page", async () => {
   await page.getByRole("button", { name: "Kill run" }).click();
   await page.locator('.runs-table tr[data-status="killed"]').waitFor({ timeout: 10_000 });
   await page.getByRole("heading", { level: 1, name: /^napper/ }).locator("[data-status=scheduled]").waitFor({ timeout: 10_000 });
+});
+
+test("a failed run's retry waits on the job page until its backoff ends", async () => {
+  // One tick, three seconds from now (UTC); it fails, and its retry waits ten minutes.
+  const at = new Date(Date.now() + 3000);
+  const cron = `${at.getUTCSeconds()} ${at.getUTCMinutes()} ${at.getUTCHours()} ${at.getUTCDate()} ${at.getUTCMonth() + 1} *`;
+  await apiPutJob("shaky", {
+    schedule: cron,
+    timezone: "UTC",
+    kind: { shell: { command: "echo failing; exit 1" } },
+    retry: { max: 1, backoff_s: 600 },
+  });
+  await open("#/jobs/shaky", /^shaky/);
+  await page.locator('.runs-table tr[data-status="failed"]').waitFor({ timeout: RUNS });
+  const waiting = page.locator(".pending-runs li", { hasText: "retry (attempt 2)" });
+  await waiting.waitFor({ timeout: RUNS });
+  const text = await waiting.textContent();
+  assert.match(text, /starts in (9|10) min/, text);
+  assert.match(text, /requested by retry of run [0-9A-Z]{26}/, text);
+  const [pending] = (await apiGet("/jobs/shaky")).pending;
+  assert.equal(pending.trigger, "retry");
+  assert.equal(pending.attempt, 2);
+  // Tidy up: the pending retry goes with the job.
+  const deleted = await fetch(`${BASE}/api/v1/jobs/shaky`, { method: "DELETE" });
+  assert.equal(deleted.status, 204, await deleted.text());
 });
 
 test("a duplicated job's output is cut at its limit, and the run says so", async () => {

@@ -547,6 +547,18 @@ async fn a_pending_retry_survives_its_worker_and_runs_after_its_backoff_on_the_n
         (first["attempt"].as_u64(), first["worker"].as_str()),
         (Some(1), Some("w1"))
     );
+    // The retry is stored with the end of the run, and the job view shows it.
+    let pending = wait_for("the retry to be stored", Duration::from_secs(10), || async {
+        let view = api.get("/api/v1/jobs/flaky").await.expect(200);
+        view["pending"].as_array().and_then(|p| p.first().cloned())
+    })
+    .await;
+    assert_eq!(
+        (pending["trigger"].as_str(), pending["attempt"].as_u64()),
+        (Some("retry"), Some(2))
+    );
+    assert_eq!(pending["tick"], first["tick"]);
+    let not_before: Timestamp = pending["not_before"].as_str().expect("not_before").parse().unwrap();
     // w1 stops during the backoff (a restart, a deploy); w2 takes the job.
     assert_eq!(w1.proc.stop(), Some(0));
     let _w2 = env.worker("w2", LEASE);
@@ -563,12 +575,14 @@ async fn a_pending_retry_survives_its_worker_and_runs_after_its_backoff_on_the_n
     let ended: Timestamp = first["ended_at"].as_str().unwrap().parse().unwrap();
     let started: Timestamp = retry["started_at"].as_str().unwrap().parse().unwrap();
     assert!(
-        started.duration_since(ended) >= jiff::SignedDuration::from_secs(6),
-        "the backoff is kept: ended {ended}, retried {started}"
+        not_before.duration_since(ended) >= jiff::SignedDuration::from_secs(6) && started >= not_before,
+        "the backoff is kept: ended {ended}, due {not_before}, retried {started}"
     );
     // max 1: no third attempt, and the first's tick has exactly these two.
     let runs = api.runs("flaky").await;
     assert_eq!(runs.len(), 2, "{runs:?}");
+    let view = api.get("/api/v1/jobs/flaky").await.expect(200);
+    assert_eq!(view["pending"], json!([]), "nothing left waiting");
 }
 
 #[tokio::test]

@@ -749,7 +749,7 @@ export async function render(view) {
 function stripView(job) {
   const {
     name: _name, meta: _meta, revision: _revision, status: _status, reason: _reason, owner: _owner,
-    explain: _explain, next_run: _next, last_run: _last, running: _running,
+    explain: _explain, next_run: _next, last_run: _last, running: _running, pending: _pending,
     history_unavailable: _unavailable, ...spec
   } = job;
   return spec;

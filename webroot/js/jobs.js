@@ -493,6 +493,17 @@ export async function renderDetail(view) {
               h("a", { href: `#/runs/${entry.run_id}` }, entry.run_id), " on ", entry.worker,
               " · claimed ", relTime(entry.claimed_at), entry.trigger !== "schedule" ? ` · ${entry.trigger}` : null,
               entry.shard ? ` · ${shardLabel(entry.shard)}` : null))))
+          : null,
+        job.pending?.length
+          ? h("section", { class: "card pending-runs" },
+            h("h2", {}, "Waiting to run"),
+            h("ul", { class: "plain" }, job.pending.map((run) => h("li", {},
+              h("strong", {}, run.attempt > 1 ? `${run.trigger} (attempt ${run.attempt})` : run.trigger),
+              " for ", formatTime(run.tick, job.timezone),
+              run.not_before ? [" · starts ", relTime(run.not_before)] : null,
+              run.worker ? ` · on ${run.worker}` : null,
+              run.shard ? ` · ${shardLabel(run.shard)}` : null,
+              h("span", { class: "muted" }, ` · requested by ${run.requested_by}`)))))
           : null);
     });
   };

@@ -13,10 +13,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 use crate::config::Role;
-use crate::coord::{KillTarget, RunningEntry, WorkerInfo};
+use crate::coord::{KillTarget, RunningEntry, TriggerRequest, WorkerInfo};
 use crate::ids::{JobName, RunId};
 use crate::job::{Job, JobKind, JobMeta, JobRecord, JobSpec};
-use crate::run::RunRecord;
+use crate::run::{RunRecord, Shard, Trigger};
 use crate::schedule;
 
 /// A job as the API shows it: its spec, bookkeeping and live status.
@@ -44,6 +44,46 @@ pub struct JobView {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub history_unavailable: bool,
     pub running: Vec<RunningEntry>,
+    /// Runs requested and not started yet: "run now" and dependents about to
+    /// be taken, retries waiting for their backoff, shards of a broadcast.
+    pub pending: Vec<PendingRun>,
+}
+
+/// A run requested and not started yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PendingRun {
+    pub trigger: Trigger,
+    /// The tick it will run for.
+    #[schema(value_type = String, format = DateTime)]
+    pub tick: Timestamp,
+    pub attempt: u32,
+    #[schema(value_type = String, format = DateTime)]
+    pub requested_at: Timestamp,
+    pub requested_by: String,
+    /// Not started before this instant (a retry's backoff).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub not_before: Option<Timestamp>,
+    /// The worker that must run it (a shard); otherwise the job's owner does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+}
+
+impl From<&TriggerRequest> for PendingRun {
+    fn from(request: &TriggerRequest) -> Self {
+        Self {
+            trigger: request.trigger,
+            tick: request.tick(),
+            attempt: request.attempt,
+            requested_at: request.requested_at,
+            requested_by: request.requested_by.clone(),
+            not_before: request.not_before,
+            worker: request.target_worker.clone(),
+            shard: request.shard,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -73,6 +113,7 @@ fn not_found(name: &JobName) -> ApiError {
 struct Context {
     workers: Vec<WorkerInfo>,
     running: BTreeMap<JobName, Vec<RunningEntry>>,
+    pending: BTreeMap<JobName, Vec<PendingRun>>,
     last_runs: BTreeMap<JobName, RunRecord>,
     history_unavailable: bool,
     now: Timestamp,
@@ -88,6 +129,13 @@ impl Context {
             entry.result_token_sha256 = None;
             running.entry(job).or_default().push(entry);
         }
+        let mut pending: BTreeMap<JobName, Vec<PendingRun>> = BTreeMap::new();
+        for (job, request) in state.coord.triggers(job_filter).await? {
+            pending.entry(job).or_default().push(PendingRun::from(&request));
+        }
+        for runs in pending.values_mut() {
+            runs.sort_by_key(|run| (run.not_before.unwrap_or(run.requested_at), run.tick));
+        }
         // Jobs live in the coordination store; a log-store outage must not
         // keep operators from reading, pausing or editing them.
         let (last_runs, history_unavailable) = match state.logs.last_runs(names).await {
@@ -100,6 +148,7 @@ impl Context {
         Ok(Self {
             workers,
             running,
+            pending,
             last_runs,
             history_unavailable,
             now: Timestamp::now(),
@@ -139,6 +188,7 @@ impl Context {
             owner,
             next_run,
             running,
+            pending: self.pending.remove(&job.name).unwrap_or_default(),
         }
     }
 }

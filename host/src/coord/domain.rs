@@ -635,6 +635,16 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Runs requested and not yet started, of one job or of all jobs.
+    pub async fn triggers(&self, job: Option<&JobName>) -> Result<Vec<(JobName, TriggerRequest)>, StoreError> {
+        let prefix = match job {
+            Some(job) => self.key(Family::Trigger, &format!("{job}/")),
+            None => self.prefix_of(Family::Trigger),
+        };
+        let range = self.store.range(&prefix).await?;
+        Ok(range.kvs.iter().filter_map(|kv| self.decode_trigger(kv)).collect())
+    }
+
     /// Runs in progress, of one job or of all jobs.
     pub async fn running(&self, job: Option<&JobName>) -> Result<Vec<(JobName, RunningEntry)>, StoreError> {
         let prefix = match job {
