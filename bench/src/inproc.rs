@@ -341,6 +341,7 @@ pub fn run_record(job: JobName, tick: Timestamp) -> RunRecord {
         truncated: false,
         missed_count: None,
         missed_until: None,
+        result_due: None,
         result: None,
         expire_at: None,
         parent: None,

@@ -197,6 +197,12 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
+    /// For an `async` run whose process, module or call ended well: until
+    /// when the worker waits for its reported result (then `timed_out`).
+    /// Present only while the run waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub result_due: Option<Timestamp>,
     /// When the record (and its output) may be deleted: the tick plus the
     /// job's retention (or the installation's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +241,7 @@ impl RunRecord {
             truncated: false,
             missed_count: None,
             missed_until: None,
+            result_due: None,
             result: None,
             expire_at: None,
             parent: None,

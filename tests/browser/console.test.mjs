@@ -584,7 +584,10 @@ test("an async job's run waits for the reported result", async () => {
   await page.getByLabel("Result timeout (s)").fill("120");
   await save("export");
   await runNowAndOpen("export");
-  await page.locator("#async-wait", { hasText: "Waiting for the reported result (up to 120 s)" }).waitFor();
+  // Once the command has ended, the run says until when it waits.
+  const waiting = page.locator("#async-wait", { hasText: "The process ended; waiting for the reported result until" });
+  await waiting.waitFor({ timeout: RUNS });
+  assert.match(await waiting.textContent(), /\(in [12] min\)/);
   const text = async (prefix) => (await page.locator("#output-lines li .text", { hasText: prefix }).textContent()).slice(prefix.length);
   await page.locator("#output-lines li", { hasText: "url=" }).waitFor();
   const [token, url] = [await text("token="), await text("url=")];

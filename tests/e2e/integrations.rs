@@ -320,13 +320,20 @@ async fn an_async_job_waits_for_its_reported_result() {
     let run_id = call.header("x-sandcron-run-id").expect("run id").to_owned();
     assert!(token.starts_with("scr_") && token.len() > 60, "{token}");
     assert_eq!(result_url, format!("{}/api/v1/runs/{run_id}/result", dev.base));
-    // The call has ended, but the run waits.
-    let run = wait_for("the run's record", WAIT, || async {
+    // The call has ended, but the run waits, and says until when.
+    let run = wait_for("the run to wait for its report", WAIT, || async {
         let reply = api.get(&format!("/api/v1/runs/{run_id}")).await;
-        (reply.status == 200).then(|| reply.expect(200))
+        (reply.status == 200 && reply.body["result_due"].is_string()).then(|| reply.expect(200))
     })
     .await;
     assert_eq!(run["status"], "running", "{run}");
+    let started: jiff::Timestamp = run["started_at"].as_str().unwrap().parse().unwrap();
+    let due: jiff::Timestamp = run["result_due"].as_str().unwrap().parse().unwrap();
+    let wait = due.duration_since(started);
+    assert!(
+        wait >= jiff::SignedDuration::from_secs(120) && wait < jiff::SignedDuration::from_secs(180),
+        "result_timeout_s 120 from the call's end: {run}"
+    );
     // The job view lists the run, but not its token's hash.
     let view = api.get("/api/v1/jobs/export").await.expect(200);
     assert_eq!(view["running"][0]["run_id"], run_id.as_str(), "{view}");
@@ -357,11 +364,18 @@ async fn an_async_job_waits_for_its_reported_result() {
     })
     .await;
     assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(run.get("result_due").is_none(), "only while waiting: {run}");
     assert_eq!(run["result"], json!({"rows": 42}));
     let output = text_of(&api.output(&run_id).await);
     assert!(output.contains("< HTTP/1.1 200 OK"), "{output}");
     assert!(output.ends_with("exported 42 rows\n"), "{output}");
-    // A report for a run that has ended is refused.
+    // A report for a run that has ended is refused. (The final record is
+    // written before the run's entry goes, so wait for the entry too.)
+    wait_for("the run's entry to go", WAIT, || async {
+        let view = api.get("/api/v1/jobs/export").await.expect(200);
+        view["running"].as_array().is_some_and(Vec::is_empty).then_some(())
+    })
+    .await;
     let late = post(Some(&token), body).await.unwrap();
     assert_eq!(late.status(), 404);
     // A sync run does not take reports.

@@ -217,11 +217,15 @@ export async function render(view) {
         }, killing ? "Killing…" : "Kill")
           : null));
     replace(factsBox, h("h2", { class: "sr-only" }, "Details"), facts(run, output.bytes));
-    replace(asyncBox, run.status === "running" && job?.completion === "async"
+    const reportHow = [" The service reports with ", h("code", {}, `POST /api/v1/runs/${run.run_id}/result`), " and the run's token."];
+    replace(asyncBox, run.status === "running" && run.result_due
       ? h("p", { class: "notice tone-live", id: "async-wait" },
-        `Waiting for the reported result (up to ${job.result_timeout_s ?? 3600} s): the service reports with `,
-        h("code", {}, `POST /api/v1/runs/${run.run_id}/result`), " and the run's token.")
-      : null);
+        `The ${job?.kind?.http ? "call" : "process"} ended; waiting for the reported result until `,
+        formatTime(run.result_due, undefined, true), " (", relTime(run.result_due), ").", reportHow)
+      : run.status === "running" && job?.completion === "async"
+        ? h("p", { class: "notice tone-live", id: "async-wait" },
+          `Once it ends well, the run waits up to ${job.result_timeout_s ?? 3600} s for its reported result.`, reportHow)
+        : null);
     replace(resultBox, run.result !== undefined && run.result !== null
       ? h("section", { class: "card" }, h("h2", {}, "Result"), h("pre", { class: "result" }, JSON.stringify(run.result, null, 2)))
       : null);
@@ -232,6 +236,13 @@ export async function render(view) {
     api(jobPath(run.job), { signal: view.signal }).then((answer) => {
       job = answer;
       if (view.alive) drawRun();
+      // The record says when the run starts waiting (and until when); its
+      // status does not change then, so the output stream does not tell.
+      if (job.completion === "async") {
+        view.every(2000, async () => {
+          if (run.status === "running" && !run.result_due) await refreshRun();
+        });
+      }
     }).catch(() => {});
   }
 

@@ -80,6 +80,7 @@ pub fn sample_record(job: &JobName, tick: Timestamp, status: RunStatus, fence: i
         truncated: false,
         missed_count: None,
         missed_until: None,
+        result_due: None,
         result: terminal.then(|| serde_json::json!({"rows": 3, "ok": true, "note": "ünïcødé"})),
     }
 }
@@ -105,6 +106,7 @@ pub async fn records_round_trip(store: &dyn LogStore, prefix: &str) {
     full.truncated = true;
     full.missed_count = Some(86_400);
     full.missed_until = Some(base + SignedDuration::from_hours(24));
+    full.result_due = Some(base + micros(7_200_000_001));
 
     let mut minimal = sample_record(&job, base + SignedDuration::from_secs(1), RunStatus::Running, 0);
     minimal.module = None;
@@ -1243,6 +1245,7 @@ fn to_millis(record: &RunRecord) -> RunRecord {
     r.started_at = r.started_at.map(ms);
     r.ended_at = r.ended_at.map(ms);
     r.missed_until = r.missed_until.map(ms);
+    r.result_due = r.result_due.map(ms);
     r.expire_at = r.expire_at.map(ms);
     r
 }

@@ -525,6 +525,8 @@ struct RunDoc {
     missed_count: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     missed_until: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result_due: Option<DateTime>,
     /// The guest's result as JSON text; see the module comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     result: Option<String>,
@@ -570,6 +572,7 @@ impl RunDoc {
             truncated: record.truncated,
             missed_count: record.missed_count.map(saturate),
             missed_until: record.missed_until.map(to_date),
+            result_due: record.result_due.map(to_date),
             // A `serde_json::Value` always encodes.
             result: record.result.as_ref().map(serde_json::Value::to_string),
             expire_at: record.expire_at.map(to_date),
@@ -627,6 +630,11 @@ impl RunDoc {
                 .map(from_date)
                 .transpose()
                 .map_err(|e| corrupt("an invalid missed_until", &e))?,
+            result_due: self
+                .result_due
+                .map(from_date)
+                .transpose()
+                .map_err(|e| corrupt("an invalid result_due", &e))?,
             result: self
                 .result
                 .map(|text| serde_json::from_str(&text))
@@ -1529,6 +1537,7 @@ mod tests {
         r.started_at = r.started_at.map(ms);
         r.ended_at = r.ended_at.map(ms);
         r.missed_until = r.missed_until.map(ms);
+        r.result_due = r.result_due.map(ms);
         r.expire_at = r.expire_at.map(ms);
         r
     }

@@ -98,6 +98,7 @@ async fn execute(spec: RunSpec) {
         truncated: false,
         missed_count: None,
         missed_until: None,
+        result_due: None,
         result: None,
         expire_at: job.expire_at(entry.tick, retention),
         parent: entry.parent.clone(),
@@ -154,7 +155,12 @@ async fn execute(spec: RunSpec) {
                 let mut outcome = executor.execute(&request, &mut output, &kill).await;
                 if let (Some(rx), RunStatus::Succeeded) = (report_rx, outcome.status) {
                     drop(slot.take());
+                    // Readers learn that the run now waits, and until when.
+                    let timeout = jiff::SignedDuration::try_from(job.spec.result_timeout()).unwrap_or_default();
+                    record.result_due = Timestamp::now().checked_add(timeout).ok();
+                    sink.record(record.clone()).await;
                     outcome = await_report(&job, entry.run_id, rx, &kill, &mut output, &coord, &mut record).await;
+                    record.result_due = None;
                 }
                 record.output_bytes = output.bytes_written();
                 record.truncated = output.is_truncated();
