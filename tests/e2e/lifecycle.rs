@@ -188,3 +188,20 @@ async fn catchup_all_runs_every_missed_tick_in_order() {
         "within the window nothing is missed"
     );
 }
+
+#[tokio::test]
+async fn a_log_that_is_not_a_terminal_gets_plain_text() {
+    let dev = dev(&[]);
+    let api = dev.api();
+    api.put("/api/v1/jobs/chatty", &shell_job("@every 1s", "echo hi"))
+        .await
+        .expect(201);
+    // A run logs its end with structured fields.
+    let log = wait_for("a run's end in the log", Duration::from_secs(20), || async {
+        let log = dev.log_text();
+        log.contains("run ended").then_some(log)
+    })
+    .await;
+    assert!(!log.contains('\u{1b}'), "no terminal escapes in a log file:\n{log}");
+    assert!(log.contains("status=succeeded"), "{log}");
+}
