@@ -522,21 +522,7 @@ async fn a_pending_retry_survives_its_worker_and_runs_after_its_backoff_on_the_n
     wait_for_workers(&api, 1).await;
     let exit3 = upload_wat(&api, "exit3").await;
     // One tick, three seconds from now; it fails, and its one retry waits 6 s.
-    let at = Timestamp::now()
-        .saturating_add(jiff::SignedDuration::from_secs(3))
-        .unwrap();
-    let utc = at.to_zoned(jiff::tz::TimeZone::UTC);
-    let mut body = wasm_job(
-        &format!(
-            "{} {} {} {} {} *",
-            utc.second(),
-            utc.minute(),
-            utc.hour(),
-            utc.day(),
-            utc.month()
-        ),
-        &exit3,
-    );
+    let mut body = wasm_job(&crate::once_in(3), &exit3);
     body["retry"] = json!({"max": 1, "backoff_s": 6});
     api.put("/api/v1/jobs/flaky", &body).await.expect(201);
     let first = wait_for("the first attempt to fail", Duration::from_secs(30), || async {

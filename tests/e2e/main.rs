@@ -28,6 +28,22 @@ pub(crate) fn dev(extra: &[&str]) -> Dev {
 }
 
 /// A shell job body.
+/// A cron expression (UTC, with seconds) that fires once, `secs` seconds from now.
+pub(crate) fn once_in(secs: i64) -> String {
+    let at = jiff::Timestamp::now()
+        .saturating_add(jiff::SignedDuration::from_secs(secs))
+        .expect("a near instant")
+        .to_zoned(jiff::tz::TimeZone::UTC);
+    format!(
+        "{} {} {} {} {} *",
+        at.second(),
+        at.minute(),
+        at.hour(),
+        at.day(),
+        at.month()
+    )
+}
+
 pub(crate) fn shell_job(schedule: &str, command: &str) -> serde_json::Value {
     serde_json::json!({"schedule": schedule, "kind": {"shell": {"command": command}}})
 }

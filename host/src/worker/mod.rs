@@ -1069,6 +1069,11 @@ impl State {
             if !self.takes(slot, &request) {
                 continue;
             }
+            // A paused job's retries wait until it is resumed (a "run now"
+            // of a paused job runs: someone asked for that run).
+            if request.trigger == Trigger::Retry && job.spec.paused {
+                continue;
+            }
             if let Some(not_before) = request.not_before
                 && not_before > now
             {
