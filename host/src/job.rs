@@ -907,6 +907,26 @@ fn check_label(field: &str, text: &str) -> Result<(), JobError> {
 }
 
 #[cfg(test)]
+impl Job {
+    /// A stored job for unit tests: `spec` as written by an admin at `at`,
+    /// at revision 1.
+    pub(crate) fn for_test(name: &str, spec: JobSpec, at: Timestamp) -> Job {
+        Job {
+            name: JobName::new(name).expect("name"),
+            schedule: Schedule::new(&spec.schedule, &spec.timezone).expect("schedule"),
+            spec,
+            meta: JobMeta {
+                created_at: at,
+                updated_at: at,
+                active_since: at,
+                written_by: Role::Admin,
+            },
+            revision: 1,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

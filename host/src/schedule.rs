@@ -353,9 +353,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::Role;
-    use crate::ids::JobName;
-    use crate::job::{JobKind, JobMeta, JobSpec, ShellJob};
+    use crate::job::{JobKind, JobSpec, ShellJob};
 
     fn ts(text: &str) -> Timestamp {
         text.parse().expect("timestamp")
@@ -612,18 +610,7 @@ mod tests {
             selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             ..JobSpec::new("@daily", kind)
         };
-        Job {
-            name: JobName::new(name).expect("name"),
-            schedule: Schedule::new("@daily", "UTC").expect("schedule"),
-            spec,
-            meta: JobMeta {
-                created_at: now,
-                updated_at: now,
-                active_since: now,
-                written_by: Role::Admin,
-            },
-            revision: 1,
-        }
+        Job::for_test(name, spec, now)
     }
 
     fn worker(id: &str, native: bool, labels: &[(&str, &str)], capacity: usize) -> WorkerInfo {

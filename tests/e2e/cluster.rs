@@ -534,11 +534,7 @@ async fn a_pending_retry_survives_its_worker_and_runs_after_its_backoff_on_the_n
         (Some(1), Some("w1"))
     );
     // The retry is stored with the end of the run, and the job view shows it.
-    let pending = wait_for("the retry to be stored", Duration::from_secs(10), || async {
-        let view = api.get("/api/v1/jobs/flaky").await.expect(200);
-        view["pending"].as_array().and_then(|p| p.first().cloned())
-    })
-    .await;
+    let pending = crate::first_pending(&api, "flaky").await;
     assert_eq!(
         (pending["trigger"].as_str(), pending["attempt"].as_u64()),
         (Some("retry"), Some(2))
@@ -548,13 +544,7 @@ async fn a_pending_retry_survives_its_worker_and_runs_after_its_backoff_on_the_n
     // w1 stops during the backoff (a restart, a deploy); w2 takes the job.
     assert_eq!(w1.proc.stop(), Some(0));
     let _w2 = env.worker("w2", LEASE);
-    let retry = wait_for("the retry on w2", Duration::from_secs(30), || async {
-        api.runs("flaky")
-            .await
-            .into_iter()
-            .find(|r| r["attempt"] == 2 && r["status"] == "failed")
-    })
-    .await;
+    let retry = crate::failed_attempt(&api, "flaky", 2, Duration::from_secs(30)).await;
     assert_eq!(retry["trigger"], "retry");
     assert_eq!(retry["worker"], "w2");
     assert_eq!(retry["tick"], first["tick"], "a retry re-runs its tick");

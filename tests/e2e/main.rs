@@ -18,7 +18,10 @@ mod shell_jobs;
 mod soak;
 mod wasm;
 
-use sandcron_tests::Dev;
+use std::time::Duration;
+
+use sandcron_tests::{Api, Dev, wait_for};
+use serde_json::Value;
 
 /// The binary under test, built fresh by cargo for this test target.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sandcron");
@@ -28,6 +31,26 @@ pub(crate) fn dev(extra: &[&str]) -> Dev {
 }
 
 /// A shell job body.
+/// Waits for the first pending run in `job`'s view (a stored retry, say).
+pub(crate) async fn first_pending(api: &Api, job: &str) -> Value {
+    wait_for(&format!("a pending run of {job}"), Duration::from_secs(10), || async {
+        let view = api.get(&format!("/api/v1/jobs/{job}")).await.expect(200);
+        view["pending"].as_array().and_then(|p| p.first().cloned())
+    })
+    .await
+}
+
+/// Waits for a `failed` run of `job` that is attempt `attempt`.
+pub(crate) async fn failed_attempt(api: &Api, job: &str, attempt: u64, within: Duration) -> Value {
+    wait_for(&format!("attempt {attempt} of {job} to fail"), within, || async {
+        api.runs(job)
+            .await
+            .into_iter()
+            .find(|r| r["attempt"] == attempt && r["status"] == "failed")
+    })
+    .await
+}
+
 /// A cron expression (UTC, with seconds) that fires once, `secs` seconds from now.
 pub(crate) fn once_in(secs: i64) -> String {
     let at = jiff::Timestamp::now()

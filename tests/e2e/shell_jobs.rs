@@ -236,20 +236,9 @@ async fn a_paused_jobs_retry_waits_until_the_job_is_resumed() {
     let mut job = shell_job(&crate::once_in(2), "echo attempt $SANDCRON_ATTEMPT; exit 3");
     job["retry"] = json!({"max": 1, "backoff_s": 3});
     api.put("/api/v1/jobs/held", &job).await.expect(201);
-    wait_for("the first attempt to fail", Duration::from_secs(20), || async {
-        api.runs("held")
-            .await
-            .iter()
-            .any(|r| r["status"] == "failed")
-            .then_some(())
-    })
-    .await;
+    crate::failed_attempt(&api, "held", 1, Duration::from_secs(20)).await;
     api.post("/api/v1/jobs/held/pause").await.expect(200);
-    let pending = wait_for("the stored retry", Duration::from_secs(10), || async {
-        let view = api.get("/api/v1/jobs/held").await.expect(200);
-        view["pending"].as_array().and_then(|p| p.first().cloned())
-    })
-    .await;
+    let pending = crate::first_pending(&api, "held").await;
     let not_before: jiff::Timestamp = pending["not_before"].as_str().unwrap().parse().unwrap();
     // Let the backoff pass while the job is paused: the retry stays pending.
     let past = not_before.duration_since(jiff::Timestamp::now()) + jiff::SignedDuration::from_secs(2);
@@ -263,13 +252,7 @@ async fn a_paused_jobs_retry_waits_until_the_job_is_resumed() {
     assert_eq!(view["pending"][0]["trigger"], "retry", "{view}");
     // Resumed, it runs at once (its backoff is over).
     api.post("/api/v1/jobs/held/resume").await.expect(200);
-    let retry = wait_for("the retry after resume", Duration::from_secs(20), || async {
-        api.runs("held")
-            .await
-            .into_iter()
-            .find(|r| r["attempt"] == 2 && r["status"] == "failed")
-    })
-    .await;
+    let retry = crate::failed_attempt(&api, "held", 2, Duration::from_secs(20)).await;
     assert_eq!(retry["trigger"], "retry");
     assert_eq!(api.output(retry["run_id"].as_str().unwrap()).await[0].1, "attempt 2\n");
 }

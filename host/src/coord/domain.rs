@@ -630,29 +630,29 @@ impl Coordinator {
             .txn(Txn::new().when([Compare::exists(running)]).and_then(ops))
             .await?;
         if !response.succeeded {
-            tracing::warn!(%job, run = %run_id, "the run's entry was already gone; its dependent jobs were not started");
+            tracing::warn!(%job, run = %run_id, "the run's entry was already gone; its retry or dependent jobs were not started");
         }
         Ok(())
     }
 
     /// Runs requested and not yet started, of one job or of all jobs.
     pub async fn triggers(&self, job: Option<&JobName>) -> Result<Vec<(JobName, TriggerRequest)>, StoreError> {
-        let prefix = match job {
-            Some(job) => self.key(Family::Trigger, &format!("{job}/")),
-            None => self.prefix_of(Family::Trigger),
-        };
-        let range = self.store.range(&prefix).await?;
+        let range = self.store.range(&self.per_job_prefix(Family::Trigger, job)).await?;
         Ok(range.kvs.iter().filter_map(|kv| self.decode_trigger(kv)).collect())
     }
 
     /// Runs in progress, of one job or of all jobs.
     pub async fn running(&self, job: Option<&JobName>) -> Result<Vec<(JobName, RunningEntry)>, StoreError> {
-        let prefix = match job {
-            Some(job) => self.key(Family::Running, &format!("{job}/")),
-            None => self.prefix_of(Family::Running),
-        };
-        let range = self.store.range(&prefix).await?;
+        let range = self.store.range(&self.per_job_prefix(Family::Running, job)).await?;
         Ok(range.kvs.iter().filter_map(|kv| self.decode_running(kv)).collect())
+    }
+
+    /// The prefix of a `<family>/<job>/<id>` family: one job's keys, or all.
+    fn per_job_prefix(&self, family: Family, job: Option<&JobName>) -> String {
+        match job {
+            Some(job) => self.key(family, &format!("{job}/")),
+            None => self.prefix_of(family),
+        }
     }
 
     /// The job and run id named by a `running/` key.

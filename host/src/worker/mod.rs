@@ -606,7 +606,13 @@ impl State {
                 && state.skipped
                 && state.lease != Some(self.lease.0)
             {
-                unconfirmed_skips.push(self.skip_record(&job, state.last_tick, revision, None));
+                let mut record = self.skip_record(&job, state.last_tick, revision, None);
+                record.error = Some(format!(
+                    "previous run was still running (overlap: forbid); recorded by {} on taking the job over, \
+                     as the worker that skipped the tick had not recorded it",
+                    self.deps.info.id
+                ));
+                unconfirmed_skips.push(record);
             }
             if let Some(claim) = self.ambiguous.remove(&name) {
                 // Ours if the state still names our claim, or (when a later
@@ -754,19 +760,13 @@ impl State {
             return;
         }
         let sink = self.deps.sink.clone();
-        let me = self.deps.info.id.clone();
         tokio::spawn(async move {
             use futures::StreamExt as _;
             futures::stream::iter(records)
-                .for_each_concurrent(16, |mut record| {
+                .for_each_concurrent(16, |record| {
                     let sink = &sink;
-                    let me = &me;
                     async move {
                         let (job, tick) = (record.job.clone(), record.tick);
-                        record.error = Some(format!(
-                            "previous run was still running (overlap: forbid); recorded by {me} on taking the \
-                             job over, as the worker that skipped the tick had not recorded it"
-                        ));
                         if sink.record_unless_stored(record).await {
                             tracing::info!(%job, %tick, "recorded a skipped tick its claimant had not recorded");
                         }

@@ -267,20 +267,20 @@ async fn await_report(
     }
 }
 
-/// Removes a run's `running/` entry (starting its dependents in the same
-/// transaction), retrying in the background until the store answers. The
-/// transaction only applies while the entry exists, so a retry after a lost
-/// answer cannot start the dependents twice.
+/// Removes a run's `running/` entry (storing its follow-ups — retry or
+/// dependents — in the same transaction), retrying in the background until
+/// the store answers. The transaction only applies while the entry exists,
+/// so a retry after a lost answer cannot store the follow-ups twice.
 pub(super) fn finish_in_background(
     coord: Coordinator,
     job: JobName,
     run_id: RunId,
-    dependents: Vec<(JobName, TriggerRequest)>,
+    follow_ups: Vec<(JobName, TriggerRequest)>,
 ) {
     tokio::spawn(async move {
         let mut delay = std::time::Duration::from_millis(200);
         loop {
-            match coord.finish_run_starting(&job, run_id, &dependents).await {
+            match coord.finish_run_starting(&job, run_id, &follow_ups).await {
                 Ok(()) => return,
                 Err(err) => {
                     tracing::warn!(%job, run = %run_id, %err, "cannot remove a running entry; retrying");
@@ -380,9 +380,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::Role;
-    use crate::cronexpr::Schedule;
-    use crate::job::{JobKind, JobMeta, JobSpec, RetryPolicy, ShellJob};
+    use crate::job::{JobKind, JobSpec, RetryPolicy, ShellJob};
 
     fn ts(text: &str) -> Timestamp {
         text.parse().unwrap()
@@ -396,26 +394,16 @@ mod tests {
             timeout_s: 1,
             output_kb: 1,
         });
-        Job {
-            name: JobName::new("flaky").unwrap(),
-            schedule: Schedule::new("@daily", "UTC").unwrap(),
-            spec: JobSpec {
-                retry: RetryPolicy {
-                    max: max_retries,
-                    backoff_s: 10,
-                    max_backoff_s: 3600,
-                },
-                on_failure: vec![JobName::new("page-someone").unwrap()],
-                ..JobSpec::new("@daily", kind)
+        let spec = JobSpec {
+            retry: RetryPolicy {
+                max: max_retries,
+                backoff_s: 10,
+                max_backoff_s: 3600,
             },
-            meta: JobMeta {
-                created_at: now,
-                updated_at: now,
-                active_since: now,
-                written_by: Role::Admin,
-            },
-            revision: 1,
-        }
+            on_failure: vec![JobName::new("page-someone").unwrap()],
+            ..JobSpec::new("@daily", kind)
+        };
+        Job::for_test("flaky", spec, now)
     }
 
     fn entry(trigger: Trigger, attempt: u32) -> RunningEntry {
