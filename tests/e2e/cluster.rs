@@ -98,19 +98,8 @@ pub(crate) fn unix(tick: &Value) -> i64 {
 /// Returns how many ticks ran.
 fn check_every_second_history(job: &str, runs: &[Value], from: i64, to: i64) -> usize {
     let mut seen: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
-    let mut covered = BTreeSet::new();
-    for run in runs
-        .iter()
-        .filter(|r| r["trigger"] == "schedule" || r["trigger"] == "catchup")
-    {
-        let tick = unix(&run["tick"]);
-        seen.entry(tick).or_default().push(run);
-        covered.insert(tick);
-        if !run["missed_until"].is_null() {
-            for t in tick..=unix(&run["missed_until"]) {
-                covered.insert(t);
-            }
-        }
+    for run in scheduled(runs) {
+        seen.entry(unix(&run["tick"])).or_default().push(run);
     }
     for (tick, runs) in &seen {
         assert_eq!(
@@ -120,9 +109,28 @@ fn check_every_second_history(job: &str, runs: &[Value], from: i64, to: i64) -> 
             runs.len()
         );
     }
-    let missing: Vec<i64> = (from..=to).filter(|t| !covered.contains(t)).collect();
+    let missing = uncovered(runs, from, to);
     assert!(missing.is_empty(), "{job}: ticks neither run nor recorded: {missing:?}");
     seen.values().filter(|r| r[0]["status"] == "succeeded").count()
+}
+
+/// The runs a schedule accounts for: scheduled ticks and catch-ups.
+fn scheduled(runs: &[Value]) -> impl Iterator<Item = &Value> {
+    runs.iter()
+        .filter(|r| r["trigger"] == "schedule" || r["trigger"] == "catchup")
+}
+
+/// The ticks in `from..=to` that no run or missed-range record accounts for.
+fn uncovered(runs: &[Value], from: i64, to: i64) -> Vec<i64> {
+    let mut covered = BTreeSet::new();
+    for run in scheduled(runs) {
+        let tick = unix(&run["tick"]);
+        covered.insert(tick);
+        if !run["missed_until"].is_null() {
+            covered.extend(tick..=unix(&run["missed_until"]));
+        }
+    }
+    (from..=to).filter(|t| !covered.contains(t)).collect()
 }
 
 /// Pauses every job and waits until nothing runs, so the history is final.
@@ -484,6 +492,9 @@ async fn queued_catch_up_ticks_of_a_killed_worker_are_recorded_by_the_next_owner
     let _w2 = env.worker("w2", LEASE);
     // w2 takes the job over: the claim state lists w1's queue, which w2
     // records missed; w1's run in progress is recorded lost.
+    // The records arrive in more than one flush under load: wait until
+    // every tick before the kill is accounted for, then check each once.
+    let (from, to) = (active_since + 1, killed - 2);
     let runs = wait_for(
         "w2 to account for w1's queue and run",
         Duration::from_secs(30),
@@ -493,7 +504,7 @@ async fn queued_catch_up_ticks_of_a_killed_worker_are_recorded_by_the_next_owner
                 .iter()
                 .any(|r| r["status"] == "missed" && r["trigger"] == "catchup" && r["worker"] == "w2");
             let run_lost = runs.iter().any(|r| r["status"] == "lost" && r["worker"] == "w1");
-            (queue_recorded && run_lost).then_some(runs)
+            (queue_recorded && run_lost && uncovered(&runs, from, to).is_empty()).then_some(runs)
         },
     )
     .await;
@@ -509,7 +520,7 @@ async fn queued_catch_up_ticks_of_a_killed_worker_are_recorded_by_the_next_owner
     );
     // Every tick w1 accounted for — caught up, queued, skipped while its
     // catch-up ran — is recorded exactly once.
-    check_every_second_history("backlog", &runs, active_since + 1, killed - 2);
+    check_every_second_history("backlog", &runs, from, to);
 }
 
 #[tokio::test]
