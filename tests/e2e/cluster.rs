@@ -443,12 +443,12 @@ async fn a_skip_whose_worker_died_before_recording_it_is_recorded_by_the_next_ow
     .await;
     // From that tick on, every tick is accounted for exactly once: w1's
     // skip, the ticks no worker claimed (caught up or recorded missed), and
-    // w2's own. Its records reach the store in order, so once one for a
-    // later tick is there, everything up to `to` is.
+    // w2's own. Records may reach the store in more than one flush, so wait
+    // until all of them up to `to` are there.
     let to = Timestamp::now().as_second();
-    let runs = wait_for("w2 to record ticks after now", Duration::from_secs(30), || async {
+    let runs = wait_for("w2 to record every tick up to now", Duration::from_secs(30), || async {
         let runs = api.runs("blocked").await;
-        runs.iter().any(|r| unix(&r["tick"]) > to + 1).then_some(runs)
+        uncovered(&runs, skip_tick, to).is_empty().then_some(runs)
     })
     .await;
     check_every_second_history("blocked", &runs, skip_tick, to);
