@@ -12,7 +12,7 @@ test *ARGS:
 # the report also goes to target/bench/. `just bench --quick` takes under 5
 # minutes; `--only lateness,claims` picks sections.
 bench *ARGS:
-    scripts/build-guests.sh
+    scripts/build-guests.sh --run
     scripts/install-mongo-test-server.sh > /dev/null
     scripts/bench-install-peers.sh > /dev/null
     cargo build --release -p sandcron --bin sandcron

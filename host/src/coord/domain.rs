@@ -283,6 +283,47 @@ pub struct ModuleMeta {
 pub struct Coordinator {
     store: Arc<dyn KvStore>,
     prefix: Arc<str>,
+    /// The packer of `running/` deletes, started on first use.
+    deletes: Arc<std::sync::OnceLock<DeleteQueue>>,
+}
+
+/// A delete waiting for its pack, and where its outcome goes.
+type PackedDelete = (String, tokio::sync::oneshot::Sender<Result<(), StoreError>>);
+
+/// Deletes of `running/` entries, packed: runs that end while a pack is in
+/// flight share the next transaction, so a busy worker makes one store
+/// write for many ended runs instead of one each (group commit: a lone
+/// delete goes at once, nothing waits for a pack to fill).
+#[derive(Clone)]
+struct DeleteQueue(tokio::sync::mpsc::UnboundedSender<PackedDelete>);
+
+impl DeleteQueue {
+    fn start(store: Arc<dyn KvStore>) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PackedDelete>();
+        tokio::spawn(async move {
+            let mut pack = Vec::new();
+            while rx.recv_many(&mut pack, MAX_TXN_OPS).await > 0 {
+                let mut keys: Vec<String> = pack.iter().map(|(key, _)| key.clone()).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                let result = store
+                    .txn(Txn::new().and_then(keys.into_iter().map(TxnOp::delete)))
+                    .await
+                    .map(|_| ());
+                for (_, reply) in pack.drain(..) {
+                    let _gone = reply.send(result.clone());
+                }
+            }
+        });
+        Self(tx)
+    }
+
+    async fn delete(&self, key: String) -> Result<(), StoreError> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let stopped = || StoreError::Unavailable("the delete packer has stopped (shutting down)".into());
+        self.0.send((key, reply)).map_err(|_| stopped())?;
+        outcome.await.unwrap_or_else(|_| Err(stopped()))
+    }
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -330,6 +371,7 @@ impl Coordinator {
         Self {
             store,
             prefix: prefix.into(),
+            deletes: Arc::default(),
         }
     }
 
@@ -600,9 +642,11 @@ impl Coordinator {
         self.key(Family::Running, &format!("{job}/{run_id}"))
     }
 
-    /// Removes a finished run from `running/`.
+    /// Removes a finished run from `running/`; concurrent calls share one
+    /// transaction (see [`DeleteQueue`]).
     pub async fn finish_run(&self, job: &JobName, run_id: RunId) -> Result<(), StoreError> {
-        self.store.delete(&self.running_key(job, run_id)).await.map(|_| ())
+        let queue = self.deletes.get_or_init(|| DeleteQueue::start(self.store.clone()));
+        queue.delete(self.running_key(job, run_id)).await
     }
 
     /// Removes a finished run from `running/` and, in the same transaction,

@@ -31,6 +31,7 @@ pub async fn run_all(store: Arc<dyn KvStore>, prefix: &str) {
     jobs_are_written_with_preconditions(store.clone(), &format!("{prefix}jobs/")).await;
     modules_are_chunked_and_committed_last(store.clone(), &format!("{prefix}modules/")).await;
     workers_and_running_entries_live_on_leases(store.clone(), &format!("{prefix}workers/")).await;
+    runs_ending_together_share_delete_transactions(store.clone(), &format!("{prefix}finish/")).await;
     kill_requests_are_watchable(store, &format!("{prefix}kill/")).await;
 }
 
@@ -445,6 +446,38 @@ pub async fn workers_and_running_entries_live_on_leases(store: Arc<dyn KvStore>,
     assert!(coord.list_workers().await.unwrap().is_empty());
     assert!(!coord.worker_alive("w-1").await.unwrap());
     assert!(coord.running(None).await.unwrap().is_empty());
+}
+
+/// Runs that end at the same time have their `running/` entries removed in
+/// shared transactions (more than one transaction holds, so the packs stay
+/// within `MAX_TXN_OPS`), and finishing a run twice is harmless.
+pub async fn runs_ending_together_share_delete_transactions(store: Arc<dyn KvStore>, prefix: &str) {
+    let coord = Coordinator::new(store.clone(), prefix);
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let job = JobName::new("busy").unwrap();
+    let count = 3 * super::kv::MAX_TXN_OPS;
+    let mut runs = Vec::new();
+    let mut revision = 0;
+    for _ in 0..count {
+        let run = entry("w-1", Timestamp::now());
+        revision = coord.start_run(&job, &run, lease).await.unwrap();
+        runs.push(run.run_id);
+    }
+    let ended = futures::future::join_all(runs.iter().map(|run| coord.finish_run(&job, *run))).await;
+    assert!(ended.iter().all(Result::is_ok), "{ended:?}");
+    assert!(coord.running(Some(&job)).await.unwrap().is_empty());
+    coord.finish_run(&job, runs[0]).await.unwrap();
+    // The next write's revision tells how many transactions the deletes took.
+    let probe = entry("w-1", Timestamp::now());
+    let after = coord.start_run(&job, &probe, lease).await.unwrap();
+    let transactions = after - revision - 1;
+    // One each would be `count`; how many share a pack depends on how fast
+    // the store answers (etcd: a few packs; the embedded store: smaller ones).
+    assert!(
+        (3..i64::try_from(count).unwrap()).contains(&transactions),
+        "{count} deletes took {transactions} transactions"
+    );
+    store.lease_revoke(lease).await.unwrap();
 }
 
 /// Kill requests are visible to a watcher and decode to their target.
