@@ -66,8 +66,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     report.note(format!(
         "One etcd 3.4 member (Debian), loopback. sandcron: 3 workers (in this process, one etcd connection \
          each) own N jobs at `* * * * * *`; a sample is a run started, which only a won claim allows; window \
-         {window} s. Each run also deletes its `running/` entry when it ends (one more etcd write per run, not \
-         packed). Raw: the harness's own claim-shaped transactions (compare the key's mod revision, put the \
+         {window} s. Each run also deletes its `running/` entry when it ends (runs that end together share \
+         one etcd transaction). Raw: the harness's own claim-shaped transactions (compare the key's mod revision, put the \
          state and a running entry) with etcd-client, one key per client. CPU: this process (workers and \
          harness) per second of wall time."
     ));
