@@ -318,11 +318,17 @@ impl DeleteQueue {
         Self(tx)
     }
 
-    async fn delete(&self, key: String) -> Result<(), StoreError> {
+    /// Deletes `key` in the next pack. Should the packer be gone (its
+    /// runtime shut down while this coordinator lives on), alone.
+    async fn delete(&self, store: &Arc<dyn KvStore>, key: String) -> Result<(), StoreError> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        let stopped = || StoreError::Unavailable("the delete packer has stopped (shutting down)".into());
-        self.0.send((key, reply)).map_err(|_| stopped())?;
-        outcome.await.unwrap_or_else(|_| Err(stopped()))
+        match self.0.send((key, reply)) {
+            Ok(()) => match outcome.await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Unavailable("the delete packer stopped mid-pack".into())),
+            },
+            Err(tokio::sync::mpsc::error::SendError((key, _))) => store.delete(&key).await.map(|_| ()),
+        }
     }
 }
 
@@ -646,7 +652,7 @@ impl Coordinator {
     /// transaction (see [`DeleteQueue`]).
     pub async fn finish_run(&self, job: &JobName, run_id: RunId) -> Result<(), StoreError> {
         let queue = self.deletes.get_or_init(|| DeleteQueue::start(self.store.clone()));
-        queue.delete(self.running_key(job, run_id)).await
+        queue.delete(&self.store, self.running_key(job, run_id)).await
     }
 
     /// Removes a finished run from `running/` and, in the same transaction,
