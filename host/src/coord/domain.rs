@@ -294,7 +294,6 @@ type PackedDelete = (String, tokio::sync::oneshot::Sender<Result<(), StoreError>
 /// flight share the next transaction, so a busy worker makes one store
 /// write for many ended runs instead of one each (group commit: a lone
 /// delete goes at once, nothing waits for a pack to fill).
-#[derive(Clone)]
 struct DeleteQueue(tokio::sync::mpsc::UnboundedSender<PackedDelete>);
 
 impl DeleteQueue {
