@@ -32,7 +32,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let raw_parallel = raw_txns(&endpoint, 3, 16, Duration::from_secs(window.min(10))).await?;
 
     let mut rows = Vec::new();
-    for jobs in [1_000, 5_000] {
+    for jobs in [1_000, 5_000, 10_000, 20_000] {
         let (runs_per_s, lost, cpu) = workers(&endpoint, jobs, window).await?;
         rows.push(vec![
             format!("sandcron, 3 workers, {jobs} jobs every second"),

@@ -18,7 +18,7 @@
 //! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -516,7 +516,7 @@ impl Coordinator {
             // per transaction (one write per key).
             let mut end = start;
             let mut ops = 0;
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = HashSet::new();
             while end < requests.len() {
                 let need = 1 + usize::from(requests[end].run.is_some());
                 if ops + need > MAX_TXN_OPS || !seen.insert(&requests[end].job) {
@@ -712,8 +712,18 @@ impl Coordinator {
     }
 
     /// Whether a worker holds its lease (its entry exists).
-    pub async fn worker_alive(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.store.get(&self.key(Family::Workers, id)).await?.is_some())
+    /// The ids of the workers whose registration (and so whose lease) is
+    /// alive now, read from the store: one read however many are asked
+    /// about. Taken from the keys, so an entry whose value cannot be decoded
+    /// still counts as alive.
+    pub async fn live_workers(&self) -> Result<HashSet<String>, StoreError> {
+        let range = self.store.range(&self.prefix_of(Family::Workers)).await?;
+        Ok(range
+            .kvs
+            .iter()
+            .filter_map(|kv| self.strip(Family::Workers, &kv.key))
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Decodes a `running/` key-value, skipping anything malformed. The

@@ -918,6 +918,7 @@ impl State {
                 }
             }
             WatchUpdate::Events(events) => {
+                let mut ended = Vec::new();
                 for event in events {
                     match event {
                         WatchEvent::Put(kv) => {
@@ -934,44 +935,61 @@ impl State {
                                 self.remote_running.remove(&job);
                             }
                             if let Some(entry) = entry {
-                                self.check_lost(job, entry).await;
+                                ended.push((job, entry));
                             }
                         }
                     }
                 }
+                self.check_lost(ended).await;
             }
         }
     }
 
-    /// A run of another worker left `running/`. If that worker is gone (its
+    /// Runs of other workers left `running/`. If a run's worker is gone (its
     /// lease expired with the run's entry on it), the run's outcome will never
     /// be reported, so the job's owner records it `lost` — with the run's own
     /// fence, so the marker cannot replace a final record that did arrive.
-    async fn check_lost(&mut self, job: JobName, entry: RunningEntry) {
-        if self.local_runs.contains_key(&entry.run_id) {
+    ///
+    /// Whether a worker is gone is read from the store, once for all the
+    /// runs of one watch update: every run that ends anywhere in the cluster
+    /// comes through here, so a read per run would bound the whole worker by
+    /// the store's round trip.
+    async fn check_lost(&mut self, ended: Vec<(JobName, RunningEntry)>) {
+        let candidates: Vec<(Arc<Job>, RunningEntry)> = ended
+            .into_iter()
+            .filter(|(_, entry)| !self.local_runs.contains_key(&entry.run_id))
+            .filter_map(|(job, entry)| {
+                let slot = self.jobs.get(&job)?;
+                // The job's owner once the run's worker is gone. Computed here
+                // rather than read from `slot.owned`: the membership change may
+                // not have reached this worker yet (the two watches are
+                // independent).
+                let owner = schedule::owner(&slot.job, self.workers.values().filter(|w| w.id != entry.worker))?;
+                (owner.id == self.deps.info.id).then(|| (slot.job.clone(), entry))
+            })
+            .collect();
+        if candidates.is_empty() {
             return;
         }
-        let Some(slot) = self.jobs.get(&job) else { return };
-        // The job's owner once the run's worker is gone. Computed here rather
-        // than read from `slot.owned`: the membership change may not have
-        // reached this worker yet (the two watches are independent).
-        let owner = schedule::owner(&slot.job, self.workers.values().filter(|w| w.id != entry.worker));
-        if owner.is_none_or(|owner| owner.id != self.deps.info.id) {
-            return;
-        }
-        let alive = match self.deps.coord.worker_alive(&entry.worker).await {
+        let alive = match self.deps.coord.live_workers().await {
             Ok(alive) => alive,
             Err(err) => {
-                tracing::warn!(%job, run = %entry.run_id, %err, "cannot check whether a run's worker is alive");
+                tracing::warn!(runs = candidates.len(), %err, "cannot check whether ended runs' workers are alive");
                 return;
             }
         };
-        if alive {
-            return;
+        for (job, entry) in candidates {
+            if !alive.contains(&entry.worker) {
+                self.record_lost(&job, entry).await;
+            }
         }
-        let job = slot.job.clone();
+    }
+
+    /// Records a run whose worker disappeared `lost` and starts what follows
+    /// a failed run.
+    async fn record_lost(&mut self, job: &Arc<Job>, entry: RunningEntry) {
         let mut record = self.not_run(
-            &job,
+            job,
             entry.tick,
             RunStatus::Lost,
             entry.fence.unwrap_or(0),
@@ -989,11 +1007,11 @@ impl State {
         }
         tracing::warn!(job = %job.name, run = %entry.run_id, worker = %entry.worker, "run lost with its worker");
         self.deps.metrics.run_ended(RunStatus::Lost);
-        self.record_ended(&job, record).await;
+        self.record_ended(job, record).await;
         // Its retry (a lost run counts as failed) or else its dependents
         // (`on_failure`) start here, since the worker that would have
         // started them is gone.
-        for (target, request) in runner::follow_ups(&job, &entry, RunStatus::Lost, self.now()) {
+        for (target, request) in runner::follow_ups(job, &entry, RunStatus::Lost, self.now()) {
             if let Err(err) = self.deps.coord.put_trigger(&target, &request).await {
                 tracing::warn!(job = %job.name, %target, %err, "cannot start the retry or a dependent job of a lost run");
             }
@@ -1208,16 +1226,21 @@ impl State {
                 (!self.workers.contains_key(target) && slot.owned).then(|| (key.clone(), job.clone(), request))
             })
             .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        // This worker's view of membership may lag: ask the store.
+        let alive = match self.deps.coord.live_workers().await {
+            Ok(alive) => alive,
+            Err(err) => {
+                tracing::warn!(shards = orphans.len(), %err, "cannot check the workers of orphaned shards");
+                return;
+            }
+        };
         for (key, name, request) in orphans {
             let target = request.target_worker.clone().unwrap_or_default();
-            // This worker's view of membership may lag: ask the store.
-            match self.deps.coord.worker_alive(&target).await {
-                Ok(false) => {}
-                Ok(true) => continue,
-                Err(err) => {
-                    tracing::warn!(job = %name, %target, %err, "cannot check a shard's worker");
-                    continue;
-                }
+            if alive.contains(&target) {
+                continue;
             }
             match self.deps.coord.drop_trigger(&key).await {
                 Ok(true) => {
