@@ -71,7 +71,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 ratio(med(sink_chunks), med(raw_chunks)),
             ],
             vec![
-                "sink: run records (conditional replace, one per call)".into(),
+                "sink: run records (conditional replaces, one `update` command per batch round)".into(),
                 rate(med(sink_records)),
                 span(sink_records),
                 ratio(med(sink_records), med(raw_chunks)),

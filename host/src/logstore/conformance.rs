@@ -38,6 +38,7 @@ pub async fn run_all(store: Arc<dyn LogStore>, prefix: &str) {
     let store = &*store;
     records_round_trip(store, prefix).await;
     upserts_follow_the_fencing_rule(store, prefix).await;
+    a_large_mixed_batch_applies_like_single_writes(store, prefix).await;
     lost_markers_replace_only_running_runs(store, prefix).await;
     output_is_idempotent_and_paged(store, prefix).await;
     runs_filter_and_order(store, prefix).await;
@@ -281,6 +282,103 @@ pub async fn upserts_follow_the_fencing_rule(store: &dyn LogStore, prefix: &str)
         by_status(RunStatus::Failed).await.is_empty(),
         "the superseded status is gone from queries"
     );
+}
+
+/// A batch of many runs, more than a store may send in one request, mixing
+/// new runs, records a stored one supersedes, and records that supersede
+/// a stored one — several per run, interleaved — ends exactly as if every
+/// record had been written alone, in order.
+pub async fn a_large_mixed_batch_applies_like_single_writes(store: &dyn LogStore, prefix: &str) {
+    const RUNS: usize = 1_200;
+    let job = unique_job(prefix, "mixed-batch");
+    let base = window();
+    let record = |id: RunId, status: RunStatus, fence: i64, worker: &str| {
+        let mut r = sample_record(&job, base, status, fence);
+        r.run_id = id;
+        r.worker = worker.to_owned();
+        r
+    };
+    let ids: Vec<RunId> = (0..RUNS).map(|_| RunId::generate()).collect();
+    // Stored first: kind 1 ended at a higher fence, kind 2 running, kind 3
+    // failed at a lower fence; kind 0 is not stored.
+    let before: Vec<RunRecord> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &id)| match i % 4 {
+            1 => Some(record(id, RunStatus::Succeeded, 12, "stored")),
+            2 => Some(record(id, RunStatus::Running, 10, "stored")),
+            3 => Some(record(id, RunStatus::Failed, 9, "stored")),
+            _ => None,
+        })
+        .collect();
+    let mut expected: BTreeMap<RunId, RunRecord> = before.iter().map(|r| (r.run_id, r.clone())).collect();
+    store
+        .write(&LogBatch {
+            runs: before,
+            chunks: vec![],
+        })
+        .await
+        .expect("write the stored records");
+    // Each run's records in order, the runs interleaved: all first records,
+    // then the second ones from the last run back.
+    let mut firsts = Vec::new();
+    let mut seconds = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        match i % 4 {
+            0 => {
+                firsts.push(record(id, RunStatus::Running, 10, "new"));
+                let ended = record(id, RunStatus::Succeeded, 10, "new");
+                expected.insert(id, ended.clone());
+                seconds.push(ended);
+            }
+            1 => firsts.push(record(id, RunStatus::Running, 10, "fenced-out")),
+            2 => {
+                let failed = record(id, RunStatus::Failed, 10, "owner");
+                expected.insert(id, failed.clone());
+                firsts.push(failed);
+                seconds.push(record(id, RunStatus::Running, 10, "late"));
+            }
+            _ => {
+                let retaken = record(id, RunStatus::Succeeded, 11, "new-owner");
+                expected.insert(id, retaken.clone());
+                firsts.push(retaken);
+            }
+        }
+    }
+    seconds.reverse();
+    firsts.extend(seconds);
+    let batch = LogBatch {
+        runs: firsts,
+        chunks: vec![],
+    };
+    let expected: BTreeMap<RunId, RunRecord> = expected.into_iter().map(|(id, r)| (id, to_millis(&r))).collect();
+    let stored = || async {
+        let mut runs = BTreeMap::new();
+        let mut cursor = None;
+        loop {
+            let query = RunQuery {
+                job: Some(job.clone()),
+                limit: 1000,
+                cursor,
+                ..RunQuery::default()
+            };
+            let page = store.runs(&query).await.expect("runs");
+            runs.extend(page.runs.iter().map(|r| (r.run_id, to_millis(r))));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return runs,
+            }
+        }
+    };
+    store.write(&batch).await.expect("write the mixed batch");
+    let after = stored().await;
+    assert_eq!(after.len(), RUNS, "every run is stored once");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(after.get(id), expected.get(id), "run {i} (kind {})", i % 4);
+    }
+    // A replay changes nothing.
+    store.write(&batch).await.expect("replay the mixed batch");
+    assert!(stored().await == expected, "a replay changes nothing");
 }
 
 /// A `lost` marker (written by another worker under the run's own fence)

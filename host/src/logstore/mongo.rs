@@ -58,7 +58,7 @@ use jiff::Timestamp;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::error::{Error as DriverError, ErrorKind, WriteFailure};
 use mongodb::options::{ClientOptions, IndexOptions};
-use mongodb::{Client, Collection, IndexModel};
+use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{JobName, ModuleDigest, RunId};
@@ -110,6 +110,7 @@ impl fmt::Debug for MongoConfig {
 
 /// The MongoDB log store. Cheap to share: hand out the `Arc`.
 pub struct MongoLogStore {
+    db: Database,
     runs: Collection<RunDoc>,
     output: Collection<ChunkDoc>,
     database: String,
@@ -157,6 +158,7 @@ impl MongoLogStore {
         let client = Client::with_options(options).map_err(store_error)?;
         let db = client.database(&config.database);
         let store = Self {
+            db: db.clone(),
             runs: db.collection("runs"),
             output: db.collection("output"),
             database: config.database.clone(),
@@ -235,6 +237,123 @@ impl MongoLogStore {
             Err(e) => Err(store_error(e)),
         }
     }
+
+    /// [`Self::upsert_run`] for many runs (each named once) in few round
+    /// trips: one `update` command carries up to [`RECORDS_PER_COMMAND`]
+    /// conditional replaces, unordered. The statements whose upsert hit a
+    /// duplicate `_id` go once more without upsert, in one more command, for
+    /// the reason given at `upsert_run`. The plain `update` command is used
+    /// (not the driver's `bulk_write`, which needs MongoDB 8.0).
+    async fn upsert_runs(&self, records: &[&RunRecord]) -> Result<(), LogStoreError> {
+        let mut docs = Vec::with_capacity(records.len());
+        for record in records {
+            let doc = mongodb::bson::serialize_to_document(&RunDoc::new(record))
+                .map_err(|e| LogStoreError::Other(format!("cannot encode the record of run {}: {e}", record.run_id)))?;
+            docs.push((supersedable(record), doc));
+        }
+        let mut start = 0;
+        while start < docs.len() {
+            // Whole statements up to the count limit, or the byte budget
+            // (always at least one, which is below the document limit).
+            let mut end = start;
+            let mut bytes = 0;
+            while end < docs.len() && end - start < RECORDS_PER_COMMAND {
+                let size = docs[end].1.to_vec().map_or(0, |v| v.len());
+                if end > start && bytes + size > COMMAND_BYTES_BUDGET {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            let part = &docs[start..end];
+            let statements = |upsert: bool, which: &mut dyn Iterator<Item = usize>| -> Vec<Document> {
+                which
+                    .map(|i| doc! { "q": part[i].0.clone(), "u": part[i].1.clone(), "upsert": upsert })
+                    .collect()
+            };
+            let duplicates = match self.update_runs(statements(true, &mut (0..part.len()))).await {
+                Ok(duplicates) => duplicates,
+                // A server that fails the whole command on a duplicate key
+                // (rather than the one statement): one record at a time.
+                Err(UpdateError::Duplicate) => {
+                    for record in &records[start..end] {
+                        self.upsert_run(record).await?;
+                    }
+                    start = end;
+                    continue;
+                }
+                Err(UpdateError::Store(e)) => return Err(e),
+            };
+            if !duplicates.is_empty() {
+                let retry = statements(false, &mut duplicates.iter().copied());
+                match self.update_runs(retry).await {
+                    Ok(left) if left.is_empty() => {}
+                    Ok(_) | Err(UpdateError::Duplicate) => {
+                        return Err(LogStoreError::Other(
+                            "a run-record replace without upsert reported a duplicate key".to_owned(),
+                        ));
+                    }
+                    Err(UpdateError::Store(e)) => return Err(e),
+                }
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Sends one `update` command on `runs`; returns the positions of the
+    /// statements that failed on a duplicate key. Any other write error
+    /// fails the call (statements before and after it may have applied,
+    /// which a replay repeats harmlessly).
+    async fn update_runs(&self, statements: Vec<Document>) -> Result<Vec<usize>, UpdateError> {
+        let command = doc! { "update": self.runs.name(), "updates": statements, "ordered": false };
+        let reply = match self.db.run_command(command).await {
+            Ok(reply) => reply,
+            Err(e) if is_duplicate_key(&e) => return Err(UpdateError::Duplicate),
+            Err(e) => return Err(UpdateError::Store(store_error(e))),
+        };
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            let message = concern.get_str("errmsg").unwrap_or("no message");
+            return Err(UpdateError::Store(LogStoreError::Unavailable(format!(
+                "run records were written without their write concern: {message}"
+            ))));
+        }
+        let mut duplicates = Vec::new();
+        for error in reply.get_array("writeErrors").map(Vec::as_slice).unwrap_or_default() {
+            let Some(error) = error.as_document() else { continue };
+            let code = lenient_int(error.get("code"));
+            let index = lenient_int(error.get("index")).and_then(|i| usize::try_from(i).ok());
+            match (code, index) {
+                (Some(code), Some(index)) if code == i64::from(DUPLICATE_KEY) => duplicates.push(index),
+                _ => {
+                    let message = error.get_str("errmsg").unwrap_or("no message");
+                    return Err(UpdateError::Store(LogStoreError::Other(format!(
+                        "cannot store a run record: {message}"
+                    ))));
+                }
+            }
+        }
+        Ok(duplicates)
+    }
+}
+
+/// Why [`MongoLogStore::update_runs`] failed.
+enum UpdateError {
+    /// The whole command failed on a duplicate key.
+    Duplicate,
+    Store(LogStoreError),
+}
+
+/// An integer of any BSON width (nx-27017 answers Int32 where MongoDB may
+/// answer Int64), or an integral double.
+fn lenient_int(value: Option<&Bson>) -> Option<i64> {
+    match value? {
+        Bson::Int32(n) => Some((*n).into()),
+        Bson::Int64(n) => Some(*n),
+        #[allow(clippy::cast_possible_truncation)]
+        Bson::Double(n) if n.fract() == 0.0 => Some(*n as i64),
+        _ => None,
+    }
 }
 
 #[async_trait]
@@ -245,29 +364,23 @@ impl LogStore for MongoLogStore {
         if !batch.chunks.is_empty() {
             self.insert_chunks(&batch.chunks).await?;
         }
-        // The records of one run go one at a time and in order (a later one
-        // is judged against the earlier, exactly as if written separately);
-        // different runs are independent and go concurrently.
-        let mut by_run: Vec<Vec<usize>> = Vec::new();
-        let mut index: std::collections::HashMap<RunId, usize> = std::collections::HashMap::new();
-        for (position, record) in batch.runs.iter().enumerate() {
-            let slot = *index.entry(record.run_id).or_insert_with(|| {
-                by_run.push(Vec::new());
-                by_run.len() - 1
-            });
-            by_run[slot].push(position);
+        // The records of one run go in order, each judged against the one
+        // before exactly as if written separately: round k holds the k-th
+        // record of every run in the batch, so a round names each run once
+        // and its records are independent of each other.
+        let mut rounds: Vec<Vec<&RunRecord>> = Vec::new();
+        let mut seen: std::collections::HashMap<RunId, usize> = std::collections::HashMap::new();
+        for record in &batch.runs {
+            let round = seen.entry(record.run_id).or_insert(0);
+            if rounds.len() == *round {
+                rounds.push(Vec::new());
+            }
+            rounds[*round].push(record);
+            *round += 1;
         }
-        let runs = &batch.runs;
-        futures::stream::iter(by_run)
-            .map(|positions| async move {
-                for position in positions {
-                    self.upsert_run(&runs[position]).await?;
-                }
-                Ok::<(), LogStoreError>(())
-            })
-            .buffer_unordered(RECORD_WRITES_IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await?;
+        for round in rounds {
+            self.upsert_runs(&round).await?;
+        }
         Ok(())
     }
 
@@ -782,9 +895,14 @@ fn store_error(e: DriverError) -> LogStoreError {
     }
 }
 
-/// Run records written at once by one batch (each run's own records stay in
-/// order); below the driver's default pool of 10 connections.
-const RECORD_WRITES_IN_FLIGHT: usize = 8;
+/// Conditional replaces per `update` command: far below the server's write
+/// batch limit (100 000), and large enough that a default sink batch (500
+/// events) is one command per round.
+const RECORDS_PER_COMMAND: usize = 500;
+
+/// Encoded run records per `update` command, at most (a lone larger record
+/// still goes alone): well inside the 16 MiB command document.
+const COMMAND_BYTES_BUDGET: usize = 8 * 1024 * 1024;
 
 /// Integer fields that accept whatever integer BSON type the server sends
 /// (nx-27017 answers Int32 for small Int64 values), and integral doubles.
