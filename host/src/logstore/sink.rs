@@ -451,7 +451,7 @@ impl Pipeline {
 
     fn seal(&mut self) {
         if !self.open.is_idle() {
-            let open = std::mem::take(&mut self.open);
+            let mut open = std::mem::take(&mut self.open);
             // A batch already waiting its turn takes the new one in, up to
             // `batch_docs`: many small flushes (runs ending together) then
             // share a write instead of queueing one write each.
@@ -460,8 +460,12 @@ impl Pipeline {
                     last.batch.runs.extend(open.batch.runs);
                     last.batch.chunks.extend(open.batch.chunks);
                     last.waiters.extend(open.waiters);
+                    last.batch.drop_superseded();
                 }
-                _ => self.sealed.push_back(open),
+                _ => {
+                    open.batch.drop_superseded();
+                    self.sealed.push_back(open);
+                }
             }
         }
         self.open_deadline = None;
