@@ -93,6 +93,14 @@ impl RunId {
         Self::derived(&format!("unstarted-catchup\0{job}"), tick)
     }
 
+    /// The id of the `missed` record a catch-up plan writes for `tick` of
+    /// `job` (or of its summary record, at the summary's first tick). Plans
+    /// cover disjoint stretches of a job's ticks, so the job and tick name
+    /// it; the claimant and a later owner re-deriving the plan agree on it.
+    pub fn for_missed(job: &JobName, tick: jiff::Timestamp) -> Self {
+        Self::derived(&format!("missed\0{job}"), tick)
+    }
+
     /// An id that sorts with `tick`, its random part a hash of `what`.
     fn derived(what: &str, tick: jiff::Timestamp) -> Self {
         use sha2::Digest as _;

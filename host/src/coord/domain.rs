@@ -66,6 +66,34 @@ pub struct JobState {
     /// from another lease records the ticks still listed `missed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub catchup: Vec<Timestamp>,
+    /// Set by a catch-up claim: what the plan it carried out was made from.
+    /// The plan's `missed` records (and those of another claimant's queue it
+    /// took over) travel only through the claimant's log sink, so a worker
+    /// that takes the job over from another lease derives the same records
+    /// from this (deterministic ids, [`crate::ids::RunId::for_missed`]) and
+    /// writes the ones the log store lacks. The claimant's next claim leaves
+    /// it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanInputs>,
+}
+
+/// The inputs of a catch-up plan ([`crate::schedule::plan_catchup`]), enough
+/// for any worker to derive the same plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanInputs {
+    /// The revision of the job record the plan was made for: a plan is only
+    /// derived again for the same schedule and policy.
+    pub job_revision: Revision,
+    pub after: Timestamp,
+    pub now: Timestamp,
+    pub missed_records: u64,
+    pub runs: u64,
+    pub grace_ms: u64,
+    pub scan: u64,
+    /// Another claimant's queued ticks that the claim took over, which it
+    /// records `missed` ([`crate::ids::RunId::for_unstarted_catchup`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abandoned: Vec<Timestamp>,
 }
 
 /// A run in progress, as published under `running/`.
@@ -120,6 +148,8 @@ pub struct ClaimRequest {
     pub skipped: bool,
     /// The claimant's queued catch-up ticks ([`JobState::catchup`]).
     pub catchup: Vec<Timestamp>,
+    /// For a catch-up claim: its plan's inputs ([`JobState::plan`]).
+    pub plan: Option<PlanInputs>,
 }
 
 /// The result of one claim.
@@ -575,6 +605,7 @@ impl Coordinator {
                     lease: Some(request.lease.0),
                     skipped: request.skipped,
                     catchup: request.catchup.clone(),
+                    plan: request.plan.clone(),
                 })?,
             ));
             if let Some(run) = &request.run {
@@ -594,6 +625,27 @@ impl Coordinator {
         self.store
             .put(&self.running_key(job, run.run_id), encode(run)?, Some(lease))
             .await
+    }
+
+    /// Writes the job's claim state as `state` if it is still at
+    /// `seen_revision` (the claimant updating its own state, no tick
+    /// claimed); the new revision, or `None` when the state moved.
+    pub async fn rewrite_state(
+        &self,
+        job: &JobName,
+        state: &JobState,
+        seen_revision: Revision,
+    ) -> Result<Option<Revision>, StoreError> {
+        let state_key = self.key(Family::State, job.as_str());
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision_is(state_key.clone(), seen_revision)])
+                    .and_then([TxnOp::put(state_key, encode(state)?)]),
+            )
+            .await?;
+        Ok(response.succeeded.then_some(response.revision))
     }
 
     /// Publishes the run of a queued catch-up tick and, in the same

@@ -1070,6 +1070,7 @@ mod tests {
             lease,
             skipped: false,
             catchup: Vec::new(),
+            plan: None,
         };
         let ClaimOutcome::Won { fence } = coord.claim(&[claim(0, tick)]).await.unwrap()[0] else {
             panic!("the first claim must win");

@@ -19,7 +19,7 @@ pub mod conformance;
 pub mod suite;
 
 pub use domain::{
-    ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta, PrefixWatcher,
-    RunReport, RunningEntry, TriggerRequest, WatchUpdate, WorkerInfo,
+    ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs,
+    PrefixWatcher, RunReport, RunningEntry, TriggerRequest, WatchUpdate, WorkerInfo,
 };
 pub use kv::*;

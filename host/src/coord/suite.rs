@@ -14,8 +14,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{
-    ClaimOutcome, ClaimRequest, Coordinator, Family, KillTarget, KvStore, MAX_VALUE_BYTES, RunningEntry, WatchUpdate,
-    WorkerInfo,
+    ClaimOutcome, ClaimRequest, Coordinator, Family, KillTarget, KvStore, MAX_VALUE_BYTES, PlanInputs, RunningEntry,
+    WatchUpdate, WorkerInfo,
 };
 use crate::config::Role;
 use crate::exec::ModuleKind;
@@ -97,6 +97,7 @@ pub async fn claims_advance_state_and_fence_runs(store: Arc<dyn KvStore>, prefix
         lease,
         skipped: false,
         catchup: Vec::new(),
+        plan: None,
     };
     let outcome = coord.claim(std::slice::from_ref(&request)).await.unwrap();
     let ClaimOutcome::Won { fence } = outcome[0] else {
@@ -167,13 +168,24 @@ pub async fn queued_catchup_ticks_leave_the_state_as_their_runs_start(store: Arc
         lease,
         skipped: false,
         catchup: ticks[1..].to_vec(),
+        plan: Some(PlanInputs {
+            job_revision: 7,
+            after: ts("2026-01-01T00:00:00Z"),
+            now: ts("2026-01-01T00:00:05Z"),
+            missed_records: 1000,
+            runs: 100,
+            grace_ms: 1000,
+            scan: 1_000_000,
+            abandoned: vec![ts("2025-12-31T23:59:59Z")],
+        }),
     };
-    let ClaimOutcome::Won { fence } = coord.claim(&[claim]).await.unwrap()[0] else {
+    let ClaimOutcome::Won { fence } = coord.claim(std::slice::from_ref(&claim)).await.unwrap()[0] else {
         panic!("the claim must win");
     };
     let (state, _) = coord.job_state(&job).await.unwrap();
     let mut state = state.unwrap();
     assert_eq!(state.catchup, ticks[1..].to_vec(), "the queue is in the state");
+    assert_eq!(state.plan, claim.plan, "so is the plan's making");
     state.catchup.remove(0);
     let second = entry("w1", ticks[1]);
     let started = coord
@@ -233,6 +245,7 @@ pub async fn packed_claims_fall_back_to_single_claims(store: Arc<dyn KvStore>, p
         lease,
         skipped: false,
         catchup: Vec::new(),
+        plan: None,
     };
     assert!(matches!(
         coord.claim(&[other]).await.unwrap()[0],
@@ -248,6 +261,7 @@ pub async fn packed_claims_fall_back_to_single_claims(store: Arc<dyn KvStore>, p
             lease,
             skipped: false,
             catchup: Vec::new(),
+            plan: None,
         })
         .collect();
     let outcomes = coord.claim(&requests).await.unwrap();
@@ -333,6 +347,7 @@ pub async fn jobs_are_written_with_preconditions(store: Arc<dyn KvStore>, prefix
         lease,
         skipped: false,
         catchup: Vec::new(),
+        plan: None,
     };
     coord.claim(&[claim]).await.unwrap();
     assert!(coord.job_state(&job).await.unwrap().0.is_some());

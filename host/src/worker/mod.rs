@@ -21,8 +21,8 @@ use tracing::Instrument;
 use crate::alert::AlertHandle;
 use crate::config::{Role, WorkerConfig};
 use crate::coord::{
-    ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KeyValue, KillTarget, LeaseId, Revision, RunReport,
-    RunningEntry, StoreError, TriggerRequest, WatchEvent, WatchUpdate, WorkerInfo,
+    ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KeyValue, KillTarget, LeaseId, PlanInputs, Revision,
+    RunReport, RunningEntry, StoreError, TriggerRequest, WatchEvent, WatchUpdate, WorkerInfo,
 };
 use crate::exec::{Executor, KillSwitch, ReportTo, StopReason};
 use crate::ids::{JobName, RunId};
@@ -33,6 +33,8 @@ use crate::run::{RunRecord, RunStatus, Shard, Trigger};
 use crate::schedule::{self, CatchupLimits, OverlapDecision, TimerQueue};
 
 mod runner;
+#[cfg(test)]
+mod tests;
 
 use runner::{RunFinished, RunSpec};
 
@@ -132,6 +134,7 @@ impl Worker {
                 "worker registered"
             );
             let (done_tx, done_rx) = mpsc::channel(1024);
+            let (plans_stored_tx, plans_stored_rx) = mpsc::channel(64);
             let (watch_tx, watch_rx) = mpsc::channel(64);
             let (lease_lost_tx, lease_lost_rx) = mpsc::channel(1);
             let watchers = CancellationToken::new();
@@ -173,6 +176,8 @@ impl Worker {
                 runs: JoinSet::new(),
                 done_tx,
                 done_rx,
+                plans_stored_tx,
+                plans_stored_rx,
                 pending_triggers: BTreeMap::new(),
                 ambiguous: HashMap::new(),
                 results,
@@ -213,6 +218,10 @@ struct JobSlot {
     catchup_running: bool,
     /// Whether the claim state says its last claim skipped its tick.
     last_claim_skipped: bool,
+    /// The inputs of this worker's last catch-up plan while its records may
+    /// still be only in the sink: every claim of the job carries them into
+    /// the claim state (`JobState::plan`) until the sink has stored them.
+    unconfirmed_plan: Option<PlanInputs>,
 }
 
 struct LocalRun {
@@ -272,6 +281,9 @@ struct State {
     runs: JoinSet<()>,
     done_tx: mpsc::Sender<RunFinished>,
     done_rx: mpsc::Receiver<RunFinished>,
+    /// Catch-up plans whose records the sink has stored, by job.
+    plans_stored_tx: mpsc::Sender<(JobName, PlanInputs)>,
+    plans_stored_rx: mpsc::Receiver<(JobName, PlanInputs)>,
     /// Manual-run requests not (yet) taken, by key: for jobs this worker does
     /// not own (yet). Taken when the job becomes this worker's; forgotten when
     /// another worker takes them (their key is deleted).
@@ -348,6 +360,7 @@ impl State {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
                 Some(done) = self.done_rx.recv() => self.on_run_finished(done).await,
+                Some((job, plan)) = self.plans_stored_rx.recv() => self.on_plan_stored(&job, &plan).await,
                 Some((family, update)) = watch_rx.recv() => self.on_watch(family, update).await,
                 Some(()) = lease_lost.recv() => {
                     tracing::warn!("worker lease expired; re-registering and resynchronising");
@@ -508,6 +521,7 @@ impl State {
                         catchup_queue: VecDeque::new(),
                         catchup_running: false,
                         last_claim_skipped: false,
+                        unconfirmed_plan: None,
                     },
                 );
                 true
@@ -577,9 +591,10 @@ impl State {
         let limits = self.catchup_limits();
         let mut claims = Vec::new();
         let mut plans = Vec::new();
-        // The last claims of other leases that skipped their tick: their
-        // claimant may have died with the record still in its sink.
-        let mut unconfirmed_skips = Vec::new();
+        // Records of other leases' last claims that skipped their tick or
+        // carried out a catch-up plan: their claimant may have died with the
+        // records still in its sink.
+        let mut unconfirmed = Vec::new();
         for name in names {
             let Some(slot) = self.jobs.get(&name) else { continue };
             let job = slot.job.clone();
@@ -612,7 +627,13 @@ impl State {
                      as the worker that skipped the tick had not recorded it",
                     self.deps.info.id
                 ));
-                unconfirmed_skips.push(record);
+                unconfirmed.push(record);
+            }
+            if let Some(state) = &state
+                && state.lease != Some(self.lease.0)
+                && let Some(inputs) = &state.plan
+            {
+                unconfirmed.extend(self.rederive_plan_records(&job, inputs, state.last_tick, revision));
             }
             if let Some(claim) = self.ambiguous.remove(&name) {
                 // Ours if the state still names our claim, or (when a later
@@ -633,7 +654,16 @@ impl State {
                     };
                 }
                 if committed {
+                    // A catch-up claim put its plan in the state: kept there
+                    // until the records written now are stored.
+                    let plan = claim.plan.as_ref().and(state.as_ref()).and_then(|s| s.plan.clone());
                     self.account_ambiguous(&job, claim, revision).await;
+                    if let Some(inputs) = plan {
+                        if let Some(slot) = self.jobs.get_mut(&name) {
+                            slot.unconfirmed_plan = Some(inputs.clone());
+                        }
+                        self.confirm_plan_stored(&name, inputs);
+                    }
                 }
             }
             // Queued catch-up ticks the state lists are this worker's to run
@@ -663,6 +693,19 @@ impl State {
                 self.set_tick_timer(&name, plan.next);
                 continue;
             }
+            // What the plan was made from, when it has records to write, so
+            // that a later owner can write them if this worker dies first.
+            let has_records = !plan.missed.is_empty() || plan.missed_summary.is_some() || !abandoned.is_empty();
+            let inputs = has_records.then(|| PlanInputs {
+                job_revision: job.revision,
+                after,
+                now,
+                missed_records: limits.missed_records,
+                runs: limits.runs,
+                grace_ms: u64::try_from(limits.grace.as_millis()).unwrap_or(u64::MAX),
+                scan: limits.scan,
+                abandoned: abandoned.clone(),
+            });
             // One claim accounts for the whole gap: the state jumps to the
             // plan's horizon, and the first catch-up run is published with it.
             // A broadcast job's catch-up ticks are handed out once the
@@ -688,10 +731,15 @@ impl State {
                 // state's word on its last tick.
                 skipped: plan.is_empty() && last_skipped,
                 catchup: queue.clone(),
+                // A plan of this worker's whose records are not stored yet
+                // stays until a plan with records of its own replaces it.
+                plan: inputs
+                    .clone()
+                    .or_else(|| self.jobs.get(&name).and_then(|s| s.unconfirmed_plan.clone())),
             });
-            plans.push((job, plan, entry, queue, abandoned));
+            plans.push((job, plan, entry, queue, abandoned, inputs));
         }
-        self.confirm_skips(unconfirmed_skips);
+        self.confirm_records(unconfirmed);
         if claims.is_empty() {
             return Vec::new();
         }
@@ -699,7 +747,7 @@ impl State {
             Ok(outcomes) => outcomes,
             Err(err) => {
                 tracing::warn!(%err, jobs = claims.len(), "cannot claim missed ticks; retrying soon");
-                for ((job, plan, entry, _queue, abandoned), request) in plans.into_iter().zip(&claims) {
+                for ((job, plan, entry, _queue, abandoned, _inputs), request) in plans.into_iter().zip(&claims) {
                     if let Some(slot) = self.jobs.get_mut(&job.name) {
                         slot.state_revision = None;
                     }
@@ -722,7 +770,7 @@ impl State {
             }
         };
         let mut lost = Vec::new();
-        for ((job, plan, entry, queue, abandoned), outcome) in plans.into_iter().zip(outcomes) {
+        for ((job, plan, entry, queue, abandoned, inputs), outcome) in plans.into_iter().zip(outcomes) {
             let ClaimOutcome::Won { fence } = outcome else {
                 self.deps.metrics.claims_lost.fetch_add(1, Ordering::Relaxed);
                 lost.push(job.name.clone());
@@ -730,6 +778,9 @@ impl State {
             };
             self.record_unstarted(&job, &abandoned, fence, ABANDONED).await;
             self.record_missed(&job, &plan, fence).await;
+            if let Some(inputs) = &inputs {
+                self.confirm_plan_stored(&job.name, inputs.clone());
+            }
             if job.spec.broadcast {
                 for tick in &plan.run {
                     self.broadcast(&job, *tick, Trigger::Catchup, None).await;
@@ -741,6 +792,9 @@ impl State {
                 slot.last_claim_skipped = plan.is_empty() && slot.last_claim_skipped;
                 slot.catchup_queue = queue.into();
                 slot.catchup_running |= entry.is_some();
+                if inputs.is_some() {
+                    slot.unconfirmed_plan = inputs;
+                }
             }
             if let Some(entry) = entry {
                 tracing::info!(job = %job.name, tick = %entry.tick, policy = ?job.spec.catchup.policy, "catch-up run");
@@ -751,11 +805,12 @@ impl State {
         lost
     }
 
-    /// Writes the skip records of claims another lease made, in the
-    /// background, where the log store does not have them: a worker killed
-    /// just after its claim had the record only in its sink's memory. The
-    /// records carry the claimant's ids, so one that did arrive stays alone.
-    fn confirm_skips(&self, records: Vec<RunRecord>) {
+    /// Writes the records of claims another lease made (skips, catch-up
+    /// plans), in the background, where the log store does not have them: a
+    /// worker killed just after its claim had them only in its sink's memory.
+    /// The records carry the claimant's ids, so one that did arrive stays
+    /// alone.
+    fn confirm_records(&self, records: Vec<RunRecord>) {
         if records.is_empty() {
             return;
         }
@@ -767,8 +822,9 @@ impl State {
                     let sink = &sink;
                     async move {
                         let (job, tick) = (record.job.clone(), record.tick);
+                        let status = record.status;
                         if sink.record_unless_stored(record).await {
-                            tracing::info!(%job, %tick, "recorded a skipped tick its claimant had not recorded");
+                            tracing::info!(%job, %tick, ?status, "recorded a tick its claimant had not recorded");
                         }
                     }
                 })
@@ -1286,18 +1342,33 @@ impl State {
     }
 
     async fn record_missed(&self, job: &Arc<Job>, plan: &schedule::CatchupPlan, fence: Revision) {
+        for record in self.missed_records(job, plan, fence) {
+            self.record_ended(job, record).await;
+        }
+        let total = plan.missed.len() as u64 + plan.missed_summary.and_then(|s| s.count).unwrap_or(0);
+        self.deps.metrics.runs_ended(RunStatus::Missed, total);
+        if total > 0 {
+            tracing::info!(job = %job.name, missed = total, "recorded missed ticks");
+        }
+    }
+
+    /// The `missed` records of a catch-up plan claimed with `fence`, under
+    /// ids derived from the job and tick ([`RunId::for_missed`]).
+    fn missed_records(&self, job: &Job, plan: &schedule::CatchupPlan, fence: Revision) -> Vec<RunRecord> {
         let reason = match job.spec.catchup.policy {
             CatchupPolicy::Skip => "no worker ran the job at this time; catch-up policy is skip",
             CatchupPolicy::Latest => "no worker ran the job at this time; catch-up ran only the latest tick",
             CatchupPolicy::All => "no worker ran the job at this time; outside the catch-up window or limit",
         };
-        for tick in &plan.missed {
-            self.record_ended(
-                job,
-                self.not_run(job, *tick, RunStatus::Missed, fence, reason.to_owned()),
-            )
-            .await;
-        }
+        let mut records: Vec<RunRecord> = plan
+            .missed
+            .iter()
+            .map(|tick| {
+                let mut record = self.not_run(job, *tick, RunStatus::Missed, fence, reason.to_owned());
+                record.run_id = RunId::for_missed(&job.name, *tick);
+                record
+            })
+            .collect();
         if let Some(summary) = plan.missed_summary {
             let mut record = self.not_run(
                 job,
@@ -1309,15 +1380,103 @@ impl State {
                     summary.first, summary.last
                 ),
             );
+            record.run_id = RunId::for_missed(&job.name, summary.first);
             record.missed_count = summary.count;
             record.missed_until = Some(summary.last);
-            self.record_ended(job, record).await;
+            records.push(record);
         }
-        let total = plan.missed.len() as u64 + plan.missed_summary.and_then(|s| s.count).unwrap_or(0);
-        self.deps.metrics.runs_ended(RunStatus::Missed, total);
-        if total > 0 {
-            tracing::info!(job = %job.name, missed = total, "recorded missed ticks");
+        records
+    }
+
+    /// Tells the scheduling loop once the sink has stored everything queued
+    /// so far — the records of the catch-up plan `inputs` among them — so
+    /// that claims stop carrying the plan in the claim state.
+    fn confirm_plan_stored(&self, job: &JobName, inputs: PlanInputs) {
+        let sink = self.deps.sink.clone();
+        let stored = self.plans_stored_tx.clone();
+        let job = job.clone();
+        tokio::spawn(async move {
+            sink.flush().await;
+            let _ = stored.send((job, inputs)).await;
+        });
+    }
+
+    /// The records of catch-up plan `plan` are stored: claims stop carrying
+    /// it, and the claim state drops it now unless it moved on (a job that
+    /// fires rarely would otherwise keep it until its next tick, and every
+    /// owner change meanwhile would check its records again).
+    async fn on_plan_stored(&mut self, job: &JobName, plan: &PlanInputs) {
+        let Some(slot) = self.jobs.get_mut(job) else { return };
+        if slot.unconfirmed_plan.as_ref() != Some(plan) {
+            return;
         }
+        slot.unconfirmed_plan = None;
+        let (Some(seen), Some(last_tick)) = (slot.state_revision, slot.last_tick) else {
+            return;
+        };
+        let state = JobState {
+            last_tick,
+            lease: Some(self.lease.0),
+            skipped: slot.last_claim_skipped,
+            catchup: slot.catchup_queue.iter().copied().collect(),
+            plan: None,
+        };
+        match self.deps.coord.rewrite_state(job, &state, seen).await {
+            Ok(Some(revision)) => {
+                if let Some(slot) = self.jobs.get_mut(job)
+                    && slot.state_revision == Some(seen)
+                {
+                    slot.state_revision = Some(revision);
+                }
+            }
+            // Moved on: a later claim already left the plan out.
+            Ok(None) => {}
+            // Harmless: the next claim leaves it out.
+            Err(err) => tracing::debug!(%job, %err, "cannot drop a stored catch-up plan from the claim state"),
+        }
+    }
+
+    /// The records of another lease's catch-up claim, derived again from
+    /// the plan's inputs in the claim state: its `missed` ticks and the
+    /// queued ticks it took over. `fence` is the state's revision now;
+    /// `last_tick` its last tick, which the plan's horizon cannot pass.
+    fn rederive_plan_records(
+        &self,
+        job: &Arc<Job>,
+        inputs: &PlanInputs,
+        last_tick: Timestamp,
+        fence: Revision,
+    ) -> Vec<RunRecord> {
+        if inputs.job_revision != job.revision {
+            tracing::warn!(
+                job = %job.name,
+                "the job changed since another worker's catch-up claim; its missed ticks cannot be derived again"
+            );
+            return Vec::new();
+        }
+        let limits = CatchupLimits {
+            missed_records: inputs.missed_records,
+            runs: inputs.runs,
+            grace: Duration::from_millis(inputs.grace_ms),
+            scan: inputs.scan,
+        };
+        let plan = schedule::plan_catchup(&job.schedule, job.spec.catchup, inputs.after, inputs.now, limits);
+        if plan.horizon > last_tick {
+            tracing::warn!(job = %job.name, "another worker's catch-up plan does not match its claim state; not derived again");
+            return Vec::new();
+        }
+        let note = format!(
+            "; recorded by {} on taking the job over, as the worker that claimed it may not have",
+            self.deps.info.id
+        );
+        let mut records = self.missed_records(job, &plan, fence);
+        records.extend(self.unstarted_records(job, &inputs.abandoned, fence, ABANDONED));
+        for record in &mut records {
+            if let Some(error) = &mut record.error {
+                error.push_str(&note);
+            }
+        }
+        records
     }
 
     fn not_run(&self, job: &Job, tick: Timestamp, status: RunStatus, fence: Revision, reason: String) -> RunRecord {
@@ -1330,16 +1489,25 @@ impl State {
     /// ids every worker derives for them, so recording one twice keeps one
     /// record.
     async fn record_unstarted(&self, job: &Arc<Job>, ticks: &[Timestamp], fence: Revision, reason: &str) {
-        for tick in ticks {
-            let mut record = self.not_run(job, *tick, RunStatus::Missed, fence, reason.to_owned());
-            record.run_id = RunId::for_unstarted_catchup(&job.name, *tick);
-            record.trigger = Trigger::Catchup;
+        for record in self.unstarted_records(job, ticks, fence, reason) {
             self.deps.metrics.run_ended(RunStatus::Missed);
             self.record_ended(job, record).await;
         }
         if !ticks.is_empty() {
             tracing::warn!(job = %job.name, ticks = ticks.len(), "recorded queued catch-up ticks missed");
         }
+    }
+
+    fn unstarted_records(&self, job: &Job, ticks: &[Timestamp], fence: Revision, reason: &str) -> Vec<RunRecord> {
+        ticks
+            .iter()
+            .map(|tick| {
+                let mut record = self.not_run(job, *tick, RunStatus::Missed, fence, reason.to_owned());
+                record.run_id = RunId::for_unstarted_catchup(&job.name, *tick);
+                record.trigger = Trigger::Catchup;
+                record
+            })
+            .collect()
     }
 
     /// The record that a tick claimed with `fence` was skipped because
@@ -1491,6 +1659,7 @@ impl State {
         }
         let seen_revision = slot.state_revision.unwrap_or(0);
         let queued: Vec<Timestamp> = slot.catchup_queue.iter().copied().collect();
+        let unconfirmed_plan = slot.unconfirmed_plan.clone();
         let running = self.running_runs(name);
         let decision = schedule::overlap_decision(job.spec.overlap, running.len());
         let start = match decision {
@@ -1518,6 +1687,7 @@ impl State {
                 lease: self.lease,
                 skipped: matches!(action, TickAction::Skip(_)),
                 catchup: queued,
+                plan: unconfirmed_plan,
             },
             action,
         ))
@@ -1653,6 +1823,7 @@ impl State {
             lease: Some(self.lease.0),
             skipped: slot.last_claim_skipped,
             catchup: slot.catchup_queue.iter().skip(1).copied().collect(),
+            plan: slot.unconfirmed_plan.clone(),
         };
         let entry = self.running_entry(&job, RunId::generate(), tick, Trigger::Catchup, 1);
         let outcome = self
