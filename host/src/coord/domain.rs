@@ -636,16 +636,7 @@ impl Coordinator {
         state: &JobState,
         seen_revision: Revision,
     ) -> Result<Option<Revision>, StoreError> {
-        let state_key = self.key(Family::State, job.as_str());
-        let response = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision_is(state_key.clone(), seen_revision)])
-                    .and_then([TxnOp::put(state_key, encode(state)?)]),
-            )
-            .await?;
-        Ok(response.succeeded.then_some(response.revision))
+        self.put_state_if(job, state, seen_revision, None).await
     }
 
     /// Publishes the run of a queued catch-up tick and, in the same
@@ -661,16 +652,28 @@ impl Coordinator {
         state: &JobState,
         seen_revision: Revision,
     ) -> Result<Option<Revision>, StoreError> {
+        let entry = TxnOp::put_leased(self.running_key(job, run.run_id), encode(run)?, lease);
+        self.put_state_if(job, state, seen_revision, Some(entry)).await
+    }
+
+    /// Puts `state` (and `also`) if the state key is still at
+    /// `seen_revision`; the transaction's revision, or `None` if it moved.
+    async fn put_state_if(
+        &self,
+        job: &JobName,
+        state: &JobState,
+        seen_revision: Revision,
+        also: Option<TxnOp>,
+    ) -> Result<Option<Revision>, StoreError> {
         let state_key = self.key(Family::State, job.as_str());
+        let mut ops = vec![TxnOp::put(state_key.clone(), encode(state)?)];
+        ops.extend(also);
         let response = self
             .store
             .txn(
                 Txn::new()
-                    .when([Compare::mod_revision_is(state_key.clone(), seen_revision)])
-                    .and_then([
-                        TxnOp::put(state_key, encode(state)?),
-                        TxnOp::put_leased(self.running_key(job, run.run_id), encode(run)?, lease),
-                    ]),
+                    .when([Compare::mod_revision_is(state_key, seen_revision)])
+                    .and_then(ops),
             )
             .await?;
         Ok(response.succeeded.then_some(response.revision))

@@ -451,7 +451,7 @@ impl Pipeline {
 
     fn seal(&mut self) {
         if !self.open.is_idle() {
-            let mut open = std::mem::take(&mut self.open);
+            let open = std::mem::take(&mut self.open);
             // A batch already waiting its turn takes the new one in, up to
             // `batch_docs`: many small flushes (runs ending together) then
             // share a write instead of queueing one write each.
@@ -460,12 +460,8 @@ impl Pipeline {
                     last.batch.runs.extend(open.batch.runs);
                     last.batch.chunks.extend(open.batch.chunks);
                     last.waiters.extend(open.waiters);
-                    last.batch.drop_superseded();
                 }
-                _ => {
-                    open.batch.drop_superseded();
-                    self.sealed.push_back(open);
-                }
+                _ => self.sealed.push_back(open),
             }
         }
         self.open_deadline = None;
@@ -491,9 +487,11 @@ impl Pipeline {
                 if self.in_flight.is_some() {
                     break;
                 }
-                let Some(pending) = self.sealed.pop_front() else {
+                let Some(mut pending) = self.sealed.pop_front() else {
                     break;
                 };
+                // Once per batch, as it leaves the queue (not at each merge).
+                pending.batch.drop_superseded();
                 if pending.batch.is_empty() {
                     // A flush with nothing new: everything before it is done.
                     pending.done();
@@ -508,9 +506,10 @@ impl Pipeline {
 
     /// Appends the first sealed batch to the spool; false if it has to wait.
     async fn spool_front(&mut self) -> bool {
-        let (Some(spool), Some(front)) = (self.spool.as_mut(), self.sealed.front()) else {
+        let (Some(spool), Some(front)) = (self.spool.as_mut(), self.sealed.front_mut()) else {
             return false;
         };
+        front.batch.drop_superseded();
         match spool.append(&front.batch).await {
             Ok(Appended::Yes) => {
                 self.append_retry_at = None;

@@ -662,7 +662,7 @@ impl State {
                         if let Some(slot) = self.jobs.get_mut(&name) {
                             slot.unconfirmed_plan = Some(inputs.clone());
                         }
-                        self.confirm_plan_stored(&name, inputs);
+                        self.confirm_plans_stored(vec![(name.clone(), inputs)]);
                     }
                 }
             }
@@ -770,6 +770,7 @@ impl State {
             }
         };
         let mut lost = Vec::new();
+        let mut unconfirmed_plans = Vec::new();
         for ((job, plan, entry, queue, abandoned, inputs), outcome) in plans.into_iter().zip(outcomes) {
             let ClaimOutcome::Won { fence } = outcome else {
                 self.deps.metrics.claims_lost.fetch_add(1, Ordering::Relaxed);
@@ -779,7 +780,7 @@ impl State {
             self.record_unstarted(&job, &abandoned, fence, ABANDONED).await;
             self.record_missed(&job, &plan, fence).await;
             if let Some(inputs) = &inputs {
-                self.confirm_plan_stored(&job.name, inputs.clone());
+                unconfirmed_plans.push((job.name.clone(), inputs.clone()));
             }
             if job.spec.broadcast {
                 for tick in &plan.run {
@@ -802,6 +803,7 @@ impl State {
             }
             self.set_tick_timer(&job.name, plan.next);
         }
+        self.confirm_plans_stored(unconfirmed_plans);
         lost
     }
 
@@ -1389,15 +1391,19 @@ impl State {
     }
 
     /// Tells the scheduling loop once the sink has stored everything queued
-    /// so far — the records of the catch-up plan `inputs` among them — so
-    /// that claims stop carrying the plan in the claim state.
-    fn confirm_plan_stored(&self, job: &JobName, inputs: PlanInputs) {
+    /// so far — the records of the catch-up `plans` among them, one flush for
+    /// all — so that claims stop carrying the plans in the claim state.
+    fn confirm_plans_stored(&self, plans: Vec<(JobName, PlanInputs)>) {
+        if plans.is_empty() {
+            return;
+        }
         let sink = self.deps.sink.clone();
         let stored = self.plans_stored_tx.clone();
-        let job = job.clone();
         tokio::spawn(async move {
             sink.flush().await;
-            let _ = stored.send((job, inputs)).await;
+            for plan in plans {
+                let _ = stored.send(plan).await;
+            }
         });
     }
 
