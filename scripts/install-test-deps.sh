@@ -13,10 +13,8 @@ need_package() { dpkg -s "$1" >/dev/null 2>&1 || apt_packages+=("$1"); }
 # gcc builds the bundled SQLite; ca-certificates for the package registries.
 need_package gcc
 need_package ca-certificates
-# etcd-client's build compiles etcd's protobuf definitions (libprotobuf-dev
-# holds google/protobuf/descriptor.proto).
-need_package protobuf-compiler
-need_package libprotobuf-dev
+# No protoc: the vendored etcd-client carries its gRPC bindings ready-made
+# (vendor/README.md), and the tests check the build never needs one.
 # A real etcd 3.4 for the coordination tests (the harness runs its own on
 # free loopback ports; the package's system service is not used), and
 # openssl to make the certificates of the TLS test.

@@ -22,6 +22,9 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "==> README's first command (no protoc needed)"
+scripts/check-first-command.sh
+
 echo "==> MongoDB-wire test server"
 scripts/install-mongo-test-server.sh >/dev/null
 
