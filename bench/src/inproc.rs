@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::{Timestamp, Unit};
-use sandcron::config::{Role, WorkerConfig};
-use sandcron::coord::{Coordinator, WorkerInfo};
+use sandcron::auth::Role;
+use sandcron::config::WorkerConfig;
+use sandcron::coord::Coordinator;
 use sandcron::exec::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
 use sandcron::ids::{JobName, ModuleDigest, RunId};
 use sandcron::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob, WasmJob, WasmLimits};
 use sandcron::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, Sink, SinkConfig};
 use sandcron::metrics::Metrics;
+use sandcron::placement::WorkerInfo;
 use sandcron::run::{OutputChunk, RunRecord, RunStatus, Trigger};
 use sandcron::worker::{Executors, Worker, WorkerDeps};
 use tokio::task::JoinHandle;
@@ -265,7 +267,7 @@ impl InProcWorker {
             retention: Duration::from_secs(3600),
             alerts: None,
         });
-        let worker_handle = tokio::spawn(worker.run(shutdown.clone()));
+        let worker_handle = tokio::spawn(worker.serve(shutdown.clone()));
         InProcWorker {
             metrics,
             shutdown,

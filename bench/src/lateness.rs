@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use sandcron::coord::embedded::EmbeddedStore;
 use sandcron::coord::{Coordinator, KvStore};
-use sandcron::exec::ModuleKind;
 use sandcron::ids::ModuleDigest;
 use sandcron::logstore::LogStore;
 use sandcron::logstore::sqlite::SqliteLogStore;
+use sandcron::module::ModuleKind;
 
 use crate::Ctx;
 use crate::inproc::{InProcWorker, NOOP_WAT, Probe, load_jobs, shell_kind, wait_scheduled, wasm_kind};

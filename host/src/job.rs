@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::Role;
+use crate::auth::Role;
 use crate::cronexpr::{CronError, Schedule, ScheduleError};
 use crate::ids::{JobName, ModuleDigest};
 use crate::run::RunStatus;

@@ -17,30 +17,33 @@
 //!   store.
 //! - [`alert`]: alert rules (pure) and their delivery by webhook and email.
 //! - [`worker`]: watch → schedule → claim → execute → report.
-//! - [`api`] and [`console`]: the HTTP API and the embedded web console.
+//! - [`api`]: the HTTP API and the embedded web console.
 //! - [`config`]: file, environment and flags, validated in one place; the only
 //!   module that reads the environment.
-//! - [`cli`] and [`dev`]: the command line and the single-process role.
+//! - [`launch`]: what each process starts (`master`, `worker`, `dev`).
+//! - [`cli`]: the command line and its HTTP client.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`crypto`] and [`tls`]: HMAC, random tokens, the process's TLS provider.
 
 pub mod alert;
 pub mod api;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod config;
-pub mod console;
 pub mod coord;
 pub mod cronexpr;
 pub mod crypto;
-pub mod dev;
 pub mod exec;
 pub mod ids;
 pub mod job;
+pub mod launch;
 pub mod logstore;
 pub mod metrics;
-pub mod roles;
+pub mod module;
+pub mod placement;
 pub mod run;
 pub mod schedule;
+mod sync;
 pub mod tls;
 pub mod worker;

@@ -122,7 +122,7 @@ fn worker_summary(config: sandcron::config::WorkerRoleConfig) -> Vec<(&'static s
     lines
 }
 
-fn token_summary(tokens: &[sandcron::config::Token]) -> String {
+fn token_summary(tokens: &[sandcron::auth::Token]) -> String {
     if tokens.is_empty() {
         return "none (every caller is admin)".to_owned();
     }
@@ -197,7 +197,7 @@ async fn dev(args: sandcron::config::DevArgs) -> anyhow::Result<()> {
         "sandcron dev listening on http://{address} (data in {})",
         config.data_dir.display()
     );
-    sandcron::dev::run(config, listener, shutdown).await
+    sandcron::launch::dev(config, listener, shutdown).await
 }
 
 async fn master(args: sandcron::config::MasterArgs) -> anyhow::Result<()> {
@@ -208,7 +208,7 @@ async fn master(args: sandcron::config::MasterArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
-    let run = sandcron::roles::run_master(config, listener, shutdown);
+    let run = sandcron::launch::master(config, listener, shutdown);
     println!("sandcron master listening on http://{address}");
     run.await
 }
@@ -217,7 +217,7 @@ async fn worker(args: sandcron::config::WorkerArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
-    sandcron::roles::run_worker(config, shutdown).await
+    sandcron::launch::worker(config, shutdown).await
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM; a second signal exits at once.

@@ -7,6 +7,12 @@ use utoipa::ToSchema;
 use crate::ids::{JobName, ModuleDigest, RunId};
 use crate::job::Job;
 
+/// The prefix of the stdout line that sets a run's result value.
+pub const RESULT_MARKER: &str = "::sandcron::result ";
+
+/// The largest result value accepted, in bytes of JSON.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+
 /// Where a run stands. Every run ends in exactly one terminal status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -1,5 +1,5 @@
-//! The timer queue and the scheduling policies: overlap, catch-up, retry
-//! backoff and job placement.
+//! The timer queue and the scheduling policies: overlap, catch-up and retry
+//! backoff. (Which worker schedules a job is `placement`'s.)
 //!
 //! Everything here is pure: no I/O, and no clock of its own — the current time
 //! is always an argument. That keeps every policy unit-testable at any instant
@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::coord::WorkerInfo;
 use crate::cronexpr::Schedule;
-use crate::job::{Catchup, CatchupPolicy, Job, Overlap, RetryPolicy};
+use crate::job::{Catchup, CatchupPolicy, Overlap, RetryPolicy};
 
 /// A min-heap of deadlines keyed by `K`, one deadline per key.
 ///
@@ -301,59 +300,9 @@ pub fn retry_delay(policy: &RetryPolicy, attempt: u32) -> Option<Duration> {
     Some(Duration::from_secs(delay))
 }
 
-/// The worker that should schedule `job`: weighted rendezvous (highest random
-/// weight) hashing over the live workers able to run it. When a worker joins
-/// or leaves, only the jobs it wins or held move. `None` when no live worker
-/// can run the job.
-pub fn owner<'w>(job: &Job, workers: impl IntoIterator<Item = &'w WorkerInfo>) -> Option<&'w WorkerInfo> {
-    workers
-        .into_iter()
-        .filter(|worker| worker.can_run(job))
-        .map(|worker| (rendezvous_score(&worker.id, job.name.as_str(), worker.capacity), worker))
-        .max_by(|(a, wa), (b, wb)| a.total_cmp(b).then_with(|| wb.id.cmp(&wa.id)))
-        .map(|(_, worker)| worker)
-}
-
-/// Why no worker can run `job`, in words, for the API.
-pub fn unplaceable_reason(job: &Job, workers: &[WorkerInfo]) -> String {
-    if workers.is_empty() {
-        return "no live workers".to_owned();
-    }
-    if job.spec.kind.is_native() && !workers.iter().any(|w| w.allow_native) {
-        return "no live worker permits shell jobs (allow_native)".to_owned();
-    }
-    if matches!(job.spec.kind, crate::job::JobKind::Http(_)) && !workers.iter().any(|w| w.http) {
-        return "no live worker runs http jobs (its worker.http_allow is empty)".to_owned();
-    }
-    let selector: Vec<String> = job.spec.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("no live worker matches the selector {}", selector.join(","))
-}
-
-/// `-weight / ln(h)` with `h` a uniform hash of (worker, job) in (0, 1): the
-/// standard weighted rendezvous score. The hash is FNV-1a plus a SplitMix64
-/// finaliser — stable across builds and platforms, unlike std's hasher, so
-/// workers of different versions agree on owners.
-fn rendezvous_score(worker: &str, job: &str, capacity: usize) -> f64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in worker.bytes().chain([0xff]).chain(job.bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^= hash >> 31;
-    // 53 random bits mapped into the open interval (0, 1).
-    let unit = ((hash >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    let weight = capacity.max(1) as f64;
-    -weight / unit.ln()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::job::{JobKind, JobSpec, ShellJob};
 
     fn ts(text: &str) -> Timestamp {
         text.parse().expect("timestamp")
@@ -586,96 +535,5 @@ mod tests {
             max_backoff_s: 86400,
         };
         assert_eq!(retry_delay(&huge, 90), Some(Duration::from_secs(86400)));
-    }
-
-    fn job(name: &str, shell: bool, selector: &[(&str, &str)]) -> Job {
-        let now = ts("2026-01-01T00:00:00Z");
-        let kind = if shell {
-            JobKind::Shell(ShellJob {
-                command: "true".into(),
-                env: BTreeMap::new(),
-                timeout_s: 1,
-                output_kb: 1,
-            })
-        } else {
-            JobKind::Wasm(crate::job::WasmJob {
-                module: crate::ids::ModuleDigest::of(b"x"),
-                args: vec![],
-                env: BTreeMap::new(),
-                dirs: vec![],
-                limits: Default::default(),
-            })
-        };
-        let spec = JobSpec {
-            selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..JobSpec::new("@daily", kind)
-        };
-        Job::for_test(name, spec, now)
-    }
-
-    fn worker(id: &str, native: bool, labels: &[(&str, &str)], capacity: usize) -> WorkerInfo {
-        WorkerInfo {
-            id: id.into(),
-            hostname: "h".into(),
-            version: "0".into(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            allow_native: native,
-            capacity,
-            started_at: ts("2026-01-01T00:00:00Z"),
-            http: false,
-        }
-    }
-
-    #[test]
-    fn placement_respects_selectors_and_native_permission() {
-        let workers = vec![
-            worker("a", false, &[("zone", "eu")], 4),
-            worker("b", true, &[("zone", "us")], 4),
-        ];
-        assert_eq!(owner(&job("s", true, &[]), &workers).map(|w| w.id.as_str()), Some("b"));
-        assert_eq!(
-            owner(&job("w", false, &[("zone", "eu")]), &workers).map(|w| w.id.as_str()),
-            Some("a")
-        );
-        let nowhere = job("x", true, &[("zone", "eu")]);
-        assert!(owner(&nowhere, &workers).is_none());
-        assert!(unplaceable_reason(&nowhere, &workers).contains("selector zone=eu"));
-        let only_wasm = vec![worker("a", false, &[], 4)];
-        assert!(unplaceable_reason(&job("s", true, &[]), &only_wasm).contains("allow_native"));
-        assert_eq!(unplaceable_reason(&job("s", true, &[]), &[]), "no live workers");
-    }
-
-    #[test]
-    fn placement_moves_only_the_jobs_of_a_changed_worker_and_follows_capacity() {
-        let jobs: Vec<Job> = (0..2000).map(|i| job(&format!("job-{i}"), false, &[])).collect();
-        let three = vec![
-            worker("w1", false, &[], 1),
-            worker("w2", false, &[], 1),
-            worker("w3", false, &[], 1),
-        ];
-        let four = [three.clone(), vec![worker("w4", false, &[], 1)]].concat();
-        let mut moved = 0;
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        for job in &jobs {
-            let before = owner(job, &three).expect("owner").id.clone();
-            let after = owner(job, &four).expect("owner").id.clone();
-            if before != after {
-                assert_eq!(after, "w4", "a job moved between old workers");
-                moved += 1;
-            }
-            *counts.entry(after).or_default() += 1;
-        }
-        // About a quarter of the jobs move to the new worker, no more.
-        assert!((350..650).contains(&moved), "moved {moved}");
-        for (id, count) in &counts {
-            assert!((350..650).contains(count), "{id} got {count}");
-        }
-        // A worker with three times the capacity gets about three times the jobs.
-        let weighted = vec![worker("big", false, &[], 3), worker("small", false, &[], 1)];
-        let big = jobs
-            .iter()
-            .filter(|job| owner(job, &weighted).expect("owner").id == "big")
-            .count();
-        assert!((1350..1650).contains(&big), "big got {big}");
     }
 }

@@ -321,7 +321,7 @@ mod tests {
                 created_at: at(0),
                 updated_at: at(0),
                 active_since: at(0),
-                written_by: crate::config::Role::Admin,
+                written_by: crate::auth::Role::Admin,
             },
         };
         JobRecord::decode(

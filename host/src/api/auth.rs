@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
-use crate::config::{Role, Token};
+use crate::auth::{Role, Token};
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::ApiError;
+use super::ApiError;
 
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
@@ -16,18 +16,22 @@ const CSS: &str = "text/css; charset=utf-8";
 /// (URL path, content type, bytes) of every console file. A file added to
 /// `webroot/` is served only once it is listed here.
 const FILES: &[(&str, &str, &[u8])] = &[
-    ("/", HTML, include_bytes!("../../webroot/index.html")),
-    ("/style.css", CSS, include_bytes!("../../webroot/style.css")),
-    ("/js/app.js", JS, include_bytes!("../../webroot/js/app.js")),
-    ("/js/api.js", JS, include_bytes!("../../webroot/js/api.js")),
-    ("/js/ui.js", JS, include_bytes!("../../webroot/js/ui.js")),
-    ("/js/dashboard.js", JS, include_bytes!("../../webroot/js/dashboard.js")),
-    ("/js/jobs.js", JS, include_bytes!("../../webroot/js/jobs.js")),
-    ("/js/editor.js", JS, include_bytes!("../../webroot/js/editor.js")),
-    ("/js/modules.js", JS, include_bytes!("../../webroot/js/modules.js")),
-    ("/js/runs.js", JS, include_bytes!("../../webroot/js/runs.js")),
-    ("/js/run.js", JS, include_bytes!("../../webroot/js/run.js")),
-    ("/js/workers.js", JS, include_bytes!("../../webroot/js/workers.js")),
+    ("/", HTML, include_bytes!("../../../webroot/index.html")),
+    ("/style.css", CSS, include_bytes!("../../../webroot/style.css")),
+    ("/js/app.js", JS, include_bytes!("../../../webroot/js/app.js")),
+    ("/js/api.js", JS, include_bytes!("../../../webroot/js/api.js")),
+    ("/js/ui.js", JS, include_bytes!("../../../webroot/js/ui.js")),
+    (
+        "/js/dashboard.js",
+        JS,
+        include_bytes!("../../../webroot/js/dashboard.js"),
+    ),
+    ("/js/jobs.js", JS, include_bytes!("../../../webroot/js/jobs.js")),
+    ("/js/editor.js", JS, include_bytes!("../../../webroot/js/editor.js")),
+    ("/js/modules.js", JS, include_bytes!("../../../webroot/js/modules.js")),
+    ("/js/runs.js", JS, include_bytes!("../../../webroot/js/runs.js")),
+    ("/js/run.js", JS, include_bytes!("../../../webroot/js/run.js")),
+    ("/js/workers.js", JS, include_bytes!("../../../webroot/js/workers.js")),
 ];
 
 /// Serves a console file, or answers 404 (as JSON under `/api/`).

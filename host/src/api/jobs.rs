@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiJson, ApiQuery, AppState, Caller};
-use crate::config::Role;
-use crate::coord::{KillTarget, RunningEntry, TriggerRequest, WorkerInfo};
+use crate::auth::Role;
+use crate::coord::{KillTarget, RunningEntry, TriggerRequest};
 use crate::ids::{JobName, RunId};
 use crate::job::{Job, JobKind, JobMeta, JobRecord, JobSpec};
+use crate::placement::{self, WorkerInfo};
 use crate::run::{RunRecord, Shard, Trigger};
-use crate::schedule;
 
 /// A job as the API shows it: its spec, bookkeeping and live status.
 #[derive(Debug, Serialize, ToSchema)]
@@ -156,7 +156,7 @@ impl Context {
     }
 
     fn view(&mut self, job: Job) -> JobView {
-        let owner = schedule::owner(&job, &self.workers).map(|w| w.id.clone());
+        let owner = placement::owner(&job, &self.workers).map(|w| w.id.clone());
         let running = self.running.remove(&job.name).unwrap_or_default();
         let (status, reason) = if job.spec.paused {
             (JobStatus::Paused, None)
@@ -165,7 +165,7 @@ impl Context {
         } else if owner.is_none() {
             (
                 JobStatus::Unschedulable,
-                Some(schedule::unplaceable_reason(&job, &self.workers)),
+                Some(placement::unplaceable_reason(&job, &self.workers)),
             )
         } else {
             (JobStatus::Scheduled, None)
@@ -559,10 +559,10 @@ pub(super) async fn run_now(
     caller.require(Role::Operator, "running a job")?;
     let job = load_job(&state, &name).await?;
     let workers = state.coord.list_workers().await?;
-    if schedule::owner(&job, &workers).is_none() {
+    if placement::owner(&job, &workers).is_none() {
         return Err(ApiError::Conflict(format!(
             "job {name} cannot run: {}",
-            schedule::unplaceable_reason(&job, &workers)
+            placement::unplaceable_reason(&job, &workers)
         )));
     }
     if job.spec.overlap == crate::job::Overlap::Forbid

@@ -17,13 +17,14 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Token;
+use crate::auth::Token;
 use crate::coord::Coordinator;
-use crate::exec::ModuleInspector;
 use crate::logstore::LogStore;
 use crate::metrics::Metrics;
+use crate::module::ModuleInspector;
 
 pub mod auth;
+mod console;
 mod error;
 pub mod jobs;
 pub mod modules;
@@ -95,7 +96,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
-        .fallback(crate::console::fallback)
+        .fallback(console::fallback)
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

@@ -13,11 +13,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, Caller};
-use crate::config::Role;
+use crate::auth::Role;
 use crate::coord::ModuleMeta;
-use crate::exec::{ModuleError, ModuleKind};
 use crate::ids::ModuleDigest;
 use crate::job::JobKind;
+use crate::module::{ModuleError, ModuleKind};
 
 /// A stored module.
 #[derive(Debug, Serialize, ToSchema)]

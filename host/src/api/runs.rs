@@ -269,11 +269,11 @@ pub(super) async fn report(
     too_long("error", &body.error, 64 * 1024)?;
     too_long("output", &body.output, 1024 * 1024)?;
     if let Some(result) = &body.result
-        && result.to_string().len() > crate::exec::MAX_RESULT_BYTES
+        && result.to_string().len() > crate::run::MAX_RESULT_BYTES
     {
         return Err(ApiError::invalid(
             "result",
-            format!("must be at most {} bytes of JSON", crate::exec::MAX_RESULT_BYTES),
+            format!("must be at most {} bytes of JSON", crate::run::MAX_RESULT_BYTES),
         ));
     }
     let Some((job, entry)) = state.coord.find_running(run_id).await? else {

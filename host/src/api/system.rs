@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiQuery, AppState, Caller};
-use crate::coord::WorkerInfo;
 use crate::cronexpr::{CronExpr, parse_timezone};
 use crate::logstore::RunQuery;
+use crate::placement::WorkerInfo;
 
 /// A live worker and its load.
 #[derive(Debug, Serialize, ToSchema)]

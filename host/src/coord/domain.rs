@@ -18,7 +18,7 @@
 //! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,10 +30,11 @@ use utoipa::ToSchema;
 use super::kv::{
     Compare, KeyValue, KvStore, LeaseId, MAX_TXN_OPS, Revision, StoreError, Txn, TxnOp, WatchEvent, WatchStream,
 };
-use crate::config::Role;
-use crate::exec::ModuleKind;
+use crate::auth::Role;
 use crate::ids::{JobName, ModuleDigest, RunId};
 use crate::job::{Job, JobError, JobRecord};
+use crate::module::ModuleKind;
+use crate::placement::WorkerInfo;
 use crate::run::{ParentRun, RunStatus, Shard, Trigger};
 
 /// How long a kill request stays in the store. A run that is not found by
@@ -160,37 +161,6 @@ pub enum ClaimOutcome {
     Won { fence: Revision },
     /// Someone else moved the job's state first; re-read it before trying again.
     Lost,
-}
-
-/// A worker as published under `workers/`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct WorkerInfo {
-    pub id: String,
-    pub hostname: String,
-    pub version: String,
-    pub labels: BTreeMap<String, String>,
-    pub allow_native: bool,
-    pub capacity: usize,
-    #[schema(value_type = String, format = DateTime)]
-    pub started_at: Timestamp,
-    /// Whether it runs `http` jobs (its HTTP allow-list is not empty).
-    #[serde(default)]
-    pub http: bool,
-}
-
-impl WorkerInfo {
-    /// Whether this worker may run `job`: it carries every label of the job's
-    /// selector, permits native processes for shell jobs, and has an HTTP
-    /// allow-list for http jobs.
-    pub fn can_run(&self, job: &Job) -> bool {
-        (!job.spec.kind.is_native() || self.allow_native)
-            && (!matches!(job.spec.kind, crate::job::JobKind::Http(_)) || self.http)
-            && job
-                .spec
-                .selector
-                .iter()
-                .all(|(key, value)| self.labels.get(key) == Some(value))
-    }
 }
 
 /// Which runs a kill request is for.

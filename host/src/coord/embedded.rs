@@ -7,7 +7,8 @@
 //! transaction that changed a persisted key before the SQLite commit holding
 //! that change; grow without bound (watch history is capped by events and
 //! bytes, every watcher by a bounded channel — a watcher that falls behind is
-//! told so and dropped); panic on a poisoned lock or a dead disk thread.
+//! told so and dropped); panic on a dead disk thread; stop on a poisoned lock
+//! (the one poison policy is `crate::sync`'s).
 //!
 //! Durability, precisely: a write is applied in memory (and seen by readers
 //! and watchers in this process) first, then committed; its transaction
@@ -23,7 +24,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak, mpsc as std_mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak, mpsc as std_mpsc};
 use std::task::{Context, Poll};
 use std::thread;
 use std::time::Duration;
@@ -183,19 +184,14 @@ impl EmbeddedStore {
         })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
-        self.state
-            .lock()
-            .map_err(|_| StoreError::Other("embedded store state poisoned by an earlier panic".into()))
+    fn locked(&self) -> MutexGuard<'_, State> {
+        crate::sync::lock(&self.state)
     }
 
     /// Starts the expiry task unless it runs. It holds only a `Weak` to the
     /// store, so it ends when the store is dropped.
     fn ensure_lease_task(&self) -> Result<(), StoreError> {
-        let mut task = self
-            .lease_task
-            .lock()
-            .map_err(|_| StoreError::Other("embedded store lease task slot poisoned".into()))?;
+        let mut task = crate::sync::lock(&self.lease_task);
         if task.as_ref().is_some_and(|task| !task.is_finished()) {
             return Ok(());
         }
@@ -207,14 +203,14 @@ impl EmbeddedStore {
 
     /// Expires due leases; returns when the next one is due.
     fn expire_due_leases(&self) -> Result<Option<Instant>, StoreError> {
-        let mut state = self.lock()?;
+        let mut state = self.locked();
         state.expire_leases(Instant::now());
         Ok(state.next_lease_deadline())
     }
 
     #[cfg(test)]
     fn watcher_count(&self) -> usize {
-        self.state.lock().map(|state| state.watchers.len()).unwrap_or(0)
+        crate::sync::lock(&self.state).watchers.len()
     }
 }
 
@@ -234,7 +230,7 @@ impl fmt::Debug for EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
-        let task = self.lease_task.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let task = crate::sync::get_mut(&mut self.lease_task);
         if let Some(task) = task.take() {
             task.abort();
         }
@@ -243,7 +239,7 @@ impl Drop for EmbeddedStore {
         // waiting transaction holds a reference) and release the file, so the
         // same path can be reopened as soon as this returns. That is at most
         // one SQLite commit of blocking.
-        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let state = crate::sync::get_mut(&mut self.state);
         if let Some(disk) = state.disk.take() {
             disk.close();
         }
@@ -255,13 +251,13 @@ impl KvStore for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         // Only the `Arc` of the value is cloned under the lock; copying a
         // value of up to 1 MiB happens after it is released.
-        let entry = self.lock()?.keys.get(key).cloned();
+        let entry = self.locked().keys.get(key).cloned();
         Ok(entry.map(|entry| entry.to_key_value(key)))
     }
 
     async fn range(&self, prefix: &str) -> Result<RangeResult, StoreError> {
         let (entries, revision) = {
-            let state = self.lock()?;
+            let state = self.locked();
             let entries: Vec<(String, Entry)> = state
                 .keys
                 .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
@@ -277,7 +273,7 @@ impl KvStore for EmbeddedStore {
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         let txn = PreparedTxn::new(txn)?;
         let (response, commit) = {
-            let mut state = self.lock()?;
+            let mut state = self.locked();
             state.ensure_writable()?;
             state.expire_leases(Instant::now());
             state.apply(txn)?
@@ -299,7 +295,7 @@ impl KvStore for EmbeddedStore {
         if after < 0 {
             return Err(StoreError::Invalid(format!("watch revision {after} is negative")));
         }
-        let mut state = self.lock()?;
+        let mut state = self.locked();
         let Some(replay) = state.history.since(prefix, after) else {
             let compacted = StoreError::Compacted {
                 requested: after.saturating_add(1),
@@ -337,26 +333,26 @@ impl KvStore for EmbeddedStore {
             return Err(StoreError::Invalid("lease ttl must be positive".into()));
         }
         self.ensure_lease_task()?;
-        let id = self.lock()?.grant_lease(ttl, Instant::now())?;
+        let id = self.locked().grant_lease(ttl, Instant::now())?;
         // The new lease may be due before the one the expiry task sleeps for.
         self.lease_wake.notify_one();
         Ok(id)
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
-        let mut state = self.lock()?;
+        let mut state = self.locked();
         let now = Instant::now();
         state.expire_leases(now);
         state.keep_lease_alive(lease, now)
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.lock()?.revoke_lease(lease);
+        self.locked().revoke_lease(lease);
         Ok(())
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        let mut state = self.lock()?;
+        let mut state = self.locked();
         if revision > state.revision {
             return Err(StoreError::Invalid(format!(
                 "cannot compact at revision {revision}: the store is at revision {}",
@@ -956,10 +952,8 @@ impl Stream for EmbeddedWatch {
 
 impl Drop for EmbeddedWatch {
     fn drop(&mut self) {
-        if let Some(store) = self.store.upgrade()
-            && let Ok(mut state) = store.state.lock()
-        {
-            state.watchers.remove(&self.id);
+        if let Some(store) = self.store.upgrade() {
+            crate::sync::lock(&store.state).watchers.remove(&self.id);
         }
     }
 }

@@ -20,6 +20,6 @@ pub mod suite;
 
 pub use domain::{
     ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs,
-    PrefixWatcher, RunReport, RunningEntry, TriggerRequest, WatchUpdate, WorkerInfo,
+    PrefixWatcher, RunReport, RunningEntry, TriggerRequest, WatchUpdate,
 };
 pub use kv::*;

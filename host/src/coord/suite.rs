@@ -15,12 +15,13 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{
     ClaimOutcome, ClaimRequest, Coordinator, Family, KillTarget, KvStore, MAX_VALUE_BYTES, PlanInputs, RunningEntry,
-    WatchUpdate, WorkerInfo,
+    WatchUpdate,
 };
-use crate::config::Role;
-use crate::exec::ModuleKind;
+use crate::auth::Role;
 use crate::ids::{JobName, ModuleDigest, RunId};
 use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob};
+use crate::module::ModuleKind;
+use crate::placement::WorkerInfo;
 use crate::run::Trigger;
 
 /// Runs every check.

@@ -22,7 +22,7 @@ pub mod native;
 mod output;
 pub mod wasm;
 
-pub use output::{MAX_RESULT_BYTES, RESULT_MARKER, RunOutput};
+pub use output::{ChunkSink, RunOutput};
 
 /// Everything an executor needs to start one run.
 #[derive(Debug, Clone)]
@@ -166,60 +166,6 @@ impl RunOutcome {
             StopReason::Shutdown => RunOutcome::new(RunStatus::Killed).with_error("killed: the worker shut down"),
         }
     }
-}
-
-/// Whether a WebAssembly binary is a core module (WASI preview 1) or a
-/// component (WASI preview 2, the `wasi:cli/command` world).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ModuleKind {
-    Module,
-    Component,
-}
-
-impl ModuleKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModuleKind::Module => "module",
-            ModuleKind::Component => "component",
-        }
-    }
-}
-
-/// What upload-time inspection learned about a binary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModuleInfo {
-    pub kind: ModuleKind,
-    /// Every import, as `module::name` (core) or the interface name (component).
-    pub imports: Vec<String>,
-}
-
-/// Why a binary was refused at upload. Each maps to a 4xx with this message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ModuleError {
-    #[error("not a WebAssembly binary (bad magic number)")]
-    NotWasm,
-    #[error("module is {size} bytes; the limit is {limit} bytes")]
-    TooLarge { size: u64, limit: u64 },
-    #[error("unsupported WebAssembly binary version {0:#x}")]
-    UnsupportedVersion(u32),
-    #[error("invalid WebAssembly: {0}")]
-    Invalid(String),
-    #[error("imports other than WASI are not allowed: {}", .0.join(", "))]
-    ForbiddenImports(Vec<String>),
-    #[error("component is not a command: {0}")]
-    NotACommand(String),
-}
-
-/// Checks uploaded binaries. Implemented by the WASM executor's engine, so
-/// the API can validate uploads without depending on wasmtime.
-pub trait ModuleInspector: Send + Sync + 'static {
-    /// Validates `bytes` as an accepted job binary: magic, version, size
-    /// limit, wasmtime validation, WASI-only imports, command world.
-    fn inspect(&self, bytes: &[u8]) -> Result<ModuleInfo, ModuleError>;
-
-    /// The largest binary accepted, in bytes.
-    fn max_module_bytes(&self) -> u64;
 }
 
 /// Runs one kind of job.

@@ -3,18 +3,29 @@
 //! when a pipe read splits them, and picking up the run's result value (a
 //! stdout line `::sandcron::result <json>`).
 //!
-//! It writes only into the sink's channel, never into a store.
+//! It writes only into a [`ChunkSink`] (the log sink's channel, as the
+//! worker wires it), never into a store.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::ids::RunId;
-use crate::logstore::Sink;
-use crate::run::{OutputChunk, StreamKind};
+use crate::run::{MAX_RESULT_BYTES, OutputChunk, RESULT_MARKER, StreamKind};
+
+/// Where a run's numbered output chunks go. The worker implements it over
+/// the log sink; executors know nothing else of logs.
+#[async_trait]
+pub trait ChunkSink: Send + Sync {
+    /// Hands one chunk over; may wait while the sink is full.
+    async fn chunk(&self, chunk: OutputChunk);
+}
 
 /// Where an executor writes a run's stdout and stderr.
 pub struct RunOutput {
     run_id: RunId,
-    sink: Option<Sink>,
+    sink: Option<Arc<dyn ChunkSink>>,
     next_seq: u64,
     limit: u64,
     written: u64,
@@ -24,12 +35,6 @@ pub struct RunOutput {
     results: ResultScanner,
     expire_at: Option<Timestamp>,
 }
-
-/// The prefix of the stdout line that sets a run's result value.
-pub const RESULT_MARKER: &str = "::sandcron::result ";
-
-/// The largest result value accepted, in bytes of JSON.
-pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
 /// Finds result lines in stdout as it streams past, holding at most one
 /// candidate line (bounded by the result size limit).
@@ -101,7 +106,7 @@ impl std::fmt::Debug for RunOutput {
 
 impl RunOutput {
     /// Output of `run_id`, at most `limit_bytes` stored.
-    pub fn new(run_id: RunId, sink: Sink, limit_bytes: u64) -> Self {
+    pub fn new(run_id: RunId, sink: Arc<dyn ChunkSink>, limit_bytes: u64) -> Self {
         Self::with_sink(run_id, Some(sink), limit_bytes)
     }
 
@@ -111,7 +116,7 @@ impl RunOutput {
         Self::with_sink(run_id, None, limit_bytes)
     }
 
-    fn with_sink(run_id: RunId, sink: Option<Sink>, limit_bytes: u64) -> Self {
+    fn with_sink(run_id: RunId, sink: Option<Arc<dyn ChunkSink>>, limit_bytes: u64) -> Self {
         Self {
             run_id,
             sink,

@@ -10,17 +10,18 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::{WorkerParts, build_worker, sink, start_alerts, worker_engine};
 use crate::api::{self, AppState, HttpConfig};
-use crate::config::{DevConfig, Role, hostname};
+use crate::auth::Role;
+use crate::config::{DevConfig, hostname};
 use crate::coord::Coordinator;
 use crate::coord::embedded::EmbeddedStore;
-use crate::exec::ModuleKind;
 use crate::ids::{JobName, ModuleDigest, WorkerId};
 use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, WasmJob, WasmLimits};
 use crate::logstore::sqlite::SqliteLogStore;
 use crate::logstore::{LogBatch, LogStore, RunQuery};
 use crate::metrics::Metrics;
-use crate::roles::{self, WorkerParts};
+use crate::module::ModuleKind;
 use crate::run::RunStatus;
 
 /// The coordination key prefix.
@@ -30,7 +31,7 @@ pub const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// Runs `sandcron dev` on `listener` until `shutdown` is cancelled; then the
 /// server stops, runs drain, and the sink flushes last.
-pub async fn run(config: DevConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data = &config.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
     let store = EmbeddedStore::open(&data.join("coord.db")).context("cannot open the coordination store")?;
@@ -41,7 +42,7 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         .context("cannot close runs left by the previous process")?;
 
     let metrics = Metrics::new();
-    let (sink, sink_task) = roles::sink(logs.clone(), &config.logs, data);
+    let (sink, sink_task) = sink(logs.clone(), &config.logs, data);
     metrics.attach_sink(sink.stats());
     let sink_handle = tokio::spawn(sink_task.run());
 
@@ -49,17 +50,17 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         Some(id) => id.clone(),
         None => stable_worker_id(data)?,
     };
-    let engine = roles::worker_engine(&config.worker, data, config.server.max_module_bytes)?;
+    let engine = worker_engine(&config.worker, data, config.server.max_module_bytes)?;
     if config.seed_demo {
         seed_demo(&coord, data).await?;
     }
-    let (alerts, alerts_task) = roles::start_alerts(&config.alerts, &metrics);
+    let (alerts, alerts_task) = start_alerts(&config.alerts, &metrics);
     let mut worker_config = config.worker.clone();
     if worker_config.api_url.is_none() {
         // Async jobs report to this very server.
         worker_config.api_url = Some(format!("http://{}", listener.local_addr()?));
     }
-    let worker = roles::build_worker(WorkerParts {
+    let worker = build_worker(WorkerParts {
         coord: coord.clone(),
         sink: sink.clone(),
         metrics: metrics.clone(),
@@ -70,7 +71,7 @@ pub async fn run(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         retention: config.logs.retention,
         alerts,
     })?;
-    let worker_handle = tokio::spawn(worker.run(shutdown.clone()));
+    let worker_handle = tokio::spawn(worker.serve(shutdown.clone()));
     let retention_handle = tokio::spawn(retention(logs.clone(), config.logs.retention, shutdown.clone()));
 
     let state = AppState {
@@ -168,7 +169,7 @@ async fn mark_lost_runs(logs: &dyn LogStore) -> anyhow::Result<()> {
 
 /// The demo job's module: prints a greeting with the job and the tick (see
 /// assets/demo.wat).
-pub const DEMO_MODULE: &[u8] = include_bytes!("../assets/demo.wasm");
+pub const DEMO_MODULE: &[u8] = include_bytes!("../../assets/demo.wasm");
 
 /// Seeds one demo WASM job the first time a data directory is used, and asks
 /// for a first run at once, so a newcomer sees runs and output immediately.
@@ -245,7 +246,7 @@ mod tests {
     /// assets/demo.wasm after an edit of demo.wat.
     #[test]
     fn the_demo_module_is_what_its_text_assembles_to() {
-        let assembled = wat::parse_str(include_str!("../assets/demo.wat")).expect("demo.wat assembles");
+        let assembled = wat::parse_str(include_str!("../../assets/demo.wat")).expect("demo.wat assembles");
         if std::env::var_os("SANDCRON_BLESS").is_some() {
             std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo.wasm"), &assembled).expect("write");
             return;

@@ -1087,7 +1087,7 @@ pub async fn pages_stay_stable_while_runs_arrive(store: &dyn LogStore, prefix: &
                     sample_record(&job, tick, RunStatus::Running, 1)
                 })
                 .collect();
-            arrived.lock().unwrap().extend(newer.iter().map(|r| r.run_id));
+            crate::sync::lock(&arrived).extend(newer.iter().map(|r| r.run_id));
             store
                 .write(&LogBatch {
                     runs: newer,

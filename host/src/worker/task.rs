@@ -26,7 +26,7 @@ use crate::schedule;
 pub(super) const MAX_DEPENDENCY_DEPTH: u32 = 16;
 
 /// Everything a run task needs, handed over by the worker.
-pub(super) struct RunSpec {
+pub(super) struct TaskSpec {
     pub(super) job: Arc<Job>,
     pub(super) entry: RunningEntry,
     pub(super) fence: Revision,
@@ -36,7 +36,7 @@ pub(super) struct RunSpec {
     pub(super) coord: Coordinator,
     pub(super) metrics: Arc<Metrics>,
     pub(super) semaphore: Arc<Semaphore>,
-    pub(super) done: mpsc::Sender<RunFinished>,
+    pub(super) done: mpsc::Sender<TaskDone>,
     pub(super) shell_allowed: bool,
     pub(super) retention: std::time::Duration,
     pub(super) alerts: Option<AlertHandle>,
@@ -46,19 +46,19 @@ pub(super) struct RunSpec {
 
 /// What the worker learns when a run ends.
 #[derive(Debug)]
-pub(super) struct RunFinished {
+pub(super) struct TaskDone {
     pub(super) job: JobName,
     pub(super) run_id: RunId,
     pub(super) trigger: Trigger,
 }
 
-pub(super) async fn run(spec: RunSpec) {
+pub(super) async fn carry_out(spec: TaskSpec) {
     let span = tracing::info_span!("run", job = %spec.job.name, run = %spec.entry.run_id);
     execute(spec).instrument(span).await;
 }
 
-async fn execute(spec: RunSpec) {
-    let RunSpec {
+async fn execute(spec: TaskSpec) {
+    let TaskSpec {
         job,
         entry,
         fence,
@@ -150,7 +150,7 @@ async fn execute(spec: RunSpec) {
                     shard: entry.shard,
                     report_to,
                 };
-                let mut output = RunOutput::new(entry.run_id, sink.clone(), job.spec.kind.output_kb() * 1024)
+                let mut output = RunOutput::new(entry.run_id, Arc::new(sink.clone()), job.spec.kind.output_kb() * 1024)
                     .expiring_at(record.expire_at);
                 let mut outcome = executor.execute(&request, &mut output, &kill).await;
                 if let (Some(rx), RunStatus::Succeeded) = (report_rx, outcome.status) {
@@ -207,7 +207,7 @@ async fn execute(spec: RunSpec) {
         finish_in_background(coord.clone(), job.name.clone(), entry.run_id, follow_ups);
     }
     let _worker_gone = done
-        .send(RunFinished {
+        .send(TaskDone {
             job: job.name.clone(),
             run_id: entry.run_id,
             trigger: entry.trigger,

@@ -12,15 +12,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Executors, Worker, WorkerDeps};
-use crate::config::{Role, WorkerConfig};
+use crate::auth::Role;
+use crate::config::WorkerConfig;
 use crate::coord::embedded::EmbeddedStore;
-use crate::coord::{Coordinator, KvStore, WorkerInfo};
+use crate::coord::{Coordinator, KvStore};
 use crate::exec::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
 use crate::ids::{JobName, RunId};
 use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob};
 use crate::logstore::sqlite::SqliteLogStore;
 use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, Sink, SinkConfig};
 use crate::metrics::Metrics;
+use crate::placement::WorkerInfo;
 use crate::run::{OutputChunk, RunRecord, RunStatus};
 
 /// A log store that never finishes a write: what a worker's sink holds stays
@@ -133,7 +135,7 @@ fn start(id: &str, coord: &Coordinator, logs: Arc<dyn LogStore>) -> Running {
         alerts: None,
     });
     Running {
-        worker: tokio::spawn(worker.run(shutdown.clone())),
+        worker: tokio::spawn(worker.serve(shutdown.clone())),
         sink: sink_handle,
         shutdown,
     }

@@ -22,8 +22,8 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use wasmtime::Engine;
 
-use crate::exec::ModuleKind;
 use crate::ids::ModuleDigest;
+use crate::module::ModuleKind;
 
 /// File magic; the last byte is the format version.
 const MAGIC: [u8; 16] = *b"sandcron-cwasm\0\x01";

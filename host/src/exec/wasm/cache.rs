@@ -13,9 +13,9 @@ use tokio::sync::OnceCell;
 use wasmtime::{InstancePre, ModuleExport};
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-use super::run::{ComponentState, CoreState};
-use crate::exec::ModuleKind;
+use super::sandbox::{ComponentState, CoreState};
 use crate::ids::ModuleDigest;
+use crate::module::ModuleKind;
 
 /// Prepared modules kept in memory. Each holds its machine code (from a few
 /// hundred KiB to tens of MiB for an interpreter); a worker runs far fewer
@@ -161,7 +161,7 @@ impl ModuleCache {
     /// when full) if it is not there.
     pub(super) fn slot(&self, digest: &ModuleDigest) -> Arc<Slot> {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slots = crate::sync::lock(&self.slots);
         if let Some(slot) = slots.get(digest) {
             slot.last_used.store(now, Ordering::Relaxed);
             return Arc::clone(slot);
@@ -187,7 +187,7 @@ impl ModuleCache {
 
     /// The loaded module of `digest`, if it is in memory.
     pub(super) fn get(&self, digest: &ModuleDigest) -> Option<Arc<Loaded>> {
-        let slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slots = crate::sync::lock(&self.slots);
         slots.get(digest).and_then(|slot| slot.cell.get().cloned())
     }
 }

@@ -14,7 +14,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::WasmConfig;
 use super::limits::{INSTANCES_PER_RUN, MEMORIES_PER_RUN, TABLE_ELEMENTS, TABLES_PER_RUN};
-use super::run::{ComponentState, CoreState};
+use super::sandbox::{ComponentState, CoreState};
 
 /// How often the epoch advances: the granularity of timeouts and kills, and
 /// how long a CPU-bound guest runs before it yields its runtime thread.

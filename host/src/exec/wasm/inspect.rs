@@ -6,7 +6,7 @@
 
 use wasmparser::{Encoding, Parser, Payload, ValidPayload, Validator, WasmFeatures};
 
-use crate::exec::{ModuleError, ModuleInfo, ModuleKind};
+use crate::module::{ModuleError, ModuleInfo, ModuleKind};
 
 const MAGIC: &[u8; 4] = b"\0asm";
 /// Version field of a core module (version 1, layer 0).

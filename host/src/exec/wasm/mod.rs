@@ -43,7 +43,7 @@ mod cache;
 mod engine;
 mod inspect;
 mod limits;
-mod run;
+mod sandbox;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -60,12 +60,11 @@ use tokio::sync::Semaphore;
 use self::artifact::{ArtifactStore, Compiled, Rejected};
 use self::cache::{CoreEntry, Loaded, ModuleCache, Prepared};
 use self::engine::{EngineParts, EpochTicker};
-use self::run::{Preopen, RunPlan, RunReport};
-use super::{
-    ExecRequest, Executor, KillSwitch, ModuleError, ModuleInfo, ModuleInspector, ModuleKind, RunOutcome, RunOutput,
-};
+use self::sandbox::{Preopen, SandboxPlan, SandboxReport};
+use super::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
 use crate::ids::ModuleDigest;
 use crate::job::{JobKind, WasmJob};
+use crate::module::{ModuleError, ModuleInfo, ModuleInspector, ModuleKind};
 use crate::run::RunStatus;
 
 pub use self::cache::{LoadedFrom, ModuleStats};
@@ -330,7 +329,7 @@ impl WasmEngine {
 
     /// What `job` may do here: its limits clamped to the worker's caps, its
     /// directory mounts resolved against the worker's grants.
-    fn plan(&self, request: &ExecRequest, job: &WasmJob) -> Result<RunPlan, String> {
+    fn plan(&self, request: &ExecRequest, job: &WasmJob) -> Result<SandboxPlan, String> {
         let mut args = Vec::with_capacity(job.args.len() + 1);
         args.push(request.job.to_string());
         args.extend(job.args.iter().cloned());
@@ -352,7 +351,7 @@ impl WasmEngine {
         }
         let limits = &job.limits;
         let memory_bytes = limits.memory_mb.saturating_mul(1 << 20).min(self.max_memory_bytes);
-        Ok(RunPlan {
+        Ok(SandboxPlan {
             args,
             env: env.into_iter().collect(),
             preopens,
@@ -434,8 +433,8 @@ impl WasmExecutor {
         &self.engine
     }
 
-    async fn run(&self, request: &ExecRequest, output: &mut RunOutput, kill: &KillSwitch) -> RunReport {
-        let report = |outcome: RunOutcome| RunReport {
+    async fn run_sandboxed(&self, request: &ExecRequest, output: &mut RunOutput, kill: &KillSwitch) -> SandboxReport {
+        let report = |outcome: RunOutcome| SandboxReport {
             outcome,
             forwarded: 0,
             discarded: 0,
@@ -468,7 +467,7 @@ impl WasmExecutor {
         };
         self.engine.counters.runs.fetch_add(1, Ordering::Relaxed);
         loaded.run_started();
-        let report = run::execute(&self.engine.parts.engine, &loaded.prepared, &plan, output, kill).await;
+        let report = sandbox::execute(&self.engine.parts.engine, &loaded.prepared, &plan, output, kill).await;
         loaded.run_finished(
             report.outcome.fuel_used.unwrap_or(0),
             report.outcome.peak_memory.unwrap_or(0),
@@ -489,6 +488,6 @@ impl WasmExecutor {
 #[async_trait]
 impl Executor for WasmExecutor {
     async fn execute(&self, request: &ExecRequest, output: &mut RunOutput, kill: &KillSwitch) -> RunOutcome {
-        self.run(request, output, kill).await.outcome
+        self.run_sandboxed(request, output, kill).await.outcome
     }
 }

@@ -65,7 +65,7 @@ impl HasLimiter for ComponentState {
 
 /// What one run may do, resolved from the job and the worker's caps.
 #[derive(Debug, Clone)]
-pub(super) struct RunPlan {
+pub(super) struct SandboxPlan {
     /// argv, starting with the job name.
     pub(super) args: Vec<String>,
     pub(super) env: Vec<(String, String)>,
@@ -84,7 +84,7 @@ pub(super) struct Preopen {
 
 /// A run's outcome plus what its output streams did (for tests and metrics).
 #[derive(Debug, Clone)]
-pub(super) struct RunReport {
+pub(super) struct SandboxReport {
     pub(super) outcome: RunOutcome,
     /// Guest output bytes sent to the `RunOutput`.
     pub(super) forwarded: u64,
@@ -112,16 +112,16 @@ enum End {
 pub(super) async fn execute(
     engine: &wasmtime::Engine,
     prepared: &Prepared,
-    plan: &RunPlan,
+    plan: &SandboxPlan,
     output: &mut RunOutput,
     kill: &KillSwitch,
-) -> RunReport {
+) -> SandboxReport {
     let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
     let shared = Arc::new(Shared::default());
     let mut wasi = match wasi_builder(plan, tx, &shared) {
         Ok(builder) => builder,
         Err(error) => {
-            return RunReport {
+            return SandboxReport {
                 outcome: RunOutcome::new(RunStatus::Failed).with_error(error),
                 forwarded: 0,
                 discarded: 0,
@@ -178,7 +178,7 @@ pub(super) async fn execute(
     let mut outcome = classify(end, &measured, plan, kill, deadline);
     outcome.fuel_used = Some(measured.fuel_used);
     outcome.peak_memory = Some(measured.peak_memory);
-    RunReport {
+    SandboxReport {
         outcome,
         forwarded: shared.forwarded(),
         discarded: shared.discarded(),
@@ -207,7 +207,7 @@ impl Measured {
     }
 }
 
-fn wasi_builder(plan: &RunPlan, tx: mpsc::Sender<Chunk>, shared: &Arc<Shared>) -> Result<WasiCtxBuilder, String> {
+fn wasi_builder(plan: &SandboxPlan, tx: mpsc::Sender<Chunk>, shared: &Arc<Shared>) -> Result<WasiCtxBuilder, String> {
     let mut builder = WasiCtxBuilder::new();
     // Deny by default: no inherited env, args or stdio (the builder's
     // defaults), empty stdin, and no network at all.
@@ -235,7 +235,7 @@ fn wasi_builder(plan: &RunPlan, tx: mpsc::Sender<Chunk>, shared: &Arc<Shared>) -
 fn new_store<T: HasLimiter>(
     engine: &wasmtime::Engine,
     state: T,
-    plan: &RunPlan,
+    plan: &SandboxPlan,
     kill: &KillSwitch,
     deadline: Instant,
 ) -> Store<T> {
@@ -328,7 +328,7 @@ async fn forward(output: &mut RunOutput, shared: &Shared, chunk: Chunk) {
     }
 }
 
-fn classify(end: End, measured: &Measured, plan: &RunPlan, kill: &KillSwitch, deadline: Instant) -> RunOutcome {
+fn classify(end: End, measured: &Measured, plan: &SandboxPlan, kill: &KillSwitch, deadline: Instant) -> RunOutcome {
     let error = match end {
         End::Stopped(reason) => return RunOutcome::stopped(reason),
         End::TimedOut => return timed_out(plan),
@@ -399,7 +399,7 @@ fn exited(code: i32) -> RunOutcome {
     }
 }
 
-fn timed_out(plan: &RunPlan) -> RunOutcome {
+fn timed_out(plan: &SandboxPlan) -> RunOutcome {
     RunOutcome::new(RunStatus::TimedOut).with_error(format!("timed out after {} s", plan.timeout.as_secs()))
 }
 

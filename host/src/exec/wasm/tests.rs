@@ -146,7 +146,7 @@ impl Capture {
     }
 
     fn output(&self, run_id: RunId, limit: u64) -> RunOutput {
-        RunOutput::new(run_id, self.sink.clone(), limit)
+        RunOutput::new(run_id, Arc::new(self.sink.clone()), limit)
     }
 
     /// Stdout and stderr of `run_id` stored so far.
@@ -165,7 +165,7 @@ impl Capture {
 }
 
 struct Ran {
-    report: RunReport,
+    report: SandboxReport,
     stdout: String,
     stderr: String,
 }
@@ -180,7 +180,7 @@ async fn run_on(executor: &WasmExecutor, job: &Job) -> Ran {
     let capture = Capture::new();
     let request = job.request();
     let mut output = capture.output(request.run_id, job.limits.output_kb * 1024);
-    let report = executor.run(&request, &mut output, &KillSwitch::new()).await;
+    let report = executor.run_sandboxed(&request, &mut output, &KillSwitch::new()).await;
     let (stdout, stderr) = capture.text(request.run_id).await;
     Ran { report, stdout, stderr }
 }
@@ -348,7 +348,9 @@ async fn an_output_flood_is_cut_at_the_limit_with_bounded_memory() {
     let limit = 1 << 20;
     let mut output = RunOutput::discard(request.run_id, limit);
     let started = Instant::now();
-    let report = executor().run(&request, &mut output, &KillSwitch::new()).await;
+    let report = executor()
+        .run_sandboxed(&request, &mut output, &KillSwitch::new())
+        .await;
     let took = started.elapsed();
     assert_eq!(report.outcome.status, RunStatus::Succeeded, "{:?}", report.outcome);
     assert!(output.is_truncated());
@@ -497,7 +499,7 @@ async fn kill_after_output(executor: WasmExecutor, job: &Job, marker: &str) -> (
         let (capture, kill) = (Arc::clone(&capture), kill.clone());
         tokio::spawn(async move {
             let mut output = capture.output(request.run_id, 1 << 20);
-            let report = executor.run(&request, &mut output, &kill).await;
+            let report = executor.run_sandboxed(&request, &mut output, &kill).await;
             (report, Instant::now())
         })
     };

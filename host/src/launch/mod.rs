@@ -1,0 +1,152 @@
+//! What each process of `sandcron` starts, one file a role: `master` (the
+//! API and the console over etcd and MongoDB; stateless, run several),
+//! `worker` (watch, schedule, claim, execute, report) and `dev` (master and
+//! worker in one process over the embedded stores). This file holds the
+//! pieces they share: the log sink, the WASM engine, worker assembly and the
+//! alert task.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+
+use crate::alert::{AlertHandle, Alerter, AlertsConfig};
+use crate::config::{LogsConfig, MongoSettings, WorkerConfig, hostname, inherited_env};
+use crate::coord::Coordinator;
+use crate::exec::Executor;
+use crate::exec::http::HttpExecutor;
+use crate::exec::native::NativeExecutor;
+use crate::exec::wasm::{WasmConfig, WasmEngine};
+use crate::logstore::mongo::MongoConfig;
+use crate::logstore::{LogStore, Sink, SinkConfig, SinkTask};
+use crate::metrics::Metrics;
+use crate::placement::WorkerInfo;
+use crate::worker::{Executors, StoredModules, Worker, WorkerDeps};
+
+mod dev;
+mod master;
+mod worker;
+
+pub use dev::{DEMO_MODULE, KEY_PREFIX, LEASE_TTL, dev};
+pub use master::master;
+pub use worker::worker;
+
+pub(crate) fn mongo_config(settings: &MongoSettings) -> MongoConfig {
+    MongoConfig {
+        uri: settings.uri.clone(),
+        database: settings.database.clone(),
+        max_pool_size: settings.pool_size,
+        connect_timeout: settings.connect_timeout,
+        server_selection_timeout: settings.server_selection_timeout,
+    }
+}
+
+/// The log sink of a worker, spooling under `data` when the store fails.
+pub(crate) fn sink(logs: Arc<dyn LogStore>, config: &LogsConfig, data: &Path) -> (Sink, SinkTask) {
+    Sink::new(
+        logs,
+        SinkConfig {
+            batch_docs: config.batch_docs,
+            flush_interval: config.flush_interval,
+            spool_path: Some(data.join("log-spool.jsonl")),
+            ..SinkConfig::default()
+        },
+    )
+}
+
+/// A worker's WASM engine: sized by its capacity, module artifacts cached
+/// under its data directory.
+pub(crate) fn worker_engine(
+    config: &WorkerConfig,
+    data: &Path,
+    max_module_bytes: u64,
+) -> anyhow::Result<Arc<WasmEngine>> {
+    WasmEngine::new(WasmConfig {
+        capacity: config.capacity,
+        max_memory_mb: config.max_memory_mb,
+        max_module_bytes,
+        cache_dir: Some(data.join("wasm-cache")),
+        dirs: config.dirs.clone(),
+        ..WasmConfig::default()
+    })
+    .context("cannot start the WebAssembly engine")
+}
+
+/// What a worker is assembled from.
+pub(crate) struct WorkerParts<'a> {
+    pub(crate) coord: Coordinator,
+    pub(crate) sink: Sink,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) engine: &'a Arc<WasmEngine>,
+    pub(crate) worker: &'a WorkerConfig,
+    pub(crate) id: String,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) alerts: Option<AlertHandle>,
+}
+
+/// Builds a worker: the WASM executor on `engine`, the native executor where
+/// permitted, the HTTP executor where an allow-list exists, and its
+/// published identity.
+pub(crate) fn build_worker(parts: WorkerParts<'_>) -> anyhow::Result<Worker> {
+    let config = parts.worker;
+    let engine = parts.engine;
+    let wasm: Arc<dyn Executor> = Arc::new(engine.executor(Arc::new(StoredModules::new(parts.coord.clone()))));
+    let shell: Option<Arc<dyn Executor>> = config.allow_native.then(|| {
+        Arc::new(NativeExecutor::new(
+            inherited_env(&config.native_env),
+            config.kill_grace,
+        )) as Arc<dyn Executor>
+    });
+    let http = if config.http_allow.is_empty() {
+        None
+    } else {
+        Some(
+            Arc::new(HttpExecutor::new(config.http_allow.clone()).context("cannot build the HTTP client")?)
+                as Arc<dyn Executor>,
+        )
+    };
+    let info = WorkerInfo {
+        id: parts.id,
+        hostname: hostname(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        labels: config.labels.clone(),
+        allow_native: config.allow_native,
+        capacity: config.capacity,
+        started_at: Timestamp::now(),
+        http: http.is_some(),
+    };
+    Ok(Worker::new(WorkerDeps {
+        coord: parts.coord,
+        sink: parts.sink,
+        executors: Executors {
+            shell,
+            wasm: Some(wasm),
+            http,
+        },
+        metrics: parts.metrics,
+        config: config.clone(),
+        info,
+        lease_ttl: parts.lease_ttl,
+        drain_timeout: config.drain_timeout,
+        retention: parts.retention,
+        alerts: parts.alerts,
+    }))
+}
+
+/// Starts the alert task when `[alerts]` configures any channel; returns
+/// the handle the worker reports to and the task, which ends after the
+/// worker (when the last handle is dropped).
+pub(crate) fn start_alerts(
+    config: &AlertsConfig,
+    metrics: &Metrics,
+) -> (Option<AlertHandle>, Option<tokio::task::JoinHandle<anyhow::Result<()>>>) {
+    if config.channels.is_empty() {
+        return (None, None);
+    }
+    let (alerter, handle) = Alerter::new(config.clone());
+    metrics.attach_alerts(alerter.stats());
+    (Some(handle), Some(tokio::spawn(alerter.run())))
+}

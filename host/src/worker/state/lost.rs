@@ -1,0 +1,126 @@
+//! Runs whose worker vanished: the job's owner watches `running/`, and a
+//! run whose entry went with its worker's lease is recorded `lost`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::State;
+use crate::coord::{RunningEntry, WatchEvent, WatchUpdate};
+use crate::ids::JobName;
+use crate::job::{Job, JobKind};
+use crate::placement;
+use crate::run::RunStatus;
+use crate::worker::task;
+
+impl State {
+    pub(super) async fn on_running(&mut self, update: WatchUpdate) {
+        match update {
+            WatchUpdate::Snapshot(kvs) => {
+                self.remote_running.clear();
+                for kv in &kvs {
+                    if let Some((job, entry)) = self.deps.coord.decode_running(kv) {
+                        self.remote_running.entry(job).or_default().insert(entry.run_id, entry);
+                    }
+                }
+            }
+            WatchUpdate::Events(events) => {
+                let mut ended = Vec::new();
+                for event in events {
+                    match event {
+                        WatchEvent::Put(kv) => {
+                            if let Some((job, entry)) = self.deps.coord.decode_running(&kv) {
+                                self.remote_running.entry(job).or_default().insert(entry.run_id, entry);
+                            }
+                        }
+                        WatchEvent::Delete { key, .. } => {
+                            let Some((job, run_id)) = self.deps.coord.decode_running_key(&key) else {
+                                continue;
+                            };
+                            let entry = self.remote_running.get_mut(&job).and_then(|runs| runs.remove(&run_id));
+                            if self.remote_running.get(&job).is_some_and(HashMap::is_empty) {
+                                self.remote_running.remove(&job);
+                            }
+                            if let Some(entry) = entry {
+                                ended.push((job, entry));
+                            }
+                        }
+                    }
+                }
+                self.check_lost(ended).await;
+            }
+        }
+    }
+
+    /// Runs of other workers left `running/`. If a run's worker is gone (its
+    /// lease expired with the run's entry on it), the run's outcome will never
+    /// be reported, so the job's owner records it `lost` — with the run's own
+    /// fence, so the marker cannot replace a final record that did arrive.
+    ///
+    /// Whether a worker is gone is read from the store, once for all the
+    /// runs of one watch update: every run that ends anywhere in the cluster
+    /// comes through here, so a read per run would bound the whole worker by
+    /// the store's round trip.
+    pub(super) async fn check_lost(&mut self, ended: Vec<(JobName, RunningEntry)>) {
+        let candidates: Vec<(Arc<Job>, RunningEntry)> = ended
+            .into_iter()
+            .filter(|(_, entry)| !self.local_runs.contains_key(&entry.run_id))
+            .filter_map(|(job, entry)| {
+                let slot = self.jobs.get(&job)?;
+                // The job's owner once the run's worker is gone. Computed here
+                // rather than read from `slot.owned`: the membership change may
+                // not have reached this worker yet (the two watches are
+                // independent).
+                let owner = placement::owner(&slot.job, self.workers.values().filter(|w| w.id != entry.worker))?;
+                (owner.id == self.deps.info.id).then(|| (slot.job.clone(), entry))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let alive = match self.deps.coord.live_workers().await {
+            Ok(alive) => alive,
+            Err(err) => {
+                tracing::warn!(runs = candidates.len(), %err, "cannot check whether ended runs' workers are alive");
+                return;
+            }
+        };
+        for (job, entry) in candidates {
+            if !alive.contains(&entry.worker) {
+                self.record_lost(&job, entry).await;
+            }
+        }
+    }
+
+    /// Records a run whose worker disappeared `lost` and starts what follows
+    /// a failed run.
+    pub(super) async fn record_lost(&mut self, job: &Arc<Job>, entry: RunningEntry) {
+        let mut record = self.not_run(
+            job,
+            entry.tick,
+            RunStatus::Lost,
+            entry.fence.unwrap_or(0),
+            format!("worker {} disappeared while the run was in progress", entry.worker),
+        );
+        record.run_id = entry.run_id;
+        record.trigger = entry.trigger;
+        record.attempt = entry.attempt;
+        record.worker = entry.worker.clone();
+        record.started_at = Some(entry.claimed_at);
+        record.parent = entry.parent.clone();
+        record.shard = entry.shard;
+        if let JobKind::Wasm(wasm) = &job.spec.kind {
+            record.module = Some(wasm.module.clone());
+        }
+        tracing::warn!(job = %job.name, run = %entry.run_id, worker = %entry.worker, "run lost with its worker");
+        self.deps.metrics.run_ended(RunStatus::Lost);
+        self.record_ended(job, record).await;
+        // Its retry (a lost run counts as failed) or else its dependents
+        // (`on_failure`) start here, since the worker that would have
+        // started them is gone.
+        for (target, request) in task::follow_ups(job, &entry, RunStatus::Lost, self.now()) {
+            if let Err(err) = self.deps.coord.put_trigger(&target, &request).await {
+                tracing::warn!(job = %job.name, %target, %err, "cannot start the retry or a dependent job of a lost run");
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The worker's background tasks beside the scheduling loop: the lease
+//! keeper and the watch drivers that feed the loop (or, for kills and
+//! results, act directly).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::coord::{Coordinator, Family, KeyValue, LeaseId, StoreError, WatchEvent, WatchUpdate};
+
+/// Renews the worker's lease every third of its TTL. When the store says the
+/// lease is gone, tells the scheduling loop (which re-registers and stores the
+/// new lease in `current`). A failure to reach the store is retried.
+pub(super) async fn keep_lease(
+    coord: Coordinator,
+    current: Arc<AtomicI64>,
+    ttl: Duration,
+    lost: mpsc::Sender<()>,
+    stop: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(ttl / 3);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let lease = LeaseId(current.load(Ordering::Relaxed));
+        match coord.store().lease_keep_alive(lease).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseNotFound(_)) => {
+                // A full channel means the loop already knows.
+                let _already_told = lost.try_send(());
+            }
+            Err(err) => tracing::warn!(%err, "lease keep-alive failed; will retry"),
+        }
+    }
+}
+
+/// Watches one key family and hands every put (the whole snapshot after a
+/// watch failure, then each put event) to `on_puts`; backs off on errors.
+/// Deletes are of no interest to its users.
+pub(super) async fn watch_puts(
+    coord: Coordinator,
+    family: Family,
+    stop: CancellationToken,
+    mut on_puts: impl FnMut(Vec<KeyValue>),
+) {
+    let mut watcher = coord.watcher(family);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let update = tokio::select! {
+            () = stop.cancelled() => return,
+            update = watcher.next() => update,
+        };
+        let puts: Vec<KeyValue> = match update {
+            Ok(WatchUpdate::Snapshot(kvs)) => kvs,
+            Ok(WatchUpdate::Events(events)) => events
+                .into_iter()
+                .filter_map(|event| match event {
+                    WatchEvent::Put(kv) => Some(kv),
+                    WatchEvent::Delete { .. } => None,
+                })
+                .collect(),
+            Err(err) => {
+                tracing::warn!(?family, %err, ?backoff, "watch failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        on_puts(puts);
+    }
+}
+
+/// Drives one watcher and forwards its updates; on a store error it backs off
+/// and starts over with a fresh snapshot.
+pub(super) async fn forward_watch(
+    coord: Coordinator,
+    family: Family,
+    tx: mpsc::Sender<(Family, WatchUpdate)>,
+    stop: CancellationToken,
+) {
+    let mut watcher = coord.watcher(family);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let update = tokio::select! {
+            () = stop.cancelled() => return,
+            update = watcher.next() => update,
+        };
+        match update {
+            Ok(update) => {
+                backoff = Duration::from_millis(100);
+                if tx.send((family, update)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(?family, %err, ?backoff, "watch failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
