@@ -1,0 +1,105 @@
+//! `sandcron dev`: its flags and environment, merged with the file into a
+//! [`DevConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::file::{FileConfig, read_file};
+use super::settings::{
+    LogsConfig, ServerConfig, WorkerConfig, alerts, check_bind, check_capacity, kb_to_bytes, logs, module_limit,
+    tokens, worker,
+};
+
+/// Everything `sandcron dev` needs, validated.
+#[derive(Debug, Clone)]
+pub struct DevConfig {
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub worker: WorkerConfig,
+    pub logs: LogsConfig,
+    pub alerts: crate::alert::AlertsConfig,
+    /// Seed one demo job into an empty store.
+    pub seed_demo: bool,
+}
+
+/// `sandcron dev` flags; each also reads its `SANDCRON_*` variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DevArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SANDCRON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the API and console (default 127.0.0.1:8070; port 0 picks a free one).
+    #[arg(long, env = "SANDCRON_LISTEN")]
+    pub listen: Option<String>,
+    /// Where jobs and run history are kept (default ./sandcron-data).
+    #[arg(long, env = "SANDCRON_DATA_DIR")]
+    pub data: Option<PathBuf>,
+    /// Forbid shell jobs on this machine.
+    #[arg(long)]
+    pub no_native: bool,
+    /// Concurrent runs at most.
+    #[arg(long, env = "SANDCRON_CAPACITY")]
+    pub capacity: Option<usize>,
+    /// Serve without tokens on a non-loopback address.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Do not seed the demo job into an empty store.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8070";
+pub const DEFAULT_DATA_DIR: &str = "sandcron-data";
+
+impl DevArgs {
+    /// Reads the file (if any), applies flags and environment, validates.
+    pub fn load(&self) -> anyhow::Result<DevConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self
+            .data
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let listen_text = self
+            .listen
+            .clone()
+            .or(file.server.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen address {listen_text:?} is not an IP:port"))?;
+        let tokens = tokens(&file.auth)?;
+        let insecure = self.insecure || file.server.insecure.unwrap_or(false);
+        check_bind(listen, &tokens, insecure)?;
+        let server = ServerConfig {
+            listen,
+            tokens,
+            max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
+            max_module_bytes: module_limit(file.server.max_module_mb)?,
+        };
+        let mut worker = worker(&file.worker, true, 10)?;
+        if file.worker.http_allow.is_none() {
+            // Your own machine: local services are fair game, as in crontab.
+            worker.http_allow = crate::exec::egress::EgressPolicy::local_machine();
+        }
+        if self.no_native {
+            worker.allow_native = false;
+        }
+        if let Some(capacity) = self.capacity {
+            worker.capacity = check_capacity(capacity)?;
+        }
+        Ok(DevConfig {
+            data_dir,
+            server,
+            worker,
+            logs: logs(&file.logs)?,
+            alerts: alerts(&file.alerts)?,
+            seed_demo: !self.no_demo,
+        })
+    }
+}

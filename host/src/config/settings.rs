@@ -1,0 +1,363 @@
+//! Validated settings, and the checks that turn the raw file's tables into
+//! them: tokens, binds, worker limits and grants, alerts, logs.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+
+use crate::auth::Token;
+
+use super::file::{AlertsFile, AuthFile, LogsFile, WorkerFile};
+
+/// Server settings after validation.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<Token>,
+    /// Largest JSON body accepted.
+    pub max_body_bytes: usize,
+    /// Largest module accepted at upload.
+    pub max_module_bytes: u64,
+}
+
+/// Worker settings after validation.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub id: Option<String>,
+    pub capacity: usize,
+    pub allow_native: bool,
+    pub labels: BTreeMap<String, String>,
+    pub native_env: Vec<String>,
+    pub kill_grace: Duration,
+    pub missed_record_limit: u64,
+    pub catchup_run_limit: u64,
+    pub drain_timeout: Duration,
+    pub dirs: BTreeMap<String, PathBuf>,
+    pub max_memory_mb: u64,
+    pub clock_offset_ms: i64,
+    /// Where HTTP jobs may connect; empty: this worker runs no HTTP jobs.
+    pub http_allow: crate::exec::egress::EgressPolicy,
+    /// Base URL of the API for async results (`<api_url>/api/v1/runs/<id>/result`).
+    pub api_url: Option<String>,
+}
+
+/// Log settings after validation.
+#[derive(Debug, Clone)]
+pub struct LogsConfig {
+    pub retention: Duration,
+    pub batch_docs: usize,
+    pub flush_interval: Duration,
+}
+
+/// Validated `[mongodb]` settings.
+#[derive(Debug, Clone)]
+pub struct MongoSettings {
+    pub uri: String,
+    pub database: String,
+    pub pool_size: Option<u32>,
+    pub connect_timeout: Duration,
+    pub server_selection_timeout: Duration,
+}
+
+/// What a cluster process (master or worker) shares: where the stores are.
+#[derive(Debug, Clone)]
+pub struct ClusterStores {
+    pub etcd: crate::coord::etcd::EtcdConfig,
+    /// Key prefix in etcd (ends with `/`).
+    pub prefix: String,
+    pub mongo: MongoSettings,
+}
+
+pub(super) fn tokens(auth: &AuthFile) -> anyhow::Result<Vec<Token>> {
+    let mut out = Vec::with_capacity(auth.tokens.len());
+    for entry in &auth.tokens {
+        if entry.name.trim().is_empty() {
+            bail!("auth.tokens: every token needs a name");
+        }
+        let sha256 = match (&entry.token, &entry.sha256) {
+            (Some(token), None) => {
+                if token.len() < 16 {
+                    bail!("auth.tokens {:?}: token must be at least 16 characters", entry.name);
+                }
+                Sha256::digest(token.as_bytes()).into()
+            }
+            (None, Some(hex)) => {
+                parse_sha256_hex(hex).with_context(|| format!("auth.tokens {:?}: sha256", entry.name))?
+            }
+            _ => bail!("auth.tokens {:?}: give exactly one of token or sha256", entry.name),
+        };
+        if out.iter().any(|t: &Token| t.sha256 == sha256) {
+            bail!("auth.tokens {:?}: the same token is configured twice", entry.name);
+        }
+        out.push(Token {
+            name: entry.name.clone(),
+            role: entry.role,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn parse_sha256_hex(hex: &str) -> anyhow::Result<[u8; 32]> {
+    if hex.len() != 64 {
+        bail!("expected 64 hex digits, found {}", hex.len());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte =
+            u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| anyhow::anyhow!("not hexadecimal: {hex:?}"))?;
+    }
+    Ok(out)
+}
+
+/// A server without tokens answers anyone who can reach it, so it may only
+/// listen on loopback unless the operator says otherwise explicitly.
+pub(super) fn check_bind(listen: SocketAddr, tokens: &[Token], insecure: bool) -> anyhow::Result<()> {
+    if tokens.is_empty() && !listen.ip().is_loopback() && !insecure {
+        bail!(
+            "refusing to listen on {listen} without auth tokens: configure [[auth.tokens]] \
+             or pass --insecure to accept unauthenticated requests from the network"
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn check_capacity(capacity: usize) -> anyhow::Result<usize> {
+    if !(1..=10_000).contains(&capacity) {
+        bail!("worker capacity must be between 1 and 10000, got {capacity}");
+    }
+    Ok(capacity)
+}
+
+pub(super) fn kb_to_bytes(kb: u64, key: &str) -> anyhow::Result<usize> {
+    if !(1..=1024 * 1024).contains(&kb) {
+        bail!("{key} must be between 1 and 1048576, got {kb}");
+    }
+    Ok((kb * 1024) as usize)
+}
+
+pub(super) fn module_limit(mb: Option<u64>) -> anyhow::Result<u64> {
+    let mb = mb.unwrap_or(64);
+    if !(1..=1024).contains(&mb) {
+        bail!("server.max_module_mb must be between 1 and 1024, got {mb}");
+    }
+    Ok(mb * 1024 * 1024)
+}
+
+pub(super) fn worker(
+    file: &WorkerFile,
+    allow_native_default: bool,
+    drain_default_s: u64,
+) -> anyhow::Result<WorkerConfig> {
+    if let Some(id) = &file.id {
+        crate::ids::WorkerId::new(id).context("worker.id")?;
+    }
+    for (key, value) in &file.labels {
+        if !is_label(key) || !is_label(value) {
+            bail!("worker.labels: {key:?} = {value:?} is not a valid label (1-63 of [A-Za-z0-9._/-])");
+        }
+    }
+    let native_env = file.native_env.clone().unwrap_or_else(|| vec!["PATH".to_owned()]);
+    for name in &native_env {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("worker.native_env: {name:?} is not a variable name");
+        }
+    }
+    let kill_grace_s = file.kill_grace_s.unwrap_or(5);
+    if !(0..=600).contains(&kill_grace_s) {
+        bail!("worker.kill_grace_s must be between 0 and 600, got {kill_grace_s}");
+    }
+    Ok(WorkerConfig {
+        id: file.id.clone(),
+        capacity: check_capacity(file.capacity.unwrap_or(16))?,
+        allow_native: file.allow_native.unwrap_or(allow_native_default),
+        labels: file.labels.clone(),
+        native_env,
+        kill_grace: Duration::from_secs(kill_grace_s),
+        missed_record_limit: file.missed_record_limit.unwrap_or(1000).max(1),
+        catchup_run_limit: file.catchup_run_limit.unwrap_or(100).max(1),
+        drain_timeout: Duration::from_secs(file.drain_timeout_s.unwrap_or(drain_default_s).min(3600)),
+        dirs: checked_dirs(&file.dirs)?,
+        max_memory_mb: match file.max_memory_mb.unwrap_or(4096) {
+            mb @ 1..=4096 => mb,
+            mb => bail!("worker.max_memory_mb must be between 1 and 4096, got {mb}"),
+        },
+        clock_offset_ms: match file.clock_offset_ms.unwrap_or(0) {
+            ms @ -3_600_000..=3_600_000 => ms,
+            ms => bail!("worker.clock_offset_ms must be within an hour, got {ms}"),
+        },
+        http_allow: match &file.http_allow {
+            Some(entries) => crate::exec::egress::EgressPolicy::parse(entries)
+                .map_err(|err| anyhow::anyhow!("worker.http_allow: {err}"))?,
+            None => crate::exec::egress::EgressPolicy::public_only(),
+        },
+        api_url: match &file.api_url {
+            Some(url) => Some(http_url(url, "worker.api_url")?.trim_end_matches('/').to_owned()),
+            None => None,
+        },
+    })
+}
+
+/// Checks an `http://` or `https://` URL from the configuration.
+pub(super) fn http_url(url: &str, key: &str) -> anyhow::Result<String> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{key}: {url:?} is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        bail!("{key}: {url:?} must be an http:// or https:// URL");
+    }
+    Ok(url.to_owned())
+}
+
+/// Validates `[alerts]`: channels, rules naming known channels, intervals.
+pub(super) fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsConfig> {
+    use crate::alert::{AlertsConfig, Channel, EmailChannel, GlobalRule, SmtpTls, WebhookChannel};
+    let timeout = |value: Option<u64>, key: &str| -> anyhow::Result<Duration> {
+        match value.unwrap_or(10) {
+            s @ 1..=300 => Ok(Duration::from_secs(s)),
+            s => bail!("{key} must be between 1 and 300, got {s}"),
+        }
+    };
+    let mut channels = BTreeMap::new();
+    for (name, channel) in &file.channels {
+        let key = format!("alerts.channels.{name}");
+        if !is_label(name) {
+            bail!("{key}: channel names are 1-63 of [A-Za-z0-9._/-]");
+        }
+        let built = match (&channel.webhook, &channel.email) {
+            (Some(hook), None) => Channel::Webhook(WebhookChannel {
+                url: http_url(&hook.url, &format!("{key}.webhook.url"))?,
+                secret: match &hook.secret {
+                    Some(secret) if secret.len() < 16 => {
+                        bail!("{key}.webhook.secret must be at least 16 characters")
+                    }
+                    other => other.clone(),
+                },
+                timeout: timeout(hook.timeout_s, &format!("{key}.webhook.timeout_s"))?,
+            }),
+            (None, Some(mail)) => {
+                let tls = mail.tls.unwrap_or(SmtpTls::Starttls);
+                let default_port = match tls {
+                    SmtpTls::Starttls => 587,
+                    SmtpTls::Tls => 465,
+                    SmtpTls::None => 25,
+                };
+                if mail.username.is_some() != mail.password.is_some() {
+                    bail!("{key}.email: username and password go together");
+                }
+                let ca_pem = match &mail.ca_file {
+                    Some(path) => Some(
+                        std::fs::read(path)
+                            .with_context(|| format!("{key}.email.ca_file: cannot read {}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                let channel = EmailChannel {
+                    host: mail.smtp_host.clone(),
+                    port: mail.smtp_port.unwrap_or(default_port),
+                    tls,
+                    username: mail.username.clone(),
+                    password: mail.password.clone(),
+                    ca_pem,
+                    from: mail.from.clone(),
+                    to: mail.to.clone(),
+                    timeout: timeout(mail.timeout_s, &format!("{key}.email.timeout_s"))?,
+                };
+                channel
+                    .validate()
+                    .map_err(|err| anyhow::anyhow!("{key}.email: {err}"))?;
+                Channel::Email(channel)
+            }
+            _ => bail!("{key}: give exactly one of webhook or email"),
+        };
+        channels.insert(name.clone(), built);
+    }
+    let mut rules = Vec::new();
+    for (index, rule) in file.rules.iter().enumerate() {
+        let key = format!("alerts.rules[{index}]");
+        if rule.channels.is_empty() {
+            bail!("{key}.channels: name at least one channel");
+        }
+        for channel in &rule.channels {
+            if !channels.contains_key(channel) {
+                bail!("{key}.channels: no channel named {channel:?} in [alerts.channels]");
+            }
+        }
+        if let Some(status) = rule.on.iter().find(|status| !status.is_alertable()) {
+            bail!("{key}.on: {status} is not an alertable status");
+        }
+        if rule.on.is_empty() && rule.failure_rate.is_none() {
+            bail!("{key}: name the statuses to alert on (on) or a failure_rate");
+        }
+        if let Some(rate) = &rule.failure_rate {
+            crate::job::check_failure_rate(&format!("{key}.failure_rate"), rate)
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
+        }
+        rules.push(GlobalRule {
+            on: rule.on.clone(),
+            failure_rate: rule.failure_rate,
+            channels: rule.channels.clone(),
+        });
+    }
+    let min_interval_s = file.min_interval_s.unwrap_or(300);
+    if min_interval_s > 7 * 24 * 3600 {
+        bail!("alerts.min_interval_s must be at most a week, got {min_interval_s}");
+    }
+    Ok(AlertsConfig {
+        channels,
+        rules,
+        min_interval: Duration::from_secs(min_interval_s),
+        console_url: match &file.console_url {
+            Some(url) => Some(http_url(url, "alerts.console_url")?),
+            None => None,
+        },
+    })
+}
+
+/// Labels, grant names and channel names: 1 to 63 of `[A-Za-z0-9._/-]`.
+pub(super) fn is_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+}
+
+/// Directory grants must name existing absolute directories; the name is what
+/// a job's `dirs[].grant` refers to.
+pub(super) fn checked_dirs(dirs: &BTreeMap<String, PathBuf>) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    for (name, path) in dirs {
+        if !is_label(name) {
+            bail!("worker.dirs: grant name {name:?} must be 1-63 of [A-Za-z0-9._/-]");
+        }
+        if !path.is_absolute() || !path.is_dir() {
+            bail!(
+                "worker.dirs.{name}: {} is not an existing absolute directory",
+                path.display()
+            );
+        }
+    }
+    Ok(dirs.clone())
+}
+
+pub(super) fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {
+    let retention_days = file.retention_days.unwrap_or(30);
+    if !(1..=3650).contains(&retention_days) {
+        bail!("logs.retention_days must be between 1 and 3650, got {retention_days}");
+    }
+    let batch_docs = file.batch_docs.unwrap_or(500);
+    if !(1..=100_000).contains(&batch_docs) {
+        bail!("logs.batch_docs must be between 1 and 100000, got {batch_docs}");
+    }
+    let flush_ms = file.flush_ms.unwrap_or(100);
+    if !(1..=60_000).contains(&flush_ms) {
+        bail!("logs.flush_ms must be between 1 and 60000, got {flush_ms}");
+    }
+    Ok(LogsConfig {
+        retention: Duration::from_secs(retention_days * 24 * 3600),
+        batch_docs,
+        flush_interval: Duration::from_millis(flush_ms),
+    })
+}
