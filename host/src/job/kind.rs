@@ -1,0 +1,160 @@
+//! What runs when a job fires: a WASI module in the sandbox, a shell
+//! command on a worker that permits native processes, or an HTTP request;
+//! with the defaults a body without a field gets.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::ModuleDigest;
+
+/// What runs when the job fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobKind {
+    Wasm(WasmJob),
+    Shell(ShellJob),
+    Http(HttpJob),
+}
+
+impl JobKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobKind::Wasm(_) => "wasm",
+            JobKind::Shell(_) => "shell",
+            JobKind::Http(_) => "http",
+        }
+    }
+
+    pub fn timeout_s(&self) -> u64 {
+        match self {
+            JobKind::Wasm(wasm) => wasm.limits.timeout_s,
+            JobKind::Shell(shell) => shell.timeout_s,
+            JobKind::Http(http) => http.timeout_s,
+        }
+    }
+
+    pub fn output_kb(&self) -> u64 {
+        match self {
+            JobKind::Wasm(wasm) => wasm.limits.output_kb,
+            JobKind::Shell(shell) => shell.output_kb,
+            JobKind::Http(http) => http.output_kb,
+        }
+    }
+
+    pub fn is_native(&self) -> bool {
+        matches!(self, JobKind::Shell(_))
+    }
+}
+
+/// A WASI module run inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WasmJob {
+    #[schema(value_type = String, example = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")]
+    pub module: ModuleDigest,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Directories to preopen; each must be granted by the worker's config.
+    #[serde(default)]
+    pub dirs: Vec<DirMount>,
+    #[serde(default)]
+    pub limits: WasmLimits,
+}
+
+/// A directory a worker grants (by name, in its config) mounted into the
+/// guest at `guest_path`; read-only unless `writable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirMount {
+    /// The grant's name in the worker configuration (`[worker.dirs]`).
+    pub grant: String,
+    /// Where the guest sees it, an absolute path such as `/data`.
+    pub guest_path: String,
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// Resource limits of one WASM run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmLimits {
+    /// Fuel units (roughly one per WebAssembly instruction).
+    pub fuel: u64,
+    pub memory_mb: u64,
+    pub timeout_s: u64,
+    pub output_kb: u64,
+}
+
+impl Default for WasmLimits {
+    fn default() -> Self {
+        Self {
+            fuel: 10_000_000_000,
+            memory_mb: 64,
+            timeout_s: 300,
+            output_kb: 1024,
+        }
+    }
+}
+
+/// A command run by `sh -c` on a worker that permits native processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellJob {
+    pub command: String,
+    /// Extra environment; the process otherwise starts with a cleared environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "default_shell_timeout_s")]
+    pub timeout_s: u64,
+    #[serde(default = "default_output_kb")]
+    pub output_kb: u64,
+}
+
+/// An HTTP request made by the worker when the job fires. The response's
+/// status line, headers and body (up to `output_kb`) are the run's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpJob {
+    /// `GET` (default), `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE` or `OPTIONS`.
+    #[serde(default = "default_http_method")]
+    pub method: String,
+    /// An `http://` or `https://` URL; the worker's allow-list decides
+    /// which destinations it may reach.
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The request body, sent as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The whole exchange, connecting to the last byte of the body.
+    #[serde(default = "default_http_timeout_s")]
+    pub timeout_s: u64,
+    /// Statuses that count as success; empty: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_status: Vec<u16>,
+    #[serde(default = "default_output_kb")]
+    pub output_kb: u64,
+}
+
+/// The methods an HTTP job may use.
+pub const HTTP_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+fn default_http_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_http_timeout_s() -> u64 {
+    30
+}
+
+fn default_shell_timeout_s() -> u64 {
+    3600
+}
+
+fn default_output_kb() -> u64 {
+    1024
+}

@@ -1,0 +1,133 @@
+//! Job model and validation checks.
+
+use jiff::Timestamp;
+
+use super::*;
+
+fn now() -> Timestamp {
+    "2026-11-22T00:00:00Z".parse().expect("timestamp")
+}
+
+fn shell(json: serde_json::Value) -> Result<JobSpec, serde_json::Error> {
+    serde_json::from_value(json)
+}
+
+#[test]
+fn a_minimal_shell_job_gets_defaults() {
+    let spec = shell(serde_json::json!({
+        "schedule": "@every 1s",
+        "kind": {"shell": {"command": "echo tick"}}
+    }))
+    .expect("parses");
+    assert_eq!(spec.timezone, "UTC");
+    assert_eq!(spec.overlap, Overlap::Forbid);
+    assert_eq!(
+        spec.catchup,
+        Catchup {
+            policy: CatchupPolicy::Skip,
+            window_s: 3600
+        }
+    );
+    assert_eq!(
+        spec.retry,
+        RetryPolicy {
+            max: 0,
+            backoff_s: 10,
+            max_backoff_s: 3600
+        }
+    );
+    let JobKind::Shell(kind) = &spec.kind else {
+        panic!("shell")
+    };
+    assert_eq!((kind.timeout_s, kind.output_kb), (3600, 1024));
+    assert!(spec.validate(now()).is_ok());
+}
+
+#[test]
+fn the_design_example_body_parses() {
+    let spec = shell(serde_json::json!({
+        "schedule": "*/5 * * * * *", "timezone": "Europe/Berlin",
+        "kind": {"wasm": {"module": format!("sha256:{}", "a".repeat(64)), "args": [], "env": {},
+            "limits": {"fuel": 1000000000u64, "memory_mb": 64, "timeout_s": 30, "output_kb": 1024}}},
+        "overlap": "forbid", "catchup": {"policy": "latest", "window_s": 300},
+        "retry": {"max": 2, "backoff_s": 5}, "paused": false
+    }))
+    .expect("parses");
+    assert_eq!(spec.retry.max_backoff_s, 3600);
+    assert!(spec.validate(now()).is_ok());
+}
+
+#[test]
+fn unknown_fields_and_wrong_types_are_rejected() {
+    let err = shell(serde_json::json!({
+        "schedule": "@daily", "kind": {"shell": {"command": "x"}}, "colour": "red"
+    }))
+    .expect_err("unknown field");
+    assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+    let err = shell(serde_json::json!({
+        "schedule": "@daily", "kind": {"shell": {"command": "x", "timeout_s": "soon"}}
+    }))
+    .expect_err("wrong type");
+    assert!(err.to_string().contains("invalid type"), "{err}");
+    let err = shell(serde_json::json!({"schedule": "@daily", "kind": {"python": {}}})).expect_err("unknown kind");
+    assert!(err.to_string().contains("unknown variant `python`"), "{err}");
+}
+
+#[test]
+fn validation_names_the_bad_field() {
+    let base = serde_json::json!({"schedule": "@daily", "kind": {"shell": {"command": "x"}}});
+    let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+        (
+            serde_json::json!({"schedule": "61 * * * *"}),
+            "schedule",
+            "minute field",
+        ),
+        (
+            serde_json::json!({"timezone": "Mars/Olympus"}),
+            "timezone",
+            "unknown time zone",
+        ),
+        (serde_json::json!({"schedule": "0 0 30 2 *"}), "schedule", "never fires"),
+        (
+            serde_json::json!({"kind": {"shell": {"command": "  "}}}),
+            "kind.shell.command",
+            "empty",
+        ),
+        (
+            serde_json::json!({"kind": {"shell": {"command": "x", "timeout_s": 0}}}),
+            "kind.shell.timeout_s",
+            "between",
+        ),
+        (
+            serde_json::json!({"kind": {"shell": {"command": "x", "env": {"SANDCRON_JOB": "y"}}}}),
+            "kind.shell.env.SANDCRON_JOB",
+            "reserved",
+        ),
+        (
+            serde_json::json!({"kind": {"shell": {"command": "x", "env": {"1A": "y"}}}}),
+            "kind.shell.env.1A",
+            "variable names",
+        ),
+        (serde_json::json!({"retry": {"max": 1000}}), "retry.max", "at most"),
+        (
+            serde_json::json!({"retry": {"backoff_s": 100, "max_backoff_s": 10}}),
+            "retry.max_backoff_s",
+            "between",
+        ),
+        (
+            serde_json::json!({"selector": {"zone": "eu west"}}),
+            "selector.zone",
+            "label",
+        ),
+    ];
+    for (patch, field, message) in cases {
+        let mut body = base.clone();
+        for (key, value) in patch.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        let spec = shell(body).expect("parses");
+        let err = spec.validate(now()).expect_err(field);
+        assert_eq!(err.field, field, "{err}");
+        assert!(err.message.contains(message), "{err}");
+    }
+}
