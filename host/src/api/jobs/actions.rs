@@ -1,0 +1,132 @@
+//! Acting on a job: run it now (a trigger request the owner takes) and kill
+//! its running runs (a kill request on a short lease).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{load_job, not_found, parse_name};
+use crate::api::{ApiError, ApiQuery, AppState, Caller};
+use crate::auth::Role;
+use crate::coord::KillTarget;
+use crate::ids::RunId;
+use crate::placement;
+
+/// The answer to "run now".
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunRequested {
+    pub job: String,
+    /// Present when something about the request is worth knowing (a paused job).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Run a job now, once, outside its schedule.
+///
+/// Allowed for paused jobs (the job stays paused). Refused with 409 when the
+/// job forbids overlap and is running, or when no live worker can run it.
+#[utoipa::path(post, path = "/api/v1/jobs/{name}/run", tag = "jobs", params(("name" = String, Path)),
+    responses((status = 202, body = RunRequested), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+pub(in crate::api) async fn run_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<RunRequested>), ApiError> {
+    let name = parse_name(&name)?;
+    caller.require(Role::Operator, "running a job")?;
+    let job = load_job(&state, &name).await?;
+    let workers = state.coord.list_workers().await?;
+    if placement::owner(&job, &workers).is_none() {
+        return Err(ApiError::Conflict(format!(
+            "job {name} cannot run: {}",
+            placement::unplaceable_reason(&job, &workers)
+        )));
+    }
+    if job.spec.overlap == crate::job::Overlap::Forbid
+        && let Some((_, running)) = state.coord.running(Some(&name)).await?.first()
+    {
+        return Err(ApiError::Conflict(format!(
+            "job {name} is running (run {}) and its overlap policy is forbid",
+            running.run_id
+        )));
+    }
+    state.coord.request_trigger(&name, caller.role).await?;
+    tracing::info!(job = %name, by = %caller.name, "run requested");
+    let note = job
+        .spec
+        .paused
+        .then(|| "the job is paused; this run does not resume it".to_owned());
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunRequested {
+            job: name.to_string(),
+            note,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KillQuery {
+    /// Kill only this run; without it every run of the job is killed.
+    pub run_id: Option<String>,
+}
+
+/// The answer to a kill request.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KillRequested {
+    pub job: String,
+    /// The runs asked to stop; each ends `killed` within about a second.
+    pub runs: Vec<String>,
+}
+
+/// Kill a running run of a job, or all of them.
+#[utoipa::path(post, path = "/api/v1/jobs/{name}/kill", tag = "jobs", params(("name" = String, Path), KillQuery),
+    responses((status = 202, body = KillRequested), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody)))]
+pub(in crate::api) async fn kill(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiQuery(query): ApiQuery<KillQuery>,
+) -> Result<(StatusCode, Json<KillRequested>), ApiError> {
+    let name = parse_name(&name)?;
+    caller.require(Role::Operator, "killing a run")?;
+    let target = match &query.run_id {
+        Some(text) => KillTarget::Run(
+            text.parse::<RunId>()
+                .map_err(|err| ApiError::invalid("run_id", err.to_string()))?,
+        ),
+        None => KillTarget::All,
+    };
+    if state.coord.get_job(&name).await?.is_none() {
+        return Err(not_found(&name));
+    }
+    let running: Vec<RunId> = state
+        .coord
+        .running(Some(&name))
+        .await?
+        .into_iter()
+        .map(|(_, e)| e.run_id)
+        .collect();
+    let runs: Vec<RunId> = match target {
+        KillTarget::All if running.is_empty() => {
+            return Err(ApiError::Conflict(format!("job {name} has no running runs")));
+        }
+        KillTarget::All => running,
+        KillTarget::Run(run_id) if !running.contains(&run_id) => {
+            return Err(ApiError::Conflict(format!("run {run_id} of job {name} is not running")));
+        }
+        KillTarget::Run(run_id) => vec![run_id],
+    };
+    state.coord.request_kill(&name, target).await?;
+    tracing::info!(job = %name, by = %caller.name, runs = runs.len(), "kill requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(KillRequested {
+            job: name.to_string(),
+            runs: runs.iter().map(ToString::to_string).collect(),
+        }),
+    ))
+}
