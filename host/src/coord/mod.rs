@@ -22,4 +22,7 @@ pub use domain::{
     ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs,
     PrefixWatcher, RunReport, RunningEntry, TriggerRequest, WatchUpdate,
 };
-pub use kv::*;
+pub use kv::{
+    CmpOp, Compare, KeyValue, KvStore, LeaseId, MAX_TXN_OPS, MAX_VALUE_BYTES, RangeResult, Revision, StoreError, Txn,
+    TxnOp, TxnResponse, WatchEvent, WatchStream,
+};

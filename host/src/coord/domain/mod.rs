@@ -1,0 +1,89 @@
+//! The sandcron key layout and every coordination operation built on the
+//! [`KvStore`] contract: jobs, claim-by-CAS with fencing, running runs, workers,
+//! kill and trigger requests, and a re-listing prefix watcher.
+//!
+//! ```text
+//! <prefix>jobs/<name>                job record (JSON)
+//! <prefix>state/<name>               { last_tick, lease, skipped, catchup } —
+//!                                    advanced only by claims
+//! <prefix>running/<name>/<run_id>    a run in progress, on the runner's lease
+//! <prefix>workers/<id>               worker info, on the worker's lease
+//! <prefix>kill/<name>/<run_id|all>   kill request, on a short lease
+//! <prefix>trigger/<name>/<id>        a run to start: "run now", a dependent
+//!                                    job's run, a retry (not before its
+//!                                    backoff ends), or one shard of a
+//!                                    broadcast tick
+//! <prefix>results/<name>/<run_id>    an async run's reported outcome, on a lease
+//! <prefix>modules/meta/<hex>         module commit marker: size, chunks, kind
+//! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
+//! ```
+//!
+//! [`Coordinator`] is defined here; its operations live in one file a
+//! family: `keys` (the layout above and the decoding of keys), `jobs`,
+//! `claims` (claim-by-CAS and the claim state), `runs` (publishing and
+//! removing running runs), `requests` (kill and trigger requests, async
+//! results), `workers`, `modules` and `watcher` ([`PrefixWatcher`]). The
+//! records stored under the keys are in `records`.
+
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+
+use self::runs::DeleteQueue;
+use crate::coord::{KvStore, StoreError};
+
+mod claims;
+mod jobs;
+mod keys;
+mod modules;
+mod records;
+mod requests;
+mod runs;
+mod watcher;
+mod workers;
+
+pub use self::claims::{ClaimOutcome, ClaimRequest};
+pub use self::keys::Family;
+pub use self::records::{
+    JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs, RunReport, RunningEntry, TriggerRequest,
+};
+pub use self::watcher::{PrefixWatcher, WatchUpdate};
+
+/// Sandcron's view of the coordination store. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    store: Arc<dyn KvStore>,
+    prefix: Arc<str>,
+    /// The packer of `running/` deletes, started on first use.
+    deletes: Arc<OnceLock<DeleteQueue>>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").field("prefix", &self.prefix).finish()
+    }
+}
+
+impl Coordinator {
+    /// `prefix` must end with `/` (default `/sandcron/`).
+    pub fn new(store: Arc<dyn KvStore>, prefix: &str) -> Self {
+        let prefix = if prefix.ends_with('/') {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}/")
+        };
+        Self {
+            store,
+            prefix: prefix.into(),
+            deletes: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|err| StoreError::Other(format!("cannot encode value: {err}")))
+}
