@@ -1,0 +1,279 @@
+//! The batching sink: carries run records and output chunks from executors to
+//! a `LogStore` in batches, retries a failing store, and spools to a local
+//! file while the store stays down, so that nothing handed to it is lost.
+//!
+//! Executors hold a cheap `Sink` handle; one `SinkTask` owns the store, the
+//! batch being filled and the spool. Records and chunks travel over one
+//! bounded channel so their order is kept, and every bound (channel, batch,
+//! spool size) turns into backpressure on the executors rather than memory
+//! growth or dropped data.
+//!
+//! The task is a small state machine around one write in flight:
+//! - healthy: a full batch (or one `flush_interval` old) is written to the
+//!   store, retried with backoff; while it is in flight the next batch fills.
+//! - spooling: a batch whose retries ran past `spool_after` is appended to the
+//!   spool, and so is every later batch until the spool is empty again, so
+//!   the store still receives batches in order. The spool's head batch is
+//!   replayed with backoff; once everything is replayed the file is truncated.
+//!
+//! It never touches a store other than through `LogStore`.
+//!
+//! The files: the task's state machine (`pipeline.rs`), filling and sealing
+//! batches (`batch.rs`), spooling batches and replaying them (`replay.rs`),
+//! store writes with retries and backoff (`retry.rs`), and the spool file
+//! itself (`spool.rs`). This file holds the handle executors use, its
+//! configuration and counters, and the start of the task.
+
+mod batch;
+mod pipeline;
+mod replay;
+mod retry;
+mod spool;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+use self::pipeline::Pipeline;
+use self::spool::Spool;
+use crate::logstore::LogStore;
+use crate::run::{OutputChunk, RunRecord};
+
+/// How the sink batches, retries and spools.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// A batch is written once it holds this many records and chunks.
+    pub batch_docs: usize,
+    /// … or this long after its first event, whichever comes first.
+    pub flush_interval: Duration,
+    /// Events the channel holds before `record`/`chunk` wait.
+    pub channel_capacity: usize,
+    /// Where batches wait while the store is down; without one, the sink
+    /// retries forever and applies backpressure instead.
+    pub spool_path: Option<PathBuf>,
+    /// The spool file never grows past this; beyond it, backpressure.
+    pub spool_max_bytes: u64,
+    /// First retry delay; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// How long a batch is retried against the store before it goes to the
+    /// spool (when there is one).
+    pub spool_after: Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            batch_docs: 500,
+            flush_interval: Duration::from_millis(100),
+            channel_capacity: 10_000,
+            spool_path: None,
+            spool_max_bytes: 1 << 30,
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            spool_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters for `/metrics` and tests. Gauges: `queued`, `spooled_bytes`,
+/// `last_flush_micros`; the rest count up.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Events handed to the sink and not yet taken by the task: those in the
+    /// channel, plus any sender waiting for room.
+    pub queued: AtomicU64,
+    /// Events written to the store (a replayed event counts again).
+    pub written: AtomicU64,
+    /// Batches written to the store.
+    pub batches: AtomicU64,
+    /// Failed store writes, retries included.
+    pub write_errors: AtomicU64,
+    /// Bytes in the spool not yet replayed.
+    pub spooled_bytes: AtomicU64,
+    /// Batches appended to the spool.
+    pub spooled_batches: AtomicU64,
+    /// Duration of the last successful store write.
+    pub last_flush_micros: AtomicU64,
+    /// Sum and count of successful store-write durations, for a mean.
+    pub flush_micros_sum: AtomicU64,
+    pub flush_count: AtomicU64,
+    /// Events the store refused as invalid (`LogStoreError::Invalid`), which
+    /// no retry can fix; they are logged and dropped rather than left to
+    /// block everything behind them.
+    pub rejected: AtomicU64,
+    /// Events handed to a sink whose task had already stopped.
+    pub dropped: AtomicU64,
+    /// Set once the task has opened its spool, so `spooled_bytes` counts
+    /// what an earlier process left behind.
+    started: tokio::sync::watch::Sender<bool>,
+}
+
+impl SinkStats {
+    /// Waits until the sink task has started (and opened its spool, if it
+    /// has one), so the gauges describe the spool on disk.
+    pub async fn wait_started(&self) {
+        let mut started = self.started.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = started.wait_for(|started| *started).await;
+    }
+}
+
+/// The handle executors write through. Cloning is cheap.
+#[derive(Clone)]
+pub struct Sink {
+    tx: mpsc::Sender<Event>,
+    stats: Arc<SinkStats>,
+    /// For reads only: every write goes through the task.
+    store: Arc<dyn LogStore>,
+}
+
+/// The task that drains the channel into the store; see `run`.
+pub struct SinkTask {
+    store: Arc<dyn LogStore>,
+    config: SinkConfig,
+    stats: Arc<SinkStats>,
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Sink {
+    /// A sink writing into `store`; spawn (or await) the returned task.
+    pub fn new(store: Arc<dyn LogStore>, config: SinkConfig) -> (Sink, SinkTask) {
+        let config = SinkConfig {
+            batch_docs: config.batch_docs.max(1),
+            channel_capacity: config.channel_capacity.max(1),
+            retry_initial: config.retry_initial.max(Duration::from_millis(1)),
+            retry_max: config.retry_max.max(config.retry_initial).max(Duration::from_millis(1)),
+            ..config
+        };
+        let (tx, rx) = mpsc::channel(config.channel_capacity);
+        let stats = Arc::new(SinkStats::default());
+        (
+            Sink {
+                tx,
+                stats: Arc::clone(&stats),
+                store: Arc::clone(&store),
+            },
+            SinkTask {
+                store,
+                config,
+                stats,
+                rx,
+            },
+        )
+    }
+
+    /// Queues a run record; waits while the channel is full, never drops.
+    pub async fn record(&self, run: RunRecord) {
+        self.send(Event::Record(Box::new(run))).await;
+    }
+
+    /// Queues `run` unless the store already holds a record with its id;
+    /// says whether it queued it. For a record another process may have
+    /// written first under the same id: a stored record, maybe more precise,
+    /// is left alone. A store that cannot answer gets the record anyway (its
+    /// fencing rule keeps one record per id).
+    pub async fn record_unless_stored(&self, run: RunRecord) -> bool {
+        match self.store.run(run.run_id).await {
+            Ok(Some(_)) => return false,
+            Ok(None) => {}
+            Err(err) => tracing::warn!(run = %run.run_id, %err, "cannot read a run record back; writing it anyway"),
+        }
+        self.record(run).await;
+        true
+    }
+
+    /// Queues an output chunk; waits while the channel is full, never drops.
+    pub async fn chunk(&self, chunk: OutputChunk) {
+        self.send(Event::Chunk(chunk)).await;
+    }
+
+    /// Returns once everything sent before the call, through any clone of
+    /// this sink, is in the store or safely in the spool. Without a spool and with the store
+    /// down, that is when the store comes back.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.send(Event::Flush(done)).await && written.await.is_err() {
+            tracing::warn!("log sink stopped before a flush completed");
+        }
+    }
+
+    pub fn stats(&self) -> Arc<SinkStats> {
+        Arc::clone(&self.stats)
+    }
+
+    async fn send(&self, event: Event) -> bool {
+        // Counted before the send so the task's decrement never runs first.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(event).await.is_ok() {
+            return true;
+        }
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        if self.stats.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::error!("the log sink has stopped; run records and output are no longer recorded");
+        }
+        false
+    }
+}
+
+impl SinkTask {
+    /// Runs until every `Sink` clone is dropped, then writes (or spools)
+    /// everything still queued and returns. A spool left by an earlier
+    /// process is replayed first.
+    ///
+    /// At shutdown with the store down, a sink with a spool returns once
+    /// everything is spooled and one more replay attempt has failed; one
+    /// without a spool keeps retrying, so bound the wait with a deadline.
+    ///
+    /// A spool that cannot be opened (a bad path, or another process using
+    /// it) is logged and the sink runs without one: backpressure instead of
+    /// spooling, but nothing dropped.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let SinkTask {
+            store,
+            config,
+            stats,
+            rx,
+        } = self;
+        let spool = match &config.spool_path {
+            Some(path) => match Spool::open(path.clone(), config.spool_max_bytes).await {
+                Ok(spool) => {
+                    if !spool.is_empty() {
+                        let bytes = spool.pending_bytes();
+                        tracing::info!(path = %path.display(), bytes, "replaying the log spool");
+                    }
+                    stats.spooled_bytes.store(spool.pending_bytes(), Ordering::Relaxed);
+                    Some(spool)
+                }
+                Err(e) => {
+                    tracing::error!(
+                        path = %path.display(),
+                        error = %e,
+                        "cannot open the log spool; running without one, so a log-store outage will slow runs down"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        stats.started.send_replace(true);
+        Pipeline::new(store, config, stats, rx, spool)
+            .run()
+            .instrument(tracing::info_span!("log_sink"))
+            .await
+    }
+}
+
+enum Event {
+    /// Boxed so that the channel's slots are sized for chunks, the common
+    /// event, rather than for the much larger record.
+    Record(Box<RunRecord>),
+    Chunk(OutputChunk),
+    Flush(oneshot::Sender<()>),
+}

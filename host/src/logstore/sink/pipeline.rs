@@ -1,0 +1,270 @@
+//! The sink task's state machine: one `Pipeline` owns the channel, the
+//! batches waiting their turn, the one store write in flight and the spool,
+//! and its loop decides what moves next. Filling batches (`batch.rs`) and
+//! spooling and replaying them (`replay.rs`) are further `impl Pipeline`
+//! blocks, kept apart so that each side of the machine reads on its own.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::batch::Pending;
+use super::retry::{Backoff, Outage, write_with_retries};
+use super::spool::Spool;
+use super::{Event, SinkConfig, SinkStats};
+use crate::logstore::{LogBatch, LogStore};
+
+/// The one store write in flight.
+pub(super) struct InFlight {
+    pub(super) write: BoxFuture<'static, Outcome>,
+    pub(super) waiters: Vec<oneshot::Sender<()>>,
+    /// For a replay: where the spool's next batch starts once this one is in.
+    pub(super) replay_next: Option<u64>,
+}
+
+pub(super) enum Outcome {
+    Written {
+        events: usize,
+        micros: u64,
+    },
+    Rejected {
+        events: usize,
+        error: String,
+    },
+    /// A direct write ran out of `spool_after`: the batch goes to the spool.
+    GaveUp(LogBatch),
+    /// A replay attempt failed: the batch stays at the spool's head.
+    Failed(LogBatch),
+}
+
+pub(super) struct Pipeline {
+    pub(super) store: Arc<dyn LogStore>,
+    pub(super) config: SinkConfig,
+    pub(super) stats: Arc<SinkStats>,
+    pub(super) outage: Arc<Outage>,
+    pub(super) rx: mpsc::Receiver<Event>,
+    /// Every `Sink` is gone and the channel is drained.
+    pub(super) intake_closed: bool,
+    pub(super) buffer: Vec<Event>,
+    /// The batch being filled.
+    pub(super) open: Pending,
+    pub(super) open_deadline: Option<Instant>,
+    /// Full batches waiting their turn. The channel is read only while this
+    /// is empty, which is what bounds memory and pushes back on executors.
+    pub(super) sealed: VecDeque<Pending>,
+    pub(super) in_flight: Option<InFlight>,
+    pub(super) spool: Option<Spool>,
+    pub(super) replay_at: Instant,
+    pub(super) replay_backoff: Backoff,
+    /// Set after a failed spool append (a full disk, say): when to try again.
+    pub(super) append_retry_at: Option<Instant>,
+    /// Shutting down with the store still down: leave the spool for the next
+    /// start rather than wait for the store.
+    pub(super) replay_given_up: bool,
+}
+
+impl Pipeline {
+    pub(super) fn new(
+        store: Arc<dyn LogStore>,
+        config: SinkConfig,
+        stats: Arc<SinkStats>,
+        rx: mpsc::Receiver<Event>,
+        spool: Option<Spool>,
+    ) -> Self {
+        let replay_backoff = Backoff::new(config.retry_initial, config.retry_max);
+        Self {
+            store,
+            config,
+            stats,
+            outage: Arc::new(Outage::default()),
+            rx,
+            intake_closed: false,
+            buffer: Vec::new(),
+            open: Pending::default(),
+            open_deadline: None,
+            sealed: VecDeque::new(),
+            in_flight: None,
+            spool,
+            replay_at: Instant::now(),
+            replay_backoff,
+            append_retry_at: None,
+            replay_given_up: false,
+        }
+    }
+
+    pub(super) async fn run(mut self) -> anyhow::Result<()> {
+        loop {
+            self.dispatch().await;
+            if self.finished() {
+                if let Some(spool) = self.spool.as_ref().filter(|s| !s.is_empty()) {
+                    tracing::warn!(
+                        path = %spool.path.display(),
+                        bytes = spool.pending_bytes(),
+                        "log store still unavailable at shutdown; the spool will be replayed on the next start"
+                    );
+                }
+                return Ok(());
+            }
+            let read_channel = !self.intake_closed && self.sealed.is_empty();
+            let room = self.config.batch_docs.saturating_sub(self.open.batch.len()).max(1);
+            let seal_at = self.open_deadline.filter(|_| self.sealed.is_empty());
+            let wake_at = self.wake_at();
+            tokio::select! {
+                outcome = next_outcome(&mut self.in_flight), if self.in_flight.is_some() => {
+                    self.completed(outcome).await;
+                }
+                received = self.rx.recv_many(&mut self.buffer, room), if read_channel => {
+                    if received == 0 {
+                        self.intake_closed = true;
+                        self.seal();
+                    } else {
+                        self.stats.queued.fetch_sub(received as u64, Ordering::Relaxed);
+                        self.take_buffer();
+                    }
+                }
+                () = sleep_until(seal_at), if seal_at.is_some() => self.seal(),
+                () = sleep_until(wake_at), if wake_at.is_some() => {}
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.intake_closed
+            && self.open.is_idle()
+            && self.sealed.is_empty()
+            && self.in_flight.is_none()
+            && (self.replay_given_up || self.spool.as_ref().is_none_or(Spool::is_empty))
+    }
+
+    /// When a replay or a failed append is next due, if either is waiting.
+    fn wake_at(&self) -> Option<Instant> {
+        // `end > 0` covers a spool still to replay and one still to truncate.
+        let replay = (self.in_flight.is_none() && self.spool.as_ref().is_some_and(|s| s.end > 0))
+            .then_some(self.replay_at)
+            .filter(|_| !self.replay_given_up);
+        let append = self.append_retry_at.filter(|_| !self.sealed.is_empty());
+        match (replay, append) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves work forward without waiting on the store: starts the next
+    /// write, appends to the spool, starts a replay when one is due.
+    async fn dispatch(&mut self) {
+        loop {
+            let spooling = self.spool.as_ref().is_some_and(|s| !s.is_empty());
+            if self.sealed.is_empty() {
+                break;
+            }
+            if spooling {
+                if self.append_retry_at.is_some_and(|at| at > Instant::now()) {
+                    break;
+                }
+                if !self.spool_front().await {
+                    break;
+                }
+            } else {
+                self.append_retry_at = None;
+                if self.in_flight.is_some() {
+                    break;
+                }
+                let Some(mut pending) = self.sealed.pop_front() else {
+                    break;
+                };
+                // Once per batch, as it leaves the queue (not at each merge).
+                pending.batch.drop_superseded();
+                if pending.batch.is_empty() {
+                    // A flush with nothing new: everything before it is done.
+                    pending.done();
+                    continue;
+                }
+                let give_up = self.spool.as_ref().map(|_| self.config.spool_after);
+                self.start_direct(pending, give_up);
+            }
+        }
+        self.start_replay().await;
+    }
+
+    pub(super) fn start_direct(&mut self, pending: Pending, give_up: Option<Duration>) {
+        let Pending { batch, waiters } = pending;
+        let write = write_with_retries(
+            Arc::clone(&self.store),
+            batch,
+            give_up,
+            Backoff::new(self.config.retry_initial, self.config.retry_max),
+            Arc::clone(&self.stats),
+            Arc::clone(&self.outage),
+        );
+        self.in_flight = Some(InFlight {
+            write: Box::pin(write),
+            waiters,
+            replay_next: None,
+        });
+    }
+
+    async fn completed(&mut self, outcome: Outcome) {
+        let Some(InFlight {
+            waiters, replay_next, ..
+        }) = self.in_flight.take()
+        else {
+            return;
+        };
+        let pending = Pending {
+            batch: LogBatch::default(),
+            waiters,
+        };
+        match outcome {
+            Outcome::Written { events, micros } => {
+                self.stats.written.fetch_add(events as u64, Ordering::Relaxed);
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.last_flush_micros.store(micros, Ordering::Relaxed);
+                self.stats.flush_micros_sum.fetch_add(micros, Ordering::Relaxed);
+                self.stats.flush_count.fetch_add(1, Ordering::Relaxed);
+                self.replayed(replay_next).await;
+                pending.done();
+            }
+            Outcome::Rejected { events, error } => {
+                tracing::error!(events, error = %error, "the log store rejected a batch; it is dropped");
+                self.stats.rejected.fetch_add(events as u64, Ordering::Relaxed);
+                self.replayed(replay_next).await;
+                pending.done();
+            }
+            Outcome::GaveUp(batch) => {
+                self.spool_given_up(Pending {
+                    batch,
+                    waiters: pending.waiters,
+                })
+                .await
+            }
+            Outcome::Failed(batch) => {
+                if let (Some(spool), Some(next)) = (self.spool.as_mut(), replay_next) {
+                    spool.put_back_head(batch, next);
+                }
+                self.replay_at = Instant::now() + self.replay_backoff.next_delay();
+                if self.intake_closed && self.open.is_idle() && self.sealed.is_empty() {
+                    self.replay_given_up = true;
+                }
+            }
+        }
+    }
+}
+
+async fn next_outcome(in_flight: &mut Option<InFlight>) -> Outcome {
+    match in_flight {
+        Some(flight) => (&mut flight.write).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

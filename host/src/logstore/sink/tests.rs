@@ -1,0 +1,764 @@
+//! Unit tests of the batching sink, against SQLite behind switches that fail,
+//! refuse or hold writes, so that outages, spooling, replay and
+//! backpressure play out in-process and in milliseconds.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::*;
+use crate::ids::{JobName, RunId};
+use crate::logstore::conformance::sample_record;
+use crate::logstore::sqlite::SqliteLogStore;
+use crate::logstore::{LogBatch, LogStoreError, RunPage, RunQuery};
+use crate::run::{RunStatus, StreamKind};
+
+/// SQLite behind switches: fail every write, refuse every write as
+/// invalid, or hold writes until released. Logs the batches it passes on
+/// to SQLite, in order.
+struct TestStore {
+    inner: Arc<SqliteLogStore>,
+    failing: AtomicBool,
+    invalid: AtomicBool,
+    hold: watch::Sender<bool>,
+    held: AtomicU64,
+    log: Mutex<Vec<LogBatch>>,
+}
+
+impl TestStore {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: SqliteLogStore::in_memory().unwrap(),
+            failing: AtomicBool::new(false),
+            invalid: AtomicBool::new(false),
+            hold: watch::Sender::new(false),
+            held: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Chunk seqs in the order they reached the store, replays included.
+    fn logged_seqs(&self) -> Vec<u64> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.chunks.iter().map(|c| c.seq))
+            .collect()
+    }
+
+    fn logged_runs(&self) -> Vec<(RunId, RunStatus)> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.runs.iter().map(|r| (r.run_id, r.status)))
+            .collect()
+    }
+
+    async fn seqs(&self, run_id: RunId) -> Vec<u64> {
+        self.inner
+            .output(run_id, None, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl LogStore for TestStore {
+    async fn write(&self, batch: &LogBatch) -> Result<(), LogStoreError> {
+        if *self.hold.borrow() {
+            self.held.fetch_add(1, Ordering::SeqCst);
+            self.hold.subscribe().wait_for(|held| !*held).await.ok();
+            self.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        if self.invalid.load(Ordering::SeqCst) {
+            return Err(LogStoreError::Invalid("refused".to_owned()));
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(LogStoreError::Unavailable("switched off".to_owned()));
+        }
+        // Logged before SQLite sees it, so that once a test observes the
+        // data in SQLite, the log already has it too.
+        self.log.lock().unwrap().push(batch.clone());
+        self.inner.write(batch).await
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
+        self.inner.runs(query).await
+    }
+
+    async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(LogStoreError::Unavailable("switched off".to_owned()));
+        }
+        self.inner.run(run_id).await
+    }
+
+    async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError> {
+        self.inner.output(run_id, after, limit).await
+    }
+
+    async fn last_runs(&self, jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError> {
+        self.inner.last_runs(jobs).await
+    }
+
+    async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        self.inner.purge(before).await
+    }
+}
+
+/// A 64-byte chunk.
+fn chunk(run_id: RunId, seq: u64) -> OutputChunk {
+    let mut data = format!("run output line {seq:>8} ");
+    while data.len() < 63 {
+        data.push('.');
+    }
+    data.push('\n');
+    // A fixed clock keeps the encoded size of a chunk predictable.
+    let at = Timestamp::from_millisecond(1_700_000_000_000 + seq as i64).unwrap();
+    OutputChunk {
+        expire_at: None,
+        run_id,
+        seq,
+        stream: StreamKind::Stdout,
+        at,
+        data,
+    }
+}
+
+fn record(status: RunStatus) -> RunRecord {
+    sample_record(&JobName::new("sink-test").unwrap(), Timestamp::now(), status, 1)
+}
+
+/// Short timings so outages play out quickly; nothing flushes by time
+/// unless a test asks for it.
+fn config() -> SinkConfig {
+    SinkConfig {
+        batch_docs: 10,
+        flush_interval: Duration::from_secs(3600),
+        channel_capacity: 64,
+        spool_path: None,
+        spool_max_bytes: 1 << 20,
+        retry_initial: Duration::from_millis(2),
+        retry_max: Duration::from_millis(10),
+        spool_after: Duration::from_millis(20),
+    }
+}
+
+fn start(store: Arc<TestStore>, config: SinkConfig) -> (Sink, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let (sink, task) = Sink::new(store, config);
+    (sink, tokio::spawn(task.run()))
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::SeqCst)
+}
+
+/// Polls `condition` until it holds; fails the test after 20 s.
+async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn batches_fill_to_batch_docs() {
+    let store = TestStore::new();
+    let (sink, task) = start(Arc::clone(&store), config());
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    for seq in 0..25 {
+        sink.chunk(chunk(run_id, seq)).await;
+    }
+    eventually("two full batches are written", async || get(&stats.written) == 20).await;
+    assert_eq!(get(&stats.batches), 2);
+    assert_eq!(store.seqs(run_id).await, (0..20).collect::<Vec<_>>());
+    // The last five wait for a full batch, the interval, or a flush.
+    sink.flush().await;
+    assert_eq!(get(&stats.written), 25);
+    assert_eq!(get(&stats.batches), 3);
+    assert!(store.log.lock().unwrap().iter().all(|b| b.len() <= 10));
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn record_unless_stored_leaves_a_stored_record_alone_and_writes_an_absent_one() {
+    let store = TestStore::new();
+    let (sink, task) = start(Arc::clone(&store), config());
+    let stored = record(RunStatus::Skipped);
+    sink.record(stored.clone()).await;
+    sink.flush().await;
+    let mut again = stored.clone();
+    again.error = Some("written again, less precisely".to_owned());
+    assert!(!sink.record_unless_stored(again).await, "already stored");
+    let absent = record(RunStatus::Skipped);
+    assert!(sink.record_unless_stored(absent.clone()).await);
+    sink.flush().await;
+    assert_eq!(store.inner.run(stored.run_id).await.unwrap(), Some(stored));
+    assert_eq!(store.inner.run(absent.run_id).await.unwrap(), Some(absent));
+    // A store that cannot answer the read gets the record anyway.
+    store.fail(true);
+    let unknown = record(RunStatus::Skipped);
+    assert!(sink.record_unless_stored(unknown.clone()).await);
+    store.fail(false);
+    sink.flush().await;
+    assert_eq!(store.inner.run(unknown.run_id).await.unwrap(), Some(unknown));
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_is_written_flush_interval_after_its_first_event() {
+    let store = TestStore::new();
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            batch_docs: 1000,
+            flush_interval: Duration::from_millis(20),
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run = record(RunStatus::Running);
+    sink.record(run.clone()).await;
+    sink.chunk(chunk(run.run_id, 0)).await;
+    sink.chunk(chunk(run.run_id, 1)).await;
+    eventually("the interval flushes the batch", async || get(&stats.written) == 3).await;
+    assert_eq!(get(&stats.batches), 1, "three events, one batch");
+    assert_eq!(store.inner.run(run.run_id).await.unwrap(), Some(run));
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn flush_returns_once_everything_before_it_is_stored() {
+    let store = TestStore::new();
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            batch_docs: 1000,
+            ..config()
+        },
+    );
+    // Nothing pending: returns at once.
+    sink.flush().await;
+    let run = record(RunStatus::Running);
+    let other = sink.clone();
+    sink.record(run.clone()).await;
+    for seq in 0..5 {
+        other.chunk(chunk(run.run_id, seq)).await;
+    }
+    sink.flush().await;
+    // No waiting: the barrier already guarantees it.
+    assert_eq!(store.inner.run(run.run_id).await.unwrap(), Some(run.clone()));
+    assert_eq!(store.seqs(run.run_id).await, vec![0, 1, 2, 3, 4]);
+    let mut done = run.clone();
+    done.status = RunStatus::Succeeded;
+    other.record(done.clone()).await;
+    other.flush().await;
+    assert_eq!(store.inner.run(run.run_id).await.unwrap(), Some(done));
+    drop((sink, other));
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn flushes_waiting_together_share_one_write() {
+    let store = TestStore::new();
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            batch_docs: 1000,
+            channel_capacity: 256,
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    // Hold the store so that the first batch stays in flight while the
+    // other runs end and ask for their flushes.
+    store.hold.send_replace(true);
+    sink.record(record(RunStatus::Succeeded)).await;
+    let first = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.flush().await }
+    });
+    eventually("the first write is held", async || get(&store.held) == 1).await;
+    let asked = Arc::new(AtomicU64::new(0));
+    let mut ends = Vec::new();
+    for _ in 0..50 {
+        let sink = sink.clone();
+        let asked = Arc::clone(&asked);
+        ends.push(tokio::spawn(async move {
+            sink.record(record(RunStatus::Succeeded)).await;
+            asked.fetch_add(1, Ordering::SeqCst);
+            sink.flush().await;
+        }));
+    }
+    eventually("every run end is taken in", async || {
+        get(&asked) == 50 && get(&stats.queued) == 0
+    })
+    .await;
+    store.hold.send_replace(false);
+    first.await.unwrap();
+    for end in ends {
+        end.await.unwrap();
+    }
+    assert_eq!(get(&stats.written), 51);
+    // One write for the held batch and one for the 50 run ends (a third
+    // if the last flush slipped in after the release).
+    let batches = get(&stats.batches);
+    assert!(batches <= 3, "50 flushes made {batches} writes");
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn records_and_chunks_reach_the_store_in_the_order_sent() {
+    let store = TestStore::new();
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            batch_docs: 3,
+            ..config()
+        },
+    );
+    let mut sent_runs = Vec::new();
+    for n in 0..20u64 {
+        let run = record(RunStatus::Running);
+        let mut done = run.clone();
+        done.status = RunStatus::Succeeded;
+        sink.record(run.clone()).await;
+        sink.chunk(chunk(run.run_id, 0)).await;
+        sink.chunk(chunk(run.run_id, 1)).await;
+        sink.record(done.clone()).await;
+        sent_runs.extend([(run.run_id, RunStatus::Running), (run.run_id, RunStatus::Succeeded)]);
+        if n % 7 == 0 {
+            sink.flush().await;
+        }
+    }
+    sink.flush().await;
+    assert_eq!(store.logged_runs(), sent_runs);
+    for (run_id, _) in sent_runs.iter().step_by(2) {
+        let stored = store.inner.run(*run_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, RunStatus::Succeeded);
+        assert_eq!(store.seqs(*run_id).await, vec![0, 1]);
+    }
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_outage_spools_and_recovery_replays_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_path = dir.path().join("spool").join("sink.jsonl");
+    let store = TestStore::new();
+    store.fail(true);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(spool_path.clone()),
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run = record(RunStatus::Running);
+    let mut done = run.clone();
+    done.status = RunStatus::Succeeded;
+
+    sink.record(run.clone()).await;
+    for seq in 0..100 {
+        sink.chunk(chunk(run.run_id, seq)).await;
+    }
+    // With the store down, the barrier is "safely spooled".
+    sink.flush().await;
+    assert!(get(&stats.spooled_bytes) > 0, "batches went to the spool");
+    assert!(get(&stats.write_errors) > 0);
+    assert!(std::fs::metadata(&spool_path).unwrap().len() > 0);
+    assert!(store.seqs(run.run_id).await.is_empty(), "nothing reached the store");
+
+    // Still accepting while down.
+    for seq in 100..150 {
+        sink.chunk(chunk(run.run_id, seq)).await;
+    }
+    sink.record(done.clone()).await;
+    sink.flush().await;
+    assert!(store.seqs(run.run_id).await.is_empty());
+
+    store.fail(false);
+    eventually("the spool is replayed", async || get(&stats.spooled_bytes) == 0).await;
+    assert_eq!(
+        store.seqs(run.run_id).await,
+        (0..150).collect::<Vec<_>>(),
+        "every chunk exactly once"
+    );
+    assert_eq!(store.inner.run(run.run_id).await.unwrap(), Some(done));
+    // Batches arrived in the order they were sent.
+    let mut first_seen = store.logged_seqs();
+    let mut seen = std::collections::HashSet::new();
+    first_seen.retain(|seq| seen.insert(*seq));
+    assert_eq!(first_seen, (0..150).collect::<Vec<_>>());
+    assert_eq!(
+        store.logged_runs(),
+        vec![(run.run_id, RunStatus::Running), (run.run_id, RunStatus::Succeeded)]
+    );
+    eventually("the spool file is truncated", async || {
+        std::fs::metadata(&spool_path).unwrap().len() == 0
+    })
+    .await;
+
+    // Healthy again: writes go straight to the store.
+    let spooled = get(&stats.spooled_batches);
+    sink.chunk(chunk(run.run_id, 150)).await;
+    sink.flush().await;
+    assert_eq!(get(&stats.spooled_batches), spooled);
+    assert_eq!(store.seqs(run.run_id).await.len(), 151);
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_spool_left_by_an_earlier_process_is_replayed_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_path = dir.path().join("sink.jsonl");
+    let run = record(RunStatus::Running);
+    let batches = [
+        LogBatch {
+            runs: vec![run.clone()],
+            chunks: (0..3).map(|s| chunk(run.run_id, s)).collect(),
+        },
+        LogBatch {
+            runs: vec![],
+            chunks: (3..6).map(|s| chunk(run.run_id, s)).collect(),
+        },
+    ];
+    let mut text = String::new();
+    for batch in &batches {
+        text.push_str(&serde_json::to_string(batch).unwrap());
+        text.push('\n');
+    }
+    // A crash in the middle of an append leaves a partial line.
+    text.push_str("{\"runs\":[],\"chunks\":[{\"run_id\":");
+    std::fs::write(&spool_path, text).unwrap();
+
+    let store = TestStore::new();
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(spool_path.clone()),
+            ..config()
+        },
+    );
+    // Sent after start, so it must land after the spooled batches.
+    sink.chunk(chunk(run.run_id, 6)).await;
+    sink.flush().await;
+    eventually("the old spool is replayed", async || {
+        store.seqs(run.run_id).await.len() == 7
+    })
+    .await;
+    assert_eq!(store.logged_seqs(), (0..7).collect::<Vec<_>>());
+    assert_eq!(store.inner.run(run.run_id).await.unwrap(), Some(run));
+    eventually("the spool file is truncated", async || {
+        std::fs::metadata(&spool_path).unwrap().len() == 0
+    })
+    .await;
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_sink_loses_nothing_it_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_path = dir.path().join("sink.jsonl");
+    let store = TestStore::new();
+    store.fail(true);
+    let config = SinkConfig {
+        spool_path: Some(spool_path.clone()),
+        ..config()
+    };
+    let (sink, task) = start(Arc::clone(&store), config.clone());
+    let run_id = RunId::generate();
+    for seq in 0..40 {
+        sink.chunk(chunk(run_id, seq)).await;
+    }
+    sink.flush().await;
+    // The closest thing to kill -9 in-process: the task stops mid-outage
+    // without any chance to clean up.
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    drop(sink);
+    eventually("the old task lets go of the spool", async || {
+        File::open(&spool_path).unwrap().try_lock().is_ok()
+    })
+    .await;
+
+    store.fail(false);
+    let (sink, task) = start(Arc::clone(&store), config);
+    eventually("the new sink replays the spool", async || {
+        store.seqs(run_id).await.len() == 40
+    })
+    .await;
+    assert_eq!(store.seqs(run_id).await, (0..40).collect::<Vec<_>>());
+    eventually("the spool file is truncated", async || {
+        std::fs::metadata(&spool_path).unwrap().len() == 0
+    })
+    .await;
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_task_writes_everything_and_ends_when_every_handle_is_dropped() {
+    let store = TestStore::new();
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            batch_docs: 1000,
+            ..config()
+        },
+    );
+    let run = record(RunStatus::Killed);
+    let clone = sink.clone();
+    sink.record(run.clone()).await;
+    for seq in 0..7 {
+        clone.chunk(chunk(run.run_id, seq)).await;
+    }
+    drop(sink);
+    drop(clone);
+    task.await.unwrap().unwrap();
+    assert_eq!(store.inner.run(run.run_id).await.unwrap(), Some(run.clone()));
+    assert_eq!(store.seqs(run.run_id).await, (0..7).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn at_shutdown_a_down_store_leaves_its_batches_in_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_path = dir.path().join("sink.jsonl");
+    let store = TestStore::new();
+    store.fail(true);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(spool_path.clone()),
+            ..config()
+        },
+    );
+    let run_id = RunId::generate();
+    for seq in 0..15 {
+        sink.chunk(chunk(run_id, seq)).await;
+    }
+    drop(sink);
+    task.await.unwrap().unwrap();
+    let text = std::fs::read_to_string(&spool_path).unwrap();
+    let spooled: Vec<u64> = text
+        .lines()
+        .flat_map(|line| serde_json::from_str::<LogBatch>(line).unwrap().chunks)
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(spooled, (0..15).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_full_channel_makes_senders_wait() {
+    let store = TestStore::new();
+    store.hold.send_replace(true);
+    let capacity = 4;
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            batch_docs: 1,
+            channel_capacity: capacity,
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let producer = tokio::spawn({
+        let (sink, accepted) = (sink.clone(), Arc::clone(&accepted));
+        async move {
+            for seq in 0..100 {
+                sink.chunk(chunk(run_id, seq)).await;
+                accepted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    // One batch held in the store, one sealed behind it, the channel
+    // full, and the producer waiting with its next event.
+    let bound = capacity as u64 + 2;
+    eventually("the pipeline fills up", async || {
+        get(&store.held) == 1 && get(&stats.queued) == capacity as u64 + 1 && get(&accepted) == bound
+    })
+    .await;
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(get(&accepted), bound, "the producer must wait while everything is full");
+    assert!(!producer.is_finished());
+
+    store.hold.send_replace(false);
+    producer.await.unwrap();
+    sink.flush().await;
+    assert_eq!(store.seqs(run_id).await, (0..100).collect::<Vec<_>>());
+    assert_eq!(get(&stats.queued), 0);
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_full_spool_makes_senders_wait_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_path = dir.path().join("sink.jsonl");
+    let store = TestStore::new();
+    store.fail(true);
+    let run_id = RunId::generate();
+    // Batches are exactly ten chunks in order, so the test knows every
+    // spool line in advance and how many fit.
+    let max = 8 * 1024;
+    let line = |n: u64| {
+        let batch = LogBatch {
+            runs: vec![],
+            chunks: (n * 10..n * 10 + 10).map(|seq| chunk(run_id, seq)).collect(),
+        };
+        serde_json::to_vec(&batch).unwrap().len() as u64 + 1
+    };
+    let mut fit = 0;
+    let mut used = 0;
+    while used + line(fit) <= max {
+        used += line(fit);
+        fit += 1;
+    }
+    let capacity = 8;
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(spool_path.clone()),
+            spool_max_bytes: max,
+            channel_capacity: capacity,
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let producer = tokio::spawn({
+        let (sink, accepted) = (sink.clone(), Arc::clone(&accepted));
+        async move {
+            for seq in 0..200 {
+                sink.chunk(chunk(run_id, seq)).await;
+                accepted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    // `fit` batches spooled, the next one sealed and waiting for room,
+    // the channel full, and the producer waiting with its next event.
+    let bound = (fit + 1) * 10 + capacity as u64;
+    eventually("the spool fills and the channel backs up", async || {
+        get(&stats.spooled_batches) == fit && get(&stats.queued) == capacity as u64 + 1 && get(&accepted) == bound
+    })
+    .await;
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(get(&accepted), bound, "the producer waits for spool space");
+    assert_eq!(std::fs::metadata(&spool_path).unwrap().len(), used);
+
+    store.fail(false);
+    producer.await.unwrap();
+    sink.flush().await;
+    eventually("everything is replayed", async || store.seqs(run_id).await.len() == 200).await;
+    assert_eq!(store.seqs(run_id).await, (0..200).collect::<Vec<_>>());
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn without_a_spool_the_sink_retries_until_the_store_returns() {
+    let store = TestStore::new();
+    store.fail(true);
+    let (sink, task) = start(Arc::clone(&store), config());
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    for seq in 0..5 {
+        sink.chunk(chunk(run_id, seq)).await;
+    }
+    let flushing = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.flush().await }
+    });
+    eventually("several retries fail", async || get(&stats.write_errors) >= 5).await;
+    assert!(!flushing.is_finished(), "nothing is durable yet");
+    store.fail(false);
+    flushing.await.unwrap();
+    assert_eq!(store.seqs(run_id).await, vec![0, 1, 2, 3, 4]);
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_the_store_refuses_is_dropped_not_retried() {
+    let store = TestStore::new();
+    store.invalid.store(true, Ordering::SeqCst);
+    let (sink, task) = start(Arc::clone(&store), config());
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    for seq in 0..3 {
+        sink.chunk(chunk(run_id, seq)).await;
+    }
+    sink.flush().await;
+    assert_eq!(get(&stats.rejected), 3);
+    store.invalid.store(false, Ordering::SeqCst);
+    sink.chunk(chunk(run_id, 3)).await;
+    sink.flush().await;
+    assert_eq!(store.seqs(run_id).await, vec![3]);
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_stopped_sink_counts_what_it_drops() {
+    let (sink, task) = Sink::new(TestStore::new(), config());
+    drop(task);
+    sink.chunk(chunk(RunId::generate(), 0)).await;
+    sink.flush().await;
+    assert_eq!(get(&sink.stats().dropped), 2);
+    assert_eq!(get(&sink.stats().queued), 0);
+}
+
+#[tokio::test]
+async fn a_spool_in_use_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_path = dir.path().join("sink.jsonl");
+    let held = File::create(&spool_path).unwrap();
+    held.lock().unwrap();
+    let store = TestStore::new();
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(spool_path.clone()),
+            ..config()
+        },
+    );
+    // The sink runs without a spool rather than share one.
+    let run_id = RunId::generate();
+    sink.chunk(chunk(run_id, 0)).await;
+    sink.flush().await;
+    assert_eq!(store.seqs(run_id).await, vec![0]);
+    drop(sink);
+    task.await.unwrap().unwrap();
+    assert_eq!(std::fs::metadata(&spool_path).unwrap().len(), 0);
+}

@@ -1,0 +1,400 @@
+//! `SqliteLogStore`: the embedded `LogStore` behind `sandcron dev` — one SQLite
+//! file in WAL mode, one writer connection and a small pool of readers, every
+//! call run on tokio's blocking pool.
+//!
+//! Each run is stored as its full JSON record next to the columns the queries
+//! filter and sort on (`job`, `tick` in unix milliseconds, `status`, `fence`),
+//! so the record can grow fields without a migration while every query still
+//! walks an index. Output chunks are rows keyed by `(run_id, seq)`.
+//!
+//! Retention: a run's `expire_at` is also a column, and `purge(before)` deletes
+//! the finished runs whose `expire_at` is before `before` (or, without one,
+//! whose tick is), with their output — the rule the MongoDB store's TTL
+//! indexes apply continuously. SQLite has no TTL monitor, so `sandcron dev`
+//! calls `purge` periodically.
+//!
+//! The files: the schema, its migrations and the settings of every
+//! connection (`schema.rs`), the connection pool and the error type of its
+//! calls (`pool.rs`), and how records and chunks become row values
+//! (`rows.rs`). This file holds the store, its opening and the `LogStore`
+//! methods.
+
+mod pool;
+mod rows;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+
+use self::pool::{Failure, Pool};
+use self::rows::{ChunkRow, RunRow, decode_record};
+use self::schema::{configure, migrate};
+use crate::ids::{JobName, RunId};
+use crate::logstore::store::{ceil_millisecond, decode_cursor, encode_cursor};
+use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
+use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind};
+
+/// `RunQuery::limit` when the caller passes 0.
+const DEFAULT_RUNS_LIMIT: usize = 100;
+/// The most runs one page holds.
+const MAX_RUNS_LIMIT: usize = 1000;
+/// `output` limit when the caller passes 0.
+const DEFAULT_OUTPUT_LIMIT: usize = 1000;
+/// The most chunks one `output` call returns.
+const MAX_OUTPUT_LIMIT: usize = 10_000;
+/// Readers in the pool: enough that the console's polling never waits for a
+/// connection on a small machine, few enough to keep file handles cheap.
+const READERS: usize = 4;
+/// Runs deleted per purge transaction, so a large purge never holds the write
+/// lock long enough to stall the sink.
+const PURGE_BATCH: usize = 500;
+
+/// Which finished runs `purge` deletes: expired ones, and those without an
+/// expiry whose tick is old. `?1` is the cut-off in unix milliseconds.
+/// Written as a union of two ranges so that each half walks an index
+/// (`runs_by_expiry`, `runs_by_tick`).
+const PURGE_SELECT: &str = "SELECT run_id FROM runs WHERE status <> ?2 \
+     AND (expire_at < ?1 OR (expire_at IS NULL AND tick < ?1)) LIMIT ?3";
+
+/// The embedded log store. Cheap to share: hand out the `Arc`.
+pub struct SqliteLogStore {
+    writer: Arc<Pool>,
+    /// The same pool as `writer` for an in-memory store, whose data only the
+    /// connection that created it can see.
+    readers: Arc<Pool>,
+    location: String,
+}
+
+impl fmt::Debug for SqliteLogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteLogStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteLogStore {
+    /// Opens (creating if needed) the store in the file at `path` and brings
+    /// its schema up to date. The directory must exist.
+    pub fn open(path: &Path) -> Result<Arc<Self>, LogStoreError> {
+        let location = path.display().to_string();
+        let opening = |e: Failure| {
+            let e = LogStoreError::from(e);
+            LogStoreError::Other(format!("cannot open log store {location}: {e}"))
+        };
+        let mut writer = Connection::open(path).map_err(|e| opening(e.into()))?;
+        configure(&writer, true).map_err(opening)?;
+        migrate(&mut writer).map_err(opening)?;
+        // Readers are opened after the writer has switched the file to WAL and
+        // created the schema, so they never see a half-made database.
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(path).map_err(|e| opening(e.into()))?;
+            configure(&reader, false).map_err(opening)?;
+            readers.push(reader);
+        }
+        Ok(Arc::new(Self {
+            writer: Pool::new(vec![writer]),
+            readers: Pool::new(readers),
+            location,
+        }))
+    }
+
+    /// A store that lives and dies with the process; for tests and throwaway
+    /// `dev` sessions. Reads share the single connection with writes.
+    pub fn in_memory() -> Result<Arc<Self>, LogStoreError> {
+        let opening = |e: Failure| {
+            let e = LogStoreError::from(e);
+            LogStoreError::Other(format!("cannot create in-memory log store: {e}"))
+        };
+        let mut conn = Connection::open_in_memory().map_err(|e| opening(e.into()))?;
+        configure(&conn, true).map_err(opening)?;
+        migrate(&mut conn).map_err(opening)?;
+        let pool = Pool::new(vec![conn]);
+        Ok(Arc::new(Self {
+            writer: Arc::clone(&pool),
+            readers: pool,
+            location: ":memory:".to_owned(),
+        }))
+    }
+}
+
+#[async_trait]
+impl LogStore for SqliteLogStore {
+    async fn write(&self, batch: &LogBatch) -> Result<(), LogStoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // The blocking closure must own its data; encoding here also keeps
+        // the work done under the write lock to the SQL itself.
+        let runs = batch.runs.iter().map(RunRow::new).collect::<Result<Vec<_>, _>>()?;
+        let chunks = batch.chunks.iter().map(ChunkRow::new).collect::<Vec<_>>();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut select = tx.prepare_cached("SELECT record FROM runs WHERE run_id = ?1")?;
+                    let mut upsert = tx.prepare_cached(
+                        "INSERT INTO runs (run_id, job, tick, status, fence, started_at, record, expire_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                         ON CONFLICT (run_id) DO UPDATE SET job = excluded.job, tick = excluded.tick, \
+                         status = excluded.status, fence = excluded.fence, \
+                         started_at = excluded.started_at, record = excluded.record, \
+                         expire_at = excluded.expire_at",
+                    )?;
+                    // In batch order: a later record of the same run sees the
+                    // earlier one as stored, exactly as if written separately.
+                    for row in &runs {
+                        let stored: Option<String> = select.query_row([&row.run_id], |r| r.get(0)).optional()?;
+                        if let Some(stored) = stored {
+                            let stored: RunRecord = decode_record(&row.run_id, &stored)?;
+                            if !supersedes(&row.record, &stored) {
+                                continue;
+                            }
+                        }
+                        upsert.execute(params![
+                            row.run_id,
+                            row.record.job.as_str(),
+                            row.record.tick.as_millisecond(),
+                            row.record.status.as_str(),
+                            row.record.fence,
+                            row.record.started_at.map(Timestamp::as_millisecond),
+                            row.json,
+                            row.record.expire_at.map(Timestamp::as_millisecond),
+                        ])?;
+                    }
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO output (run_id, seq, stream, at, data, expire_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for chunk in &chunks {
+                        insert.execute(params![
+                            chunk.run_id,
+                            chunk.seq,
+                            chunk.stream,
+                            chunk.at,
+                            chunk.data,
+                            chunk.expire_at
+                        ])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
+        let limit = match query.limit {
+            0 => DEFAULT_RUNS_LIMIT,
+            n => n.min(MAX_RUNS_LIMIT),
+        };
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        if let Some(job) = &query.job {
+            conditions.push("job = ?");
+            args.push(Value::Text(job.as_str().to_owned()));
+        }
+        if let Some(status) = query.status {
+            conditions.push("status = ?");
+            args.push(Value::Text(status.as_str().to_owned()));
+        }
+        if let Some(since) = query.since {
+            conditions.push("tick >= ?");
+            args.push(Value::Integer(ceil_millisecond(since)));
+        }
+        if let Some(until) = query.until {
+            conditions.push("tick < ?");
+            args.push(Value::Integer(ceil_millisecond(until)));
+        }
+        if let Some(cursor) = &query.cursor {
+            let (tick, run_id) = decode_cursor(cursor)?;
+            // Spelled out rather than as a row value so that every SQLite
+            // version turns it into a range on the index.
+            conditions.push("(tick < ? OR (tick = ? AND run_id < ?))");
+            args.extend([
+                Value::Integer(tick),
+                Value::Integer(tick),
+                Value::Text(run_id.to_string()),
+            ]);
+        }
+        let mut sql = String::from("SELECT record FROM runs");
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY tick DESC, run_id DESC LIMIT ?");
+        // One row beyond the page says whether another page exists.
+        args.push(Value::Integer(limit as i64 + 1));
+
+        let rows: Vec<String> = self
+            .readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(params_from_iter(args), |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        // Decoded outside the blocking call: JSON work needs no connection.
+        let mut runs = rows
+            .iter()
+            .map(|json| serde_json::from_str::<RunRecord>(json))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LogStoreError::Other(format!("stored run record is unreadable: {e}")))?;
+        let next_cursor = if runs.len() > limit {
+            runs.truncate(limit);
+            runs.last()
+                .map(|last| encode_cursor(last.tick.as_millisecond(), last.run_id))
+        } else {
+            None
+        };
+        Ok(RunPage { runs, next_cursor })
+    }
+
+    async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
+        let key = run_id.to_string();
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached("SELECT record FROM runs WHERE run_id = ?1")?;
+                let json: Option<String> = stmt.query_row([&key], |row| row.get(0)).optional()?;
+                json.map(|json| decode_record(&key, &json)).transpose()
+            })
+            .await
+    }
+
+    async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError> {
+        let after = match after {
+            None => -1,
+            Some(after) => match i64::try_from(after) {
+                Ok(after) => after,
+                // No stored seq is above i64::MAX (see `ChunkRow::new`).
+                Err(_) => return Ok(Vec::new()),
+            },
+        };
+        let limit = match limit {
+            0 => DEFAULT_OUTPUT_LIMIT,
+            n => n.min(MAX_OUTPUT_LIMIT),
+        };
+        self.readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, stream, at, data, expire_at FROM output \
+                     WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )?;
+                let rows = stmt
+                    .query_map(params![run_id.to_string(), after, limit as i64], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, Option<i64>>(4)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(seq, stream, at, data, expire_at)| {
+                        let stream = match stream.as_str() {
+                            "stdout" => StreamKind::Stdout,
+                            "stderr" => StreamKind::Stderr,
+                            other => {
+                                return Err(Failure::corrupt(format!("output of run {run_id} has stream {other:?}")));
+                            }
+                        };
+                        let seq = u64::try_from(seq)
+                            .map_err(|_| Failure::corrupt(format!("output of run {run_id} has seq {seq}")))?;
+                        let at = Timestamp::from_microsecond(at)
+                            .map_err(|e| Failure::corrupt(format!("output of run {run_id} has time {at}: {e}")))?;
+                        let expire_at = expire_at.map(Timestamp::from_microsecond).transpose().map_err(|e| {
+                            Failure::corrupt(format!("output of run {run_id} has an unreadable expiry: {e}"))
+                        })?;
+                        Ok(OutputChunk {
+                            expire_at,
+                            run_id,
+                            seq,
+                            stream,
+                            at,
+                            data,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn last_runs(&self, jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError> {
+        if jobs.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let jobs = jobs.to_vec();
+        self.readers
+            .run(move |conn| {
+                // One read transaction: a consistent snapshot, and one index
+                // seek per job instead of a scan.
+                let tx = conn.transaction()?;
+                let mut newest = BTreeMap::new();
+                {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT run_id, record FROM runs WHERE job = ?1 ORDER BY tick DESC, run_id DESC LIMIT 1",
+                    )?;
+                    for job in jobs {
+                        let row: Option<(String, String)> = stmt
+                            .query_row([job.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+                            .optional()?;
+                        if let Some((run_id, json)) = row {
+                            newest.insert(job, decode_record(&run_id, &json)?);
+                        }
+                    }
+                }
+                tx.commit()?;
+                Ok(newest)
+            })
+            .await
+    }
+
+    async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        let before = ceil_millisecond(before);
+        let mut deleted = 0u64;
+        loop {
+            let n = self
+                .writer
+                .run(move |conn| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let n = {
+                        let mut select = tx.prepare_cached(PURGE_SELECT)?;
+                        let ids = select
+                            .query_map(
+                                params![before, RunStatus::Running.as_str(), PURGE_BATCH as i64],
+                                |row| row.get::<_, String>(0),
+                            )?
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let mut drop_output = tx.prepare_cached("DELETE FROM output WHERE run_id = ?1")?;
+                        let mut drop_run = tx.prepare_cached("DELETE FROM runs WHERE run_id = ?1")?;
+                        for id in &ids {
+                            drop_output.execute([id])?;
+                            drop_run.execute([id])?;
+                        }
+                        ids.len()
+                    };
+                    tx.commit()?;
+                    Ok(n)
+                })
+                .await?;
+            deleted += n as u64;
+            if n < PURGE_BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+}
