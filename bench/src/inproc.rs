@@ -323,30 +323,9 @@ pub async fn align_to_second(offset_ms: i64) {
 /// runner writes it when the run starts.
 pub fn run_record(job: JobName, tick: Timestamp) -> RunRecord {
     RunRecord {
-        run_id: RunId::generate(),
-        job,
-        tick,
-        trigger: Trigger::Schedule,
-        attempt: 1,
         worker: "bench".into(),
         fence: 1,
-        kind: "wasm".into(),
-        module: None,
-        status: RunStatus::Running,
-        exit_code: None,
-        error: None,
         started_at: Some(tick),
-        ended_at: None,
-        fuel_used: None,
-        peak_memory: None,
-        output_bytes: 0,
-        truncated: false,
-        missed_count: None,
-        missed_until: None,
-        result_due: None,
-        result: None,
-        expire_at: None,
-        parent: None,
-        shard: None,
+        ..RunRecord::new(job, RunId::generate(), tick, "wasm", RunStatus::Running)
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::ids::{JobName, ModuleDigest, RunId};
-use crate::job::Job;
+use crate::job::{Job, JobKind};
 
 /// The prefix of the stdout line that sets a run's result value.
 pub const RESULT_MARKER: &str = "::sandcron::result ";
@@ -223,24 +223,25 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// A record for a tick of `job` that ends without running (`skipped` or
-    /// `missed`), recorded by `worker` under claim `fence`.
-    pub fn not_run(job: &Job, tick: Timestamp, status: RunStatus, worker: &str, fence: i64, reason: String) -> Self {
+    /// A record of run `run_id` of `job` (a job of `kind`) for `tick`, with
+    /// `status`: a scheduled first attempt, worker and fence unset, every
+    /// optional field empty. What the other constructors build on.
+    pub fn new(job: JobName, run_id: RunId, tick: Timestamp, kind: &str, status: RunStatus) -> Self {
         Self {
-            run_id: RunId::generate(),
-            job: job.name.clone(),
+            run_id,
+            job,
             tick,
             trigger: Trigger::Schedule,
             attempt: 1,
-            worker: worker.to_owned(),
-            fence,
-            kind: job.spec.kind.name().to_owned(),
+            worker: String::new(),
+            fence: 0,
+            kind: kind.to_owned(),
             module: None,
             status,
             exit_code: None,
-            error: Some(reason),
+            error: None,
             started_at: None,
-            ended_at: Some(Timestamp::now()),
+            ended_at: None,
             fuel_used: None,
             peak_memory: None,
             output_bytes: 0,
@@ -252,6 +253,28 @@ impl RunRecord {
             expire_at: None,
             parent: None,
             shard: None,
+        }
+    }
+
+    /// [`RunRecord::new`] for a run of `job`, with its kind and module.
+    pub fn for_job(job: &Job, run_id: RunId, tick: Timestamp, status: RunStatus) -> Self {
+        let mut record = Self::new(job.name.clone(), run_id, tick, job.spec.kind.name(), status);
+        if let JobKind::Wasm(wasm) = &job.spec.kind {
+            record.module = Some(wasm.module.clone());
+        }
+        record
+    }
+
+    /// A record for a tick of `job` that ends without running (`skipped` or
+    /// `missed`), recorded by `worker` under claim `fence`.
+    pub fn not_run(job: &Job, tick: Timestamp, status: RunStatus, worker: &str, fence: i64, reason: String) -> Self {
+        Self {
+            worker: worker.to_owned(),
+            fence,
+            module: None,
+            error: Some(reason),
+            ended_at: Some(Timestamp::now()),
+            ..Self::new(job.name.clone(), RunId::generate(), tick, job.spec.kind.name(), status)
         }
     }
 

@@ -14,7 +14,7 @@ use crate::alert::AlertHandle;
 use crate::coord::{Coordinator, Revision, RunReport, RunningEntry, TriggerRequest};
 use crate::exec::{ExecRequest, Executor, KillSwitch, ReportTo, RunOutcome, RunOutput};
 use crate::ids::{JobName, RunId};
-use crate::job::{Job, JobKind};
+use crate::job::Job;
 use crate::logstore::Sink;
 use crate::metrics::Metrics;
 use crate::run::{ParentRun, RunRecord, RunStatus, StreamKind, Trigger};
@@ -75,34 +75,14 @@ async fn execute(spec: TaskSpec) {
         report,
     } = spec;
     let mut record = RunRecord {
-        run_id: entry.run_id,
-        job: job.name.clone(),
-        tick: entry.tick,
         trigger: entry.trigger,
         attempt: entry.attempt,
         worker: entry.worker.clone(),
         fence,
-        kind: job.spec.kind.name().to_owned(),
-        module: match &job.spec.kind {
-            JobKind::Wasm(wasm) => Some(wasm.module.clone()),
-            JobKind::Shell(_) | JobKind::Http(_) => None,
-        },
-        status: RunStatus::Running,
-        exit_code: None,
-        error: None,
-        started_at: None,
-        ended_at: None,
-        fuel_used: None,
-        peak_memory: None,
-        output_bytes: 0,
-        truncated: false,
-        missed_count: None,
-        missed_until: None,
-        result_due: None,
-        result: None,
         expire_at: job.expire_at(entry.tick, retention),
         parent: entry.parent.clone(),
         shard: entry.shard,
+        ..RunRecord::for_job(&job, entry.run_id, entry.tick, RunStatus::Running)
     };
 
     // Wait for a free slot; a kill while waiting ends the run before it starts.

@@ -19,7 +19,10 @@ type PackedDelete = (String, oneshot::Sender<Result<(), StoreError>>);
 /// Deletes of `running/` entries, packed: runs that end while a pack is in
 /// flight share the next transaction, so a busy worker makes one store
 /// write for many ended runs instead of one each (group commit: a lone
-/// delete goes at once, nothing waits for a pack to fill).
+/// delete goes at once, nothing waits for a pack to fill). The channel
+/// needs no bound of its own: every sender waits for its delete's outcome,
+/// so at most one delete per run task (bounded by the worker's capacity)
+/// and per background retry is ever queued.
 pub(super) struct DeleteQueue(mpsc::UnboundedSender<PackedDelete>);
 
 impl DeleteQueue {

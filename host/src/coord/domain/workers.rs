@@ -25,7 +25,6 @@ impl Coordinator {
             .collect())
     }
 
-    /// Whether a worker holds its lease (its entry exists).
     /// The ids of the workers whose registration (and so whose lease) is
     /// alive now, read from the store: one read however many are asked
     /// about. Taken from the keys, so an entry whose value cannot be decoded

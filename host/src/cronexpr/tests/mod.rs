@@ -1,5 +1,6 @@
 //! Owns the test suite of the cron expression module and the helpers its parts share.
 
+mod cron_crate;
 mod dst;
 mod explain;
 mod oracle;
