@@ -16,10 +16,11 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use sandcron::coord::etcd::{EtcdConfig, EtcdStore};
 use sandcron::coord::{Coordinator, KvStore};
 use sandcron::logstore::LogStore;
+use sandcron::testkit::Discard;
 use sandcron_tests::etcd::EtcdServer;
 
 use crate::Ctx;
-use crate::inproc::{Discard, InProcWorker, Probe, delete_jobs, load_jobs, shell_kind, wait_scheduled};
+use crate::inproc::{InProcWorker, Probe, delete_jobs, load_jobs, shell_kind, wait_scheduled};
 use crate::report::{rate, ratio};
 use crate::sys::cpu_seconds;
 

@@ -177,38 +177,6 @@ impl LogStore for Timed {
     }
 }
 
-/// A log store that accepts every write and keeps nothing: isolates the
-/// coordination store in the claims benchmark.
-#[derive(Debug, Default)]
-pub struct Discard;
-
-#[async_trait]
-impl LogStore for Discard {
-    async fn write(&self, _batch: &LogBatch) -> Result<(), LogStoreError> {
-        Ok(())
-    }
-    async fn runs(&self, _query: &RunQuery) -> Result<RunPage, LogStoreError> {
-        Ok(RunPage::default())
-    }
-    async fn run(&self, _run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
-        Ok(None)
-    }
-    async fn output(
-        &self,
-        _run_id: RunId,
-        _after: Option<u64>,
-        _limit: usize,
-    ) -> Result<Vec<OutputChunk>, LogStoreError> {
-        Ok(Vec::new())
-    }
-    async fn last_runs(&self, _jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError> {
-        Ok(BTreeMap::new())
-    }
-    async fn purge(&self, _before: Timestamp) -> Result<u64, LogStoreError> {
-        Ok(0)
-    }
-}
-
 /// A worker running in this process, with its sink.
 pub struct InProcWorker {
     pub metrics: Arc<Metrics>,

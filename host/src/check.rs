@@ -311,7 +311,7 @@ fn gaps(seqs: &[u64]) -> Vec<u64> {
 mod tests {
     use super::*;
     use crate::ids::JobName;
-    use crate::logstore::conformance::sample_record;
+    use crate::testkit::sample_record;
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + second).unwrap()

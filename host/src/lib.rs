@@ -45,5 +45,7 @@ pub mod placement;
 pub mod run;
 pub mod schedule;
 mod sync;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod tls;
 pub mod worker;

@@ -13,11 +13,6 @@ pub mod embedded;
 pub mod etcd;
 mod kv;
 
-#[cfg(any(test, feature = "testkit"))]
-pub mod conformance;
-#[cfg(any(test, feature = "testkit"))]
-pub mod suite;
-
 pub use domain::{
     ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs,
     PrefixWatcher, RunReport, RunningEntry, TriggerRequest, WatchUpdate,

@@ -1,13 +1,12 @@
-//! Run logs: the log-store contract, its SQLite implementation, and the
-//! batching sink that carries records and output from executors to a store.
+//! Run logs: the log-store contract (`store`), its implementations — SQLite
+//! (`sqlite`, for `sandcron dev`) and MongoDB (`mongo`, for clusters) — and
+//! the batching sink that carries records and output from executors to a
+//! store, spooling to disk while the store is away (`sink`).
 
 pub mod mongo;
 pub mod sink;
 pub mod sqlite;
 mod store;
 
-#[cfg(any(test, feature = "testkit"))]
-pub mod conformance;
-
 pub use sink::{Sink, SinkConfig, SinkTask};
-pub use store::*;
+pub use store::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};

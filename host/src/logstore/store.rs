@@ -172,7 +172,7 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<(i64, RunId), LogStoreError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logstore::conformance::sample_record;
+    use crate::testkit::sample_record;
 
     /// What a store holds after `records` are applied in order to `stored`
     /// under [`supersedes`], per run.

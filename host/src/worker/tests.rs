@@ -20,44 +20,11 @@ use crate::exec::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
 use crate::ids::{JobName, RunId};
 use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob};
 use crate::logstore::sqlite::SqliteLogStore;
-use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, Sink, SinkConfig};
+use crate::logstore::{LogStore, RunQuery, Sink, SinkConfig};
 use crate::metrics::Metrics;
 use crate::placement::WorkerInfo;
-use crate::run::{OutputChunk, RunRecord, RunStatus};
-
-/// A log store that never finishes a write: what a worker's sink holds stays
-/// in its memory (there is no spool), as with a store that hangs.
-struct Hanging;
-
-#[async_trait]
-impl LogStore for Hanging {
-    async fn write(&self, _batch: &LogBatch) -> Result<(), LogStoreError> {
-        std::future::pending().await
-    }
-    async fn runs(&self, _query: &RunQuery) -> Result<RunPage, LogStoreError> {
-        Ok(RunPage {
-            runs: Vec::new(),
-            next_cursor: None,
-        })
-    }
-    async fn run(&self, _run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
-        Ok(None)
-    }
-    async fn output(
-        &self,
-        _run_id: RunId,
-        _after_seq: Option<u64>,
-        _limit: usize,
-    ) -> Result<Vec<OutputChunk>, LogStoreError> {
-        Ok(Vec::new())
-    }
-    async fn last_runs(&self, _jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError> {
-        Ok(BTreeMap::new())
-    }
-    async fn purge(&self, _before: Timestamp) -> Result<u64, LogStoreError> {
-        Ok(0)
-    }
-}
+use crate::run::{RunRecord, RunStatus};
+use crate::testkit::Hanging;
 
 /// Succeeds at once. The jobs here have only ticks that are missed, so it
 /// is there for placement (a worker owns only jobs it has an executor for).

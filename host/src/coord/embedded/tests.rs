@@ -7,7 +7,8 @@ use std::sync::mpsc as std_mpsc;
 use futures::StreamExt;
 
 use super::*;
-use crate::coord::{Compare, MAX_TXN_OPS, TxnOp, WatchEvent, conformance};
+use crate::coord::{Compare, MAX_TXN_OPS, TxnOp, WatchEvent};
+use crate::testkit::kv_suite;
 
 fn temp_database() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -23,20 +24,20 @@ async fn next_batch(watch: &mut WatchStream) -> Option<Result<Vec<WatchEvent>, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_store_passes_the_conformance_suite() {
-    conformance::run_all(EmbeddedStore::in_memory(), "/conformance/").await;
+    kv_suite::run_all(EmbeddedStore::in_memory(), "/conformance/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_store_passes_the_conformance_suite() {
     let (_dir, path) = temp_database();
-    conformance::run_all(EmbeddedStore::open(&path).unwrap(), "/conformance/").await;
+    kv_suite::run_all(EmbeddedStore::open(&path).unwrap(), "/conformance/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_operations_pass_their_suite_on_the_embedded_store() {
-    crate::coord::suite::run_all(EmbeddedStore::in_memory(), "/suite/").await;
+    crate::testkit::coordinator_suite::run_all(EmbeddedStore::in_memory(), "/suite/").await;
     let (_dir, path) = temp_database();
-    crate::coord::suite::run_all(EmbeddedStore::open(&path).unwrap(), "/suite/").await;
+    crate::testkit::coordinator_suite::run_all(EmbeddedStore::open(&path).unwrap(), "/suite/").await;
 }
 
 #[tokio::test]

@@ -12,8 +12,9 @@ use sandcron_tests::wait_for;
 use tokio::time::{Instant, timeout};
 
 use super::*;
-use crate::coord::{ClaimOutcome, ClaimRequest, Coordinator, MAX_VALUE_BYTES, WatchEvent, conformance, suite};
+use crate::coord::{ClaimOutcome, ClaimRequest, Coordinator, MAX_VALUE_BYTES, WatchEvent};
 use crate::ids::JobName;
+use crate::testkit::{coordinator_suite, kv_suite};
 
 const PROMPT: Duration = Duration::from_secs(10);
 
@@ -36,14 +37,14 @@ async fn connect(endpoints: Vec<String>) -> Arc<EtcdStore> {
 async fn the_primitive_conformance_suite_passes_against_etcd() {
     let server = EtcdServer::start();
     let store = connect(vec![server.endpoint()]).await;
-    conformance::run_all(store, "/conformance/").await;
+    kv_suite::run_all(store, "/conformance/").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandcron_suite_passes_against_etcd() {
     let server = EtcdServer::start();
     let store = connect(vec![server.endpoint()]).await;
-    suite::run_all(store, "/sandcron/").await;
+    coordinator_suite::run_all(store, "/sandcron/").await;
 }
 
 /// While etcd is down every call fails promptly with `Unavailable` and a

@@ -13,9 +13,9 @@ use sandcron_tests::mongo::MongoServer;
 
 use super::writes::supersedable;
 use super::*;
-use crate::logstore::conformance::{self, sample_record};
 use crate::logstore::{Sink, SinkConfig};
 use crate::run::StreamKind;
+use crate::testkit::{logstore_suite, sample_record};
 
 fn config(server: &MongoServer) -> MongoConfig {
     MongoConfig {
@@ -79,10 +79,10 @@ async fn eventually(what: &str, timeout: Duration, mut condition: impl AsyncFnMu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_conformance_suite() {
     let server = blocking(MongoServer::start);
-    conformance::run_all(connect(&server).await, "mongo").await;
+    logstore_suite::run_all(connect(&server).await, "mongo").await;
     // A second client finds the collections and indexes in place, and a
     // second pass in the same database shows the checks keep apart.
-    conformance::run_all(connect(&server).await, "again").await;
+    logstore_suite::run_all(connect(&server).await, "again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,10 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::ids::{JobName, RunId};
-use crate::logstore::conformance::sample_record;
 use crate::logstore::sqlite::SqliteLogStore;
 use crate::logstore::{LogBatch, LogStoreError, RunPage, RunQuery};
 use crate::run::{RunStatus, StreamKind};
+use crate::testkit::sample_record;
 
 /// SQLite behind switches: fail every write, refuse every write as
 /// invalid, or hold writes until released. Logs the batches it passes on

@@ -5,28 +5,28 @@
 
 use super::schema::MIGRATIONS;
 use super::*;
-use crate::logstore::conformance;
+use crate::testkit::{logstore_suite, sample_record};
 
 #[tokio::test]
 async fn in_memory_store_passes_the_conformance_suite() {
     let store = SqliteLogStore::in_memory().unwrap();
-    conformance::run_all(store, "mem").await;
+    logstore_suite::run_all(store, "mem").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_store_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteLogStore::open(&dir.path().join("logs.db")).unwrap();
-    conformance::run_all(store.clone(), "file").await;
+    logstore_suite::run_all(store.clone(), "file").await;
     // A second pass in the same database shows the checks keep apart.
-    conformance::run_all(store, "again").await;
+    logstore_suite::run_all(store, "again").await;
 }
 
 #[tokio::test]
 async fn reopening_keeps_the_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("logs.db");
-    let record = conformance::sample_record(
+    let record = sample_record(
         &JobName::new("reopen").unwrap(),
         Timestamp::UNIX_EPOCH,
         RunStatus::Succeeded,
@@ -66,7 +66,7 @@ async fn sqlite_keeps_full_timestamp_precision() {
     // Stricter than the conformance suite (which allows MongoDB's
     // milliseconds): the record is stored as JSON, so nanoseconds survive.
     let store = SqliteLogStore::in_memory().unwrap();
-    let mut record = conformance::sample_record(
+    let mut record = sample_record(
         &JobName::new("precise").unwrap(),
         Timestamp::new(1_700_000_000, 123_456_789).unwrap(),
         RunStatus::Running,
@@ -89,7 +89,7 @@ async fn a_version_1_database_upgrades_in_place() {
     let path = dir.path().join("logs.db");
     // What sandcron 0.1 left behind: the version-1 schema and its rows,
     // whose records have no `expire_at`.
-    let old = conformance::sample_record(
+    let old = sample_record(
         &JobName::new("before-upgrade").unwrap(),
         Timestamp::from_millisecond(3_600_000).unwrap(),
         RunStatus::Succeeded,
@@ -135,7 +135,7 @@ async fn a_version_1_database_upgrades_in_place() {
     assert_eq!(chunks[0].expire_at, None);
 
     // New rows carry an expiry; the old one is purged by its tick.
-    let mut new = conformance::sample_record(
+    let mut new = sample_record(
         &JobName::new("after-upgrade").unwrap(),
         Timestamp::from_millisecond(3_600_000).unwrap(),
         RunStatus::Succeeded,
@@ -252,7 +252,7 @@ async fn reads_do_not_wait_for_the_writer() {
     // connections and WAL gives them the last committed snapshot.
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteLogStore::open(&dir.path().join("logs.db")).unwrap();
-    let record = conformance::sample_record(
+    let record = sample_record(
         &JobName::new("busy").unwrap(),
         Timestamp::UNIX_EPOCH,
         RunStatus::Failed,

@@ -29,9 +29,10 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::ids::{JobName, ModuleDigest, RunId};
+use crate::ids::{JobName, RunId};
 use crate::logstore::{LogBatch, LogStore, LogStoreError, RunQuery};
 use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind, Trigger};
+use crate::testkit::sample_record;
 
 /// Runs every check, one after another.
 pub async fn run_all(store: Arc<dyn LogStore>, prefix: &str) {
@@ -50,40 +51,6 @@ pub async fn run_all(store: Arc<dyn LogStore>, prefix: &str) {
     large_output_reads_back_in_pages(store, prefix).await;
     purge_keeps_running_runs(store, prefix).await;
     purge_follows_expiry(store, prefix).await;
-}
-
-/// A run record with every field set the way an executor would, for tests
-/// here and elsewhere. `tick` is whole milliseconds if the caller's is.
-pub fn sample_record(job: &JobName, tick: Timestamp, status: RunStatus, fence: i64) -> RunRecord {
-    let started = tick + SignedDuration::from_millis(15);
-    let terminal = status.is_terminal();
-    RunRecord {
-        expire_at: None,
-        parent: None,
-        shard: None,
-        run_id: RunId::generate(),
-        job: job.clone(),
-        tick,
-        trigger: Trigger::Schedule,
-        attempt: 1,
-        worker: "conformance-worker".to_owned(),
-        fence,
-        kind: "wasm".to_owned(),
-        module: Some(ModuleDigest::of(job.as_str().as_bytes())),
-        status,
-        exit_code: terminal.then_some(0),
-        error: None,
-        started_at: Some(started),
-        ended_at: terminal.then(|| started + SignedDuration::from_millis(250)),
-        fuel_used: terminal.then_some(12_345),
-        peak_memory: Some(65_536),
-        output_bytes: 0,
-        truncated: false,
-        missed_count: None,
-        missed_until: None,
-        result_due: None,
-        result: terminal.then(|| serde_json::json!({"rows": 3, "ok": true, "note": "ünïcødé"})),
-    }
 }
 
 /// A record written and read back keeps every field; so do the minimal

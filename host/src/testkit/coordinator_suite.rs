@@ -1,7 +1,7 @@
 //! The `Coordinator` conformance suite: sandcron's own operations (claims
 //! and fencing, triggers, jobs, modules, workers, kill requests) checked over
 //! any `KvStore`, so the embedded store and etcd are held to the same
-//! behaviour one level above the primitive suite in `conformance`.
+//! behaviour one level above the primitive suite in `kv_suite`.
 //!
 //! Each check works under the caller's unique `prefix` so a shared server can
 //! run many suites at once.
@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{
+use crate::auth::Role;
+use crate::coord::{
     ClaimOutcome, ClaimRequest, Coordinator, Family, KillTarget, KvStore, MAX_VALUE_BYTES, PlanInputs, RunningEntry,
     WatchUpdate,
 };
-use crate::auth::Role;
 use crate::ids::{JobName, ModuleDigest, RunId};
 use crate::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob};
 use crate::module::ModuleKind;
@@ -472,7 +472,7 @@ pub async fn runs_ending_together_share_delete_transactions(store: Arc<dyn KvSto
     let coord = Coordinator::new(store.clone(), prefix);
     let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
     let job = JobName::new("busy").unwrap();
-    let count = 3 * super::kv::MAX_TXN_OPS;
+    let count = 3 * crate::coord::MAX_TXN_OPS;
     let mut runs = Vec::new();
     let mut revision = 0;
     for _ in 0..count {
