@@ -1,29 +1,33 @@
 //! sandcron: a distributed cron whose jobs run in a WebAssembly sandbox.
 //!
-//! Crate map (one concept per module; see ARCHITECTURE.md for the invariants):
+//! Crate map, bottom-up (one concept per module; ARCHITECTURE.md has the
+//! invariants, `host/tests/tidy.rs` checks which module may use which):
 //!
-//! - [`ids`], [`job`], [`run`]: the data model — validated identifiers, job
-//!   specs and their validation, run records and output chunks.
-//! - [`cronexpr`]: the cron dialect, next-fire computation, time zones and DST.
-//!   No I/O, no clock.
-//! - [`schedule`]: the timer queue and the policies (overlap, catch-up, retry,
-//!   placement). No I/O, no clock.
+//! - [`ids`], [`auth`]: validated identifiers; roles and tokens.
+//! - [`cronexpr`]: the cron dialect, next-fire computation, time zones and
+//!   DST. No I/O, no clock.
+//! - [`module`], [`job`], [`run`]: the data model — job binaries, job specs
+//!   and their validation, run records and output chunks.
+//! - [`schedule`], [`placement`], [`check`]: pure policy — the timer queue,
+//!   overlap, catch-up and retry; which worker owns a job; the run-history
+//!   checker. No I/O, no clock.
 //! - [`coord`]: the coordination store contract (etcd-shaped), its embedded
-//!   implementation, and the sandcron key layout and operations on top.
-//! - [`logstore`]: the log-store contract, its SQLite implementation, and the
-//!   batching sink.
+//!   and etcd implementations, and the sandcron key layout and operations.
+//! - [`logstore`]: the log-store contract, its SQLite and MongoDB
+//!   implementations, and the batching, spooling sink.
 //! - [`exec`]: executors (native process groups, the WASM sandbox, HTTP
 //!   calls within an egress allow-list) and output capture. Never touches a
 //!   store.
-//! - [`alert`]: alert rules (pure) and their delivery by webhook and email.
+//! - [`alert`]: alert rules (pure) and their delivery by webhook and email;
+//!   [`metrics`]: counters and their Prometheus rendering.
+//! - [`config`]: file, environment and flags, validated in one place; the
+//!   only module that reads the environment.
 //! - [`worker`]: watch → schedule → claim → execute → report.
 //! - [`api`]: the HTTP API and the embedded web console.
-//! - [`config`]: file, environment and flags, validated in one place; the only
-//!   module that reads the environment.
-//! - [`launch`]: what each process starts (`master`, `worker`, `dev`).
-//! - [`cli`]: the command line and its HTTP client.
-//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`launch`]: what each process starts (`master`, `worker`, `dev`);
+//!   [`cli`]: the command line and its HTTP client.
 //! - [`crypto`] and [`tls`]: HMAC, random tokens, the process's TLS provider.
+//! - `testkit` (feature `testkit`): what tests share.
 
 pub mod alert;
 pub mod api;

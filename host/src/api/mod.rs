@@ -31,6 +31,8 @@ pub mod modules;
 pub mod openapi;
 pub mod runs;
 pub mod system;
+#[cfg(test)]
+mod tests;
 
 pub use auth::Caller;
 pub use error::{ApiError, ApiJson, ApiQuery, ErrorBody};

@@ -85,7 +85,7 @@ pub struct CronPreview {
     pub timezone: String,
     /// The expression in words.
     pub explain: String,
-    /// Whether DST transitions shift rather than skip or repeat it (see the README).
+    /// Whether DST transitions shift rather than skip or repeat it (see docs/jobs.md).
     pub fixed_time: bool,
     #[schema(value_type = Vec<String>)]
     pub next: Vec<Timestamp>,

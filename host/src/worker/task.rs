@@ -2,6 +2,11 @@
 //! execute, wait for the reported outcome of an async job, record the
 //! outcome, remove the `running/` entry (starting the job's dependents in
 //! the same transaction), tell the alerts and the worker.
+//!
+//! No retry lives only in a worker's memory: a retry is a trigger request
+//! written in the transaction that removes the failed run's entry (for a
+//! `lost` run, by the owner that records it), so a restart or an ownership
+//! change cannot drop it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -2,6 +2,20 @@
 //! (`state/<job>`), whose revision is the run's fencing token; claims are
 //! packed into as few transactions as the store allows. Also reading the
 //! claim state and the claimant's own rewrites of it.
+//!
+//! Why claims cannot run a tick twice: ticks only move forward in
+//! `state/<job>`, and a claim commits only if the state is still at the
+//! revision its claimant read, so two workers that briefly both believe they
+//! own a job (or whose clocks disagree) cannot both win the same tick.
+//!
+//! A claim that skips its tick (overlap `forbid`) sets `skipped` in the
+//! state, and the skip record's id is derived from (job, tick)
+//! (`RunId::for_skip`); a catch-up claim stores its plan's inputs (`plan`)
+//! and lists its queued ticks (`catchup`; a tick is either listed there or
+//! has its run published, never both, never neither). Those records travel
+//! only through the claimant's log sink, so a worker that takes the job over
+//! from another lease derives them again from the state and writes the ones
+//! the log store lacks (`worker/state/recovery.rs`).
 
 use std::collections::{HashMap, HashSet};
 

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! <prefix>jobs/<name>                job record (JSON)
-//! <prefix>state/<name>               { last_tick, lease, skipped, catchup } —
-//!                                    advanced only by claims
+//! <prefix>state/<name>               { last_tick, lease, skipped, catchup,
+//!                                    plan } — advanced only by claims
 //! <prefix>running/<name>/<run_id>    a run in progress, on the runner's lease
 //! <prefix>workers/<id>               worker info, on the worker's lease
 //! <prefix>kill/<name>/<run_id|all>   kill request, on a short lease

@@ -2,6 +2,16 @@
 //! lease), taking a trigger and publishing its run in one transaction,
 //! removing ended runs (packed into shared transactions) with the runs they
 //! start, and listing the runs in progress.
+//!
+//! A run's `running/` entry is deleted only after its final record is
+//! durable (in the log store or the worker's spool): a worker that dies
+//! before that leaves the entry, so the run is recorded `lost` rather than
+//! left `running`. A live worker whose delete fails retries it in the
+//! background until it goes through, as a stale entry would hold back every
+//! later tick of an `overlap: forbid` job for as long as the lease lives.
+//! Plain deletes that arrive while one transaction is in flight share the
+//! next one (group commit, at most `MAX_TXN_OPS` each); a pack that fails
+//! fails each of its deletes, and each is retried on its own.
 
 use std::sync::Arc;
 

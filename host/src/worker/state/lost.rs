@@ -1,5 +1,11 @@
 //! Runs whose worker vanished: the job's owner watches `running/`, and a
 //! run whose entry went with its worker's lease is recorded `lost`.
+//!
+//! Every worker sees every run end. For the runs of jobs it would own if
+//! their worker were gone, it checks whether that worker is alive with one
+//! read of `workers/` per watch update (`Coordinator::live_workers`), never
+//! one per run: a read per run bound the whole cluster's claim rate by the
+//! store's round trip.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,6 +3,15 @@
 //! planned by the catch-up policy and claimed in one transaction, records
 //! another lease may have left unwritten are confirmed, and claims whose
 //! answer was lost are accounted for.
+//!
+//! A claim transaction that fails without an answer (the store died
+//! mid-commit) is not assumed to have failed: `state/<job>` carries the
+//! claimant's lease, and the next recovery reads it back; a claim that did go
+//! through has its ticks recorded (`missed`, as they are late by then) and
+//! the run it published withdrawn. The per-job decision is the pure
+//! `worker::takeover::decide`; this file does the I/O around it. A plan of
+//! another lease is derived again only for the same job revision (an edited
+//! job's plan is logged, not re-derived).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
