@@ -117,7 +117,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("launch", &["*"]),
     // What tests share (the conformance suites, sample records, stand-in
     // stores): the model and the store contracts, nothing that runs jobs.
-    ("testkit", &["ids", "job", "run", "module", "auth", "placement", "coord", "logstore"]),
+    (
+        "testkit",
+        &["ids", "job", "run", "module", "auth", "placement", "coord", "logstore"],
+    ),
     ("cli", &["*"]),
 ];
 
