@@ -185,14 +185,20 @@ fn mongo_hosts(uri: &str) -> String {
     hosts.to_owned()
 }
 
-async fn dev(args: sandcron::config::DevArgs) -> anyhow::Result<()> {
-    let config = args.load()?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
+/// Binds the server's address and arms the signal handler.
+async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, CancellationToken)> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.server.listen))?;
-    let address = listener.local_addr()?;
+        .map_err(|err| anyhow::anyhow!("cannot listen on {listen}: {err}"))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
+    Ok((listener, shutdown))
+}
+
+async fn dev(args: sandcron::config::DevArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let (listener, shutdown) = bind(config.server.listen).await?;
+    let address = listener.local_addr()?;
     println!(
         "sandcron dev listening on http://{address} (data in {})",
         config.data_dir.display()
@@ -202,12 +208,8 @@ async fn dev(args: sandcron::config::DevArgs) -> anyhow::Result<()> {
 
 async fn master(args: sandcron::config::MasterArgs) -> anyhow::Result<()> {
     let config = args.load()?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.server.listen))?;
+    let (listener, shutdown) = bind(config.server.listen).await?;
     let address = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(wait_for_signal(shutdown.clone()));
     let run = sandcron::launch::master(config, listener, shutdown);
     println!("sandcron master listening on http://{address}");
     run.await

@@ -259,16 +259,7 @@ pub fn plan_catchup(
         // one summary record that stands for every tick in it. Runnable ticks
         // seen so far are older than the rest, so they are missed too.
         for tick in runnable.drain(..) {
-            if (missed.len() as u64) < limits.missed_records {
-                missed.push(tick);
-            } else {
-                let entry = summary.get_or_insert(MissedSummary {
-                    first: tick,
-                    last: tick,
-                    count: Some(0),
-                });
-                entry.count = entry.count.map(|c| c + 1);
-            }
+            record_missed(tick, &mut missed);
         }
         let first = summary.map_or(cursor, |s| s.first);
         summary = Some(MissedSummary {

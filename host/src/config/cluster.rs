@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::dev::DEFAULT_LISTEN;
 use super::file::{FileConfig, read_file};
 use super::settings::{
-    ClusterStores, LogsConfig, MongoSettings, ServerConfig, WorkerConfig, alerts, check_bind, check_capacity,
-    kb_to_bytes, logs, module_limit, tokens, worker,
+    ClusterStores, LogsConfig, MongoSettings, ServerConfig, WorkerConfig, alerts, check_capacity, logs, server, worker,
 };
 
 /// Everything `sandcron master` needs, validated.
@@ -96,22 +94,7 @@ pub struct WorkerArgs {
 impl MasterArgs {
     pub fn load(&self) -> anyhow::Result<MasterConfig> {
         let file = self.cluster.file()?;
-        let listen_text = self
-            .listen
-            .clone()
-            .or(file.server.listen.clone())
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .with_context(|| format!("listen address {listen_text:?} is not an IP:port"))?;
-        let tokens = tokens(&file.auth)?;
-        check_bind(listen, &tokens, self.insecure || file.server.insecure.unwrap_or(false))?;
-        let server = ServerConfig {
-            listen,
-            tokens,
-            max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
-            max_module_bytes: module_limit(file.server.max_module_mb)?,
-        };
+        let server = server(&file, self.listen.as_deref(), self.insecure)?;
         Ok(MasterConfig {
             server,
             stores: self.cluster.stores(&file)?,

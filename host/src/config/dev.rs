@@ -1,16 +1,10 @@
 //! `sandcron dev`: its flags and environment, merged with the file into a
 //! [`DevConfig`].
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 use super::file::{FileConfig, read_file};
-use super::settings::{
-    LogsConfig, ServerConfig, WorkerConfig, alerts, check_bind, check_capacity, kb_to_bytes, logs, module_limit,
-    tokens, worker,
-};
+use super::settings::{LogsConfig, ServerConfig, WorkerConfig, alerts, check_capacity, logs, server, worker};
 
 /// Everything `sandcron dev` needs, validated.
 #[derive(Debug, Clone)]
@@ -65,23 +59,7 @@ impl DevArgs {
             .clone()
             .or(file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let listen_text = self
-            .listen
-            .clone()
-            .or(file.server.listen.clone())
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .with_context(|| format!("listen address {listen_text:?} is not an IP:port"))?;
-        let tokens = tokens(&file.auth)?;
-        let insecure = self.insecure || file.server.insecure.unwrap_or(false);
-        check_bind(listen, &tokens, insecure)?;
-        let server = ServerConfig {
-            listen,
-            tokens,
-            max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
-            max_module_bytes: module_limit(file.server.max_module_mb)?,
-        };
+        let server = server(&file, self.listen.as_deref(), self.insecure)?;
         let mut worker = worker(&file.worker, true, 10)?;
         if file.worker.http_allow.is_none() {
             // Your own machine: local services are fair game, as in crontab.

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Token;
 
-use super::file::{AlertsFile, AuthFile, LogsFile, WorkerFile};
+use super::file::{AlertsFile, AuthFile, FileConfig, LogsFile, WorkerFile};
 
 /// Server settings after validation.
 #[derive(Debug, Clone)]
@@ -359,5 +359,30 @@ pub(super) fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {
         retention: Duration::from_secs(retention_days * 24 * 3600),
         batch_docs,
         flush_interval: Duration::from_millis(flush_ms),
+    })
+}
+
+/// The server settings of `[server]` and `[auth]`, with the `--listen` and
+/// `--insecure` flags over the file: the address parses, and a server
+/// without tokens listens on loopback unless told otherwise.
+pub(super) fn server(
+    file: &FileConfig,
+    listen_flag: Option<&str>,
+    insecure_flag: bool,
+) -> anyhow::Result<ServerConfig> {
+    let listen_text = listen_flag
+        .map(str::to_owned)
+        .or(file.server.listen.clone())
+        .unwrap_or_else(|| super::DEFAULT_LISTEN.to_owned());
+    let listen: SocketAddr = listen_text
+        .parse()
+        .with_context(|| format!("listen address {listen_text:?} is not an IP:port"))?;
+    let tokens = tokens(&file.auth)?;
+    check_bind(listen, &tokens, insecure_flag || file.server.insecure.unwrap_or(false))?;
+    Ok(ServerConfig {
+        listen,
+        tokens,
+        max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
+        max_module_bytes: module_limit(file.server.max_module_mb)?,
     })
 }

@@ -13,13 +13,14 @@ use anyhow::Context;
 use jiff::Timestamp;
 
 use crate::alert::{AlertHandle, Alerter, AlertsConfig};
-use crate::config::{LogsConfig, MongoSettings, WorkerConfig, hostname, inherited_env};
-use crate::coord::Coordinator;
+use crate::config::{ClusterStores, LogsConfig, MongoSettings, WorkerConfig, hostname, inherited_env};
+use crate::coord::etcd::EtcdStore;
+use crate::coord::{Coordinator, KvStore};
 use crate::exec::Executor;
 use crate::exec::http::HttpExecutor;
 use crate::exec::native::NativeExecutor;
 use crate::exec::wasm::{WasmConfig, WasmEngine};
-use crate::logstore::mongo::MongoConfig;
+use crate::logstore::mongo::{MongoConfig, MongoLogStore};
 use crate::logstore::{LogStore, Sink, SinkConfig, SinkTask};
 use crate::metrics::Metrics;
 use crate::placement::WorkerInfo;
@@ -149,4 +150,18 @@ pub(crate) fn start_alerts(
     let (alerter, handle) = Alerter::new(config.clone());
     metrics.attach_alerts(alerter.stats());
     (Some(handle), Some(tokio::spawn(alerter.run())))
+}
+
+/// Connects a cluster process to its stores: etcd (the coordinator over
+/// the configured prefix) and MongoDB. A worker starts even when MongoDB is
+/// down later on (its sink spools); only a first connection is needed.
+pub(crate) async fn connect_stores(stores: &ClusterStores) -> anyhow::Result<(Coordinator, Arc<dyn LogStore>)> {
+    let store: Arc<dyn KvStore> = EtcdStore::connect(&stores.etcd)
+        .await
+        .with_context(|| format!("cannot reach etcd at {}", stores.etcd.endpoints.join(", ")))?;
+    let coord = Coordinator::new(store, &stores.prefix);
+    let logs: Arc<dyn LogStore> = MongoLogStore::connect(&mongo_config(&stores.mongo))
+        .await
+        .context("cannot reach MongoDB")?;
+    Ok((coord, logs))
 }

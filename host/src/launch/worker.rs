@@ -7,14 +7,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{WorkerParts, build_worker, mongo_config, sink, start_alerts, worker_engine};
-use crate::api::{self};
+use super::{WorkerParts, build_worker, connect_stores, sink, start_alerts, worker_engine};
+use crate::api;
 use crate::config::{WorkerRoleConfig, hostname};
-use crate::coord::etcd::EtcdStore;
-use crate::coord::{Coordinator, KvStore};
+use crate::coord::Coordinator;
 use crate::ids::WorkerId;
-use crate::logstore::LogStore;
-use crate::logstore::mongo::MongoLogStore;
 use crate::metrics::Metrics;
 
 /// Runs a worker until `shutdown` is cancelled; then its runs drain and its
@@ -22,15 +19,9 @@ use crate::metrics::Metrics;
 pub async fn worker(config: WorkerRoleConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data = &config.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
-    let store: Arc<dyn KvStore> = EtcdStore::connect(&config.stores.etcd)
-        .await
-        .with_context(|| format!("cannot reach etcd at {}", config.stores.etcd.endpoints.join(", ")))?;
-    let coord = Coordinator::new(store, &config.stores.prefix);
-    // The worker starts even when MongoDB is down: its sink spools to disk
-    // and replays when MongoDB is back. Only a first connection is needed.
-    let logs: Arc<dyn LogStore> = MongoLogStore::connect(&mongo_config(&config.stores.mongo))
-        .await
-        .context("cannot reach MongoDB")?;
+    // The worker starts even when MongoDB is down later: its sink spools to
+    // disk and replays when MongoDB is back.
+    let (coord, logs) = connect_stores(&config.stores).await?;
     let metrics = Metrics::new();
     let (sink, sink_task) = sink(logs, &config.logs, data);
     metrics.attach_sink(sink.stats());

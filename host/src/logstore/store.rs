@@ -154,6 +154,51 @@ pub(crate) fn ceil_millisecond(t: Timestamp) -> i64 {
     }
 }
 
+/// A page size of `runs` as every store applies it: the caller's, within
+/// 1..=1000, 100 when the caller passes 0.
+pub(crate) fn runs_limit(asked: usize) -> usize {
+    match asked {
+        0 => 100,
+        n => n.min(1000),
+    }
+}
+
+/// The most chunks one `output` call returns as every store applies it:
+/// the caller's, within 1..=[`MAX_OUTPUT_LIMIT`], 1000 when the caller
+/// passes 0.
+pub(crate) fn output_limit(asked: usize) -> usize {
+    match asked {
+        0 => 1000,
+        n => n.min(MAX_OUTPUT_LIMIT),
+    }
+}
+
+/// The stored form of an `output` cursor: sequence numbers are stored as
+/// signed 64-bit integers, none above `i64::MAX`; `-1` before the first.
+/// `None` when nothing can follow `after`.
+pub(crate) fn stored_after(after: Option<u64>) -> Option<i64> {
+    match after {
+        None => Some(-1),
+        Some(after) => i64::try_from(after).ok(),
+    }
+}
+
+/// The most chunks one `output` call returns.
+pub(crate) const MAX_OUTPUT_LIMIT: usize = 10_000;
+
+/// A page of runs from `limit + 1` fetched in order: the first `limit`, and
+/// a cursor after the last of them when there were more.
+pub(crate) fn page(mut runs: Vec<RunRecord>, limit: usize) -> RunPage {
+    let next_cursor = if runs.len() > limit {
+        runs.truncate(limit);
+        runs.last()
+            .map(|last| encode_cursor(last.tick.as_millisecond(), last.run_id))
+    } else {
+        None
+    };
+    RunPage { runs, next_cursor }
+}
+
 /// The runs cursor of both stores: the sort key of the page's last run,
 /// `<tick ms>_<run id>`. Only digits, `-`, `_` and upper-case letters, so it
 /// needs no URL escaping (and a cursor stays valid across the two stores).

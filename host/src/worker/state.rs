@@ -262,4 +262,14 @@ impl State {
             }
         }
     }
+
+    /// Holds a claim whose transaction failed without an answer until the
+    /// job's next recovery reads the claim state back; the state revision
+    /// this worker knew is no longer to be trusted.
+    pub(super) fn hold_ambiguous(&mut self, job: JobName, claim: AmbiguousClaim) {
+        if let Some(slot) = self.jobs.get_mut(&job) {
+            slot.state_revision = None;
+        }
+        self.ambiguous.insert(job, claim);
+    }
 }

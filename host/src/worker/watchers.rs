@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::coord::{Coordinator, Family, KeyValue, LeaseId, StoreError, WatchEvent, WatchUpdate};
+use crate::coord::{Coordinator, Family, KeyValue, LeaseId, PrefixWatcher, StoreError, WatchEvent, WatchUpdate};
 
 /// Renews the worker's lease every third of its TTL. When the store says the
 /// lease is gone, tells the scheduling loop (which re-registers and stores the
@@ -49,66 +49,76 @@ pub(super) async fn watch_puts(
     stop: CancellationToken,
     mut on_puts: impl FnMut(Vec<KeyValue>),
 ) {
-    let mut watcher = coord.watcher(family);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let update = tokio::select! {
-            () = stop.cancelled() => return,
-            update = watcher.next() => update,
-        };
-        let puts: Vec<KeyValue> = match update {
-            Ok(WatchUpdate::Snapshot(kvs)) => kvs,
-            Ok(WatchUpdate::Events(events)) => events
+    let mut watch = RetryingWatch::new(&coord, family, stop);
+    while let Some(update) = watch.next().await {
+        on_puts(match update {
+            WatchUpdate::Snapshot(kvs) => kvs,
+            WatchUpdate::Events(events) => events
                 .into_iter()
                 .filter_map(|event| match event {
                     WatchEvent::Put(kv) => Some(kv),
                     WatchEvent::Delete { .. } => None,
                 })
                 .collect(),
-            Err(err) => {
-                tracing::warn!(?family, %err, ?backoff, "watch failed; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        on_puts(puts);
+        });
     }
 }
 
-/// Drives one watcher and forwards its updates; on a store error it backs off
-/// and starts over with a fresh snapshot.
+/// Drives one watcher and forwards its updates to the scheduling loop.
 pub(super) async fn forward_watch(
     coord: Coordinator,
     family: Family,
     tx: mpsc::Sender<(Family, WatchUpdate)>,
     stop: CancellationToken,
 ) {
-    let mut watcher = coord.watcher(family);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let update = tokio::select! {
-            () = stop.cancelled() => return,
-            update = watcher.next() => update,
-        };
-        match update {
-            Ok(update) => {
-                backoff = Duration::from_millis(100);
-                if tx.send((family, update)).await.is_err() {
-                    return;
+    let mut watch = RetryingWatch::new(&coord, family, stop);
+    while let Some(update) = watch.next().await {
+        if tx.send((family, update)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A watcher that outlives store errors: on one it backs off (100 ms,
+/// doubling up to 5 s) and starts over with a fresh snapshot.
+struct RetryingWatch {
+    watcher: PrefixWatcher,
+    family: Family,
+    stop: CancellationToken,
+    backoff: Duration,
+}
+
+impl RetryingWatch {
+    fn new(coord: &Coordinator, family: Family, stop: CancellationToken) -> Self {
+        Self {
+            watcher: coord.watcher(family),
+            family,
+            stop,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// The next update; `None` once `stop` is cancelled.
+    async fn next(&mut self) -> Option<WatchUpdate> {
+        loop {
+            let update = tokio::select! {
+                () = self.stop.cancelled() => return None,
+                update = self.watcher.next() => update,
+            };
+            match update {
+                Ok(update) => {
+                    self.backoff = Duration::from_millis(100);
+                    return Some(update);
                 }
-            }
-            Err(err) => {
-                tracing::warn!(?family, %err, ?backoff, "watch failed; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                Err(err) => {
+                    let (family, backoff) = (self.family, self.backoff);
+                    tracing::warn!(?family, %err, ?backoff, "watch failed; retrying");
+                    tokio::select! {
+                        () = self.stop.cancelled() => return None,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    self.backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

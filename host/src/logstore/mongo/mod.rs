@@ -74,7 +74,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use self::documents::{ChunkDoc, IdDoc, RunDoc};
 use self::error::store_error;
 use crate::ids::{JobName, RunId};
-use crate::logstore::store::{ceil_millisecond, decode_cursor, encode_cursor};
+use crate::logstore::store::{ceil_millisecond, decode_cursor, output_limit, page, runs_limit, stored_after};
 use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
 use crate::run::{OutputChunk, RunRecord, RunStatus};
 
@@ -136,14 +136,6 @@ impl fmt::Debug for MongoLogStore {
     }
 }
 
-/// `RunQuery::limit` when the caller passes 0.
-const DEFAULT_RUNS_LIMIT: usize = 100;
-/// The most runs one page holds.
-const MAX_RUNS_LIMIT: usize = 1000;
-/// `output` limit when the caller passes 0.
-const DEFAULT_OUTPUT_LIMIT: usize = 1000;
-/// The most chunks one `output` call returns.
-const MAX_OUTPUT_LIMIT: usize = 10_000;
 /// Runs deleted per purge round, so a large purge is many small deletes
 /// rather than one that holds the server (and the sink) up.
 const PURGE_BATCH: i64 = 500;
@@ -243,10 +235,7 @@ impl LogStore for MongoLogStore {
     }
 
     async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
-        let limit = match query.limit {
-            0 => DEFAULT_RUNS_LIMIT,
-            n => n.min(MAX_RUNS_LIMIT),
-        };
+        let limit = runs_limit(query.limit);
         let mut filter = Document::new();
         if let Some(job) = &query.job {
             filter.insert("job", job.as_str());
@@ -287,18 +276,11 @@ impl LogStore for MongoLogStore {
             .try_collect()
             .await
             .map_err(store_error)?;
-        let mut runs = docs
+        let runs = docs
             .into_iter()
             .map(RunDoc::into_record)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if runs.len() > limit {
-            runs.truncate(limit);
-            runs.last()
-                .map(|last| encode_cursor(last.tick.as_millisecond(), last.run_id))
-        } else {
-            None
-        };
-        Ok(RunPage { runs, next_cursor })
+        Ok(page(runs, limit))
     }
 
     async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
@@ -311,18 +293,10 @@ impl LogStore for MongoLogStore {
     }
 
     async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError> {
-        let after = match after {
-            None => -1,
-            Some(after) => match i64::try_from(after) {
-                Ok(after) => after,
-                // No stored seq is above i64::MAX (see `ChunkDoc::new`).
-                Err(_) => return Ok(Vec::new()),
-            },
+        let Some(after) = stored_after(after) else {
+            return Ok(Vec::new());
         };
-        let limit = match limit {
-            0 => DEFAULT_OUTPUT_LIMIT,
-            n => n.min(MAX_OUTPUT_LIMIT),
-        };
+        let limit = output_limit(limit);
         let docs: Vec<ChunkDoc> = self
             .output
             .find(doc! { "run_id": run_id.to_string(), "seq": { "$gt": after } })

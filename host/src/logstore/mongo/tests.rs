@@ -13,6 +13,7 @@ use sandcron_tests::mongo::MongoServer;
 
 use super::writes::supersedable;
 use super::*;
+use crate::logstore::store::MAX_OUTPUT_LIMIT;
 use crate::logstore::{Sink, SinkConfig};
 use crate::run::StreamKind;
 use crate::testkit::{logstore_suite, sample_record};

@@ -39,18 +39,10 @@ use self::pool::{Failure, Pool};
 use self::rows::{ChunkRow, RunRow, decode_record};
 use self::schema::{configure, migrate};
 use crate::ids::{JobName, RunId};
-use crate::logstore::store::{ceil_millisecond, decode_cursor, encode_cursor};
+use crate::logstore::store::{ceil_millisecond, decode_cursor, output_limit, page, runs_limit, stored_after};
 use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
 use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind};
 
-/// `RunQuery::limit` when the caller passes 0.
-const DEFAULT_RUNS_LIMIT: usize = 100;
-/// The most runs one page holds.
-const MAX_RUNS_LIMIT: usize = 1000;
-/// `output` limit when the caller passes 0.
-const DEFAULT_OUTPUT_LIMIT: usize = 1000;
-/// The most chunks one `output` call returns.
-const MAX_OUTPUT_LIMIT: usize = 10_000;
 /// Readers in the pool: enough that the console's polling never waits for a
 /// connection on a small machine, few enough to keep file handles cheap.
 const READERS: usize = 4;
@@ -194,10 +186,7 @@ impl LogStore for SqliteLogStore {
     }
 
     async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
-        let limit = match query.limit {
-            0 => DEFAULT_RUNS_LIMIT,
-            n => n.min(MAX_RUNS_LIMIT),
-        };
+        let limit = runs_limit(query.limit);
         let mut conditions: Vec<&str> = Vec::new();
         let mut args: Vec<Value> = Vec::new();
         if let Some(job) = &query.job {
@@ -247,19 +236,12 @@ impl LogStore for SqliteLogStore {
             })
             .await?;
         // Decoded outside the blocking call: JSON work needs no connection.
-        let mut runs = rows
+        let runs = rows
             .iter()
             .map(|json| serde_json::from_str::<RunRecord>(json))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| LogStoreError::Other(format!("stored run record is unreadable: {e}")))?;
-        let next_cursor = if runs.len() > limit {
-            runs.truncate(limit);
-            runs.last()
-                .map(|last| encode_cursor(last.tick.as_millisecond(), last.run_id))
-        } else {
-            None
-        };
-        Ok(RunPage { runs, next_cursor })
+        Ok(page(runs, limit))
     }
 
     async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
@@ -274,18 +256,10 @@ impl LogStore for SqliteLogStore {
     }
 
     async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError> {
-        let after = match after {
-            None => -1,
-            Some(after) => match i64::try_from(after) {
-                Ok(after) => after,
-                // No stored seq is above i64::MAX (see `ChunkRow::new`).
-                Err(_) => return Ok(Vec::new()),
-            },
+        let Some(after) = stored_after(after) else {
+            return Ok(Vec::new());
         };
-        let limit = match limit {
-            0 => DEFAULT_OUTPUT_LIMIT,
-            n => n.min(MAX_OUTPUT_LIMIT),
-        };
+        let limit = output_limit(limit);
         self.readers
             .run(move |conn| {
                 let mut stmt = conn.prepare_cached(

@@ -5,6 +5,7 @@
 
 use super::schema::MIGRATIONS;
 use super::*;
+use crate::logstore::store::encode_cursor;
 use crate::testkit::{logstore_suite, sample_record};
 
 #[tokio::test]

@@ -68,10 +68,7 @@ impl State {
                 // the catch-up policy instead of dropping them.
                 tracing::warn!(%err, ticks = claims.len(), "cannot claim due ticks; they will be caught up");
                 for (request, action) in claims.iter().zip(actions) {
-                    if let Some(slot) = self.jobs.get_mut(&request.job) {
-                        slot.state_revision = None;
-                    }
-                    self.ambiguous.insert(
+                    self.hold_ambiguous(
                         request.job.clone(),
                         AmbiguousClaim {
                             tick: request.tick,

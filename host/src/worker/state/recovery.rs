@@ -158,10 +158,7 @@ impl State {
             Err(err) => {
                 tracing::warn!(%err, jobs = claims.len(), "cannot claim missed ticks; retrying soon");
                 for ((job, plan, entry, _queue, abandoned, _inputs), request) in plans.into_iter().zip(&claims) {
-                    if let Some(slot) = self.jobs.get_mut(&job.name) {
-                        slot.state_revision = None;
-                    }
-                    self.ambiguous.insert(
+                    self.hold_ambiguous(
                         job.name.clone(),
                         AmbiguousClaim {
                             tick: request.tick,
