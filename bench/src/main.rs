@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use sandcron_bench::{Ctx, SECTIONS, sys};
+use sandcron_tests::workspace_root;
 
 fn main() -> anyhow::Result<()> {
     let mut ctx = Ctx::default();
@@ -90,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         sys::load_average(),
         started.elapsed().as_secs_f64()
     ));
-    let dir = sys::root().join("target/bench");
+    let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let file = dir.join(if ctx.quick { "report-quick.md" } else { "report.md" });
     std::fs::write(&file, ctx.report.text())?;

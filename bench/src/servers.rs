@@ -5,106 +5,60 @@
 //! binary's default log level (the tests turn on debug logging, which would
 //! be part of what is measured here).
 
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io;
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context as _;
 use sandcron::coord::etcd::{EtcdConfig, EtcdStore};
 use sandcron::coord::{Coordinator, KvStore};
+use sandcron_tests::cluster::metric_sample;
 use sandcron_tests::etcd::EtcdServer;
 use sandcron_tests::mongo::MongoServer;
+use sandcron_tests::process::ChildProcess;
 
 use crate::sys::sandcron_bin;
 
 /// How long a sandcron process may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a sandcron process may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One sandcron process; killed on drop.
 pub struct SandcronProc {
-    child: Option<Child>,
+    process: ChildProcess,
     /// What followed the ready prefix on its ready line.
     pub ready: String,
-    pub log: PathBuf,
 }
 
 impl SandcronProc {
     /// Starts `sandcron <args>` and waits for a stdout line starting with
     /// `ready_prefix`; stderr goes to `log`.
     pub fn start(args: &[String], ready_prefix: &str, log: &Path) -> anyhow::Result<SandcronProc> {
-        let log_file = std::fs::File::create(log)?;
-        let mut child = Command::new(sandcron_bin())
-            .args(args)
-            .env_remove("SANDCRON_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (run `just bench`, which builds it)",
-                    sandcron_bin().display()
-                )
+        let mut command = Command::new(sandcron_bin());
+        command.args(args).env_remove("SANDCRON_LOG");
+        let name = format!("sandcron {}", args.first().map_or("", String::as_str));
+        let mut process = ChildProcess::new(&name, command, log)?;
+        let ready = process
+            .start_until_ready(ready_prefix, START_TIMEOUT)
+            .map_err(|err| match err.kind() {
+                io::ErrorKind::TimedOut => anyhow::Error::new(err),
+                _ => anyhow::anyhow!("{err} (run `just bench`, which builds it)"),
             })?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let prefix = ready_prefix.to_owned();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix(&prefix) {
-                    let _ = tx.send(rest.to_owned());
-                }
-            }
-        });
-        let mut proc = SandcronProc {
-            child: Some(child),
-            ready: String::new(),
-            log: log.to_owned(),
-        };
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(rest) => proc.ready = rest,
-            Err(_) => anyhow::bail!(
-                "sandcron {} did not start; log:\n{}",
-                args.first().map_or("", String::as_str),
-                std::fs::read_to_string(log).unwrap_or_default()
-            ),
-        }
-        Ok(proc)
+        Ok(SandcronProc { process, ready })
     }
 
     pub fn pid(&self) -> String {
-        self.child.as_ref().map_or_else(String::new, |c| c.id().to_string())
+        self.process.pid().map_or_else(String::new, |pid| pid.to_string())
     }
 
     /// SIGTERM, then wait (at most 60 s, then SIGKILL).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for SandcronProc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // One that outlives the deadline is killed: the figures it was
+        // started for are taken by then.
+        self.process.stop(STOP_TIMEOUT).ok();
     }
 }
 
@@ -241,7 +195,7 @@ impl Cluster {
         self.worker_metrics()
             .await
             .iter()
-            .map(|text| metric(text, name).unwrap_or(0.0))
+            .map(|text| metric_sample(text, name).unwrap_or(0.0))
             .sum()
     }
 
@@ -252,14 +206,6 @@ impl Cluster {
         }
         self.master.stop();
     }
-}
-
-/// One unlabelled sample from Prometheus text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
-        let (key, value) = line.split_once(' ')?;
-        (key == name).then(|| value.trim().parse().ok()).flatten()
-    })
 }
 
 /// The cumulative buckets of `sandcron_fire_lateness_seconds` as (upper

@@ -1,23 +1,18 @@
 //! What the benchmark reads from the system: a process's resident memory and
 //! CPU time from /proc, the machine description and load, and where the
-//! workspace and the release binary are.
+//! release binary is.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The workspace root.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_owned)
-}
+use sandcron_tests::workspace_root;
 
 /// The release `sandcron` binary `just bench` builds first
 /// (`$SANDCRON_BENCH_BIN` overrides it).
 pub fn sandcron_bin() -> PathBuf {
     match std::env::var_os("SANDCRON_BENCH_BIN") {
         Some(bin) => PathBuf::from(bin),
-        None => root().join("target/release/sandcron"),
+        None => workspace_root().join("target/release/sandcron"),
     }
 }
 

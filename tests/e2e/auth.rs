@@ -1,29 +1,24 @@
 //! Bearer tokens and roles, against a server configured with three tokens.
 
-use crate::{dev, shell_job};
+use sandcron_tests::wasm_job;
+
+use crate::{dev, shell_job, tokens_config};
 
 const VIEWER: &str = "viewer-token-0123456789";
 const OPERATOR: &str = "operator-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 
-fn config(dir: &std::path::Path) -> String {
-    let path = dir.join("auth.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[auth.tokens]]\nname = \"ro\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
-             [[auth.tokens]]\nname = \"ops\"\nrole = \"operator\"\ntoken = \"{OPERATOR}\"\n\
-             [[auth.tokens]]\nname = \"root\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
-        ),
-    )
-    .unwrap();
-    path.to_string_lossy().into_owned()
-}
+/// (name, role, token) of the three tokens.
+const TOKENS: [(&str, &str, &str); 3] = [
+    ("ro", "viewer", VIEWER),
+    ("ops", "operator", OPERATOR),
+    ("root", "admin", ADMIN),
+];
 
 #[tokio::test]
 async fn every_call_needs_a_token_and_the_right_role() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = tokens_config(dir.path(), &TOKENS);
     let dev = dev(&["--config", &config]);
     let anonymous = dev.api();
     let wrong = dev.api_with_token("not-a-token-at-all");
@@ -168,7 +163,7 @@ struct Route {
 #[tokio::test]
 async fn the_auth_matrix_covers_every_route_and_role() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = tokens_config(dir.path(), &TOKENS);
     let dev = dev(&["--config", &config]);
     let admin = dev.api_with_token(ADMIN);
     let hello = wat::parse_str(
@@ -183,7 +178,7 @@ async fn the_auth_matrix_covers_every_route_and_role() {
         .as_str()
         .unwrap()
         .to_owned();
-    let wasm = serde_json::json!({"schedule": "@yearly", "kind": {"wasm": {"module": digest}}});
+    let wasm = wasm_job("@yearly", &digest, None);
     admin.put("/api/v1/jobs/w", &wasm).await.expect(201);
     admin
         .put("/api/v1/jobs/sh", &shell_job("@yearly", "true"))

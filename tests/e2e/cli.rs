@@ -146,8 +146,7 @@ async fn module_push_and_job_apply_with_a_module() {
     let server = dev.base.clone();
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("hello.wasm");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    std::fs::write(&wasm, wat::parse_file(root.join("tests/guests/hello.wat")).unwrap()).unwrap();
+    std::fs::write(&wasm, crate::guest_wat("hello")).unwrap();
     let wasm = wasm.to_string_lossy().into_owned();
     let (code, out, err) = sandcron(&["module", "push", &wasm], Some(&server));
     assert_eq!(code, 0, "{err}");

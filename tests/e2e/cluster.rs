@@ -4,25 +4,19 @@
 //! tick either run or recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use sandcron_tests::cluster::{ClusterEnv, Master, WorkerProcess};
 use sandcron_tests::etcd::{EtcdCluster, EtcdServer};
 use sandcron_tests::mongo::MongoServer;
-use sandcron_tests::{Api, wait_for};
+use sandcron_tests::{Api, wait_for, wasm_job};
 use serde_json::{Value, json};
+
+use crate::guest_wat;
 
 /// Lease TTL of the test workers: short, so failover is quick.
 const LEASE: &str = "lease_ttl_s = 3";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("root")
-        .to_owned()
-}
 
 pub(crate) struct Stores {
     pub(crate) etcd: EtcdServer,
@@ -50,39 +44,20 @@ impl Stores {
     }
 }
 
-async fn upload_wat(api: &Api, name: &str) -> String {
-    let bytes = wat::parse_file(root().join(format!("tests/guests/{name}.wat"))).expect("assemble");
-    let reply = api.raw("POST", "/api/v1/modules", "application/wasm", bytes).await;
-    assert!(
-        reply.status == 201 || reply.status == 200,
-        "{} {}",
-        reply.status,
-        reply.body
-    );
-    reply.body["digest"].as_str().expect("digest").to_owned()
-}
-
-fn wasm_job(schedule: &str, digest: &str) -> Value {
-    json!({"schedule": schedule, "kind": {"wasm": {"module": digest}}})
-}
-
 /// Creates `count` WASM jobs `<prefix>NN` firing every second; returns their names.
 async fn every_second_jobs(api: &Api, digest: &str, prefix: &str, count: usize) -> Vec<String> {
     let jobs: Vec<String> = (0..count).map(|i| format!("{prefix}{i:02}")).collect();
     for job in &jobs {
-        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", digest))
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", digest, None))
             .await
             .expect(201);
     }
     jobs
 }
 
+/// Waits until the master lists exactly `count` live workers (30 s at most).
 pub(crate) async fn wait_for_workers(api: &Api, count: usize) {
-    wait_for(&format!("{count} live workers"), Duration::from_secs(30), || async {
-        let workers = api.get("/api/v1/workers").await;
-        (workers.status == 200 && workers.body.as_array().map_or(0, Vec::len) == count).then_some(())
-    })
-    .await;
+    sandcron_tests::cluster::wait_for_workers(api, count, Duration::from_secs(30)).await;
 }
 
 pub(crate) fn unix(tick: &Value) -> i64 {
@@ -148,10 +123,19 @@ pub(crate) async fn settle(api: &Api, jobs: &[String]) {
     .await;
 }
 
-/// The window of ticks every job certainly covered: after the last job was
-/// created and before the first pause.
-fn window(started: Timestamp, stopped: Timestamp) -> (i64, i64) {
-    (started.as_second() + 2, stopped.as_second() - 2)
+/// Ends an every-second test now: settles `jobs`, then checks each one's
+/// history over the ticks every job certainly covered (from 2 s after
+/// `started`, when the last job was created, to 2 s before the first
+/// pause). Returns how many ticks ran.
+async fn settle_and_check(api: &Api, jobs: &[String], started: Timestamp) -> usize {
+    let stopped = Timestamp::now();
+    settle(api, jobs).await;
+    let (from, to) = (started.as_second() + 2, stopped.as_second() - 2);
+    let mut ran = 0;
+    for job in jobs {
+        ran += check_every_second_history(job, &api.runs(job).await, from, to);
+    }
+    ran
 }
 
 #[tokio::test]
@@ -162,29 +146,20 @@ async fn three_workers_run_every_tick_of_thirty_jobs_exactly_once() {
     let api = master.api();
     let _workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 3).await;
-    let hello = upload_wat(&api, "hello").await;
+    let hello = api.upload_module(guest_wat("hello")).await;
     let jobs = every_second_jobs(&api, &hello, "job-", 30).await;
     let started = Timestamp::now();
     // Work is spread: every worker owns some jobs.
     let owners: BTreeSet<String> = api
-        .get("/api/v1/jobs")
+        .jobs()
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
         .iter()
         .map(|j| j["owner"].as_str().unwrap_or("none").to_owned())
         .collect();
     assert_eq!(owners.len(), 3, "jobs are spread over the workers: {owners:?}");
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let stopped = Timestamp::now();
-    settle(&api, &jobs).await;
-    let (from, to) = window(started, stopped);
-    let mut ran = 0;
-    for job in &jobs {
-        ran += check_every_second_history(job, &api.runs(job).await, from, to);
-    }
-    eprintln!("30 jobs × {} s: {ran} runs succeeded", to - from + 1);
+    let ran = settle_and_check(&api, &jobs, started).await;
+    eprintln!("30 jobs: {ran} runs succeeded");
     assert!(ran >= 30 * 20, "most ticks ran: {ran}");
 }
 
@@ -196,15 +171,15 @@ async fn a_killed_worker_s_jobs_move_and_its_run_is_recorded_lost() {
     let api = master.api();
     let mut workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 3).await;
-    let hello = upload_wat(&api, "hello").await;
-    let sleep = upload_wat(&api, "sleep").await;
+    let hello = api.upload_module(guest_wat("hello")).await;
+    let sleep = api.upload_module(guest_wat("sleep")).await;
     let jobs: Vec<String> = (0..12).map(|i| format!("tick-{i:02}")).collect();
     for job in &jobs {
-        let mut body = wasm_job("* * * * * *", &hello);
+        let mut body = wasm_job("* * * * * *", &hello, None);
         body["catchup"] = json!({"policy": "skip"});
         api.put(&format!("/api/v1/jobs/{job}"), &body).await.expect(201);
     }
-    api.put("/api/v1/jobs/long", &wasm_job("@yearly", &sleep))
+    api.put("/api/v1/jobs/long", &wasm_job("@yearly", &sleep, None))
         .await
         .expect(201);
     api.post("/api/v1/jobs/long/run").await.expect(202);
@@ -221,11 +196,8 @@ async fn a_killed_worker_s_jobs_move_and_its_run_is_recorded_lost() {
         .position(|w| w.id == victim)
         .expect("victim is one of ours");
     let victim_jobs: Vec<String> = api
-        .get("/api/v1/jobs")
+        .jobs()
         .await
-        .expect(200)
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|j| j["owner"] == victim.as_str() && j["name"] != "long")
         .map(|j| j["name"].as_str().unwrap().to_owned())
@@ -261,14 +233,8 @@ async fn a_killed_worker_s_jobs_move_and_its_run_is_recorded_lost() {
     .await;
     assert!(run["error"].as_str().unwrap().contains(&victim), "{run}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stopped = Timestamp::now();
-    let mut all = jobs.clone();
-    all.push("long".into());
-    settle(&api, &all).await;
-    let (from, to) = window(started, stopped);
-    for job in &jobs {
-        check_every_second_history(job, &api.runs(job).await, from, to);
-    }
+    settle(&api, &["long".to_owned()]).await;
+    settle_and_check(&api, &jobs, started).await;
     // The victim's jobs have missed ticks recorded for the gap.
     let missed: usize = {
         let mut count = 0;
@@ -291,7 +257,7 @@ async fn a_worker_paused_past_its_lease_never_runs_a_tick_twice() {
     let api = master.api();
     let workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 3).await;
-    let hello = upload_wat(&api, "hello").await;
+    let hello = api.upload_module(guest_wat("hello")).await;
     let jobs = every_second_jobs(&api, &hello, "job-", 12).await;
     let started = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -302,12 +268,7 @@ async fn a_worker_paused_past_its_lease_never_runs_a_tick_twice() {
     workers[0].proc.resume();
     wait_for_workers(&api, 3).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let stopped = Timestamp::now();
-    settle(&api, &jobs).await;
-    let (from, to) = window(started, stopped);
-    for job in &jobs {
-        check_every_second_history(job, &api.runs(job).await, from, to);
-    }
+    settle_and_check(&api, &jobs, started).await;
 }
 
 #[tokio::test]
@@ -322,16 +283,11 @@ async fn workers_with_skewed_clocks_never_run_a_tick_twice() {
         env.worker("right", LEASE),
     ];
     wait_for_workers(&api, 3).await;
-    let hello = upload_wat(&api, "hello").await;
+    let hello = api.upload_module(guest_wat("hello")).await;
     let jobs = every_second_jobs(&api, &hello, "job-", 12).await;
     let started = Timestamp::now();
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let stopped = Timestamp::now();
-    settle(&api, &jobs).await;
-    let (from, to) = window(started, stopped);
-    for job in &jobs {
-        check_every_second_history(job, &api.runs(job).await, from, to);
-    }
+    settle_and_check(&api, &jobs, started).await;
 }
 
 #[tokio::test]
@@ -342,15 +298,14 @@ async fn an_etcd_outage_is_survived_and_its_ticks_are_recorded() {
     let api = master.api();
     let _workers: Vec<WorkerProcess> = (1..=2).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 2).await;
-    let hello = upload_wat(&api, "hello").await;
+    let hello = api.upload_module(guest_wat("hello")).await;
     // An `overlap: forbid` job whose run times out early in the outage, when
     // its worker cannot remove the run's `running/` entry. The worker keeps
     // its lease through the outage (etcd extends leases when it restarts),
     // so an entry left behind would skip every later tick of the job.
-    let sleep = upload_wat(&api, "sleep").await;
-    let mut sleeper = wasm_job("* * * * * *", &sleep);
+    let sleep = api.upload_module(guest_wat("sleep")).await;
+    let mut sleeper = wasm_job("* * * * * *", &sleep, Some(json!({"timeout_s": 5})));
     sleeper["overlap"] = json!("forbid");
-    sleeper["kind"]["wasm"]["limits"] = json!({"timeout_s": 5});
     api.put("/api/v1/jobs/sleeper", &sleeper).await.expect(201);
     wait_for("the sleeper to start", Duration::from_secs(30), || async {
         api.runs("sleeper").await.into_iter().find(|r| r["status"] == "running")
@@ -390,12 +345,9 @@ async fn an_etcd_outage_is_survived_and_its_ticks_are_recorded() {
         Some(())
     })
     .await;
-    let stopped = Timestamp::now();
-    settle(&api, &jobs).await;
-    let (from, to) = window(started, stopped);
+    settle_and_check(&api, &jobs, started).await;
     for job in &jobs {
         let runs = api.runs(job).await;
-        check_every_second_history(job, &runs, from, to);
         let outage_ticks: Vec<&Value> = runs
             .iter()
             .filter(|r| (outage.as_second() + 1..outage.as_second() + 9).contains(&unix(&r["tick"])))
@@ -419,8 +371,8 @@ async fn a_skip_whose_worker_died_before_recording_it_is_recorded_by_the_next_ow
     // it is killed the records of the ticks it skipped are still in memory.
     let mut w1 = env.worker("w1", &format!("{LEASE}\n[logs]\nflush_ms = 60000\nbatch_docs = 100000"));
     wait_for_workers(&api, 1).await;
-    let sleep = upload_wat(&api, "sleep").await;
-    let mut body = wasm_job("* * * * * *", &sleep);
+    let sleep = api.upload_module(guest_wat("sleep")).await;
+    let mut body = wasm_job("* * * * * *", &sleep, None);
     body["overlap"] = json!("forbid");
     api.put("/api/v1/jobs/blocked", &body).await.expect(201);
     // Its first run sleeps a minute; every later tick is claimed as skipped.
@@ -469,12 +421,11 @@ async fn queued_catch_up_ticks_of_a_killed_worker_are_recorded_by_the_next_owner
     let env = stores.env("queued-catchup");
     let master = env.master("master", "");
     let api = master.api();
-    let sleep = upload_wat(&api, "sleep").await;
+    let sleep = api.upload_module(guest_wat("sleep")).await;
     // Created while no worker runs: its first ticks pass unclaimed, and the
     // first worker catches all of them up, one 3-second run after another.
-    let mut body = wasm_job("* * * * * *", &sleep);
+    let mut body = wasm_job("* * * * * *", &sleep, Some(json!({"timeout_s": 3})));
     body["catchup"] = json!({"policy": "all", "window_s": 300});
-    body["kind"]["wasm"]["limits"] = json!({"timeout_s": 3});
     let created = api.put("/api/v1/jobs/backlog", &body).await.expect(201);
     let active_since = unix(&created["meta"]["active_since"]);
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -531,9 +482,9 @@ async fn a_pending_retry_survives_its_worker_and_runs_after_its_backoff_on_the_n
     let api = master.api();
     let mut w1 = env.worker("w1", LEASE);
     wait_for_workers(&api, 1).await;
-    let exit3 = upload_wat(&api, "exit3").await;
+    let exit3 = api.upload_module(guest_wat("exit3")).await;
     // One tick, three seconds from now; it fails, and its one retry waits 6 s.
-    let mut body = wasm_job(&crate::once_in(3), &exit3);
+    let mut body = wasm_job(&crate::once_in(3), &exit3, None);
     body["retry"] = json!({"max": 1, "backoff_s": 6});
     api.put("/api/v1/jobs/flaky", &body).await.expect(201);
     let first = wait_for("the first attempt to fail", Duration::from_secs(30), || async {
@@ -590,9 +541,9 @@ async fn scheduling_goes_on_when_the_etcd_leader_dies() {
         .map(|i| env.worker(&format!("w{i}"), "lease_ttl_s = 10"))
         .collect();
     wait_for_workers(&api, 2).await;
-    let hello = upload_wat(&api, "hello").await;
+    let hello = api.upload_module(guest_wat("hello")).await;
     for job in ["a", "b", "c"] {
-        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello))
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("* * * * * *", &hello, None))
             .await
             .expect(201);
     }
@@ -635,9 +586,9 @@ async fn any_master_kills_a_run_on_any_worker() {
     let _workers: Vec<WorkerProcess> = (1..=2).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     let (a, b) = (first.api(), second.api());
     wait_for_workers(&a, 2).await;
-    let spin = upload_wat(&a, "spin").await;
-    let mut body = wasm_job("@yearly", &spin);
-    body["kind"]["wasm"]["limits"] = json!({"fuel": 1_000_000_000_000_000u64, "timeout_s": 600});
+    let spin = a.upload_module(guest_wat("spin")).await;
+    let limits = json!({"fuel": 1_000_000_000_000_000u64, "timeout_s": 600});
+    let body = wasm_job("@yearly", &spin, Some(limits));
     a.put("/api/v1/jobs/spin", &body).await.expect(201);
     // Both masters see the same cluster.
     assert_eq!(b.get("/api/v1/jobs/spin").await.expect(200)["name"], "spin");
@@ -669,8 +620,8 @@ async fn a_broadcast_job_runs_each_tick_once_on_every_worker() {
     let api = master.api();
     let _workers: Vec<WorkerProcess> = (1..=3).map(|i| env.worker(&format!("w{i}"), LEASE)).collect();
     wait_for_workers(&api, 3).await;
-    let guest = upload_wat(&api, "env_args").await;
-    let mut job = wasm_job("*/2 * * * * *", &guest);
+    let guest = api.upload_module(guest_wat("env_args")).await;
+    let mut job = wasm_job("*/2 * * * * *", &guest, None);
     job["broadcast"] = json!(true);
     api.put("/api/v1/jobs/fleet", &job).await.expect(201);
     // Three ticks, each with all its shards ended.
@@ -755,8 +706,8 @@ async fn a_shard_handed_to_a_worker_that_dies_is_recorded_lost() {
         .map(|i| env.worker(&format!("w{i}"), "lease_ttl_s = 10"))
         .collect();
     wait_for_workers(&api, 3).await;
-    let guest = upload_wat(&api, "hello").await;
-    let mut job = wasm_job("@yearly", &guest);
+    let guest = api.upload_module(guest_wat("hello")).await;
+    let mut job = wasm_job("@yearly", &guest, None);
     job["broadcast"] = json!(true);
     api.put("/api/v1/jobs/fleet", &job).await.expect(201);
     let owner = wait_for("the job's owner", Duration::from_secs(20), || async {

@@ -3,11 +3,12 @@
 //! real browser — `tests/browser/console.test.mjs` (npm `playwright-core`
 //! with Debian's chromium) against real `sandcron dev` servers.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::dev;
+use sandcron_tests::workspace_root;
+
+use crate::{dev, guest_wat, tokens_config};
 
 const VIEWER: &str = "console-viewer-token-0123456789";
 const OPERATOR: &str = "console-operator-token-0123456789";
@@ -16,28 +17,12 @@ const ADMIN: &str = "console-admin-token-0123456789";
 /// The longest the browser test may take before it is killed.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The workspace root (host's manifest dir is `<root>/host`).
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-/// A config file with a viewer, an operator and an admin token.
-fn token_config(dir: &Path) -> String {
-    let path = dir.join("tokens.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[auth.tokens]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken = \"{VIEWER}\"\n\
-             [[auth.tokens]]\nname = \"ops\"\nrole = \"operator\"\ntoken = \"{OPERATOR}\"\n\
-             [[auth.tokens]]\nname = \"root\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
-        ),
-    )
-    .expect("write config");
-    path.to_string_lossy().into_owned()
-}
+/// (name, role, token) of a viewer, an operator and an admin.
+const TOKENS: [(&str, &str, &str); 3] = [
+    ("watcher", "viewer", VIEWER),
+    ("ops", "operator", OPERATOR),
+    ("root", "admin", ADMIN),
+];
 
 #[tokio::test]
 async fn whoami_names_the_callers_role() {
@@ -53,7 +38,7 @@ async fn whoami_names_the_callers_role() {
     assert_eq!(me["shell_jobs"], false);
 
     let dir = tempfile::tempdir().unwrap();
-    let config = token_config(dir.path());
+    let config = tokens_config(dir.path(), &TOKENS);
     let guarded = dev(&["--config", &config]);
     guarded
         .api()
@@ -81,7 +66,7 @@ async fn whoami_names_the_callers_role() {
 
 #[test]
 fn the_console_works_in_a_real_browser() {
-    let root = root();
+    let root = workspace_root();
     let browser_dir = root.join("tests/browser");
     assert!(
         browser_dir.join("node_modules/playwright-core").is_dir(),
@@ -99,9 +84,7 @@ fn the_console_works_in_a_real_browser() {
     // not WASI), and one that prints a line and then sleeps for a minute.
     let assemble = |name: &str| {
         let path = artifacts.join(format!("{name}.wasm"));
-        let bytes = wat::parse_file(root.join(format!("tests/guests/{name}.wat")))
-            .unwrap_or_else(|err| panic!("cannot assemble {name}.wat: {err}"));
-        std::fs::write(&path, bytes).expect("write module");
+        std::fs::write(&path, guest_wat(name)).expect("write module");
         path
     };
     let refused = assemble("host_import");
@@ -109,7 +92,7 @@ fn the_console_works_in_a_real_browser() {
 
     let open = dev(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let config = token_config(dir.path());
+    let config = tokens_config(dir.path(), &TOKENS);
     let guarded = dev(&["--config", &config]);
 
     let log_path = artifacts.join("node.log");

@@ -9,20 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use sandcron_tests::wait_for;
-use serde_json::json;
+use sandcron_tests::{wait_for, wasm_job, workspace_root};
 
 use crate::cluster::{Stores, wait_for_workers};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("root")
-        .to_owned()
-}
+use crate::guest_wat;
 
 fn deploy(file: &str) -> PathBuf {
-    root().join("deploy").join(file)
+    workspace_root().join("deploy").join(file)
 }
 
 fn read(path: &Path) -> String {
@@ -590,12 +583,13 @@ async fn masters_run_with_memory_deny_write_execute_and_workers_cannot() {
     let api = master.api();
     let mut digests = Vec::new();
     for guest in ["hello", "component_hello"] {
-        let bytes = wat::parse_file(root().join(format!("tests/guests/{guest}.wat"))).expect("assemble");
-        let reply = api.raw("POST", "/api/v1/modules", "application/wasm", bytes).await;
+        let reply = api
+            .raw("POST", "/api/v1/modules", "application/wasm", guest_wat(guest))
+            .await;
         assert_eq!(reply.status, 201, "{guest}: {}", reply.body);
         digests.push(reply.body["digest"].as_str().expect("digest").to_owned());
     }
-    let job = json!({"schedule": "@yearly", "kind": {"wasm": {"module": digests[0]}}});
+    let job = wasm_job("@yearly", &digests[0], None);
     api.put("/api/v1/jobs/hello", &job).await.expect(201);
     assert_eq!(api.get("/readyz").await.status, 200);
 

@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::dev;
+use sandcron_tests::workspace_root;
+
+use crate::{dev, tokens_config};
 
 /// The release `scripts/install-fuzz-tools.sh` installs.
 const SCHEMATHESIS_VERSION: &str = "4.32.5";
@@ -16,8 +18,8 @@ const TOKEN: &str = "fuzz-admin-token-0123456789";
 fn schemathesis_dir() -> PathBuf {
     match std::env::var_os("SANDCRON_SCHEMATHESIS") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/test-tools/pip")
+        None => workspace_root()
+            .join("target/test-tools/pip")
             .join(format!("schemathesis-{SCHEMATHESIS_VERSION}")),
     }
 }
@@ -31,13 +33,8 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         st.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fuzz.toml");
-    std::fs::write(
-        &config,
-        format!("[[auth.tokens]]\nname = \"fuzz\"\nrole = \"admin\"\ntoken = \"{TOKEN}\"\n"),
-    )
-    .unwrap();
-    let server = dev(&["--config", config.to_str().unwrap()]);
+    let config = tokens_config(dir.path(), &[("fuzz", "admin", TOKEN)]);
+    let server = dev(&["--config", &config]);
     let output = Command::new(st.join("bin/st"))
         .env("PYTHONPATH", &st)
         // It keeps a cache in its working directory.

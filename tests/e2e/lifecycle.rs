@@ -43,13 +43,8 @@ async fn jobs_and_history_survive_a_restart_and_missed_ticks_follow_the_catchup_
     dev.start_again();
     let api = dev.api();
 
-    let jobs = api.get("/api/v1/jobs").await.expect(200);
-    let names: BTreeSet<&str> = jobs
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["name"].as_str().unwrap())
-        .collect();
+    let jobs = api.jobs().await;
+    let names: BTreeSet<&str> = jobs.iter().map(|j| j["name"].as_str().unwrap()).collect();
     assert_eq!(names, BTreeSet::from(["latest", "skipper"]));
 
     // skip: the outage's ticks are recorded as missed, each tick once.

@@ -18,9 +18,10 @@ mod shell_jobs;
 mod soak;
 mod wasm;
 
+use std::path::Path;
 use std::time::Duration;
 
-use sandcron_tests::{Api, Dev, wait_for};
+use sandcron_tests::{Api, Dev, wait_for, workspace_root};
 use serde_json::Value;
 
 /// The binary under test, built fresh by cargo for this test target.
@@ -30,7 +31,26 @@ pub(crate) fn dev(extra: &[&str]) -> Dev {
     Dev::start(BIN, extra)
 }
 
-/// A shell job body.
+/// A test guest from `tests/guests/<name>.wat`, assembled.
+pub(crate) fn guest_wat(name: &str) -> Vec<u8> {
+    let path = workspace_root().join("tests/guests").join(format!("{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|err| panic!("cannot assemble {}: {err}", path.display()))
+}
+
+/// Writes `<dir>/tokens.toml` with one `[[auth.tokens]]` entry per
+/// (name, role, token); returns its path for `--config`.
+pub(crate) fn tokens_config(dir: &Path, tokens: &[(&str, &str, &str)]) -> String {
+    let path = dir.join("tokens.toml");
+    let entries: String = tokens
+        .iter()
+        .map(|(name, role, token)| {
+            format!("[[auth.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken = \"{token}\"\n")
+        })
+        .collect();
+    std::fs::write(&path, entries).expect("write config");
+    path.to_string_lossy().into_owned()
+}
+
 /// Waits for the first pending run in `job`'s view (a stored retry, say).
 pub(crate) async fn first_pending(api: &Api, job: &str) -> Value {
     wait_for(&format!("a pending run of {job}"), Duration::from_secs(10), || async {
@@ -67,6 +87,7 @@ pub(crate) fn once_in(secs: i64) -> String {
     )
 }
 
+/// A shell job body.
 pub(crate) fn shell_job(schedule: &str, command: &str) -> serde_json::Value {
     serde_json::json!({"schedule": schedule, "kind": {"shell": {"command": command}}})
 }

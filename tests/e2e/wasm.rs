@@ -1,52 +1,22 @@
 //! WASM jobs end to end: uploads and their validation, the example guests in
 //! five languages, kills, limits and hostile guests, the dev demo job.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sandcron_tests::{Api, Dev, wait_for};
+use sandcron_tests::{Api, Dev, wait_for, wasm_job, workspace_root};
 use serde_json::{Value, json};
 
-use crate::dev;
-
-/// The workspace root (host's manifest dir is `<root>/host`).
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
-}
-
-/// A test guest from `tests/guests/<name>.wat`, assembled.
-fn wat(name: &str) -> Vec<u8> {
-    let path = root().join("tests/guests").join(format!("{name}.wat"));
-    wat::parse_file(&path).unwrap_or_else(|err| panic!("cannot assemble {}: {err}", path.display()))
-}
+use crate::{dev, guest_wat};
 
 /// An example guest built by `scripts/build-guests.sh`.
 fn example(name: &str) -> Vec<u8> {
-    let path = root().join("target/guests").join(format!("{name}.wasm"));
+    let path = workspace_root().join("target/guests").join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|err| {
         panic!(
             "cannot read {} ({err}); build the example guests with scripts/build-guests.sh",
             path.display()
         )
     })
-}
-
-async fn upload(api: &Api, bytes: Vec<u8>) -> String {
-    let reply = api.raw("POST", "/api/v1/modules", "application/wasm", bytes).await;
-    assert!(
-        reply.status == 201 || reply.status == 200,
-        "upload failed: {} {}",
-        reply.status,
-        reply.body
-    );
-    reply.body["digest"].as_str().expect("digest").to_owned()
-}
-
-fn wasm_job(schedule: &str, digest: &str, limits: Value) -> Value {
-    json!({"schedule": schedule, "kind": {"wasm": {"module": digest, "limits": limits}}})
 }
 
 /// Creates `name` with `body`, runs it now and waits for its run to end.
@@ -85,14 +55,11 @@ async fn every_example_guest_runs_from_an_upload() {
     ];
     // Every example is uploaded and scheduled every two seconds.
     for (example_name, _, _) in &cases {
-        let digest = upload(&api, example(example_name)).await;
+        let digest = api.upload_module(example(example_name)).await;
         let job = format!("ex-{example_name}");
-        api.put(
-            &format!("/api/v1/jobs/{job}"),
-            &wasm_job("@every 2s", &digest, json!({})),
-        )
-        .await
-        .expect(201);
+        api.put(&format!("/api/v1/jobs/{job}"), &wasm_job("@every 2s", &digest, None))
+            .await
+            .expect(201);
     }
     for (example_name, lang, result) in cases {
         let job = format!("ex-{example_name}");
@@ -140,8 +107,8 @@ async fn every_example_guest_runs_from_an_upload() {
         assert_eq!(module["jobs"].as_array().unwrap().len(), 1, "{module}");
     }
     // A component reports failure as exit status 1.
-    let digest = upload(&api, example("rust-component")).await;
-    let mut failing = wasm_job("@yearly", &digest, json!({}));
+    let digest = api.upload_module(example("rust-component")).await;
+    let mut failing = wasm_job("@yearly", &digest, None);
     failing["kind"]["wasm"]["args"] = json!(["fail"]);
     let run = run_once(&api, "component-fails", &failing, Duration::from_secs(60)).await;
     assert_eq!(
@@ -155,8 +122,8 @@ async fn every_example_guest_runs_from_an_upload() {
 async fn a_wasm_job_runs_every_second_and_its_output_is_visible_while_it_runs() {
     let dev = dev(&[]);
     let api = dev.api();
-    let hello = upload(&api, wat("hello")).await;
-    api.put("/api/v1/jobs/every", &wasm_job("@every 1s", &hello, json!({})))
+    let hello = api.upload_module(guest_wat("hello")).await;
+    api.put("/api/v1/jobs/every", &wasm_job("@every 1s", &hello, None))
         .await
         .expect(201);
     let runs = wait_for("three runs", Duration::from_secs(20), || async {
@@ -176,8 +143,8 @@ async fn a_wasm_job_runs_every_second_and_its_output_is_visible_while_it_runs() 
 
     // A guest that prints, then sleeps in a host call: the output is there
     // while it is still running.
-    let sleeper = upload(&api, wat("sleep")).await;
-    api.put("/api/v1/jobs/sleeper", &wasm_job("@yearly", &sleeper, json!({})))
+    let sleeper = api.upload_module(guest_wat("sleep")).await;
+    api.put("/api/v1/jobs/sleeper", &wasm_job("@yearly", &sleeper, None))
         .await
         .expect(201);
     api.post("/api/v1/jobs/sleeper/run").await.expect(202);
@@ -203,11 +170,11 @@ async fn a_wasm_job_runs_every_second_and_its_output_is_visible_while_it_runs() 
 async fn a_kill_ends_a_cpu_bound_guest() {
     let dev = dev(&[]);
     let api = dev.api();
-    let spin = upload(&api, wat("spin")).await;
+    let spin = api.upload_module(guest_wat("spin")).await;
     let body = wasm_job(
         "@yearly",
         &spin,
-        json!({"fuel": 1_000_000_000_000_000u64, "timeout_s": 600}),
+        Some(json!({"fuel": 1_000_000_000_000_000u64, "timeout_s": 600})),
     );
     api.put("/api/v1/jobs/spin", &body).await.expect(201);
     api.post("/api/v1/jobs/spin/run").await.expect(202);
@@ -236,8 +203,8 @@ async fn a_kill_ends_a_cpu_bound_guest() {
 async fn hostile_guests_end_in_their_own_status_without_disturbing_others() {
     let dev = dev(&[]);
     let api = dev.api();
-    let hello = upload(&api, wat("hello")).await;
-    api.put("/api/v1/jobs/bystander", &wasm_job("@every 1s", &hello, json!({})))
+    let hello = api.upload_module(guest_wat("hello")).await;
+    api.put("/api/v1/jobs/bystander", &wasm_job("@every 1s", &hello, None))
         .await
         .expect(201);
     let lots_of_fuel = 1_000_000_000_000_000u64;
@@ -258,10 +225,10 @@ async fn hostile_guests_end_in_their_own_status_without_disturbing_others() {
     ];
     let mut digests = Vec::new();
     for (job, guest, limits, _, _) in &cases {
-        let digest = upload(&api, wat(guest)).await;
+        let digest = api.upload_module(guest_wat(guest)).await;
         api.put(
             &format!("/api/v1/jobs/{job}"),
-            &wasm_job("@yearly", &digest, limits.clone()),
+            &wasm_job("@yearly", &digest, Some(limits.clone())),
         )
         .await
         .expect(201);
@@ -305,19 +272,19 @@ async fn hostile_guests_end_in_their_own_status_without_disturbing_others() {
 async fn a_stdout_flood_is_cut_at_the_cap_and_env_is_isolated() {
     let dev = dev(&[]);
     let api = dev.api();
-    let flood = upload(&api, wat("flood")).await;
+    let flood = api.upload_module(guest_wat("flood")).await;
     let run = run_once(
         &api,
         "flood",
-        &wasm_job("@yearly", &flood, json!({"output_kb": 64})),
+        &wasm_job("@yearly", &flood, Some(json!({"output_kb": 64}))),
         Duration::from_secs(120),
     )
     .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["truncated"], true);
     assert_eq!(run["output_bytes"], 65536);
-    let env = upload(&api, wat("env_args")).await;
-    let mut body = wasm_job("@yearly", &env, json!({}));
+    let env = api.upload_module(guest_wat("env_args")).await;
+    let mut body = wasm_job("@yearly", &env, None);
     body["kind"]["wasm"]["args"] = json!(["one", "two"]);
     body["kind"]["wasm"]["env"] = json!({"GIVEN": "yes"});
     let run = run_once(&api, "env", &body, Duration::from_secs(60)).await;
@@ -366,15 +333,15 @@ async fn uploads_are_validated_with_a_precise_reason() {
     post("application/wasm", garbage)
         .await
         .expect_error(422, "invalid", "invalid WebAssembly");
-    post("application/wasm", wat("host_import")).await.expect_error(
+    post("application/wasm", guest_wat("host_import")).await.expect_error(
         422,
         "invalid",
         "imports other than WASI are not allowed: env::host_fn",
     );
-    post("application/wasm", wat("component_not_command"))
+    post("application/wasm", guest_wat("component_not_command"))
         .await
         .expect_error(422, "invalid", "not a command");
-    post("application/wasm", wat("component_forbidden_import"))
+    post("application/wasm", guest_wat("component_forbidden_import"))
         .await
         .expect_error(422, "invalid", "imports other than WASI");
     // 100 MB declared: refused from the headers, before the body is sent.
@@ -382,7 +349,7 @@ async fn uploads_are_validated_with_a_precise_reason() {
         sandcron_tests::answer_to_declared_length(&dev.base, "POST", "/api/v1/modules", "application/wasm", 100 << 20);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(head.contains("larger than the limit"), "{head}");
-    post("text/plain", wat("hello"))
+    post("text/plain", guest_wat("hello"))
         .await
         .expect_error(415, "unsupported_media_type", "application/wasm");
 
@@ -398,7 +365,7 @@ async fn uploads_are_validated_with_a_precise_reason() {
         body
     };
     let content_type = "multipart/form-data; boundary=sandcron-test-boundary";
-    let hello = wat("hello");
+    let hello = guest_wat("hello");
     api.raw("POST", "/api/v1/modules", content_type, multipart("file", &hello))
         .await
         .expect_error(422, "invalid", "no field named \"module\"");
@@ -419,14 +386,14 @@ async fn uploads_are_validated_with_a_precise_reason() {
         (created["digest"].clone(), json!(false))
     );
     let digest = created["digest"].as_str().unwrap().to_owned();
-    let component = upload(&api, wat("component_hello")).await;
+    let component = api.upload_module(guest_wat("component_hello")).await;
     assert_eq!(
         api.get(&format!("/api/v1/modules/{component}")).await.expect(200)["kind"],
         "component"
     );
 
     // A module in use cannot be deleted; an unused one can.
-    api.put("/api/v1/jobs/user", &wasm_job("@yearly", &digest, json!({})))
+    api.put("/api/v1/jobs/user", &wasm_job("@yearly", &digest, None))
         .await
         .expect(201);
     api.delete(&format!("/api/v1/modules/{digest}"))

@@ -3,40 +3,36 @@
 //! the test's etcd and MongoDB-wire server, on free ports with their own data
 //! directories; stopped, killed, paused and resumed as a test needs.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::Api;
+use crate::process::ChildProcess;
+use crate::{Api, wait_for};
 
 /// How long a process may take to print its ready line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a process may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// One sandcron process and its log.
 pub struct Proc {
-    name: String,
-    bin: PathBuf,
-    args: Vec<String>,
     ready_prefix: String,
-    child: Option<Child>,
-    log: PathBuf,
+    process: ChildProcess,
     /// What followed the ready prefix on the ready line.
     pub ready: String,
 }
 
 impl Proc {
     fn start(name: &str, bin: &str, args: Vec<String>, ready_prefix: &str, log: PathBuf) -> Proc {
+        let mut command = Command::new(bin);
+        command.args(args).env("SANDCRON_LOG", "info,sandcron=debug");
         let mut proc = Proc {
-            name: name.to_owned(),
-            bin: PathBuf::from(bin),
-            args,
             ready_prefix: ready_prefix.to_owned(),
-            child: None,
-            log,
+            process: ChildProcess::new(name, command, &log).expect("log file"),
             ready: String::new(),
         };
         proc.spawn();
@@ -44,115 +40,67 @@ impl Proc {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let mut child = Command::new(&self.bin)
-            .args(&self.args)
-            .env("SANDCRON_LOG", "info,sandcron=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err}", self.bin.display()));
-        let stdout = child.stdout.take().expect("stdout");
-        let prefix = self.ready_prefix.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix(&prefix) {
-                    let _ = tx.send(rest.to_owned());
-                }
-            }
-        });
-        self.child = Some(child);
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(rest) => self.ready = rest,
-            Err(_) => panic!(
-                "{} did not start within {START_TIMEOUT:?}; log:\n{}",
-                self.name,
-                self.log_text()
-            ),
-        }
+        self.ready = self
+            .process
+            .start_until_ready(&self.ready_prefix, START_TIMEOUT)
+            .unwrap_or_else(|err| panic!("{err}"));
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     pub fn pid(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32)
+        self.process.pid().map(|pid| pid as i32)
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    fn signal(&self, signal: Signal) {
-        if let Some(pid) = self.pid() {
-            let _ = kill(Pid::from_raw(pid), signal);
-        }
+        self.process.is_running()
     }
 
     /// SIGTERM and wait for the exit code.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop; log:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = self.process.stop(STOP_TIMEOUT).unwrap_or_else(|err| panic!("{err}"));
+        status.and_then(|status| status.code())
     }
 
     /// SIGKILL, as a crash.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
     }
 
     /// SIGSTOP: the process freezes (its leases keep ticking down).
     pub fn pause(&self) {
-        self.signal(Signal::SIGSTOP);
+        self.process.signal(Signal::SIGSTOP);
     }
 
     /// SIGCONT after `pause`.
     pub fn resume(&self) {
-        self.signal(Signal::SIGCONT);
+        self.process.signal(Signal::SIGCONT);
     }
 
     /// Starts the process again with the same arguments and data.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "{} is still running", self.name);
         self.spawn();
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("---- {} log (last 60 lines) ----", self.name);
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        self.resume();
-        self.kill9();
-    }
+/// Waits until `api`'s master lists exactly `count` live workers.
+pub async fn wait_for_workers(api: &Api, count: usize, within: Duration) {
+    wait_for(&format!("{count} live workers"), within, || async {
+        let workers = api.get("/api/v1/workers").await;
+        (workers.status == 200 && workers.body.as_array().map_or(0, Vec::len) == count).then_some(())
+    })
+    .await;
+}
+
+/// One unlabelled sample from Prometheus text, e.g.
+/// `sandcron_sink_spool_bytes` or `sandcron_runs_total{status="skipped"}`.
+pub fn metric_sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok()).flatten()
+    })
 }
 
 /// Where a test cluster's stores are, and where its files go.
@@ -196,13 +144,7 @@ impl ClusterEnv {
             "--listen".into(),
             "127.0.0.1:0".into(),
         ];
-        let proc = Proc::start(
-            name,
-            &self.bin,
-            args,
-            "sandcron master listening on ",
-            self.dir.join(format!("{name}.log")),
-        );
+        let proc = self.start(name, args, "sandcron master listening on ");
         let base = proc.ready.split_whitespace().next().unwrap_or_default().to_owned();
         Master { proc, base }
     }
@@ -223,25 +165,28 @@ impl ClusterEnv {
             "--listen".into(),
             "127.0.0.1:0".into(),
         ];
-        let proc = Proc::start(
-            name,
-            &self.bin,
-            args,
-            "sandcron worker ",
-            self.dir.join(format!("{name}.log")),
-        );
-        let probes = proc
-            .ready
-            .split_once("probes on ")
-            .map(|(_, url)| url.trim().to_owned())
-            .unwrap_or_default();
+        let proc = self.start(name, args, "sandcron worker ");
         WorkerProcess {
+            probes: probes_url(&proc),
             proc,
             id: name.to_owned(),
-            probes,
             data,
         }
     }
+
+    /// Starts `bin <args>` as `name`, logging to `<dir>/<name>.log`.
+    fn start(&self, name: &str, args: Vec<String>, ready_prefix: &str) -> Proc {
+        let log = self.dir.join(format!("{name}.log"));
+        Proc::start(name, &self.bin, args, ready_prefix, log)
+    }
+}
+
+/// The probe URL a worker's ready line names.
+fn probes_url(proc: &Proc) -> String {
+    proc.ready
+        .split_once("probes on ")
+        .map(|(_, url)| url.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn path(path: &Path) -> String {
@@ -276,12 +221,7 @@ impl WorkerProcess {
     /// port changes.
     pub fn start_again(&mut self) {
         self.proc.start_again();
-        self.probes = self
-            .proc
-            .ready
-            .split_once("probes on ")
-            .map(|(_, url)| url.trim().to_owned())
-            .unwrap_or_default();
+        self.probes = probes_url(&self.proc);
     }
 
     /// One sample from its `/metrics`, e.g. `sandcron_sink_spool_bytes`.
@@ -296,9 +236,6 @@ impl WorkerProcess {
             .text()
             .await
             .ok()?;
-        text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse().ok()).flatten()
-        })
+        metric_sample(&text, name)
     }
 }

@@ -11,12 +11,12 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
+
+use crate::process::ChildProcess;
 
 /// How long a member may take to become healthy (elect a leader, serve).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,9 +28,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// taken by another test process before etcd binds it.
 const START_ATTEMPTS: usize = 4;
 
-/// Log lines printed when a test panics.
-const LOG_TAIL_LINES: usize = 60;
-
 /// The etcd binary: `$SANDCRON_ETCD_BIN`, or `etcd` from `PATH`. (Not an
 /// `ETCD_*` variable: etcd reads those as flags.)
 fn etcd_bin() -> String {
@@ -39,6 +36,8 @@ fn etcd_bin() -> String {
 
 /// One running etcd member with its own data directory and ports.
 pub struct EtcdServer {
+    /// Declared before `_dir`, so that it is dropped first: on a panic it
+    /// prints its log tail from there.
     member: Member,
     _dir: tempfile::TempDir,
 }
@@ -87,7 +86,7 @@ impl EtcdServer {
 
     /// Whether the process is running (it may still be starting).
     pub fn is_running(&self) -> bool {
-        self.member.child.is_some()
+        self.member.process.is_running()
     }
 
     /// Stops the server with SIGTERM and waits for it to exit.
@@ -103,30 +102,24 @@ impl EtcdServer {
     /// Starts the server again on the same ports and data directory (after
     /// `stop` or `kill9`) and waits until it serves requests.
     pub fn start_again(&mut self) {
-        assert!(self.member.child.is_none(), "etcd is still running");
         self.member.spawn();
         if let Err(problem) = self.member.wait_healthy(Instant::now() + START_TIMEOUT) {
-            panic!("etcd did not come back: {problem}; log:\n{}", self.member.log_tail());
+            panic!(
+                "etcd did not come back: {problem}; log:\n{}",
+                self.member.process.log_tail()
+            );
         }
     }
 
     /// The server's log so far.
     pub fn log_text(&self) -> String {
-        self.member.log_text()
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.member.print_log_tail();
-        }
-        self.member.kill9();
+        self.member.process.log_text()
     }
 }
 
 /// A cluster of etcd members on loopback, all healthy once `start` returns.
 pub struct EtcdCluster {
+    /// Declared before `_dir`, as in [`EtcdServer`].
     members: Vec<Member>,
     _dir: tempfile::TempDir,
 }
@@ -164,7 +157,7 @@ impl EtcdCluster {
             assert!(
                 Instant::now() < deadline,
                 "the etcd cluster elected no leader within {START_TIMEOUT:?}; logs:\n{}",
-                self.log_tails()
+                log_tails(&self.members)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -184,12 +177,11 @@ impl EtcdCluster {
     /// waits until it serves (it needs a leader, so a quorum must be up).
     pub fn restart_member(&mut self, member: usize) {
         let restarted = &mut self.members[member];
-        assert!(restarted.child.is_none(), "member {member} is still running");
         restarted.spawn();
         if let Err(problem) = restarted.wait_healthy(Instant::now() + START_TIMEOUT) {
             panic!(
                 "etcd member {member} did not come back: {problem}; logs:\n{}",
-                self.log_tails()
+                log_tails(&self.members)
             );
         }
     }
@@ -199,50 +191,47 @@ impl EtcdCluster {
             .members
             .iter()
             .enumerate()
-            .filter(|(_, member)| member.child.is_some())
+            .filter(|(_, member)| member.process.is_running())
             .filter_map(|(index, member)| member.status().map(|(id, leader)| (index, id, leader)))
             .collect();
         let (index, leader_id, _) = statuses.iter().find(|(_, id, leader)| *leader != 0 && id == leader)?;
         let agreeing = statuses.iter().filter(|(_, _, leader)| leader == leader_id).count();
         (agreeing * 2 > self.members.len()).then_some(*index)
     }
-
-    fn log_tails(&self) -> String {
-        self.members
-            .iter()
-            .map(|member| format!("---- {} ----\n{}", member.name, member.log_tail()))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
 }
 
-impl Drop for EtcdCluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for member in &self.members {
-                member.print_log_tail();
-            }
-        }
-        for member in &mut self.members {
-            member.kill9();
-        }
-    }
+/// Every member's log tail under its name.
+fn log_tails(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|member| format!("---- {} ----\n{}", member.name, member.process.log_tail()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// One etcd process and everything needed to start it again.
 struct Member {
     name: String,
     client_port: u16,
-    peer_port: u16,
     /// Plain-HTTP `/health` for a TLS member (`--listen-metrics-urls`).
     health_port: Option<u16>,
     tls: Option<TlsFiles>,
+    /// `etcd` with this member's flags; the same on every start.
+    process: ChildProcess,
+}
+
+/// Where a member listens and the cluster it belongs to.
+struct MemberPlan<'a> {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    health_port: Option<u16>,
+    tls: Option<&'a TlsFiles>,
     /// `name=peer-url,...` for every member of its cluster.
-    initial_cluster: String,
-    token: String,
+    initial_cluster: &'a str,
+    token: &'a str,
     data_dir: PathBuf,
     log: PathBuf,
-    child: Option<Child>,
 }
 
 /// Starts `size` members under `dir` and waits until all are healthy,
@@ -267,14 +256,10 @@ fn start_members(dir: &Path, size: usize, tls: Option<&TlsFiles>) -> Vec<Member>
         };
         let port_taken = members
             .iter()
-            .any(|member| member.log_text().contains("address already in use"));
-        let logs: String = members
-            .iter()
-            .map(|member| format!("---- {} ----\n{}", member.name, member.log_tail()))
-            .collect::<Vec<_>>()
-            .join("\n");
+            .any(|member| member.process.log_text().contains("address already in use"));
+        let logs = log_tails(&members);
         for member in &mut members {
-            member.kill9();
+            member.process.kill9();
         }
         if !port_taken || attempt >= START_ATTEMPTS {
             panic!("etcd member {name} did not start (attempt {attempt}): {problem}; logs:\n{logs}");
@@ -314,44 +299,32 @@ fn plan_members(dir: &Path, size: usize, attempt: usize, tls: Option<&TlsFiles>)
             if data_dir.exists() {
                 std::fs::remove_dir_all(&data_dir).expect("remove an old data dir");
             }
-            Member {
+            Member::new(MemberPlan {
                 log: dir.join(format!("{name}.log")),
                 data_dir,
                 name,
                 client_port: ports[2 * i],
                 peer_port: ports[2 * i + 1],
                 health_port: tls.map(|_| ports[2 * size + i]),
-                tls: tls.cloned(),
-                initial_cluster: initial_cluster.clone(),
-                token: token.clone(),
-                child: None,
-            }
+                tls,
+                initial_cluster: &initial_cluster,
+                token: &token,
+            })
         })
         .collect()
 }
 
 impl Member {
-    fn endpoint(&self) -> String {
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.client_port)
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "etcd member {} is running", self.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("etcd log file");
-        let stdout = log.try_clone().expect("etcd log file");
-        let client_url = self.endpoint();
-        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+    /// Prepares the member's `etcd` command (it is started by `spawn`).
+    fn new(plan: MemberPlan<'_>) -> Member {
+        let client_url = endpoint(plan.client_port, plan.tls.is_some());
+        let peer_url = format!("http://127.0.0.1:{}", plan.peer_port);
         let mut command = Command::new(etcd_bin());
         command
             .arg("--name")
-            .arg(&self.name)
+            .arg(&plan.name)
             .arg("--data-dir")
-            .arg(&self.data_dir)
+            .arg(&plan.data_dir)
             .arg("--listen-client-urls")
             .arg(&client_url)
             .arg("--advertise-client-urls")
@@ -361,40 +334,49 @@ impl Member {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer_url)
             .arg("--initial-cluster")
-            .arg(&self.initial_cluster)
+            .arg(plan.initial_cluster)
             .arg("--initial-cluster-token")
-            .arg(&self.token)
+            .arg(plan.token)
             .arg("--initial-cluster-state")
             .arg("new")
             .args(["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"])
-            .args(self.tls_args())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(log);
+            .args(tls_args(plan.tls, plan.health_port));
         for (variable, _) in std::env::vars_os() {
             if variable.to_string_lossy().starts_with("ETCD_") {
                 command.env_remove(variable);
             }
         }
-        let child = command.spawn().unwrap_or_else(|error| {
+        let name = format!("etcd member {} at {client_url}", plan.name);
+        Member {
+            process: ChildProcess::new(&name, command, &plan.log).expect("etcd log file"),
+            name: plan.name,
+            client_port: plan.client_port,
+            health_port: plan.health_port,
+            tls: plan.tls.cloned(),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        endpoint(self.client_port, self.tls.is_some())
+    }
+
+    fn spawn(&mut self) {
+        self.process.start().unwrap_or_else(|error| {
             panic!(
-                "cannot start {} ({error}); install it with `apt-get install etcd-server` \
-                 or point SANDCRON_ETCD_BIN at an etcd 3.4+ binary",
-                etcd_bin()
+                "{error}; install it with `apt-get install etcd-server` \
+                 or point SANDCRON_ETCD_BIN at an etcd 3.4+ binary"
             )
         });
-        self.child = Some(child);
     }
 
     /// Waits until the member answers `/health` with `true`; `Err` says why not.
     fn wait_healthy(&mut self, deadline: Instant) -> Result<(), String> {
         loop {
-            let Some(child) = self.child.as_mut() else {
-                return Err("not running".to_owned());
-            };
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
+            if let Some(status) = self.process.exited() {
                 return Err(format!("etcd exited with {status}"));
+            }
+            if !self.process.is_running() {
+                return Err("not running".to_owned());
             }
             let health_port = self.health_port.unwrap_or(self.client_port);
             if http(health_port, "GET", "/health", "").is_some_and(|body| body.contains("\"health\":\"true\"")) {
@@ -405,24 +387,6 @@ impl Member {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    fn tls_args(&self) -> Vec<String> {
-        let (Some(tls), Some(health_port)) = (&self.tls, self.health_port) else {
-            return Vec::new();
-        };
-        let path = |path: &PathBuf| path.display().to_string();
-        vec![
-            "--cert-file".into(),
-            path(&tls.server_cert),
-            "--key-file".into(),
-            path(&tls.server_key),
-            "--trusted-ca-file".into(),
-            path(&tls.ca),
-            "--client-cert-auth".into(),
-            "--listen-metrics-urls".into(),
-            format!("http://127.0.0.1:{health_port}"),
-        ]
     }
 
     /// (this member's id, the leader's id as it sees it; 0 for none).
@@ -441,53 +405,39 @@ impl Member {
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if child.try_wait().expect("wait for etcd").is_some() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "etcd member {} did not stop within {STOP_TIMEOUT:?}; log:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Err(error) = self.process.stop(STOP_TIMEOUT) {
+            panic!("{error}");
         }
     }
 
     fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
     }
+}
 
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+/// `http://127.0.0.1:<port>`, or `https://` with TLS.
+fn endpoint(client_port: u16, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://127.0.0.1:{client_port}")
+}
 
-    fn log_tail(&self) -> String {
-        let log = self.log_text();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-    }
-
-    fn print_log_tail(&self) {
-        eprintln!(
-            "---- etcd {} at {} (last {LOG_TAIL_LINES} log lines) ----\n{}",
-            self.name,
-            self.endpoint(),
-            self.log_tail()
-        );
-    }
+/// The flags that serve clients over TLS only, with `/health` on plain HTTP.
+fn tls_args(tls: Option<&TlsFiles>, health_port: Option<u16>) -> Vec<String> {
+    let (Some(tls), Some(health_port)) = (tls, health_port) else {
+        return Vec::new();
+    };
+    let path = |path: &PathBuf| path.display().to_string();
+    vec![
+        "--cert-file".into(),
+        path(&tls.server_cert),
+        "--key-file".into(),
+        path(&tls.server_key),
+        "--trusted-ca-file".into(),
+        path(&tls.ca),
+        "--client-cert-auth".into(),
+        "--listen-metrics-urls".into(),
+        format!("http://127.0.0.1:{health_port}"),
+    ]
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as

@@ -1,38 +1,57 @@
-//! Black-box test harness: starts the real `sandcron` binary (and, in later
-//! suites, the real servers it talks to) on free loopback ports with temporary
-//! data directories, talks to it over HTTP, and waits on conditions with
-//! deadlines instead of sleeping.
+//! Black-box test harness: starts the real `sandcron` binary (and the real
+//! servers it talks to, each a [`process::ChildProcess`]) on free loopback
+//! ports with temporary data directories, talks to it over HTTP, and waits
+//! on conditions with deadlines instead of sleeping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
 pub mod etcd;
 pub mod mongo;
+pub mod process;
 pub mod receiver;
 pub mod smtp;
 pub mod soak;
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::process::ChildProcess;
 
 /// How long a `sandcron dev` may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a `sandcron dev` may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The workspace root (this package is `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+/// A WASM job body; `limits` as the API takes them (`None`: the defaults).
+pub fn wasm_job(schedule: &str, digest: &str, limits: Option<Value>) -> Value {
+    let mut wasm = json!({"module": digest});
+    if let Some(limits) = limits {
+        wasm["limits"] = limits;
+    }
+    json!({"schedule": schedule, "kind": {"wasm": wasm}})
+}
+
 /// A running `sandcron dev` process with its own data directory.
 pub struct Dev {
-    bin: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
+    /// Declared before `data`, so that it is dropped first: on a panic it
+    /// prints its log tail from the data directory.
+    process: ChildProcess,
     data: tempfile::TempDir,
     /// `http://127.0.0.1:<port>`
     pub base: String,
-    log: PathBuf,
 }
 
 impl Dev {
@@ -50,14 +69,20 @@ impl Dev {
             .prefix("sandcron-e2e-")
             .tempdir()
             .expect("temp dir");
-        let log = data.path().join("sandcron.log");
+        let mut command = Command::new(bin);
+        command
+            .arg("dev")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data.path().join("data"))
+            .args(extra)
+            .env("SANDCRON_LOG", "info,sandcron=debug");
+        let process = ChildProcess::new("sandcron dev", command, &data.path().join("sandcron.log")).expect("log file");
         let mut dev = Dev {
-            bin: PathBuf::from(bin),
-            args: extra.iter().map(|s| (*s).to_owned()).collect(),
-            child: None,
+            process,
             data,
             base: String::new(),
-            log,
         };
         dev.spawn();
         dev
@@ -68,80 +93,31 @@ impl Dev {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.process.pid().expect("running")
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let mut command = Command::new(&self.bin);
-        command
-            .arg("dev")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(self.data.path().join("data"))
-            .args(&self.args)
-            .env("SANDCRON_LOG", "info,sandcron=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err}", self.bin.display()));
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("sandcron dev listening on ") {
-                    let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
-                    let _ = tx.send(url);
-                }
-            }
-        });
-        self.child = Some(child);
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(url) => self.base = url,
-            Err(_) => panic!(
-                "sandcron dev did not start within {START_TIMEOUT:?}; log:\n{}",
-                self.log_text()
-            ),
-        }
+        let ready = self
+            .process
+            .start_until_ready("sandcron dev listening on ", START_TIMEOUT)
+            .unwrap_or_else(|err| panic!("{err}"));
+        self.base = ready.split_whitespace().next().unwrap_or_default().to_owned();
     }
 
     /// The server's log so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status code.
     pub fn stop(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sandcron dev did not stop within 60 s; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = self.process.stop(STOP_TIMEOUT).unwrap_or_else(|err| panic!("{err}"));
+        status.and_then(|status| status.code())
     }
 
     /// Kills the process with SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
     }
 
     /// Starts the process again on the same data directory (a new port).
@@ -152,7 +128,6 @@ impl Dev {
 
     /// Starts it again after `stop` or `kill9`.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "still running");
         self.spawn();
     }
 
@@ -162,20 +137,6 @@ impl Dev {
 
     pub fn api_with_token(&self, token: &str) -> Api {
         Api::new(&self.base, Some(token))
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = self.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(80).collect();
-            eprintln!("---- sandcron log (last 80 lines) ----");
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        self.kill9();
     }
 }
 
@@ -192,6 +153,18 @@ impl Reply {
     #[track_caller]
     pub fn expect(self, status: u16) -> Value {
         assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        self.body
+    }
+
+    /// Asserts that the status is one of `statuses` and returns the body.
+    #[track_caller]
+    pub fn expect_one_of(self, statuses: &[u16]) -> Value {
+        assert!(
+            statuses.contains(&self.status),
+            "status {} is not one of {statuses:?}; body: {}",
+            self.status,
+            self.body
+        );
         self.body
     }
 
@@ -292,6 +265,22 @@ impl Api {
 
     pub async fn delete(&self, path: &str) -> Reply {
         self.request("DELETE", path, None).await
+    }
+
+    /// Uploads a module or component as `application/wasm`; returns its
+    /// digest, whether the upload stored it or it was stored already.
+    pub async fn upload_module(&self, bytes: Vec<u8>) -> String {
+        let body = self
+            .raw("POST", "/api/v1/modules", "application/wasm", bytes)
+            .await
+            .expect_one_of(&[201, 200]);
+        body["digest"].as_str().expect("digest").to_owned()
+    }
+
+    /// Every job, as `GET /api/v1/jobs` lists them.
+    pub async fn jobs(&self) -> Vec<Value> {
+        let jobs = self.get("/api/v1/jobs").await.expect(200);
+        jobs.as_array().cloned().expect("a list of jobs")
     }
 
     /// Every run of `job` (all pages), newest tick first.

@@ -17,11 +17,11 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use crate::process::ChildProcess;
+use crate::workspace_root;
 
 /// The nx-27017 release the tests are written against.
 pub const NX27017_VERSION: &str = "0.8.1";
@@ -37,9 +37,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// taken by another test process before the server binds it.
 const START_ATTEMPTS: usize = 4;
 
-/// Log lines printed when a test panics.
-const LOG_TAIL_LINES: usize = 60;
-
 /// Starts nx-27017's command-line entry point. (The package has no
 /// `__main__`, and `python3 -m nx_27017.nx_27017` warns about a module
 /// imported twice.)
@@ -50,8 +47,7 @@ const LAUNCHER: &str = "import sys; from nx_27017.nx_27017 import main; sys.argv
 pub fn nx27017_dir() -> PathBuf {
     match std::env::var_os("SANDCRON_NX27017") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
+        None => workspace_root()
             .join("target/test-tools/pip")
             .join(format!("nx-27017-{NX27017_VERSION}")),
     }
@@ -60,13 +56,13 @@ pub fn nx27017_dir() -> PathBuf {
 /// One running nx-27017 process with its own port and data directory.
 pub struct MongoServer {
     port: u16,
-    /// `None` for an in-memory server, which cannot be restarted.
-    data_dir: Option<PathBuf>,
-    log: PathBuf,
-    stderr: PathBuf,
+    in_memory: bool,
     pid_file: PathBuf,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    /// nx-27017, its stdout and stderr going to `nx.stderr`. Declared before
+    /// `_dir`, so that it is dropped first: on a panic it prints its log
+    /// tail from there.
+    process: ChildProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl MongoServer {
@@ -90,20 +86,20 @@ impl MongoServer {
                 .prefix("sandcron-mongo-")
                 .tempdir()
                 .expect("temp dir");
+            let port = free_port();
+            let pid_file = dir.path().join("nx.pid");
             let mut server = MongoServer {
-                port: free_port(),
-                data_dir: (!in_memory).then(|| dir.path().join("data")),
-                log: dir.path().join("nx.log"),
-                stderr: dir.path().join("nx.stderr"),
-                pid_file: dir.path().join("nx.pid"),
-                child: None,
-                dir,
+                port,
+                in_memory,
+                process: nx27017(dir.path(), port, in_memory, &pid_file),
+                pid_file,
+                _dir: dir,
             };
             server.spawn();
             let Err(problem) = server.wait_ready(Instant::now() + START_TIMEOUT) else {
                 return server;
             };
-            let port_taken = server.stderr_text().contains("address already in use");
+            let port_taken = server.log_text().contains("address already in use");
             let tail = server.log_tail();
             server.kill9();
             if !port_taken || attempt >= START_ATTEMPTS {
@@ -123,51 +119,33 @@ impl MongoServer {
 
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Whether the process is running (it may still be starting).
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     /// Stops the server with SIGTERM and waits for it to exit (SIGKILL
     /// after the stop timeout).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if child.try_wait().expect("wait for nx-27017").is_some() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                // nx-27017's shutdown can hang on open client connections;
-                // its data is in SQLite, which a kill does not lose.
-                eprintln!("nx-27017 did not stop within {STOP_TIMEOUT:?}; killing it");
-                let _ = child.kill();
-                let _ = child.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if self.process.stop(STOP_TIMEOUT).is_err() {
+            // nx-27017's shutdown can hang on open client connections; its
+            // data is in SQLite, which a kill does not lose.
+            eprintln!("nx-27017 did not stop within {STOP_TIMEOUT:?}; killed it");
         }
     }
 
     /// Kills the server with SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill9();
     }
 
     /// Starts the server again on the same port and data directory (after
     /// `stop` or `kill9`) and waits until it answers a ping.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "nx-27017 is still running");
-        assert!(self.data_dir.is_some(), "an in-memory nx-27017 cannot be started again");
+        assert!(!self.in_memory, "an in-memory nx-27017 cannot be started again");
         self.spawn();
         if let Err(problem) = self.wait_ready(Instant::now() + START_TIMEOUT) {
             panic!("nx-27017 did not come back: {problem}; log:\n{}", self.log_tail());
@@ -177,59 +155,21 @@ impl MongoServer {
     /// The server's log so far (what it wrote to stderr: its log lines and
     /// any Python traceback).
     pub fn log_text(&self) -> String {
-        self.stderr_text()
+        self.process.log_text()
     }
 
     /// The last lines of the log.
     pub fn log_tail(&self) -> String {
-        let log = self.log_text();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
-    }
-
-    fn stderr_text(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.process.log_tail()
     }
 
     fn spawn(&mut self) {
-        assert!(self.child.is_none(), "nx-27017 is running");
         // A pid file left by a killed server could name a live process by
         // now, which nx-27017 would take for itself already running.
         let _ = std::fs::remove_file(&self.pid_file);
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stderr)
-            .expect("nx-27017 log file");
-        let stdout = stderr.try_clone().expect("nx-27017 log file");
-        let data_dir = match &self.data_dir {
-            Some(dir) => dir.as_os_str().to_owned(),
-            None => "memory".into(),
-        };
-        let nx = nx27017_dir();
-        let mut command = Command::new("python3");
-        command
-            .arg("-c")
-            .arg(LAUNCHER)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .arg("--log-file")
-            .arg(&self.log)
-            .arg("--pid-file")
-            .arg(&self.pid_file)
-            .env("PYTHONPATH", &nx)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("PYTHONUNBUFFERED", "1")
-            // Relative paths it might fall back on land in the temp dir.
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = command.spawn().unwrap_or_else(|error| {
-            panic!("cannot start python3 for nx-27017 ({error}); install Python 3 and run scripts/install-mongo-test-server.sh")
+        self.process.start().unwrap_or_else(|error| {
+            panic!("{error}, for nx-27017; install Python 3 and run scripts/install-mongo-test-server.sh")
         });
-        self.child = Some(child);
     }
 
     /// Waits until the server answers a ping; `Err` says why not.
@@ -241,12 +181,11 @@ impl MongoServer {
             ));
         }
         loop {
-            let Some(child) = self.child.as_mut() else {
-                return Err("not running".to_owned());
-            };
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
+            if let Some(status) = self.process.exited() {
                 return Err(format!("nx-27017 exited with {status}"));
+            }
+            if !self.process.is_running() {
+                return Err("not running".to_owned());
             }
             let problem = match ping(self.port) {
                 Ok(()) => return Ok(()),
@@ -260,17 +199,31 @@ impl MongoServer {
     }
 }
 
-impl Drop for MongoServer {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "---- nx-27017 on port {} (last {LOG_TAIL_LINES} log lines) ----\n{}",
-                self.port,
-                self.log_tail()
-            );
-        }
-        self.kill9();
-    }
+/// nx-27017 on `port`, with its files in `dir` (not started yet).
+fn nx27017(dir: &Path, port: u16, in_memory: bool, pid_file: &Path) -> ChildProcess {
+    let data_dir = if in_memory {
+        "memory".into()
+    } else {
+        dir.join("data").into_os_string()
+    };
+    let mut command = Command::new("python3");
+    command
+        .arg("-c")
+        .arg(LAUNCHER)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--log-file")
+        .arg(dir.join("nx.log"))
+        .arg("--pid-file")
+        .arg(pid_file)
+        .env("PYTHONPATH", nx27017_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1")
+        // Relative paths it might fall back on land in the temp dir.
+        .current_dir(dir);
+    let name = format!("nx-27017 on port {port}");
+    ChildProcess::new(&name, command, &dir.join("nx.stderr")).expect("nx-27017 log file")
 }
 
 fn free_port() -> u16 {

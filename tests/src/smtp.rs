@@ -8,9 +8,12 @@
 //! elsewhere.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::process::ChildProcess;
+use crate::workspace_root;
 
 /// The aiosmtpd release the tests are written against.
 pub const AIOSMTPD_VERSION: &str = "1.4.6";
@@ -20,8 +23,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 fn aiosmtpd_dir() -> PathBuf {
     match std::env::var_os("SANDCRON_AIOSMTPD") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
+        None => workspace_root()
             .join("target/test-tools/pip")
             .join(format!("aiosmtpd-{AIOSMTPD_VERSION}")),
     }
@@ -33,8 +35,9 @@ pub struct SmtpSink {
     /// PEM of the CA that signed the server's certificate (trust it).
     pub cert_pem: PathBuf,
     maildir: PathBuf,
-    log: PathBuf,
-    child: Child,
+    /// Declared before `_dir`, so that it is dropped first: on a panic it
+    /// prints its log tail from there.
+    process: ChildProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -151,7 +154,8 @@ impl SmtpSink {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new("python3")
+        let mut command = Command::new("python3");
+        command
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--tlscert")
@@ -161,18 +165,16 @@ impl SmtpSink {
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
             .env("PYTHONPATH", aiosmtpd_dir())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("log"))
-            .stderr(std::fs::File::options().append(true).open(&log).expect("log"))
-            .spawn()
-            .expect("start aiosmtpd (run scripts/install-smtp-test-server.sh)");
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        let mut process = ChildProcess::new("aiosmtpd", command, &log).expect("log");
+        process
+            .start()
+            .unwrap_or_else(|err| panic!("{err} (run scripts/install-smtp-test-server.sh)"));
         let sink = SmtpSink {
             port,
             cert_pem,
             maildir,
-            log,
-            child,
+            process,
             _dir: dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -188,7 +190,7 @@ impl SmtpSink {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// Every message received so far, oldest first.
@@ -206,12 +208,5 @@ impl SmtpSink {
             .filter_map(|(_, path)| std::fs::read_to_string(path).ok())
             .map(|raw| Mail { raw })
             .collect()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

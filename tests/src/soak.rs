@@ -7,16 +7,15 @@
 //! Used by the e2e suite (3 minutes) and by `just soak --minutes N`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{ClusterEnv, Master, WorkerProcess};
+use crate::cluster::{ClusterEnv, Master, WorkerProcess, wait_for_workers};
 use crate::etcd::EtcdCluster;
 use crate::mongo::MongoServer;
-use crate::{Api, wait_for};
+use crate::{Api, wait_for, workspace_root};
 
 /// What to soak.
 #[derive(Debug, Clone)]
@@ -144,13 +143,6 @@ impl Rng {
 /// Worker lease TTL during the soak: short, so faults play out quickly.
 const LEASE_S: u64 = 4;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("root")
-        .to_owned()
-}
-
 /// The job mix: every-second and slower schedules, WASM and shell, overlap
 /// policies, catch-up policies and retries.
 fn job_body(index: usize, module: &str) -> Value {
@@ -196,15 +188,9 @@ pub async fn run(config: SoakConfig) -> SoakReport {
         .collect();
     let apis: Vec<Api> = masters.iter().map(Master::api).collect();
     let api = &apis[0];
-    wait_for("4 live workers", Duration::from_secs(60), || async {
-        let workers = api.get("/api/v1/workers").await;
-        (workers.status == 200 && workers.body.as_array().map_or(0, Vec::len) == 4).then_some(())
-    })
-    .await;
-    let demo = std::fs::read(root().join("host/assets/demo.wasm")).expect("demo.wasm");
-    let module = api.raw("POST", "/api/v1/modules", "application/wasm", demo).await;
-    assert!(module.status == 201 || module.status == 200, "{}", module.body);
-    let digest = module.body["digest"].as_str().expect("digest").to_owned();
+    wait_for_workers(api, 4, Duration::from_secs(60)).await;
+    let demo = std::fs::read(workspace_root().join("host/assets/demo.wasm")).expect("demo.wasm");
+    let digest = api.upload_module(demo).await;
     let started = jiff::Timestamp::now();
     for index in 0..config.jobs {
         let master = &apis[index % apis.len()];
@@ -274,11 +260,7 @@ pub async fn run(config: SoakConfig) -> SoakReport {
 
     // Heal, let every spool drain, then judge the history up to a few
     // seconds ago (later ticks may still be on their way).
-    wait_for("4 live workers after the faults", Duration::from_secs(60), || async {
-        let workers = api.get("/api/v1/workers").await;
-        (workers.status == 200 && workers.body.as_array().map_or(0, Vec::len) == 4).then_some(())
-    })
-    .await;
+    wait_for_workers(api, 4, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(LEASE_S + 4)).await;
     wait_for("every spool to drain", Duration::from_secs(120), || async {
         for worker in &workers {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use sandcron_tests::soak::{self, SoakConfig};
+use sandcron_tests::workspace_root;
 
 fn main() {
     let mut minutes = 3.0_f64;
@@ -13,7 +14,10 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
     let mut output_sample = None;
-    let mut bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/sandcron").to_owned();
+    let mut bin = workspace_root()
+        .join("target/release/sandcron")
+        .to_string_lossy()
+        .into_owned();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage(&format!("{arg} needs a value")));
