@@ -38,11 +38,12 @@ echo "==> guests"
 scripts/build-guests.sh
 
 echo "==> example guest lints"
-for example in rust-module:wasm32-wasip1 rust-component:wasm32-wasip2; do
-    name=${example%%:*}
-    target=${example#*:}
-    cargo fmt --check --manifest-path "examples/$name/Cargo.toml"
-    CARGO_TARGET_DIR=target/guests-build cargo clippy --quiet --locked --manifest-path "examples/$name/Cargo.toml" \
+for guest in examples/rust-module:wasm32-wasip1 examples/rust-component:wasm32-wasip2 \
+    tests/guests/net-probe:wasm32-wasip2; do
+    dir=${guest%%:*}
+    target=${guest#*:}
+    cargo fmt --check --manifest-path "$dir/Cargo.toml"
+    CARGO_TARGET_DIR=target/guests-build cargo clippy --quiet --locked --manifest-path "$dir/Cargo.toml" \
         --target "$target" -- -D warnings
 done
 

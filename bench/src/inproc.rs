@@ -59,6 +59,8 @@ pub fn wasm_kind(digest: &ModuleDigest) -> JobKind {
         env: BTreeMap::new(),
         dirs: Vec::new(),
         limits: WasmLimits::default(),
+        egress: Vec::new(),
+        network: Default::default(),
     })
 }
 

@@ -253,7 +253,10 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
     let cluster = Cluster::start(3, "capacity = 64").await?;
     let module = wat::parse_str(NOOP_WAT)?;
     let digest = ModuleDigest::of(&module);
-    cluster.coord.put_module(&digest, &module, ModuleKind::Module).await?;
+    cluster
+        .coord
+        .put_module(&digest, &module, ModuleKind::Module, Vec::new())
+        .await?;
     load_jobs(&cluster.coord, jobs, "* * * * * *", &wasm_kind(&digest), 16).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while cluster.sum_metric("sandcron_jobs_scheduled").await < jobs as f64 && Instant::now() < deadline {

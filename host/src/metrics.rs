@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::alert::AlertStats;
 use crate::logstore::sink::SinkStats;
-use crate::run::RunStatus;
+use crate::run::{EgressLedger, EgressOutcome, RunStatus};
 
 /// Upper bounds (seconds) of the fire-lateness histogram buckets.
 const LATENESS_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
@@ -26,6 +26,9 @@ pub struct Metrics {
     pub claims_lost: AtomicU64,
     pub http_requests: AtomicU64,
     pub http_errors: AtomicU64,
+    /// WASM network calls (requests, connections, lookups) by outcome: ok,
+    /// error, refused.
+    egress: [AtomicU64; 3],
     sink: std::sync::OnceLock<Arc<SinkStats>>,
     alerts: std::sync::OnceLock<Arc<AlertStats>>,
 }
@@ -53,6 +56,15 @@ impl Metrics {
     pub fn runs_ended(&self, status: RunStatus, count: u64) {
         if let Some(index) = RunStatus::ALL.iter().position(|s| *s == status) {
             self.runs_by_status[index].fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts the network calls of an ended run.
+    pub fn egress_recorded(&self, ledger: &EgressLedger) {
+        let totals = &ledger.totals;
+        let ok = totals.calls.saturating_sub(totals.failed + totals.refused);
+        for (counter, count) in self.egress.iter().zip([ok, totals.failed, totals.refused]) {
+            counter.fetch_add(count, Ordering::Relaxed);
         }
     }
 
@@ -97,6 +109,17 @@ impl Metrics {
             get(&self.lateness_sum_micros) as f64 / 1e6
         );
         let _ = writeln!(out, "sandcron_fire_lateness_seconds_count {count}");
+        out.push_str("# HELP sandcron_egress_total WASM network calls (requests, connections, lookups), by outcome.\n");
+        out.push_str("# TYPE sandcron_egress_total counter\n");
+        let outcomes = [EgressOutcome::Ok, EgressOutcome::Error, EgressOutcome::Refused];
+        for (outcome, count) in outcomes.iter().zip(&self.egress) {
+            let _ = writeln!(
+                out,
+                "sandcron_egress_total{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                get(count)
+            );
+        }
         let gauges: [(&str, &str, &AtomicU64); 4] = [
             (
                 "sandcron_jobs_scheduled",

@@ -28,6 +28,45 @@ pub struct ModuleInfo {
     pub kind: ModuleKind,
     /// Every import, as `module::name` (core) or the interface name (component).
     pub imports: Vec<String>,
+    /// The network interfaces it imports (components only: core modules
+    /// have none).
+    pub capabilities: Vec<Capability>,
+}
+
+/// A network interface a component imports; a job running it reaches only
+/// what its `egress` lists, through the host.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// `wasi:http/outgoing-handler`: outbound HTTP requests.
+    Http,
+    /// `wasi:sockets/tcp` and friends: TCP connections.
+    Sockets,
+}
+
+impl Capability {
+    /// The capabilities behind a component's imports (interface names with
+    /// or without a version).
+    pub fn of_imports<S: AsRef<str>>(imports: &[S]) -> Vec<Capability> {
+        let mut found = Vec::new();
+        for import in imports {
+            let import = import.as_ref();
+            let capability = if import.starts_with("wasi:http/outgoing-handler") {
+                Capability::Http
+            } else if import.starts_with("wasi:sockets/tcp") || import.starts_with("wasi:sockets/ip-name-lookup") {
+                Capability::Sockets
+            } else {
+                continue;
+            };
+            if !found.contains(&capability) {
+                found.push(capability);
+            }
+        }
+        found.sort();
+        found
+    }
 }
 
 /// Why a binary was refused at upload. Each maps to a 4xx with this message.

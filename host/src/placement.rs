@@ -140,6 +140,8 @@ mod tests {
                 env: BTreeMap::new(),
                 dirs: vec![],
                 limits: Default::default(),
+                egress: Vec::new(),
+                network: Default::default(),
             })
         };
         let spec = JobSpec {

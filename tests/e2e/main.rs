@@ -14,6 +14,7 @@ mod hostile;
 mod integrations;
 mod lifecycle;
 mod logs;
+mod network;
 mod shell_jobs;
 mod soak;
 mod wasm;
@@ -35,6 +36,17 @@ pub(crate) fn dev(extra: &[&str]) -> Dev {
 pub(crate) fn guest_wat(name: &str) -> Vec<u8> {
     let path = workspace_root().join("tests/guests").join(format!("{name}.wat"));
     wat::parse_file(&path).unwrap_or_else(|err| panic!("cannot assemble {}: {err}", path.display()))
+}
+
+/// A guest built by `scripts/build-guests.sh` (an example or a test guest).
+pub(crate) fn built_guest(name: &str) -> Vec<u8> {
+    let path = workspace_root().join("target/guests").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|err| {
+        panic!(
+            "cannot read {} ({err}); build the guests with scripts/build-guests.sh",
+            path.display()
+        )
+    })
 }
 
 /// Writes `<dir>/tokens.toml` with one `[[auth.tokens]]` entry per

@@ -3,21 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use sandcron_tests::{Api, Dev, wait_for, wasm_job, workspace_root};
+use sandcron_tests::{Api, Dev, wait_for, wasm_job};
 use serde_json::{Value, json};
 
-use crate::{dev, guest_wat};
-
-/// An example guest built by `scripts/build-guests.sh`.
-fn example(name: &str) -> Vec<u8> {
-    let path = workspace_root().join("target/guests").join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|err| {
-        panic!(
-            "cannot read {} ({err}); build the example guests with scripts/build-guests.sh",
-            path.display()
-        )
-    })
-}
+use crate::{built_guest as example, dev, guest_wat};
 
 /// Creates `name` with `body`, runs it now and waits for its run to end.
 async fn run_once(api: &Api, name: &str, body: &Value, timeout: Duration) -> Value {

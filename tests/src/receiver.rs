@@ -5,6 +5,11 @@
 //! - `/flaky/{n}` answers 503 to its first `n` requests, then 200;
 //! - `/slow/{ms}` answers 200 after `ms` milliseconds (a slow service);
 //! - `/big/{bytes}` answers 200 with a body of `bytes` bytes;
+//! - `/stream/{bytes}` answers 200 and streams `bytes` bytes in 64 KiB
+//!   chunks, never holding more than one (for bodies of gigabytes);
+//! - `/hang` never answers;
+//! - `/redirect/{host:port}` answers 302 to `http://{host:port}/`;
+//! - `/items` answers a JSON list of items (for the example guests);
 //! - anything else answers 200 `ok`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -146,6 +151,31 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             let size: usize = bytes.parse().unwrap_or(0);
             Response::new(Body::from(vec![b'x'; size]))
         }
+        ["stream", bytes] => {
+            const CHUNK: usize = 64 * 1024;
+            let size: usize = bytes.parse().unwrap_or(0);
+            let chunks = futures::stream::iter((0..size.div_ceil(CHUNK)).map(move |index| {
+                let len = CHUNK.min(size - index * CHUNK);
+                Ok::<_, std::convert::Infallible>(Bytes::from(vec![b'x'; len]))
+            }));
+            Response::new(Body::from_stream(chunks))
+        }
+        ["hang"] => {
+            std::future::pending::<()>().await;
+            StatusCode::OK.into_response()
+        }
+        ["redirect", target] => (
+            StatusCode::FOUND,
+            [("location", format!("http://{target}/"))],
+            "moved\n",
+        )
+            .into_response(),
+        ["items"] => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"items":[{"id":1,"name":"apples","price":3,"quantity":4},{"id":2,"name":"pears","price":5,"quantity":2},{"id":3,"name":"plums","price":2,"quantity":10}]}"#,
+        )
+            .into_response(),
         _ => (
             StatusCode::OK,
             [("content-type", "text/plain"), ("x-receiver", "sandcron-tests")],

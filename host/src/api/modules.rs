@@ -17,7 +17,7 @@ use crate::auth::Role;
 use crate::coord::ModuleMeta;
 use crate::ids::ModuleDigest;
 use crate::job::JobKind;
-use crate::module::{ModuleError, ModuleKind};
+use crate::module::{Capability, ModuleError, ModuleKind};
 
 /// A stored module.
 #[derive(Debug, Serialize, ToSchema)]
@@ -28,6 +28,9 @@ pub struct ModuleView {
     pub kind: ModuleKind,
     #[schema(value_type = String, format = DateTime)]
     pub uploaded_at: Timestamp,
+    /// The network interfaces it imports (`http`, `sockets`); a job running
+    /// it still reaches only what its `egress` lists. Core modules: none.
+    pub capabilities: Vec<Capability>,
     /// Jobs whose `kind.wasm.module` is this module.
     pub jobs: Vec<String>,
 }
@@ -38,6 +41,9 @@ pub struct Uploaded {
     pub digest: String,
     pub size: u64,
     pub kind: ModuleKind,
+    /// The network interfaces it imports (`http`, `sockets`). A core module
+    /// (WASI preview 1) has no network interface at all.
+    pub capabilities: Vec<Capability>,
     /// False when the same bytes were already stored (uploads are idempotent).
     pub created: bool,
 }
@@ -48,6 +54,7 @@ fn view(digest: &ModuleDigest, meta: ModuleMeta, users: &BTreeMap<ModuleDigest, 
         size: meta.size,
         kind: meta.kind,
         uploaded_at: meta.uploaded_at,
+        capabilities: meta.capabilities,
         jobs: users.get(digest).cloned().unwrap_or_default(),
     }
 }
@@ -172,7 +179,10 @@ pub(super) async fn upload(
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("module validation panicked: {err}")))?
         .map_err(module_error)?;
     let digest = ModuleDigest::of(&bytes);
-    let (meta, created) = state.coord.put_module(&digest, &bytes, info.kind).await?;
+    let (meta, created) = state
+        .coord
+        .put_module(&digest, &bytes, info.kind, info.capabilities)
+        .await?;
     tracing::info!(module = %digest, size = meta.size, kind = meta.kind.as_str(), created, by = %caller.name, "module uploaded");
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((
@@ -181,6 +191,7 @@ pub(super) async fn upload(
             digest: digest.to_string(),
             size: meta.size,
             kind: meta.kind,
+            capabilities: meta.capabilities,
             created,
         }),
     ))

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ids::{JobName, RunId};
 use crate::job::JobKind;
-use crate::run::{ParentRun, RunStatus, Shard, Trigger};
+use crate::run::{EgressLedger, ParentRun, RunStatus, Shard, Trigger};
 
 pub mod egress;
 pub mod http;
@@ -141,6 +141,8 @@ pub struct RunOutcome {
     pub error: Option<String>,
     pub fuel_used: Option<u64>,
     pub peak_memory: Option<u64>,
+    /// What the run did on the network (WASM components with `egress`).
+    pub egress: Option<EgressLedger>,
 }
 
 impl RunOutcome {
@@ -151,6 +153,7 @@ impl RunOutcome {
             error: None,
             fuel_used: None,
             peak_memory: None,
+            egress: None,
         }
     }
 

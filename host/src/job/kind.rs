@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 
 use crate::ids::ModuleDigest;
 
+use super::egress::NetworkLimits;
+
 /// What runs when the job fires.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -63,6 +65,14 @@ pub struct WasmJob {
     pub dirs: Vec<DirMount>,
     #[serde(default)]
     pub limits: WasmLimits,
+    /// Where the job may connect (components only): `https://host`,
+    /// `http://host:port`, `https://*.domain`, `tcp://host:port`. Empty:
+    /// nowhere. The worker's own policy applies on top.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
+    /// Per-run network limits (only meaningful with `egress`).
+    #[serde(default)]
+    pub network: NetworkLimits,
 }
 
 /// A directory a worker grants (by name, in its config) mounted into the

@@ -19,11 +19,13 @@ use crate::cronexpr::Schedule;
 use crate::ids::JobName;
 use crate::run::RunStatus;
 
+mod egress;
 mod kind;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use egress::{EgressHost, EgressScheme, EgressTarget, NetworkLimits};
 pub use kind::{DirMount, HTTP_METHODS, HttpJob, JobKind, ShellJob, WasmJob, WasmLimits};
 pub use validate::{check_dependency_cycles, check_failure_rate, limits};
 

@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use crate::cronexpr::{CronError, Schedule, ScheduleError};
 use crate::ids::JobName;
 
+use super::egress::{EgressTarget, NetworkLimits};
 use super::{FailureRate, HTTP_METHODS, HttpJob, JobError, JobKind, JobSpec};
 
 /// Upper bounds that keep one job's spec small enough for any store.
@@ -34,6 +35,11 @@ pub mod limits {
     pub const MAX_HTTP_BODY_BYTES: usize = 256 * 1024;
     pub const MAX_DEPENDENTS: usize = 32;
     pub const MAX_ALERT_CHANNELS: usize = 16;
+    pub const MAX_EGRESS_ENTRIES: usize = 64;
+    pub const MAX_EGRESS_REQUESTS: u64 = 100_000;
+    pub const MAX_EGRESS_CONCURRENT: u64 = 256;
+    pub const MAX_EGRESS_BYTES: u64 = 64 << 30;
+    pub const MAX_EGRESS_TIMEOUT_S: u64 = 3600;
 }
 
 impl JobSpec {
@@ -101,6 +107,7 @@ impl JobSpec {
                     1,
                     limits::MAX_OUTPUT_KB,
                 )?;
+                check_egress(&wasm.egress, &wasm.network)?;
             }
             JobKind::Shell(shell) => {
                 if shell.command.trim().is_empty() {
@@ -383,6 +390,46 @@ pub fn check_dependency_cycles<'a>(
                 stack.push((next.clone(), longer));
             }
         }
+    }
+    Ok(())
+}
+
+/// A WASM job's `egress` entries parse (each error names its entry) and
+/// its network limits are in range.
+fn check_egress(egress: &[String], network: &NetworkLimits) -> Result<(), JobError> {
+    if egress.len() > limits::MAX_EGRESS_ENTRIES {
+        return Err(JobError::new(
+            "kind.wasm.egress",
+            format!("at most {} entries are allowed", limits::MAX_EGRESS_ENTRIES),
+        ));
+    }
+    for (index, entry) in egress.iter().enumerate() {
+        entry
+            .parse::<EgressTarget>()
+            .map_err(|reason| JobError::new(format!("kind.wasm.egress[{index}]"), format!("{entry:?}: {reason}")))?;
+    }
+    let checks = [
+        ("requests", u64::from(network.requests), limits::MAX_EGRESS_REQUESTS),
+        (
+            "concurrent",
+            u64::from(network.concurrent),
+            limits::MAX_EGRESS_CONCURRENT,
+        ),
+        ("bytes_out", network.bytes_out, limits::MAX_EGRESS_BYTES),
+        ("bytes_in", network.bytes_in, limits::MAX_EGRESS_BYTES),
+        (
+            "connect_timeout_s",
+            network.connect_timeout_s,
+            limits::MAX_EGRESS_TIMEOUT_S,
+        ),
+        (
+            "first_byte_timeout_s",
+            network.first_byte_timeout_s,
+            limits::MAX_EGRESS_TIMEOUT_S,
+        ),
+    ];
+    for (name, value, max) in checks {
+        check_range(&format!("kind.wasm.network.{name}"), value, 1, max)?;
     }
     Ok(())
 }

@@ -181,7 +181,9 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
     let (jobs, _) = coord.list_jobs().await?;
     if jobs.is_empty() {
         let digest = ModuleDigest::of(DEMO_MODULE);
-        coord.put_module(&digest, DEMO_MODULE, ModuleKind::Module).await?;
+        coord
+            .put_module(&digest, DEMO_MODULE, ModuleKind::Module, Vec::new())
+            .await?;
         let now = Timestamp::now();
         let record = JobRecord {
             spec: JobSpec {
@@ -199,6 +201,8 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
                             output_kb: 64,
                             ..WasmLimits::default()
                         },
+                        egress: Vec::new(),
+                        network: Default::default(),
                     }),
                 )
             },

@@ -70,6 +70,7 @@ pub(crate) fn worker_engine(
         max_module_bytes,
         cache_dir: Some(data.join("wasm-cache")),
         dirs: config.dirs.clone(),
+        egress_policy: config.http_allow.clone(),
         ..WasmConfig::default()
     })
     .context("cannot start the WebAssembly engine")

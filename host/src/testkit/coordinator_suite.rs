@@ -398,13 +398,19 @@ pub async fn modules_are_chunked_and_committed_last(store: Arc<dyn KvStore>, pre
     let digest = ModuleDigest::of(&bytes);
     assert!(!coord.module_exists(&digest).await.unwrap());
     assert!(coord.module_bytes(&digest).await.unwrap().is_none());
-    let (meta, created) = coord.put_module(&digest, &bytes, ModuleKind::Module).await.unwrap();
+    let (meta, created) = coord
+        .put_module(&digest, &bytes, ModuleKind::Module, Vec::new())
+        .await
+        .unwrap();
     assert!(created);
     assert_eq!(
         (meta.size, meta.chunks, meta.kind),
         (bytes.len() as u64, 3, ModuleKind::Module)
     );
-    let (again, created) = coord.put_module(&digest, &bytes, ModuleKind::Module).await.unwrap();
+    let (again, created) = coord
+        .put_module(&digest, &bytes, ModuleKind::Module, Vec::new())
+        .await
+        .unwrap();
     assert!(!created, "a re-upload is a no-op");
     assert_eq!(again, meta);
     assert_eq!(

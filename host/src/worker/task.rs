@@ -168,10 +168,14 @@ async fn execute(spec: TaskSpec) {
         record.error = outcome.error;
         record.fuel_used = outcome.fuel_used;
         record.peak_memory = outcome.peak_memory;
+        record.egress = outcome.egress;
     }
     record.ended_at = Some(Timestamp::now());
     tracing::info!(status = %record.status, exit_code = ?record.exit_code, "run ended");
     metrics.run_ended(record.status);
+    if let Some(ledger) = &record.egress {
+        metrics.egress_recorded(ledger);
+    }
     let status = record.status;
     if let Some(alerts) = &alerts {
         alerts.notify(&job, &record);
@@ -233,8 +237,7 @@ async fn await_report(
                     status: report.status,
                     exit_code: report.exit_code,
                     error: report.error,
-                    fuel_used: None,
-                    peak_memory: None,
+                    ..RunOutcome::new(report.status)
                 }
             }
             Err(_) => RunOutcome::new(RunStatus::Failed)

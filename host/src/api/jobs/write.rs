@@ -13,6 +13,7 @@ use crate::auth::Role;
 use crate::coord::KillTarget;
 use crate::ids::JobName;
 use crate::job::{JobKind, JobMeta, JobRecord, JobSpec};
+use crate::module::ModuleKind;
 
 /// Create or replace a job.
 ///
@@ -38,16 +39,26 @@ pub(in crate::api) async fn put(
         message: err.message,
     })?;
     authorize_write(&state, &caller, &spec.kind)?;
-    if let JobKind::Wasm(wasm) = &spec.kind
-        && !state.coord.module_exists(&wasm.module).await?
-    {
-        return Err(ApiError::invalid(
-            "kind.wasm.module",
-            format!(
-                "module {} is not uploaded; POST it to /api/v1/modules first",
-                wasm.module
-            ),
-        ));
+    if let JobKind::Wasm(wasm) = &spec.kind {
+        let Some(module) = state.coord.module_meta(&wasm.module).await? else {
+            return Err(ApiError::invalid(
+                "kind.wasm.module",
+                format!(
+                    "module {} is not uploaded; upload it first (sandcron module push FILE, or POST /api/v1/modules)",
+                    wasm.module
+                ),
+            ));
+        };
+        if module.kind == ModuleKind::Module && !wasm.egress.is_empty() {
+            return Err(ApiError::invalid(
+                "kind.wasm.egress",
+                format!(
+                    "module {} is a core module (WASI preview 1), which has no network interface; \
+                     only components (WASI 0.2, wasi:http and wasi:sockets) can use egress",
+                    wasm.module
+                ),
+            ));
+        }
     }
     check_integrations(&state, &name, &spec).await?;
     let expected = precondition(&headers)?;

@@ -295,3 +295,43 @@ async fn unknown_routes_and_methods_answer_in_the_error_format() {
         .await
         .expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "PATCH");
 }
+
+#[tokio::test]
+async fn egress_entries_are_checked_one_by_one_and_only_components_get_them() {
+    let api = TestApi::new();
+    let digest = api.upload_demo().await;
+    let cases = [
+        ("api.example.com", "needs a scheme"),
+        ("https://example.com:99999", "port"),
+        ("https://*", "wildcard"),
+        ("https://example.com/v1?key=1", "path"),
+        ("tcp://db.internal", "needs a port"),
+    ];
+    for (entry, part) in cases {
+        let mut body = wasm_job(&digest);
+        body["kind"]["wasm"]["egress"] = json!(["https://fine.example.com", entry]);
+        let error = api
+            .call(Method::PUT, "/api/v1/jobs/net", Some(OPERATOR), body)
+            .await
+            .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", part);
+        assert_eq!(error["field"], "kind.wasm.egress[1]", "{entry}");
+        assert!(error["message"].as_str().unwrap_or_default().contains(entry), "{error}");
+    }
+    let mut limits = wasm_job(&digest);
+    limits["kind"]["wasm"]["network"] = json!({"requests": 0});
+    let error = api
+        .call(Method::PUT, "/api/v1/jobs/net", Some(OPERATOR), limits)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "");
+    assert_eq!(error["field"], "kind.wasm.network.requests");
+
+    // The demo module is a core module: no network interface to grant.
+    let mut core = wasm_job(&digest);
+    core["kind"]["wasm"]["egress"] = json!(["https://api.example.com"]);
+    let error = api
+        .call(Method::PUT, "/api/v1/jobs/net", Some(OPERATOR), core)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "only components");
+    assert_eq!(error["field"], "kind.wasm.egress");
+    api.get("/api/v1/jobs/net").await.expect(StatusCode::NOT_FOUND);
+}

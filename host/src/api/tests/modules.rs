@@ -31,6 +31,11 @@ async fn uploads_are_content_addressed_idempotent_and_listed_with_their_jobs() {
     );
     assert_eq!(first["kind"], "module");
     assert_eq!(first["created"], true);
+    assert_eq!(
+        first["capabilities"],
+        serde_json::json!([]),
+        "a core module has no network interface"
+    );
     assert_eq!(first["size"], crate::launch::DEMO_MODULE.len());
 
     // The same bytes again, as a multipart form field: stored already.

@@ -10,7 +10,7 @@ use super::records::ModuleMeta;
 use super::{Coordinator, encode};
 use crate::coord::{Compare, MAX_VALUE_BYTES, StoreError, Txn, TxnOp};
 use crate::ids::ModuleDigest;
-use crate::module::ModuleKind;
+use crate::module::{Capability, ModuleKind};
 
 impl Coordinator {
     // Bytes are split into chunks of at most MAX_VALUE_BYTES (etcd refuses
@@ -39,6 +39,7 @@ impl Coordinator {
         digest: &ModuleDigest,
         bytes: &[u8],
         kind: ModuleKind,
+        capabilities: Vec<Capability>,
     ) -> Result<(ModuleMeta, bool), StoreError> {
         if let Some(meta) = self.module_meta(digest).await? {
             return Ok((meta, false));
@@ -56,6 +57,7 @@ impl Coordinator {
             chunks,
             kind,
             uploaded_at: Timestamp::now(),
+            capabilities,
         };
         let key = self.module_meta_key(digest);
         let response = self

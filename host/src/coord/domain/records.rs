@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::auth::Role;
 use crate::coord::Revision;
 use crate::ids::{JobName, RunId};
-use crate::module::ModuleKind;
+use crate::module::{Capability, ModuleKind};
 use crate::run::{ParentRun, RunStatus, Shard, Trigger};
 
 /// The claim record of a job: the newest tick any worker has claimed.
@@ -215,4 +215,7 @@ pub struct ModuleMeta {
     pub kind: ModuleKind,
     #[schema(value_type = String, format = DateTime)]
     pub uploaded_at: Timestamp,
+    /// The network interfaces it imports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<Capability>,
 }

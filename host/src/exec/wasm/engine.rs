@@ -1,6 +1,7 @@
 //! The process's one wasmtime `Engine` — fuel, epoch interruption, the pooling
 //! allocator sized from the worker's capacity — the epoch ticker thread, and
-//! the WASI linkers (p1 for core modules, p2 for components).
+//! the WASI linkers (p1 for core modules; p2 plus `wasi:http` and the host's
+//! own checked name lookup for components).
 //!
 //! Nothing here reads the environment: wasmtime's own environment switches
 //! (backtrace details) are pinned off.
@@ -14,6 +15,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::WasmConfig;
 use super::limits::{INSTANCES_PER_RUN, MEMORIES_PER_RUN, TABLE_ELEMENTS, TABLES_PER_RUN};
+use super::network;
 use super::sandbox::{ComponentState, CoreState};
 
 /// How often the epoch advances: the granularity of timeouts and kills, and
@@ -50,6 +52,12 @@ impl EngineParts {
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(anyhow::Error::from)
             .context("cannot link WASI preview 2")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link wasi:http")?;
+        network::add_name_lookup_to_linker(&mut component_linker, ComponentState::name_lookup)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the checked wasi:sockets/ip-name-lookup")?;
         Ok(Self {
             engine,
             core_linker,

@@ -6,7 +6,7 @@
 
 use wasmparser::{Encoding, Parser, Payload, ValidPayload, Validator, WasmFeatures};
 
-use crate::module::{ModuleError, ModuleInfo, ModuleKind};
+use crate::module::{Capability, ModuleError, ModuleInfo, ModuleKind};
 
 const MAGIC: &[u8; 4] = b"\0asm";
 /// Version field of a core module (version 1, layer 0).
@@ -112,9 +112,15 @@ pub(super) fn inspect(features: WasmFeatures, max_bytes: u64, bytes: &[u8]) -> R
             "a job component must export {RUN_INTERFACE} (the wasi:cli/command world); {found}"
         )));
     }
+    let imports: Vec<String> = imports.iter().map(display_import).collect();
+    let capabilities = match kind {
+        ModuleKind::Module => Vec::new(),
+        ModuleKind::Component => Capability::of_imports(&imports),
+    };
     Ok(ModuleInfo {
         kind,
-        imports: imports.iter().map(display_import).collect(),
+        imports,
+        capabilities,
     })
 }
 

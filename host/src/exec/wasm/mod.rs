@@ -43,6 +43,7 @@ mod cache;
 mod engine;
 mod inspect;
 mod limits;
+mod network;
 mod sandbox;
 mod stream;
 #[cfg(test)]
@@ -60,8 +61,10 @@ use tokio::sync::Semaphore;
 use self::artifact::{ArtifactStore, Compiled, Rejected};
 use self::cache::{CoreEntry, Loaded, ModuleCache, Prepared};
 use self::engine::{EngineParts, EpochTicker};
+use self::network::NetworkGrant;
 use self::sandbox::{Preopen, SandboxPlan, SandboxReport};
 use super::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
+use crate::exec::egress::EgressPolicy;
 use crate::ids::ModuleDigest;
 use crate::job::{JobKind, WasmJob};
 use crate::module::{ModuleError, ModuleInfo, ModuleInspector, ModuleKind};
@@ -89,6 +92,9 @@ pub struct WasmConfig {
     pub cache_dir: Option<PathBuf>,
     /// Host directories jobs may mount, by grant name (`DirMount::grant`).
     pub dirs: BTreeMap<String, PathBuf>,
+    /// Which addresses a component may reach at all (the worker's
+    /// `http_allow`); a job's `egress` narrows it to names and ports.
+    pub egress_policy: EgressPolicy,
 }
 
 impl Default for WasmConfig {
@@ -101,6 +107,7 @@ impl Default for WasmConfig {
             max_module_bytes: 64 << 20,
             cache_dir: None,
             dirs: BTreeMap::new(),
+            egress_policy: EgressPolicy::public_only(),
         }
     }
 }
@@ -358,6 +365,7 @@ impl WasmEngine {
             fuel: limits.fuel.min(self.config.max_fuel),
             memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
             timeout: Duration::from_secs(limits.timeout_s.min(self.config.max_timeout_s)),
+            network: NetworkGrant::new(&job.egress, job.network, self.config.egress_policy.clone()),
         })
     }
 }

@@ -16,10 +16,14 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
 use super::cache::{CoreEntry, Prepared};
 use super::limits::{LimitHit, RunLimiter, TABLE_ELEMENTS};
+use super::network::{HttpHooks, NameLookupView, NetworkGrant, Resolved, RunNetwork, tcp_connect_check};
 use super::stream::{CHANNEL_CAPACITY, Chunk, GuestOutput, Shared};
 use crate::exec::{KillSwitch, RunOutcome, RunOutput, StopReason};
+use crate::job::EgressScheme;
 use crate::run::{RunStatus, StreamKind};
 
 /// Fuel between two yields of a CPU-bound guest (some tens of milliseconds).
@@ -36,6 +40,10 @@ pub(super) struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
     limiter: RunLimiter,
+    http: WasiHttpCtx,
+    hooks: HttpHooks,
+    network: Arc<RunNetwork>,
+    resolved: Resolved,
 }
 
 impl WasiView for ComponentState {
@@ -43,6 +51,27 @@ impl WasiView for ComponentState {
         WasiCtxView {
             ctx: &mut self.ctx,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl ComponentState {
+    /// What the host's own `wasi:sockets/ip-name-lookup` works on.
+    pub(super) fn name_lookup(&mut self) -> NameLookupView<'_> {
+        NameLookupView {
+            table: &mut self.table,
+            network: &self.network,
+            resolved: &self.resolved,
         }
     }
 }
@@ -73,6 +102,8 @@ pub(super) struct SandboxPlan {
     pub(super) fuel: u64,
     pub(super) memory_bytes: usize,
     pub(super) timeout: Duration,
+    /// Where a component may connect (nowhere unless the job lists it).
+    pub(super) network: NetworkGrant,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +161,7 @@ pub(super) async fn execute(
     };
     let limiter = RunLimiter::new(plan.memory_bytes);
     let deadline = Instant::now() + plan.timeout;
+    let mut ledger_of_run = None;
     let (end, measured) = match prepared {
         Prepared::Core { pre, entry } => {
             let state = CoreState {
@@ -149,10 +181,17 @@ pub(super) async fn execute(
             (end, Measured::of(store, plan.fuel))
         }
         Prepared::Component { pre } => {
+            let network = RunNetwork::new(plan.network.clone());
+            let resolved = Resolved::default();
+            network_builder(&mut wasi, &network, &resolved);
             let state = ComponentState {
                 ctx: wasi.build(),
                 table: ResourceTable::new(),
                 limiter,
+                http: WasiHttpCtx::new(),
+                hooks: HttpHooks::new(Arc::clone(&network)),
+                network: Arc::clone(&network),
+                resolved,
             };
             let mut store = new_store(engine, state, plan, kill, deadline);
             let guest = async {
@@ -164,7 +203,10 @@ pub(super) async fn execute(
                 })
             };
             let end = supervise(guest, &mut rx, &shared, output, kill, deadline).await;
-            (end, Measured::of(store, plan.fuel))
+            let measured = Measured::of(store, plan.fuel);
+            let ledger = network.ledger();
+            ledger_of_run = (!plan.network.targets.is_empty() || !ledger.is_empty()).then_some(ledger);
+            (end, measured)
         }
     };
     // The store is gone, and with it every sender: what is queued is all there
@@ -178,6 +220,7 @@ pub(super) async fn execute(
     let mut outcome = classify(end, &measured, plan, kill, deadline);
     outcome.fuel_used = Some(measured.fuel_used);
     outcome.peak_memory = Some(measured.peak_memory);
+    outcome.egress = ledger_of_run;
     SandboxReport {
         outcome,
         forwarded: shared.forwarded(),
@@ -230,6 +273,23 @@ fn wasi_builder(plan: &SandboxPlan, tx: mpsc::Sender<Chunk>, shared: &Arc<Shared
             .map_err(|err| format!("cannot open directory for {}: {err}", preopen.guest_path))?;
     }
     Ok(builder)
+}
+
+/// A component's sockets: TCP connects checked against the run's network
+/// (only when the job lists a `tcp://` entry); UDP and name lookups through
+/// the system resolver stay off (lookups go through the host's own
+/// `ip-name-lookup`, see `network::sockets`).
+fn network_builder(builder: &mut WasiCtxBuilder, network: &Arc<RunNetwork>, resolved: &Resolved) {
+    let tcp = network
+        .grant()
+        .targets
+        .iter()
+        .any(|target| target.scheme == EgressScheme::Tcp);
+    if tcp {
+        builder
+            .allow_tcp(true)
+            .socket_addr_check(tcp_connect_check(Arc::clone(network), Arc::clone(resolved)));
+    }
 }
 
 fn new_store<T: HasLimiter>(

@@ -119,6 +119,8 @@ impl Job {
                 env: self.env.clone(),
                 dirs: self.dirs.clone(),
                 limits: self.limits.clone(),
+                egress: Vec::new(),
+                network: Default::default(),
             }),
             parent: None,
             shard: None,

@@ -75,6 +75,10 @@ pub(super) struct RunDoc {
     /// The guest's result as JSON text; see the module comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     result: Option<String>,
+    /// The egress ledger as JSON text, like `result`: its counters are
+    /// unsigned 64-bit, which BSON has no type for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    egress: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expire_at: Option<DateTime>,
     #[serde(
@@ -120,6 +124,10 @@ impl RunDoc {
             result_due: record.result_due.map(to_date),
             // A `serde_json::Value` always encodes.
             result: record.result.as_ref().map(serde_json::Value::to_string),
+            egress: record
+                .egress
+                .as_ref()
+                .and_then(|ledger| serde_json::to_string(ledger).ok()),
             expire_at: record.expire_at.map(to_date),
             expire_ms: record.expire_at.map(Timestamp::as_millisecond),
             // Small JSON texts, like `result`: no numbers the wire server
@@ -185,6 +193,11 @@ impl RunDoc {
                 .map(|text| serde_json::from_str(&text))
                 .transpose()
                 .map_err(|e| corrupt("an unreadable result", &e))?,
+            egress: self
+                .egress
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| corrupt("an unreadable egress ledger", &e))?,
             expire_at: self
                 .expire_at
                 .map(from_date)

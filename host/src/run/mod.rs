@@ -7,6 +7,10 @@ use utoipa::ToSchema;
 use crate::ids::{JobName, ModuleDigest, RunId};
 use crate::job::{Job, JobKind};
 
+mod ledger;
+
+pub use ledger::{EgressEntry, EgressKind, EgressLedger, EgressOutcome, EgressTotals, MAX_LEDGER_ENTRIES};
+
 /// The prefix of the stdout line that sets a run's result value.
 pub const RESULT_MARKER: &str = "::sandcron::result ";
 
@@ -220,6 +224,9 @@ pub struct RunRecord {
     /// For a shard of a broadcast job's tick: which one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// What a WASM job did on the network, when it was granted any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressLedger>,
 }
 
 impl RunRecord {
@@ -253,6 +260,7 @@ impl RunRecord {
             expire_at: None,
             parent: None,
             shard: None,
+            egress: None,
         }
     }
 
