@@ -57,7 +57,7 @@ fn request(kind: JobKind) -> anyhow::Result<ExecRequest> {
 }
 
 /// Runs `kind` `runs` times in a row; each sample is one whole run.
-async fn measure(executor: &dyn Executor, kind: &JobKind, runs: usize) -> anyhow::Result<Vec<Duration>> {
+pub async fn measure(executor: &dyn Executor, kind: &JobKind, runs: usize) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let request = request(kind.clone())?;

@@ -12,6 +12,7 @@
 //! - [`logs`]: sink throughput vs raw `insert_many`; write → visible.
 //! - [`kill`]: API kill → run ended.
 //! - [`footprint`]: idle RSS, binary size, cold start.
+//! - [`network`]: a component's HTTP GET vs a shell job's `curl`.
 //!
 //! Shared pieces: [`report`] (statistics, tables), [`sys`] (/proc, machine),
 //! [`inproc`] (in-process workers and probe stores), [`servers`] (etcd,
@@ -25,6 +26,7 @@ pub mod inproc;
 pub mod kill;
 pub mod lateness;
 pub mod logs;
+pub mod network;
 pub mod report;
 pub mod scale;
 pub mod servers;
@@ -46,7 +48,7 @@ impl Ctx {
 }
 
 /// The sections in report order, by the name `--only` takes.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "executors",
     "dispatch",
     "lateness",
@@ -55,4 +57,5 @@ pub const SECTIONS: [&str; 8] = [
     "logs",
     "kill",
     "footprint",
+    "network",
 ];

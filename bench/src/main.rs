@@ -104,6 +104,7 @@ fn run_section(ctx: &mut Ctx, section: &str) -> anyhow::Result<()> {
     runtime.block_on(async {
         match section {
             "executors" => sandcron_bench::executors::run(ctx).await,
+            "network" => sandcron_bench::network::run(ctx).await,
             "dispatch" => sandcron_bench::dispatch::run(ctx).await,
             "lateness" => sandcron_bench::lateness::run(ctx).await,
             "scale" => sandcron_bench::scale::run(ctx).await,
