@@ -12,6 +12,10 @@ export function h(tag, attrs, ...children) {
       Object.assign(node.dataset, value);
     } else if (key === "value" || key === "checked" || key === "selected") {
       node[key] = value;
+    } else if (key === "style") {
+      // Through the CSSOM: the Content-Security-Policy allows no inline
+      // style attributes.
+      node.style.cssText = String(value);
     } else {
       node.setAttribute(key, value === true ? "" : String(value));
     }

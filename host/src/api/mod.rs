@@ -26,6 +26,7 @@ use crate::module::ModuleInspector;
 pub mod auth;
 mod console;
 mod error;
+mod guard;
 pub mod jobs;
 pub mod modules;
 pub mod openapi;
@@ -61,6 +62,9 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub max_body_bytes: usize,
+    /// Host names a server without tokens answers besides `localhost` and
+    /// address literals (`server.allowed_hosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The whole application: API, probes, metrics, OpenAPI and the console.
@@ -101,6 +105,13 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .fallback(console::fallback)
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(guard::LocalGuard {
+                allowed_hosts: http.allowed_hosts.clone(),
+                tokens: !state.tokens.is_empty(),
+            }),
+            guard::guard,
+        ))
         .with_state(state)
 }
 

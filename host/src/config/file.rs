@@ -131,6 +131,9 @@ pub struct ServerFile {
     pub max_module_mb: Option<u64>,
     /// Whether this master accepts shell jobs (from admins) at all.
     pub allow_shell_jobs: Option<bool>,
+    /// Host names a server without tokens answers besides `localhost` and
+    /// address literals (names of this machine the browser uses).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

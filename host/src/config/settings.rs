@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest module accepted at upload.
     pub max_module_bytes: u64,
+    /// `server.allowed_hosts`, lower case, checked.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Worker settings after validation.
@@ -384,5 +386,28 @@ pub(super) fn server(
         tokens,
         max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
         max_module_bytes: module_limit(file.server.max_module_mb)?,
+        allowed_hosts: allowed_hosts(file.server.allowed_hosts.as_deref().unwrap_or_default())?,
     })
+}
+
+/// `server.allowed_hosts`: host names, without ports or wildcards.
+fn allowed_hosts(names: &[String]) -> anyhow::Result<Vec<String>> {
+    names
+        .iter()
+        .map(|name| {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if valid {
+                Ok(name)
+            } else {
+                bail!("server.allowed_hosts: {name:?} is not a host name (no port, no wildcard)")
+            }
+        })
+        .collect()
 }

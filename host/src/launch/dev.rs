@@ -88,6 +88,7 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         state,
         &HttpConfig {
             max_body_bytes: config.server.max_body_bytes,
+            allowed_hosts: config.server.allowed_hosts.clone(),
         },
     );
     let served = api::serve(listener, app, shutdown.clone()).await;

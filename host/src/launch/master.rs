@@ -36,6 +36,7 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
         state,
         &HttpConfig {
             max_body_bytes: config.server.max_body_bytes,
+            allowed_hosts: config.server.allowed_hosts.clone(),
         },
     );
     api::serve(listener, app, shutdown)

@@ -5,6 +5,7 @@
 //! test. The end-to-end suites (`tests/e2e`) cover the same routes over
 //! HTTP against the real process.
 
+mod guard;
 mod jobs;
 mod modules;
 mod runs;
@@ -118,6 +119,7 @@ impl TestApi {
             state.clone(),
             &HttpConfig {
                 max_body_bytes: 1 << 20,
+                allowed_hosts: Vec::new(),
             },
         );
         TestApi { app, state }
