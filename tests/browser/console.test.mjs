@@ -7,6 +7,8 @@
 //   SANDCRON_VIEWER_TOKEN, SANDCRON_OPERATOR_TOKEN, SANDCRON_ADMIN_TOKEN
 //                         tokens of the second server
 //   SANDCRON_EXAMPLE_WASM an example guest to upload (target/guests/rust-module.wasm)
+//   SANDCRON_NET_PROBE_WASM a component that makes the calls its args ask for
+//                         (target/guests/net-probe.wasm: `get URL` is an HTTP GET)
 //   SANDCRON_REFUSED_WASM a module the server must refuse (imports env::host_fn)
 //   SANDCRON_SLEEP_WASM   a module that prints "sleeping" and sleeps for a minute
 //   ARTIFACT_DIR          where screenshots go (under target/)
@@ -32,6 +34,7 @@ const VIEWER_TOKEN = env("SANDCRON_VIEWER_TOKEN");
 const OPERATOR_TOKEN = env("SANDCRON_OPERATOR_TOKEN");
 const ADMIN_TOKEN = env("SANDCRON_ADMIN_TOKEN");
 const EXAMPLE_WASM = env("SANDCRON_EXAMPLE_WASM");
+const NET_PROBE_WASM = env("SANDCRON_NET_PROBE_WASM");
 const REFUSED_WASM = env("SANDCRON_REFUSED_WASM");
 const SLEEP_WASM = env("SANDCRON_SLEEP_WASM");
 const ARTIFACTS = env("ARTIFACT_DIR");
@@ -251,6 +254,113 @@ test("runs appear on the job's page, and a run shows its output", async () => {
   await page.locator("#output-lines li.stderr").first().waitFor();
   await page.locator("#run-status [data-status=succeeded]").waitFor();
   await page.getByText("Result", { exact: true }).waitFor();
+  assert.equal(await page.locator("#egress").count(), 0, "no network calls shown for a job without egress");
+});
+
+/** The run of `netprobe` whose egress ledger the phone test shows again. */
+let ledgerRunId = null;
+
+test("a component's egress is written in the editor, and a bad entry is refused at its line", async () => {
+  await newJob("netprobe", "@yearly");
+  await page.locator("#module-file").setInputFiles(NET_PROBE_WASM);
+  await page.locator("#upload-ok").waitFor();
+  assert.equal(await page.locator("#upload-capabilities").textContent(), "http, sockets");
+  await page.locator("#job-egress-module", { hasText: "The chosen component can use: http, sockets." }).waitFor();
+  // One call to the dev server itself (the dev worker's policy allows
+  // loopback), one to a name no entry lists: refused before any lookup.
+  await page.getByLabel("Arguments").fill(`get\n${BASE}/healthz\nget\nhttp://example.invalid/`);
+  const egress = page.getByLabel(/^Egress/);
+  // A plain mistake is pointed out while typing…
+  await egress.fill("api.example.com");
+  await page.locator("#job-egress-check", { hasText: 'line 1: "api.example.com" needs a scheme' }).waitFor();
+  // …the rest is the server's to judge: its 422 is shown at the field, naming the entry's line.
+  await egress.fill(`${BASE}\nhttps://example.com:99999`);
+  await page.locator("#job-egress-check").waitFor({ state: "hidden" });
+  await page.getByRole("button", { name: "Create job" }).click();
+  const error = page.locator("#job-egress-error");
+  await error.waitFor({ state: "visible" });
+  assert.match(await error.textContent(), /^line 2: "https:\/\/example\.com:99999": port "99999" is not a number from 1 to 65535$/);
+  assert.match(await page.locator("#form-error").textContent(), /^kind\.wasm\.egress\[1\]: /);
+  assert.equal(await egress.getAttribute("aria-invalid"), "true");
+  // The keyboard focus is on the field, with the bad entry selected.
+  assert.equal(await page.evaluate(() => {
+    const area = document.activeElement;
+    return area.id === "job-egress" ? area.value.slice(area.selectionStart, area.selectionEnd) : null;
+  }), "https://example.com:99999");
+  await shot("editor-egress-error");
+  assert.equal((await fetch(`${BASE}/api/v1/jobs/netprobe`)).status, 404);
+
+  await egress.fill(BASE);
+  await page.locator("#network-limits summary").click();
+  await page.getByLabel("Requests", { exact: true }).fill("20");
+  await page.getByLabel("Bytes received").fill("2097152");
+  await page.locator("#job-net-bytes-in-hint", { hasText: "2.0 MiB" }).waitFor();
+  await shot("editor-egress");
+  await save("netprobe");
+  const saved = await apiGet("/jobs/netprobe");
+  assert.deepEqual(saved.kind.wasm.egress, [BASE]);
+  assert.deepEqual(saved.kind.wasm.network, {
+    requests: 20, concurrent: 8, bytes_out: 10 * 1024 * 1024, bytes_in: 2097152, connect_timeout_s: 10, first_byte_timeout_s: 30,
+  });
+  await page.locator("#job-egress-list", { hasText: BASE }).waitFor();
+
+  // Editing keeps the egress and the limits: unchanged, the job is saved as it was.
+  await open("#/jobs/netprobe/edit", "Edit netprobe");
+  assert.equal(await egress.inputValue(), BASE);
+  assert.equal(await page.locator("#network-limits").getAttribute("open"), "", "limits that are not the defaults are shown");
+  assert.equal(await page.getByLabel("Requests", { exact: true }).inputValue(), "20");
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.getByRole("heading", { level: 1, name: /^netprobe/ }).waitFor();
+  const again = await apiGet("/jobs/netprobe");
+  assert.ok(again.revision > saved.revision, "saved");
+  assert.deepEqual(specOf(again), specOf(saved));
+
+  // A core module has no network interface: the editor says so, and the server refuses egress for it.
+  await open("#/jobs/greeter/edit", "Edit greeter");
+  await page.locator("#job-egress-module", { hasText: "core module (WASI preview 1): it cannot use the network" }).waitFor();
+  await egress.fill("https://api.example.com");
+  await page.locator("#job-egress-module.is-warn", { hasText: "the server refuses egress for it" }).waitFor();
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.locator("#job-egress-error", { hasText: "only components (WASI 0.2, wasi:http and wasi:sockets) can use egress" }).waitFor();
+  assert.equal((await apiGet("/jobs/greeter")).kind.wasm.egress, undefined);
+});
+
+test("a run lists its network calls: what was reached, what was refused, and the totals", async () => {
+  // The jobs table marks a job that may reach the network.
+  await open("#/jobs?q=netprobe", "Jobs");
+  assert.equal(await row("netprobe").locator("[data-flag=egress]").getAttribute("title"), `May connect to ${BASE}`);
+  await open("#/jobs/netprobe", /^netprobe/);
+  await runNowAndOpen("netprobe");
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: RUNS });
+  ledgerRunId = new URL(page.url()).hash.replace("#/runs/", "");
+  const rows = page.locator("#egress-ledger tbody tr");
+  await rows.nth(1).waitFor();
+  assert.equal(await rows.count(), 2);
+  const cells = async (index) => rows.nth(index).locator("th, td").allInnerTexts();
+  const [, kind, method, destination, outcome, status] = await cells(0);
+  assert.deepEqual([kind, method, outcome, status], ["http", "GET", "ok", "HTTP 200"]);
+  assert.equal(destination, `${BASE}/healthz\n→ ${new URL(BASE).host}`);
+  const refused = await cells(1);
+  assert.equal(refused[3], "http://example.invalid:80/");
+  assert.equal(refused[4], "refused");
+  assert.match(refused[5], /^http:\/\/example\.invalid:80 is not in the job's egress/);
+  assert.equal(await rows.nth(1).locator(".badge.tone-warn").count(), 1, "refused has the warning tone");
+  assert.match(await page.locator("#egress-totals").textContent(), /^2 calls1 ok1 refused0 failed\d+ B sent · [\d.]+ (B|KiB) received$/);
+  assert.equal(await page.locator("#egress-dropped").count(), 0);
+  // What the guest saw, in its output.
+  await page.locator("#output-lines li", { hasText: "get http://example.invalid/ error" }).waitFor();
+  await shot("run-egress");
+
+  // A run that made more calls than its ledger keeps says how many were only counted.
+  await page.route(`**/api/v1/runs/${ledgerRunId}`, async (route) => {
+    const run = await (await route.fetch()).json();
+    run.egress.totals = { ...run.egress.totals, calls: 1502, failed: 1500, dropped_entries: 1500 };
+    await route.fulfill({ json: run });
+  });
+  await page.reload();
+  await page.locator("#egress-dropped", { hasText: "Only the first 2 calls are listed: 1,500 calls after them are counted in the totals but not kept." }).waitFor();
+  await page.locator("#egress-totals [data-total=failed] .tone-bad", { hasText: "1,500 failed" }).waitFor();
+  await page.unrouteAll();
 });
 
 test("a running job's output arrives live, stdout and stderr interleaved", async () => {
@@ -727,9 +837,13 @@ test("the dashboard charts the last hour", async () => {
   await shot("dashboard", { docs: true });
 });
 
-test("modules are listed with the jobs that use them", async () => {
+test("modules are listed with the jobs that use them and what they can do on the network", async () => {
   await open("#/modules", "Modules");
   await page.locator("tr[data-digest]", { hasText: "greeter" }).waitFor();
+  const network = (job) => page.locator("tr[data-digest]", { hasText: job }).locator("td[data-label=Network]");
+  assert.equal(await network("greeter").innerText(), "none");
+  assert.equal(await network("netprobe").locator("[data-capabilities]").getAttribute("data-capabilities"), "http sockets");
+  assert.deepEqual(await network("netprobe").locator(".capability").allTextContents(), ["http", "sockets"]);
   await shot("modules");
 });
 
@@ -748,6 +862,12 @@ test("on a phone the jobs table becomes cards", async () => {
   const editorWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(editorWidth <= 390, `no horizontal scrolling in the editor on a phone (page is ${editorWidth}px wide)`);
   await shot("editor-phone", { target: phone });
+  // And a run's network calls.
+  await phone.goto(`${BASE}/#/runs/${ledgerRunId}`);
+  await phone.locator("#egress-ledger tbody tr").nth(1).waitFor();
+  const runWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(runWidth <= 390, `no horizontal scrolling on a run's page on a phone (page is ${runWidth}px wide)`);
+  await shot("run-egress-phone", { target: phone });
   await phone.close();
 });
 

@@ -73,11 +73,16 @@ fn the_console_works_in_a_real_browser() {
         "playwright-core is not installed; run `npm ci` in tests/browser (scripts/test.sh does)"
     );
     let example = root.join("target/guests/rust-module.wasm");
-    assert!(
-        example.is_file(),
-        "{} is missing; build the example guests with scripts/build-guests.sh",
-        example.display()
-    );
+    // A component that makes the network calls its arguments ask for, so a
+    // run has an egress ledger to show.
+    let net_probe = root.join("target/guests/net-probe.wasm");
+    for guest in [&example, &net_probe] {
+        assert!(
+            guest.is_file(),
+            "{} is missing; build the guests with scripts/build-guests.sh",
+            guest.display()
+        );
+    }
     let artifacts = root.join("target/console-test");
     std::fs::create_dir_all(&artifacts).expect("artifact dir");
     // A module the server must refuse (it imports a host function that is
@@ -108,6 +113,7 @@ fn the_console_works_in_a_real_browser() {
         .env("SANDCRON_OPERATOR_TOKEN", OPERATOR)
         .env("SANDCRON_ADMIN_TOKEN", ADMIN)
         .env("SANDCRON_EXAMPLE_WASM", &example)
+        .env("SANDCRON_NET_PROBE_WASM", &net_probe)
         .env("SANDCRON_REFUSED_WASM", &refused)
         .env("SANDCRON_SLEEP_WASM", &sleeper)
         .env("ARTIFACT_DIR", &artifacts)

@@ -2,8 +2,9 @@
 // and previewed live in the job's zone through /cron/next, the kind (a
 // WebAssembly module, picked or uploaded by drag-and-drop, a shell command
 // for admins on servers that permit it, or an HTTP request where a worker
-// runs them), limits and policies, completion (sync or async), broadcast,
-// the jobs it starts and its alerts. Saving is one PUT with If-Match /
+// runs them), limits and policies, where a module may connect (egress) and
+// its network limits, completion (sync or async), broadcast, the jobs it
+// starts and its alerts. Saving is one PUT with If-Match /
 // If-None-Match, so nobody's change is overwritten; fields the form does not
 // show are sent back as they were.
 
@@ -24,6 +25,20 @@ const PRESETS = [
   ["0 9 * * MON-FRI", "weekdays 09:00"],
 ];
 const DEFAULT_LIMITS = { fuel: 10_000_000_000, memory_mb: 64, timeout_s: 300, output_kb: 1024 };
+/** A wasm job's network limits when it names none (the server's defaults). */
+const DEFAULT_NETWORK = {
+  requests: 100, concurrent: 8, bytes_out: 10 * 1024 * 1024, bytes_in: 100 * 1024 * 1024, connect_timeout_s: 10, first_byte_timeout_s: 30,
+};
+/** (key, label, hint) of each network limit; bytes are shown in bytes so any stored value round-trips. */
+const NETWORK_FIELDS = [
+  ["requests", "Requests", "HTTP requests and TCP connections in all"],
+  ["concurrent", "At once", "open at the same time"],
+  ["bytes_out", "Bytes sent", null],
+  ["bytes_in", "Bytes received", null],
+  ["connect_timeout_s", "Connect timeout (s)", "longest wait for a connection"],
+  ["first_byte_timeout_s", "First-byte timeout (s)", "longest wait for a response to start"],
+];
+const EGRESS_SCHEMES = ["https", "http", "tcp"];
 const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 const DEFAULT_HTTP = { method: "GET", url: "", headers: {}, timeout_s: 30, output_kb: 1024 };
 const DEFAULT_RESULT_TIMEOUT_S = 3600;
@@ -66,6 +81,32 @@ function parseStatuses(text) {
 /** A share (0.5) as a percentage for the form ("50"), without float noise. */
 function percent(share) {
   return String(+(share * 100).toPrecision(12));
+}
+
+/** The id of the control of network limit `key` ("bytes_out" → "job-net-bytes-out"). */
+function networkId(key) {
+  return `job-net-${key.replaceAll("_", "-")}`;
+}
+
+/** The egress textarea's entries, each with its line (from 1); blank lines are left out. */
+function egressEntries(text) {
+  return text.split("\n").map((raw, index) => ({ entry: raw.trim(), line: index + 1 })).filter((e) => e.entry);
+}
+
+/**
+ * What is obviously wrong with an egress entry, or null. Only the plain
+ * mistakes (no scheme, another scheme, a URL with a path, a tcp:// entry
+ * without its port): the server checks the rest and has the last word.
+ */
+function egressMistake(entry) {
+  const at = entry.indexOf("://");
+  if (at < 0) return "needs a scheme: https://, http:// or tcp://";
+  const scheme = entry.slice(0, at).toLowerCase();
+  if (!EGRESS_SCHEMES.includes(scheme)) return `scheme "${scheme}" is not one of https, http, tcp`;
+  const rest = entry.slice(at + 3).replace(/\/$/, "");
+  if (/[/?#]/.test(rest)) return "names a destination, not a URL: leave out any path, query or fragment";
+  if (scheme === "tcp" && !/:\d+$/.test(rest)) return "a tcp:// entry needs a port, e.g. tcp://db.internal:5432";
+  return null;
 }
 
 /**
@@ -145,6 +186,9 @@ function setFieldError(form, id, message) {
   const control = form.querySelector(`#${CSS.escape(id)}`);
   const error = form.querySelector(`#${CSS.escape(id)}-error`);
   if (!control || !error) return false;
+  // An error inside a collapsed part (the network limits) must be seen.
+  const collapsed = control.closest("details:not([open])");
+  if (message && collapsed) collapsed.open = true;
   control.setAttribute("aria-invalid", message ? "true" : "false");
   error.hidden = !message;
   error.textContent = message || "";
@@ -162,6 +206,9 @@ function controlForField(path) {
     [/^kind\.wasm\.args/, "job-args"],
     [/^kind\.wasm\.env/, "job-env"],
     [/^kind\.wasm\.limits\.(\w+)/, (m) => `job-${m[1].replace("_", "-")}`],
+    [/^kind\.wasm\.egress/, "job-egress"],
+    [/^kind\.wasm\.network\.(\w+)/, (m) => networkId(m[1])],
+    [/^kind\.wasm\.network/, networkId("requests")],
     [/^kind\.shell\.command/, "job-command"],
     [/^kind\.shell\.env/, "job-env"],
     [/^kind\.shell\.timeout_s/, "job-shell-timeout"],
@@ -278,6 +325,17 @@ export async function render(view) {
   const memory = number("job-memory-mb", limits.memory_mb, { min: 1 });
   const wasmTimeout = number("job-timeout-s", limits.timeout_s, { min: 1 });
   const wasmOutput = number("job-output-kb", limits.output_kb, { min: 1 });
+  const egress = h("textarea", {
+    id: "job-egress", rows: 3, class: "mono", spellcheck: "false", autocomplete: "off",
+    placeholder: "https://api.example.com\nhttps://*.example.org:8443\ntcp://db.internal:5432",
+    "aria-describedby": "job-egress-hint job-egress-check job-egress-module job-egress-error",
+  }, (wasm.egress ?? []).join("\n"));
+  const egressCheck = h("ul", { class: "field-warn", id: "job-egress-check", "aria-live": "polite", hidden: true });
+  const egressModule = h("p", { class: "hint", id: "job-egress-module", "aria-live": "polite" });
+  const network = { ...DEFAULT_NETWORK, ...(wasm.network ?? {}) };
+  const networkInputs = Object.fromEntries(NETWORK_FIELDS.map(([key]) => [key, number(networkId(key), network[key], { min: 1 })]));
+  // Kept open when the job's limits are not the defaults, so they are seen.
+  const networkCustom = NETWORK_FIELDS.some(([key]) => network[key] !== DEFAULT_NETWORK[key]);
 
   const command = h("textarea", { id: "job-command", rows: 3, class: "mono", spellcheck: "false", placeholder: "echo hello from $SANDCRON_JOB" }, shell.command);
   const shellTimeout = number("job-shell-timeout", shell.timeout_s, { min: 1 });
@@ -356,7 +414,24 @@ export async function render(view) {
       field("Fuel", fuel, { hint: "about one unit per instruction" }),
       field("Memory (MiB)", memory),
       field("Timeout (s)", wasmTimeout),
-      field("Output limit (KiB)", wasmOutput)));
+      field("Output limit (KiB)", wasmOutput),
+      h("div", { class: "field wide", "data-field": "job-egress" },
+        h("label", { for: "job-egress" }, "Egress: where this job may connect"),
+        egress,
+        h("p", { class: "hint", id: "job-egress-hint" },
+          "One per line: ", h("code", {}, "https://api.example.com"), ", ", h("code", {}, "https://*.example.org:8443"), ", ",
+          h("code", {}, "tcp://db.internal:5432"), ". Nothing unless listed; the worker's own policy applies on top. ",
+          "Only components (WASI 0.2) can use the network."),
+        egressCheck,
+        egressModule,
+        h("p", { class: "field-error", id: "job-egress-error", hidden: true })),
+      h("details", { class: "advanced full", id: "network-limits", open: networkCustom },
+        h("summary", {}, "Network limits ", h("small", { class: "muted" }, "per run, for the calls egress allows")),
+        h("div", { class: "grid" },
+          NETWORK_FIELDS.map(([key, label, hint]) => field(label, networkInputs[key], {
+            hint: key.startsWith("bytes_") ? formatBytes(network[key]) : hint,
+          })),
+          h("p", { class: "hint full" }, "Defaults: 100 requests, 8 at once, 10 MiB sent, 100 MiB received, 10 s to connect, 30 s to the first byte.")))));
   const shellSection = h("div", { class: "kind-panel", id: "shell-panel" },
     h("div", { class: "grid" },
       field("Command", command, { wide: true, hint: "Run by /bin/sh -c in its own process group, with a cleared environment." }),
@@ -405,7 +480,7 @@ export async function render(view) {
     h("fieldset", {},
       h("legend", {}, "What runs"),
       h("div", { class: "kinds", role: "radiogroup", "aria-label": "Kind" },
-        h("label", { class: "kind-option" }, kindWasm, h("span", {}, h("strong", {}, "WebAssembly module"), h("small", {}, "Sandboxed: WASI only, no network, no files unless granted."))),
+        h("label", { class: "kind-option" }, kindWasm, h("span", {}, h("strong", {}, "WebAssembly module"), h("small", {}, "Sandboxed: WASI only; no network or files unless granted."))),
         h("label", { class: `kind-option${kindHttp.disabled ? " disabled" : ""}`, title: httpWhyNot ?? "" }, kindHttp,
           h("span", {}, h("strong", {}, "HTTP request"), h("small", { id: "http-why" }, httpWhyNot ?? "A worker calls a URL; the response is the run's output."))),
         h("label", { class: `kind-option${kindShell.disabled ? " disabled" : ""}`, title: shellWhyNot ?? "" }, kindShell,
@@ -550,6 +625,41 @@ export async function render(view) {
     setFieldError(form, "job-name", value && !NAME_PATTERN.test(value) ? "use lowercase letters, digits, - and _, starting with a letter or digit (at most 63)" : null);
   });
 
+  // ---- egress: plain mistakes flagged while typing, and what the chosen module can do ----
+  const moduleInfo = new Map(modules.map((m) => [m.digest, m]));
+  const checkEgress = () => {
+    const mistakes = egressEntries(egress.value)
+      .map(({ entry, line }) => ({ entry, line, mistake: egressMistake(entry) }))
+      .filter((e) => e.mistake);
+    replace(egressCheck, mistakes.map(({ entry, line, mistake }) => h("li", {}, `line ${line}: "${entry}" ${mistake}`)));
+    egressCheck.hidden = !mistakes.length;
+    const chosen = moduleInfo.get(moduleSelect.value);
+    const listed = egressEntries(egress.value).length > 0;
+    egressModule.classList.remove("is-warn");
+    if (!chosen) {
+      egressModule.textContent = "";
+    } else if (chosen.kind !== "component") {
+      egressModule.textContent = listed
+        ? "The chosen module is a core module (WASI preview 1): it has no network interface, so the server refuses egress for it."
+        : "The chosen module is a core module (WASI preview 1): it cannot use the network.";
+      egressModule.classList.toggle("is-warn", listed);
+    } else if (!chosen.capabilities?.length) {
+      egressModule.textContent = "The chosen component imports neither wasi:http nor wasi:sockets, so it makes no network calls.";
+    } else {
+      egressModule.textContent = `The chosen component can use: ${chosen.capabilities.join(", ")}.`;
+    }
+  };
+  egress.addEventListener("input", checkEgress);
+  moduleSelect.addEventListener("change", checkEgress);
+  checkEgress();
+  for (const [key, control] of Object.entries(networkInputs)) {
+    if (!key.startsWith("bytes_")) continue;
+    control.addEventListener("input", () => {
+      const value = Number(control.value);
+      form.querySelector(`#${networkId(key)}-hint`).textContent = control.value.trim() !== "" && Number.isFinite(value) ? formatBytes(value) : "";
+    });
+  }
+
   // ---- module upload ----
   const upload = async (file) => {
     if (!file) return;
@@ -557,6 +667,7 @@ export async function render(view) {
     setFieldError(form, "job-module", null);
     try {
       const stored = await uploadModule(file, view.signal);
+      moduleInfo.set(stored.digest, stored);
       let option = [...moduleSelect.options].find((o) => o.value === stored.digest);
       if (!option) {
         option = h("option", { value: stored.digest }, moduleLabel({ ...stored, uploaded_at: new Date().toISOString() }));
@@ -568,7 +679,9 @@ export async function render(view) {
         h("dl", { class: "facts compact" },
           h("dt", {}, "Digest"), h("dd", {}, h("code", { class: "digest", id: "upload-digest" }, stored.digest)),
           h("dt", {}, "Size"), h("dd", {}, formatBytes(stored.size)),
-          h("dt", {}, "Kind"), h("dd", {}, stored.kind === "component" ? "component (WASI 0.2 command)" : "module (WASI preview 1)"))));
+          h("dt", {}, "Kind"), h("dd", {}, stored.kind === "component" ? "component (WASI 0.2 command)" : "module (WASI preview 1)"),
+          h("dt", {}, "Network"), h("dd", { id: "upload-capabilities" }, capabilityText(stored)))));
+      checkEgress();
     } catch (err) {
       if (err.name === "AbortError") return;
       replace(uploadResult, h("div", { class: "notice tone-bad", id: "upload-error", role: "alert" },
@@ -672,13 +785,21 @@ export async function render(view) {
     if (currentKind() === "shell") {
       spec.kind = { shell: { command: command.value, env: envPairs, timeout_s: Number(shellTimeout.value), output_kb: Number(shellOutput.value) } };
     } else {
+      const { egress: _egress, network: _network, ...kept } = job?.kind.wasm ?? {};
+      const entries = egressEntries(egress.value).map((e) => e.entry);
+      const limitsOfNetwork = Object.fromEntries(NETWORK_FIELDS.map(([key]) => [key, Number(networkInputs[key].value)]));
+      // A new job's body leaves the limits out while they are the defaults;
+      // a stored job's limits (the server always answers them) go back as they are.
+      const networkChanged = NETWORK_FIELDS.some(([key]) => limitsOfNetwork[key] !== DEFAULT_NETWORK[key]);
       spec.kind = {
         wasm: {
-          ...(job?.kind.wasm ?? {}),
+          ...kept,
           module: moduleSelect.value,
           args: args.value.split("\n").map((a) => a.trim()).filter(Boolean),
           env: envPairs,
           limits: { fuel: Number(fuel.value), memory_mb: Number(memory.value), timeout_s: Number(wasmTimeout.value), output_kb: Number(wasmOutput.value) },
+          ...(entries.length ? { egress: entries } : {}),
+          ...(networkChanged || job?.kind.wasm?.network ? { network: limitsOfNetwork } : {}),
         },
       };
     }
@@ -703,10 +824,25 @@ export async function render(view) {
     }
     for (const node of form.querySelectorAll("[aria-invalid=true]")) node.setAttribute("aria-invalid", "false");
     errorSummary.hidden = true;
-    const fail = (message, controlId) => {
+    const fail = (message, controlId, atField = null) => {
       errorSummary.hidden = false;
       errorSummary.textContent = message;
-      if (!(controlId && setFieldError(form, controlId, message) && focusControl(form, controlId))) errorSummary.focus();
+      if (!(controlId && setFieldError(form, controlId, atField?.message ?? message) && focusControl(form, controlId))) errorSummary.focus();
+      atField?.select?.();
+    };
+    // An error about egress entry i names its line, and that line is selected.
+    const egressLine = (path, message) => {
+      const m = /^kind\.wasm\.egress\[(\d+)\]$/.exec(path ?? "");
+      const found = m ? egressEntries(egress.value)[Number(m[1])] : null;
+      if (!found) return null;
+      return {
+        message: `line ${found.line}: ${message}`,
+        select: () => {
+          const lines = egress.value.split("\n");
+          const start = lines.slice(0, found.line - 1).reduce((sum, line) => sum + line.length + 1, 0);
+          egress.setSelectionRange(start, start + lines[found.line - 1].length);
+        },
+      };
     };
     const jobName = editing ?? name.value.trim();
     if (!NAME_PATTERN.test(jobName)) return fail("The name must be lowercase letters, digits, - and _, starting with a letter or digit.", "job-name");
@@ -734,7 +870,7 @@ export async function render(view) {
           : `A job named ${jobName} already exists.`, editing ? null : "job-name");
       } else {
         const target = controlForField(err.field);
-        fail(err.field ? `${err.field}: ${err.message}` : err.message, target);
+        fail(err.field ? `${err.field}: ${err.message}` : err.message, target, egressLine(err.field, err.message));
       }
     } finally {
       save.disabled = false;
@@ -757,5 +893,12 @@ function stripView(job) {
 
 function moduleLabel(m) {
   const used = m.jobs?.length ? ` · used by ${m.jobs.join(", ")}` : "";
-  return `${shortDigest(m.digest)} · ${m.kind} · ${formatBytes(m.size)}${m.uploaded_at ? ` · ${formatTime(m.uploaded_at)}` : ""}${used}`;
+  const network = m.capabilities?.length ? ` (${m.capabilities.join(", ")})` : "";
+  return `${shortDigest(m.digest)} · ${m.kind}${network} · ${formatBytes(m.size)}${m.uploaded_at ? ` · ${formatTime(m.uploaded_at)}` : ""}${used}`;
+}
+
+/** What a module can do on the network, in words. */
+function capabilityText(m) {
+  if (m.kind !== "component") return "none: a core module has no network interface";
+  return m.capabilities?.length ? m.capabilities.join(", ") : "none: it imports neither wasi:http nor wasi:sockets";
 }

@@ -2,8 +2,9 @@
 // settings, next fire times, running runs and run history), plus the job
 // actions both share: run now, pause/resume, kill, delete.
 // A job is a WebAssembly module, a shell command or an HTTP request; it may
-// complete asynchronously, broadcast to every worker, start other jobs and
-// raise alerts, and both pages say so.
+// complete asynchronously, broadcast to every worker, start other jobs,
+// reach the network (a module's egress) and raise alerts, and both pages
+// say so.
 
 import { api, can, jobPath, query } from "./api.js";
 import {
@@ -25,7 +26,7 @@ export function dependentsOf(job) {
   return [...(job.on_success ?? []), ...(job.on_failure ?? [])];
 }
 
-/** The job's integrations as small badges: async, broadcast, dependents, alerts. */
+/** The job's integrations as small badges: async, broadcast, dependents, egress, alerts. */
 function flags(job) {
   const items = [];
   if (job.completion === "async") {
@@ -40,6 +41,10 @@ function flags(job) {
       class: "flag", "data-flag": "dependents",
       title: [job.on_success?.length ? `on success: ${job.on_success.join(", ")}` : null, job.on_failure?.length ? `on failure: ${job.on_failure.join(", ")}` : null].filter(Boolean).join("; "),
     }, `→ ${dependents.size} dependent${dependents.size === 1 ? "" : "s"}`));
+  }
+  const egress = job.kind.wasm?.egress ?? [];
+  if (egress.length) {
+    items.push(h("span", { class: "flag", "data-flag": "egress", title: `May connect to ${egress.join(", ")}` }, "egress"));
   }
   if (job.alerts) {
     items.push(h("span", { class: "flag", "data-flag": "alerts", title: `Alerts to ${job.alerts.channels.join(", ")}` }, "alerts"));
@@ -396,7 +401,16 @@ function kindFacts(job) {
     Object.keys(wasm.env || {}).length ? fact("Environment", h("code", { class: "block" }, Object.entries(wasm.env).map(([k, v]) => `${k}=${v}`).join("\n"))) : null,
     wasm.dirs?.length ? fact("Directories", wasm.dirs.map((d) => `${d.grant} → ${d.guest_path}${d.writable ? " (writable)" : ""}`).join(", ")) : null,
     fact("Limits", `fuel ${formatCount(l.fuel)} · memory ${l.memory_mb} MiB · timeout ${l.timeout_s} s · output ${formatBytes(l.output_kb * 1024)}`),
+    fact("Egress", wasm.egress?.length
+      ? h("span", { id: "job-egress-list" }, wasm.egress.map((entry) => h("span", { class: "chip" }, entry)))
+      : h("span", { class: "muted" }, "none: it reaches nothing")),
+    wasm.egress?.length && wasm.network ? fact("Network limits", networkLimits(wasm.network)) : null,
   ];
+}
+
+/** "100 requests, 8 at once · 10 MiB out, 100 MiB in · connect 10 s, first byte 30 s". */
+function networkLimits(n) {
+  return `${n.requests} requests, ${n.concurrent} at once · ${formatBytes(n.bytes_out)} out, ${formatBytes(n.bytes_in)} in · connect ${n.connect_timeout_s} s, first byte ${n.first_byte_timeout_s} s`;
 }
 
 function jobLinks(names) {

@@ -1,12 +1,27 @@
-// WebAssembly modules (#/modules): the stored modules with the jobs that use
-// them, upload by drag-and-drop or file picker, and delete.
+// WebAssembly modules (#/modules): the stored modules with what they can do
+// on the network and the jobs that use them, upload by drag-and-drop or file
+// picker, and delete.
 
 import { api, can } from "./api.js";
 import { confirmDialog, emptyState, errorState, formatBytes, formatTime, h, keepFocus, relTime, replace, toast } from "./ui.js";
 
-/** Uploads a .wasm file as raw bytes; answers {digest, size, kind, created}. */
+/** Uploads a .wasm file as raw bytes; answers {digest, size, kind, capabilities, created}. */
 export function uploadModule(file, signal) {
   return api("/modules", { method: "POST", body: file, headers: { "Content-Type": "application/wasm" }, signal });
+}
+
+/**
+ * The network interfaces a module imports, as badges ("http", "sockets"),
+ * or "none": a core module has no network interface at all.
+ */
+export function capabilityBadges(module) {
+  const list = module.capabilities ?? [];
+  if (!list.length) {
+    const why = module.kind === "component" ? "imports neither wasi:http nor wasi:sockets" : "a core module (WASI preview 1) has no network interface";
+    return h("span", { class: "muted", title: why, "data-capabilities": "" }, "none");
+  }
+  return h("span", { class: "flags", "data-capabilities": list.join(" ") },
+    list.map((c) => h("span", { class: "flag capability", title: c === "http" ? "wasi:http outgoing requests" : "wasi:sockets TCP and name lookups" }, c)));
 }
 
 export async function render(view) {
@@ -18,13 +33,14 @@ export async function render(view) {
     const file = h("input", { type: "file", id: "modules-file", accept: ".wasm,application/wasm", class: "visually-hidden" });
     const zone = h("label", { for: "modules-file", class: "dropzone" },
       h("strong", {}, "Drop a .wasm file here"), " or ", h("span", { class: "link-like" }, "choose a file"),
-      h("small", { class: "muted" }, "Validated on upload: magic number, size, wasmtime validation, WASI-only imports."));
+      h("small", { class: "muted" }, "Validated on upload: magic number, size, wasmtime validation, WASI-only imports. A component may import wasi:http and wasi:sockets; a job still reaches only what its egress lists."));
     const send = async (chosen) => {
       if (!chosen) return;
       replace(status, h("p", { class: "muted" }, `Uploading ${chosen.name}…`));
       try {
         const stored = await uploadModule(chosen, view.signal);
-        replace(status, h("p", { class: "notice tone-ok" }, `${stored.created ? "Uploaded" : "Already stored"}: ${chosen.name} → `, h("code", {}, stored.digest), ` (${stored.kind}, ${formatBytes(stored.size)})`));
+        const network = stored.capabilities?.length ? `, uses ${stored.capabilities.join(" and ")}` : "";
+        replace(status, h("p", { class: "notice tone-ok" }, `${stored.created ? "Uploaded" : "Already stored"}: ${chosen.name} → `, h("code", {}, stored.digest), ` (${stored.kind}${network}, ${formatBytes(stored.size)})`));
         await load();
       } catch (err) {
         if (err.name !== "AbortError") replace(status, h("p", { class: "notice tone-bad", role: "alert" }, h("strong", {}, `${chosen.name} was refused: `), err.message));
@@ -64,10 +80,11 @@ export async function render(view) {
       return;
     }
     replace(region, h("div", { class: "table-wrap" }, h("table", { class: "data" },
-      h("thead", {}, h("tr", {}, ["Digest", "Kind", "Size", "Uploaded", "Used by", h("span", { class: "sr-only" }, "Actions")].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Digest", "Kind", "Network", "Size", "Uploaded", "Used by", h("span", { class: "sr-only" }, "Actions")].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, modules.map((m) => h("tr", { "data-digest": m.digest },
         h("th", { scope: "row", "data-label": "Digest" }, h("code", { class: "digest", title: m.digest }, m.digest.replace(/^sha256:/, "").slice(0, 16), "…")),
         h("td", { "data-label": "Kind" }, m.kind),
+        h("td", { "data-label": "Network" }, capabilityBadges(m)),
         h("td", { "data-label": "Size", class: "num" }, formatBytes(m.size)),
         h("td", { "data-label": "Uploaded" }, h("div", { class: "stack" }, formatTime(m.uploaded_at), h("small", { class: "muted" }, relTime(m.uploaded_at)))),
         h("td", { "data-label": "Used by" }, m.jobs.length ? m.jobs.map((j, i) => [i ? ", " : "", h("a", { href: `#/jobs/${encodeURIComponent(j)}` }, j)]) : h("span", { class: "muted" }, "no job")),

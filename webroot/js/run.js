@@ -3,7 +3,8 @@
 // long-poll while the run is running; Kill for running runs. A dependent
 // run links to the run that started it, a broadcast shard lists the other
 // shards of its tick, and a running run of an async job says it waits for
-// the reported result.
+// the reported result. A WASM run with network access lists its egress
+// ledger: each HTTP request, TCP connection and name lookup, allowed or not.
 
 import { api, can, jobPath, query } from "./api.js";
 import { runNow } from "./jobs.js";
@@ -42,6 +43,67 @@ function facts(run, received) {
     run.module ? fact("Module", h("code", { title: run.module }, run.module.replace(/^sha256:/, "").slice(0, 16))) : null,
     fact("Fence", String(run.fence)),
   );
+}
+
+const OUTCOME_TONES = { ok: "ok", error: "bad", refused: "warn" };
+
+/** "3 calls", "1 call". */
+function calls(n) {
+  return `${n.toLocaleString("en")} call${n === 1 ? "" : "s"}`;
+}
+
+/**
+ * The run's egress ledger: its totals, a note when later calls were only
+ * counted, and a row per kept call. Null for a run without one (no network
+ * grant and no call).
+ */
+function egressSection(run) {
+  const ledger = run.egress;
+  if (!ledger) return null;
+  const { entries = [], totals } = ledger;
+  const started = run.started_at ? new Date(run.started_at).getTime() : null;
+  const count = (n, label, tone) => {
+    const text = `${n.toLocaleString("en")} ${label}`;
+    return h("span", { "data-total": label }, n && tone ? h("span", { class: `badge tone-${tone}` }, text) : text);
+  };
+  const ok = totals.calls - totals.refused - totals.failed;
+  const when = (at) => {
+    const ms = new Date(at).getTime() - started;
+    return started === null || Number.isNaN(ms) ? formatTime(at) : `+${formatDuration(ms)}`;
+  };
+  const head = ["When", "Kind", "Method", "Destination", "Outcome", "Status or error", "Sent", "Received", "Duration"];
+  return h("section", { class: "card egress", id: "egress", "aria-labelledby": "egress-title" },
+    h("div", { class: "egress-head" },
+      h("h2", { id: "egress-title" }, "Network calls"),
+      h("p", { class: "egress-totals", id: "egress-totals" },
+        h("strong", { "data-total": "calls" }, calls(totals.calls)),
+        count(ok, "ok"), count(totals.refused, "refused", "warn"), count(totals.failed, "failed", "bad"),
+        h("span", { "data-total": "bytes" }, `${formatBytes(totals.bytes_out)} sent · ${formatBytes(totals.bytes_in)} received`))),
+    totals.dropped_entries
+      ? h("p", { class: "notice tone-warn", id: "egress-dropped" },
+        `Only the first ${calls(entries.length)} are listed: ${calls(totals.dropped_entries)} after them ${totals.dropped_entries === 1 ? "is" : "are"} counted in the totals but not kept.`)
+      : null,
+    entries.length
+      ? h("div", { class: "table-wrap ledger-wrap", tabindex: 0, role: "region", "aria-label": "Network calls of this run" },
+        h("table", { class: "data ledger", id: "egress-ledger" },
+          h("thead", {}, h("tr", {}, head.map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", {}, entries.map((e) => h("tr", { "data-kind": e.kind, "data-outcome": e.outcome },
+            h("td", { "data-label": "When", class: "num", title: formatTime(e.at, undefined, true) }, when(e.at)),
+            h("td", { "data-label": "Kind" }, h("span", { class: "kind" }, e.kind)),
+            h("td", { "data-label": "Method" }, e.method ?? h("span", { class: "muted" }, "—")),
+            // One block per cell: on a phone a cell lays out its children in a row.
+            h("th", { scope: "row", "data-label": "Destination" }, h("div", {},
+              h("span", { class: "destination" }, e.target, e.path ?? ""),
+              e.address ? h("small", { class: "address", title: "the address connected to" }, `→ ${e.address}`) : null)),
+            h("td", { "data-label": "Outcome" }, h("span", { class: `badge tone-${OUTCOME_TONES[e.outcome] ?? "muted"}` }, e.outcome)),
+            h("td", { "data-label": "Status or error" }, h("div", {},
+              (e.status ?? null) !== null ? h("span", { class: "mono" }, `HTTP ${e.status}`) : null,
+              e.error ? h("span", { class: "ledger-error" }, e.error) : null,
+              (e.status ?? null) === null && !e.error ? h("span", { class: "muted" }, "—") : null)),
+            h("td", { "data-label": "Sent", class: "num" }, formatBytes(e.bytes_out)),
+            h("td", { "data-label": "Received", class: "num" }, formatBytes(e.bytes_in)),
+            h("td", { "data-label": "Duration", class: "num" }, formatDuration(e.duration_ms)))))))
+      : null);
 }
 
 /** Rows drawn at most; the rest stay in memory for Download, so a huge output cannot stall the tab. */
@@ -150,6 +212,7 @@ export async function render(view) {
   const resultBox = h("div", {});
   const asyncBox = h("div", { "aria-live": "polite" });
   const shardsBox = h("div", {});
+  const egressBox = h("div", {});
   const output = new OutputView();
   // A running run's output follows its end; a finished one is read from the top.
   output.autoScroll = run.status === "running";
@@ -173,6 +236,7 @@ export async function render(view) {
     factsBox,
     shardsBox,
     resultBox,
+    egressBox,
     h("section", { class: "card output-card", "aria-labelledby": "output-title" },
       h("div", { class: "output-head" },
         h("h2", { id: "output-title" }, "Output"),
@@ -226,6 +290,7 @@ export async function render(view) {
         ? h("p", { class: "notice tone-live", id: "async-wait" },
           `Once it ends well, the run waits up to ${job.result_timeout_s ?? 3600} s for its reported result.`, reportHow)
         : null);
+    replace(egressBox, egressSection(run));
     replace(resultBox, run.result !== undefined && run.result !== null
       ? h("section", { class: "card" }, h("h2", {}, "Result"), h("pre", { class: "result" }, JSON.stringify(run.result, null, 2)))
       : null);

@@ -176,7 +176,8 @@ mod tests {
     fn pages_of_other_origins_cannot_change_anything() {
         let guard = LocalGuard::default();
         let host = ("host", "127.0.0.1:8070");
-        let cases: [(&[(&'static str, &str)], Option<&str>); 6] = [
+        type Headers<'a> = &'a [(&'static str, &'a str)];
+        let cases: [(Headers<'_>, Option<&str>); 6] = [
             (&[host], None),
             (&[host, ("origin", "http://127.0.0.1:8070")], None),
             (&[host, ("origin", "http://evil.example")], Some("may not change")),
