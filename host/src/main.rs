@@ -30,6 +30,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Try(args) = cli.command {
+        return runtime.block_on(sandcron::cli::run_try(args));
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev(args) => dev(args).await,

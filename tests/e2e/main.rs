@@ -17,6 +17,7 @@ mod logs;
 mod network;
 mod shell_jobs;
 mod soak;
+mod try_cmd;
 mod wasm;
 
 use std::path::Path;

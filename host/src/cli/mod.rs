@@ -13,6 +13,9 @@ use crate::cronexpr::{CronExpr, parse_timezone};
 
 mod client;
 mod history;
+mod trial;
+
+pub use trial::{TryArgs, run as run_try};
 
 use client::Client;
 
@@ -32,6 +35,10 @@ pub enum Command {
     Master(MasterArgs),
     /// Run a worker of a cluster: it schedules, claims and executes jobs.
     Worker(WorkerArgs),
+    /// Run a .wasm once, here, in the sandbox a worker uses (same checks,
+    /// limits and network rules), and print how it ended.
+    #[command(name = "try")]
+    Try(TryArgs),
     /// Work with cron expressions locally.
     #[command(subcommand)]
     Cron(CronCommand),
@@ -181,7 +188,9 @@ pub enum JobCommand {
 pub async fn run_client(command: Command) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
-        Command::Dev(_) | Command::Master(_) | Command::Worker(_) => bail!("not a client command"),
+        Command::Dev(_) | Command::Master(_) | Command::Worker(_) | Command::Try(_) => {
+            bail!("not a client command")
+        }
         Command::Cron(CronCommand::Next { expr, tz, after, count }) => {
             let expr = CronExpr::parse(&expr)?;
             let zone = parse_timezone(&tz)?;
