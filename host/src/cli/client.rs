@@ -46,6 +46,19 @@ impl Client {
         self.send(self.request(Method::GET, path)).await
     }
 
+    /// `GET path`, or `None` when the server answers 404.
+    pub(super) async fn get_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
+        let response = self
+            .request(Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the sandcron server at {}", self.base))?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        self.answer(response).await.map(Some)
+    }
+
     pub(super) async fn get_query(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.send(self.request(Method::GET, path).query(query)).await
     }
@@ -76,6 +89,10 @@ impl Client {
             .send()
             .await
             .with_context(|| format!("cannot reach the sandcron server at {}", self.base))?;
+        self.answer(response).await
+    }
+
+    async fn answer(&self, response: reqwest::Response) -> anyhow::Result<Value> {
         let status = response.status();
         let bytes = response.bytes().await.context("cannot read the server's answer")?;
         if status == StatusCode::NO_CONTENT {

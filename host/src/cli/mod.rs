@@ -23,6 +23,10 @@ use client::Client;
 #[derive(Debug, Parser)]
 #[command(name = "sandcron", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// Where the client commands go and with which token; global, so they
+    /// may come before or after the subcommand (`sandcron --server URL job ls`).
+    #[command(flatten)]
+    pub client: ClientArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -44,28 +48,24 @@ pub enum Command {
     Cron(CronCommand),
     /// Create, list, change and delete jobs.
     Job {
-        #[command(flatten)]
-        client: ClientArgs,
         #[command(subcommand)]
         command: JobCommand,
     },
     /// Upload and list WebAssembly modules.
     Module {
-        #[command(flatten)]
-        client: ClientArgs,
         #[command(subcommand)]
         command: ModuleCommand,
     },
     /// Run a job now, once.
     Run {
-        #[command(flatten)]
-        client: ClientArgs,
         job: String,
+        /// Print the run's output as it is written, until it ends; the exit
+        /// status then says whether it succeeded.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Kill a job's running runs (or one of them).
     Kill {
-        #[command(flatten)]
-        client: ClientArgs,
         job: String,
         /// Kill only this run.
         #[arg(long)]
@@ -73,8 +73,6 @@ pub enum Command {
     },
     /// Print the output of a run, or of a job's latest run.
     Logs {
-        #[command(flatten)]
-        client: ClientArgs,
         /// A run id, or a job name (its latest run).
         target: String,
         /// Keep printing output as the run produces it, until it ends.
@@ -83,8 +81,6 @@ pub enum Command {
     },
     /// List runs.
     Runs {
-        #[command(flatten)]
-        client: ClientArgs,
         #[arg(long)]
         job: Option<String>,
         #[arg(long)]
@@ -96,8 +92,6 @@ pub enum Command {
     /// job run or recorded once, no run stuck, no output gap, no stale fence.
     /// Exits 1 when it finds a violation.
     CheckHistory {
-        #[command(flatten)]
-        client: ClientArgs,
         /// Start of the window (RFC 3339, or seconds ago like `600s`).
         #[arg(long)]
         since: String,
@@ -120,10 +114,7 @@ pub enum Command {
         json: bool,
     },
     /// List live workers.
-    Workers {
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Workers,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,7 +176,7 @@ pub enum JobCommand {
 }
 
 /// Runs a client or local subcommand (everything but `dev`).
-pub async fn run_client(command: Command) -> anyhow::Result<()> {
+pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         Command::Dev(_) | Command::Master(_) | Command::Worker(_) | Command::Try(_) => {
@@ -212,16 +203,30 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             let expr = CronExpr::parse(&expr)?;
             writeln!(out, "{}", expr.explain())?;
         }
-        Command::Job { client, command } => job(&Client::new(&client)?, command, &mut out).await?,
-        Command::Module { client, command } => module(&Client::new(&client)?, command, &mut out).await?,
-        Command::Run { client, job } => {
-            let body = Client::new(&client)?.post(&format!("/jobs/{job}/run")).await?;
-            writeln!(out, "run of {job} requested")?;
+        Command::Job { command } => job(&Client::new(&client)?, command, &mut out).await?,
+        Command::Module { command } => module(&Client::new(&client)?, command, &mut out).await?,
+        Command::Run { job, follow } => {
+            let client = Client::new(&client)?;
+            let body = client.post(&format!("/jobs/{job}/run")).await?;
+            let run_id = body["run_id"].as_str();
+            match run_id {
+                Some(run_id) => writeln!(out, "run {run_id} of {job} requested")?,
+                None => writeln!(out, "run of {job} requested (one run per worker)")?,
+            }
             if let Some(note) = body.get("note").and_then(|n| n.as_str()) {
                 writeln!(out, "note: {note}")?;
             }
+            if let (true, Some(run_id)) = (follow, run_id) {
+                drop(out);
+                wait_for_run(&client, run_id).await?;
+                let status = print_run(&client, run_id, true).await?;
+                if status != "succeeded" {
+                    bail!("run {run_id} ended {status}");
+                }
+                return Ok(());
+            }
         }
-        Command::Kill { client, job, run } => {
+        Command::Kill { job, run } => {
             let path = match &run {
                 Some(run) => format!("/jobs/{job}/kill?run_id={run}"),
                 None => format!("/jobs/{job}/kill"),
@@ -231,13 +236,8 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
                 writeln!(out, "killing {}", run.as_str().unwrap_or_default())?;
             }
         }
-        Command::Logs { client, target, follow } => logs(&Client::new(&client)?, &target, follow).await?,
-        Command::Runs {
-            client,
-            job,
-            status,
-            limit,
-        } => {
+        Command::Logs { target, follow } => logs(&Client::new(&client)?, &target, follow).await?,
+        Command::Runs { job, status, limit } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(job.map(|j| ("job", j)));
             query.extend(status.map(|s| ("status", s)));
@@ -261,7 +261,6 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::CheckHistory {
-            client,
             since,
             until,
             job,
@@ -292,30 +291,72 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Workers { client } => {
+        Command::Workers => {
             let workers = Client::new(&client)?.get("/workers").await?;
-            writeln!(
-                out,
-                "{:<30}  {:<20}  {:>8}  {:>7}  {:<6}  UPTIME",
-                "WORKER", "HOST", "CAPACITY", "RUNNING", "NATIVE"
-            )?;
-            for w in workers.as_array().into_iter().flatten() {
-                writeln!(
-                    out,
-                    "{:<30}  {:<20}  {:>8}  {:>7}  {:<6}  {}s",
-                    text(&w["id"]),
-                    text(&w["hostname"]),
-                    w["capacity"],
-                    w["running"],
-                    if w["allow_native"].as_bool() == Some(true) {
+            let rows: Vec<Vec<String>> = workers
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| {
+                    let native = if w["allow_native"].as_bool() == Some(true) {
                         "yes"
                     } else {
                         "no"
-                    },
-                    w["uptime_s"]
-                )?;
-            }
+                    };
+                    vec![
+                        text(&w["id"]).to_owned(),
+                        text(&w["hostname"]).to_owned(),
+                        w["capacity"].to_string(),
+                        w["running"].to_string(),
+                        native.to_owned(),
+                        format!("{}s", w["uptime_s"]),
+                    ]
+                })
+                .collect();
+            print_table(
+                &mut out,
+                &["WORKER", "HOST", "CAPACITY", "RUNNING", "NATIVE", "UPTIME"],
+                &[false, false, true, true, false, true],
+                &rows,
+            )?;
         }
+    }
+    Ok(())
+}
+
+/// Prints `rows` under `headers`, each column as wide as its widest cell,
+/// numbers (`right`) aligned right.
+fn print_table(
+    out: &mut impl std::io::Write,
+    headers: &[&str],
+    right: &[bool],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| {
+                let pad = widths[index].saturating_sub(cell.chars().count());
+                match (right.get(index).copied().unwrap_or(false), index == last) {
+                    (true, _) => format!("{}{cell}", " ".repeat(pad)),
+                    (false, true) => (*cell).to_owned(),
+                    (false, false) => format!("{cell}{}", " ".repeat(pad)),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(out, "{}", line(headers.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
 }
@@ -437,27 +478,39 @@ async fn module(client: &Client, command: ModuleCommand, out: &mut impl std::io:
         }
         ModuleCommand::Ls => {
             let modules = client.get("/modules").await?;
-            writeln!(out, "{:<71}  {:<9}  {:>10}  JOBS", "DIGEST", "KIND", "SIZE")?;
-            for module in modules.as_array().into_iter().flatten() {
-                let jobs: Vec<&str> = module["jobs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|j| j.as_str())
-                    .collect();
-                writeln!(
-                    out,
-                    "{:<71}  {:<9}  {:>10}  {}",
-                    text(&module["digest"]),
-                    text(&module["kind"]),
-                    module["size"],
-                    if jobs.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        jobs.join(",")
-                    }
-                )?;
-            }
+            let rows: Vec<Vec<String>> = modules
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|module| {
+                    let list = |key: &str| {
+                        let items: Vec<&str> = module[key]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|item| item.as_str())
+                            .collect();
+                        if items.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            items.join(",")
+                        }
+                    };
+                    vec![
+                        text(&module["digest"]).to_owned(),
+                        text(&module["kind"]).to_owned(),
+                        module["size"].to_string(),
+                        list("capabilities"),
+                        list("jobs"),
+                    ]
+                })
+                .collect();
+            print_table(
+                out,
+                &["DIGEST", "KIND", "SIZE", "NETWORK", "JOBS"],
+                &[false, false, true, false, false],
+                &rows,
+            )?;
         }
         ModuleCommand::Rm { digest } => {
             client.delete(&format!("/modules/{digest}")).await?;
@@ -488,18 +541,70 @@ pub fn read_job_file(path: &std::path::Path, name: Option<String>) -> anyhow::Re
     Ok((name, body))
 }
 
+/// `sandcron logs RUN_ID|JOB [--follow]`: a run's output; a job's latest
+/// run's, and with `--follow` every later run's as it starts, until Ctrl-C.
 async fn logs(client: &Client, target: &str, follow: bool) -> anyhow::Result<()> {
-    let run_id = if target.parse::<crate::ids::RunId>().is_ok() {
-        target.to_owned()
+    if target.parse::<crate::ids::RunId>().is_ok() {
+        print_run(client, target, follow).await?;
+        return Ok(());
+    }
+    if client.get_optional(&format!("/jobs/{target}")).await?.is_none() {
+        bail!("job {target} does not exist (sandcron job ls lists the jobs)");
+    }
+    let latest = latest_run(client, target).await?;
+    if !follow {
+        let run_id = latest.with_context(|| format!("job {target} has no runs yet"))?;
+        print_run(client, &run_id, false).await?;
+        return Ok(());
+    }
+    let mut shown = latest;
+    if let Some(run_id) = &shown {
+        print_run(client, run_id, true).await?;
     } else {
-        let page = client
-            .get_query("/runs", &[("job", target.to_owned()), ("limit", "1".to_owned())])
-            .await?;
-        page["runs"][0]["run_id"]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("job {target} has no runs yet"))?
-    };
+        eprintln!("[waiting for the first run of {target}; Ctrl-C to stop]");
+    }
+    loop {
+        let next = latest_run(client, target).await?;
+        if next.is_some() && next != shown {
+            if let Some(run_id) = &next {
+                eprintln!("[run {run_id}]");
+                print_run(client, run_id, true).await?;
+            }
+            shown = next;
+        } else {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// The newest run of `job`, if it has any.
+async fn latest_run(client: &Client, job: &str) -> anyhow::Result<Option<String>> {
+    let page = client
+        .get_query("/runs", &[("job", job.to_owned()), ("limit", "1".to_owned())])
+        .await?;
+    Ok(page["runs"][0]["run_id"].as_str().map(str::to_owned))
+}
+
+/// Waits until a requested run has been taken by a worker and recorded.
+async fn wait_for_run(client: &Client, run_id: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut told = false;
+    while client.get_optional(&format!("/runs/{run_id}")).await?.is_none() {
+        if std::time::Instant::now() > deadline {
+            bail!("run {run_id} has not started within 2 minutes: is a worker that can run it alive?");
+        }
+        if !told {
+            eprintln!("[waiting for a worker to start run {run_id}]");
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// Prints a run's output (following it with `follow` until it ends); returns
+/// its status when known.
+async fn print_run(client: &Client, run_id: &str, follow: bool) -> anyhow::Result<String> {
     let mut after: Option<u64> = None;
     loop {
         let mut query = vec![("limit", "5000".to_owned())];
@@ -524,11 +629,12 @@ async fn logs(client: &Client, target: &str, follow: bool) -> anyhow::Result<()>
         }
         after = page["next_after"].as_u64().or(after);
         let done = page["done"].as_bool().unwrap_or(true);
+        let status = text(&page["status"]).to_owned();
         if done || (!follow && page["chunks"].as_array().is_none_or(|c| c.len() < 5000)) {
             if follow || done {
-                eprintln!("[run {run_id} {}]", text(&page["status"]));
+                eprintln!("[run {run_id} {status}]");
             }
-            return Ok(());
+            return Ok(status);
         }
     }
 }

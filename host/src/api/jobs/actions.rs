@@ -18,6 +18,10 @@ use crate::placement;
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct RunRequested {
     pub job: String,
+    /// The id the run will have once a worker takes the request (not for a
+    /// broadcast job, whose shards get ids of their own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// Present when something about the request is worth knowing (a paused job).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -52,7 +56,11 @@ pub(in crate::api) async fn run_now(
             running.run_id
         )));
     }
-    state.coord.request_trigger(&name, caller.role).await?;
+    let key = state.coord.request_trigger(&name, caller.role).await?;
+    let run_id = (!job.spec.broadcast)
+        .then(|| state.coord.trigger_run_id(&key))
+        .flatten()
+        .map(|id| id.to_string());
     tracing::info!(job = %name, by = %caller.name, "run requested");
     let note = job
         .spec
@@ -62,6 +70,7 @@ pub(in crate::api) async fn run_now(
         StatusCode::ACCEPTED,
         Json(RunRequested {
             job: name.to_string(),
+            run_id,
             note,
         }),
     ))

@@ -43,6 +43,14 @@ impl Coordinator {
         self.put_trigger(job, &TriggerRequest::manual(requested_by)).await
     }
 
+    /// The run a trigger request's run will have: the id its key ends with
+    /// (the worker that takes the request starts the run under it, so "run
+    /// now" can name the run before it exists). `None` for a key of another
+    /// shape.
+    pub fn trigger_run_id(&self, key: &str) -> Option<RunId> {
+        key.rsplit('/').next().and_then(|id| id.parse().ok())
+    }
+
     /// Stores a request to start a run of `job`; returns its key.
     pub async fn put_trigger(&self, job: &JobName, request: &TriggerRequest) -> Result<String, StoreError> {
         let key = self.key(Family::Trigger, &format!("{job}/{}", RunId::generate()));

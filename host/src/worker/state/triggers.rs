@@ -108,13 +108,10 @@ impl State {
                 }
                 continue;
             }
-            let mut entry = self.running_entry(
-                &job,
-                RunId::generate(),
-                request.tick(),
-                request.trigger,
-                request.attempt,
-            );
+            // A requested run keeps the id its request was written under,
+            // which "run now" already told its caller.
+            let run_id = self.deps.coord.trigger_run_id(&kv.key).unwrap_or_else(RunId::generate);
+            let mut entry = self.running_entry(&job, run_id, request.tick(), request.trigger, request.attempt);
             entry.parent = request.parent.clone();
             entry.shard = request.shard;
             entry.depth = request.depth;
