@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => dev(args).await,
             Command::Master(args) => master(args).await,
             Command::Worker(args) => worker(args).await,
-            other => sandcron::cli::run_client(other).await,
+            other => sandcron::cli::run_client(other, cli.client).await,
         }
     });
     match result {

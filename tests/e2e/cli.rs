@@ -98,19 +98,34 @@ async fn job_apply_list_run_logs_and_remove_through_the_cli() {
     assert!(out.lines().nth(1).unwrap().starts_with("greet "), "{out}");
     let (code, out, err) = sandcron(&["run", "greet"], Some(&server));
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "run of greet requested\n");
+    let run_id = out
+        .strip_prefix("run ")
+        .and_then(|rest| rest.strip_suffix(" of greet requested\n"))
+        .unwrap_or_else(|| panic!("run names its run: {out:?}"))
+        .to_owned();
     let api = dev.api();
     wait_for("the run to succeed", Duration::from_secs(20), || async {
         api.runs("greet")
             .await
             .iter()
-            .any(|r| r["status"] == "succeeded")
+            .any(|r| r["status"] == "succeeded" && r["run_id"] == run_id.as_str())
             .then_some(())
     })
     .await;
-    let (code, out, err) = sandcron(&["logs", "greet", "--follow"], Some(&server));
+    let (code, out, err) = sandcron(&["logs", &run_id, "--follow"], Some(&server));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "hello from the cli\n");
+    assert!(err.contains("succeeded"), "{err}");
+    let (code, out, _) = sandcron(&["logs", "greet"], Some(&server));
+    assert_eq!((code, out.as_str()), (0, "hello from the cli\n"));
+    let (code, _, err) = sandcron(&["logs", "nosuch"], Some(&server));
+    assert_eq!(code, 1);
+    assert!(err.contains("job nosuch does not exist"), "{err}");
+    // Global flags may come first; run --follow prints the run live and
+    // exits with its outcome.
+    let (code, out, err) = sandcron(&["--server", &server, "run", "greet", "--follow"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("hello from the cli\n"), "{out}");
     assert!(err.contains("succeeded"), "{err}");
     let (code, out, _) = sandcron(&["runs", "--job", "greet"], Some(&server));
     assert_eq!(code, 0);
@@ -133,6 +148,18 @@ async fn job_apply_list_run_logs_and_remove_through_the_cli() {
         err.contains("minute field \"61\"") && err.contains("field schedule; HTTP 422"),
         "{err}"
     );
+    // A mistake in the TOML is reported at its key and line in the file.
+    std::fs::write(
+        dir.path().join("typo.toml"),
+        "name = \"typo\"\nschedule = \"@daily\"\ncolour = \"red\"\n[kind.shell]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = sandcron(
+        &["job", "apply", "-f", &dir.path().join("typo.toml").to_string_lossy()],
+        Some(&server),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("line 3") && err.contains("unknown field `colour`"), "{err}");
     let (code, _, _) = sandcron(&["job", "rm", "greet"], Some(&server));
     assert_eq!(code, 0);
     let (code, _, err) = sandcron(&["job", "get", "greet"], Some(&server));

@@ -520,6 +520,26 @@ async fn module(client: &Client, command: ModuleCommand, out: &mut impl std::io:
     Ok(())
 }
 
+/// The TOML text with its top-level `name = …` line turned into a comment:
+/// what is left is the job spec, on the same lines as in the file.
+fn without_name(text: &str) -> String {
+    let mut in_root = true;
+    text.lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with('[') {
+                in_root = false;
+            }
+            let is_name = in_root
+                && trimmed
+                    .strip_prefix("name")
+                    .is_some_and(|rest| rest.trim_start().starts_with('='));
+            if is_name { format!("# {line}") } else { line.to_owned() }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Reads a job file (TOML, or JSON when it ends in `.json`) into its name
 /// and the body of `PUT /jobs/{name}`.
 pub fn read_job_file(path: &std::path::Path, name: Option<String>) -> anyhow::Result<(String, serde_json::Value)> {
@@ -529,6 +549,14 @@ pub fn read_job_file(path: &std::path::Path, name: Option<String>) -> anyhow::Re
     } else {
         let table: toml::Table =
             toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+        // Checked here as a job, so that a mistake is reported at its key
+        // and line in this file rather than in the JSON the server gets.
+        // (A wasm job's `module` may come from --module instead.)
+        if let Err(err) = toml::from_str::<crate::job::JobSpec>(&without_name(&text))
+            && !err.message().contains("missing field `module`")
+        {
+            bail!("{}: {}", path.display(), err.to_string().trim_end());
+        }
         serde_json::to_value(table)?
     };
     let object = body

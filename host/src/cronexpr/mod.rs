@@ -507,6 +507,14 @@ pub fn parse_timezone(name: &str) -> Result<TimeZone, ScheduleError> {
         .map_err(|_| ScheduleError::UnknownTimeZone(trimmed.to_string()))
 }
 
+/// The IANA spelling of a zone name looked up case-insensitively
+/// (`europe/berlin` is `Europe/Berlin`), so that a stored job names its
+/// zone as the database does.
+pub fn canonical_timezone(name: &str) -> Result<String, ScheduleError> {
+    let zone = parse_timezone(name)?;
+    Ok(zone.iana_name().unwrap_or(name.trim()).to_owned())
+}
+
 /// Keeps error messages short when a hostile caller sends a huge name.
 fn truncate_for_message(text: &str) -> String {
     const KEEP: usize = MAX_TIMEZONE_NAME_LEN;

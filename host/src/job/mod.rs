@@ -164,6 +164,15 @@ impl JobSpec {
         }
     }
 
+    /// Writes the time zone as the IANA database spells it (`europe/berlin`
+    /// becomes `Europe/Berlin`); an unknown zone is left for `validate` to
+    /// refuse.
+    pub fn canonicalize(&mut self) {
+        if let Ok(canonical) = crate::cronexpr::canonical_timezone(&self.timezone) {
+            self.timezone = canonical;
+        }
+    }
+
     /// How long an async run waits for its report.
     pub fn result_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.result_timeout_s.unwrap_or(DEFAULT_RESULT_TIMEOUT_S))

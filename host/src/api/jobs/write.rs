@@ -30,9 +30,10 @@ pub(in crate::api) async fn put(
     caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
-    ApiJson(spec): ApiJson<JobSpec>,
+    ApiJson(mut spec): ApiJson<JobSpec>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
+    spec.canonicalize();
     let now = Timestamp::now();
     spec.validate(now).map_err(|err| ApiError::Invalid {
         field: Some(err.field),

@@ -335,3 +335,22 @@ async fn egress_entries_are_checked_one_by_one_and_only_components_get_them() {
     assert_eq!(error["field"], "kind.wasm.egress");
     api.get("/api/v1/jobs/net").await.expect(StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_time_zone_is_stored_as_the_iana_database_spells_it() {
+    let api = TestApi::new();
+    let mut body = shell_job("true");
+    body["timezone"] = json!("europe/berlin");
+    let created = api
+        .call(Method::PUT, "/api/v1/jobs/tz", Some(ADMIN), body)
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(created["timezone"], "Europe/Berlin");
+    let mut unknown = shell_job("true");
+    unknown["timezone"] = json!("Europe/Atlantis");
+    let error = api
+        .call(Method::PUT, "/api/v1/jobs/tz", Some(ADMIN), unknown)
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Europe/Atlantis");
+    assert_eq!(error["field"], "timezone");
+}
