@@ -475,6 +475,11 @@ pub async fn workers_and_running_entries_live_on_leases(store: Arc<dyn KvStore>,
 /// shared transactions (more than one transaction holds, so the packs stay
 /// within `MAX_TXN_OPS`), and finishing a run twice is harmless.
 pub async fn runs_ending_together_share_delete_transactions(store: Arc<dyn KvStore>, prefix: &str) {
+    // Every transaction takes at least a couple of milliseconds, as with a
+    // store across a network: a fast in-memory store on a busy machine may
+    // otherwise finish each delete before the next one is even queued, and
+    // packing (which only gathers what waits) would have nothing to pack.
+    let slow = Coordinator::new(Arc::new(SlowTxns(store.clone())), prefix);
     let coord = Coordinator::new(store.clone(), prefix);
     let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
     let job = JobName::new("busy").unwrap();
@@ -486,7 +491,7 @@ pub async fn runs_ending_together_share_delete_transactions(store: Arc<dyn KvSto
         revision = coord.start_run(&job, &run, lease).await.unwrap();
         runs.push(run.run_id);
     }
-    let ended = futures::future::join_all(runs.iter().map(|run| coord.finish_run(&job, *run))).await;
+    let ended = futures::future::join_all(runs.iter().map(|run| slow.finish_run(&job, *run))).await;
     assert!(ended.iter().all(Result::is_ok), "{ended:?}");
     assert!(coord.running(Some(&job)).await.unwrap().is_empty());
     coord.finish_run(&job, runs[0]).await.unwrap();
@@ -529,4 +534,40 @@ pub async fn kill_requests_are_watchable(store: Arc<dyn KvStore>, prefix: &str) 
     assert_eq!(seen[0].target, KillTarget::Run(run_id));
     assert_eq!(seen[1].target, KillTarget::All);
     assert!(seen.iter().all(|request| request.job == job));
+}
+
+/// A store whose transactions take at least 2 ms.
+struct SlowTxns(Arc<dyn KvStore>);
+
+#[async_trait::async_trait]
+impl KvStore for SlowTxns {
+    async fn get(&self, key: &str) -> Result<Option<crate::coord::KeyValue>, crate::coord::StoreError> {
+        self.0.get(key).await
+    }
+    async fn range(&self, prefix: &str) -> Result<crate::coord::RangeResult, crate::coord::StoreError> {
+        self.0.range(prefix).await
+    }
+    async fn txn(&self, txn: crate::coord::Txn) -> Result<crate::coord::TxnResponse, crate::coord::StoreError> {
+        let (answer, ()) = tokio::join!(self.0.txn(txn), tokio::time::sleep(Duration::from_millis(2)));
+        answer
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        after: crate::coord::Revision,
+    ) -> Result<crate::coord::WatchStream, crate::coord::StoreError> {
+        self.0.watch(prefix, after).await
+    }
+    async fn lease_grant(&self, ttl: Duration) -> Result<crate::coord::LeaseId, crate::coord::StoreError> {
+        self.0.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, lease: crate::coord::LeaseId) -> Result<(), crate::coord::StoreError> {
+        self.0.lease_keep_alive(lease).await
+    }
+    async fn lease_revoke(&self, lease: crate::coord::LeaseId) -> Result<(), crate::coord::StoreError> {
+        self.0.lease_revoke(lease).await
+    }
+    async fn compact(&self, revision: crate::coord::Revision) -> Result<(), crate::coord::StoreError> {
+        self.0.compact(revision).await
+    }
 }
