@@ -749,3 +749,66 @@ async fn a_shard_handed_to_a_worker_that_dies_is_recorded_lost() {
         "every shard accounted for once: {runs:?}"
     );
 }
+
+/// A component's network calls in a cluster: the worker's policy bounds
+/// them, and the ledger reaches MongoDB and comes back through any master.
+#[tokio::test]
+async fn a_component_reaches_what_its_job_lists_on_a_worker_whose_policy_allows_it() {
+    let service = sandcron_tests::receiver::Receiver::start().await;
+    let stores = Stores::start();
+    let env = stores.env("net");
+    let master = env.master("m1", "");
+    // One worker allows loopback (where the test service is); one does not.
+    let _open = env.worker(
+        "w-loopback",
+        &format!("{LEASE}\nhttp_allow = [\"loopback\"]\nlabels = {{ net = \"loopback\" }}"),
+    );
+    let _public = env.worker("w-public", &format!("{LEASE}\nlabels = {{ net = \"public\" }}"));
+    let api = master.api();
+    wait_for_workers(&api, 2).await;
+    let digest = api.upload_module(crate::built_guest("net-probe")).await;
+    let listed = format!("http://127.0.0.1:{}", service.addr.port());
+    let url = service.url("/from-the-cluster");
+    for (job, net) in [("net-open", "loopback"), ("net-closed", "public")] {
+        let body = json!({
+            "schedule": "0 0 1 1 *",
+            "selector": {"net": net},
+            "kind": {"wasm": {"module": digest, "args": ["get", url, "get", "https://example.com/"], "egress": [listed]}},
+        });
+        api.put(&format!("/api/v1/jobs/{job}"), &body).await.expect(201);
+        api.post(&format!("/api/v1/jobs/{job}/run")).await.expect(202);
+    }
+    let ended = |job: &'static str| {
+        let api = api.clone();
+        async move {
+            let run = wait_for(&format!("the run of {job}"), Duration::from_secs(60), || async {
+                api.runs(job).await.into_iter().find(|r| r["status"] != "running")
+            })
+            .await;
+            // The record by id, from MongoDB, with its ledger.
+            api.get(&format!("/api/v1/runs/{}", run["run_id"].as_str().unwrap()))
+                .await
+                .expect(200)
+        }
+    };
+    let open = ended("net-open").await;
+    assert_eq!(open["worker"], "w-loopback");
+    let entries = open["egress"]["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 2, "{open}");
+    assert_eq!(
+        (entries[0]["outcome"].as_str(), entries[0]["status"].as_u64()),
+        (Some("ok"), Some(200))
+    );
+    assert_eq!(entries[0]["path"], "/from-the-cluster");
+    assert_eq!(entries[1]["outcome"], "refused", "not listed");
+    let closed = ended("net-closed").await;
+    assert_eq!(closed["worker"], "w-public");
+    let entry = &closed["egress"]["entries"][0];
+    assert_eq!(entry["outcome"], "refused", "{closed}");
+    assert!(
+        entry["error"].as_str().unwrap_or_default().contains("loopback"),
+        "{entry}"
+    );
+    // Only the run on the worker that allows loopback reached the service.
+    assert_eq!(service.requests_to("/from-the-cluster").len(), 1);
+}
