@@ -26,7 +26,7 @@ use sandcron_tests::workspace_root;
 
 use crate::Ctx;
 use crate::inproc::{shell_kind, wasm_kind};
-use crate::report::{Stats, ms, ratio};
+use crate::report::{Stats, ms, ratio, run_row};
 
 /// Module bytes by digest, for the executor.
 pub struct Modules(pub HashMap<ModuleDigest, Vec<u8>>);
@@ -187,16 +187,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|(label, stats, count)| {
-            let median = stats.map_or(f64::NAN, |s| s.median);
-            vec![
-                label.clone(),
-                count.to_string(),
-                stats.map_or("–".into(), |s| ms(s.median)),
-                stats.map_or("–".into(), |s| ms(s.p99)),
-                stats.map_or("–".into(), |s| format!("{}–{}", ms(s.min), ms(s.max))),
-                ratio(median, native_median),
-                ratio(median, cli_median),
-            ]
+            let mut row = run_row(label, *stats, *count, &[native_median, cli_median]);
+            row.insert(4, stats.map_or("–".into(), |s| format!("{}–{}", ms(s.min), ms(s.max))));
+            row
         })
         .collect();
     report.table(

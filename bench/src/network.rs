@@ -19,7 +19,7 @@ use sandcron_tests::workspace_root;
 use crate::Ctx;
 use crate::executors::{Modules, measure};
 use crate::inproc::{shell_kind, wasm_kind};
-use crate::report::{Stats, ms, ratio};
+use crate::report::{Stats, ratio, run_row};
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let runs = ctx.pick(300, 2_000);
@@ -105,16 +105,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     let table: Vec<Vec<String>> = rows
         .iter()
-        .map(|(label, stats, count)| {
-            let median = stats.map_or(f64::NAN, |s| s.median);
-            vec![
-                label.clone(),
-                count.to_string(),
-                stats.map_or("–".into(), |s| ms(s.median)),
-                stats.map_or("–".into(), |s| ms(s.p99)),
-                ratio(median, curl_median),
-            ]
-        })
+        .map(|(label, stats, count)| run_row(label, *stats, *count, &[curl_median]))
         .collect();
     report.table(&["run", "runs", "median", "p99", "vs curl"], &table);
     report.note(format!(

@@ -79,6 +79,20 @@ pub fn mib(kib: u64) -> String {
 }
 
 /// `ours / theirs` as `1.23×`, or `–` when either is missing.
+/// The cells of a per-run row: label, runs, median, p99, then one ratio of
+/// the median to each of `against` (medians of the comparisons).
+pub fn run_row(label: &str, stats: Option<Stats>, runs: usize, against: &[f64]) -> Vec<String> {
+    let median = stats.map_or(f64::NAN, |s| s.median);
+    let mut row = vec![
+        label.to_owned(),
+        runs.to_string(),
+        stats.map_or("–".into(), |s| ms(s.median)),
+        stats.map_or("–".into(), |s| ms(s.p99)),
+    ];
+    row.extend(against.iter().map(|theirs| ratio(median, *theirs)));
+    row
+}
+
 pub fn ratio(ours: f64, theirs: f64) -> String {
     if ours.is_finite() && theirs.is_finite() && theirs != 0.0 {
         let r = ours / theirs;

@@ -396,13 +396,7 @@ fn allowed_hosts(names: &[String]) -> anyhow::Result<Vec<String>> {
         .iter()
         .map(|name| {
             let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-            let valid = !name.is_empty()
-                && name.len() <= 253
-                && name.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
+            let valid = crate::job::is_host_name(&name);
             if valid {
                 Ok(name)
             } else {

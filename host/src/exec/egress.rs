@@ -201,15 +201,7 @@ impl FromStr for Rule {
             None => (false, entry),
         };
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let valid = !name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            })
+        let valid = crate::job::is_host_name(&name)
             // A name whose last label is all digits is a mistyped address.
             && !name.rsplit('.').next().is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()));
         if !valid {

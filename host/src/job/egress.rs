@@ -180,8 +180,10 @@ fn normalize_host(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn check_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
+/// Whether `name` (lower case, no trailing dot) is a DNS host name: labels
+/// of 1–63 letters, digits and inner hyphens, 253 characters in all.
+pub fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -189,8 +191,11 @@ fn check_name(name: &str) -> Result<(), String> {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if valid {
+        })
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if is_host_name(name) {
         Ok(())
     } else {
         Err(format!("{name:?} is not a valid host name"))

@@ -25,7 +25,7 @@ mod kind;
 mod tests;
 mod validate;
 
-pub use egress::{EgressHost, EgressScheme, EgressTarget, NetworkLimits};
+pub use egress::{EgressHost, EgressScheme, EgressTarget, NetworkLimits, is_host_name};
 pub use kind::{DirMount, HTTP_METHODS, HttpJob, JobKind, ShellJob, WasmJob, WasmLimits};
 pub use validate::{check_dependency_cycles, check_failure_rate, limits};
 
