@@ -159,7 +159,10 @@ async fn job_apply_list_run_logs_and_remove_through_the_cli() {
         Some(&server),
     );
     assert_eq!(code, 1);
-    assert!(err.contains("line 3") && err.contains("unknown field `colour`"), "{err}");
+    assert!(
+        err.contains("line 3") && err.contains("unknown field `colour`"),
+        "{err}"
+    );
     let (code, _, _) = sandcron(&["job", "rm", "greet"], Some(&server));
     assert_eq!(code, 0);
     let (code, _, err) = sandcron(&["job", "get", "greet"], Some(&server));

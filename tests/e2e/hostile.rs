@@ -145,7 +145,8 @@ async fn a_slow_client_is_cut_off_and_does_not_hold_up_others() {
     let address = dev.base.trim_start_matches("http://").to_owned();
     // Slowloris: headers that never end.
     let mut slow = TcpStream::connect(&address).expect("connect");
-    slow.write_all(b"GET /api/v1/jobs HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
     // A well-behaved client is served meanwhile.
     still_serves(&api).await;
     // The server closes the connection after its header timeout.
@@ -166,8 +167,46 @@ async fn a_slow_client_is_cut_off_and_does_not_hold_up_others() {
         "closed by the server, not by our read timeout"
     );
     // A request line alone, then nothing: same.
-    let reply = raw_http(&dev.base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let reply = raw_http(&dev.base, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // A body announced and then stalled: the request is answered with an
+    // error once no byte has come for the body's idle timeout, and the
+    // connection does not stay open.
+    let mut stalled = TcpStream::connect(&address).expect("connect");
+    stalled
+        .write_all(
+            b"PUT /api/v1/jobs/stalled HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 200\r\n\r\n{\"schedule\": ",
+        )
+        .unwrap();
+    still_serves(&api).await;
+    stalled.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stalled.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => answer.extend_from_slice(&buffer[..read]),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    let waited = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 4"),
+        "a client error for the stalled body: {answer}"
+    );
+    assert!(
+        waited >= sandcron::api::BODY_IDLE_TIMEOUT / 2 && waited < Duration::from_secs(59),
+        "answered after {waited:?}"
+    );
+    assert!(
+        api.get("/api/v1/jobs/stalled").await.status == 404,
+        "nothing was created"
+    );
 }
 
 #[tokio::test]

@@ -379,7 +379,7 @@ pub fn answer_to_declared_length(base: &str, method: &str, path: &str, content_t
         .expect("read timeout");
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
     )
     .expect("write the request head");
     let mut head = [0u8; 1024];

@@ -24,6 +24,8 @@ use crate::metrics::Metrics;
 use crate::module::ModuleInspector;
 
 pub mod auth;
+mod body;
+pub use body::BODY_IDLE_TIMEOUT;
 mod console;
 mod error;
 mod guard;
@@ -104,6 +106,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/metrics", get(system::metrics))
         .fallback(console::fallback)
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(middleware::from_fn(body::idle_deadline))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(middleware::from_fn_with_state(
             Arc::new(guard::LocalGuard {
@@ -148,6 +151,9 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
 /// a request sent just as the master closes the connection fails.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most connections a server holds open at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then finishes
 /// in-flight requests.
 ///
@@ -159,7 +165,17 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
 
     let mut connections = tokio::task::JoinSet::new();
     let closing = CancellationToken::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // At most MAX_CONNECTIONS at once: the next waits in the kernel's
+        // accept queue until one closes.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => break,
+            },
+        };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
@@ -179,6 +195,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         let service = TowerToHyperService::new(app.clone());
         let closing = closing.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -9,6 +9,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use axum::extract::FromRequest as _;
+
 use super::{ApiError, ApiQuery, AppState, Caller};
 use crate::ids::{JobName, RunId};
 use crate::logstore::RunQuery;
@@ -98,6 +100,26 @@ pub(super) async fn list(
 fn parse_run_id(text: &str) -> Result<RunId, ApiError> {
     text.parse()
         .map_err(|err: crate::ids::InvalidId| ApiError::invalid("run_id", err.to_string()))
+}
+
+/// The job of `run_id` when it is running, waits for a result and `token`
+/// is its token (compared as SHA-256 digests, in constant time).
+async fn check_run_token(state: &AppState, run_id: RunId, token: &str) -> Result<JobName, ApiError> {
+    let Some((job, entry)) = state.coord.find_running(run_id).await? else {
+        return Err(ApiError::NotFound(format!(
+            "run {run_id} is not running: it ended (or timed out), or never existed"
+        )));
+    };
+    let Some(expected) = &entry.result_token_sha256 else {
+        return Err(ApiError::Conflict(format!(
+            "run {run_id} of job {job} does not wait for a result: its job's completion is sync"
+        )));
+    };
+    let presented = crate::crypto::sha256_hex(token.as_bytes());
+    if !crate::crypto::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::Forbidden(format!("wrong token for run {run_id}")));
+    }
+    Ok(job)
 }
 
 /// One run.
@@ -244,13 +266,20 @@ pub const RUN_TOKEN_HEADER: &str = "x-sandcron-run-token";
 pub(super) async fn report(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
-    headers: axum::http::HeaderMap,
-    super::ApiJson(body): super::ApiJson<ResultBody>,
+    request: axum::extract::Request,
 ) -> Result<(axum::http::StatusCode, Json<ResultAccepted>), ApiError> {
     let run_id = parse_run_id(&run_id)?;
-    let header_token = headers
+    let header_token = request
+        .headers()
         .get(RUN_TOKEN_HEADER)
-        .map(|value| value.to_str().map(str::trim).unwrap_or_default().to_owned());
+        .map(|value| value.to_str().map(str::trim).unwrap_or_default().to_owned())
+        .filter(|token| !token.is_empty());
+    // A token in the header is checked before a byte of the body is read:
+    // an unauthenticated caller cannot make this route read its body.
+    if let Some(token) = &header_token {
+        check_run_token(&state, run_id, token).await?;
+    }
+    let super::ApiJson(body) = super::ApiJson::<ResultBody>::from_request(request, &state).await?;
     let Some(token) = header_token.or_else(|| body.token.clone()).filter(|t| !t.is_empty()) else {
         return Err(ApiError::Unauthorized(format!(
             "missing run token: send the run's token in the {RUN_TOKEN_HEADER} header or as \"token\""
@@ -276,20 +305,7 @@ pub(super) async fn report(
             format!("must be at most {} bytes of JSON", crate::run::MAX_RESULT_BYTES),
         ));
     }
-    let Some((job, entry)) = state.coord.find_running(run_id).await? else {
-        return Err(ApiError::NotFound(format!(
-            "run {run_id} is not running: it ended (or timed out), or never existed"
-        )));
-    };
-    let Some(expected) = &entry.result_token_sha256 else {
-        return Err(ApiError::Conflict(format!(
-            "run {run_id} of job {job} does not wait for a result: its job's completion is sync"
-        )));
-    };
-    let presented = crate::crypto::sha256_hex(token.as_bytes());
-    if !crate::crypto::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-        return Err(ApiError::Forbidden(format!("wrong token for run {run_id}")));
-    }
+    let job = check_run_token(&state, run_id, &token).await?;
     let report = crate::coord::RunReport {
         status: body.status,
         exit_code: body.exit_code,

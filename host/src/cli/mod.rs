@@ -75,9 +75,14 @@ pub enum Command {
     Logs {
         /// A run id, or a job name (its latest run).
         target: String,
-        /// Keep printing output as the run produces it, until it ends.
+        /// Keep printing output as the run produces it, until it ends; for a
+        /// job, each next run too, until Ctrl-C.
         #[arg(short, long)]
         follow: bool,
+        /// Print control characters as they are (by default they are shown
+        /// escaped, so a job cannot drive your terminal).
+        #[arg(long)]
+        raw: bool,
     },
     /// List runs.
     Runs {
@@ -219,7 +224,7 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
             if let (true, Some(run_id)) = (follow, run_id) {
                 drop(out);
                 wait_for_run(&client, run_id).await?;
-                let status = print_run(&client, run_id, true).await?;
+                let status = print_run(&client, run_id, true, false).await?;
                 if status != "succeeded" {
                     bail!("run {run_id} ended {status}");
                 }
@@ -236,7 +241,7 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
                 writeln!(out, "killing {}", run.as_str().unwrap_or_default())?;
             }
         }
-        Command::Logs { target, follow } => logs(&Client::new(&client)?, &target, follow).await?,
+        Command::Logs { target, follow, raw } => logs(&Client::new(&client)?, &target, follow, raw).await?,
         Command::Runs { job, status, limit } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(job.map(|j| ("job", j)));
@@ -571,9 +576,9 @@ pub fn read_job_file(path: &std::path::Path, name: Option<String>) -> anyhow::Re
 
 /// `sandcron logs RUN_ID|JOB [--follow]`: a run's output; a job's latest
 /// run's, and with `--follow` every later run's as it starts, until Ctrl-C.
-async fn logs(client: &Client, target: &str, follow: bool) -> anyhow::Result<()> {
+async fn logs(client: &Client, target: &str, follow: bool, raw: bool) -> anyhow::Result<()> {
     if target.parse::<crate::ids::RunId>().is_ok() {
-        print_run(client, target, follow).await?;
+        print_run(client, target, follow, raw).await?;
         return Ok(());
     }
     if client.get_optional(&format!("/jobs/{target}")).await?.is_none() {
@@ -582,12 +587,12 @@ async fn logs(client: &Client, target: &str, follow: bool) -> anyhow::Result<()>
     let latest = latest_run(client, target).await?;
     if !follow {
         let run_id = latest.with_context(|| format!("job {target} has no runs yet"))?;
-        print_run(client, &run_id, false).await?;
+        print_run(client, &run_id, false, raw).await?;
         return Ok(());
     }
     let mut shown = latest;
     if let Some(run_id) = &shown {
-        print_run(client, run_id, true).await?;
+        print_run(client, run_id, true, raw).await?;
     } else {
         eprintln!("[waiting for the first run of {target}; Ctrl-C to stop]");
     }
@@ -596,13 +601,33 @@ async fn logs(client: &Client, target: &str, follow: bool) -> anyhow::Result<()>
         if next.is_some() && next != shown {
             if let Some(run_id) = &next {
                 eprintln!("[run {run_id}]");
-                print_run(client, run_id, true).await?;
+                print_run(client, run_id, true, raw).await?;
             }
             shown = next;
         } else {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
+}
+
+/// A job's output with its control characters (but newlines and tabs)
+/// written visibly as `\xNN`: output is written by untrusted code, and an
+/// escape sequence could otherwise rewrite the terminal or its title.
+fn escape_controls(data: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| (c.is_control() && c != '\n' && c != '\t') || ('\u{80}'..='\u{9f}').contains(&c);
+    if !data.chars().any(control) {
+        return data.into();
+    }
+    data.chars()
+        .map(|c| {
+            if control(c) {
+                format!("\\x{:02x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// The newest run of `job`, if it has any.
@@ -632,7 +657,7 @@ async fn wait_for_run(client: &Client, run_id: &str) -> anyhow::Result<()> {
 
 /// Prints a run's output (following it with `follow` until it ends); returns
 /// its status when known.
-async fn print_run(client: &Client, run_id: &str, follow: bool) -> anyhow::Result<String> {
+async fn print_run(client: &Client, run_id: &str, follow: bool, raw: bool) -> anyhow::Result<String> {
     let mut after: Option<u64> = None;
     loop {
         let mut query = vec![("limit", "5000".to_owned())];
@@ -645,6 +670,7 @@ async fn print_run(client: &Client, run_id: &str, follow: bool) -> anyhow::Resul
         let page = client.get_query(&format!("/runs/{run_id}/output"), &query).await?;
         for chunk in page["chunks"].as_array().into_iter().flatten() {
             let data = chunk["data"].as_str().unwrap_or_default();
+            let data = if raw { data.into() } else { escape_controls(data) };
             if chunk["stream"] == "stderr" {
                 let mut err = std::io::stderr().lock();
                 err.write_all(data.as_bytes())?;
@@ -664,5 +690,18 @@ async fn print_run(client: &Client, run_id: &str, follow: bool) -> anyhow::Resul
             }
             return Ok(status);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(super::escape_controls("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(
+            super::escape_controls("\u{1b}]0;pwned\u{7}red"),
+            "\\x1b]0;pwned\\x07red"
+        );
+        assert_eq!(super::escape_controls("a\rb\u{9b}c"), "a\\x0db\\x9bc");
     }
 }

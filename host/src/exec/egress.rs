@@ -336,6 +336,11 @@ fn classify_v6(v6: Ipv6Addr) -> AddressClass {
         AddressClass::Private
     } else if v6.is_unspecified() || v6.is_multicast() || first == 0x2001 && v6.segments()[1] == 0x0db8 {
         AddressClass::Special
+    } else if first == 0x2002 || (first == 0x2001 && v6.segments()[1] == 0) {
+        // 6to4 (2002::/16) and Teredo (2001::/32) carry an IPv4 address
+        // inside: through a relay they could reach any IPv4 address,
+        // private ones included, so they are not "public".
+        AddressClass::Special
     } else if first & 0xe000 == 0x2000 {
         AddressClass::Public
     } else {
@@ -362,6 +367,9 @@ mod tests {
         let cases = [
             ("8.8.8.8", AddressClass::Public),
             ("2606:4700::1111", AddressClass::Public),
+            ("2002:a00:1::1", AddressClass::Special),
+            ("2001:0:4136:e378::1", AddressClass::Special),
+            ("2001:4860:4860::8888", AddressClass::Public),
             ("10.1.2.3", AddressClass::Private),
             ("172.16.0.1", AddressClass::Private),
             ("192.168.1.1", AddressClass::Private),

@@ -13,17 +13,14 @@ use crate::worker::watchers::watch_puts;
 
 /// A fresh token for an async run: 256 random bits in hex, prefixed so it is
 /// recognisable in a secret scanner.
-pub(super) fn new_run_token() -> String {
+/// `None` when the OS gives no random bytes: a token derived from anything
+/// else could be guessed, so the run then fails instead of starting.
+pub(super) fn new_run_token() -> Option<String> {
     match crate::crypto::random_bytes::<32>() {
-        Ok(bytes) => format!("scr_{}", crate::crypto::hex(&bytes)),
+        Ok(bytes) => Some(format!("scr_{}", crate::crypto::hex(&bytes))),
         Err(err) => {
-            // Without randomness no token can be trusted; a run id is not
-            // secret, so fall back to one nobody can guess either: the
-            // clock's nanoseconds hashed with the process id. Logged, as it
-            // should never happen on Linux.
-            tracing::error!(%err, "cannot read random bytes for a run token");
-            let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-            format!("scr_{}", crate::crypto::sha256_hex(seed.as_bytes()))
+            tracing::error!(%err, "cannot read random bytes for a run token; the run fails");
+            None
         }
     }
 }

@@ -114,8 +114,12 @@ async fn execute(spec: TaskSpec) {
         }
         sink.record(record.clone()).await;
         metrics.runs_running.fetch_add(1, Ordering::Relaxed);
+        let tokenless = job.spec.completion == crate::job::Completion::Async && report.is_none();
         let outcome = match (executor, crate::worker::shell_permitted(&job, shell_allowed)) {
             (_, Err(reason)) => RunOutcome::new(RunStatus::Failed).with_error(reason),
+            (Some(_), Ok(())) if tokenless => RunOutcome::new(RunStatus::Failed).with_error(
+                "the run's result token could not be made (the OS gave no random bytes); the run was not started",
+            ),
             (None, Ok(())) => RunOutcome::new(RunStatus::Failed)
                 .with_error(format!("this worker cannot run {} jobs", job.spec.kind.name())),
             (Some(executor), Ok(())) => {

@@ -172,4 +172,16 @@ async fn a_result_report_needs_a_token_a_valid_status_and_a_running_run() {
     api.call(Method::POST, &uri, None, json!({"status": "succeeded", "token": "t"}))
         .await
         .expect_error(StatusCode::NOT_FOUND, "not_found", "is not running");
+    // A token in the header is checked before the body is read: a body that
+    // is not even JSON gets the token's answer, not a parse error.
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri(&uri)
+        .header("x-sandcron-run-token", "a-guess")
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from("this is not JSON"))
+        .expect("request");
+    api.send(request)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found", "is not running");
 }

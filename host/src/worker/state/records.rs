@@ -95,7 +95,7 @@ impl State {
         trigger: Trigger,
         attempt: u32,
     ) -> RunningEntry {
-        let token = (job.spec.completion == Completion::Async).then(new_run_token);
+        let token = (job.spec.completion == Completion::Async).then(new_run_token).flatten();
         RunningEntry {
             run_id,
             worker: self.deps.info.id.clone(),
