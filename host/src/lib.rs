@@ -7,7 +7,8 @@
 //! - [`cronexpr`]: the cron dialect, next-fire computation, time zones and
 //!   DST. No I/O, no clock.
 //! - [`module`], [`job`], [`run`]: the data model — job binaries, job specs
-//!   and their validation, run records and output chunks.
+//!   and their validation, run records and output chunks; [`kvstate`]: a
+//!   job's key-value state as every layer sees it (keys, quotas, errors).
 //! - [`schedule`], [`placement`], [`check`]: pure policy — the timer queue,
 //!   overlap, catch-up and retry; which worker owns a job; the run-history
 //!   checker. No I/O, no clock.
@@ -41,6 +42,7 @@ pub mod crypto;
 pub mod exec;
 pub mod ids;
 pub mod job;
+pub mod kvstate;
 pub mod launch;
 pub mod logstore;
 pub mod metrics;

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("module", &["ids"]),
     ("job", &["ids", "cronexpr", "auth", "run"]),
     ("run", &["ids", "job"]),
+    ("kvstate", &[]),
     // Pure logic over the model: no I/O, no clock.
     ("placement", &["ids", "job", "auth"]),
     ("schedule", &["ids", "job", "cronexpr", "run"]),
@@ -47,11 +48,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "schedule",
             "crypto",
             "tls",
+            "kvstate",
         ],
     ),
     ("logstore", &["ids", "job", "run"]),
     // Executors: never a store.
-    ("exec", &["ids", "job", "run", "module", "crypto", "tls"]),
+    ("exec", &["ids", "job", "run", "module", "crypto", "tls", "kvstate"]),
     ("alert", &["ids", "job", "run", "crypto", "tls"]),
     ("metrics", &["ids", "job", "run", "alert", "logstore"]),
     // Configuration turns files, flags and environment into the settings of
@@ -71,6 +73,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "alert",
             "placement",
             "tls",
+            "kvstate",
         ],
     ),
     // The parts that wire the layers: worker (never the API), API (never the
@@ -93,6 +96,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "config",
             "crypto",
+            "kvstate",
         ],
     ),
     (
@@ -112,6 +116,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "config",
             "crypto",
+            "kvstate",
         ],
     ),
     ("launch", &["*"]),
@@ -119,7 +124,17 @@ const LAYERS: &[(&str, &[&str])] = &[
     // stores): the model and the store contracts, nothing that runs jobs.
     (
         "testkit",
-        &["ids", "job", "run", "module", "auth", "placement", "coord", "logstore"],
+        &[
+            "ids",
+            "job",
+            "run",
+            "module",
+            "auth",
+            "placement",
+            "coord",
+            "logstore",
+            "kvstate",
+        ],
     ),
     ("cli", &["*"]),
 ];

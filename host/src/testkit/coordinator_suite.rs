@@ -34,7 +34,8 @@ pub async fn run_all(store: Arc<dyn KvStore>, prefix: &str) {
     modules_are_chunked_and_committed_last(store.clone(), &format!("{prefix}modules/")).await;
     workers_and_running_entries_live_on_leases(store.clone(), &format!("{prefix}workers/")).await;
     runs_ending_together_share_delete_transactions(store.clone(), &format!("{prefix}finish/")).await;
-    kill_requests_are_watchable(store, &format!("{prefix}kill/")).await;
+    kill_requests_are_watchable(store.clone(), &format!("{prefix}kill/")).await;
+    super::kvstate_suite::run_all(store, &format!("{prefix}kvstate/")).await;
 }
 
 fn ts(text: &str) -> Timestamp {

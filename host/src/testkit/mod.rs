@@ -1,8 +1,9 @@
 //! What tests share, here and in the other crates of the workspace (the
 //! benchmarks enable the `testkit` feature): the conformance suites every
 //! backend must pass — `kv_suite` (the `KvStore` primitives),
-//! `coordinator_suite` (sandcron's operations over any `KvStore`) and
-//! `logstore_suite` (the `LogStore` contract) — a sample run record, and
+//! `coordinator_suite` (sandcron's operations over any `KvStore`, with
+//! `kvstate_suite` for jobs' key-value state) and `logstore_suite` (the
+//! `LogStore` contract) — a sample run record, and
 //! two log stores that stand in for a real one where a test or benchmark
 //! must isolate something else: [`Discard`] keeps nothing, [`Hanging`]
 //! never answers.
@@ -10,6 +11,7 @@
 
 pub mod coordinator_suite;
 pub mod kv_suite;
+pub mod kvstate_suite;
 pub mod logstore_suite;
 mod records;
 mod stores;

@@ -1,6 +1,7 @@
 //! Jobs: reading, writing (with an optional compare-and-swap on the job's
 //! revision, resetting its claim state when the schedule changes), deleting
-//! (with its claim state, pending triggers and results) and listing them.
+//! (with its claim state, pending triggers, results and key-value state)
+//! and listing them.
 
 use super::Coordinator;
 use super::keys::Family;
@@ -41,8 +42,10 @@ impl Coordinator {
         Ok(response.succeeded.then_some(response.revision))
     }
 
-    /// Deletes a job with its claim state and pending triggers. Running runs
-    /// finish (or are killed by the caller); their keys go with their leases.
+    /// Deletes a job with its claim state, pending triggers, results and
+    /// key-value state. Running runs finish (or are killed by the caller);
+    /// their keys go with their leases, and their state writes are refused
+    /// from now on (the job no longer exists).
     pub async fn delete_job(&self, name: &JobName) -> Result<bool, StoreError> {
         let key = self.key(Family::Jobs, name.as_str());
         let response = self
@@ -55,6 +58,9 @@ impl Coordinator {
                 },
                 TxnOp::DeletePrefix {
                     prefix: self.key(Family::Results, &format!("{name}/")),
+                },
+                TxnOp::DeletePrefix {
+                    prefix: self.state_prefix_of(name),
                 },
             ]))
             .await?;

@@ -16,14 +16,18 @@
 //! <prefix>results/<name>/<run_id>    an async run's reported outcome, on a lease
 //! <prefix>modules/meta/<hex>         module commit marker: size, chunks, kind
 //! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
+//! <prefix>kv/<name>/meta             a job's key-value state: its fence and
+//!                                    usage (see `kvstate`)
+//! <prefix>kv/<name>/k/<key>          one value of it, the key percent-encoded
 //! ```
 //!
 //! [`Coordinator`] is defined here; its operations live in one file a
 //! family: `keys` (the layout above and the decoding of keys), `jobs`,
 //! `claims` (claim-by-CAS and the claim state), `runs` (publishing and
 //! removing running runs), `requests` (kill and trigger requests, async
-//! results), `workers`, `modules` and `watcher` ([`PrefixWatcher`]). The
-//! records stored under the keys are in `records`.
+//! results), `workers`, `modules`, `kvstate` (a job's fenced key-value
+//! state) and `watcher` ([`PrefixWatcher`]). The records stored under the
+//! keys are in `records`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -35,6 +39,7 @@ use crate::coord::{KvStore, StoreError};
 mod claims;
 mod jobs;
 mod keys;
+mod kvstate;
 mod modules;
 mod records;
 mod requests;
@@ -44,6 +49,7 @@ mod workers;
 
 pub use self::claims::{ClaimOutcome, ClaimRequest};
 pub use self::keys::Family;
+pub use self::kvstate::{StateEntry, StateListing, StateMeta};
 pub use self::records::{
     JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs, RunReport, RunningEntry, TriggerRequest,
 };
