@@ -3,7 +3,9 @@
 //! upload checks, limits, WASI context, network rules and ledger, and the
 //! same classification of how a run ended — streams its output to the
 //! terminal, and ends with the summary a run record would hold. The exit
-//! status says how the run ended (0 only when it succeeded).
+//! status says how the run ended (0 only when it succeeded). A component's
+//! `wasi:keyvalue` state is the worker's implementation over an in-memory
+//! store: empty at the start, lost at exit.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -176,7 +178,9 @@ async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
         .await
         .map_err(|err| anyhow::anyhow!("{} does not compile: {err}", args.file.display()))?;
     let compiled = compiling.elapsed();
-    let executor = engine.executor(Arc::new(OneModule(bytes)));
+    let executor = engine
+        .executor(Arc::new(OneModule(bytes)))
+        .with_state(local_state(&request.job, &job).await?);
     let mut output = RunOutput::new(request.run_id, Arc::new(Terminal), job.limits.output_kb * 1024);
     let kill = KillSwitch::new();
     // Ctrl-C kills the run the way a kill request would.
@@ -198,6 +202,32 @@ async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
         output.is_truncated(),
     );
     Ok(outcome)
+}
+
+/// A component's `wasi:keyvalue` state for this one run: the worker's own
+/// implementation (fence, quotas, key rules) over an in-memory store, so it
+/// starts empty and is lost when the process exits.
+async fn local_state(name: &JobName, job: &WasmJob) -> anyhow::Result<Arc<dyn crate::exec::state::StateStore>> {
+    let coord = crate::coord::Coordinator::new(crate::coord::embedded::EmbeddedStore::in_memory(), "/try/");
+    let now = Timestamp::now();
+    let record = crate::job::JobRecord {
+        spec: JobSpec::new("@yearly", JobKind::Wasm(job.clone())),
+        meta: crate::job::JobMeta {
+            created_at: now,
+            updated_at: now,
+            active_since: now,
+            written_by: crate::auth::Role::Operator,
+        },
+    };
+    // State belongs to a stored job; here the job exists only in memory too.
+    coord
+        .put_job(name, &record, None, false)
+        .await
+        .context("cannot set up the in-memory key-value state")?;
+    Ok(Arc::new(crate::worker::StoredState::new(
+        coord,
+        crate::kvstate::StateQuota::default(),
+    )))
 }
 
 /// The module bytes the executor asks for.

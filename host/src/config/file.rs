@@ -194,6 +194,23 @@ pub struct WorkerFile {
     /// The API's address as services outside see it (a master or the load
     /// balancer in front of them), for async jobs' `SANDCRON_RESULT_URL`.
     pub api_url: Option<String>,
+    /// `[worker.state]`: how much key-value state (`wasi:keyvalue`) each
+    /// job may keep.
+    #[serde(default)]
+    pub state: StateFile,
+}
+
+/// `[worker.state]`: per-job quotas of key-value state, checked at every
+/// write a run makes on this worker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    /// Keys per job (default 1000).
+    pub max_keys: Option<u64>,
+    /// Bytes per value, KiB (default 64; at most 1024).
+    pub max_value_kb: Option<u64>,
+    /// Keys and values of one job together, KiB (default 1024).
+    pub max_job_kb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

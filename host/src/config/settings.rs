@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Token;
 
-use super::file::{AlertsFile, AuthFile, FileConfig, LogsFile, WorkerFile};
+use super::file::{AlertsFile, AuthFile, FileConfig, LogsFile, StateFile, WorkerFile};
 
 /// Server settings after validation.
 #[derive(Debug, Clone)]
@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     pub http_allow: crate::exec::egress::EgressPolicy,
     /// Base URL of the API for async results (`<api_url>/api/v1/runs/<id>/result`).
     pub api_url: Option<String>,
+    /// How much key-value state each job may keep (`[worker.state]`).
+    pub state_quota: crate::kvstate::StateQuota,
 }
 
 /// Log settings after validation.
@@ -201,6 +203,36 @@ pub(super) fn worker(
             Some(url) => Some(http_url(url, "worker.api_url")?.trim_end_matches('/').to_owned()),
             None => None,
         },
+        state_quota: state_quota(&file.state)?,
+    })
+}
+
+/// Validates `[worker.state]`: a value fits one store write
+/// (`coord::MAX_VALUE_BYTES`), every count is at least 1.
+fn state_quota(file: &StateFile) -> anyhow::Result<crate::kvstate::StateQuota> {
+    let defaults = crate::kvstate::StateQuota::default();
+    let max_value_kb = (crate::coord::MAX_VALUE_BYTES / 1024) as u64;
+    let max_keys = match file.max_keys {
+        None => defaults.max_keys,
+        Some(keys @ 1..=1_000_000) => keys,
+        Some(keys) => bail!("worker.state.max_keys must be between 1 and 1000000, got {keys}"),
+    };
+    let max_value_bytes = match file.max_value_kb {
+        None => defaults.max_value_bytes,
+        Some(kb) if (1..=max_value_kb).contains(&kb) => kb * 1024,
+        Some(kb) => bail!(
+            "worker.state.max_value_kb must be between 1 and {max_value_kb} (one coordination-store write), got {kb}"
+        ),
+    };
+    let max_job_bytes = match file.max_job_kb {
+        None => defaults.max_job_bytes,
+        Some(kb @ 1..=1_048_576) => kb * 1024,
+        Some(kb) => bail!("worker.state.max_job_kb must be between 1 and 1048576, got {kb}"),
+    };
+    Ok(crate::kvstate::StateQuota {
+        max_keys,
+        max_value_bytes,
+        max_job_bytes,
     })
 }
 

@@ -168,3 +168,28 @@ fn cluster_settings_are_checked() {
         assert!(err.contains(expected), "{text}: {err}");
     }
 }
+
+#[test]
+fn state_quotas_default_sanely_and_stay_within_one_store_write() {
+    let defaults = super::settings::worker(&parse_file("").expect("parses").worker, false, 30).expect("defaults");
+    assert_eq!(defaults.state_quota, crate::kvstate::StateQuota::default());
+    let file = parse_file("[worker.state]\nmax_keys = 3\nmax_value_kb = 1\nmax_job_kb = 2\n").expect("parses");
+    let quota = super::settings::worker(&file.worker, false, 30)
+        .expect("valid")
+        .state_quota;
+    assert_eq!(
+        (quota.max_keys, quota.max_value_bytes, quota.max_job_bytes),
+        (3, 1024, 2048)
+    );
+    let file = parse_file("[worker.state]\nmax_value_kb = 1025\n").expect("parses");
+    let err = super::settings::worker(&file.worker, false, 30).expect_err("too large");
+    assert!(
+        err.to_string()
+            .contains("worker.state.max_value_kb must be between 1 and 1024"),
+        "{err}"
+    );
+    let file = parse_file("[worker.state]\nmax_keys = 0\n").expect("parses");
+    assert!(super::settings::worker(&file.worker, false, 30).is_err());
+    let err = parse_file("[worker.state]\nmax_key = 3\n").expect_err("unknown");
+    assert!(err.to_string().contains("unknown field `max_key`"), "{err}");
+}

@@ -4,7 +4,8 @@
 //!
 //! Executors never touch the coordination store or the log store directly:
 //! they get a request, a [`RunOutput`] to write into and a kill signal, and
-//! return a [`RunOutcome`]. A failed job is an outcome, not an error.
+//! return a [`RunOutcome`]. A failed job is an outcome, not an error. A
+//! component's key-value state goes through the [`state::StateStore`] port.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ pub mod egress;
 pub mod http;
 pub mod native;
 mod output;
+pub mod state;
 pub mod wasm;
 
 pub use output::{ChunkSink, RunOutput};

@@ -24,7 +24,7 @@ use crate::logstore::mongo::{MongoConfig, MongoLogStore};
 use crate::logstore::{LogStore, Sink, SinkConfig, SinkTask};
 use crate::metrics::Metrics;
 use crate::placement::WorkerInfo;
-use crate::worker::{Executors, StoredModules, Worker, WorkerDeps};
+use crate::worker::{Executors, StoredModules, StoredState, Worker, WorkerDeps};
 
 mod dev;
 mod master;
@@ -95,7 +95,11 @@ pub(crate) struct WorkerParts<'a> {
 pub(crate) fn build_worker(parts: WorkerParts<'_>) -> anyhow::Result<Worker> {
     let config = parts.worker;
     let engine = parts.engine;
-    let wasm: Arc<dyn Executor> = Arc::new(engine.executor(Arc::new(StoredModules::new(parts.coord.clone()))));
+    let wasm: Arc<dyn Executor> = Arc::new(
+        engine
+            .executor(Arc::new(StoredModules::new(parts.coord.clone())))
+            .with_state(Arc::new(StoredState::new(parts.coord.clone(), config.state_quota))),
+    );
     let shell: Option<Arc<dyn Executor>> = config.allow_native.then(|| {
         Arc::new(NativeExecutor::new(
             inherited_env(&config.native_env),

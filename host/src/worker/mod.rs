@@ -30,6 +30,7 @@ use crate::schedule::TimerQueue;
 
 mod chunks;
 mod kill;
+mod kvstate;
 mod results;
 mod state;
 mod takeover;
@@ -38,6 +39,7 @@ mod task;
 mod tests;
 mod watchers;
 
+pub use kvstate::StoredState;
 use kill::{KillSwitches, watch_kills};
 use results::{ResultWaiters, watch_results};
 use state::State;

@@ -85,6 +85,7 @@ fn start(id: &str, coord: &Coordinator, logs: Arc<dyn LogStore>) -> Running {
             clock_offset_ms: 0,
             http_allow: crate::exec::egress::EgressPolicy::public_only(),
             api_url: None,
+            state_quota: Default::default(),
         },
         info: WorkerInfo {
             id: id.to_owned(),

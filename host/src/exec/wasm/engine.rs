@@ -1,7 +1,7 @@
 //! The process's one wasmtime `Engine` — fuel, epoch interruption, the pooling
 //! allocator sized from the worker's capacity — the epoch ticker thread, and
-//! the WASI linkers (p1 for core modules; p2 plus `wasi:http` and the host's
-//! own checked name lookup for components).
+//! the WASI linkers (p1 for core modules; p2 plus `wasi:http`, the host's
+//! own checked name lookup and its `wasi:keyvalue` for components).
 //!
 //! Nothing here reads the environment: wasmtime's own environment switches
 //! (backtrace details) are pinned off.
@@ -15,7 +15,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::WasmConfig;
 use super::limits::{INSTANCES_PER_RUN, MEMORIES_PER_RUN, TABLE_ELEMENTS, TABLES_PER_RUN};
-use super::network;
+use super::{keyvalue, network};
 use super::sandbox::{ComponentState, CoreState};
 
 /// How often the epoch advances: the granularity of timeouts and kills, and
@@ -58,6 +58,9 @@ impl EngineParts {
         network::add_name_lookup_to_linker(&mut component_linker, ComponentState::name_lookup)
             .map_err(anyhow::Error::from)
             .context("cannot link the checked wasi:sockets/ip-name-lookup")?;
+        keyvalue::add_to_linker(&mut component_linker, ComponentState::keyvalue)
+            .map_err(anyhow::Error::from)
+            .context("cannot link wasi:keyvalue")?;
         Ok(Self {
             engine,
             core_linker,

@@ -14,8 +14,12 @@
 //! - `stream`: guest stdout/stderr into the run's output, bounded.
 //! - `limits`: the per-run resource limiter.
 //! - `inspect`: upload-time validation ([`ModuleInspector`]).
+//! - `network`: what a component may reach on the network; `keyvalue`: its
+//!   job's key-value state (`wasi:keyvalue`).
 //!
-//! It never touches a store: module bytes come from a [`ModuleSource`], output
+//! It never touches a store: module bytes come from a [`ModuleSource`], a
+//! component's key-value state goes through a [`StateStore`] (given with
+//! [`WasmExecutor::with_state`]; without one, opening a bucket fails), output
 //! goes into the [`RunOutput`] it is given.
 //!
 //! How runs end:
@@ -42,6 +46,7 @@ mod artifact;
 mod cache;
 mod engine;
 mod inspect;
+mod keyvalue;
 mod limits;
 mod network;
 mod sandbox;
@@ -61,8 +66,10 @@ use tokio::sync::Semaphore;
 use self::artifact::{ArtifactStore, Compiled, Rejected};
 use self::cache::{CoreEntry, Loaded, ModuleCache, Prepared};
 use self::engine::{EngineParts, EpochTicker};
+use self::keyvalue::StateAccess;
 use self::network::NetworkGrant;
 use self::sandbox::{Preopen, SandboxPlan, SandboxReport};
+use super::state::StateStore;
 use super::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
 use crate::exec::egress::EgressPolicy;
 use crate::ids::ModuleDigest;
@@ -215,6 +222,7 @@ impl WasmEngine {
         WasmExecutor {
             engine: Arc::clone(self),
             source,
+            state: None,
         }
     }
 
@@ -366,6 +374,11 @@ impl WasmEngine {
             memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
             timeout: Duration::from_secs(limits.timeout_s.min(self.config.max_timeout_s)),
             network: NetworkGrant::new(&job.egress, job.network, self.config.egress_policy.clone()),
+            state: StateAccess {
+                store: None,
+                job: request.job.clone(),
+                fence: request.fence,
+            },
         })
     }
 }
@@ -428,6 +441,7 @@ fn compile(
 pub struct WasmExecutor {
     engine: Arc<WasmEngine>,
     source: Arc<dyn ModuleSource>,
+    state: Option<Arc<dyn StateStore>>,
 }
 
 impl std::fmt::Debug for WasmExecutor {
@@ -441,6 +455,13 @@ impl WasmExecutor {
         &self.engine
     }
 
+    /// Components of this executor's runs reach their job's key-value state
+    /// (`wasi:keyvalue`) through `state`.
+    pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
+        self
+    }
+
     async fn run_sandboxed(&self, request: &ExecRequest, output: &mut RunOutput, kill: &KillSwitch) -> SandboxReport {
         let report = |outcome: RunOutcome| SandboxReport {
             outcome,
@@ -450,10 +471,11 @@ impl WasmExecutor {
         let JobKind::Wasm(job) = &request.kind else {
             return report(RunOutcome::new(RunStatus::Failed).with_error("the WASM executor runs wasm jobs only"));
         };
-        let plan = match self.engine.plan(request, job) {
+        let mut plan = match self.engine.plan(request, job) {
             Ok(plan) => plan,
             Err(error) => return report(RunOutcome::new(RunStatus::Failed).with_error(error)),
         };
+        plan.state.store = self.state.clone();
         // Waiting for a first compilation or for a pool slot ends with the
         // kill switch; neither counts against the run's timeout.
         let loaded = tokio::select! {

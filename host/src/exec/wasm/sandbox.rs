@@ -19,6 +19,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, ResourceTable, WasiCtx, WasiCtxBuilder, Wa
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::cache::{CoreEntry, Prepared};
+use super::keyvalue::{KeyValueView, StateAccess};
 use super::limits::{LimitHit, RunLimiter, TABLE_ELEMENTS};
 use super::network::{HttpHooks, NameLookupView, NetworkGrant, Resolved, RunNetwork, tcp_connect_check};
 use super::stream::{CHANNEL_CAPACITY, Chunk, GuestOutput, Shared};
@@ -44,6 +45,8 @@ pub(super) struct ComponentState {
     hooks: HttpHooks,
     network: Arc<RunNetwork>,
     resolved: Resolved,
+    /// The job's key-value state (`wasi:keyvalue`).
+    state: StateAccess,
 }
 
 impl WasiView for ComponentState {
@@ -72,6 +75,14 @@ impl ComponentState {
             table: &mut self.table,
             network: &self.network,
             resolved: &self.resolved,
+        }
+    }
+
+    /// What the host's `wasi:keyvalue` works on.
+    pub(super) fn keyvalue(&mut self) -> KeyValueView<'_> {
+        KeyValueView {
+            table: &mut self.table,
+            access: &self.state,
         }
     }
 }
@@ -104,6 +115,8 @@ pub(super) struct SandboxPlan {
     pub(super) timeout: Duration,
     /// Where a component may connect (nowhere unless the job lists it).
     pub(super) network: NetworkGrant,
+    /// The job's key-value state, for components.
+    pub(super) state: StateAccess,
 }
 
 #[derive(Debug, Clone)]
@@ -192,6 +205,7 @@ pub(super) async fn execute(
                 hooks: HttpHooks::new(Arc::clone(&network)),
                 network: Arc::clone(&network),
                 resolved,
+                state: plan.state.clone(),
             };
             let mut store = new_store(engine, state, plan, kill, deadline);
             let guest = async {
