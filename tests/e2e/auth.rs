@@ -245,6 +245,24 @@ async fn the_auth_matrix_covers_every_route_and_role() {
         route("GET", "/api/v1/alerts/channels", "/api/v1/alerts/channels", None, 1),
         route("GET", "/api/v1/cron/next", "/api/v1/cron/next?expr=@daily", None, 1),
         route("GET", "/api/v1/whoami", "/api/v1/whoami", None, 1),
+        // A job's key-value state may hold what the job keeps to itself:
+        // operators only, reading included.
+        route("GET", "/api/v1/jobs/{name}/state", "/api/v1/jobs/w/state", None, 2),
+        route(
+            "GET",
+            "/api/v1/jobs/{name}/state/{key}",
+            "/api/v1/jobs/w/state/k",
+            None,
+            2,
+        ),
+        route(
+            "DELETE",
+            "/api/v1/jobs/{name}/state/{key}",
+            "/api/v1/jobs/w/state/k",
+            None,
+            2,
+        ),
+        route("DELETE", "/api/v1/jobs/{name}/state", "/api/v1/jobs/w/state", None, 2),
         // Last: an admin deleting the shell job really deletes it.
         route("DELETE", "/api/v1/jobs/{name}", "/api/v1/jobs/sh", None, 3),
     ];

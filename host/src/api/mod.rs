@@ -33,6 +33,7 @@ pub mod jobs;
 pub mod modules;
 pub mod openapi;
 pub mod runs;
+pub mod state;
 pub mod system;
 #[cfg(test)]
 mod tests;
@@ -78,6 +79,8 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/jobs/{name}/resume", post(jobs::resume))
         .route("/jobs/{name}/run", post(jobs::run_now))
         .route("/jobs/{name}/kill", post(jobs::kill))
+        .route("/jobs/{name}/state", get(state::list).delete(state::clear))
+        .route("/jobs/{name}/state/{key}", get(state::get).delete(state::delete_key))
         .route(
             "/modules",
             post(modules::upload)

@@ -5,13 +5,14 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, error, jobs, modules, runs, system};
+use super::{auth, error, jobs, modules, runs, state, system};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sandcron", description = "A distributed cron whose jobs run in a WebAssembly sandbox."),
     paths(
         jobs::list, jobs::put, jobs::get, jobs::delete, jobs::pause, jobs::resume, jobs::run_now, jobs::kill,
+        state::list, state::get, state::delete_key, state::clear,
         modules::upload, modules::list, modules::get, modules::delete,
         runs::list, runs::get, runs::output, runs::report,
         system::workers, system::alert_channels, system::cron_next, system::healthz, system::readyz, system::metrics,
@@ -22,6 +23,7 @@ use super::{auth, error, jobs, modules, runs, system};
     security(("bearer" = [])),
     tags(
         (name = "jobs", description = "Create, change and control jobs"),
+        (name = "state", description = "Jobs' key-value state (wasi:keyvalue)"),
         (name = "modules", description = "Upload and manage WebAssembly modules"),
         (name = "runs", description = "Run history and output"),
         (name = "workers", description = "Live workers"),

@@ -59,6 +59,22 @@ impl Client {
         self.answer(response).await.map(Some)
     }
 
+    /// `GET path` for a body that is not JSON (a state value): its bytes.
+    pub(super) async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .request(Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the sandcron server at {}", self.base))?;
+        if !response.status().is_success() {
+            // Fails with the error body's message.
+            self.answer(response).await?;
+            bail!("the server refused the request");
+        }
+        let bytes = response.bytes().await.context("cannot read the server's answer")?;
+        Ok(bytes.to_vec())
+    }
+
     pub(super) async fn get_query(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         self.send(self.request(Method::GET, path).query(query)).await
     }

@@ -13,11 +13,13 @@ use crate::cronexpr::{CronExpr, parse_timezone};
 
 mod client;
 mod history;
+mod state;
 mod trial;
 
 pub use trial::{TryArgs, run as run_try};
 
 use client::Client;
+use state::StateCommand;
 
 /// sandcron: a distributed cron whose jobs run in a WebAssembly sandbox.
 #[derive(Debug, Parser)]
@@ -41,6 +43,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run a .wasm once, here, in the sandbox a worker uses (same checks,
     /// limits and network rules), and print how it ended.
+    ///
+    /// A component's key-value state (wasi:keyvalue) starts empty, is kept
+    /// in memory with a worker's default quotas, and is lost when it exits.
     #[command(name = "try")]
     Try(TryArgs),
     /// Work with cron expressions locally.
@@ -55,6 +60,11 @@ pub enum Command {
     Module {
         #[command(subcommand)]
         command: ModuleCommand,
+    },
+    /// Read, list and delete a job's key-value state (wasi:keyvalue).
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
     },
     /// Run a job now, once.
     Run {
@@ -210,6 +220,7 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
         }
         Command::Job { command } => job(&Client::new(&client)?, command, &mut out).await?,
         Command::Module { command } => module(&Client::new(&client)?, command, &mut out).await?,
+        Command::State { command } => state::run(&Client::new(&client)?, command, &mut out).await?,
         Command::Run { job, follow } => {
             let client = Client::new(&client)?;
             let body = client.post(&format!("/jobs/{job}/run")).await?;
