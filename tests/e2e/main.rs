@@ -18,6 +18,7 @@ mod network;
 mod network_examples;
 mod shell_jobs;
 mod soak;
+mod state;
 mod try_cmd;
 mod wasm;
 
