@@ -221,6 +221,7 @@ impl InProcWorker {
                 clock_offset_ms: 0,
                 http_allow: sandcron::exec::egress::EgressPolicy::public_only(),
                 api_url: None,
+                state_quota: Default::default(),
             },
             info: WorkerInfo {
                 id: id.to_owned(),
