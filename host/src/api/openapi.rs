@@ -137,6 +137,8 @@ mod tests {
             ("/api/v1/jobs/{name}/resume", vec!["post"]),
             ("/api/v1/jobs/{name}/run", vec!["post"]),
             ("/api/v1/jobs/{name}/kill", vec!["post"]),
+            ("/api/v1/jobs/{name}/state", vec!["get", "delete"]),
+            ("/api/v1/jobs/{name}/state/{key}", vec!["get", "delete"]),
             ("/api/v1/modules", vec!["post", "get"]),
             ("/api/v1/modules/{digest}", vec!["get", "delete"]),
             ("/api/v1/runs", vec!["get"]),
@@ -159,7 +161,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            19,
+            21,
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );
