@@ -37,7 +37,7 @@ examples=(rust-module rust-component c assemblyscript python js-http python-http
 # so they are built and checked but not run; tests/e2e/network_examples.rs runs them.
 network_examples=(js-http python-http rust-http)
 # Guests for the tests, not examples: tests/guests/<name>, built the same way.
-test_guests=(net-probe kv-probe)
+test_guests=(net-probe kv-probe config-probe)
 all_guests=("${examples[@]}" "${test_guests[@]}")
 out_dir="$root/target/guests"
 # GUEST_TOOLS_DIR moves the installed tools and the Zig cache elsewhere, e.g.
@@ -451,6 +451,7 @@ for name in "${selected[@]}"; do
         rust-http) build_rust rust-http wasm32-wasip2 ;;
         net-probe) build_rust net-probe wasm32-wasip2 tests/guests ;;
         kv-probe) build_rust kv-probe wasm32-wasip2 tests/guests ;;
+        config-probe) build_rust config-probe wasm32-wasip2 tests/guests ;;
     esac
     elapsed_ms=$((($(now_us) - started) / 1000))
     printf '%-10s %-34s %4d.%01ds\n' "$state" "target/guests/$name.wasm" $((elapsed_ms / 1000)) $((elapsed_ms % 1000 / 100))

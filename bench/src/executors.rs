@@ -53,6 +53,7 @@ fn request(kind: JobKind) -> anyhow::Result<ExecRequest> {
         parent: None,
         shard: None,
         report_to: None,
+        secrets: Default::default(),
     })
 }
 

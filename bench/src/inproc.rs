@@ -15,7 +15,7 @@ use sandcron::config::WorkerConfig;
 use sandcron::coord::Coordinator;
 use sandcron::exec::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
 use sandcron::ids::{JobName, ModuleDigest, RunId};
-use sandcron::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob, WasmJob, WasmLimits};
+use sandcron::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob, WasmJob};
 use sandcron::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, Sink, SinkConfig};
 use sandcron::metrics::Metrics;
 use sandcron::placement::WorkerInfo;
@@ -53,15 +53,7 @@ pub fn shell_kind(command: &str) -> JobKind {
 
 /// A WASM job kind for a module digest.
 pub fn wasm_kind(digest: &ModuleDigest) -> JobKind {
-    JobKind::Wasm(WasmJob {
-        module: digest.clone(),
-        args: Vec::new(),
-        env: BTreeMap::new(),
-        dirs: Vec::new(),
-        limits: WasmLimits::default(),
-        egress: Vec::new(),
-        network: Default::default(),
-    })
+    JobKind::Wasm(WasmJob::new(digest.clone()))
 }
 
 /// `bench-000042`.
@@ -237,6 +229,7 @@ impl InProcWorker {
             drain_timeout: Duration::from_secs(10),
             retention: Duration::from_secs(3600),
             alerts: None,
+            keyring: None,
         });
         let worker_handle = tokio::spawn(worker.serve(shutdown.clone()));
         InProcWorker {

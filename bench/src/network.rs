@@ -12,7 +12,7 @@ use sandcron::exec::egress::EgressPolicy;
 use sandcron::exec::native::NativeExecutor;
 use sandcron::exec::wasm::{WasmConfig, WasmEngine};
 use sandcron::ids::ModuleDigest;
-use sandcron::job::{JobKind, NetworkLimits, WasmJob, WasmLimits};
+use sandcron::job::{JobKind, WasmJob};
 use sandcron_tests::receiver::Receiver;
 use sandcron_tests::workspace_root;
 
@@ -58,13 +58,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     match &probe {
         Some(bytes) => {
             let kind = JobKind::Wasm(WasmJob {
-                module: ModuleDigest::of(bytes),
                 args: vec!["get".into(), url.clone()],
-                env: BTreeMap::new(),
-                dirs: Vec::new(),
-                limits: WasmLimits::default(),
                 egress: vec![format!("http://{}", service.addr)],
-                network: NetworkLimits::default(),
+                ..WasmJob::new(ModuleDigest::of(bytes))
             });
             measure(&executor, &kind, 20).await?;
             let samples = measure(&executor, &kind, runs).await?;

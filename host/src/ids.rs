@@ -1,4 +1,5 @@
-//! Validated identifier newtypes: job names, run ids, module digests, worker ids.
+//! Validated identifier newtypes: job and secret names, run ids, module
+//! digests, worker ids.
 //!
 //! Each is checked once at construction (and on deserialisation), so an invalid
 //! identifier cannot exist anywhere else in the program.
@@ -29,36 +30,60 @@ impl JobName {
     pub const MAX_LEN: usize = 63;
 
     pub fn new(name: &str) -> Result<Self, InvalidId> {
-        if name.is_empty() {
-            return Err(InvalidId::new("job name is empty"));
-        }
-        if name.len() > Self::MAX_LEN {
-            return Err(InvalidId::new(format!(
-                "job name is {} characters long; the limit is {}",
-                name.chars().count(),
-                Self::MAX_LEN
-            )));
-        }
-        if let Some(bad) = name
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
-        {
-            return Err(InvalidId::new(format!(
-                "job name {name:?} contains {bad:?}; use lower-case letters, digits, '-' and '_'"
-            )));
-        }
-        let first = name.as_bytes()[0];
-        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-            return Err(InvalidId::new(format!(
-                "job name {name:?} must start with a lower-case letter or a digit"
-            )));
-        }
+        check_key_name("job", name, Self::MAX_LEN)?;
         Ok(Self(name.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A secret's name: the same alphabet as a job name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct SecretName(String);
+
+impl SecretName {
+    pub const MAX_LEN: usize = 63;
+
+    pub fn new(name: &str) -> Result<Self, InvalidId> {
+        check_key_name("secret", name, Self::MAX_LEN)?;
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The rule of names that end coordination keys: `[a-z0-9][a-z0-9_-]*`, at
+/// most `max` characters; `what` names the thing in the message.
+fn check_key_name(what: &str, name: &str, max: usize) -> Result<(), InvalidId> {
+    if name.is_empty() {
+        return Err(InvalidId::new(format!("{what} name is empty")));
+    }
+    if name.len() > max {
+        return Err(InvalidId::new(format!(
+            "{what} name is {} characters long; the limit is {max}",
+            name.chars().count(),
+        )));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+    {
+        return Err(InvalidId::new(format!(
+            "{what} name {name:?} contains {bad:?}; use lower-case letters, digits, '-' and '_'"
+        )));
+    }
+    let first = name.as_bytes()[0];
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+        return Err(InvalidId::new(format!(
+            "{what} name {name:?} must start with a lower-case letter or a digit"
+        )));
+    }
+    Ok(())
 }
 
 /// A run id: a ULID, so run ids sort by creation time.
@@ -264,6 +289,7 @@ macro_rules! text_id_impls {
 }
 
 text_id_impls!(JobName);
+text_id_impls!(SecretName);
 text_id_impls!(ModuleDigest);
 text_id_impls!(WorkerId);
 

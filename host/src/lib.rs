@@ -4,6 +4,8 @@
 //! invariants, `host/tests/tidy.rs` checks which module may use which):
 //!
 //! - [`ids`], [`auth`]: validated identifiers; roles and tokens.
+//! - [`secret`]: sealing secret values under the key file, masking them in
+//!   output, `${secret:NAME}` references.
 //! - [`cronexpr`]: the cron dialect, next-fire computation, time zones and
 //!   DST. No I/O, no clock.
 //! - [`module`], [`job`], [`run`]: the data model — job binaries, job specs
@@ -50,6 +52,7 @@ pub mod module;
 pub mod placement;
 pub mod run;
 pub mod schedule;
+pub mod secret;
 mod sync;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -83,6 +83,7 @@ fn master_summary(config: sandcron::config::MasterConfig) -> Vec<(&'static str, 
             if config.allow_shell_jobs { "accepted" } else { "refused" }.to_owned(),
         ),
         ("max module", format!("{} MiB", config.server.max_module_bytes >> 20)),
+        ("secrets key", key_summary(config.secrets_key.as_deref())),
     ];
     lines.extend(store_summary(&config.stores));
     lines
@@ -120,9 +121,18 @@ fn worker_summary(config: sandcron::config::WorkerRoleConfig) -> Vec<(&'static s
                 .listen
                 .map_or_else(|| "(no probe server)".to_owned(), |addr| addr.to_string()),
         ),
+        ("secrets key", key_summary(config.secrets_key.as_deref())),
     ];
     lines.extend(store_summary(&config.stores));
     lines
+}
+
+/// The key ids of a secrets key file, never the keys.
+fn key_summary(keyring: Option<&sandcron::secret::Keyring>) -> String {
+    match keyring {
+        None => "none (jobs cannot use secrets)".to_owned(),
+        Some(keyring) => format!("keys {} (the first seals)", keyring.ids().join(", ")),
+    }
 }
 
 fn token_summary(tokens: &[sandcron::auth::Token]) -> String {

@@ -82,6 +82,10 @@ pub enum ModuleError {
     Invalid(String),
     #[error("imports other than WASI are not allowed: {}", .0.join(", "))]
     ForbiddenImports(Vec<String>),
+    /// WASI imports this sandbox does not provide (an unknown function or
+    /// interface, or a function of another type), each with the reason.
+    #[error("imports this sandbox does not provide: {}", .0.join("; "))]
+    UnknownImports(Vec<String>),
     #[error("component is not a command: {0}")]
     NotACommand(String),
 }

@@ -134,15 +134,7 @@ mod tests {
                 output_kb: 1,
             })
         } else {
-            JobKind::Wasm(crate::job::WasmJob {
-                module: crate::ids::ModuleDigest::of(b"x"),
-                args: vec![],
-                env: BTreeMap::new(),
-                dirs: vec![],
-                limits: Default::default(),
-                egress: Vec::new(),
-                network: Default::default(),
-            })
+            JobKind::Wasm(crate::job::WasmJob::new(crate::ids::ModuleDigest::of(b"x")))
         };
         let spec = JobSpec {
             selector: selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

@@ -25,9 +25,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("tls", &[]),
     ("auth", &[]),
     ("cronexpr", &[]),
+    ("secret", &["ids", "crypto"]),
     // The model: what is stored and exchanged.
     ("module", &["ids"]),
-    ("job", &["ids", "cronexpr", "auth", "run"]),
+    ("job", &["ids", "cronexpr", "auth", "run", "secret"]),
     ("run", &["ids", "job"]),
     ("kvstate", &[]),
     // Pure logic over the model: no I/O, no clock.
@@ -48,12 +49,16 @@ const LAYERS: &[(&str, &[&str])] = &[
             "schedule",
             "crypto",
             "tls",
+            "secret",
             "kvstate",
         ],
     ),
     ("logstore", &["ids", "job", "run"]),
     // Executors: never a store.
-    ("exec", &["ids", "job", "run", "module", "crypto", "tls", "kvstate"]),
+    (
+        "exec",
+        &["ids", "job", "run", "module", "crypto", "tls", "secret", "kvstate"],
+    ),
     ("alert", &["ids", "job", "run", "crypto", "tls"]),
     ("metrics", &["ids", "job", "run", "alert", "logstore"]),
     // Configuration turns files, flags and environment into the settings of
@@ -73,6 +78,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "alert",
             "placement",
             "tls",
+            "secret",
             "kvstate",
         ],
     ),
@@ -96,6 +102,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "config",
             "crypto",
+            "secret",
             "kvstate",
         ],
     ),
@@ -116,6 +123,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "config",
             "crypto",
+            "secret",
             "kvstate",
         ],
     ),

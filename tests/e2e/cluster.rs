@@ -812,3 +812,112 @@ async fn a_component_reaches_what_its_job_lists_on_a_worker_whose_policy_allows_
     // Only the run on the worker that allows loopback reached the service.
     assert_eq!(service.requests_to("/from-the-cluster").len(), 1);
 }
+
+/// Secrets in a cluster: the masters and workers share one key file; a
+/// secret written through a master reaches a run on a worker, its output
+/// masked in MongoDB; a worker with another key file, or none, refuses to
+/// start rather than run jobs it cannot give their secrets.
+#[tokio::test]
+async fn a_secret_reaches_a_run_on_a_worker_that_shares_the_key_file() {
+    let stores = Stores::start();
+    let env = stores.env("secrets");
+    let keygen = |name: &str| {
+        let path = env.dir.join(name);
+        let status = std::process::Command::new(crate::BIN)
+            .args(["secret", "keygen", "--out"])
+            .arg(&path)
+            .status()
+            .expect("keygen");
+        assert!(status.success());
+        path
+    };
+    let key = keygen("secrets.key");
+    let secrets = format!("[secrets]\nkey_file = {:?}", key.display().to_string());
+    let master = env.master("m1", &secrets);
+    let _worker = env.worker("w1", &format!("{LEASE}\n{secrets}"));
+    let api = master.api();
+    wait_for_workers(&api, 1).await;
+    api.raw(
+        "PUT",
+        "/api/v1/secrets/db-password",
+        "text/plain",
+        b"cluster-S3cr3t-77aa".to_vec(),
+    )
+    .await
+    .expect(201);
+    let digest = api.upload_module(crate::built_guest("config-probe")).await;
+    api.put(
+        "/api/v1/jobs/uses-secret",
+        &json!({"schedule": "0 0 1 1 *", "secrets": {"DB_PASSWORD": "db-password"},
+            "kind": {"wasm": {"module": digest, "args": ["leak", "DB_PASSWORD"]}}}),
+    )
+    .await
+    .expect(201);
+    api.post("/api/v1/jobs/uses-secret/run").await.expect(202);
+    let run = wait_for("the run of uses-secret", Duration::from_secs(60), || async {
+        api.runs("uses-secret")
+            .await
+            .into_iter()
+            .find(|r| r["status"] != "running")
+    })
+    .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["secrets"], json!(["db-password"]));
+    let output: String = api
+        .output(run["run_id"].as_str().unwrap())
+        .await
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    assert!(output.contains("whole DB_PASSWORD=***"), "{output}");
+    assert!(!output.contains("cluster-S3cr3t-77aa"), "{output}");
+
+    // Another key file, or none: the worker refuses to start, and says why.
+    let other = keygen("other.key");
+    for (name, extra, expected) in [
+        (
+            "w-wrong",
+            format!("{LEASE}\n[secrets]\nkey_file = {:?}", other.display().to_string()),
+            "does not open any of the 1 stored secret(s)",
+        ),
+        ("w-none", LEASE.to_owned(), "has no secrets key file"),
+    ] {
+        let config = env.dir.join(format!("{name}.toml"));
+        let stores_toml = std::fs::read_to_string(env.dir.join("w1.toml")).expect("w1 config");
+        let stores_only = stores_toml
+            .split_once("[etcd]")
+            .map(|(_, rest)| format!("[etcd]{rest}"))
+            .expect("stores");
+        std::fs::write(&config, format!("[worker]\n{extra}\n{stores_only}")).expect("config");
+        let output = std::process::Command::new(crate::BIN)
+            .args(["worker", "--id", name, "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(env.dir.join(format!("{name}-data")))
+            .output()
+            .expect("run worker");
+        assert!(!output.status.success(), "{name} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+    // A master with the wrong key file refuses too (it could seal nothing
+    // the workers can open).
+    let config = env.dir.join("m-wrong.toml");
+    let master_toml = std::fs::read_to_string(env.dir.join("m1.toml")).expect("m1 config");
+    std::fs::write(
+        &config,
+        master_toml.replace(&key.display().to_string(), &other.display().to_string()),
+    )
+    .expect("config");
+    let output = std::process::Command::new(crate::BIN)
+        .args(["master", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run master");
+    assert!(!output.status.success(), "a master with the wrong key started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not open any of the 1 stored secret(s)"),
+        "{stderr}"
+    );
+}

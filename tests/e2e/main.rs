@@ -16,6 +16,7 @@ mod lifecycle;
 mod logs;
 mod network;
 mod network_examples;
+mod secrets;
 mod shell_jobs;
 mod soak;
 mod state;
@@ -102,17 +103,17 @@ pub(crate) fn once_in(secs: i64) -> String {
     )
 }
 
-/// Runs `job` now and waits up to `within` for the run to end; returns the
-/// record as the API returns it by id, with its egress ledger.
+/// Runs `job` now and waits up to `within` for that run to end (the job may
+/// have run before); returns the record as the API returns it by id, with
+/// its egress ledger.
 pub(crate) async fn run_now(api: &Api, job: &str, within: Duration) -> Value {
-    api.post(&format!("/api/v1/jobs/{job}/run")).await.expect(202);
-    let run = wait_for(&format!("the run of {job} to end"), within, || async {
-        api.runs(job).await.into_iter().find(|r| r["status"] != "running")
+    let started = api.post(&format!("/api/v1/jobs/{job}/run")).await.expect(202);
+    let run_id = started["run_id"].as_str().expect("run id").to_owned();
+    wait_for(&format!("run {run_id} of {job} to end"), within, || async {
+        let run = api.get(&format!("/api/v1/runs/{run_id}")).await;
+        (run.status == 200 && run.body["status"] != "running").then_some(run.body)
     })
-    .await;
-    api.get(&format!("/api/v1/runs/{}", run["run_id"].as_str().expect("id")))
-        .await
-        .expect(200)
+    .await
 }
 
 /// The guest's stdout lines.

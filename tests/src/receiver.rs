@@ -9,8 +9,15 @@
 //!   chunks, never holding more than one (for bodies of gigabytes);
 //! - `/hang` never answers;
 //! - `/redirect/{host:port}` answers 302 to `http://{host:port}/`;
-//! - `/items` answers a JSON list of items (for the example guests);
+//! - `/items?after=ID&limit=N` answers a JSON list of the items whose id
+//!   is above `ID` (default 0), at most `N` (default all), for the example
+//!   guests: five in all, the first three worth 42 together, the last two 19;
+//! - `/echo` answers the request line, headers and body it got, as text;
 //! - anything else answers 200 `ok`.
+//!
+//! Started with [`Receiver::start_with_bearer`], it answers 401 to a request
+//! to `/items` or `/report` without `Authorization: Bearer <token>`, as a
+//! service does when a job's secret is wrong.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -53,7 +60,18 @@ impl Received {
 struct Shared {
     received: Mutex<Vec<Received>>,
     per_path: Mutex<HashMap<String, u32>>,
+    /// The bearer token `/items` and `/report` require, if any.
+    bearer: Option<String>,
 }
+
+/// The items `/items` pages through: (id, name, price, quantity).
+const ITEMS: [(u64, &str, u64, u64); 5] = [
+    (1, "apples", 3, 4),
+    (2, "pears", 5, 2),
+    (3, "plums", 2, 10),
+    (4, "figs", 4, 3),
+    (5, "quinces", 7, 1),
+];
 
 /// The running receiver; stops when dropped.
 pub struct Receiver {
@@ -65,7 +83,22 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on 127.0.0.1 and a free port.
     pub async fn start() -> Receiver {
-        let shared = Arc::new(Shared::default());
+        Receiver::serve(Shared::default()).await
+    }
+
+    /// Starts like [`Receiver::start`], but answers 401 to a request to
+    /// `/items` or `/report` that does not carry `Authorization: Bearer
+    /// <token>`.
+    pub async fn start_with_bearer(token: &str) -> Receiver {
+        Receiver::serve(Shared {
+            bearer: Some(token.to_owned()),
+            ..Shared::default()
+        })
+        .await
+    }
+
+    async fn serve(shared: Shared) -> Receiver {
+        let shared = Arc::new(shared);
         let app = Router::new().fallback(answer).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
@@ -129,6 +162,17 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
         *count
     };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let (Some(token), ["items" | "report"]) = (&shared.bearer, segments.as_slice()) {
+        let expected = format!("Bearer {token}");
+        if parts.headers.get("authorization").map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Bearer")],
+                "a valid bearer token is required\n",
+            )
+                .into_response();
+        }
+    }
     match segments.as_slice() {
         ["status", code] => {
             let code = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok());
@@ -170,12 +214,17 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
             "moved\n",
         )
             .into_response(),
-        ["items"] => (
-            StatusCode::OK,
-            [("content-type", "application/json")],
-            r#"{"items":[{"id":1,"name":"apples","price":3,"quantity":4},{"id":2,"name":"pears","price":5,"quantity":2},{"id":3,"name":"plums","price":2,"quantity":10}]}"#,
-        )
-            .into_response(),
+        // What a careless service does: repeats the request, credentials and all.
+        ["echo"] => {
+            let mut text = format!("{} {}\n", parts.method, parts.uri);
+            for (name, value) in &parts.headers {
+                text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+            }
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&body));
+            (StatusCode::OK, [("content-type", "text/plain")], text).into_response()
+        }
+        ["items"] => items_after(parts.uri.query().unwrap_or_default()),
         _ => (
             StatusCode::OK,
             [("content-type", "text/plain"), ("x-receiver", "sandcron-tests")],
@@ -183,4 +232,33 @@ async fn answer(State(shared): State<Arc<Shared>>, request: Request) -> Response
         )
             .into_response(),
     }
+}
+
+/// `/items`: the items after the query's `after`, at most `limit` of them.
+fn items_after(query: &str) -> Response {
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.parse::<u64>())
+    };
+    let (after, limit) = match (param("after").unwrap_or(Ok(0)), param("limit").unwrap_or(Ok(u64::MAX))) {
+        (Ok(after), Ok(limit)) => (after, limit),
+        _ => return (StatusCode::BAD_REQUEST, "after and limit are whole numbers\n").into_response(),
+    };
+    let items: Vec<serde_json::Value> = ITEMS
+        .iter()
+        .filter(|(id, ..)| *id > after)
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(|(id, name, price, quantity)| {
+            serde_json::json!({"id": id, "name": name, "price": price, "quantity": quantity})
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        serde_json::json!({ "items": items }).to_string(),
+    )
+        .into_response()
 }

@@ -33,6 +33,7 @@ pub mod jobs;
 pub mod modules;
 pub mod openapi;
 pub mod runs;
+pub mod secrets;
 pub mod state;
 pub mod system;
 #[cfg(test)]
@@ -59,6 +60,8 @@ pub struct AppState {
     /// jobs' `alerts.channels` may name); empty: not known here, any name
     /// is accepted.
     pub alert_channels: Arc<[String]>,
+    /// Seals the secrets admins write; `None`: no key file, no secrets.
+    pub secrets: Option<Arc<crate::secret::Keyring>>,
 }
 
 /// Settings of the HTTP layer.
@@ -95,6 +98,9 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/runs/{run_id}", get(runs::get))
         .route("/runs/{run_id}/output", get(runs::output))
         .route("/runs/{run_id}/result", post(runs::report))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/rekey", post(secrets::rekey))
+        .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
         .route("/workers", get(system::workers))
         .route("/alerts/channels", get(system::alert_channels))
         .route("/cron/next", get(system::cron_next))

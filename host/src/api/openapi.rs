@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, error, jobs, modules, runs, state, system};
+use super::{auth, error, jobs, modules, runs, secrets, state, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,6 +14,7 @@ use super::{auth, error, jobs, modules, runs, state, system};
         jobs::list, jobs::put, jobs::get, jobs::delete, jobs::pause, jobs::resume, jobs::run_now, jobs::kill,
         state::list, state::get, state::delete_key, state::clear,
         modules::upload, modules::list, modules::get, modules::delete,
+        secrets::put, secrets::list, secrets::delete, secrets::rekey,
         runs::list, runs::get, runs::output, runs::report,
         system::workers, system::alert_channels, system::cron_next, system::healthz, system::readyz, system::metrics,
         auth::whoami,
@@ -25,6 +26,7 @@ use super::{auth, error, jobs, modules, runs, state, system};
         (name = "jobs", description = "Create, change and control jobs"),
         (name = "state", description = "Jobs' key-value state (wasi:keyvalue)"),
         (name = "modules", description = "Upload and manage WebAssembly modules"),
+        (name = "secrets", description = "Write-only secrets that jobs use by name"),
         (name = "runs", description = "Run history and output"),
         (name = "workers", description = "Live workers"),
         (name = "cron", description = "Cron expression preview"),
@@ -145,6 +147,9 @@ mod tests {
             ("/api/v1/runs/{run_id}", vec!["get"]),
             ("/api/v1/runs/{run_id}/output", vec!["get"]),
             ("/api/v1/runs/{run_id}/result", vec!["post"]),
+            ("/api/v1/secrets", vec!["get"]),
+            ("/api/v1/secrets/{name}", vec!["put", "delete"]),
+            ("/api/v1/secrets/rekey", vec!["post"]),
             ("/api/v1/workers", vec!["get"]),
             ("/api/v1/alerts/channels", vec!["get"]),
             ("/api/v1/cron/next", vec!["get"]),
@@ -161,7 +166,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            21,
+            24,
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );

@@ -96,6 +96,16 @@ impl Client {
         .await
     }
 
+    /// PUTs `bytes` as a `text/plain` body.
+    pub(super) async fn put_text(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        self.send(
+            self.request(Method::PUT, path)
+                .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(bytes),
+        )
+        .await
+    }
+
     pub(super) async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(self.request(Method::DELETE, path)).await
     }

@@ -21,18 +21,19 @@ use jiff::Timestamp;
 use crate::exec::egress::EgressPolicy;
 use crate::exec::wasm::{ModuleSource, WasmConfig, WasmEngine};
 use crate::exec::{ChunkSink, ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
-use crate::ids::{JobName, ModuleDigest, RunId};
-use crate::job::{DirMount, JobKind, JobSpec, NetworkLimits, WasmJob, WasmLimits};
+use crate::ids::{JobName, ModuleDigest, RunId, SecretName};
+use crate::job::{DirMount, JobKind, JobSpec, WasmJob};
 use crate::module::ModuleInspector as _;
 use crate::run::{EgressOutcome, OutputChunk, RunStatus, StreamKind, Trigger};
+use crate::secret::{RunSecrets, SecretValue};
 
 /// `sandcron try` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TryArgs {
     /// The module or component to run (a `.wasm` file).
     pub file: PathBuf,
-    /// Take args, env, limits, dirs, egress and network limits from this job
-    /// file (TOML or JSON, as `sandcron job apply -f` reads); flags override.
+    /// Take args, env, config, secrets, limits, dirs, egress and network
+    /// limits from this job file (TOML or JSON, as `sandcron job apply -f` reads); flags override.
     #[arg(long, value_name = "FILE")]
     pub job: Option<PathBuf>,
     /// An environment variable for the guest (repeatable).
@@ -43,6 +44,16 @@ pub struct TryArgs {
     /// these names.
     #[arg(long = "dir", value_name = "NAME=PATH[:ro]")]
     pub dirs: Vec<String>,
+    /// A secret for the guest, read from this shell's environment variable
+    /// NAME (so no value is ever on a command line) and given as a job's
+    /// secret named NAME: through `wasi:config`, and as an environment
+    /// variable with `secrets_as_env` (repeatable). A `--job` file's
+    /// `secrets` are read the same way, by the names the job gives them.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub secrets: Vec<String>,
+    /// A `wasi:config` value for a component, as a job's `config` (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
     /// Where the guest may connect (repeatable), as a job's `egress`.
     #[arg(long = "egress", value_name = "ENTRY")]
     pub egress: Vec<String>,
@@ -95,10 +106,21 @@ fn exit_status(outcome: &RunOutcome) -> ExitCode {
 
 async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
     let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let (name, mut job) = match &args.job {
+    let (name, mut job, mut secret_names) = match &args.job {
         Some(path) => from_job_file(path)?,
-        None => (default_name(&args.file), empty_job()),
+        None => (default_name(&args.file), empty_job(), BTreeMap::new()),
     };
+    for alias in &args.secrets {
+        let stored = alias.to_ascii_lowercase().replace('_', "-");
+        let stored = SecretName::new(&stored).or_else(|_| SecretName::new("local"))?;
+        secret_names.insert(alias.clone(), stored);
+    }
+    for pair in &args.config {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--config {pair:?}: expected KEY=VALUE"))?;
+        job.config.insert(key.to_owned(), value.to_owned());
+    }
     let mut grants = BTreeMap::new();
     for spec in &args.dirs {
         let (grant, rest) = spec
@@ -147,9 +169,10 @@ async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
         .inspect(&bytes)
         .map_err(|err| anyhow::anyhow!("{} would be refused at upload: {err}", args.file.display()))?;
     let mut spec = JobSpec::new("@yearly", JobKind::Wasm(job));
-    spec.description = String::new();
+    spec.secrets = secret_names;
     spec.validate(Timestamp::now())
         .map_err(|err| anyhow::anyhow!("{}: {}", err.field, err.message))?;
+    let secrets = local_secrets(&spec)?;
     let JobKind::Wasm(job) = spec.kind else {
         bail!("a wasm job was built");
     };
@@ -171,6 +194,7 @@ async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
         parent: None,
         shard: None,
         report_to: None,
+        secrets,
     };
     let compiling = Instant::now();
     engine
@@ -181,7 +205,8 @@ async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
     let executor = engine
         .executor(Arc::new(OneModule(bytes)))
         .with_state(local_state(&request.job, &job).await?);
-    let mut output = RunOutput::new(request.run_id, Arc::new(Terminal), job.limits.output_kb * 1024);
+    let mut output = RunOutput::new(request.run_id, Arc::new(Terminal), job.limits.output_kb * 1024)
+        .masking(request.secrets.masker());
     let kill = KillSwitch::new();
     // Ctrl-C kills the run the way a kill request would.
     let on_interrupt = kill.clone();
@@ -277,20 +302,33 @@ fn default_name(file: &std::path::Path) -> String {
 }
 
 fn empty_job() -> WasmJob {
-    WasmJob {
-        module: ModuleDigest::of(b""),
-        args: Vec::new(),
-        env: BTreeMap::new(),
-        dirs: Vec::new(),
-        limits: WasmLimits::default(),
-        egress: Vec::new(),
-        network: NetworkLimits::default(),
-    }
+    WasmJob::new(ModuleDigest::of(b""))
 }
 
-/// The name and wasm settings of a job file; its `module` is ignored (the
-/// file given on the command line is what runs).
-fn from_job_file(path: &std::path::Path) -> anyhow::Result<(String, WasmJob)> {
+/// The values of `spec`'s secrets, from this process's environment by the
+/// names the job gives them: `try` never reads a store.
+fn local_secrets(spec: &JobSpec) -> anyhow::Result<RunSecrets> {
+    let aliases: Vec<String> = spec.secrets.keys().cloned().collect();
+    let found = crate::config::inherited_env(&aliases);
+    let mut secrets = RunSecrets::default();
+    for (alias, stored) in &spec.secrets {
+        let Some(value) = found.get(alias) else {
+            bail!(
+                "secret {alias} ({stored} in a store): set the environment variable {alias}; \
+                 sandcron try takes secrets from its environment"
+            );
+        };
+        secrets
+            .values
+            .insert(alias.clone(), SecretValue::new(value.clone().into_bytes()));
+        secrets.used.push(stored.clone());
+    }
+    Ok(secrets)
+}
+
+/// The name, wasm settings and secrets of a job file; its `module` is
+/// ignored (the file given on the command line is what runs).
+fn from_job_file(path: &std::path::Path) -> anyhow::Result<(String, WasmJob, BTreeMap<String, SecretName>)> {
     let (name, mut body) = super::read_job_file(path, None)?;
     if let Some(wasm) = body.pointer_mut("/kind/wasm")
         && let Some(object) = wasm.as_object_mut()
@@ -302,7 +340,7 @@ fn from_job_file(path: &std::path::Path) -> anyhow::Result<(String, WasmJob)> {
     let spec: JobSpec =
         serde_json::from_value(body).with_context(|| format!("{} is not a valid job", path.display()))?;
     match spec.kind {
-        JobKind::Wasm(job) => Ok((name, job)),
+        JobKind::Wasm(job) => Ok((name, job, spec.secrets)),
         _ => bail!("{} is not a wasm job", path.display()),
     }
 }

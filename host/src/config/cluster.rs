@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -12,6 +13,7 @@ use super::file::{FileConfig, read_file};
 use super::settings::{
     ClusterStores, LogsConfig, MongoSettings, ServerConfig, WorkerConfig, alerts, check_capacity, logs, server, worker,
 };
+use crate::secret::Keyring;
 
 /// Everything `sandcron master` needs, validated.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct MasterConfig {
     /// The alert channels of `[alerts]`, by name: what jobs may name (when
     /// the master's file has any; workers deliver).
     pub alert_channels: Vec<String>,
+    /// Seals the secrets admins write; `None`: no key file configured.
+    pub secrets_key: Option<Arc<Keyring>>,
 }
 
 /// Everything `sandcron worker` needs, validated.
@@ -38,6 +42,8 @@ pub struct WorkerRoleConfig {
     /// Where the probe server listens, if anywhere.
     pub listen: Option<SocketAddr>,
     pub alerts: crate::alert::AlertsConfig,
+    /// Opens the secrets jobs use; `None`: no key file configured.
+    pub secrets_key: Option<Arc<Keyring>>,
 }
 
 /// Flags shared by `sandcron master` and `sandcron worker`.
@@ -52,6 +58,9 @@ pub struct ClusterArgs {
     /// MongoDB connection string (overrides [mongodb] uri).
     #[arg(long, env = "SANDCRON_MONGODB_URI", hide_env_values = true)]
     pub mongodb_uri: Option<String>,
+    /// The secrets key file (overrides [secrets] key_file).
+    #[arg(long, env = "SANDCRON_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Load and validate the configuration (file, environment and flags) as a
     /// start would, print a summary without secrets and exit: 0 when valid, 2
     /// when not. Contacts neither etcd nor MongoDB.
@@ -101,6 +110,7 @@ impl MasterArgs {
             allow_shell_jobs: file.server.allow_shell_jobs.unwrap_or(true),
             max_memory_mb: file.worker.max_memory_mb.unwrap_or(4096).clamp(1, 4096),
             alert_channels: alerts(&file.alerts)?.channels.into_keys().collect(),
+            secrets_key: self.cluster.secrets_key(&file)?,
         })
     }
 }
@@ -138,6 +148,7 @@ impl WorkerArgs {
                 None => None,
             },
             alerts: alerts(&file.alerts)?,
+            secrets_key: self.cluster.secrets_key(&file)?,
         })
     }
 }
@@ -148,6 +159,15 @@ impl ClusterArgs {
             Some(path) => read_file(path),
             None => Ok(FileConfig::default()),
         }
+    }
+
+    /// The key file of flag, environment or file, read and checked.
+    fn secrets_key(&self, file: &FileConfig) -> anyhow::Result<Option<Arc<Keyring>>> {
+        let path = self.secrets_key_file.clone().or(file.secrets.key_file.clone());
+        Ok(match path {
+            Some(path) => Some(Arc::new(Keyring::load(&path)?)),
+            None => None,
+        })
     }
 
     fn stores(&self, file: &FileConfig) -> anyhow::Result<ClusterStores> {

@@ -16,6 +16,8 @@ pub struct DevConfig {
     pub alerts: crate::alert::AlertsConfig,
     /// Seed one demo job into an empty store.
     pub seed_demo: bool,
+    /// The secrets key file, created on first start if missing.
+    pub secrets_key_file: PathBuf,
 }
 
 /// `sandcron dev` flags; each also reads its `SANDCRON_*` variable.
@@ -42,6 +44,10 @@ pub struct DevArgs {
     /// Do not seed the demo job into an empty store.
     #[arg(long)]
     pub no_demo: bool,
+    /// The secrets key file (default: secrets.key in the data directory,
+    /// created with a new key on first start).
+    #[arg(long, env = "SANDCRON_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8070";
@@ -72,12 +78,17 @@ impl DevArgs {
             worker.capacity = check_capacity(capacity)?;
         }
         Ok(DevConfig {
-            data_dir,
             server,
             worker,
             logs: logs(&file.logs)?,
             alerts: alerts(&file.alerts)?,
             seed_demo: !self.no_demo,
+            secrets_key_file: self
+                .secrets_key_file
+                .clone()
+                .or(file.secrets.key_file.clone())
+                .unwrap_or_else(|| data_dir.join(crate::secret::KEY_FILE_NAME)),
+            data_dir,
         })
     }
 }

@@ -27,6 +27,19 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub alerts: AlertsFile,
+    #[serde(default)]
+    pub secrets: SecretsFile,
+}
+
+/// `[secrets]`: the key file that seals the secrets jobs use. Masters and
+/// workers of one installation need the same file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsFile {
+    /// One key per line, 64 hex digits, the first sealing; mode 0600
+    /// (`sandcron secret keygen` makes one). `sandcron dev` default:
+    /// `secrets.key` in its data directory, created on first start.
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[alerts]`: where workers send alerts, and the rules for every job.

@@ -81,7 +81,12 @@ impl HttpExecutor {
             .await;
         let mut builder = self.client.request(method, url).headers(headers);
         if let Some(body) = &http.body {
-            builder = builder.body(body.clone());
+            match crate::secret::expand(body, &request.secrets.values) {
+                Ok(body) => builder = builder.body(body),
+                Err(err) => {
+                    return RunOutcome::new(RunStatus::Failed).with_error(format!("kind.http.body: {err}"));
+                }
+            }
         }
         let started = Instant::now();
         let mut response = match builder.send().await {
@@ -175,13 +180,19 @@ impl Executor for HttpExecutor {
 /// The job's headers plus sandcron's: `X-Sandcron-Job`, `-Run-Id`, `-Tick`,
 /// `-Trigger`, `-Attempt`, `-Fence` and, where they apply, the parent run,
 /// the shard and the async-completion token — the same values shell and
-/// WASM jobs get as `SANDCRON_*` variables.
+/// WASM jobs get as `SANDCRON_*` variables. `${secret:NAME}` in a value is
+/// filled in, and such a header is marked sensitive.
 fn request_headers(request: &ExecRequest, http: &HttpJob) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     for (name, value) in &http.headers {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
-        let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
-        headers.append(name, value);
+        let filled = crate::secret::expand(value, &request.secrets.values)
+            .map_err(|err| format!("kind.http.headers.{name}: {err}"))?;
+        let mut header = HeaderValue::from_str(&filled).map_err(|_| format!("invalid value for header {name}"))?;
+        if filled != *value {
+            header.set_sensitive(true);
+        }
+        headers.append(name, header);
     }
     for (variable, value) in request.sandcron_env() {
         let name = header_for_variable(&variable);

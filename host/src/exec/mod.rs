@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ids::{JobName, RunId};
 use crate::job::JobKind;
 use crate::run::{EgressLedger, ParentRun, RunStatus, Shard, Trigger};
+use crate::secret::RunSecrets;
 
 pub mod egress;
 pub mod http;
@@ -42,6 +43,8 @@ pub struct ExecRequest {
     pub shard: Option<Shard>,
     /// For an async job: where and with what token to report the outcome.
     pub report_to: Option<ReportTo>,
+    /// The job's secrets, opened by the worker for this run.
+    pub secrets: RunSecrets,
 }
 
 /// Where an async run's outcome is reported, and the run's token.
@@ -90,6 +93,18 @@ impl ExecRequest {
             }
         }
         env
+    }
+
+    /// The run's secrets by the names the job reads them under, as text.
+    pub fn secret_env(&self) -> Result<BTreeMap<String, String>, String> {
+        self.secrets
+            .values
+            .iter()
+            .map(|(name, value)| match value.as_text() {
+                Some(text) => Ok((name.clone(), text.to_owned())),
+                None => Err(format!("the secret given as {name} is not UTF-8 text")),
+            })
+            .collect()
     }
 }
 

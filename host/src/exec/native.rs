@@ -43,12 +43,17 @@ impl NativeExecutor {
         }
     }
 
-    fn environment(&self, request: &ExecRequest, job_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    fn environment(
+        &self,
+        request: &ExecRequest,
+        job_env: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, String> {
         let mut env = self.inherited_env.clone();
         env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_PATH.to_owned());
         env.extend(job_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(request.secret_env()?);
         env.extend(request.sandcron_env());
-        env
+        Ok(env)
     }
 }
 
@@ -58,12 +63,16 @@ impl Executor for NativeExecutor {
         let JobKind::Shell(shell) = &request.kind else {
             return RunOutcome::new(RunStatus::Failed).with_error("the native executor runs shell jobs only");
         };
+        let environment = match self.environment(request, &shell.env) {
+            Ok(environment) => environment,
+            Err(reason) => return RunOutcome::new(RunStatus::Failed).with_error(reason),
+        };
         let mut command = Command::new("/bin/sh");
         command
             .arg("-c")
             .arg(&shell.command)
             .env_clear()
-            .envs(self.environment(request, &shell.env))
+            .envs(environment)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -312,6 +321,7 @@ mod tests {
             parent: None,
             shard: None,
             report_to: None,
+            secrets: Default::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Output capture of one run: numbering chunks across both streams, cutting at
 //! the run's byte limit with a visible marker, keeping UTF-8 characters whole
 //! when a pipe read splits them, and picking up the run's result value (a
-//! stdout line `::sandcron::result <json>`).
+//! stdout line `::sandcron::result <json>`). The run's secret values are
+//! masked first (`secret::Masker`), so neither the stored output nor the
+//! result can hold them as printed.
 //!
 //! It writes only into a [`ChunkSink`] (the log sink's channel, as the
 //! worker wires it), never into a store.
@@ -13,6 +15,7 @@ use jiff::Timestamp;
 
 use crate::ids::RunId;
 use crate::run::{MAX_RESULT_BYTES, OutputChunk, RESULT_MARKER, StreamKind};
+use crate::secret::Masker;
 
 /// Where a run's numbered output chunks go. The worker implements it over
 /// the log sink; executors know nothing else of logs.
@@ -34,6 +37,8 @@ pub struct RunOutput {
     pending: [Vec<u8>; 2],
     results: ResultScanner,
     expire_at: Option<Timestamp>,
+    /// Maskers of the run's secret values, per stream (stdout, stderr).
+    masks: Option<Box<[Masker; 2]>>,
 }
 
 /// Finds result lines in stdout as it streams past, holding at most one
@@ -127,7 +132,14 @@ impl RunOutput {
             pending: [Vec::new(), Vec::new()],
             results: ResultScanner::new(),
             expire_at: None,
+            masks: None,
         }
+    }
+
+    /// Masks every value `masker` knows in both streams.
+    pub fn masking(mut self, masker: Masker) -> Self {
+        self.masks = (!masker.is_empty()).then(|| Box::new([masker.clone(), masker]));
+        self
     }
 
     /// Marks every chunk as deletable after `expire_at` (the run's retention).
@@ -164,6 +176,14 @@ impl RunOutput {
             return;
         }
         let slot = stream_slot(stream);
+        let masked;
+        let bytes = match &mut self.masks {
+            Some(masks) => {
+                masked = masks[slot].push(bytes);
+                masked.as_slice()
+            }
+            None => bytes,
+        };
         let mut buffer = std::mem::take(&mut self.pending[slot]);
         buffer.extend_from_slice(bytes);
         let tail = incomplete_tail_len(&buffer);
@@ -182,10 +202,20 @@ impl RunOutput {
     /// become U+FFFD). Call once, after the process's pipes are closed.
     pub async fn finish(&mut self) {
         for stream in [StreamKind::Stdout, StreamKind::Stderr] {
-            let rest = std::mem::take(&mut self.pending[stream_slot(stream)]);
-            if !rest.is_empty() && !self.truncated {
+            let slot = stream_slot(stream);
+            if let Some(masks) = &mut self.masks {
+                let held = masks[slot].finish();
+                self.pending[slot].extend(held);
+            }
+            let rest = std::mem::take(&mut self.pending[slot]);
+            if !rest.is_empty() {
                 let text = String::from_utf8_lossy(&rest).into_owned();
-                self.emit_text(stream, text).await;
+                if stream == StreamKind::Stdout {
+                    self.results.scan(&text);
+                }
+                if !self.truncated {
+                    self.emit_text(stream, text).await;
+                }
             }
         }
         // A result line without a final newline still counts.
@@ -305,6 +335,49 @@ mod tests {
         output.write(StreamKind::Stdout, &huge).await;
         assert_eq!(output.result(), Some(&serde_json::json!(true)));
         assert!(output.result_error().is_some_and(|e| e.contains("larger than")));
+    }
+
+    /// Chunks as stored, joined per stream.
+    #[derive(Default)]
+    struct Collect(std::sync::Mutex<Vec<OutputChunk>>);
+
+    #[async_trait]
+    impl ChunkSink for Collect {
+        async fn chunk(&self, chunk: OutputChunk) {
+            self.0.lock().expect("lock").push(chunk);
+        }
+    }
+
+    #[tokio::test]
+    async fn secret_values_are_masked_in_stored_output_and_results() {
+        let sink = Arc::new(Collect::default());
+        let masker = Masker::new([b"hunter22".as_slice()]);
+        let mut output = RunOutput::new(RunId::generate(), sink.clone(), 1024).masking(masker);
+        output.write(StreamKind::Stdout, b"token hunt").await;
+        output.write(StreamKind::Stderr, b"err hunter22\n").await;
+        output
+            .write(StreamKind::Stdout, b"er22 ok\n::sandcron::result \"hunter22\"\n")
+            .await;
+        output.write(StreamKind::Stdout, b"tail hunter2").await;
+        output.finish().await;
+        let chunks = sink.0.lock().expect("lock");
+        let text = |stream| -> String {
+            chunks
+                .iter()
+                .filter(|c| c.stream == stream)
+                .map(|c| c.data.as_str())
+                .collect()
+        };
+        assert_eq!(
+            text(StreamKind::Stdout),
+            "token *** ok\n::sandcron::result \"***\"\ntail hunter2"
+        );
+        assert_eq!(text(StreamKind::Stderr), "err ***\n");
+        assert_eq!(output.result(), Some(&serde_json::json!("***")));
+        assert_eq!(
+            output.bytes_written(),
+            chunks.iter().map(|c| c.data.len() as u64).sum::<u64>()
+        );
     }
 
     #[test]

@@ -73,6 +73,48 @@ pub struct WasmJob {
     /// Per-run network limits (only meaningful with `egress`).
     #[serde(default)]
     pub network: NetworkLimits,
+    /// Plain settings a component reads through `wasi:config/store`, beside
+    /// the job's secrets and the run context (`SANDCRON_*`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Also give the job's secrets as environment variables (for languages
+    /// and core modules that only read the environment).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secrets_as_env: bool,
+    /// Put the run context (`SANDCRON_JOB`, `SANDCRON_TICK`, ...) in the
+    /// environment (default). With `false` the environment is exactly
+    /// `env` (and the secrets, with `secrets_as_env`); the context stays
+    /// readable through `wasi:config`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub context_env: bool,
+}
+
+impl WasmJob {
+    /// A job running `module` with no arguments, environment, directories,
+    /// network, config or secrets, at the default limits.
+    pub fn new(module: ModuleDigest) -> Self {
+        Self {
+            module,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            dirs: Vec::new(),
+            limits: WasmLimits::default(),
+            egress: Vec::new(),
+            network: NetworkLimits::default(),
+            config: BTreeMap::new(),
+            secrets_as_env: false,
+            context_env: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// A directory a worker grants (by name, in its config) mounted into the

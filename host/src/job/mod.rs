@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Role;
 use crate::cronexpr::Schedule;
-use crate::ids::JobName;
+use crate::ids::{JobName, SecretName};
 use crate::run::RunStatus;
 
 mod egress;
@@ -82,6 +82,14 @@ pub struct JobSpec {
     /// Who is told when runs of this job go wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<JobAlerts>,
+    /// Stored secrets the job receives, by the name it reads each under: an
+    /// environment variable (shell jobs, and WASM jobs with
+    /// `secrets_as_env`) and a `wasi:config` key (WASM components). HTTP
+    /// jobs write `${secret:NAME}` in header values and the body instead.
+    /// Values are resolved by the worker at run time and never stored here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub secrets: BTreeMap<String, SecretName>,
 }
 
 /// How a run's outcome is known.
@@ -161,6 +169,7 @@ impl JobSpec {
             on_failure: Vec::new(),
             broadcast: false,
             alerts: None,
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -181,6 +190,40 @@ impl JobSpec {
     /// The jobs this job starts, on success and on failure.
     pub fn dependents(&self) -> impl Iterator<Item = &JobName> {
         self.on_success.iter().chain(&self.on_failure)
+    }
+
+    /// Every stored secret the job uses, each with the field that names it
+    /// first: its `secrets` and, for an HTTP job, the `${secret:NAME}`
+    /// references of its headers and body. References that do not parse
+    /// are left to `validate`.
+    pub fn secret_references(&self) -> Vec<(String, SecretName)> {
+        let mut found: Vec<(String, SecretName)> = Vec::new();
+        let mut add = |field: String, name: SecretName| {
+            if !found.iter().any(|(_, seen)| *seen == name) {
+                found.push((field, name));
+            }
+        };
+        for (alias, name) in &self.secrets {
+            add(format!("secrets.{alias}"), name.clone());
+        }
+        if let JobKind::Http(http) = &self.kind {
+            for (header, value) in &http.headers {
+                for name in crate::secret::references(value).unwrap_or_default() {
+                    add(format!("kind.http.headers.{header}"), name);
+                }
+            }
+            for name in http
+                .body
+                .as_deref()
+                .map(crate::secret::references)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                add("kind.http.body".to_owned(), name);
+            }
+        }
+        found
     }
 }
 

@@ -131,3 +131,133 @@ fn validation_names_the_bad_field() {
         assert!(err.message.contains(message), "{err}");
     }
 }
+
+fn field_of(json: serde_json::Value) -> String {
+    let spec: JobSpec = serde_json::from_value(json).expect("parses");
+    spec.validate(now()).expect_err("invalid").field
+}
+
+#[test]
+fn secrets_and_config_are_checked_at_their_fields() {
+    let module = format!("sha256:{}", "a".repeat(64));
+    let wasm = |extra: serde_json::Value, top: serde_json::Value| {
+        let mut job = serde_json::json!({"schedule": "@daily", "kind": {"wasm": {"module": module}}});
+        for (key, value) in extra.as_object().expect("object") {
+            job["kind"]["wasm"][key] = value.clone();
+        }
+        for (key, value) in top.as_object().expect("object") {
+            job[key] = value.clone();
+        }
+        job
+    };
+    let cases = [
+        (
+            wasm(serde_json::json!({}), serde_json::json!({"secrets": {"9BAD": "s"}})),
+            "secrets.9BAD",
+        ),
+        (
+            wasm(
+                serde_json::json!({}),
+                serde_json::json!({"secrets": {"SANDCRON_X": "s"}}),
+            ),
+            "secrets.SANDCRON_X",
+        ),
+        (
+            wasm(
+                serde_json::json!({"config": {"T": "x"}}),
+                serde_json::json!({"secrets": {"T": "s"}}),
+            ),
+            "secrets.T",
+        ),
+        (
+            wasm(
+                serde_json::json!({"env": {"T": "x"}, "secrets_as_env": true}),
+                serde_json::json!({"secrets": {"T": "s"}}),
+            ),
+            "secrets.T",
+        ),
+        (
+            wasm(serde_json::json!({"config": {"": "x"}}), serde_json::json!({})),
+            "kind.wasm.config.",
+        ),
+        (
+            wasm(
+                serde_json::json!({"config": {"SANDCRON_JOB": "x"}}),
+                serde_json::json!({}),
+            ),
+            "kind.wasm.config.SANDCRON_JOB",
+        ),
+        (
+            serde_json::json!({"schedule": "@daily", "secrets": {"T": "s"},
+                "kind": {"http": {"url": "https://example.com/"}}}),
+            "secrets.T",
+        ),
+        (
+            serde_json::json!({"schedule": "@daily",
+                "kind": {"http": {"url": "https://example.com/", "headers": {"A": "${secret:x"}}}}),
+            "kind.http.headers.A",
+        ),
+    ];
+    for (job, field) in cases {
+        assert_eq!(field_of(job.clone()), field, "{job}");
+    }
+    // An env clash matters only when the secrets go into the environment.
+    let fine = wasm(
+        serde_json::json!({"env": {"T": "x"}, "config": {"region": "eu"}}),
+        serde_json::json!({"secrets": {"T": "s"}}),
+    );
+    let spec: JobSpec = serde_json::from_value(fine).expect("parses");
+    spec.validate(now()).expect("valid");
+    // A secret name that breaks the name rule is refused when parsed.
+    let err = serde_json::from_value::<JobSpec>(wasm(
+        serde_json::json!({}),
+        serde_json::json!({"secrets": {"T": "Bad/Name"}}),
+    ))
+    .expect_err("bad secret name");
+    assert!(err.to_string().contains("secret name \"Bad/Name\""), "{err}");
+}
+
+#[test]
+fn secret_references_name_each_secret_once_with_its_first_field() {
+    let spec: JobSpec = serde_json::from_value(serde_json::json!({
+        "schedule": "@daily",
+        "kind": {"http": {
+            "url": "https://example.com/",
+            "headers": {"Authorization": "Bearer ${secret:api}", "X-Other": "${secret:api}${secret:second}"},
+            "body": "${secret:third} ${secret:api}",
+        }},
+    }))
+    .expect("parses");
+    let references: Vec<(String, String)> = spec
+        .secret_references()
+        .into_iter()
+        .map(|(field, name)| (field, name.to_string()))
+        .collect();
+    assert_eq!(
+        references,
+        [
+            ("kind.http.headers.Authorization".to_owned(), "api".to_owned()),
+            ("kind.http.headers.X-Other".to_owned(), "second".to_owned()),
+            ("kind.http.body".to_owned(), "third".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn a_wasm_job_written_without_the_new_fields_reads_back_unchanged() {
+    let module = format!("sha256:{}", "b".repeat(64));
+    let json = serde_json::json!({"schedule": "@daily", "kind": {"wasm": {"module": module}}});
+    let spec: JobSpec = serde_json::from_value(json).expect("parses");
+    let JobKind::Wasm(wasm) = &spec.kind else {
+        panic!("wasm")
+    };
+    assert!(wasm.context_env && !wasm.secrets_as_env && wasm.config.is_empty());
+    let written = serde_json::to_value(&spec).expect("serialises");
+    for absent in ["config", "secrets_as_env", "context_env"] {
+        assert!(
+            written["kind"]["wasm"].get(absent).is_none(),
+            "{absent} written: {written}"
+        );
+    }
+    assert!(written.get("secrets").is_none(), "{written}");
+}

@@ -36,6 +36,7 @@ pub mod limits {
     pub const MAX_DEPENDENTS: usize = 32;
     pub const MAX_ALERT_CHANNELS: usize = 16;
     pub const MAX_EGRESS_ENTRIES: usize = 64;
+    pub const MAX_SECRETS: usize = 64;
     pub const MAX_EGRESS_REQUESTS: u64 = 100_000;
     pub const MAX_EGRESS_CONCURRENT: u64 = 256;
     pub const MAX_EGRESS_BYTES: u64 = 64 << 30;
@@ -108,6 +109,21 @@ impl JobSpec {
                     limits::MAX_OUTPUT_KB,
                 )?;
                 check_egress(&wasm.egress, &wasm.network)?;
+                check_config(&wasm.config)?;
+                for alias in self.secrets.keys() {
+                    if wasm.config.contains_key(alias) {
+                        return Err(JobError::new(
+                            format!("secrets.{alias}"),
+                            "is also a key of kind.wasm.config; a wasi:config key names one value",
+                        ));
+                    }
+                    if wasm.secrets_as_env && wasm.env.contains_key(alias) {
+                        return Err(JobError::new(
+                            format!("secrets.{alias}"),
+                            "is also set in kind.wasm.env (secrets_as_env puts secrets there)",
+                        ));
+                    }
+                }
             }
             JobKind::Shell(shell) => {
                 if shell.command.trim().is_empty() {
@@ -115,11 +131,26 @@ impl JobSpec {
                 }
                 check_text("kind.shell.command", &shell.command, limits::MAX_COMMAND_BYTES)?;
                 check_env("kind.shell.env", &shell.env)?;
+                if let Some(alias) = self.secrets.keys().find(|alias| shell.env.contains_key(*alias)) {
+                    return Err(JobError::new(
+                        format!("secrets.{alias}"),
+                        "is also set in kind.shell.env; a variable holds one value",
+                    ));
+                }
                 check_range("kind.shell.timeout_s", shell.timeout_s, 1, limits::MAX_TIMEOUT_S)?;
                 check_range("kind.shell.output_kb", shell.output_kb, 1, limits::MAX_OUTPUT_KB)?;
             }
-            JobKind::Http(http) => check_http(http)?,
+            JobKind::Http(http) => {
+                check_http(http)?;
+                if let Some(alias) = self.secrets.keys().next() {
+                    return Err(JobError::new(
+                        format!("secrets.{alias}"),
+                        "HTTP jobs name secrets where they are used: ${secret:NAME} in kind.http.headers and kind.http.body",
+                    ));
+                }
+            }
         }
+        self.check_secrets()?;
         self.validate_integrations()?;
         if self.retry.max > limits::MAX_RETRIES {
             return Err(JobError::new(
@@ -164,6 +195,21 @@ impl JobSpec {
 }
 
 impl JobSpec {
+    /// The names a job gives its secrets. Whether the secrets exist needs
+    /// the store: the API checks it when the job is saved.
+    fn check_secrets(&self) -> Result<(), JobError> {
+        if self.secrets.len() > limits::MAX_SECRETS {
+            return Err(JobError::new(
+                "secrets",
+                format!("at most {} secrets are allowed", limits::MAX_SECRETS),
+            ));
+        }
+        for alias in self.secrets.keys() {
+            check_variable_name(&format!("secrets.{alias}"), alias)?;
+        }
+        Ok(())
+    }
+
     /// Completion, dependents, broadcast and alerts. Whether the dependents
     /// exist and form no cycle needs the other jobs: see [`check_dependency_cycles`].
     fn validate_integrations(&self) -> Result<(), JobError> {
@@ -290,6 +336,7 @@ fn check_http(http: &HttpJob) -> Result<(), JobError> {
     }
     for (name, value) in &http.headers {
         let field = format!("kind.http.headers.{name}");
+        crate::secret::references(value).map_err(|err| JobError::new(field.clone(), err.to_string()))?;
         let token = !name.is_empty()
             && name.len() <= 128
             && name
@@ -329,6 +376,7 @@ fn check_http(http: &HttpJob) -> Result<(), JobError> {
     }
     if let Some(body) = &http.body {
         check_text("kind.http.body", body, limits::MAX_HTTP_BODY_BYTES)?;
+        crate::secret::references(body).map_err(|err| JobError::new("kind.http.body", err.to_string()))?;
     }
     check_range("kind.http.timeout_s", http.timeout_s, 1, limits::MAX_TIMEOUT_S)?;
     check_range("kind.http.output_kb", http.output_kb, 1, limits::MAX_OUTPUT_KB)?;
@@ -457,23 +505,56 @@ fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), JobError
     }
     for (key, value) in env {
         let path = format!("{field}.{key}");
-        let valid_name = key
-            .chars()
-            .enumerate()
-            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
-        if key.is_empty() || key.len() > 128 || !valid_name {
+        check_variable_name(&path, key)?;
+        check_text(&path, value, limits::MAX_ENV_VALUE_BYTES)?;
+    }
+    Ok(())
+}
+
+/// An environment variable's name (also the name a job gives a secret).
+fn check_variable_name(field: &str, key: &str) -> Result<(), JobError> {
+    let valid_name = key
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    if key.is_empty() || key.len() > 128 || !valid_name {
+        return Err(JobError::new(
+            field,
+            "variable names are letters, digits and '_', not starting with a digit",
+        ));
+    }
+    if key.starts_with("SANDCRON_") {
+        return Err(JobError::new(
+            field,
+            "the SANDCRON_ prefix is reserved for variables sandcron sets",
+        ));
+    }
+    Ok(())
+}
+
+/// A WASM job's `config`: bounded, keys printable and not the run context's.
+fn check_config(config: &BTreeMap<String, String>) -> Result<(), JobError> {
+    if config.len() > limits::MAX_ENV {
+        return Err(JobError::new(
+            "kind.wasm.config",
+            format!("at most {} keys are allowed", limits::MAX_ENV),
+        ));
+    }
+    for (key, value) in config {
+        let field = format!("kind.wasm.config.{key}");
+        if key.is_empty() || key.len() > 128 || key.chars().any(char::is_control) {
             return Err(JobError::new(
-                path,
-                "variable names are letters, digits and '_', not starting with a digit",
+                field,
+                "keys are 1 to 128 characters without control characters",
             ));
         }
         if key.starts_with("SANDCRON_") {
             return Err(JobError::new(
-                path,
-                "the SANDCRON_ prefix is reserved for variables sandcron sets",
+                field,
+                "the SANDCRON_ prefix is reserved for the run context",
             ));
         }
-        check_text(&path, value, limits::MAX_ENV_VALUE_BYTES)?;
+        check_text(&field, value, limits::MAX_ENV_VALUE_BYTES)?;
     }
     Ok(())
 }

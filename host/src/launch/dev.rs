@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{WorkerParts, build_worker, sink, start_alerts, worker_engine};
+use super::{WorkerParts, build_worker, check_secrets_key, sink, start_alerts, worker_engine};
 use crate::api::{self, AppState, HttpConfig};
 use crate::auth::Role;
 use crate::config::{DevConfig, hostname};
@@ -23,6 +23,7 @@ use crate::logstore::{LogBatch, LogStore, RunQuery};
 use crate::metrics::Metrics;
 use crate::module::ModuleKind;
 use crate::run::RunStatus;
+use crate::secret::Keyring;
 
 /// The coordination key prefix.
 pub const KEY_PREFIX: &str = "/sandcron/";
@@ -40,6 +41,11 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
     mark_lost_runs(logs.as_ref())
         .await
         .context("cannot close runs left by the previous process")?;
+    let (keyring, created) = Keyring::load_or_create(&config.secrets_key_file)?;
+    if created {
+        tracing::info!(path = %config.secrets_key_file.display(), key = keyring.sealing_id(), "created a secrets key file");
+    }
+    let keyring = check_secrets_key(Some(&Arc::new(keyring)), &coord, "server").await?;
 
     let metrics = Metrics::new();
     let (sink, sink_task) = sink(logs.clone(), &config.logs, data);
@@ -70,6 +76,7 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         lease_ttl: LEASE_TTL,
         retention: config.logs.retention,
         alerts,
+        keyring: keyring.clone(),
     })?;
     let worker_handle = tokio::spawn(worker.serve(shutdown.clone()));
     let retention_handle = tokio::spawn(retention(logs.clone(), config.logs.retention, shutdown.clone()));
@@ -83,6 +90,7 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         shutdown: shutdown.clone(),
         modules: engine,
         alert_channels: config.alerts.channels.keys().cloned().collect::<Vec<_>>().into(),
+        secrets: keyring,
     };
     let app = api::router(
         state,
@@ -194,16 +202,11 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
                 ..JobSpec::new(
                     "*/30 * * * * *",
                     JobKind::Wasm(WasmJob {
-                        module: digest,
-                        args: Vec::new(),
-                        env: Default::default(),
-                        dirs: Vec::new(),
                         limits: WasmLimits {
                             output_kb: 64,
                             ..WasmLimits::default()
                         },
-                        egress: Vec::new(),
-                        network: Default::default(),
+                        ..WasmJob::new(digest)
                     }),
                 )
             },

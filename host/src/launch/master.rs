@@ -5,7 +5,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::connect_stores;
+use super::{check_secrets_key, connect_stores};
 use crate::api::{self, AppState, HttpConfig};
 use crate::config::MasterConfig;
 use crate::exec::wasm::{WasmConfig, WasmEngine};
@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 /// Runs a master on `listener` until `shutdown` is cancelled.
 pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (coord, logs) = connect_stores(&config.stores).await?;
+    let secrets = check_secrets_key(config.secrets_key.as_ref(), &coord, "master").await?;
     // The master only validates uploads; a one-slot engine is enough.
     let engine = WasmEngine::new(WasmConfig {
         capacity: 1,
@@ -31,6 +32,7 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
         shutdown: shutdown.clone(),
         modules: engine,
         alert_channels: config.alert_channels.clone().into(),
+        secrets,
     };
     let app = api::router(
         state,

@@ -24,6 +24,7 @@ use crate::logstore::mongo::{MongoConfig, MongoLogStore};
 use crate::logstore::{LogStore, Sink, SinkConfig, SinkTask};
 use crate::metrics::Metrics;
 use crate::placement::WorkerInfo;
+use crate::secret::Keyring;
 use crate::worker::{Executors, StoredModules, StoredState, Worker, WorkerDeps};
 
 mod dev;
@@ -42,6 +43,48 @@ pub(crate) fn mongo_config(settings: &MongoSettings) -> MongoConfig {
         connect_timeout: settings.connect_timeout,
         server_selection_timeout: settings.server_selection_timeout,
     }
+}
+
+/// Checks a master's or worker's secrets key against the stored secrets
+/// before it serves: without a key, a store that holds secrets is refused
+/// (the process could not seal or open them); with one, a store none of
+/// whose secrets opens is refused (the wrong key file), and each secret
+/// that does not open is named in a warning.
+pub(crate) async fn check_secrets_key(
+    keyring: Option<&Arc<Keyring>>,
+    coord: &Coordinator,
+    role: &str,
+) -> anyhow::Result<Option<Arc<Keyring>>> {
+    let stored = coord.list_secrets().await.context("cannot read the stored secrets")?;
+    let Some(keyring) = keyring else {
+        if !stored.is_empty() {
+            anyhow::bail!(
+                "{} secret(s) are stored, but this {role} has no secrets key file: set [secrets] key_file \
+                 (or SANDCRON_SECRETS_KEY_FILE, or --secrets-key-file) to the key file they were written with",
+                stored.len()
+            );
+        }
+        return Ok(None);
+    };
+    let mut failures = Vec::new();
+    for (name, secret, _) in &stored {
+        if let Err(err) = keyring.open(name, &secret.sealed) {
+            failures.push(err.to_string());
+        }
+    }
+    if !stored.is_empty() && failures.len() == stored.len() {
+        anyhow::bail!(
+            "the secrets key file does not open any of the {} stored secret(s) (its keys: {}); it is not the \
+             installation's key file. First: {}",
+            stored.len(),
+            keyring.ids().join(", "),
+            failures[0]
+        );
+    }
+    for failure in &failures {
+        tracing::warn!(%failure, "a stored secret does not open with this key file");
+    }
+    Ok(Some(Arc::clone(keyring)))
 }
 
 /// The log sink of a worker, spooling under `data` when the store fails.
@@ -87,6 +130,7 @@ pub(crate) struct WorkerParts<'a> {
     pub(crate) lease_ttl: Duration,
     pub(crate) retention: Duration,
     pub(crate) alerts: Option<AlertHandle>,
+    pub(crate) keyring: Option<Arc<Keyring>>,
 }
 
 /// Builds a worker: the WASM executor on `engine`, the native executor where
@@ -139,6 +183,7 @@ pub(crate) fn build_worker(parts: WorkerParts<'_>) -> anyhow::Result<Worker> {
         drain_timeout: config.drain_timeout,
         retention: parts.retention,
         alerts: parts.alerts,
+        keyring: parts.keyring,
     }))
 }
 

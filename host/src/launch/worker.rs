@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{WorkerParts, build_worker, connect_stores, sink, start_alerts, worker_engine};
+use super::{WorkerParts, build_worker, check_secrets_key, connect_stores, sink, start_alerts, worker_engine};
 use crate::api;
 use crate::config::{WorkerRoleConfig, hostname};
 use crate::coord::Coordinator;
@@ -22,6 +22,7 @@ pub async fn worker(config: WorkerRoleConfig, shutdown: CancellationToken) -> an
     // The worker starts even when MongoDB is down later: its sink spools to
     // disk and replays when MongoDB is back.
     let (coord, logs) = connect_stores(&config.stores).await?;
+    let keyring = check_secrets_key(config.secrets_key.as_ref(), &coord, "worker").await?;
     let metrics = Metrics::new();
     let (sink, sink_task) = sink(logs, &config.logs, data);
     metrics.attach_sink(sink.stats());
@@ -52,6 +53,7 @@ pub async fn worker(config: WorkerRoleConfig, shutdown: CancellationToken) -> an
         lease_ttl: config.lease_ttl,
         retention: config.logs.retention,
         alerts,
+        keyring,
     })?;
     // Announce only once the sink has opened its spool: from then on the
     // metrics count what an earlier process left in it.

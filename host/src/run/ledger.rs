@@ -118,6 +118,18 @@ impl EgressLedger {
     pub fn is_empty(&self) -> bool {
         self.totals.calls == 0
     }
+
+    /// The ledger with `mask` applied to every text a guest chose (targets
+    /// of lookups, paths, error messages), so a secret the guest put in a
+    /// URL path is not kept.
+    pub fn masked(mut self, mask: impl Fn(&str) -> String) -> Self {
+        for entry in &mut self.entries {
+            entry.target = mask(&entry.target);
+            entry.path = entry.path.as_deref().map(&mask);
+            entry.error = entry.error.as_deref().map(&mask);
+        }
+        self
+    }
 }
 
 #[cfg(test)]

@@ -227,6 +227,9 @@ pub struct RunRecord {
     /// What a WASM job did on the network, when it was granted any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLedger>,
+    /// The stored secrets the run was given, by name (never their values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl RunRecord {
@@ -261,6 +264,7 @@ impl RunRecord {
             parent: None,
             shard: None,
             egress: None,
+            secrets: Vec::new(),
         }
     }
 

@@ -32,6 +32,7 @@ mod chunks;
 mod kill;
 mod kvstate;
 mod results;
+mod secrets;
 mod state;
 mod takeover;
 mod task;
@@ -39,8 +40,8 @@ mod task;
 mod tests;
 mod watchers;
 
-pub use kvstate::StoredState;
 use kill::{KillSwitches, watch_kills};
+pub use kvstate::StoredState;
 use results::{ResultWaiters, watch_results};
 use state::State;
 use watchers::{forward_watch, keep_lease};
@@ -102,6 +103,8 @@ pub struct WorkerDeps {
     pub retention: Duration,
     /// Where ended runs are reported for alerting; `None`: no alerts configured.
     pub alerts: Option<AlertHandle>,
+    /// Opens the secrets jobs use; `None`: no key file (jobs with secrets fail).
+    pub keyring: Option<Arc<crate::secret::Keyring>>,
 }
 
 pub struct Worker {

@@ -195,7 +195,7 @@ impl State {
             Family::Workers => self.on_workers(update).await,
             Family::Running => self.on_running(update).await,
             Family::Trigger => self.on_triggers(update).await,
-            Family::Kill | Family::State | Family::Modules | Family::Results => {}
+            Family::Kill | Family::State | Family::Modules | Family::Results | Family::Secrets => {}
         }
     }
 

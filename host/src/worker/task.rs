@@ -24,6 +24,7 @@ use crate::logstore::Sink;
 use crate::metrics::Metrics;
 use crate::run::{ParentRun, RunRecord, RunStatus, StreamKind, Trigger};
 use crate::schedule;
+use crate::secret::{Keyring, RunSecrets, mask_text};
 
 /// How many dependency links a chain of runs may have. Cycles are refused
 /// when jobs are saved; this stops one that slipped through (two masters
@@ -47,6 +48,8 @@ pub(super) struct TaskSpec {
     pub(super) alerts: Option<AlertHandle>,
     /// For an async job: where the run reports, and where its report arrives.
     pub(super) report: Option<(ReportTo, oneshot::Receiver<RunReport>)>,
+    /// Opens the job's secrets; `None`: this worker has no key file.
+    pub(super) keyring: Option<Arc<Keyring>>,
 }
 
 /// What the worker learns when a run ends.
@@ -78,6 +81,7 @@ async fn execute(spec: TaskSpec) {
         retention,
         alerts,
         report,
+        keyring,
     } = spec;
     let mut record = RunRecord {
         trigger: entry.trigger,
@@ -115,14 +119,25 @@ async fn execute(spec: TaskSpec) {
         sink.record(record.clone()).await;
         metrics.runs_running.fetch_add(1, Ordering::Relaxed);
         let tokenless = job.spec.completion == crate::job::Completion::Async && report.is_none();
-        let outcome = match (executor, crate::worker::shell_permitted(&job, shell_allowed)) {
+        let secrets = match crate::worker::shell_permitted(&job, shell_allowed) {
+            Ok(()) => super::secrets::open(&coord, keyring.as_deref(), &job).await,
+            Err(reason) => Err(reason),
+        };
+        record.secrets = job
+            .spec
+            .secret_references()
+            .into_iter()
+            .map(|(_, name)| name.to_string())
+            .collect();
+        let masker = secrets.as_ref().map(RunSecrets::masker).unwrap_or_default();
+        let outcome = match (executor, secrets) {
             (_, Err(reason)) => RunOutcome::new(RunStatus::Failed).with_error(reason),
-            (Some(_), Ok(())) if tokenless => RunOutcome::new(RunStatus::Failed).with_error(
+            (Some(_), Ok(_)) if tokenless => RunOutcome::new(RunStatus::Failed).with_error(
                 "the run's result token could not be made (the OS gave no random bytes); the run was not started",
             ),
-            (None, Ok(())) => RunOutcome::new(RunStatus::Failed)
+            (None, Ok(_)) => RunOutcome::new(RunStatus::Failed)
                 .with_error(format!("this worker cannot run {} jobs", job.spec.kind.name())),
-            (Some(executor), Ok(())) => {
+            (Some(executor), Ok(secrets)) => {
                 let (report_to, report_rx) = match report {
                     Some((to, rx)) => (Some(to), Some(rx)),
                     None => (None, None),
@@ -138,9 +153,11 @@ async fn execute(spec: TaskSpec) {
                     parent: entry.parent.clone(),
                     shard: entry.shard,
                     report_to,
+                    secrets,
                 };
                 let mut output = RunOutput::new(entry.run_id, Arc::new(sink.clone()), job.spec.kind.output_kb() * 1024)
-                    .expiring_at(record.expire_at);
+                    .expiring_at(record.expire_at)
+                    .masking(masker.clone());
                 let mut outcome = executor.execute(&request, &mut output, &kill).await;
                 if let (Some(rx), RunStatus::Succeeded) = (report_rx, outcome.status) {
                     drop(slot.take());
@@ -169,10 +186,13 @@ async fn execute(spec: TaskSpec) {
         drop(slot);
         record.status = outcome.status;
         record.exit_code = outcome.exit_code;
-        record.error = outcome.error;
+        // Errors and the ledger can quote what a guest sent: mask them too.
+        record.error = outcome.error.map(|error| mask_text(&masker, &error));
         record.fuel_used = outcome.fuel_used;
         record.peak_memory = outcome.peak_memory;
-        record.egress = outcome.egress;
+        record.egress = outcome
+            .egress
+            .map(|ledger| ledger.masked(|text| mask_text(&masker, text)));
     }
     record.ended_at = Some(Timestamp::now());
     tracing::info!(status = %record.status, exit_code = ?record.exit_code, "run ended");

@@ -101,6 +101,7 @@ fn start(id: &str, coord: &Coordinator, logs: Arc<dyn LogStore>) -> Running {
         drain_timeout: Duration::from_secs(1),
         retention: Duration::from_secs(3600),
         alerts: None,
+        keyring: None,
     });
     Running {
         worker: tokio::spawn(worker.serve(shutdown.clone())),

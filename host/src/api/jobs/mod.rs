@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiQuery, AppState, Caller};
+use crate::auth::Role;
 use crate::coord::{RunningEntry, TriggerRequest};
 use crate::ids::JobName;
-use crate::job::{Job, JobMeta, JobSpec};
+use crate::job::{Job, JobKind, JobMeta, JobSpec};
 use crate::placement::{self, WorkerInfo};
 use crate::run::{RunRecord, Shard, Trigger};
 
@@ -55,6 +56,24 @@ pub struct JobView {
     /// be taken, retries waiting for their backoff, shards of a broadcast.
     pub pending: Vec<PendingRun>,
 }
+
+impl JobView {
+    /// The view as `caller` may see it: viewers get the header names of an
+    /// HTTP job but not their values, which often carry credentials.
+    fn for_caller(mut self, caller: &Caller) -> Self {
+        if caller.role < Role::Operator
+            && let JobKind::Http(http) = &mut self.spec.kind
+        {
+            for value in http.headers.values_mut() {
+                *value = REDACTED.to_owned();
+            }
+        }
+        self
+    }
+}
+
+/// What a viewer sees instead of an HTTP job's header value.
+pub const REDACTED: &str = "***";
 
 /// A run requested and not started yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -232,7 +251,7 @@ pub struct ListQuery {
     responses((status = 200, body = [JobView]), (status = 401, body = super::ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<JobView>>, ApiError> {
     let (jobs, _) = state.coord.list_jobs().await?;
@@ -253,6 +272,7 @@ pub(super) async fn list(
         .into_iter()
         .map(|job| context.view(job))
         .filter(|view| query.status.is_none_or(|status| view.status == status))
+        .map(|view| view.for_caller(&caller))
         .collect();
     Ok(Json(views))
 }
@@ -262,10 +282,10 @@ pub(super) async fn list(
     responses((status = 200, body = JobView), (status = 404, body = super::ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let name = parse_name(&name)?;
     let job = load_job(&state, &name).await?;
-    Ok(Json(view_one(&state, job).await?))
+    Ok(Json(view_one(&state, job).await?.for_caller(&caller)))
 }

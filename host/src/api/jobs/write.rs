@@ -62,8 +62,18 @@ pub(in crate::api) async fn put(
         }
     }
     check_integrations(&state, &name, &spec).await?;
+    check_secrets(&state, &spec).await?;
     let expected = precondition(&headers)?;
     let existing = state.coord.get_job(&name).await?;
+    // The role checks below are made on what was read: a write under
+    // If-Match must be a write of exactly that version.
+    if let (Some(Precondition::Revision(wanted)), Some((_, read))) = (&expected, &existing)
+        && wanted != read
+    {
+        return Err(ApiError::PreconditionFailed(format!(
+            "job {name} is at revision {read}, not {wanted}; read it again and retry"
+        )));
+    }
     if let Some((old, _)) = &existing
         && old.spec.kind.is_native()
     {
@@ -124,6 +134,20 @@ pub(in crate::api) async fn put(
     let view = view_one(&state, load_job(&state, &name).await?).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)).into_response())
+}
+
+/// Every secret the job uses is stored. (Whether it still is when a run
+/// starts is the worker's to check: a secret can go between the two.)
+async fn check_secrets(state: &AppState, spec: &JobSpec) -> Result<(), ApiError> {
+    for (field, name) in spec.secret_references() {
+        if state.coord.get_secret(&name).await?.is_none() {
+            return Err(ApiError::invalid(
+                field,
+                format!("there is no secret named {name}; an admin creates it with `sandcron secret set {name}`"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What validation needs the other jobs or the installation for: the
@@ -203,16 +227,36 @@ pub(super) fn precondition(headers: &HeaderMap) -> Result<Option<Precondition>, 
 }
 
 /// Delete a job. Runs in progress are killed.
+///
+/// Send `If-Match: <revision>` to delete only that version.
 #[utoipa::path(delete, path = "/api/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = crate::api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+        (status = 412, body = crate::api::ErrorBody)))]
 pub(in crate::api) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
     caller.require(Role::Operator, "deleting a job")?;
-    let (record, _) = state.coord.get_job(&name).await?.ok_or_else(|| not_found(&name))?;
+    let wanted = match precondition(&headers)? {
+        Some(Precondition::Revision(revision)) => Some(revision),
+        Some(Precondition::Absent) => {
+            return Err(ApiError::BadRequest(
+                "If-None-Match makes no sense on a delete; send If-Match: <revision>".into(),
+            ));
+        }
+        None => None,
+    };
+    let (record, revision) = state.coord.get_job(&name).await?.ok_or_else(|| not_found(&name))?;
+    if let Some(wanted) = wanted
+        && wanted != revision
+    {
+        return Err(ApiError::PreconditionFailed(format!(
+            "job {name} is at revision {revision}, not {wanted}; read it again and retry"
+        )));
+    }
     if record.spec.kind.is_native() {
         caller.require(Role::Admin, "deleting a shell job")?;
     }
@@ -232,8 +276,14 @@ pub(in crate::api) async fn delete(
     if !state.coord.running(Some(&name)).await?.is_empty() {
         state.coord.request_kill(&name, KillTarget::All).await?;
     }
-    if !state.coord.delete_job(&name).await? {
-        return Err(not_found(&name));
+    // Exactly the version whose kind was checked above.
+    if !state.coord.delete_job_at(&name, Some(revision)).await? {
+        return Err(match state.coord.get_job(&name).await? {
+            None => not_found(&name),
+            Some(_) => ApiError::PreconditionFailed(format!(
+                "job {name} changed while it was being deleted; read it again and retry"
+            )),
+        });
     }
     tracing::info!(job = %name, by = %caller.name, "job deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -194,12 +194,38 @@ async fn preconditions_guard_against_lost_updates() {
     api.send(put(("if-match", revision.to_string()))).await.expect_error(
         StatusCode::PRECONDITION_FAILED,
         "precondition_failed",
-        "changed since revision",
+        &format!("is at revision {}, not {revision}", replaced["revision"]),
     );
     api.send(put(("if-match", "soon".into())))
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request", "If-Match");
     assert!(replaced["revision"].as_i64() > Some(revision));
+
+    // A delete under If-Match deletes exactly that version.
+    let delete = |header: (&'static str, String)| {
+        Request::builder()
+            .method(Method::DELETE)
+            .uri("/api/v1/jobs/guarded")
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+            .header(header.0, header.1)
+            .body(Body::empty())
+            .expect("request")
+    };
+    api.send(delete(("if-match", revision.to_string()))).await.expect_error(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        "not",
+    );
+    api.send(delete(("if-none-match", "*".into()))).await.expect_error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "send If-Match",
+    );
+    api.get("/api/v1/jobs/guarded").await.expect(StatusCode::OK);
+    api.send(delete(("if-match", replaced["revision"].to_string())))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    api.get("/api/v1/jobs/guarded").await.expect(StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod guard;
 mod jobs;
 mod modules;
 mod runs;
+mod secrets;
 
 use std::sync::{Arc, OnceLock};
 
@@ -113,6 +114,10 @@ impl TestApi {
             shutdown: CancellationToken::new(),
             modules: engine(),
             alert_channels: Vec::new().into(),
+            secrets: Some(Arc::new(
+                crate::secret::Keyring::parse(&crate::secret::Keyring::new_key_line().expect("random"), "test.key")
+                    .expect("key"),
+            )),
         };
         adjust(&mut state);
         let app = router(

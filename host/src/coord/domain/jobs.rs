@@ -47,10 +47,21 @@ impl Coordinator {
     /// their keys go with their leases, and their state writes are refused
     /// from now on (the job no longer exists).
     pub async fn delete_job(&self, name: &JobName) -> Result<bool, StoreError> {
+        self.delete_job_at(name, None).await
+    }
+
+    /// Deletes a job as [`Coordinator::delete_job`] does, but only if it is
+    /// still at `revision` (when given): a caller that checked the job it
+    /// read deletes exactly that job. Returns whether it deleted.
+    pub async fn delete_job_at(&self, name: &JobName, revision: Option<Revision>) -> Result<bool, StoreError> {
         let key = self.key(Family::Jobs, name.as_str());
+        let condition = match revision {
+            Some(revision) => Compare::mod_revision_is(key.clone(), revision),
+            None => Compare::exists(key.clone()),
+        };
         let response = self
             .store
-            .txn(Txn::new().when([Compare::exists(key.clone())]).and_then([
+            .txn(Txn::new().when([condition]).and_then([
                 TxnOp::delete(key),
                 TxnOp::delete(self.key(Family::State, name.as_str())),
                 TxnOp::DeletePrefix {

@@ -20,6 +20,7 @@ pub enum Family {
     Trigger,
     Modules,
     Results,
+    Secrets,
 }
 
 impl Family {
@@ -33,6 +34,7 @@ impl Family {
             Family::Trigger => "trigger/",
             Family::Modules => "modules/",
             Family::Results => "results/",
+            Family::Secrets => "secrets/",
         }
     }
 }

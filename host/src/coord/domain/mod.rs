@@ -16,6 +16,7 @@
 //! <prefix>results/<name>/<run_id>    an async run's reported outcome, on a lease
 //! <prefix>modules/meta/<hex>         module commit marker: size, chunks, kind
 //! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
+//! <prefix>secrets/<name>             a secret: its sealed value, who wrote it
 //! <prefix>kv/<name>/meta             a job's key-value state: its fence and
 //!                                    usage (see `kvstate`)
 //! <prefix>kv/<name>/k/<key>          one value of it, the key percent-encoded
@@ -25,9 +26,9 @@
 //! family: `keys` (the layout above and the decoding of keys), `jobs`,
 //! `claims` (claim-by-CAS and the claim state), `runs` (publishing and
 //! removing running runs), `requests` (kill and trigger requests, async
-//! results), `workers`, `modules`, `kvstate` (a job's fenced key-value
-//! state) and `watcher` ([`PrefixWatcher`]). The records stored under the
-//! keys are in `records`.
+//! results), `workers`, `modules`, `secrets`, `kvstate` (a job's fenced
+//! key-value state) and `watcher` ([`PrefixWatcher`]). The records stored
+//! under the keys are in `records`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -44,6 +45,7 @@ mod modules;
 mod records;
 mod requests;
 mod runs;
+mod secrets;
 mod watcher;
 mod workers;
 
@@ -53,6 +55,7 @@ pub use self::kvstate::{StateEntry, StateListing, StateMeta};
 pub use self::records::{
     JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs, RunReport, RunningEntry, TriggerRequest,
 };
+pub use self::secrets::StoredSecret;
 pub use self::watcher::{PrefixWatcher, WatchUpdate};
 
 /// Sandcron's view of the coordination store. Cheap to clone.

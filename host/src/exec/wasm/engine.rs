@@ -15,8 +15,9 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::WasmConfig;
 use super::limits::{INSTANCES_PER_RUN, MEMORIES_PER_RUN, TABLE_ELEMENTS, TABLES_PER_RUN};
-use super::{keyvalue, network};
+use super::provided::Provided;
 use super::sandbox::{ComponentState, CoreState};
+use super::{keyvalue, network};
 
 /// How often the epoch advances: the granularity of timeouts and kills, and
 /// how long a CPU-bound guest runs before it yields its runtime thread.
@@ -39,6 +40,8 @@ pub(super) struct EngineParts {
     pub(super) engine: Engine,
     pub(super) core_linker: wasmtime::Linker<CoreState>,
     pub(super) component_linker: wasmtime::component::Linker<ComponentState>,
+    /// What the linkers provide, for upload checks.
+    pub(super) provided: Provided,
 }
 
 impl EngineParts {
@@ -55,16 +58,21 @@ impl EngineParts {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component_linker)
             .map_err(anyhow::Error::from)
             .context("cannot link wasi:http")?;
+        wasmtime_wasi_config::add_to_linker(&mut component_linker, ComponentState::config)
+            .map_err(anyhow::Error::from)
+            .context("cannot link wasi:config/store")?;
         network::add_name_lookup_to_linker(&mut component_linker, ComponentState::name_lookup)
             .map_err(anyhow::Error::from)
             .context("cannot link the checked wasi:sockets/ip-name-lookup")?;
         keyvalue::add_to_linker(&mut component_linker, ComponentState::keyvalue)
             .map_err(anyhow::Error::from)
             .context("cannot link wasi:keyvalue")?;
+        let provided = Provided::of(&engine, &core_linker);
         Ok(Self {
             engine,
             core_linker,
             component_linker,
+            provided,
         })
     }
 }

@@ -4,7 +4,9 @@
 //! world. One pass of wasmparser over the bytes, so it stays fast for big
 //! modules (compilation happens at the first run, or in `prepare`).
 
-use wasmparser::{Encoding, Parser, Payload, ValidPayload, Validator, WasmFeatures};
+use wasmparser::{Encoding, Parser, Payload, TypeRef, ValidPayload, Validator, WasmFeatures};
+
+use super::provided::{Provided, signature};
 
 use crate::module::{Capability, ModuleError, ModuleInfo, ModuleKind};
 
@@ -16,14 +18,20 @@ const CORE_VERSION: u32 = 0x0000_0001;
 const COMPONENT_VERSION: u32 = 0x0001_000d;
 
 /// The only import module a core module may use.
-const WASI_P1: &str = "wasi_snapshot_preview1";
+pub(super) const WASI_P1: &str = "wasi_snapshot_preview1";
 /// Components may import only interfaces of WASI packages.
 const WASI_PACKAGE_PREFIX: &str = "wasi:";
 /// The export that makes a component a command.
 const RUN_INTERFACE: &str = "wasi:cli/run";
 
-/// Checks `bytes` as an accepted job binary.
-pub(super) fn inspect(features: WasmFeatures, max_bytes: u64, bytes: &[u8]) -> Result<ModuleInfo, ModuleError> {
+/// Checks `bytes` as an accepted job binary whose WASI imports are all in
+/// `provided`.
+pub(super) fn inspect(
+    features: WasmFeatures,
+    max_bytes: u64,
+    provided: &Provided,
+    bytes: &[u8],
+) -> Result<ModuleInfo, ModuleError> {
     if bytes.len() < 8 || &bytes[..4] != MAGIC {
         return Err(ModuleError::NotWasm);
     }
@@ -41,6 +49,10 @@ pub(super) fn inspect(features: WasmFeatures, max_bytes: u64, bytes: &[u8]) -> R
     let mut validator = Validator::new_with_features(features);
     let mut imports = Vec::new();
     let mut exports = Vec::new();
+    // A core module's function types, and the type of each of its imports
+    // (`None`: not a function).
+    let mut types: Vec<String> = Vec::new();
+    let mut import_types: Vec<Option<String>> = Vec::new();
     // Nested modules and components of a component are parsed inline; only
     // the outermost level's imports and exports face the host.
     let mut depth = 0usize;
@@ -65,10 +77,20 @@ pub(super) fn inspect(features: WasmFeatures, max_bytes: u64, bytes: &[u8]) -> R
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
             Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::TypeSection(section) if depth == 0 && kind == ModuleKind::Module => {
+                for ty in section.into_iter_err_on_gc_types() {
+                    let ty = ty.map_err(invalid)?;
+                    types.push(signature(ty.params(), ty.results()));
+                }
+            }
             Payload::ImportSection(section) if depth == 0 => {
                 for import in section.into_imports() {
                     let import = import.map_err(invalid)?;
                     imports.push((import.module.to_owned(), Some(import.name.to_owned())));
+                    import_types.push(match import.ty {
+                        TypeRef::Func(index) => types.get(index as usize).cloned(),
+                        _ => None,
+                    });
                 }
             }
             Payload::ComponentImportSection(section) if depth == 0 => {
@@ -101,6 +123,20 @@ pub(super) fn inspect(features: WasmFeatures, max_bytes: u64, bytes: &[u8]) -> R
     };
     if !forbidden.is_empty() {
         return Err(ModuleError::ForbiddenImports(forbidden));
+    }
+    let unknown: Vec<String> = match kind {
+        ModuleKind::Module => imports
+            .iter()
+            .zip(&import_types)
+            .filter_map(|((_, name), ty)| provided.check_p1(name.as_deref().unwrap_or_default(), ty.as_deref()))
+            .collect(),
+        ModuleKind::Component => imports
+            .iter()
+            .filter_map(|(name, _)| Provided::check_interface(name))
+            .collect(),
+    };
+    if !unknown.is_empty() {
+        return Err(ModuleError::UnknownImports(unknown));
     }
     if kind == ModuleKind::Component && !exports.iter().any(|name| is_run_interface(name)) {
         let found = if exports.is_empty() {

@@ -49,6 +49,7 @@ mod inspect;
 mod keyvalue;
 mod limits;
 mod network;
+mod provided;
 mod sandbox;
 mod stream;
 #[cfg(test)]
@@ -348,8 +349,21 @@ impl WasmEngine {
         let mut args = Vec::with_capacity(job.args.len() + 1);
         args.push(request.job.to_string());
         args.extend(job.args.iter().cloned());
+        // The environment is what the job declares, its secrets if it asks
+        // for them there, and the run context unless it opts out; a
+        // component reads all three through wasi:config as well.
+        let secrets = request.secret_env()?;
+        let context = request.sandcron_env();
         let mut env: BTreeMap<String, String> = job.env.clone();
-        env.extend(request.sandcron_env());
+        if job.secrets_as_env {
+            env.extend(secrets.clone());
+        }
+        if job.context_env {
+            env.extend(context.clone());
+        }
+        let mut config = job.config.clone();
+        config.extend(secrets);
+        config.extend(context);
         let mut preopens = Vec::with_capacity(job.dirs.len());
         for mount in &job.dirs {
             let Some(host_path) = self.config.dirs.get(&mount.grant) else {
@@ -369,6 +383,7 @@ impl WasmEngine {
         Ok(SandboxPlan {
             args,
             env: env.into_iter().collect(),
+            config: config.into_iter().collect(),
             preopens,
             fuel: limits.fuel.min(self.config.max_fuel),
             memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
@@ -388,6 +403,7 @@ impl ModuleInspector for WasmEngine {
         inspect::inspect(
             self.parts.engine.get_wasm_features(),
             self.config.max_module_bytes,
+            &self.parts.provided,
             bytes,
         )
     }

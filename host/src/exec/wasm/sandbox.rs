@@ -16,6 +16,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::cache::{CoreEntry, Prepared};
@@ -33,7 +34,7 @@ const FUEL_SLICE: u64 = 50_000_000;
 /// Store data of a core module's run.
 pub(super) struct CoreState {
     pub(super) wasi: WasiP1Ctx,
-    limiter: RunLimiter,
+    pub(super) limiter: RunLimiter,
 }
 
 /// Store data of a component's run.
@@ -47,6 +48,8 @@ pub(super) struct ComponentState {
     resolved: Resolved,
     /// The job's key-value state (`wasi:keyvalue`).
     state: StateAccess,
+    /// `wasi:config/store`: the plan's `config`.
+    config: WasiConfigVariables,
 }
 
 impl WasiView for ComponentState {
@@ -69,6 +72,11 @@ impl WasiHttpView for ComponentState {
 }
 
 impl ComponentState {
+    /// What `wasi:config/store` reads.
+    pub(super) fn config(&mut self) -> WasiConfig<'_> {
+        WasiConfig::from(&self.config)
+    }
+
     /// What the host's own `wasi:sockets/ip-name-lookup` works on.
     pub(super) fn name_lookup(&mut self) -> NameLookupView<'_> {
         NameLookupView {
@@ -109,6 +117,9 @@ pub(super) struct SandboxPlan {
     /// argv, starting with the job name.
     pub(super) args: Vec<String>,
     pub(super) env: Vec<(String, String)>,
+    /// What a component reads through `wasi:config/store`: the job's
+    /// `config`, its secrets and the run context.
+    pub(super) config: Vec<(String, String)>,
     pub(super) preopens: Vec<Preopen>,
     pub(super) fuel: u64,
     pub(super) memory_bytes: usize,
@@ -206,6 +217,7 @@ pub(super) async fn execute(
                 network: Arc::clone(&network),
                 resolved,
                 state: plan.state.clone(),
+                config: plan.config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
             };
             let mut store = new_store(engine, state, plan, kill, deadline);
             let guest = async {

@@ -114,17 +114,16 @@ impl Job {
             attempt: 2,
             fence: 41,
             kind: JobKind::Wasm(WasmJob {
-                module: self.module.clone(),
                 args: self.args.clone(),
                 env: self.env.clone(),
                 dirs: self.dirs.clone(),
                 limits: self.limits.clone(),
-                egress: Vec::new(),
-                network: Default::default(),
+                ..WasmJob::new(self.module.clone())
             }),
             parent: None,
             shard: None,
             report_to: None,
+            secrets: Default::default(),
         }
     }
 }
@@ -888,6 +887,43 @@ fn inspect_refuses_what_cannot_run() {
             "evil:host/backdoor@1.0.0".to_owned()
         ]))
     );
+    // WASI imports the sandbox does not have fail at upload, not at each tick.
+    let unknown = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+             (import "wasi_snapshot_preview1" "fd_teleport" (func (param i32)))
+             (import "wasi_snapshot_preview1" "proc_exit" (func (param i64)))
+             (import "wasi_snapshot_preview1" "memory" (memory 1))
+             (func (export "_start")))"#,
+    )
+    .unwrap();
+    assert_eq!(
+        engine.inspect(&unknown),
+        Err(ModuleError::UnknownImports(vec![
+            "wasi_snapshot_preview1::fd_teleport (no such function)".to_owned(),
+            "wasi_snapshot_preview1::proc_exit (imported as (i64) -> (); the host's is (i32) -> ())".to_owned(),
+            "wasi_snapshot_preview1::memory (no such function)".to_owned(),
+        ]))
+    );
+    let nn = wat::parse_str(
+        r#"(component
+             (import "wasi:nn/graph@0.2.0" (instance))
+             (core module $m (func (export "run") (result i32) i32.const 0))
+             (core instance $i (instantiate $m))
+             (func $run (result (result)) (canon lift (core func $i "run")))
+             (instance $run-instance (export "run" (func $run)))
+             (export "wasi:cli/run@0.2.0" (instance $run-instance)))"#,
+    )
+    .unwrap();
+    match engine.inspect(&nn) {
+        Err(ModuleError::UnknownImports(reasons)) => {
+            assert_eq!(
+                reasons,
+                ["wasi:nn/graph@0.2.0 (this sandbox provides no wasi:nn interfaces)"]
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     match engine.inspect(&guest("component_not_command")) {
         Err(ModuleError::NotACommand(message)) => assert!(message.contains("exports only hello"), "{message}"),
         other => panic!("{other:?}"),

@@ -93,6 +93,9 @@ pub(super) struct RunDoc {
     /// The shard (JSON text), for a broadcast job's run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     shard: Option<String>,
+    /// The names of the secrets the run was given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<String>,
 }
 
 impl RunDoc {
@@ -134,6 +137,7 @@ impl RunDoc {
             // could turn into another type on the way.
             parent: record.parent.as_ref().and_then(|p| serde_json::to_string(p).ok()),
             shard: record.shard.as_ref().and_then(|s| serde_json::to_string(s).ok()),
+            secrets: record.secrets.clone(),
         }
     }
 
@@ -213,6 +217,7 @@ impl RunDoc {
                 .map(|text| serde_json::from_str(&text))
                 .transpose()
                 .map_err(|e| corrupt("an unreadable shard", &e))?,
+            secrets: self.secrets,
         })
     }
 }

@@ -264,6 +264,7 @@ impl State {
             retention: self.deps.retention,
             alerts: self.deps.alerts.clone(),
             report,
+            keyring: self.deps.keyring.clone(),
         };
         self.runs.spawn(task::carry_out(spec));
     }
