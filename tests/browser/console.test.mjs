@@ -9,6 +9,8 @@
 //   SANDCRON_EXAMPLE_WASM an example guest to upload (target/guests/rust-module.wasm)
 //   SANDCRON_NET_PROBE_WASM a component that makes the calls its args ask for
 //                         (target/guests/net-probe.wasm: `get URL` is an HTTP GET)
+//   SANDCRON_KV_PROBE_WASM a component that keeps key-value state as its args say
+//                         (target/guests/kv-probe.wasm: `incr KEY N`, `set KEY VALUE`)
 //   SANDCRON_REFUSED_WASM a module the server must refuse (imports env::host_fn)
 //   SANDCRON_SLEEP_WASM   a module that prints "sleeping" and sleeps for a minute
 //   ARTIFACT_DIR          where screenshots go (under target/)
@@ -35,6 +37,7 @@ const OPERATOR_TOKEN = env("SANDCRON_OPERATOR_TOKEN");
 const ADMIN_TOKEN = env("SANDCRON_ADMIN_TOKEN");
 const EXAMPLE_WASM = env("SANDCRON_EXAMPLE_WASM");
 const NET_PROBE_WASM = env("SANDCRON_NET_PROBE_WASM");
+const KV_PROBE_WASM = env("SANDCRON_KV_PROBE_WASM");
 const REFUSED_WASM = env("SANDCRON_REFUSED_WASM");
 const SLEEP_WASM = env("SANDCRON_SLEEP_WASM");
 const ARTIFACTS = env("ARTIFACT_DIR");
@@ -160,6 +163,15 @@ async function fillZone(zone) {
   const input = page.getByLabel("Time zone");
   await input.fill(zone);
   await input.press("Escape");
+}
+
+/** Fails if `value` is anywhere in the page: its HTML, its text, or the value of a field. */
+async function assertNotInPage(value, target = page) {
+  assert.ok(!(await target.content()).includes(value), "the value is not in the page's HTML");
+  assert.ok(!(await target.locator("body").innerText()).includes(value), "the value is not in the page's text");
+  const fields = await target.evaluate((v) => [...document.querySelectorAll("input, textarea, select")]
+    .filter((field) => field.value.includes(v)).map((field) => field.id || field.name), value);
+  assert.deepEqual(fields, [], "no field holds the value");
 }
 
 async function save(name) {
@@ -847,6 +859,194 @@ test("modules are listed with the jobs that use them and what they can do on the
   await shot("modules");
 });
 
+/** Values stored through the Secrets page; neither may ever be seen again. */
+const SECRET_VALUE = "s3cret-typed-in-the-console-7f3a9c";
+const SECRET_VALUE_2 = "s3cret-replaced-in-the-console-b81e04";
+
+test("an admin stores a secret on the Secrets page, and its value never comes back", async () => {
+  await open("#/secrets", "Secrets");
+  await page.getByText("No secrets stored").waitFor();
+  const name = page.getByLabel("Name", { exact: true });
+  const value = page.getByLabel("Value", { exact: true });
+  assert.equal(await value.getAttribute("type"), "password");
+  assert.equal(await value.getAttribute("autocomplete"), "off");
+  // Plain mistakes are pointed out before anything is sent.
+  await name.fill("Billing API");
+  await page.locator("#secret-name-error", { hasText: "use lowercase letters" }).waitFor();
+  await name.fill("billing-api");
+  await page.locator("#secret-target", { hasText: "A new secret, billing-api." }).waitFor();
+  await page.getByRole("button", { name: "Store secret" }).click();
+  await page.locator("#secret-value-error", { hasText: "a value is needed" }).waitFor();
+  await value.fill(SECRET_VALUE);
+  await page.getByRole("button", { name: "Store secret" }).click();
+  await page.locator("#secret-saved", { hasText: "Stored billing-api" }).waitFor();
+  const row = page.locator('tr[data-secret="billing-api"]');
+  await row.waitFor();
+  assert.equal(await value.inputValue(), "", "the field is cleared once the value is stored");
+  await assertNotInPage(SECRET_VALUE);
+  const [listed] = await apiGet("/secrets");
+  assert.equal(listed.name, "billing-api");
+  assert.equal(listed.written_by, "local");
+  assert.deepEqual(listed.jobs, []);
+  assert.match(await row.textContent(), new RegExp(`local${listed.key_id}no job`));
+
+  // Replacing asks first, and the new value goes the same way.
+  await page.getByRole("button", { name: "Replace the value of billing-api" }).click();
+  assert.equal(await name.inputValue(), "billing-api");
+  await page.waitForFunction(() => document.activeElement?.id === "secret-value");
+  await page.locator("#secret-target", { hasText: "Replaces the value of billing-api (no job uses it)" }).waitFor();
+  await value.fill(SECRET_VALUE_2);
+  await page.getByRole("button", { name: "Replace value", exact: true }).click();
+  const dialog = page.locator("#confirm-dialog");
+  await dialog.getByText("Replace the value of billing-api?").waitFor();
+  await dialog.getByRole("button", { name: "Replace value" }).click();
+  await page.locator("#secret-saved", { hasText: "Replaced the value of billing-api" }).waitFor();
+  assert.equal(await value.inputValue(), "");
+  await assertNotInPage(SECRET_VALUE);
+  await assertNotInPage(SECRET_VALUE_2);
+  const answer = JSON.stringify(await apiGet("/secrets"));
+  assert.ok(!answer.includes(SECRET_VALUE) && !answer.includes(SECRET_VALUE_2), answer);
+  await shot("secrets", { docs: true });
+});
+
+test("a job receives a stored secret and config from the editor, and saving again keeps them", async () => {
+  // HTTP jobs have no secrets table: the editor says how they use a secret.
+  await open("#/jobs/new", "New job");
+  await page.getByLabel("HTTP request").check();
+  await page.locator("#http-secrets-hint", { hasText: "${secret:NAME}" }).waitFor();
+  assert.match(await page.locator("#http-secrets-hint").textContent(), /Stored: billing-api\.$/);
+  assert.equal(await page.locator("#job-secrets").isVisible(), false);
+
+  await newJob("stateful", "@yearly");
+  await page.locator("#module-file").setInputFiles(KV_PROBE_WASM);
+  await page.locator("#upload-ok").waitFor();
+  await page.getByLabel("Arguments").fill("incr\ncount\n1\nset\ngreeting\nhello");
+  await page.getByRole("button", { name: "Add a secret" }).click();
+  const secret = page.locator("#job-secrets .pair-row").first();
+  await secret.getByLabel("Name the job reads the secret under").fill("API_TOKEN");
+  await secret.getByLabel("Stored secret").selectOption("billing-api");
+  await page.getByRole("button", { name: "Add a setting" }).click();
+  const setting = page.locator("#job-config .pair-row").first();
+  await setting.getByLabel("Config key").fill("region");
+  await setting.getByLabel("Config value").fill("eu");
+  await page.getByLabel("Secrets as environment variables too").check();
+  await page.getByLabel("Run context in the environment").uncheck();
+  // A secret named like a config key is refused by the server, at its row.
+  await page.getByRole("button", { name: "Add a secret" }).click();
+  const clash = page.locator("#job-secrets .pair-row").nth(1);
+  await clash.getByLabel("Name the job reads the secret under").fill("region");
+  await clash.getByLabel("Stored secret").selectOption("billing-api");
+  await page.getByRole("button", { name: "Create job" }).click();
+  const error = page.locator("#job-secrets-1-alias-error");
+  await error.waitFor({ state: "visible" });
+  assert.match(await error.textContent(), /kind\.wasm\.config/);
+  assert.match(await page.locator("#form-error").textContent(), /^secrets\.region: /);
+  assert.equal(await page.locator("#job-secrets-1-alias").getAttribute("aria-invalid"), "true");
+  await page.waitForFunction(() => document.activeElement?.id === "job-secrets-1-alias");
+  await shot("editor-secrets-error");
+  assert.equal((await fetch(`${BASE}/api/v1/jobs/stateful`)).status, 404);
+  await clash.getByRole("button", { name: "Remove region" }).click();
+  await shot("editor-secrets");
+  await save("stateful");
+  const saved = await apiGet("/jobs/stateful");
+  assert.deepEqual(saved.secrets, { API_TOKEN: "billing-api" });
+  assert.deepEqual(saved.kind.wasm.config, { region: "eu" });
+  assert.equal(saved.kind.wasm.secrets_as_env, true);
+  assert.equal(saved.kind.wasm.context_env, false);
+  await page.locator("#job-secrets-list", { hasText: "API_TOKEN ← billing-api" }).waitFor();
+  await page.locator("#job-config-list", { hasText: "region=eu" }).waitFor();
+
+  // Unchanged, the job is saved as it was.
+  await open("#/jobs/stateful/edit", "Edit stateful");
+  assert.equal(await page.locator("#job-secrets-0-alias").inputValue(), "API_TOKEN");
+  assert.equal(await page.locator("#job-secrets-0-name").inputValue(), "billing-api");
+  assert.equal(await page.getByLabel("Run context in the environment").isChecked(), false);
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.getByRole("heading", { level: 1, name: /^stateful/ }).waitFor();
+  const again = await apiGet("/jobs/stateful");
+  assert.ok(again.revision > saved.revision, "saved");
+  assert.deepEqual(specOf(again), specOf(saved));
+
+  // So is one written through the API with config an input cannot show as is.
+  const stored = await apiPutJob("configured", {
+    schedule: "@yearly", secrets: { Z_TOKEN: "billing-api", A_TOKEN: "billing-api" },
+    kind: { wasm: { module: saved.kind.wasm.module, config: { "two lines": "one\ntwo", region: "eu" }, secrets_as_env: true } },
+  });
+  await open("#/jobs/configured/edit", "Edit configured");
+  await page.getByRole("button", { name: "Save changes" }).click();
+  await page.getByRole("heading", { level: 1, name: /^configured/ }).waitFor();
+  const kept = await apiGet("/jobs/configured");
+  assert.ok(kept.revision > stored.revision, "saved");
+  assert.deepEqual(specOf(kept), specOf(stored));
+});
+
+test("a secret a job uses cannot be deleted: the page shows the server's refusal", async () => {
+  await open("#/secrets", "Secrets");
+  const row = page.locator('tr[data-secret="billing-api"]');
+  await row.locator(".secret-jobs", { hasText: "configured, stateful" }).waitFor();
+  await page.getByRole("button", { name: "Delete secret billing-api" }).click();
+  const dialog = page.locator("#confirm-dialog");
+  await dialog.getByText("the server refuses to delete it").waitFor();
+  await dialog.getByRole("button", { name: "Delete secret" }).click();
+  const refusal = page.locator("#secret-delete-error");
+  await refusal.waitFor();
+  // Word for word what the API answers (asking again changes nothing: it is refused).
+  const answer = await fetch(`${BASE}/api/v1/secrets/billing-api`, { method: "DELETE" });
+  assert.equal(answer.status, 409);
+  assert.equal(await refusal.textContent(), (await answer.json()).error.message);
+  assert.match(await refusal.textContent(), /used by jobs: configured, stateful/);
+  await row.waitFor();
+  await shot("secrets-refused");
+
+  // One no job uses goes, after the confirmation.
+  const put = await fetch(`${BASE}/api/v1/secrets/old-token`, { method: "PUT", headers: { "content-type": "text/plain" }, body: "expired" });
+  assert.equal(put.status, 201, await put.text());
+  await open("#/secrets", "Secrets");
+  await page.getByRole("button", { name: "Delete secret old-token" }).click();
+  await dialog.getByText("No job uses it.").waitFor();
+  await dialog.getByRole("button", { name: "Delete secret" }).click();
+  await page.locator('tr[data-secret="old-token"]').waitFor({ state: "detached" });
+  assert.deepEqual((await apiGet("/secrets")).map((s) => s.name), ["billing-api"]);
+});
+
+test("a job's page lists its state, and an operator deletes a key or all of them", async () => {
+  await open("#/jobs/stateful", /^stateful/);
+  await page.locator("#state-empty").waitFor();
+  await page.locator("#state-fence", { hasText: "no run has opened it" }).waitFor();
+  await runNowAndOpen("stateful");
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: RUNS });
+  // The run names the secrets it received, never their values.
+  assert.equal(await page.locator("#run-secrets").textContent(), "billing-api");
+  await assertNotInPage(SECRET_VALUE_2);
+
+  await open("#/jobs/stateful", /^stateful/);
+  const keys = page.locator("#state-keys tbody tr");
+  await keys.nth(1).waitFor();
+  assert.deepEqual(await keys.evaluateAll((rows) => rows.map((r) => r.dataset.key)), ["count", "greeting"]);
+  const state = await apiGet("/jobs/stateful/state");
+  assert.equal(await page.locator("#state-totals").textContent(), `2 keys${state.total.bytes} B of 1.0 MiBfence ${state.fence}`);
+  assert.equal(await keys.nth(1).locator("td[data-label=Size]").textContent(), "5 B");
+  await page.locator("#state-quota", { hasText: "1,000 keys, 64 KiB a value" }).waitFor();
+  await shot("job-state", { docs: true });
+
+  const dialog = page.locator("#confirm-dialog");
+  await page.getByRole("button", { name: "Delete state key greeting" }).click();
+  await dialog.getByText("Delete state key greeting?").waitFor();
+  await dialog.getByRole("button", { name: "Delete key" }).click();
+  await page.locator('#state-keys tr[data-key="greeting"]').waitFor({ state: "detached" });
+  assert.deepEqual((await apiGet("/jobs/stateful/state")).keys.map((k) => k.key), ["count"]);
+
+  await page.getByRole("button", { name: "Delete all", exact: true }).click();
+  await dialog.getByText("Delete all state of stateful?").waitFor();
+  await dialog.getByRole("button", { name: "Delete all keys" }).click();
+  await page.locator("#state-empty").waitFor();
+  const cleared = await apiGet("/jobs/stateful/state");
+  assert.deepEqual(cleared.total, { keys: 0, bytes: 0 });
+  // Clearing keeps the fence.
+  assert.equal(cleared.fence, state.fence);
+  await page.locator("#state-fence", { hasText: `fence ${state.fence}` }).waitFor();
+});
+
 test("on a phone the jobs table becomes cards", async () => {
   const phone = await context.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
@@ -911,6 +1111,48 @@ test("a server with tokens prompts for one and offers what the role allows", asy
   await signInAs(ADMIN_TOKEN, "admin");
   await tab.getByRole("heading", { level: 1, name: "New job" }).waitFor();
   assert.equal(await tab.getByLabel("Shell command").isEnabled(), true);
+  await auth.close();
+});
+
+test("a viewer sees the secrets and a job's page without what the role may not change or read", async () => {
+  // Set up on the server with tokens: a secret, and a job with state that uses it.
+  const call = async (method, path, token, body, type = "application/json") => {
+    const response = await fetch(`${AUTH_BASE}/api/v1${path}`, {
+      method, body, headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": type } : {}) },
+    });
+    const text = await response.text();
+    assert.ok(response.ok, `${method} ${path}: ${response.status} ${text}`);
+    return text ? JSON.parse(text) : null;
+  };
+  await call("PUT", "/secrets/deploy-key", ADMIN_TOKEN, "viewer-never-sees-this-8d21", "text/plain");
+  const module = await call("POST", "/modules", OPERATOR_TOKEN, readFileSync(KV_PROBE_WASM), "application/wasm");
+  await call("PUT", "/jobs/keeper", OPERATOR_TOKEN, JSON.stringify({
+    schedule: "@yearly", secrets: { DEPLOY_KEY: "deploy-key" }, kind: { wasm: { module: module.digest, args: ["incr", "count", "1"] } },
+  }));
+
+  const auth = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  await auth.addInitScript((token) => sessionStorage.setItem("sandcron.token", token), VIEWER_TOKEN);
+  const tab = await auth.newPage();
+  tab.setDefaultTimeout(SHORT);
+  const errors = [];
+  tab.on("pageerror", (err) => errors.push(err.message));
+  await tab.goto(`${AUTH_BASE}/#/secrets`);
+  await tab.getByRole("heading", { level: 1, name: "Secrets" }).waitFor();
+  await tab.locator("#who [data-role=viewer]").waitFor();
+  await tab.locator('tr[data-secret="deploy-key"] .secret-jobs', { hasText: "keeper" }).waitFor();
+  await tab.locator("#secrets-read-only", { hasText: "only admins store, replace and delete secrets" }).waitFor();
+  assert.equal(await tab.locator("#secret-form").count(), 0, "no form to store a secret");
+  assert.equal(await tab.locator("#secrets-table button").count(), 0, "no Replace or Delete");
+  await assertNotInPage("viewer-never-sees-this-8d21", tab);
+  await shot("secrets-viewer", { target: tab });
+  // The job's page: a note instead of its state, not an error.
+  await tab.goto(`${AUTH_BASE}/#/jobs/keeper`);
+  await tab.getByRole("heading", { level: 1, name: /^keeper/ }).waitFor();
+  await tab.locator("#job-secrets-list", { hasText: "DEPLOY_KEY ← deploy-key" }).waitFor();
+  await tab.locator("#state-not-allowed", { hasText: "only operators see it" }).waitFor();
+  assert.equal(await tab.locator(".error-state").count(), 0);
+  assert.equal(await tab.locator("#state-keys").count(), 0);
+  assert.deepEqual(errors, []);
   await auth.close();
 });
 

@@ -76,7 +76,9 @@ fn the_console_works_in_a_real_browser() {
     // A component that makes the network calls its arguments ask for, so a
     // run has an egress ledger to show.
     let net_probe = root.join("target/guests/net-probe.wasm");
-    for guest in [&example, &net_probe] {
+    // A component that keeps key-value state, so a job's page has state to show.
+    let kv_probe = root.join("target/guests/kv-probe.wasm");
+    for guest in [&example, &net_probe, &kv_probe] {
         assert!(
             guest.is_file(),
             "{} is missing; build the guests with scripts/build-guests.sh",
@@ -114,6 +116,7 @@ fn the_console_works_in_a_real_browser() {
         .env("SANDCRON_ADMIN_TOKEN", ADMIN)
         .env("SANDCRON_EXAMPLE_WASM", &example)
         .env("SANDCRON_NET_PROBE_WASM", &net_probe)
+        .env("SANDCRON_KV_PROBE_WASM", &kv_probe)
         .env("SANDCRON_REFUSED_WASM", &refused)
         .env("SANDCRON_SLEEP_WASM", &sleeper)
         .env("ARTIFACT_DIR", &artifacts)

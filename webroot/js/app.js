@@ -11,6 +11,7 @@ import * as runs from "./runs.js";
 import * as runView from "./run.js";
 import * as workers from "./workers.js";
 import * as modules from "./modules.js";
+import * as secrets from "./secrets.js";
 
 const routes = [
   { pattern: /^\/dashboard$/, nav: "dashboard", view: dashboard.render },
@@ -22,6 +23,7 @@ const routes = [
   { pattern: /^\/runs\/([^/]+)$/, nav: "runs", view: runView.render },
   { pattern: /^\/workers$/, nav: "workers", view: workers.render },
   { pattern: /^\/modules$/, nav: "modules", view: modules.render },
+  { pattern: /^\/secrets$/, nav: "secrets", view: secrets.render },
 ];
 
 const main = document.getElementById("main");

@@ -4,7 +4,8 @@
 // for admins on servers that permit it, or an HTTP request where a worker
 // runs them), limits and policies, where a module may connect (egress) and
 // its network limits, completion (sync or async), broadcast, the jobs it
-// starts and its alerts. Saving is one PUT with If-Match /
+// starts and its alerts, the stored secrets it receives and (a module's)
+// plain config. Saving is one PUT with If-Match /
 // If-None-Match, so nobody's change is overwritten; fields the form does not
 // show are sent back as they were.
 
@@ -14,6 +15,7 @@ import {
   parsePairs, replace, shortDigest, toast,
 } from "./ui.js";
 import { uploadModule } from "./modules.js";
+import { listSecrets } from "./secrets.js";
 
 const NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const PRESETS = [
@@ -43,6 +45,8 @@ const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 const DEFAULT_HTTP = { method: "GET", url: "", headers: {}, timeout_s: 30, output_kb: 1024 };
 const DEFAULT_RESULT_TIMEOUT_S = 3600;
 const DEFAULT_FAILURE_RATE = { window_s: 600, min_runs: 5 };
+/** The name a job reads a secret under: an environment variable's name. */
+const VARIABLE_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** A problem in the form that belongs to one control (its id). */
 class FormError extends Error {
@@ -169,6 +173,74 @@ function checkedValues(group) {
   return new Set([...group.querySelectorAll("input[type=checkbox]:checked")].map((box) => box.value));
 }
 
+/**
+ * Rows of two controls (a job's secrets, a module's config) with Add and
+ * Remove, as a labelled group with its hint and error. `make(id, entry)`
+ * answers a row's two controls and `read()`, which answers the row's
+ * [left, right] (unchanged controls give back the stored text exactly).
+ * Each control has its own error place, so a server error that names a
+ * row's key is shown at that row.
+ */
+function pairRows(id, legend, { columns, entries, make, addLabel, empty, hint }) {
+  let next = 0;
+  const rows = [];
+  const list = h("div", { class: "pair-rows", id: `${id}-rows` });
+  const head = h("div", { class: "pair-head", "aria-hidden": "true" }, columns.map((c) => h("span", {}, c)));
+  const none = h("p", { class: "muted pair-empty" }, empty);
+  const changed = () => {
+    head.hidden = rows.length === 0;
+    none.hidden = rows.length > 0;
+    // The request body preview follows the form's input events.
+    list.dispatchEvent(new Event("input", { bubbles: true }));
+  };
+  const add = (entry = null) => {
+    const n = next++;
+    const row = make(`${id}-${n}`, entry);
+    const remove = h("button", { type: "button", class: "danger-quiet pair-remove", "aria-label": `Remove ${row.left.value || "this row"}` }, "Remove");
+    row.left.addEventListener("input", () => remove.setAttribute("aria-label", `Remove ${row.left.value || "this row"}`));
+    const node = h("div", { class: "pair-row", "data-row": String(n) },
+      row.left, row.right, remove,
+      h("p", { class: "field-error", id: `${row.left.id}-error`, hidden: true }),
+      h("p", { class: "field-error", id: `${row.right.id}-error`, hidden: true }));
+    const entryOf = { ...row, node };
+    remove.addEventListener("click", () => {
+      node.remove();
+      rows.splice(rows.indexOf(entryOf), 1);
+      changed();
+      (rows.at(-1)?.left ?? addButton).focus();
+    });
+    rows.push(entryOf);
+    list.append(node);
+    return entryOf;
+  };
+  const addButton = h("button", { type: "button", class: "pair-add", id: `${id}-add` }, addLabel);
+  addButton.addEventListener("click", () => {
+    add().left.focus();
+    changed();
+  });
+  for (const entry of entries) add(entry);
+  const error = h("p", { class: "field-error", id: `${id}-error`, hidden: true });
+  const hintNode = hint ? h("p", { class: "hint", id: `${id}-hint` }, hint) : null;
+  const group = h("fieldset", {
+    class: "group field wide", id, "data-field": id,
+    "aria-describedby": [hintNode ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(" "),
+  }, h("legend", {}, legend), head, list, none, h("p", { class: "pair-actions" }, addButton), hintNode, error);
+  changed();
+  return { group, rows, addButton };
+}
+
+/**
+ * A text input whose `read()` gives back `stored` while what it shows is
+ * unchanged, and what was typed (trimmed with `trim`) once it is not.
+ */
+function keptInput(id, stored, attrs, { trim = false } = {}) {
+  const control = input(id, { value: stored ?? "", ...attrs });
+  // An input drops line breaks from what it shows; an untouched one sends the stored text.
+  const shown = control.value;
+  const typed = () => (trim ? control.value.trim() : control.value);
+  return { control, read: () => (stored !== null && stored !== undefined && control.value === shown ? stored : typed()) };
+}
+
 /** Moves the focus to a control, or to the first enabled one inside a group. */
 function focusControl(form, id) {
   const control = form.querySelector(`#${CSS.escape(id)}`);
@@ -209,6 +281,10 @@ function controlForField(path) {
     [/^kind\.wasm\.egress/, "job-egress"],
     [/^kind\.wasm\.network\.(\w+)/, (m) => networkId(m[1])],
     [/^kind\.wasm\.network/, networkId("requests")],
+    [/^kind\.wasm\.config/, "job-config"],
+    [/^kind\.wasm\.secrets_as_env/, "job-secrets-as-env"],
+    [/^kind\.wasm\.context_env/, "job-context-env"],
+    [/^secrets/, "job-secrets"],
     [/^kind\.shell\.command/, "job-command"],
     [/^kind\.shell\.env/, "job-env"],
     [/^kind\.shell\.timeout_s/, "job-shell-timeout"],
@@ -267,12 +343,14 @@ export async function render(view) {
     if (err.name === "AbortError") throw err;
     return fallback;
   });
-  const [job, modules, workers, allJobs, channelList] = await Promise.all([
+  const [job, modules, workers, allJobs, channelList, storedSecrets] = await Promise.all([
     editing || from ? api(jobPath(editing ?? from), { signal: view.signal }) : null,
     api("/modules", { signal: view.signal }),
     api("/workers", { signal: view.signal }),
     optional(api("/jobs", { signal: view.signal }), []),
     optional(api("/alerts/channels", { signal: view.signal }), { channels: [] }),
+    // Without the list (an older server) the job's own secrets are still shown.
+    optional(listSecrets(view.signal), null),
   ]);
   const nativeWorkers = workers.filter((w) => w.allow_native).length;
   const shellAllowed = session.role === "admin" && session.shellJobs && nativeWorkers > 0;
@@ -448,6 +526,64 @@ export async function render(view) {
       field("Output limit (KiB)", httpOutput, { hint: "status line, headers and body" })));
   const envField = field("Environment", env, { wide: true, hint: "KEY=value per line, added to the SANDCRON_* variables." });
 
+  // ---- secrets and config ----
+  const storedNames = (storedSecrets ?? []).map((s) => s.name);
+  const secretRows = pairRows("job-secrets", "Secrets", {
+    columns: ["Name in the job", "Stored secret"],
+    entries: Object.entries(job?.secrets ?? {}),
+    addLabel: "Add a secret",
+    empty: "No secrets: the job receives none.",
+    make: (id, entry) => {
+      const [alias, chosen] = entry ?? [null, ""];
+      const name = keptInput(`${id}-alias`, alias, {
+        class: "mono", autocomplete: "off", spellcheck: "false", placeholder: "API_TOKEN", "aria-label": "Name the job reads the secret under",
+      }, { trim: true });
+      // A secret the list does not have (deleted meanwhile, or no list) stays chosen, marked.
+      const names = chosen && !storedNames.includes(chosen) ? [...storedNames, chosen] : storedNames;
+      const pick = h("select", { id: `${id}-name`, name: `${id}-name`, "aria-label": "Stored secret" },
+        h("option", { value: "" }, "Choose a stored secret…"),
+        names.map((n) => h("option", { value: n, selected: n === chosen }, storedNames.includes(n) ? n : `${n} (not stored)`)));
+      return { left: name.control, right: pick, read: () => [name.read(), pick.value] };
+    },
+  });
+  const secretsHint = h("p", { class: "hint", id: "job-secrets-kind-hint" });
+  const secretsList = storedSecrets === null
+    ? h("p", { class: "hint is-warn" }, "The stored secrets could not be listed; only the job's own are offered.")
+    : !storedNames.length
+      ? h("p", { class: "hint", id: "job-secrets-none" }, "No secret is stored yet: an admin stores one on the ", h("a", { href: "#/secrets" }, "Secrets page"), ".")
+      : null;
+  if (storedSecrets !== null && !storedNames.length && !secretRows.rows.length) secretRows.addButton.disabled = true;
+  const secretsPart = h("div", { class: "full", id: "job-secrets-part" }, secretRows.group, secretsHint, secretsList);
+  const httpSecretsHint = h("p", { class: "hint full", id: "http-secrets-hint" },
+    "An HTTP job uses a stored secret where it is needed: write ", h("code", {}, "${secret:NAME}"), " (the secret's own name) in a header value or the body, as in ",
+    h("code", {}, "Authorization: Bearer ${secret:billing-api}"), ". ",
+    storedNames.length ? ["Stored: ", storedNames.map((n, i) => [i ? ", " : null, h("code", {}, n)]), "."] : "No secret is stored yet.");
+  const configRows = pairRows("job-config", "Config", {
+    columns: ["Key", "Value"],
+    entries: Object.entries(wasm.config ?? {}),
+    addLabel: "Add a setting",
+    empty: "No settings.",
+    hint: ["Plain settings a component reads through ", h("code", {}, "wasi:config"), " (", h("code", {}, 'get("region")'), "), beside its secrets and the run context. Not secret: whoever reads the job sees them."],
+    make: (id, entry) => {
+      const [key, value] = entry ?? [null, null];
+      const k = keptInput(`${id}-key`, key, { class: "mono", autocomplete: "off", spellcheck: "false", placeholder: "region", "aria-label": "Config key" }, { trim: true });
+      const v = keptInput(`${id}-value`, value, { autocomplete: "off", spellcheck: "false", placeholder: "eu", "aria-label": "Config value" });
+      return { left: k.control, right: v.control, read: () => [k.read(), v.read()] };
+    },
+  });
+  const secretsAsEnv = h("input", { type: "checkbox", id: "job-secrets-as-env", checked: wasm.secrets_as_env ?? false });
+  const contextEnv = h("input", { type: "checkbox", id: "job-context-env", checked: wasm.context_env ?? true });
+  const checkField = (control, label, hint) => h("div", { class: "field span2", "data-field": control.id },
+    h("label", { class: "check" }, control, " ", label),
+    h("p", { class: "hint", id: `${control.id}-hint` }, hint),
+    h("p", { class: "field-error", id: `${control.id}-error`, hidden: true }));
+  const wasmConfigPart = h("div", { class: "grid full", id: "job-config-part" },
+    configRows.group,
+    checkField(secretsAsEnv, "Secrets as environment variables too",
+      "For languages that only read the environment. A core module (WASI preview 1) has no wasi:config and gets its secrets only this way."),
+    checkField(contextEnv, "Run context in the environment",
+      "SANDCRON_JOB, SANDCRON_TICK and the rest. Unchecked, the environment is exactly what the job declares; wasi:config still has the context."));
+
   const resultTimeoutField = field("Result timeout (s)", resultTimeout, { hint: `how long to wait for the report (default ${DEFAULT_RESULT_TIMEOUT_S})` });
   const reportHint = h("p", { class: "hint full", id: "report-hint" },
     "The service reports with ", h("code", {}, `POST ${location.origin}/api/v1/runs/{run_id}/result`),
@@ -489,6 +625,9 @@ export async function render(view) {
       httpSection,
       shellSection,
       h("div", { class: "grid" }, envField)),
+    h("fieldset", { id: "secrets-config" },
+      h("legend", {}, "Secrets and configuration"),
+      h("div", { class: "grid" }, secretsPart, httpSecretsHint, wasmConfigPart)),
     h("fieldset", {},
       h("legend", {}, "Policies"),
       h("div", { class: "grid" },
@@ -549,7 +688,14 @@ export async function render(view) {
     httpSection.hidden = currentKind() !== "http";
     // HTTP jobs have headers, not an environment.
     envField.hidden = currentKind() === "http";
-    for (const section of [wasmSection, shellSection, httpSection, envField]) {
+    // HTTP jobs name secrets in their headers and body; only modules have config.
+    secretsPart.hidden = currentKind() === "http";
+    httpSecretsHint.hidden = currentKind() !== "http";
+    wasmConfigPart.hidden = currentKind() !== "wasm";
+    replace(secretsHint, currentKind() === "shell"
+      ? "A shell job gets each as an environment variable of that name."
+      : ["A component reads each through ", h("code", {}, "wasi:config"), " (", h("code", {}, 'get("API_TOKEN")'), "), and from its environment with the box below checked."]);
+    for (const section of [wasmSection, shellSection, httpSection, envField, secretsPart, wasmConfigPart]) {
       for (const control of section.querySelectorAll("input, select, textarea")) control.disabled = section.hidden;
     }
   };
@@ -748,6 +894,33 @@ export async function render(view) {
     if (!on.length && !failureRate && !channels.length) return null;
     return { on, ...(failureRate ? { failure_rate: failureRate } : {}), channels };
   };
+  // The secrets table as the job body's `secrets` (empty rows left out).
+  const buildSecrets = () => {
+    const out = {};
+    for (const row of secretRows.rows) {
+      const [alias, chosen] = row.read();
+      if (!alias && !chosen) continue;
+      if (!alias) throw new FormError(row.left.id, "secrets: give the name the job reads this secret under");
+      if (!chosen) throw new FormError(row.right.id, `secrets: choose the stored secret ${alias} is`);
+      if (!VARIABLE_PATTERN.test(alias)) throw new FormError(row.left.id, `secrets: "${alias}" is not a variable name (letters, digits and _, not starting with a digit)`);
+      if (alias.startsWith("SANDCRON_")) throw new FormError(row.left.id, "secrets: the SANDCRON_ prefix is reserved for variables sandcron sets");
+      if (alias in out) throw new FormError(row.left.id, `secrets: ${alias} is named twice`);
+      out[alias] = chosen;
+    }
+    return out;
+  };
+  const buildConfig = () => {
+    const out = {};
+    for (const row of configRows.rows) {
+      const [key, value] = row.read();
+      if (!key && !value) continue;
+      if (!key) throw new FormError(row.left.id, "config: a setting needs a key");
+      if (key.startsWith("SANDCRON_")) throw new FormError(row.left.id, "config: the SANDCRON_ prefix is reserved for the run context");
+      if (key in out) throw new FormError(row.left.id, `config: ${key} is set twice`);
+      out[key] = value;
+    }
+    return out;
+  };
   const build = () => {
     const spec = {
       // Fields the form does not show (dirs, retention) are kept as they were.
@@ -777,6 +950,9 @@ export async function render(view) {
     }
     const alertRule = buildAlerts();
     if (alertRule) spec.alerts = alertRule;
+    delete spec.secrets;
+    const secrets = currentKind() === "http" ? {} : buildSecrets();
+    if (Object.keys(secrets).length) spec.secrets = secrets;
     if (currentKind() === "http") {
       spec.kind = { http: buildHttp() };
       return spec;
@@ -785,7 +961,10 @@ export async function render(view) {
     if (currentKind() === "shell") {
       spec.kind = { shell: { command: command.value, env: envPairs, timeout_s: Number(shellTimeout.value), output_kb: Number(shellOutput.value) } };
     } else {
-      const { egress: _egress, network: _network, ...kept } = job?.kind.wasm ?? {};
+      const {
+        egress: _egress, network: _network, config: _config, secrets_as_env: _asEnv, context_env: _contextEnv, ...kept
+      } = job?.kind.wasm ?? {};
+      const config = buildConfig();
       const entries = egressEntries(egress.value).map((e) => e.entry);
       const limitsOfNetwork = Object.fromEntries(NETWORK_FIELDS.map(([key]) => [key, Number(networkInputs[key].value)]));
       // A new job's body leaves the limits out while they are the defaults;
@@ -800,6 +979,10 @@ export async function render(view) {
           limits: { fuel: Number(fuel.value), memory_mb: Number(memory.value), timeout_s: Number(wasmTimeout.value), output_kb: Number(wasmOutput.value) },
           ...(entries.length ? { egress: entries } : {}),
           ...(networkChanged || job?.kind.wasm?.network ? { network: limitsOfNetwork } : {}),
+          // Defaults are left out, as the server leaves them out.
+          ...(Object.keys(config).length ? { config } : {}),
+          ...(secretsAsEnv.checked ? { secrets_as_env: true } : {}),
+          ...(contextEnv.checked ? {} : { context_env: false }),
         },
       };
     }
@@ -831,6 +1014,18 @@ export async function render(view) {
       atField?.select?.();
     };
     // An error about egress entry i names its line, and that line is selected.
+    // An error about one secret or config key is shown at its row.
+    const rowControl = (path, message) => {
+      const m = /^(secrets|kind\.wasm\.config)\.(.+)$/.exec(path ?? "");
+      if (!m) return null;
+      const rows = m[1] === "secrets" ? secretRows.rows : configRows.rows;
+      const found = rows.find((row) => row.read()[0] === m[2]);
+      if (!found) return null;
+      // Which of the two controls: the stored secret that does not exist, a
+      // config value that is too long; otherwise the name or key.
+      const aboutRight = m[1] === "secrets" ? /no secret named/.test(message) : /^must /.test(message);
+      return (aboutRight ? found.right : found.left).id;
+    };
     const egressLine = (path, message) => {
       const m = /^kind\.wasm\.egress\[(\d+)\]$/.exec(path ?? "");
       const found = m ? egressEntries(egress.value)[Number(m[1])] : null;
@@ -869,7 +1064,7 @@ export async function render(view) {
           ? `${jobName} was changed by someone else since you opened it. Reload to edit the new version (your changes are in the request body below).`
           : `A job named ${jobName} already exists.`, editing ? null : "job-name");
       } else {
-        const target = controlForField(err.field);
+        const target = rowControl(err.field, err.message) ?? controlForField(err.field);
         fail(err.field ? `${err.field}: ${err.message}` : err.message, target, egressLine(err.field, err.message));
       }
     } finally {

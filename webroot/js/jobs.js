@@ -4,7 +4,8 @@
 // A job is a WebAssembly module, a shell command or an HTTP request; it may
 // complete asynchronously, broadcast to every worker, start other jobs,
 // reach the network (a module's egress) and raise alerts, and both pages
-// say so.
+// say so. A job's page also lists the secrets it receives, its config and
+// its key-value state.
 
 import { api, can, jobPath, query } from "./api.js";
 import {
@@ -12,6 +13,7 @@ import {
   navigate, relTime, replace, shardLabel, shortDigest, statusBadge, toast, urlHost,
 } from "./ui.js";
 import { runHistory } from "./runs.js";
+import { watchState } from "./state.js";
 
 const JOB_STATES = ["scheduled", "running", "paused", "unschedulable"];
 
@@ -405,7 +407,18 @@ function kindFacts(job) {
       ? h("span", { id: "job-egress-list" }, wasm.egress.map((entry) => h("span", { class: "chip" }, entry)))
       : h("span", { class: "muted" }, "none: it reaches nothing")),
     wasm.egress?.length && wasm.network ? fact("Network limits", networkLimits(wasm.network)) : null,
+    Object.keys(wasm.config || {}).length ? fact("Config", h("code", { class: "block", id: "job-config-list" }, Object.entries(wasm.config).map(([k, v]) => `${k}=${v}`).join("\n"))) : null,
+    wasm.context_env === false ? fact("Run context", "through wasi:config only, not in the environment") : null,
   ];
+}
+
+/** The stored secrets a job receives, by the name it reads each under. */
+function secretFacts(job) {
+  const entries = Object.entries(job.secrets || {});
+  if (!entries.length) return null;
+  const how = job.kind.shell ? "as environment variables" : job.kind.wasm?.secrets_as_env ? "through wasi:config and as environment variables" : "through wasi:config";
+  return fact("Secrets", h("span", { id: "job-secrets-list" }, entries.map(([alias, secret]) => h("span", { class: "chip", title: `${alias} is the stored secret ${secret}` },
+    `${alias} ← `, h("a", { href: "#/secrets" }, secret)))), h("small", { class: "muted" }, ` ${how}`));
 }
 
 /** "100 requests, 8 at once · 10 MiB out, 100 MiB in · connect 10 s, first byte 30 s". */
@@ -443,8 +456,9 @@ export async function renderDetail(view) {
   view.title(name);
   const head = h("div", { class: "page-head" });
   const body = h("div", {});
+  const stateBox = h("div", {});
   const history = h("section", { class: "history", "aria-labelledby": "history-title" });
-  replace(view.main, head, body, history);
+  replace(view.main, head, body, stateBox, history);
 
   let job;
   // The jobs that start this one (read once: it changes only when they are edited).
@@ -497,6 +511,7 @@ export async function renderDetail(view) {
             h("h2", {}, job.kind.shell ? "Shell command" : job.kind.http ? "HTTP request" : "WebAssembly module"),
             h("dl", { class: "facts" },
               kindFacts(job),
+              secretFacts(job),
               fact("Created", formatTime(job.meta.created_at)),
               fact("Updated", formatTime(job.meta.updated_at), job.meta.written_by ? ` by ${job.meta.written_by}` : ""),
               fact("Revision", String(job.revision))))),
@@ -540,5 +555,8 @@ export async function renderDetail(view) {
     throw err;
   }
   view.every(3000, load);
-  await runHistory(view, history, { job: name, title: "Run history" });
+  await Promise.all([
+    watchState(view, () => job, stateBox),
+    runHistory(view, history, { job: name, title: "Run history" }),
+  ]);
 }

@@ -5,6 +5,7 @@
 // shards of its tick, and a running run of an async job says it waits for
 // the reported result. A WASM run with network access lists its egress
 // ledger: each HTTP request, TCP connection and name lookup, allowed or not.
+// A run that received secrets names them (the values never reach the API).
 
 import { api, can, jobPath, query } from "./api.js";
 import { runNow } from "./jobs.js";
@@ -42,6 +43,8 @@ function facts(run, received) {
     fact("Output", h("span", { id: "output-bytes" }, running ? `${formatBytes(received)} so far` : formatBytes(run.output_bytes)), run.truncated ? " (truncated)" : ""),
     run.module ? fact("Module", h("code", { title: run.module }, run.module.replace(/^sha256:/, "").slice(0, 16))) : null,
     fact("Fence", String(run.fence)),
+    run.secrets?.length ? fact("Secrets", h("span", { id: "run-secrets", title: "the stored secrets the run received (never their values)" },
+      run.secrets.map((name) => h("span", { class: "chip" }, name)))) : null,
   );
 }
 

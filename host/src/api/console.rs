@@ -32,6 +32,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("/js/runs.js", JS, include_bytes!("../../../webroot/js/runs.js")),
     ("/js/run.js", JS, include_bytes!("../../../webroot/js/run.js")),
     ("/js/workers.js", JS, include_bytes!("../../../webroot/js/workers.js")),
+    ("/js/secrets.js", JS, include_bytes!("../../../webroot/js/secrets.js")),
+    ("/js/state.js", JS, include_bytes!("../../../webroot/js/state.js")),
 ];
 
 /// Serves a console file, or answers 404 (as JSON under `/api/`).
