@@ -210,6 +210,7 @@ impl InProcWorker {
                 drain_timeout: Duration::from_secs(10),
                 dirs: BTreeMap::new(),
                 max_memory_mb: 4096,
+                caps: Default::default(),
                 clock_offset_ms: 0,
                 http_allow: sandcron::exec::egress::EgressPolicy::public_only(),
                 api_url: None,

@@ -263,6 +263,23 @@ async fn the_auth_matrix_covers_every_route_and_role() {
             2,
         ),
         route("DELETE", "/api/v1/jobs/{name}/state", "/api/v1/jobs/w/state", None, 2),
+        // Secrets: everyone sees names; only admins write or re-seal.
+        route("GET", "/api/v1/secrets", "/api/v1/secrets", None, 1),
+        route(
+            "PUT",
+            "/api/v1/secrets/{name}",
+            "/api/v1/secrets/s",
+            Some(serde_json::json!("a-secret-value")),
+            3,
+        ),
+        route("POST", "/api/v1/secrets/rekey", "/api/v1/secrets/rekey", None, 3),
+        route(
+            "DELETE",
+            "/api/v1/secrets/{name}",
+            "/api/v1/secrets/nothing-here",
+            None,
+            3,
+        ),
         // Last: an admin deleting the shell job really deletes it.
         route("DELETE", "/api/v1/jobs/{name}", "/api/v1/jobs/sh", None, 3),
     ];

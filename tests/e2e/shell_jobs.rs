@@ -362,3 +362,39 @@ async fn a_result_line_on_stdout_is_recorded_with_the_run() {
         "{output:?}"
     );
 }
+
+/// A worker's caps (`max_timeout_s`, `max_output_kb`) bound every run,
+/// whatever the job asks, and the run's output says what was lowered.
+#[tokio::test]
+async fn a_worker_s_caps_bound_a_job_that_asks_for_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("caps.toml");
+    std::fs::write(&config, "[worker]\nmax_timeout_s = 1\nmax_output_kb = 1\n").unwrap();
+    let dev = dev(&["--config", config.to_str().unwrap()]);
+    let api = dev.api();
+    let mut job = shell_job("0 0 1 1 *", "head -c 5000 /dev/zero | tr '\\0' x; sleep 30");
+    job["kind"]["shell"]["timeout_s"] = json!(3600);
+    api.put("/api/v1/jobs/greedy", &job).await.expect(201);
+    api.post("/api/v1/jobs/greedy/run").await.expect(202);
+    let run = wait_for("the capped run to end", Duration::from_secs(20), || async {
+        api.runs("greedy").await.into_iter().find(|r| r["status"] != "running")
+    })
+    .await;
+    assert_eq!(run["status"], "timed_out", "{run}");
+    assert_eq!(run["truncated"], true, "{run}");
+    assert!(run["output_bytes"].as_u64().unwrap() <= 1024, "{run}");
+    let stderr: String = api
+        .output(run["run_id"].as_str().unwrap())
+        .await
+        .into_iter()
+        .filter(|(stream, _)| stream == "stderr")
+        .map(|(_, text)| text)
+        .collect();
+    assert!(
+        stderr.contains("[sandcron: this worker's caps lowered timeout_s 3600 → 1, output_kb 1024 → 1]"),
+        "{stderr}"
+    );
+    // The job itself keeps what it asked for.
+    let stored = api.get("/api/v1/jobs/greedy").await.expect(200);
+    assert_eq!(stored["kind"]["shell"]["timeout_s"], 3600);
+}

@@ -191,6 +191,12 @@ pub struct WorkerFile {
     pub dirs: BTreeMap<String, PathBuf>,
     /// The most linear memory one WASM run may use (caps a job's memory_mb).
     pub max_memory_mb: Option<u64>,
+    /// The longest any run may take (caps a job's timeout_s).
+    pub max_timeout_s: Option<u64>,
+    /// The most output any run may keep, KiB (caps a job's output_kb).
+    pub max_output_kb: Option<u64>,
+    /// The most fuel one WASM run may have (caps a job's fuel).
+    pub max_fuel: Option<u64>,
     /// For tests only: shifts this worker's clock, to show that claims stay
     /// exactly-once when clocks disagree.
     pub clock_offset_ms: Option<i64>,

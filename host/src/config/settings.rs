@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Token;
+use crate::job::limits as job_limits;
 
 use super::file::{AlertsFile, AuthFile, FileConfig, LogsFile, StateFile, WorkerFile};
 
@@ -40,6 +41,9 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     pub dirs: BTreeMap<String, PathBuf>,
     pub max_memory_mb: u64,
+    /// The most any run may have (`max_timeout_s`, `max_output_kb`,
+    /// `max_fuel`, `max_memory_mb`); a job asking more runs with the cap.
+    pub caps: crate::job::RunCaps,
     pub clock_offset_ms: i64,
     /// Where HTTP jobs may connect; empty: this worker runs no HTTP jobs.
     pub http_allow: crate::exec::egress::EgressPolicy,
@@ -175,6 +179,10 @@ pub(super) fn worker(
     if !(0..=600).contains(&kill_grace_s) {
         bail!("worker.kill_grace_s must be between 0 and 600, got {kill_grace_s}");
     }
+    let max_memory_mb = match file.max_memory_mb.unwrap_or(4096) {
+        mb @ 1..=4096 => mb,
+        mb => bail!("worker.max_memory_mb must be between 1 and 4096, got {mb}"),
+    };
     Ok(WorkerConfig {
         id: file.id.clone(),
         capacity: check_capacity(file.capacity.unwrap_or(16))?,
@@ -186,9 +194,12 @@ pub(super) fn worker(
         catchup_run_limit: file.catchup_run_limit.unwrap_or(100).max(1),
         drain_timeout: Duration::from_secs(file.drain_timeout_s.unwrap_or(drain_default_s).min(3600)),
         dirs: checked_dirs(&file.dirs)?,
-        max_memory_mb: match file.max_memory_mb.unwrap_or(4096) {
-            mb @ 1..=4096 => mb,
-            mb => bail!("worker.max_memory_mb must be between 1 and 4096, got {mb}"),
+        max_memory_mb,
+        caps: crate::job::RunCaps {
+            timeout_s: capped(file.max_timeout_s, "max_timeout_s", job_limits::MAX_TIMEOUT_S)?,
+            output_kb: capped(file.max_output_kb, "max_output_kb", job_limits::MAX_OUTPUT_KB)?,
+            fuel: capped(file.max_fuel, "max_fuel", u64::MAX)?,
+            memory_mb: max_memory_mb,
         },
         clock_offset_ms: match file.clock_offset_ms.unwrap_or(0) {
             ms @ -3_600_000..=3_600_000 => ms,
@@ -205,6 +216,16 @@ pub(super) fn worker(
         },
         state_quota: state_quota(&file.state)?,
     })
+}
+
+/// A worker cap: at least 1, at most what any job may ask (`max`, also
+/// the default).
+fn capped(value: Option<u64>, key: &str, max: u64) -> anyhow::Result<u64> {
+    match value {
+        None => Ok(max),
+        Some(value) if (1..=max).contains(&value) => Ok(value),
+        Some(value) => bail!("worker.{key} must be between 1 and {max}, got {value}"),
+    }
 }
 
 /// Validates `[worker.state]`: a value fits one store write

@@ -48,6 +48,58 @@ impl JobKind {
     pub fn is_native(&self) -> bool {
         matches!(self, JobKind::Shell(_))
     }
+
+    /// The kind with its limits lowered to a worker's `caps`, and a note for
+    /// each limit that was lowered (`timeout_s 3600 → 600`).
+    pub fn clamped(&self, caps: &RunCaps) -> (JobKind, Vec<String>) {
+        let mut kind = self.clone();
+        let mut notes = Vec::new();
+        let mut clamp = |name: &str, value: &mut u64, cap: u64| {
+            if *value > cap {
+                notes.push(format!("{name} {value} → {cap}"));
+                *value = cap;
+            }
+        };
+        match &mut kind {
+            JobKind::Wasm(wasm) => {
+                clamp("timeout_s", &mut wasm.limits.timeout_s, caps.timeout_s);
+                clamp("output_kb", &mut wasm.limits.output_kb, caps.output_kb);
+                clamp("fuel", &mut wasm.limits.fuel, caps.fuel);
+                clamp("memory_mb", &mut wasm.limits.memory_mb, caps.memory_mb);
+            }
+            JobKind::Shell(shell) => {
+                clamp("timeout_s", &mut shell.timeout_s, caps.timeout_s);
+                clamp("output_kb", &mut shell.output_kb, caps.output_kb);
+            }
+            JobKind::Http(http) => {
+                clamp("timeout_s", &mut http.timeout_s, caps.timeout_s);
+                clamp("output_kb", &mut http.output_kb, caps.output_kb);
+            }
+        }
+        (kind, notes)
+    }
+}
+
+/// The most a worker lets any run have (`[worker] max_timeout_s`,
+/// `max_output_kb`, `max_fuel`, `max_memory_mb`); a job asking for more
+/// runs with the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCaps {
+    pub timeout_s: u64,
+    pub output_kb: u64,
+    pub fuel: u64,
+    pub memory_mb: u64,
+}
+
+impl Default for RunCaps {
+    fn default() -> Self {
+        Self {
+            timeout_s: super::limits::MAX_TIMEOUT_S,
+            output_kb: super::limits::MAX_OUTPUT_KB,
+            fuel: u64::MAX,
+            memory_mb: super::limits::MAX_MEMORY_MB,
+        }
+    }
 }
 
 /// A WASI module run inside the sandbox.

@@ -26,7 +26,7 @@ mod tests;
 mod validate;
 
 pub use egress::{EgressHost, EgressScheme, EgressTarget, NetworkLimits, is_host_name};
-pub use kind::{DirMount, HTTP_METHODS, HttpJob, JobKind, ShellJob, WasmJob, WasmLimits};
+pub use kind::{DirMount, HTTP_METHODS, HttpJob, JobKind, RunCaps, ShellJob, WasmJob, WasmLimits};
 pub use validate::{check_dependency_cycles, check_failure_rate, limits};
 
 /// What an operator stores for a job: everything but its name and bookkeeping.

@@ -261,3 +261,34 @@ fn a_wasm_job_written_without_the_new_fields_reads_back_unchanged() {
     }
     assert!(written.get("secrets").is_none(), "{written}");
 }
+
+#[test]
+fn a_worker_s_caps_lower_a_job_s_limits_and_say_so() {
+    let caps = RunCaps {
+        timeout_s: 600,
+        output_kb: 256,
+        fuel: 1_000_000,
+        memory_mb: 128,
+    };
+    let wasm = JobKind::Wasm(WasmJob::new(crate::ids::ModuleDigest::of(b"m")));
+    let (clamped, notes) = wasm.clamped(&caps);
+    let JobKind::Wasm(job) = clamped else { panic!("wasm") };
+    assert_eq!(
+        (job.limits.timeout_s, job.limits.output_kb, job.limits.fuel, job.limits.memory_mb),
+        (300, 256, 1_000_000, 64),
+        "only what is above a cap is lowered"
+    );
+    assert_eq!(notes, ["output_kb 1024 → 256", "fuel 10000000000 → 1000000"]);
+    let shell = JobKind::Shell(ShellJob {
+        command: "true".into(),
+        env: Default::default(),
+        timeout_s: 3600,
+        output_kb: 10,
+    });
+    let (clamped, notes) = shell.clamped(&caps);
+    assert_eq!(clamped.timeout_s(), 600);
+    assert_eq!(notes, ["timeout_s 3600 → 600"]);
+    let (unchanged, notes) = shell.clamped(&RunCaps::default());
+    assert_eq!(unchanged, shell);
+    assert!(notes.is_empty());
+}

@@ -110,6 +110,8 @@ pub(crate) fn worker_engine(
     WasmEngine::new(WasmConfig {
         capacity: config.capacity,
         max_memory_mb: config.max_memory_mb,
+        max_fuel: config.caps.fuel,
+        max_timeout_s: config.caps.timeout_s,
         max_module_bytes,
         cache_dir: Some(data.join("wasm-cache")),
         dirs: config.dirs.clone(),

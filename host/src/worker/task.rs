@@ -19,7 +19,7 @@ use crate::alert::AlertHandle;
 use crate::coord::{Coordinator, Revision, RunReport, RunningEntry, TriggerRequest};
 use crate::exec::{ExecRequest, Executor, KillSwitch, ReportTo, RunOutcome, RunOutput};
 use crate::ids::{JobName, RunId};
-use crate::job::Job;
+use crate::job::{Job, RunCaps};
 use crate::logstore::Sink;
 use crate::metrics::Metrics;
 use crate::run::{ParentRun, RunRecord, RunStatus, StreamKind, Trigger};
@@ -50,6 +50,8 @@ pub(super) struct TaskSpec {
     pub(super) report: Option<(ReportTo, oneshot::Receiver<RunReport>)>,
     /// Opens the job's secrets; `None`: this worker has no key file.
     pub(super) keyring: Option<Arc<Keyring>>,
+    /// The most this worker lets a run have.
+    pub(super) caps: RunCaps,
 }
 
 /// What the worker learns when a run ends.
@@ -82,6 +84,7 @@ async fn execute(spec: TaskSpec) {
         alerts,
         report,
         keyring,
+        caps,
     } = spec;
     let mut record = RunRecord {
         trigger: entry.trigger,
@@ -142,6 +145,7 @@ async fn execute(spec: TaskSpec) {
                     Some((to, rx)) => (Some(to), Some(rx)),
                     None => (None, None),
                 };
+                let (kind, lowered) = job.spec.kind.clamped(&caps);
                 let request = ExecRequest {
                     job: job.name.clone(),
                     run_id: entry.run_id,
@@ -149,15 +153,19 @@ async fn execute(spec: TaskSpec) {
                     trigger: entry.trigger,
                     attempt: entry.attempt,
                     fence,
-                    kind: job.spec.kind.clone(),
+                    kind,
                     parent: entry.parent.clone(),
                     shard: entry.shard,
                     report_to,
                     secrets,
                 };
-                let mut output = RunOutput::new(entry.run_id, Arc::new(sink.clone()), job.spec.kind.output_kb() * 1024)
+                let mut output = RunOutput::new(entry.run_id, Arc::new(sink.clone()), request.kind.output_kb() * 1024)
                     .expiring_at(record.expire_at)
                     .masking(masker.clone());
+                if !lowered.is_empty() {
+                    let note = format!("[sandcron: this worker's caps lowered {}]\n", lowered.join(", "));
+                    output.write(StreamKind::Stderr, note.as_bytes()).await;
+                }
                 let mut outcome = executor.execute(&request, &mut output, &kill).await;
                 if let (Some(rx), RunStatus::Succeeded) = (report_rx, outcome.status) {
                     drop(slot.take());

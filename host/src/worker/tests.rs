@@ -82,6 +82,7 @@ fn start(id: &str, coord: &Coordinator, logs: Arc<dyn LogStore>) -> Running {
             drain_timeout: Duration::from_secs(1),
             dirs: BTreeMap::new(),
             max_memory_mb: 64,
+            caps: Default::default(),
             clock_offset_ms: 0,
             http_allow: crate::exec::egress::EgressPolicy::public_only(),
             api_url: None,

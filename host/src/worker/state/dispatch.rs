@@ -265,6 +265,7 @@ impl State {
             alerts: self.deps.alerts.clone(),
             report,
             keyring: self.deps.keyring.clone(),
+            caps: self.deps.config.caps,
         };
         self.runs.spawn(task::carry_out(spec));
     }
