@@ -274,7 +274,12 @@ fn a_worker_s_caps_lower_a_job_s_limits_and_say_so() {
     let (clamped, notes) = wasm.clamped(&caps);
     let JobKind::Wasm(job) = clamped else { panic!("wasm") };
     assert_eq!(
-        (job.limits.timeout_s, job.limits.output_kb, job.limits.fuel, job.limits.memory_mb),
+        (
+            job.limits.timeout_s,
+            job.limits.output_kb,
+            job.limits.fuel,
+            job.limits.memory_mb
+        ),
         (300, 256, 1_000_000, 64),
         "only what is above a cap is lowered"
     );

@@ -116,7 +116,6 @@ pub(crate) fn worker_engine(
         cache_dir: Some(data.join("wasm-cache")),
         dirs: config.dirs.clone(),
         egress_policy: config.http_allow.clone(),
-        ..WasmConfig::default()
     })
     .context("cannot start the WebAssembly engine")
 }
