@@ -115,14 +115,15 @@ ensure_rust_targets() {
 # True when example $1 must be rebuilt: its output or build stamp is missing,
 # or one of the other paths (files or folders) or this script is newer than
 # the stamp. A stamp, not the output's mtime, so that an unchanged output
-# keeps its mtime for whoever depends on it.
+# keeps its mtime for whoever depends on it. Links are followed: an example's
+# wit/deps links to the shared examples/wit/deps, which links to host/wit.
 stale() {
     local name="$1"
     shift
     local stamp="$stamps/$name"
     ((force)) && return 0
     [[ -f "$out_dir/$name.wasm" && -f "$stamp" ]] || return 0
-    [[ -n "$(find "$@" "$script" -newer "$stamp" -print -quit)" ]]
+    [[ -n "$(find -L "$@" "$script" -newer "$stamp" -print -quit)" ]]
 }
 
 # Moves the fresh build of $1 into place unless it is identical to what is

@@ -277,6 +277,19 @@ impl Api {
         body["digest"].as_str().expect("digest").to_owned()
     }
 
+    /// Creates or replaces the secret `name` (`PUT /api/v1/secrets/{name}`,
+    /// the value as a text body; needs the admin role).
+    pub async fn put_secret(&self, name: &str, value: &str) {
+        self.raw(
+            "PUT",
+            &format!("/api/v1/secrets/{name}"),
+            "text/plain",
+            value.as_bytes().to_vec(),
+        )
+        .await
+        .expect_one_of(&[200, 201]);
+    }
+
     /// Every job, as `GET /api/v1/jobs` lists them.
     pub async fn jobs(&self) -> Vec<Value> {
         let jobs = self.get("/api/v1/jobs").await.expect(200);

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Re-vendors the WASI 0.2 WIT files (and licence) into deps/ from the crates
-# wasmtime itself builds its bindings from, using only cargo: a throwaway
-# crate that depends on the exact wasmtime-wasi and wasmtime-wasi-http
-# versions is fetched, and the files are copied out of cargo's registry cache.
-# wasi:http comes from wasmtime-wasi-http (`wit/deps/http.wit`), the rest
-# from wasmtime-wasi (`src/p2/wit/deps/`); the two ship the same copies of
-# the shared packages.
+# Re-vendors the WASI 0.2 WIT files (and licence) that the examples share into
+# deps/ from the crates wasmtime itself builds its bindings from, using only
+# cargo: a throwaway crate that depends on the exact wasmtime-wasi and
+# wasmtime-wasi-http versions is fetched, and the files are copied out of
+# cargo's registry cache. wasi:http comes from wasmtime-wasi-http
+# (`wit/deps/http.wit`), the rest from wasmtime-wasi (`src/p2/wit/deps/`); the
+# two ship the same copies of the shared packages. deps/config and
+# deps/keyvalue are links to host/wit, the WIT the host implements itself;
+# this script leaves them alone.
 #
 # A maintainer's tool, run by hand: `cargo fetch` downloads the crates from
 # crates.io, so it needs the network. scripts/build-guests.sh never runs it;
 # builds use the files committed in deps/.
 #
-# Usage: examples/python-http/wit/update.sh [VERSION]   (default 48.0.8)
+# Usage: examples/wit/update.sh [VERSION]   (default 48.0.8)
 set -euo pipefail
 version="${1:-48.0.8}"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -48,4 +50,4 @@ cp "$http/wit/deps/http.wit" "$here/deps/"
 cp "$wasi/LICENSE" "$here/deps/LICENSE"
 echo "vendored WASI WIT from wasmtime-wasi and wasmtime-wasi-http $version:"
 grep -h '^package ' "$here"/deps/*.wit
-echo "if the WASI version changed, update it in world.wit and deps/README.md"
+echo "if the WASI version changed, update it in each example's wit/world.wit and in deps/README.md"
