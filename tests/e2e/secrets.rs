@@ -21,17 +21,6 @@ const SHELL_VALUE: &str = "shell-S3cr3t-1a2b3c4d5e";
 const HTTP_VALUE: &str = "http-S3cr3t-5e6f7a8b9c";
 const VALUES: [&str; 3] = [WASM_VALUE, SHELL_VALUE, HTTP_VALUE];
 
-async fn put_secret(api: &Api, name: &str, value: &str) {
-    api.raw(
-        "PUT",
-        &format!("/api/v1/secrets/{name}"),
-        "text/plain",
-        value.as_bytes().to_vec(),
-    )
-    .await
-    .expect_one_of(&[200, 201]);
-}
-
 /// Runs `job` now; returns its record once it has ended.
 async fn run_to_end(api: &Api, job: &str) -> Value {
     let started = api.post(&format!("/api/v1/jobs/{job}/run")).await.expect(202);
@@ -114,9 +103,9 @@ async fn secrets_reach_every_kind_of_job_and_no_value_leaks() {
     let viewer = server.api_with_token("viewer-token-secrets-e2e");
     let receiver = Receiver::start().await;
 
-    put_secret(&admin, "wasm-token", WASM_VALUE).await;
-    put_secret(&admin, "shell-token", SHELL_VALUE).await;
-    put_secret(&admin, "http-token", HTTP_VALUE).await;
+    admin.put_secret("wasm-token", WASM_VALUE).await;
+    admin.put_secret("shell-token", SHELL_VALUE).await;
+    admin.put_secret("http-token", HTTP_VALUE).await;
     operator
         .raw("PUT", "/api/v1/secrets/mine", "text/plain", b"x-value".to_vec())
         .await
