@@ -4,6 +4,7 @@
 
 mod api_errors;
 mod auth;
+mod browser_origin;
 mod check;
 mod cli;
 mod cluster;
