@@ -169,6 +169,18 @@ impl LogStore for Timed {
     async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
         self.inner.purge(before).await
     }
+    async fn write_audit(&self, entries: &[sandcron::audit::AuditEntry]) -> Result<(), LogStoreError> {
+        self.inner.write_audit(entries).await
+    }
+    async fn audit(
+        &self,
+        query: &sandcron::logstore::AuditQuery,
+    ) -> Result<sandcron::logstore::AuditPage, LogStoreError> {
+        self.inner.audit(query).await
+    }
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        self.inner.purge_audit(before).await
+    }
 }
 
 /// A worker running in this process, with its sink.

@@ -1,5 +1,5 @@
-//! Validated identifier newtypes: job and secret names, run ids, module
-//! digests, worker ids.
+//! Validated identifier newtypes: job and secret names, run and audit ids,
+//! module digests, worker ids.
 //!
 //! Each is checked once at construction (and on deserialisation), so an invalid
 //! identifier cannot exist anywhere else in the program.
@@ -164,6 +164,75 @@ impl Serialize for RunId {
 }
 
 impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An audit entry's id: a ULID whose time part is the entry's instant, so
+/// ids sort by time (and, within a millisecond, at random).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditId(ulid::Ulid);
+
+impl AuditId {
+    /// A fresh id for an entry recorded at `at`. Within one process, ids of
+    /// the same millisecond increase in the order they are made, so the
+    /// entries of quick successive writes keep their order.
+    pub fn at(at: jiff::Timestamp) -> Self {
+        static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+        let ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
+        let fresh = ulid::Ulid::from_parts(ms, rand_tail()).0;
+        let mut last = crate::sync::lock(&LAST);
+        // The time part is the top 48 bits: same millisecond, not after the
+        // last id made in it, so one more than that.
+        let id = if fresh >> 80 == *last >> 80 && fresh <= *last {
+            *last + 1
+        } else {
+            fresh
+        };
+        *last = id;
+        Self(ulid::Ulid(id))
+    }
+
+    /// A deterministic id, for tests.
+    pub fn from_parts(unix_ms: u64, random: u128) -> Self {
+        Self(ulid::Ulid::from_parts(unix_ms, random))
+    }
+
+    pub fn unix_ms(&self) -> u64 {
+        self.0.timestamp_ms()
+    }
+}
+
+/// The random part of a fresh ULID.
+fn rand_tail() -> u128 {
+    ulid::Ulid::generate().random()
+}
+
+impl fmt::Display for AuditId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for AuditId {
+    type Err = InvalidId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ulid::Ulid::from_string(s)
+            .map(Self)
+            .map_err(|_| InvalidId::new(format!("audit id {s:?} is not a ULID")))
+    }
+}
+
+impl Serialize for AuditId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)

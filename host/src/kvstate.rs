@@ -127,9 +127,9 @@ pub struct StateQuota {
 impl Default for StateQuota {
     fn default() -> Self {
         Self {
-            max_keys: 1000,
+            max_keys: 128,
             max_value_bytes: 64 * 1024,
-            max_job_bytes: 1024 * 1024,
+            max_job_bytes: 64 * 1024,
         }
     }
 }

@@ -10,7 +10,8 @@
 //!   DST. No I/O, no clock.
 //! - [`module`], [`job`], [`run`]: the data model — job binaries, job specs
 //!   and their validation, run records and output chunks; [`kvstate`]: a
-//!   job's key-value state as every layer sees it (keys, quotas, errors).
+//!   job's key-value state as every layer sees it (keys, quotas, errors);
+//!   [`audit`]: the audit log's entries (who wrote what through the API).
 //! - [`schedule`], [`placement`], [`check`]: pure policy — the timer queue,
 //!   overlap, catch-up and retry; which worker owns a job; the run-history
 //!   checker. No I/O, no clock.
@@ -34,6 +35,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod cli;

@@ -84,9 +84,30 @@ fn master_summary(config: sandcron::config::MasterConfig) -> Vec<(&'static str, 
         ),
         ("max module", format!("{} MiB", config.server.max_module_bytes >> 20)),
         ("secrets key", key_summary(config.secrets_key.as_deref())),
+        ("quotas", quota_summary(&config.server.quotas)),
+        (
+            "etcd worst case",
+            format!(
+                "{} MiB of live data through the API at these quotas (etcd's default quota is 2048 MiB; \
+                 history between compactions comes on top)",
+                config.etcd_worst_case_bytes >> 20
+            ),
+        ),
     ];
     lines.extend(store_summary(&config.stores));
     lines
+}
+
+fn quota_summary(quotas: &sandcron::config::Quotas) -> String {
+    format!(
+        "{} modules / {} MiB, {} jobs of {} KiB, {} pending runs per job, {} secrets",
+        quotas.max_modules,
+        quotas.max_module_total_bytes >> 20,
+        quotas.max_jobs,
+        quotas.max_job_bytes >> 10,
+        quotas.max_pending_runs,
+        quotas.max_secrets
+    )
 }
 
 /// What `sandcron worker --check-config` prints.

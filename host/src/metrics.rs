@@ -31,6 +31,21 @@ pub struct Metrics {
     egress: [AtomicU64; 3],
     sink: std::sync::OnceLock<Arc<SinkStats>>,
     alerts: std::sync::OnceLock<Arc<AlertStats>>,
+    audit: std::sync::OnceLock<Arc<AuditStats>>,
+}
+
+/// The audit log's figures on a process that serves the API.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    /// Entries recorded (put in the outbox, or straight into the log store).
+    pub recorded: AtomicU64,
+    /// Entries this process moved from the outbox into the log store.
+    pub stored: AtomicU64,
+    /// Entries that could be kept nowhere (outbox full, or both stores
+    /// failed): each is in the server log, at error level.
+    pub dropped: AtomicU64,
+    /// Entries waiting in the outbox when this process last looked.
+    pub backlog: AtomicU64,
 }
 
 impl Metrics {
@@ -46,6 +61,11 @@ impl Metrics {
     /// Makes the alert counters part of `/metrics`.
     pub fn attach_alerts(&self, stats: Arc<AlertStats>) {
         let _already = self.alerts.set(stats);
+    }
+
+    /// Makes the audit log's figures part of `/metrics`.
+    pub fn attach_audit(&self, stats: Arc<AuditStats>) {
+        let _already = self.audit.set(stats);
     }
 
     pub fn run_ended(&self, status: RunStatus) {
@@ -211,6 +231,37 @@ impl Metrics {
                 ("dropped", &alerts.dropped),
             ] {
                 let _ = writeln!(out, "sandcron_alerts_total{{outcome=\"{outcome}\"}} {}", get(counter));
+            }
+        }
+        if let Some(audit) = self.audit.get() {
+            let audit_metrics: [(&str, &str, &str, &AtomicU64); 4] = [
+                (
+                    "sandcron_audit_recorded_total",
+                    "counter",
+                    "Audit entries recorded by this process.",
+                    &audit.recorded,
+                ),
+                (
+                    "sandcron_audit_stored_total",
+                    "counter",
+                    "Audit entries this process moved into the log store.",
+                    &audit.stored,
+                ),
+                (
+                    "sandcron_audit_dropped_total",
+                    "counter",
+                    "Audit entries that could be kept nowhere (each is in the server log).",
+                    &audit.dropped,
+                ),
+                (
+                    "sandcron_audit_backlog",
+                    "gauge",
+                    "Audit entries waiting for the log store.",
+                    &audit.backlog,
+                ),
+            ];
+            for (name, kind, help, value) in audit_metrics {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(value));
             }
         }
         out

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("job", &["ids", "cronexpr", "auth", "run", "secret"]),
     ("run", &["ids", "job"]),
     ("kvstate", &[]),
+    ("audit", &["ids", "auth"]),
     // Pure logic over the model: no I/O, no clock.
     ("placement", &["ids", "job", "auth"]),
     ("schedule", &["ids", "job", "cronexpr", "run"]),
@@ -51,9 +52,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tls",
             "secret",
             "kvstate",
+            "audit",
         ],
     ),
-    ("logstore", &["ids", "job", "run"]),
+    ("logstore", &["ids", "job", "run", "audit", "auth"]),
     // Executors: never a store.
     (
         "exec",
@@ -125,6 +127,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "crypto",
             "secret",
             "kvstate",
+            "audit",
         ],
     ),
     ("launch", &["*"]),
@@ -142,6 +145,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "coord",
             "logstore",
             "kvstate",
+            "audit",
         ],
     ),
     ("cli", &["*"]),

@@ -99,7 +99,7 @@ async fn a_counter_lives_across_runs_and_operators_list_read_and_delete_it() {
     assert!(state["keys"][0]["revision"].as_i64().is_some_and(|r| r > 0));
     assert_eq!(
         state["quota"],
-        json!({"max_keys": 1000, "max_value_bytes": 65536, "max_job_bytes": 1048576})
+        json!({"max_keys": 128, "max_value_bytes": 65536, "max_job_bytes": 65536})
     );
     let (status, kind, body) = raw_value(&dev.base, None, "counter", "count").await;
     assert_eq!(

@@ -6,7 +6,9 @@
 //! `GET /api/v1/whoami` tells a client (the console) which role it has.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use serde::Serialize;
@@ -17,12 +19,16 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState};
 use crate::auth::{Role, Token};
 
-/// Who is calling, once authenticated.
+/// Who is calling, once authenticated, and from where (for the audit log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The token's configured name (never the token itself).
     pub name: String,
     pub role: Role,
+    /// The peer address of the connection (`None` in in-process tests).
+    pub remote: Option<String>,
+    /// The request's `X-Forwarded-For` header, as sent.
+    pub forwarded_for: Option<String>,
 }
 
 impl Caller {
@@ -51,6 +57,8 @@ pub fn authenticate(tokens: &[Token], presented: &str) -> Option<Caller> {
             found = Some(Caller {
                 name: token.name.clone(),
                 role: token.role,
+                remote: None,
+                forwarded_for: None,
             });
         }
     }
@@ -61,25 +69,46 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if state.tokens.is_empty() {
-            return Ok(Caller {
-                name: "local".to_owned(),
-                role: Role::Admin,
-            });
-        }
-        let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            return Err(ApiError::Unauthorized(
-                "missing bearer token: send 'Authorization: Bearer <token>'".into(),
-            ));
-        };
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-            .map(str::trim)
-            .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
-        authenticate(&state.tokens, presented).ok_or_else(|| ApiError::Unauthorized("invalid token".into()))
+        let remote = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.to_string());
+        let forwarded_for = parts
+            .headers
+            .get("x-forwarded-for")
+            .map(|value| crate::audit::clip(&String::from_utf8_lossy(value.as_bytes())));
+        let caller = authenticated(parts, state)?;
+        Ok(Caller {
+            remote,
+            forwarded_for,
+            ..caller
+        })
     }
+}
+
+/// The caller a request's bearer token names (any caller is `local`, an
+/// admin, on a server without tokens).
+fn authenticated(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    if state.tokens.is_empty() {
+        return Ok(Caller {
+            name: "local".to_owned(),
+            role: Role::Admin,
+            remote: None,
+            forwarded_for: None,
+        });
+    }
+    let Some(header) = parts.headers.get(AUTHORIZATION) else {
+        return Err(ApiError::Unauthorized(
+            "missing bearer token: send 'Authorization: Bearer <token>'".into(),
+        ));
+    };
+    let presented = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::Unauthorized("the Authorization header must be 'Bearer <token>'".into()))?;
+    authenticate(&state.tokens, presented).ok_or_else(|| ApiError::Unauthorized("invalid token".into()))
 }
 
 /// The caller as the server sees it, so a client can offer only what it may do.
@@ -129,7 +158,9 @@ mod tests {
             caller,
             Caller {
                 name: "ci".into(),
-                role: Role::Operator
+                role: Role::Operator,
+                remote: None,
+                forwarded_for: None,
             }
         );
         assert!(authenticate(&tokens, "secret-one-00000").is_none());

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, OriginalUri, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use crate::logstore::LogStore;
 use crate::metrics::Metrics;
 use crate::module::ModuleInspector;
 
+pub mod audit;
 pub mod auth;
 mod body;
 pub use body::BODY_IDLE_TIMEOUT;
@@ -62,6 +63,10 @@ pub struct AppState {
     pub alert_channels: Arc<[String]>,
     /// Seals the secrets admins write; `None`: no key file, no secrets.
     pub secrets: Option<Arc<crate::secret::Keyring>>,
+    /// Where every write through the API is recorded.
+    pub audit: audit::AuditLog,
+    /// What callers may store.
+    pub quotas: crate::config::Quotas,
 }
 
 /// Settings of the HTTP layer.
@@ -101,6 +106,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/secrets", get(secrets::list))
         .route("/secrets/rekey", post(secrets::rekey))
         .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))
+        .route("/audit", get(audit::list))
         .route("/workers", get(system::workers))
         .route("/alerts/channels", get(system::alert_channels))
         .route("/cron/next", get(system::cron_next))
@@ -191,8 +197,8 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             // Reap finished connections as we go.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, say: back off rather than spin.
                 tracing::warn!(%err, "cannot accept a connection");
@@ -201,7 +207,13 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers see the peer's address as `ConnectInfo` (the audit log
+        // records it).
+        let tower = TowerToHyperService::new(app.clone());
+        let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            hyper::service::Service::call(&tower, request)
+        });
         let closing = closing.clone();
         connections.spawn(async move {
             let _slot = slot;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, Caller};
+use crate::audit::AuditAction;
 use crate::auth::Role;
 use crate::coord::ModuleMeta;
 use crate::ids::ModuleDigest;
@@ -162,7 +163,8 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
 #[utoipa::path(post, path = "/api/v1/modules", tag = "modules",
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "the .wasm bytes (or multipart/form-data with field `module`)"),
     responses((status = 201, description = "stored", body = Uploaded), (status = 200, description = "already stored", body = Uploaded),
-        (status = 413, body = super::ErrorBody), (status = 415, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+        (status = 409, body = super::ErrorBody), (status = 413, body = super::ErrorBody), (status = 415, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody)))]
 pub(super) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -179,11 +181,20 @@ pub(super) async fn upload(
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("module validation panicked: {err}")))?
         .map_err(module_error)?;
     let digest = ModuleDigest::of(&bytes);
+    if !state.coord.module_exists(&digest).await? {
+        check_module_quota(&state, bytes.len() as u64).await?;
+    }
     let (meta, created) = state
         .coord
         .put_module(&digest, &bytes, info.kind, info.capabilities)
         .await?;
     tracing::info!(module = %digest, size = meta.size, kind = meta.kind.as_str(), created, by = %caller.name, "module uploaded");
+    let stored = if created { "stored" } else { "already stored" };
+    let detail = format!("{}, {} bytes, {stored}", meta.kind.as_str(), meta.size);
+    state
+        .audit
+        .record(caller.audit(AuditAction::ModuleUpload, digest.as_str()).detail(detail))
+        .await;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((
         status,
@@ -195,6 +206,30 @@ pub(super) async fn upload(
             created,
         }),
     ))
+}
+
+/// Refuses a new module that would take the installation past its module
+/// quotas (count, total bytes).
+async fn check_module_quota(state: &AppState, size: u64) -> Result<(), ApiError> {
+    let quotas = &state.quotas;
+    let modules = state.coord.list_modules().await?;
+    if modules.len() as u64 >= quotas.max_modules {
+        return Err(ApiError::QuotaExceeded(format!(
+            "the installation holds {} modules, the most it may (server.max_modules); delete modules no job uses first",
+            modules.len()
+        )));
+    }
+    let total: u64 = modules.iter().map(|(_, meta)| meta.size).sum();
+    if total + size > quotas.max_module_total_bytes {
+        return Err(ApiError::QuotaExceeded(format!(
+            "the installation's modules hold {} MiB; this one ({} KiB) would pass the limit of {} MiB \
+             (server.max_modules_mb); delete modules no job uses first",
+            total >> 20,
+            size >> 10,
+            quotas.max_module_total_bytes >> 20
+        )));
+    }
+    Ok(())
 }
 
 /// List stored modules with the jobs that use them.
@@ -251,5 +286,9 @@ pub(super) async fn delete(
         return Err(ApiError::NotFound(format!("module {digest} is not stored")));
     }
     tracing::info!(module = %digest, by = %caller.name, "module deleted");
+    state
+        .audit
+        .record(caller.audit(AuditAction::ModuleDelete, digest.as_str()))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

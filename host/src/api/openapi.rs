@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, error, jobs, modules, runs, secrets, state, system};
+use super::{audit, auth, error, jobs, modules, runs, secrets, state, system};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,7 @@ use super::{auth, error, jobs, modules, runs, secrets, state, system};
         modules::upload, modules::list, modules::get, modules::delete,
         secrets::put, secrets::list, secrets::delete, secrets::rekey,
         runs::list, runs::get, runs::output, runs::report,
+        audit::list,
         system::workers, system::alert_channels, system::cron_next, system::healthz, system::readyz, system::metrics,
         auth::whoami,
     ),
@@ -28,6 +29,7 @@ use super::{auth, error, jobs, modules, runs, secrets, state, system};
         (name = "modules", description = "Upload and manage WebAssembly modules"),
         (name = "secrets", description = "Write-only secrets that jobs use by name"),
         (name = "runs", description = "Run history and output"),
+        (name = "audit", description = "Every write made through the API: who, when, what"),
         (name = "workers", description = "Live workers"),
         (name = "cron", description = "Cron expression preview"),
         (name = "system", description = "Probes and metrics"),
@@ -147,6 +149,7 @@ mod tests {
             ("/api/v1/runs/{run_id}", vec!["get"]),
             ("/api/v1/runs/{run_id}/output", vec!["get"]),
             ("/api/v1/runs/{run_id}/result", vec!["post"]),
+            ("/api/v1/audit", vec!["get"]),
             ("/api/v1/secrets", vec!["get"]),
             ("/api/v1/secrets/{name}", vec!["put", "delete"]),
             ("/api/v1/secrets/rekey", vec!["post"]),
@@ -166,7 +169,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            24,
+            25,
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );

@@ -46,7 +46,7 @@ pub struct RunsPage {
     pub next_cursor: Option<String>,
 }
 
-fn parse_time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
+pub(super) fn parse_time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
     text.parse()
         .map_err(|err| ApiError::invalid(field, format!("{text:?} is not an RFC 3339 instant: {err}")))
 }

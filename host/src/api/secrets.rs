@@ -14,6 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, Caller};
+use crate::audit::AuditAction;
 use crate::auth::Role;
 use crate::coord::StoredSecret;
 use crate::ids::SecretName;
@@ -87,8 +88,8 @@ async fn users(state: &AppState) -> Result<BTreeMap<SecretName, Vec<String>>, Ap
     params(("name" = String, Path, description = "secret name, [a-z0-9][a-z0-9_-]{0,62}")),
     request_body(content = String, content_type = "text/plain", description = "the value"),
     responses((status = 200, description = "replaced", body = SecretView), (status = 201, description = "created", body = SecretView),
-        (status = 403, body = super::ErrorBody), (status = 413, body = super::ErrorBody), (status = 422, body = super::ErrorBody),
-        (status = 503, body = super::ErrorBody)))]
+        (status = 403, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 413, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody), (status = 503, body = super::ErrorBody)))]
 pub(super) async fn put(
     State(state): State<AppState>,
     caller: Caller,
@@ -118,6 +119,14 @@ pub(super) async fn put(
         .seal(&name, &SecretValue::new(body.to_vec()))
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("cannot seal the secret: {err}")))?;
     let existed = state.coord.get_secret(&name).await?.is_some();
+    if !existed {
+        let count = state.coord.list_secrets().await?.len() as u64;
+        if count >= state.quotas.max_secrets {
+            return Err(ApiError::QuotaExceeded(format!(
+                "the installation holds {count} secrets, the most it may (server.max_secrets)"
+            )));
+        }
+    }
     let stored = StoredSecret {
         sealed,
         updated_at: Timestamp::now(),
@@ -125,6 +134,13 @@ pub(super) async fn put(
     };
     state.coord.put_secret(&name, &stored).await?;
     tracing::info!(secret = %name, by = %caller.name, key = keyring.sealing_id(), "secret written");
+    // The name and the sealing key only: never the value.
+    let how = if existed { "replaced" } else { "created" };
+    let detail = format!("{how}, sealed under key {}", keyring.sealing_id());
+    state
+        .audit
+        .record(caller.audit(AuditAction::SecretSet, name.as_str()).detail(detail))
+        .await;
     let jobs = users(&state).await?.remove(&name).unwrap_or_default();
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(view(&name, stored, jobs))))
@@ -177,6 +193,10 @@ pub(super) async fn delete(
         return Err(ApiError::NotFound(format!("there is no secret named {name}")));
     }
     tracing::info!(secret = %name, by = %caller.name, "secret deleted");
+    state
+        .audit
+        .record(caller.audit(AuditAction::SecretDelete, name.as_str()))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -222,5 +242,15 @@ pub(super) async fn rekey(State(state): State<AppState>, caller: Caller) -> Resu
         }
     }
     tracing::info!(key = %answer.key_id, resealed = answer.resealed.len(), failed = answer.failed.len(), by = %caller.name, "secrets re-sealed");
+    let detail = format!(
+        "{} re-sealed, {} already current, {} failed",
+        answer.resealed.len(),
+        answer.current,
+        answer.failed.len()
+    );
+    state
+        .audit
+        .record(caller.audit(AuditAction::SecretRekey, &answer.key_id).detail(detail))
+        .await;
     Ok(Json(answer))
 }

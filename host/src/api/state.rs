@@ -15,6 +15,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, Caller};
+use crate::audit::AuditAction;
 use crate::auth::Role;
 use crate::ids::JobName;
 use crate::kvstate::{StateKey, StateQuota, StateUsage};
@@ -149,6 +150,10 @@ pub(super) async fn delete_key(
         return Err(no_key(&name, &key));
     }
     tracing::info!(job = %name, key = key.as_str(), by = %caller.name, "state key deleted");
+    state
+        .audit
+        .record(caller.audit(AuditAction::StateDelete, key.as_str()).job(&name))
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -163,6 +168,18 @@ pub(super) async fn clear(
     let name = authorize(&state, &caller, &name, "deleting a job's state").await?;
     let deleted = state.coord.state_clear(&name).await?;
     tracing::info!(job = %name, deleted, by = %caller.name, "state cleared");
+    state
+        .audit
+        .record(
+            caller
+                .audit(AuditAction::StateClear, name.as_str())
+                .job(&name)
+                .detail(format!(
+                    "{deleted} {} deleted",
+                    if deleted == 1 { "key" } else { "keys" }
+                )),
+        )
+        .await;
     Ok(Json(StateCleared {
         job: name.to_string(),
         deleted,

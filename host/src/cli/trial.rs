@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 
 use crate::exec::egress::EgressPolicy;
-use crate::exec::wasm::{ModuleSource, WasmConfig, WasmEngine};
+use crate::exec::wasm::{DirGrant, ModuleSource, WasmConfig, WasmEngine};
 use crate::exec::{ChunkSink, ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
 use crate::ids::{JobName, ModuleDigest, RunId, SecretName};
 use crate::job::{DirMount, JobKind, JobSpec, WasmJob};
@@ -131,7 +131,7 @@ async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
             None => (rest, true),
         };
         let path = std::fs::canonicalize(path).with_context(|| format!("--dir {spec:?}: no directory {path}"))?;
-        grants.insert(grant.to_owned(), path);
+        grants.insert(grant.to_owned(), DirGrant::open(path));
         if !job.dirs.iter().any(|mount| mount.grant == grant) {
             job.dirs.push(DirMount {
                 grant: grant.to_owned(),

@@ -28,6 +28,11 @@ pub struct MasterConfig {
     pub alert_channels: Vec<String>,
     /// Seals the secrets admins write; `None`: no key file configured.
     pub secrets_key: Option<Arc<Keyring>>,
+    /// How long the audit log keeps an entry (`[logs] audit_retention_days`).
+    pub audit_retention: Duration,
+    /// The most live data callers can put in etcd under this file's quotas
+    /// (`[server]`, and `[worker.state]` for jobs' state).
+    pub etcd_worst_case_bytes: u64,
 }
 
 /// Everything `sandcron worker` needs, validated.
@@ -104,10 +109,15 @@ impl MasterArgs {
     pub fn load(&self) -> anyhow::Result<MasterConfig> {
         let file = self.cluster.file()?;
         let server = server(&file, self.listen.as_deref(), self.insecure)?;
+        let etcd_worst_case_bytes = server
+            .quotas
+            .worst_case_bytes(&super::settings::state_quota(&file.worker.state)?);
         Ok(MasterConfig {
+            etcd_worst_case_bytes,
             server,
             stores: self.cluster.stores(&file)?,
             allow_shell_jobs: file.server.allow_shell_jobs.unwrap_or(true),
+            audit_retention: logs(&file.logs)?.audit_retention,
             max_memory_mb: file.worker.max_memory_mb.unwrap_or(4096).clamp(1, 4096),
             alert_channels: alerts(&file.alerts)?.channels.into_keys().collect(),
             secrets_key: self.cluster.secrets_key(&file)?,

@@ -70,8 +70,12 @@ pub struct ChannelFile {
 #[serde(deny_unknown_fields)]
 pub struct WebhookFile {
     pub url: String,
-    /// Signs every delivery (`X-Sandcron-Signature`); strongly recommended.
+    /// Signs every delivery (`X-Sandcron-Signature`); required unless
+    /// `unsigned = true`.
     pub secret: Option<String>,
+    /// Send deliveries unsigned (for receivers that cannot check a
+    /// signature, such as chat webhooks whose URL is the secret).
+    pub unsigned: Option<bool>,
     pub timeout_s: Option<u64>,
 }
 
@@ -147,6 +151,18 @@ pub struct ServerFile {
     /// Host names a server without tokens answers besides `localhost` and
     /// address literals (names of this machine the browser uses).
     pub allowed_hosts: Option<Vec<String>>,
+    /// Modules the installation may hold.
+    pub max_modules: Option<u64>,
+    /// Their bytes together, MiB.
+    pub max_modules_mb: Option<u64>,
+    /// Jobs the installation may hold.
+    pub max_jobs: Option<u64>,
+    /// The largest job (its stored JSON), KiB.
+    pub max_job_kb: Option<u64>,
+    /// Runs of one job requested and not started yet ("run now").
+    pub max_pending_runs: Option<u64>,
+    /// Secrets the installation may hold.
+    pub max_secrets: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,9 +202,11 @@ pub struct WorkerFile {
     pub catchup_run_limit: Option<u64>,
     /// How long shutdown waits for runs to finish before killing them.
     pub drain_timeout_s: Option<u64>,
-    /// Host directories WASM jobs may mount, by grant name.
+    /// Host directories WASM jobs may mount, by grant name: a path (any
+    /// job, writable if the job asks), or `{ path, writable = false, jobs =
+    /// ["backup-*"] }`.
     #[serde(default)]
-    pub dirs: BTreeMap<String, PathBuf>,
+    pub dirs: BTreeMap<String, DirFile>,
     /// The most linear memory one WASM run may use (caps a job's memory_mb).
     pub max_memory_mb: Option<u64>,
     /// The longest any run may take (caps a job's timeout_s).
@@ -219,6 +237,27 @@ pub struct WorkerFile {
     pub state: StateFile,
 }
 
+/// One `[worker] dirs` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DirFile {
+    /// A path every job may mount, writable if it asks (the original form).
+    Path(PathBuf),
+    Grant(DirGrantFile),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrantFile {
+    pub path: PathBuf,
+    /// Whether jobs may mount it writable (default: read-only).
+    #[serde(default)]
+    pub writable: bool,
+    /// Only these jobs (names, or prefixes ending in `*`); default: all.
+    #[serde(default)]
+    pub jobs: Vec<String>,
+}
+
 /// `[worker.state]`: per-job quotas of key-value state, checked at every
 /// write a run makes on this worker.
 #[derive(Debug, Default, Deserialize)]
@@ -236,6 +275,8 @@ pub struct StateFile {
 #[serde(deny_unknown_fields)]
 pub struct LogsFile {
     pub retention_days: Option<u64>,
+    /// How long audit entries are kept (default 365).
+    pub audit_retention_days: Option<u64>,
     pub batch_docs: Option<usize>,
     pub flush_ms: Option<u64>,
 }

@@ -19,7 +19,10 @@ mod tests;
 pub use cluster::{ClusterArgs, MasterArgs, MasterConfig, WorkerArgs, WorkerRoleConfig};
 pub use dev::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DevArgs, DevConfig};
 pub use file::{FileConfig, parse_file};
-pub use settings::{ClusterStores, LogsConfig, MongoSettings, ServerConfig, WorkerConfig};
+pub use settings::{
+    ClusterStores, JOB_OVERHEAD_BYTES, LogsConfig, MongoSettings, Quotas, SECRET_BYTES, STATE_KEY_OVERHEAD_BYTES,
+    ServerConfig, TRIGGER_BYTES, WorkerConfig,
+};
 
 /// Client settings for the CLI subcommands.
 #[derive(Debug, Clone, clap::Args)]

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -12,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::auth::Token;
 use crate::job::limits as job_limits;
 
-use super::file::{AlertsFile, AuthFile, FileConfig, LogsFile, StateFile, WorkerFile};
+use super::file::{AlertsFile, AuthFile, DirFile, FileConfig, LogsFile, ServerFile, StateFile, WorkerFile};
 
 /// Server settings after validation.
 #[derive(Debug, Clone)]
@@ -25,6 +24,59 @@ pub struct ServerConfig {
     pub max_module_bytes: u64,
     /// `server.allowed_hosts`, lower case, checked.
     pub allowed_hosts: Vec<String>,
+    /// What callers may store.
+    pub quotas: Quotas,
+}
+
+/// What the API lets callers store (`[server] max_modules`,
+/// `max_modules_mb`, `max_jobs`, `max_job_kb`, `max_pending_runs`,
+/// `max_secrets`), so that the coordination store stays bounded: with the
+/// defaults, and the workers' default state quota, the most live data the
+/// API can put in etcd is [`Quotas::worst_case_bytes`], under etcd's
+/// default 2 GiB quota with room for history between compactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub max_modules: u64,
+    pub max_module_total_bytes: u64,
+    pub max_jobs: u64,
+    pub max_job_bytes: u64,
+    pub max_pending_runs: u64,
+    pub max_secrets: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            max_modules: 256,
+            max_module_total_bytes: 512 << 20,
+            max_jobs: 2000,
+            max_job_bytes: 64 << 10,
+            max_pending_runs: 20,
+            max_secrets: 500,
+        }
+    }
+}
+
+/// Bytes the store holds per item beyond what a quota counts, measured from
+/// the encodings (see the tests): a job's key, bookkeeping and claim state;
+/// one pending run; one state key's store key; a sealed secret's record.
+pub const JOB_OVERHEAD_BYTES: u64 = 8 << 10;
+pub const TRIGGER_BYTES: u64 = 1536;
+pub const STATE_KEY_OVERHEAD_BYTES: u64 = 704;
+pub const SECRET_BYTES: u64 = (2 * crate::secret::MAX_SECRET_BYTES as u64) + 512;
+
+impl Quotas {
+    /// The most live data callers can make the coordination store hold
+    /// through the API under these quotas, with jobs' state bounded by
+    /// `state` (a worker setting). History between compactions comes on top.
+    pub fn worst_case_bytes(&self, state: &crate::kvstate::StateQuota) -> u64 {
+        let per_job = self.max_job_bytes
+            + JOB_OVERHEAD_BYTES
+            + self.max_pending_runs * TRIGGER_BYTES
+            + state.max_job_bytes
+            + state.max_keys * STATE_KEY_OVERHEAD_BYTES;
+        self.max_module_total_bytes + self.max_jobs * per_job + self.max_secrets * SECRET_BYTES
+    }
 }
 
 /// Worker settings after validation.
@@ -39,7 +91,7 @@ pub struct WorkerConfig {
     pub missed_record_limit: u64,
     pub catchup_run_limit: u64,
     pub drain_timeout: Duration,
-    pub dirs: BTreeMap<String, PathBuf>,
+    pub dirs: BTreeMap<String, crate::exec::wasm::DirGrant>,
     pub max_memory_mb: u64,
     /// The most any run may have (`max_timeout_s`, `max_output_kb`,
     /// `max_fuel`, `max_memory_mb`); a job asking more runs with the cap.
@@ -57,6 +109,8 @@ pub struct WorkerConfig {
 #[derive(Debug, Clone)]
 pub struct LogsConfig {
     pub retention: Duration,
+    /// How long the audit log keeps an entry.
+    pub audit_retention: Duration,
     pub batch_docs: usize,
     pub flush_interval: Duration,
 }
@@ -230,7 +284,7 @@ fn capped(value: Option<u64>, key: &str, max: u64) -> anyhow::Result<u64> {
 
 /// Validates `[worker.state]`: a value fits one store write
 /// (`coord::MAX_VALUE_BYTES`), every count is at least 1.
-fn state_quota(file: &StateFile) -> anyhow::Result<crate::kvstate::StateQuota> {
+pub(super) fn state_quota(file: &StateFile) -> anyhow::Result<crate::kvstate::StateQuota> {
     let defaults = crate::kvstate::StateQuota::default();
     let max_value_kb = (crate::coord::MAX_VALUE_BYTES / 1024) as u64;
     let max_keys = match file.max_keys {
@@ -284,11 +338,16 @@ pub(super) fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsCo
         let built = match (&channel.webhook, &channel.email) {
             (Some(hook), None) => Channel::Webhook(WebhookChannel {
                 url: http_url(&hook.url, &format!("{key}.webhook.url"))?,
-                secret: match &hook.secret {
-                    Some(secret) if secret.len() < 16 => {
+                secret: match (&hook.secret, hook.unsigned.unwrap_or(false)) {
+                    (Some(_), true) => bail!("{key}.webhook: a secret and unsigned = true contradict each other"),
+                    (Some(secret), false) if secret.len() < 16 => {
                         bail!("{key}.webhook.secret must be at least 16 characters")
                     }
-                    other => other.clone(),
+                    (None, false) => bail!(
+                        "{key}.webhook.secret is required (at least 16 characters): deliveries are signed so \
+                         receivers can check them; set unsigned = true to send them unsigned"
+                    ),
+                    (secret, _) => secret.clone(),
                 },
                 timeout: timeout(hook.timeout_s, &format!("{key}.webhook.timeout_s"))?,
             }),
@@ -382,25 +441,47 @@ pub(super) fn is_label(text: &str) -> bool {
 
 /// Directory grants must name existing absolute directories; the name is what
 /// a job's `dirs[].grant` refers to.
-pub(super) fn checked_dirs(dirs: &BTreeMap<String, PathBuf>) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    for (name, path) in dirs {
+pub(super) fn checked_dirs(
+    dirs: &BTreeMap<String, DirFile>,
+) -> anyhow::Result<BTreeMap<String, crate::exec::wasm::DirGrant>> {
+    let mut grants = BTreeMap::new();
+    for (name, entry) in dirs {
         if !is_label(name) {
             bail!("worker.dirs: grant name {name:?} must be 1-63 of [A-Za-z0-9._/-]");
         }
-        if !path.is_absolute() || !path.is_dir() {
+        let grant = match entry {
+            DirFile::Path(path) => crate::exec::wasm::DirGrant::open(path.clone()),
+            DirFile::Grant(grant) => crate::exec::wasm::DirGrant {
+                path: grant.path.clone(),
+                writable: grant.writable,
+                jobs: grant.jobs.clone(),
+            },
+        };
+        if !grant.path.is_absolute() || !grant.path.is_dir() {
             bail!(
                 "worker.dirs.{name}: {} is not an existing absolute directory",
-                path.display()
+                grant.path.display()
             );
         }
+        for pattern in &grant.jobs {
+            let name_part = pattern.strip_suffix('*').unwrap_or(pattern);
+            if pattern != "*" && crate::ids::JobName::new(name_part).is_err() {
+                bail!("worker.dirs.{name}.jobs: {pattern:?} is neither a job name nor a prefix ending in '*'");
+            }
+        }
+        grants.insert(name.clone(), grant);
     }
-    Ok(dirs.clone())
+    Ok(grants)
 }
 
 pub(super) fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {
     let retention_days = file.retention_days.unwrap_or(30);
     if !(1..=3650).contains(&retention_days) {
         bail!("logs.retention_days must be between 1 and 3650, got {retention_days}");
+    }
+    let audit_retention_days = file.audit_retention_days.unwrap_or(365);
+    if !(1..=36_500).contains(&audit_retention_days) {
+        bail!("logs.audit_retention_days must be between 1 and 36500, got {audit_retention_days}");
     }
     let batch_docs = file.batch_docs.unwrap_or(500);
     if !(1..=100_000).contains(&batch_docs) {
@@ -412,6 +493,7 @@ pub(super) fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {
     }
     Ok(LogsConfig {
         retention: Duration::from_secs(retention_days * 24 * 3600),
+        audit_retention: Duration::from_secs(audit_retention_days * 24 * 3600),
         batch_docs,
         flush_interval: Duration::from_millis(flush_ms),
     })
@@ -440,6 +522,44 @@ pub(super) fn server(
         max_body_bytes: kb_to_bytes(file.server.max_body_kb.unwrap_or(1024), "server.max_body_kb")?,
         max_module_bytes: module_limit(file.server.max_module_mb)?,
         allowed_hosts: allowed_hosts(file.server.allowed_hosts.as_deref().unwrap_or_default())?,
+        quotas: quotas(&file.server)?,
+    })
+}
+
+/// `[server]` quotas: each at least 1 and at most a bound that keeps one
+/// key under the store's value limit where it matters.
+fn quotas(file: &ServerFile) -> anyhow::Result<Quotas> {
+    let defaults = Quotas::default();
+    let count = |value: Option<u64>, key: &str, default: u64, max: u64| -> anyhow::Result<u64> {
+        match value {
+            None => Ok(default),
+            Some(value) if (1..=max).contains(&value) => Ok(value),
+            Some(value) => bail!("server.{key} must be between 1 and {max}, got {value}"),
+        }
+    };
+    Ok(Quotas {
+        max_modules: count(file.max_modules, "max_modules", defaults.max_modules, 1_000_000)?,
+        max_module_total_bytes: count(
+            file.max_modules_mb,
+            "max_modules_mb",
+            defaults.max_module_total_bytes >> 20,
+            1 << 20,
+        )? << 20,
+        max_jobs: count(file.max_jobs, "max_jobs", defaults.max_jobs, 10_000_000)?,
+        // A job is one key: it must fit one store value.
+        max_job_bytes: count(
+            file.max_job_kb,
+            "max_job_kb",
+            defaults.max_job_bytes >> 10,
+            (crate::coord::MAX_VALUE_BYTES >> 10) as u64,
+        )? << 10,
+        max_pending_runs: count(
+            file.max_pending_runs,
+            "max_pending_runs",
+            defaults.max_pending_runs,
+            100_000,
+        )?,
+        max_secrets: count(file.max_secrets, "max_secrets", defaults.max_secrets, 1_000_000)?,
     })
 }
 

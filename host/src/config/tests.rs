@@ -193,3 +193,118 @@ fn state_quotas_default_sanely_and_stay_within_one_store_write() {
     let err = parse_file("[worker.state]\nmax_key = 3\n").expect_err("unknown");
     assert!(err.to_string().contains("unknown field `max_key`"), "{err}");
 }
+
+/// The per-item sizes `Quotas::worst_case_bytes` uses are measured here from
+/// the real encodings (each with room for etcd's own bookkeeping of a key:
+/// revisions, lease, B-tree), and the defaults keep the worst case under
+/// etcd's default 2 GiB quota with at least 512 MiB left for history.
+#[test]
+fn the_quotas_bound_what_the_api_can_put_in_etcd() {
+    use crate::coord::TriggerRequest;
+    let name = "j".repeat(63);
+    let prefix = "/sandcron/";
+    // One pending run, with every optional field.
+    let trigger: TriggerRequest = serde_json::from_value(serde_json::json!({
+        "requested_at": "2026-12-06T12:00:00.123456789Z",
+        "requested_by": "t".repeat(128),
+        "trigger": "dependency",
+        "tick": "2026-12-06T12:00:00.123456789Z",
+        "parent": {"job": name, "run_id": "01JD0000000000000000000000", "status": "succeeded"},
+        "depth": 16,
+        "shard": {"index": 999, "count": 1000, "group": "01JD0000000000000000000000"},
+        "target_worker": "w".repeat(63),
+        "attempt": 100,
+        "not_before": "2026-12-06T12:00:00.123456789Z",
+    }))
+    .expect("a trigger");
+    let trigger_bytes = serde_json::to_vec(&trigger).expect("encodes").len()
+        + format!("{prefix}trigger/{name}/01JD0000000000000000000000").len();
+    assert!(2 * trigger_bytes as u64 <= TRIGGER_BYTES, "{trigger_bytes}");
+
+    // A job's bookkeeping and claim state, with a full catch-up queue.
+    let ticks: Vec<String> = (0..100).map(|_| "2026-12-06T12:00:00.123456789Z".to_owned()).collect();
+    let claim = serde_json::json!({"last_tick": ticks[0], "lease": i64::MAX, "skipped": true, "catchup": ticks});
+    let meta = serde_json::json!({"created_at": ticks[0], "updated_at": ticks[0], "active_since": ticks[0],
+        "written_by": "operator"});
+    let job_overhead = claim.to_string().len()
+        + meta.to_string().len()
+        + format!("{prefix}jobs/{name}").len()
+        + format!("{prefix}state/{name}").len();
+    assert!(2 * job_overhead as u64 <= JOB_OVERHEAD_BYTES, "{job_overhead}");
+
+    // A state key: the store key around the counted key, percent-encoded
+    // at its worst (every byte outside the plain alphabet).
+    let key = crate::kvstate::StateKey::new(&"/".repeat(256)).expect("a key");
+    let store_key = format!("{prefix}kv/{name}/k/{}", key.encoded());
+    let key_overhead = store_key.len() - 256;
+    assert!(key_overhead as u64 + 64 <= STATE_KEY_OVERHEAD_BYTES, "{key_overhead}");
+
+    // A secret at the value limit, sealed.
+    let ring =
+        crate::secret::Keyring::parse(&crate::secret::Keyring::new_key_line().expect("key"), "k").expect("keyring");
+    let secret_name = crate::ids::SecretName::new(&name).expect("name");
+    let sealed = ring
+        .seal(
+            &secret_name,
+            &crate::secret::SecretValue::new(vec![b'x'; crate::secret::MAX_SECRET_BYTES]),
+        )
+        .expect("seal");
+    let stored = crate::coord::StoredSecret {
+        sealed,
+        updated_at: jiff::Timestamp::now(),
+        written_by: "t".repeat(128),
+    };
+    let secret_bytes = serde_json::to_vec(&stored).expect("encodes").len() + format!("{prefix}secrets/{name}").len();
+    assert!(secret_bytes as u64 <= SECRET_BYTES, "{secret_bytes}");
+
+    let worst = Quotas::default().worst_case_bytes(&crate::kvstate::StateQuota::default());
+    assert!(worst <= (2048 - 512) << 20, "{} MiB", worst >> 20);
+}
+
+#[test]
+fn directory_grants_are_paths_or_tables_the_worker_controls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().display();
+    let file = parse_file(&format!(
+        "[worker.dirs]\nopen = {path:?}\nreports = {{ path = {path:?}, jobs = [\"report-*\", \"audit\"] }}\n\
+         scratch = {{ path = {path:?}, writable = true }}\n"
+    ))
+    .expect("parses");
+    let grants = super::settings::checked_dirs(&file.worker.dirs).expect("valid");
+    assert!(
+        grants["open"].writable && grants["open"].jobs.is_empty(),
+        "a bare path keeps its meaning"
+    );
+    assert!(!grants["reports"].writable, "a table grant is read-only unless it says");
+    assert_eq!(grants["reports"].jobs, ["report-*", "audit"]);
+    assert!(grants["scratch"].writable);
+    let bad = parse_file(&format!(
+        "[worker.dirs]\nx = {{ path = {path:?}, jobs = [\"Bad Name\"] }}\n"
+    ))
+    .expect("parses");
+    let err = super::settings::checked_dirs(&bad.worker.dirs)
+        .expect_err("bad pattern")
+        .to_string();
+    assert!(err.contains("neither a job name nor a prefix"), "{err}");
+}
+
+#[test]
+fn a_webhook_channel_is_signed_unless_it_says_unsigned() {
+    let channel = |fields: &str| {
+        let file = parse_file(&format!(
+            "[alerts.channels.ops]\nwebhook = {{ url = \"https://hooks.example.com/x\"{fields} }}\n"
+        ))
+        .expect("parses");
+        super::settings::alerts(&file.alerts).map(|_| ())
+    };
+    channel(", secret = \"a-long-enough-secret\"").expect("signed");
+    channel(", unsigned = true").expect("explicitly unsigned");
+    let err = channel("").expect_err("no secret").to_string();
+    assert!(err.contains("alerts.channels.ops.webhook.secret is required"), "{err}");
+    let err = channel(", secret = \"short\"").expect_err("short").to_string();
+    assert!(err.contains("at least 16 characters"), "{err}");
+    let err = channel(", secret = \"a-long-enough-secret\", unsigned = true")
+        .expect_err("both")
+        .to_string();
+    assert!(err.contains("contradict"), "{err}");
+}

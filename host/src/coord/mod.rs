@@ -14,9 +14,9 @@ pub mod etcd;
 mod kv;
 
 pub use domain::{
-    ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs,
-    PrefixWatcher, RunReport, RunningEntry, StateEntry, StateListing, StateMeta, StoredSecret, TriggerRequest,
-    WatchUpdate,
+    AuditOutbox, ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta,
+    PlanInputs, PrefixWatcher, RunReport, RunningEntry, StateEntry, StateListing, StateMeta, StoredSecret,
+    TriggerRequest, WatchUpdate,
 };
 pub use kv::{
     CmpOp, Compare, KeyValue, KvStore, LeaseId, MAX_TXN_OPS, MAX_VALUE_BYTES, RangeResult, Revision, StoreError, Txn,

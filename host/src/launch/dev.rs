@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{WorkerParts, build_worker, check_secrets_key, sink, start_alerts, worker_engine};
+use crate::api::audit::AuditLog;
 use crate::api::{self, AppState, HttpConfig};
 use crate::auth::Role;
 use crate::config::{DevConfig, hostname};
@@ -80,17 +81,21 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
     })?;
     let worker_handle = tokio::spawn(worker.serve(shutdown.clone()));
     let retention_handle = tokio::spawn(retention(logs.clone(), config.logs.retention, shutdown.clone()));
+    let audit = AuditLog::new(coord.clone(), logs.clone(), config.logs.audit_retention, &metrics);
+    let audit_handle = tokio::spawn(audit.clone().run(shutdown.clone()));
 
     let state = AppState {
         coord,
         logs,
         tokens: config.server.tokens.clone().into(),
         metrics,
+        audit,
         shell_jobs: config.worker.allow_native,
         shutdown: shutdown.clone(),
         modules: engine,
         alert_channels: config.alerts.channels.keys().cloned().collect::<Vec<_>>().into(),
         secrets: keyring,
+        quotas: config.server.quotas,
     };
     let app = api::router(
         state,
@@ -107,6 +112,10 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         task.await.context("alert task panicked")?.context("alerts failed")?;
     }
     retention_handle.await.context("retention task panicked")?;
+    audit_handle
+        .await
+        .context("audit mover panicked")?
+        .context("audit mover failed")?;
     // The sink ends when its last handle is gone; it flushes everything first.
     drop(sink);
     sink_handle
@@ -226,7 +235,8 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes run history older than the retention period, hourly.
+/// Deletes run history older than the retention period, and expired audit
+/// entries, hourly.
 async fn retention(logs: Arc<dyn LogStore>, keep: Duration, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(Duration::from_secs(3600));
     loop {
@@ -242,6 +252,11 @@ async fn retention(logs: Arc<dyn LogStore>, keep: Duration, shutdown: Cancellati
             Ok(0) => {}
             Ok(count) => tracing::info!(runs = count, %before, "purged old run history"),
             Err(err) => tracing::warn!(%err, "cannot purge old run history"),
+        }
+        match logs.purge_audit(Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(entries = count, "purged expired audit entries"),
+            Err(err) => tracing::warn!(%err, "cannot purge expired audit entries"),
         }
     }
 }

@@ -6,6 +6,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{check_secrets_key, connect_stores};
+use crate::api::audit::AuditLog;
 use crate::api::{self, AppState, HttpConfig};
 use crate::config::MasterConfig;
 use crate::exec::wasm::{WasmConfig, WasmEngine};
@@ -23,16 +24,24 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
         ..WasmConfig::default()
     })
     .context("cannot start the WebAssembly engine for upload validation")?;
+    let metrics = Metrics::new();
+    let audit = AuditLog::new(coord.clone(), logs.clone(), config.audit_retention, &metrics);
+    // The audit mover stops after the server: entries recorded by the last
+    // requests are moved (or left in the outbox for another master).
+    let mover_stop = shutdown.child_token();
+    let mover = tokio::spawn(audit.clone().run(mover_stop.clone()));
     let state = AppState {
         coord,
         logs,
         tokens: config.server.tokens.clone().into(),
-        metrics: Metrics::new(),
+        metrics,
+        audit,
         shell_jobs: config.allow_shell_jobs,
         shutdown: shutdown.clone(),
         modules: engine,
         alert_channels: config.alert_channels.clone().into(),
         secrets,
+        quotas: config.server.quotas,
     };
     let app = api::router(
         state,
@@ -41,9 +50,13 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
             allowed_hosts: config.server.allowed_hosts.clone(),
         },
     );
-    api::serve(listener, app, shutdown)
+    let served = api::serve(listener, app, shutdown).await;
+    mover_stop.cancel();
+    mover
         .await
-        .context("HTTP server failed")?;
+        .context("audit mover panicked")?
+        .context("audit mover failed")?;
+    served.context("HTTP server failed")?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,7 +1,8 @@
-//! Run logs: the log-store contract (`store`), its implementations — SQLite
-//! (`sqlite`, for `sandcron dev`) and MongoDB (`mongo`, for clusters) — and
-//! the batching sink that carries records and output from executors to a
-//! store, spooling to disk while the store is away (`sink`).
+//! Run logs and the audit log: the log-store contract (`store`), its
+//! implementations — SQLite (`sqlite`, for `sandcron dev`) and MongoDB
+//! (`mongo`, for clusters) — and the batching sink that carries records and
+//! output from executors to a store, spooling to disk while the store is
+//! away (`sink`).
 
 pub mod mongo;
 pub mod sink;
@@ -9,4 +10,4 @@ pub mod sqlite;
 mod store;
 
 pub use sink::{Sink, SinkConfig, SinkTask};
-pub use store::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
+pub use store::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};

@@ -1,5 +1,6 @@
 //! The log-store contract: run records and output chunks, written in batches
-//! and queried by job, status and time with cursor pagination.
+//! and queried by job, status and time with cursor pagination; and the
+//! audit log's entries, written once each and queried newest first.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,7 +8,8 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{JobName, RunId};
+use crate::audit::{AuditAction, AuditEntry};
+use crate::ids::{AuditId, JobName, RunId};
 use crate::run::{OutputChunk, RunRecord, RunStatus};
 
 /// What the sink hands the store in one write.
@@ -85,6 +87,34 @@ pub struct RunPage {
     pub next_cursor: Option<String>,
 }
 
+/// A filter over audit entries. Results are ordered newest first (`id`
+/// descending, which is time order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub job: Option<JobName>,
+    /// The token name, exactly.
+    pub actor: Option<String>,
+    pub action: Option<AuditAction>,
+    /// The target, exactly (a module digest, a secret name, a state key).
+    pub target: Option<String>,
+    /// Only entries at or after this instant.
+    pub since: Option<Timestamp>,
+    /// Only entries before this instant.
+    pub until: Option<Timestamp>,
+    /// At most this many entries (the store clamps it to 1..=1000).
+    pub limit: usize,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of audit entries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Present when more entries match; pass it back as `AuditQuery::cursor`.
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LogStoreError {
     /// The store cannot be reached or failed to answer; worth retrying.
@@ -125,6 +155,19 @@ pub trait LogStore: Send + Sync + 'static {
     /// their output; returns how many runs were deleted. A MongoDB TTL index
     /// does the same continuously.
     async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError>;
+
+    /// Stores audit entries. Idempotent: an entry whose `id` is already
+    /// stored is left as it is, so a batch may be written again (after a
+    /// failure, or by two masters moving the same entries).
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError>;
+
+    /// Audit entries matching `query`, newest first.
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError>;
+
+    /// Deletes the audit entries whose `expire_at` is before `before`
+    /// (entries without one are kept); returns how many. A MongoDB TTL
+    /// index does the same continuously.
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError>;
 }
 
 /// The rule both backends apply when a run record arrives for a `run_id`
@@ -204,6 +247,26 @@ pub(crate) fn page(mut runs: Vec<RunRecord>, limit: usize) -> RunPage {
 /// needs no URL escaping (and a cursor stays valid across the two stores).
 pub(crate) fn encode_cursor(tick: i64, run_id: RunId) -> String {
     format!("{tick}_{run_id}")
+}
+
+/// A page of audit entries from `limit + 1` fetched newest first: the first
+/// `limit`, and a cursor (the id of the last of them) when there were more.
+/// Ids are ULIDs in Crockford base 32: no URL escaping needed.
+pub(crate) fn audit_page(mut entries: Vec<AuditEntry>, limit: usize) -> AuditPage {
+    let next_cursor = if entries.len() > limit {
+        entries.truncate(limit);
+        entries.last().map(|last| last.id.to_string())
+    } else {
+        None
+    };
+    AuditPage { entries, next_cursor }
+}
+
+/// The id an audit cursor names: entries older than it come next.
+pub(crate) fn decode_audit_cursor(cursor: &str) -> Result<AuditId, LogStoreError> {
+    cursor
+        .parse()
+        .map_err(|_| LogStoreError::Invalid("invalid cursor".to_owned()))
 }
 
 pub(crate) fn decode_cursor(cursor: &str) -> Result<(i64, RunId), LogStoreError> {

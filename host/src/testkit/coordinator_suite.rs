@@ -1,5 +1,6 @@
 //! The `Coordinator` conformance suite: sandcron's own operations (claims
-//! and fencing, triggers, jobs, modules, workers, kill requests) checked over
+//! and fencing, triggers, jobs, modules, workers, kill requests, the audit
+//! outbox) checked over
 //! any `KvStore`, so the embedded store and etcd are held to the same
 //! behaviour one level above the primitive suite in `kv_suite`.
 //!
@@ -35,6 +36,7 @@ pub async fn run_all(store: Arc<dyn KvStore>, prefix: &str) {
     workers_and_running_entries_live_on_leases(store.clone(), &format!("{prefix}workers/")).await;
     runs_ending_together_share_delete_transactions(store.clone(), &format!("{prefix}finish/")).await;
     kill_requests_are_watchable(store.clone(), &format!("{prefix}kill/")).await;
+    the_audit_outbox_keeps_entries_until_removed(store.clone(), &format!("{prefix}audit/")).await;
     super::kvstate_suite::run_all(store, &format!("{prefix}kvstate/")).await;
 }
 
@@ -571,4 +573,46 @@ impl KvStore for SlowTxns {
     async fn compact(&self, revision: crate::coord::Revision) -> Result<(), crate::coord::StoreError> {
         self.0.compact(revision).await
     }
+}
+
+/// The audit outbox lists what was put in id (time) order, reports keys
+/// that hold no entry instead of failing, and removes in batches larger
+/// than one transaction; removing what is gone is no error.
+pub async fn the_audit_outbox_keeps_entries_until_removed(store: Arc<dyn KvStore>, prefix: &str) {
+    use crate::audit::{AuditAction, AuditEntry};
+    let coord = Coordinator::new(store.clone(), prefix);
+    assert!(coord.audit_outbox().await.unwrap().entries.is_empty());
+    let base = Timestamp::now();
+    let entries: Vec<AuditEntry> = (0..300)
+        .map(|i| {
+            AuditEntry::new(
+                base + SignedDuration::from_millis(i),
+                "ops",
+                Role::Operator,
+                AuditAction::RunNow,
+                &format!("job-{i}"),
+            )
+        })
+        .collect();
+    // Put out of order: the listing is in id order all the same.
+    for entry in entries.iter().rev() {
+        coord.put_audit(entry).await.unwrap();
+    }
+    let junk = format!("{prefix}audit/not-an-entry");
+    store.put(&junk, b"{".to_vec(), None).await.unwrap();
+    let outbox = coord.audit_outbox().await.unwrap();
+    assert_eq!(outbox.entries, entries);
+    assert_eq!(outbox.unreadable, vec![junk.clone()]);
+    let ids: Vec<_> = entries.iter().map(|entry| entry.id).collect();
+    coord.remove_audit(&ids[..200], &outbox.unreadable).await.unwrap();
+    let outbox = coord.audit_outbox().await.unwrap();
+    assert_eq!(outbox.entries, entries[200..].to_vec());
+    assert!(outbox.unreadable.is_empty());
+    coord.remove_audit(&ids, &[]).await.unwrap();
+    assert!(coord.audit_outbox().await.unwrap().entries.is_empty());
+    // A key outside the outbox is never removed through it.
+    let other = format!("{prefix}jobs/x");
+    store.put(&other, b"{}".to_vec(), None).await.unwrap();
+    coord.remove_audit(&[], std::slice::from_ref(&other)).await.unwrap();
+    assert!(store.get(&other).await.unwrap().is_some());
 }

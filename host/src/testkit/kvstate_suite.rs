@@ -291,7 +291,11 @@ pub async fn counters_increment_atomically(store: Arc<dyn KvStore>, prefix: &str
 /// Listing pages through every key once, in key order, with a cursor.
 pub async fn keys_are_listed_in_pages(store: Arc<dyn KvStore>, prefix: &str) {
     let coord = Coordinator::new(store, prefix);
-    let quota = StateQuota::default();
+    // More keys than the default quota allows, to make three pages.
+    let quota = StateQuota {
+        max_keys: 1000,
+        ..StateQuota::default()
+    };
     let job = job(&coord, "paged").await;
     coord.state_open(&job, 1, &quota).await.unwrap();
     let empty = coord.state_keys(&job, None).await.unwrap();

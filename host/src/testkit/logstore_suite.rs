@@ -18,6 +18,8 @@
 //!
 //! Timestamps are compared at millisecond precision: MongoDB stores dates as
 //! milliseconds, and nothing in sandcron needs finer.
+//!
+//! `run_all` also runs the audit log's checks (`audit_suite`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -51,6 +53,7 @@ pub async fn run_all(store: Arc<dyn LogStore>, prefix: &str) {
     large_output_reads_back_in_pages(store, prefix).await;
     purge_keeps_running_runs(store, prefix).await;
     purge_follows_expiry(store, prefix).await;
+    super::audit_suite::run_all(store, prefix).await;
 }
 
 /// A record written and read back keeps every field; so do the minimal
@@ -1273,7 +1276,7 @@ async fn eventually_empty(store: &dyn LogStore, run_id: RunId) {
 
 /// `<prefix>-<check>-<6 random characters>`, a valid job name unique to one
 /// call of one check.
-fn unique_job(prefix: &str, check: &str) -> JobName {
+pub(super) fn unique_job(prefix: &str, check: &str) -> JobName {
     let random = RunId::generate().to_string().to_ascii_lowercase();
     let name = format!("{prefix}-{check}-{}", &random[random.len() - 6..]);
     JobName::new(&name).unwrap_or_else(|e| panic!("prefix {prefix:?} makes a bad job name {name:?}: {e}"))
@@ -1281,7 +1284,7 @@ fn unique_job(prefix: &str, check: &str) -> JobName {
 
 /// The start of a random whole hour between 2001 and 2100, for checks whose
 /// queries do not filter by job.
-fn window() -> Timestamp {
+pub(super) fn window() -> Timestamp {
     const START_2001_MS: i64 = 978_307_200_000;
     let hours = (random_u64() % (99 * 365 * 24)) as i64;
     Timestamp::from_millisecond(START_2001_MS + hours * 3_600_000).unwrap()
@@ -1289,7 +1292,7 @@ fn window() -> Timestamp {
 
 /// A random number without a `rand` dependency: std's hasher keys are seeded
 /// randomly per process and differ for every `RandomState`.
-fn random_u64() -> u64 {
+pub(super) fn random_u64() -> u64 {
     let mut hasher = std::hash::RandomState::new().build_hasher();
     hasher.write_u128(RunId::generate().unix_ms() as u128);
     hasher.finish()

@@ -3,12 +3,14 @@
 //! backend must pass — `kv_suite` (the `KvStore` primitives),
 //! `coordinator_suite` (sandcron's operations over any `KvStore`, with
 //! `kvstate_suite` for jobs' key-value state) and `logstore_suite` (the
-//! `LogStore` contract) — a sample run record, and
+//! `LogStore` contract, with `audit_suite` for the audit log) — a sample
+//! run record, and
 //! two log stores that stand in for a real one where a test or benchmark
 //! must isolate something else: [`Discard`] keeps nothing, [`Hanging`]
 //! never answers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod audit_suite;
 pub mod coordinator_suite;
 pub mod kv_suite;
 pub mod kvstate_suite;

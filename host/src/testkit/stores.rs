@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+use crate::audit::AuditEntry;
 use crate::ids::{JobName, RunId};
-use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
+use crate::logstore::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
 use crate::run::{OutputChunk, RunRecord};
 
 /// Accepts every write, keeps nothing, finds nothing.
@@ -45,6 +46,15 @@ impl LogStore for Discard {
     async fn purge(&self, _before: Timestamp) -> Result<u64, LogStoreError> {
         Ok(0)
     }
+    async fn write_audit(&self, _entries: &[AuditEntry]) -> Result<(), LogStoreError> {
+        Ok(())
+    }
+    async fn audit(&self, _query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
+        Ok(AuditPage::default())
+    }
+    async fn purge_audit(&self, _before: Timestamp) -> Result<u64, LogStoreError> {
+        Ok(0)
+    }
 }
 
 /// Reads answer as [`Discard`]'s do.
@@ -67,5 +77,14 @@ impl LogStore for Hanging {
     }
     async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
         Discard.purge(before).await
+    }
+    async fn write_audit(&self, _entries: &[AuditEntry]) -> Result<(), LogStoreError> {
+        std::future::pending().await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
+        Discard.audit(query).await
+    }
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        Discard.purge_audit(before).await
     }
 }

@@ -9,10 +9,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{load_job, not_found, parse_name};
 use crate::api::{ApiError, ApiQuery, AppState, Caller};
+use crate::audit::AuditAction;
 use crate::auth::Role;
 use crate::coord::KillTarget;
 use crate::ids::RunId;
 use crate::placement;
+
+/// The most run ids one audit entry of a kill names.
+const MAX_AUDITED_RUNS: usize = 100;
 
 /// The answer to "run now".
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,6 +60,12 @@ pub(in crate::api) async fn run_now(
             running.run_id
         )));
     }
+    let pending = state.coord.triggers(Some(&name)).await?.len() as u64;
+    if pending >= state.quotas.max_pending_runs {
+        return Err(ApiError::QuotaExceeded(format!(
+            "job {name} has {pending} runs waiting to start, the most it may (server.max_pending_runs)"
+        )));
+    }
     let key = state.coord.request_trigger(&name, caller.role).await?;
     let run_id = (!job.spec.broadcast)
         .then(|| state.coord.trigger_run_id(&key))
@@ -66,6 +76,17 @@ pub(in crate::api) async fn run_now(
         .spec
         .paused
         .then(|| "the job is paused; this run does not resume it".to_owned());
+    let mut entry = caller
+        .audit(AuditAction::RunNow, name.as_str())
+        .job(&name)
+        .revisions(Some(job.revision), Some(job.revision));
+    entry.runs = run_id.iter().filter_map(|id| id.parse().ok()).collect();
+    if job.spec.broadcast {
+        entry = entry.detail("broadcast: one run per eligible worker");
+    } else if let Some(note) = &note {
+        entry = entry.detail(note);
+    }
+    state.audit.record(entry).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(RunRequested {
@@ -131,6 +152,17 @@ pub(in crate::api) async fn kill(
     };
     state.coord.request_kill(&name, target).await?;
     tracing::info!(job = %name, by = %caller.name, runs = runs.len(), "kill requested");
+    let mut entry = caller
+        .audit(AuditAction::Kill, name.as_str())
+        .job(&name)
+        .detail(match target {
+            KillTarget::All => format!("every running run ({})", runs.len()),
+            KillTarget::Run(_) => "one run".to_owned(),
+        });
+    // The first runs by id: a kill of hundreds names them in its answer,
+    // while an entry stays small.
+    entry.runs = runs.iter().take(MAX_AUDITED_RUNS).copied().collect();
+    state.audit.record(entry).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(KillRequested {

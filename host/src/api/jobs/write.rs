@@ -9,6 +9,7 @@ use jiff::Timestamp;
 
 use super::{JobView, load_job, not_found, parse_name, view_one};
 use crate::api::{ApiError, ApiJson, AppState, Caller};
+use crate::audit::{AuditAction, changed_fields};
 use crate::auth::Role;
 use crate::coord::KillTarget;
 use crate::ids::JobName;
@@ -23,7 +24,8 @@ use crate::module::ModuleKind;
 #[utoipa::path(put, path = "/api/v1/jobs/{name}", tag = "jobs", request_body = JobSpec,
     params(("name" = String, Path, description = "job name, [a-z0-9][a-z0-9_-]{0,62}")),
     responses((status = 200, description = "replaced", body = JobView), (status = 201, description = "created", body = JobView),
-        (status = 400, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody), (status = 412, body = crate::api::ErrorBody),
+        (status = 400, body = crate::api::ErrorBody), (status = 403, body = crate::api::ErrorBody), (status = 409, body = crate::api::ErrorBody),
+        (status = 412, body = crate::api::ErrorBody),
         (status = 413, body = crate::api::ErrorBody), (status = 422, body = crate::api::ErrorBody)))]
 pub(in crate::api) async fn put(
     State(state): State<AppState>,
@@ -124,16 +126,58 @@ pub(in crate::api) async fn put(
         (None, None) => Some(0),
     };
     let record = JobRecord { spec, meta };
-    let Some(_revision) = state.coord.put_job(&name, &record, expected, reset_state).await? else {
+    check_job_quota(&state, &record, created).await?;
+    let Some(revision) = state.coord.put_job(&name, &record, expected, reset_state).await? else {
         return Err(ApiError::PreconditionFailed(format!(
             "job {name} changed since revision {}; read it again and retry",
             expected.unwrap_or(0)
         )));
     };
     tracing::info!(job = %name, by = %caller.name, created, "job written");
+    let entry = match &existing {
+        None => caller
+            .audit(AuditAction::JobCreate, name.as_str())
+            .detail(format!("{} job", record.spec.kind.name())),
+        Some((old, _)) => {
+            let mut entry = caller.audit(AuditAction::JobReplace, name.as_str());
+            // Names only: a field's value may be a credential.
+            entry.changed = match (serde_json::to_value(&old.spec), serde_json::to_value(&record.spec)) {
+                (Ok(before), Ok(after)) => changed_fields(&before, &after),
+                _ => Vec::new(),
+            };
+            entry
+        }
+    };
+    let before = existing.as_ref().map(|(_, before)| *before);
+    state
+        .audit
+        .record(entry.job(&name).revisions(before, Some(revision)))
+        .await;
     let view = view_one(&state, load_job(&state, &name).await?).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)).into_response())
+}
+
+/// A job fits `server.max_job_kb` stored, and a new one `server.max_jobs`.
+async fn check_job_quota(state: &AppState, record: &JobRecord, created: bool) -> Result<(), ApiError> {
+    let quotas = &state.quotas;
+    let size = serde_json::to_vec(record).map_or(0, |bytes| bytes.len() as u64);
+    if size > quotas.max_job_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the job is {size} bytes stored; the limit is {} bytes (server.max_job_kb)",
+            quotas.max_job_bytes
+        )));
+    }
+    if created {
+        let (jobs, _) = state.coord.list_jobs().await?;
+        if jobs.len() as u64 >= quotas.max_jobs {
+            return Err(ApiError::QuotaExceeded(format!(
+                "the installation holds {} jobs, the most it may (server.max_jobs)",
+                jobs.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every secret the job uses is stored. (Whether it still is when a run
@@ -286,6 +330,16 @@ pub(in crate::api) async fn delete(
         });
     }
     tracing::info!(job = %name, by = %caller.name, "job deleted");
+    state
+        .audit
+        .record(
+            caller
+                .audit(AuditAction::JobDelete, name.as_str())
+                .job(&name)
+                .revisions(Some(revision), None)
+                .detail(format!("{} job", record.spec.kind.name())),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -323,7 +377,18 @@ pub(super) async fn set_paused(
     // another client touched the job a moment earlier.
     for _ in 0..5 {
         let (mut record, revision) = state.coord.get_job(&name).await?.ok_or_else(|| not_found(&name))?;
-        if record.spec.paused != paused {
+        let action = if paused {
+            AuditAction::JobPause
+        } else {
+            AuditAction::JobResume
+        };
+        let mut entry = caller
+            .audit(action, name.as_str())
+            .job(&name)
+            .revisions(Some(revision), Some(revision));
+        if record.spec.paused == paused {
+            entry = entry.detail(if paused { "already paused" } else { "not paused" });
+        } else {
             let now = Timestamp::now();
             record.spec.paused = paused;
             record.meta.updated_at = now;
@@ -332,16 +397,13 @@ pub(super) async fn set_paused(
                 record.meta.active_since = now;
             }
             // `written_by` stays: pausing does not change who wrote the job.
-            if state
-                .coord
-                .put_job(&name, &record, Some(revision), false)
-                .await?
-                .is_none()
-            {
+            let Some(after) = state.coord.put_job(&name, &record, Some(revision), false).await? else {
                 continue;
-            }
+            };
             tracing::info!(job = %name, by = %caller.name, paused, "job paused state changed");
+            entry.revision_after = Some(after);
         }
+        state.audit.record(entry).await;
         let job = load_job(&state, &name).await?;
         return Ok(Json(view_one(&state, job).await?));
     }

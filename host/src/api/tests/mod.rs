@@ -5,9 +5,11 @@
 //! test. The end-to-end suites (`tests/e2e`) cover the same routes over
 //! HTTP against the real process.
 
+mod audit;
 mod guard;
 mod jobs;
 mod modules;
+mod quotas;
 mod runs;
 mod secrets;
 
@@ -21,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::audit::AuditLog;
 use super::{AppState, HttpConfig, router};
 use crate::auth::{Role, Token};
 use crate::coord::Coordinator;
@@ -29,6 +32,9 @@ use crate::exec::wasm::{WasmConfig, WasmEngine};
 use crate::logstore::LogStore;
 use crate::logstore::sqlite::SqliteLogStore;
 use crate::metrics::Metrics;
+
+/// How long test servers keep audit entries.
+const AUDIT_RETENTION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// The tokens every test server knows, one per role.
 const ADMIN: &str = "admin-token-0000000001";
@@ -100,6 +106,8 @@ impl TestApi {
     fn with(adjust: impl FnOnce(&mut AppState)) -> Self {
         let coord = Coordinator::new(EmbeddedStore::in_memory(), "/api-test/");
         let logs: Arc<dyn LogStore> = SqliteLogStore::in_memory().expect("log store");
+        let metrics = Metrics::new();
+        let audit = AuditLog::new(coord.clone(), logs.clone(), AUDIT_RETENTION, &metrics);
         let mut state = AppState {
             coord,
             logs,
@@ -109,7 +117,8 @@ impl TestApi {
                 token("viewer", VIEWER, Role::Viewer),
             ]
             .into(),
-            metrics: Metrics::new(),
+            metrics,
+            audit,
             shell_jobs: true,
             shutdown: CancellationToken::new(),
             modules: engine(),
@@ -118,6 +127,7 @@ impl TestApi {
                 crate::secret::Keyring::parse(&crate::secret::Keyring::new_key_line().expect("random"), "test.key")
                     .expect("key"),
             )),
+            quotas: crate::config::Quotas::default(),
         };
         adjust(&mut state);
         let app = router(

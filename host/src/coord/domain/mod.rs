@@ -20,6 +20,8 @@
 //! <prefix>kv/<name>/meta             a job's key-value state: its fence and
 //!                                    usage (see `kvstate`)
 //! <prefix>kv/<name>/k/<key>          one value of it, the key percent-encoded
+//! <prefix>audit/<id>                 an audit entry on its way to the log
+//!                                    store (the outbox)
 //! ```
 //!
 //! [`Coordinator`] is defined here; its operations live in one file a
@@ -27,8 +29,8 @@
 //! `claims` (claim-by-CAS and the claim state), `runs` (publishing and
 //! removing running runs), `requests` (kill and trigger requests, async
 //! results), `workers`, `modules`, `secrets`, `kvstate` (a job's fenced
-//! key-value state) and `watcher` ([`PrefixWatcher`]). The records stored
-//! under the keys are in `records`.
+//! key-value state), `audit` (the audit log's outbox) and `watcher`
+//! ([`PrefixWatcher`]). The records stored under the keys are in `records`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -37,6 +39,7 @@ use serde::Serialize;
 use self::runs::DeleteQueue;
 use crate::coord::{KvStore, StoreError};
 
+mod audit;
 mod claims;
 mod jobs;
 mod keys;
@@ -49,6 +52,7 @@ mod secrets;
 mod watcher;
 mod workers;
 
+pub use self::audit::AuditOutbox;
 pub use self::claims::{ClaimOutcome, ClaimRequest};
 pub use self::keys::Family;
 pub use self::kvstate::{StateEntry, StateListing, StateMeta};

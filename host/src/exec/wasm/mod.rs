@@ -99,7 +99,7 @@ pub struct WasmConfig {
     /// every module once per process.
     pub cache_dir: Option<PathBuf>,
     /// Host directories jobs may mount, by grant name (`DirMount::grant`).
-    pub dirs: BTreeMap<String, PathBuf>,
+    pub dirs: BTreeMap<String, DirGrant>,
     /// Which addresses a component may reach at all (the worker's
     /// `http_allow`); a job's `egress` narrows it to names and ports.
     pub egress_policy: EgressPolicy,
@@ -117,6 +117,38 @@ impl Default for WasmConfig {
             dirs: BTreeMap::new(),
             egress_policy: EgressPolicy::public_only(),
         }
+    }
+}
+
+/// A host directory the worker lets jobs mount (`[worker] dirs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    pub path: PathBuf,
+    /// Whether a job may mount it writable (it is read-only otherwise,
+    /// whatever the job asks).
+    pub writable: bool,
+    /// The jobs that may mount it: names, or prefixes ending in `*`; empty:
+    /// every job.
+    pub jobs: Vec<String>,
+}
+
+impl DirGrant {
+    /// A grant every job may mount, writable or not.
+    pub fn open(path: PathBuf) -> Self {
+        Self {
+            path,
+            writable: true,
+            jobs: Vec::new(),
+        }
+    }
+
+    /// Whether job `name` may mount it.
+    pub fn admits(&self, name: &str) -> bool {
+        self.jobs.is_empty()
+            || self.jobs.iter().any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == pattern,
+            })
     }
 }
 
@@ -366,14 +398,27 @@ impl WasmEngine {
         config.extend(context);
         let mut preopens = Vec::with_capacity(job.dirs.len());
         for mount in &job.dirs {
-            let Some(host_path) = self.config.dirs.get(&mount.grant) else {
+            let Some(grant) = self.config.dirs.get(&mount.grant) else {
                 return Err(format!(
                     "directory grant {:?} (for {}) is not configured on this worker",
                     mount.grant, mount.guest_path
                 ));
             };
+            if !grant.admits(request.job.as_str()) {
+                return Err(format!(
+                    "directory grant {:?} is only for jobs {} on this worker",
+                    mount.grant,
+                    grant.jobs.join(", ")
+                ));
+            }
+            if mount.writable && !grant.writable {
+                return Err(format!(
+                    "directory grant {:?} is read-only on this worker; the job mounts it writable at {}",
+                    mount.grant, mount.guest_path
+                ));
+            }
             preopens.push(Preopen {
-                host_path: host_path.clone(),
+                host_path: grant.path.clone(),
                 guest_path: mount.guest_path.clone(),
                 writable: mount.writable,
             });

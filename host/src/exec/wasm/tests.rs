@@ -393,7 +393,7 @@ fn granted_dir() -> tempfile::TempDir {
 fn engine_with_grant(dir: &Path) -> Arc<WasmEngine> {
     WasmEngine::new(WasmConfig {
         capacity: 2,
-        dirs: BTreeMap::from([("data".to_owned(), dir.to_owned())]),
+        dirs: BTreeMap::from([("data".to_owned(), DirGrant::open(dir.to_owned()))]),
         ..WasmConfig::default()
     })
     .unwrap()
@@ -449,6 +449,52 @@ async fn a_granted_directory_is_read_only_and_cannot_be_escaped() {
         ran.stdout
     );
     assert!(!dir.path().join("new.txt").exists());
+}
+
+#[tokio::test]
+async fn the_worker_decides_whether_a_grant_is_writable_and_for_which_jobs() {
+    let dir = granted_dir();
+    let engine = WasmEngine::new(WasmConfig {
+        capacity: 2,
+        dirs: BTreeMap::from([(
+            "data".to_owned(),
+            DirGrant {
+                path: dir.path().to_owned(),
+                writable: false,
+                jobs: vec!["test-*".to_owned()],
+            },
+        )]),
+        ..WasmConfig::default()
+    })
+    .unwrap();
+    let mount = |writable| DirMount {
+        grant: "data".to_owned(),
+        guest_path: "/data".to_owned(),
+        writable,
+    };
+    let mut job = Job::new("files");
+    job.dirs = vec![mount(true)];
+    let ran = run_on(&engine.executor(source()), &job).await;
+    let outcome = ran.outcome();
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(
+        outcome.error.as_deref(),
+        Some("directory grant \"data\" is read-only on this worker; the job mounts it writable at /data")
+    );
+    assert!(!dir.path().join("new.txt").exists());
+    // Read-only, it mounts (the test job is named test-job).
+    job.dirs = vec![mount(false)];
+    let ran = run_on(&engine.executor(source()), &job).await;
+    assert!(ran.stdout.contains("content: granted\n"), "{}", ran.stdout);
+
+    let grant = DirGrant {
+        path: dir.path().to_owned(),
+        writable: true,
+        jobs: vec!["backup-*".to_owned(), "exact".to_owned()],
+    };
+    assert!(grant.admits("backup-db") && grant.admits("exact"));
+    assert!(!grant.admits("test-job") && !grant.admits("exactly") && !grant.admits("backup"));
+    assert!(DirGrant::open(dir.path().to_owned()).admits("anything"));
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! The BSON documents of the two collections, `RunDoc` in `runs` and
-//! `ChunkDoc` in `output`, and how run records and chunks map onto them.
+//! The BSON documents of the three collections, `RunDoc` in `runs`,
+//! `ChunkDoc` in `output` and `AuditDoc` in `audit`, and how run records,
+//! chunks and audit entries map onto them.
 //! The mapping is where the schema's compromises live (instants stored twice,
 //! `result` as JSON text, integers read leniently; see the module comment of
 //! `mongo`), so that the queries and writes deal in plain documents.
@@ -10,6 +11,8 @@ use jiff::Timestamp;
 use mongodb::bson::DateTime;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditAction, AuditEntry};
+use crate::auth::Role;
 use crate::ids::{JobName, ModuleDigest, RunId};
 use crate::logstore::LogStoreError;
 use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind, Trigger};
@@ -273,6 +276,117 @@ impl ChunkDoc {
             at: from_date(at).map_err(|e| corrupt("an invalid time", &e))?,
             data,
             expire_at: expire_at
+                .map(from_date)
+                .transpose()
+                .map_err(|e| corrupt("an invalid expire_at", &e))?,
+        })
+    }
+}
+
+/// One audit entry, as stored in `audit`. Written once, never replaced.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct AuditDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    /// The same as `_id`, for sorting and indexes (see the module comment
+    /// of `mongo` on `_id` in compound indexes).
+    audit_id: String,
+    at: DateTime,
+    #[serde(deserialize_with = "lenient::int")]
+    at_ms: i64,
+    actor: String,
+    role: Role,
+    action: AuditAction,
+    target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_int"
+    )]
+    revision_before: Option<i64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_int"
+    )]
+    revision_after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    changed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    forwarded_for: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expire_at: Option<DateTime>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_int"
+    )]
+    expire_ms: Option<i64>,
+}
+
+impl AuditDoc {
+    pub(super) fn new(entry: &AuditEntry) -> Self {
+        let id = entry.id.to_string();
+        Self {
+            audit_id: id.clone(),
+            id,
+            at: to_date(entry.at),
+            at_ms: entry.at.as_millisecond(),
+            actor: entry.actor.clone(),
+            role: entry.role,
+            action: entry.action,
+            target: entry.target.clone(),
+            job: entry.job.as_ref().map(|job| job.as_str().to_owned()),
+            revision_before: entry.revision_before,
+            revision_after: entry.revision_after,
+            changed: entry.changed.clone(),
+            runs: entry.runs.iter().map(ToString::to_string).collect(),
+            detail: entry.detail.clone(),
+            remote: entry.remote.clone(),
+            forwarded_for: entry.forwarded_for.clone(),
+            expire_at: entry.expire_at.map(to_date),
+            expire_ms: entry.expire_at.map(Timestamp::as_millisecond),
+        }
+    }
+
+    pub(super) fn into_entry(self) -> Result<AuditEntry, LogStoreError> {
+        let id = self.id;
+        let corrupt =
+            |what: &str, e: &dyn fmt::Display| LogStoreError::Other(format!("stored audit entry {id} has {what}: {e}"));
+        Ok(AuditEntry {
+            id: id.parse().map_err(|e| corrupt("an invalid id", &e))?,
+            at: from_date(self.at).map_err(|e| corrupt("an invalid time", &e))?,
+            actor: self.actor,
+            role: self.role,
+            action: self.action,
+            target: self.target,
+            job: self
+                .job
+                .map(|job| JobName::new(&job))
+                .transpose()
+                .map_err(|e| corrupt("an invalid job", &e))?,
+            revision_before: self.revision_before,
+            revision_after: self.revision_after,
+            changed: self.changed,
+            runs: self
+                .runs
+                .iter()
+                .map(|run| run.parse::<RunId>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| corrupt("an invalid run id", &e))?,
+            detail: self.detail,
+            remote: self.remote,
+            forwarded_for: self.forwarded_for,
+            expire_at: self
+                .expire_at
                 .map(from_date)
                 .transpose()
                 .map_err(|e| corrupt("an invalid expire_at", &e))?,

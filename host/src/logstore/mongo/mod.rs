@@ -3,7 +3,9 @@
 //! under the fencing rule) and `output` (one document per chunk, `_id` =
 //! `<run_id>:<seq>`), with an index for every query the trait makes and TTL
 //! indexes on `expire_at` so that a real MongoDB deletes expired logs on its
-//! own. No driver type leaves this module.
+//! own. No driver type leaves this module. The audit log is the collection
+//! `audit` (one document per entry, `_id` = its ULID, inserted once, a TTL
+//! index on `expire_at`; `audit.rs`).
 //!
 //! It is plain MongoDB (4.4 or newer, as the driver requires; replica set or
 //! not), and it also
@@ -49,10 +51,11 @@
 //!
 //! The files: the BSON documents and how records map onto them
 //! (`documents.rs`), the writes with their fencing filter and batched
-//! `update` commands (`writes.rs`), and how driver errors become store
-//! errors (`error.rs`). This file holds the connection, the indexes and the
+//! `update` commands (`writes.rs`), how driver errors become store errors
+//! (`error.rs`) and the audit log's queries (`audit.rs`). This file holds the connection, the indexes and the
 //! `LogStore` methods, queries in full and writes in their order.
 
+mod audit;
 mod documents;
 mod error;
 #[cfg(test)]
@@ -71,11 +74,12 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 
-use self::documents::{ChunkDoc, IdDoc, RunDoc};
+use self::documents::{AuditDoc, ChunkDoc, IdDoc, RunDoc};
 use self::error::store_error;
+use crate::audit::AuditEntry;
 use crate::ids::{JobName, RunId};
 use crate::logstore::store::{ceil_millisecond, decode_cursor, output_limit, page, runs_limit, stored_after};
-use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
+use crate::logstore::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
 use crate::run::{OutputChunk, RunRecord, RunStatus};
 
 /// Where and how to reach MongoDB.
@@ -125,6 +129,7 @@ pub struct MongoLogStore {
     db: Database,
     runs: Collection<RunDoc>,
     output: Collection<ChunkDoc>,
+    audit: Collection<AuditDoc>,
     database: String,
 }
 
@@ -163,6 +168,7 @@ impl MongoLogStore {
             db: db.clone(),
             runs: db.collection("runs"),
             output: db.collection("output"),
+            audit: db.collection("audit"),
             database: config.database.clone(),
         };
         store.create_indexes().await?;
@@ -198,6 +204,19 @@ impl MongoLogStore {
                     .keys(doc! { "run_id": 1, "seq": 1 })
                     .options(IndexOptions::builder().unique(true).build())
                     .build(),
+                ttl(doc! { "expire_at": 1 }),
+            ])
+            .await
+            .map_err(store_error)?;
+        self.audit
+            .create_indexes([
+                // Newest first, unfiltered and after a cursor; by job, actor
+                // and target; `purge_audit` by expiry; the TTL monitor.
+                index(doc! { "audit_id": -1 }),
+                index(doc! { "job": 1, "audit_id": -1 }),
+                index(doc! { "actor": 1, "audit_id": -1 }),
+                index(doc! { "target": 1, "audit_id": -1 }),
+                index(doc! { "expire_ms": 1 }),
                 ttl(doc! { "expire_at": 1 }),
             ])
             .await
@@ -379,6 +398,18 @@ impl LogStore for MongoLogStore {
                 return Ok(deleted);
             }
         }
+    }
+
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
+        self.insert_audit(entries).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
+        self.query_audit(query).await
+    }
+
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        self.delete_expired_audit(before).await
     }
 }
 

@@ -15,6 +15,8 @@ use crate::logstore::LogBatch;
 pub(super) struct Pending {
     pub(super) batch: LogBatch,
     pub(super) waiters: Vec<oneshot::Sender<()>>,
+    /// About the bytes the batch holds (see `Event::weight`).
+    pub(super) bytes: usize,
 }
 
 impl Pending {
@@ -36,8 +38,10 @@ impl Pipeline {
         // Flushes taken together seal one batch, not one each: when many
         // runs end at once, their flushes share a write.
         let mut flush = false;
-        for event in events.drain(..) {
-            match event {
+        for queued in events.drain(..) {
+            // The event's room in the channel is given back as it leaves.
+            let weight = queued.event.weight();
+            match queued.event {
                 Event::Record(run) => {
                     self.start_batch();
                     self.open.batch.runs.push(*run);
@@ -52,7 +56,8 @@ impl Pipeline {
                     continue;
                 }
             }
-            if self.open.batch.len() >= self.config.batch_docs {
+            self.open.bytes += weight;
+            if self.open.batch.len() >= self.config.batch_docs || self.open.bytes >= self.config.batch_max_bytes {
                 self.seal();
             }
         }
@@ -73,10 +78,15 @@ impl Pipeline {
         if !self.open.is_idle() {
             let open = std::mem::take(&mut self.open);
             // A batch already waiting its turn takes the new one in, up to
-            // `batch_docs`: many small flushes (runs ending together) then
-            // share a write instead of queueing one write each.
+            // `batch_docs` and `batch_max_bytes`: many small flushes (runs
+            // ending together) then share a write instead of queueing one
+            // write each.
             match self.sealed.back_mut() {
-                Some(last) if last.batch.len() + open.batch.len() <= self.config.batch_docs => {
+                Some(last)
+                    if last.batch.len() + open.batch.len() <= self.config.batch_docs
+                        && last.bytes + open.bytes <= self.config.batch_max_bytes =>
+                {
+                    last.bytes += open.bytes;
                     last.batch.runs.extend(open.batch.runs);
                     last.batch.chunks.extend(open.batch.chunks);
                     last.waiters.extend(open.waiters);

@@ -4,9 +4,12 @@
 //!
 //! Executors hold a cheap `Sink` handle; one `SinkTask` owns the store, the
 //! batch being filled and the spool. Records and chunks travel over one
-//! bounded channel so their order is kept, and every bound (channel, batch,
-//! spool size) turns into backpressure on the executors rather than memory
-//! growth or dropped data.
+//! bounded channel so their order is kept, and every bound (the channel's
+//! events and bytes, a batch's documents and bytes, the spool's size) turns
+//! into backpressure on the executors rather than memory growth or dropped
+//! data. In memory the sink holds at most `channel_max_bytes` queued, plus
+//! the batch being filled and the one being written, each sealed at
+//! `batch_max_bytes` (one larger document goes alone).
 //!
 //! The task is a small state machine around one write in flight:
 //! - healthy: a full batch (or one `flush_interval` old) is written to the
@@ -37,7 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 
 use self::pipeline::Pipeline;
@@ -54,6 +57,11 @@ pub struct SinkConfig {
     pub flush_interval: Duration,
     /// Events the channel holds before `record`/`chunk` wait.
     pub channel_capacity: usize,
+    /// Bytes (of output and records, roughly as stored) the channel holds
+    /// before `record`/`chunk` wait.
+    pub channel_max_bytes: usize,
+    /// A batch is also sealed once it holds this many bytes.
+    pub batch_max_bytes: usize,
     /// Where batches wait while the store is down; without one, the sink
     /// retries forever and applies backpressure instead.
     pub spool_path: Option<PathBuf>,
@@ -73,6 +81,8 @@ impl Default for SinkConfig {
             batch_docs: 500,
             flush_interval: Duration::from_millis(100),
             channel_capacity: 10_000,
+            channel_max_bytes: 64 << 20,
+            batch_max_bytes: 8 << 20,
             spool_path: None,
             spool_max_bytes: 1 << 30,
             retry_initial: Duration::from_millis(100),
@@ -128,10 +138,14 @@ impl SinkStats {
 /// The handle executors write through. Cloning is cheap.
 #[derive(Clone)]
 pub struct Sink {
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<Queued>,
     stats: Arc<SinkStats>,
     /// For reads only: every write goes through the task.
     store: Arc<dyn LogStore>,
+    /// The channel's room in bytes (`channel_max_bytes`).
+    room: Arc<Semaphore>,
+    /// The most one event holds of it (larger events take all of it).
+    max_weight: usize,
 }
 
 /// The task that drains the channel into the store; see `run`.
@@ -139,7 +153,7 @@ pub struct SinkTask {
     store: Arc<dyn LogStore>,
     config: SinkConfig,
     stats: Arc<SinkStats>,
-    rx: mpsc::Receiver<Event>,
+    rx: mpsc::Receiver<Queued>,
 }
 
 impl Sink {
@@ -148,6 +162,8 @@ impl Sink {
         let config = SinkConfig {
             batch_docs: config.batch_docs.max(1),
             channel_capacity: config.channel_capacity.max(1),
+            channel_max_bytes: config.channel_max_bytes.clamp(1, Semaphore::MAX_PERMITS),
+            batch_max_bytes: config.batch_max_bytes.max(1),
             retry_initial: config.retry_initial.max(Duration::from_millis(1)),
             retry_max: config.retry_max.max(config.retry_initial).max(Duration::from_millis(1)),
             ..config
@@ -159,6 +175,8 @@ impl Sink {
                 tx,
                 stats: Arc::clone(&stats),
                 store: Arc::clone(&store),
+                room: Arc::new(Semaphore::new(config.channel_max_bytes)),
+                max_weight: config.channel_max_bytes,
             },
             SinkTask {
                 store,
@@ -209,9 +227,13 @@ impl Sink {
     }
 
     async fn send(&self, event: Event) -> bool {
+        // Room for the event's bytes first: a flood of large chunks waits
+        // here, not in memory. (The semaphore is never closed.)
+        let weight = u32::try_from(event.weight().min(self.max_weight)).unwrap_or(u32::MAX);
+        let room = Arc::clone(&self.room).acquire_many_owned(weight).await.ok();
         // Counted before the send so the task's decrement never runs first.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(event).await.is_ok() {
+        if self.tx.send(Queued { event, _room: room }).await.is_ok() {
             return true;
         }
         self.stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -276,4 +298,28 @@ enum Event {
     Record(Box<RunRecord>),
     Chunk(OutputChunk),
     Flush(oneshot::Sender<()>),
+}
+
+impl Event {
+    /// About the bytes the event takes, in memory and stored.
+    fn weight(&self) -> usize {
+        const OVERHEAD: usize = 256;
+        match self {
+            Event::Record(run) => {
+                OVERHEAD * 4
+                    + run.error.as_ref().map_or(0, String::len)
+                    + run.result.as_ref().map_or(0, |value| value.to_string().len())
+                    + run.egress.as_ref().map_or(0, |ledger| ledger.entries.len() * OVERHEAD)
+            }
+            Event::Chunk(chunk) => OVERHEAD + chunk.data.len(),
+            Event::Flush(_) => 0,
+        }
+    }
+}
+
+/// An event in the channel with the room it holds, given back when the
+/// task takes it into a batch.
+struct Queued {
+    event: Event,
+    _room: Option<OwnedSemaphorePermit>,
 }

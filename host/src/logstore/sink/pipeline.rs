@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::batch::Pending;
 use super::retry::{Backoff, Outage, write_with_retries};
 use super::spool::Spool;
-use super::{Event, SinkConfig, SinkStats};
+use super::{Queued, SinkConfig, SinkStats};
 use crate::logstore::{LogBatch, LogStore};
 
 /// The one store write in flight.
@@ -47,10 +47,10 @@ pub(super) struct Pipeline {
     pub(super) config: SinkConfig,
     pub(super) stats: Arc<SinkStats>,
     pub(super) outage: Arc<Outage>,
-    pub(super) rx: mpsc::Receiver<Event>,
+    pub(super) rx: mpsc::Receiver<Queued>,
     /// Every `Sink` is gone and the channel is drained.
     pub(super) intake_closed: bool,
-    pub(super) buffer: Vec<Event>,
+    pub(super) buffer: Vec<Queued>,
     /// The batch being filled.
     pub(super) open: Pending,
     pub(super) open_deadline: Option<Instant>,
@@ -73,7 +73,7 @@ impl Pipeline {
         store: Arc<dyn LogStore>,
         config: SinkConfig,
         stats: Arc<SinkStats>,
-        rx: mpsc::Receiver<Event>,
+        rx: mpsc::Receiver<Queued>,
         spool: Option<Spool>,
     ) -> Self {
         let replay_backoff = Backoff::new(config.retry_initial, config.retry_max);
@@ -192,7 +192,7 @@ impl Pipeline {
     }
 
     pub(super) fn start_direct(&mut self, pending: Pending, give_up: Option<Duration>) {
-        let Pending { batch, waiters } = pending;
+        let Pending { batch, waiters, .. } = pending;
         let write = write_with_retries(
             Arc::clone(&self.store),
             batch,
@@ -218,6 +218,7 @@ impl Pipeline {
         let pending = Pending {
             batch: LogBatch::default(),
             waiters,
+            bytes: 0,
         };
         match outcome {
             Outcome::Written { events, micros } => {
@@ -239,6 +240,7 @@ impl Pipeline {
                 self.spool_given_up(Pending {
                     batch,
                     waiters: pending.waiters,
+                    bytes: pending.bytes,
                 })
                 .await
             }

@@ -119,6 +119,18 @@ impl LogStore for TestStore {
     async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
         self.inner.purge(before).await
     }
+
+    async fn write_audit(&self, entries: &[crate::audit::AuditEntry]) -> Result<(), LogStoreError> {
+        self.inner.write_audit(entries).await
+    }
+
+    async fn audit(&self, query: &crate::logstore::AuditQuery) -> Result<crate::logstore::AuditPage, LogStoreError> {
+        self.inner.audit(query).await
+    }
+
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        self.inner.purge_audit(before).await
+    }
 }
 
 /// A 64-byte chunk.
@@ -151,6 +163,8 @@ fn config() -> SinkConfig {
         batch_docs: 10,
         flush_interval: Duration::from_secs(3600),
         channel_capacity: 64,
+        channel_max_bytes: 64 << 20,
+        batch_max_bytes: 8 << 20,
         spool_path: None,
         spool_max_bytes: 1 << 20,
         retry_initial: Duration::from_millis(2),
@@ -616,6 +630,87 @@ async fn a_full_channel_makes_senders_wait() {
     sink.flush().await;
     assert_eq!(store.seqs(run_id).await, (0..100).collect::<Vec<_>>());
     assert_eq!(get(&stats.queued), 0);
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn large_chunks_fill_the_channel_by_bytes_before_its_event_count() {
+    let store = TestStore::new();
+    store.hold.send_replace(true);
+    // Room in the channel for three 4 KiB chunks, though it counts 1000 events.
+    let size = 4096;
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            batch_docs: 1,
+            channel_capacity: 1000,
+            channel_max_bytes: 3 * (size + 256) + 100,
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let producer = tokio::spawn({
+        let (sink, accepted) = (sink.clone(), Arc::clone(&accepted));
+        async move {
+            for seq in 0..40 {
+                let mut big = chunk(run_id, seq);
+                big.data = format!("{seq:>8}").repeat(size / 8);
+                sink.chunk(big).await;
+                accepted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    // One batch held in the store, one sealed behind it and three in the
+    // channel; the producer waits for room with its next chunk.
+    eventually("the channel fills up by bytes", async || {
+        get(&store.held) == 1 && get(&stats.queued) == 3 && get(&accepted) == 5
+    })
+    .await;
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        get(&accepted),
+        5,
+        "the producer must wait while the channel's bytes are used"
+    );
+    assert!(!producer.is_finished());
+
+    store.hold.send_replace(false);
+    producer.await.unwrap();
+    sink.flush().await;
+    assert_eq!(store.seqs(run_id).await, (0..40).collect::<Vec<_>>());
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_is_sealed_at_batch_max_bytes() {
+    let store = TestStore::new();
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            batch_docs: 1000,
+            batch_max_bytes: 10_000,
+            ..config()
+        },
+    );
+    let run_id = RunId::generate();
+    for seq in 0..10 {
+        let mut big = chunk(run_id, seq);
+        big.data = "x".repeat(4000);
+        sink.chunk(big).await;
+    }
+    sink.flush().await;
+    assert_eq!(store.seqs(run_id).await, (0..10).collect::<Vec<_>>());
+    let sizes: Vec<usize> = store.log.lock().unwrap().iter().map(|b| b.chunks.len()).collect();
+    assert!(
+        sizes.iter().all(|&n| n <= 3),
+        "no batch holds more than ~10 kB: {sizes:?}"
+    );
     drop(sink);
     task.await.unwrap().unwrap();
 }

@@ -13,12 +13,16 @@
 //! indexes apply continuously. SQLite has no TTL monitor, so `sandcron dev`
 //! calls `purge` periodically.
 //!
+//! The audit log is the `audit` table, one row per entry (its JSON and the
+//! columns its queries filter on); `purge_audit` deletes by its expiry.
+//!
 //! The files: the schema, its migrations and the settings of every
 //! connection (`schema.rs`), the connection pool and the error type of its
-//! calls (`pool.rs`), and how records and chunks become row values
-//! (`rows.rs`). This file holds the store, its opening and the `LogStore`
-//! methods.
+//! calls (`pool.rs`), how records and chunks become row values (`rows.rs`)
+//! and the audit log's queries (`audit.rs`). This file holds the store, its
+//! opening and the `LogStore` methods.
 
+mod audit;
 mod pool;
 mod rows;
 mod schema;
@@ -38,9 +42,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 use self::pool::{Failure, Pool};
 use self::rows::{ChunkRow, RunRow, decode_record};
 use self::schema::{configure, migrate};
+use crate::audit::AuditEntry;
 use crate::ids::{JobName, RunId};
 use crate::logstore::store::{ceil_millisecond, decode_cursor, output_limit, page, runs_limit, stored_after};
-use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
+use crate::logstore::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
 use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind};
 
 /// Readers in the pool: enough that the console's polling never waits for a
@@ -370,5 +375,17 @@ impl LogStore for SqliteLogStore {
                 return Ok(deleted);
             }
         }
+    }
+
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
+        self.insert_audit(entries).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
+        self.query_audit(query).await
+    }
+
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        self.delete_expired_audit(before).await
     }
 }

@@ -47,6 +47,25 @@ ALTER TABLE runs ADD COLUMN expire_at INTEGER;   -- unix milliseconds; NULL: no 
 ALTER TABLE output ADD COLUMN expire_at INTEGER; -- unix microseconds, like `at`
 CREATE INDEX runs_by_expiry ON runs (expire_at);
 "#,
+    // Version 3: the audit log. Each entry is its full JSON next to the
+    // columns its queries filter on; `id` is a ULID, so sorting by it is
+    // sorting by time.
+    r#"
+CREATE TABLE audit (
+    id        TEXT    NOT NULL PRIMARY KEY,
+    at        INTEGER NOT NULL, -- unix milliseconds
+    actor     TEXT    NOT NULL,
+    action    TEXT    NOT NULL,
+    target    TEXT    NOT NULL,
+    job       TEXT,
+    expire_at INTEGER,          -- unix milliseconds; NULL: no expiry
+    entry     TEXT    NOT NULL  -- the full AuditEntry as JSON
+);
+CREATE INDEX audit_by_job ON audit (job, id DESC);
+CREATE INDEX audit_by_actor ON audit (actor, id DESC);
+CREATE INDEX audit_by_target ON audit (target, id DESC);
+CREATE INDEX audit_by_expiry ON audit (expire_at);
+"#,
 ];
 
 pub(super) fn configure(conn: &Connection, writer: bool) -> Result<(), Failure> {

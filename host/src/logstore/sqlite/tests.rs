@@ -129,7 +129,7 @@ async fn a_version_1_database_upgrades_in_place() {
         .run(|conn| Ok(conn.query_row("SELECT version FROM schema_version", [], |row| row.get(0))?))
         .await
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, MIGRATIONS.len() as i64);
     assert_eq!(store.run(old.run_id).await.unwrap(), Some(old.clone()));
     let chunks = store.output(old.run_id, None, 10).await.unwrap();
     assert_eq!(chunks.len(), 1);
@@ -169,7 +169,7 @@ async fn a_version_1_database_upgrades_in_place() {
         .run(|conn| Ok(conn.query_row("SELECT version FROM schema_version", [], |row| row.get(0))?))
         .await
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, MIGRATIONS.len() as i64);
 }
 
 #[tokio::test]
@@ -217,6 +217,13 @@ async fn queries_walk_indexes() {
         "SELECT record FROM runs ORDER BY tick DESC, run_id DESC LIMIT 101",
         PURGE_SELECT,
         "SELECT seq, stream, at, data FROM output WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        // The audit log: newest first, by job, actor and target, after a cursor.
+        "SELECT entry FROM audit ORDER BY id DESC LIMIT 101",
+        "SELECT entry FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT 101",
+        "SELECT entry FROM audit WHERE job = ?1 AND id < ?2 ORDER BY id DESC LIMIT 101",
+        "SELECT entry FROM audit WHERE actor = ?1 ORDER BY id DESC LIMIT 101",
+        "SELECT entry FROM audit WHERE target = ?1 ORDER BY id DESC LIMIT 101",
+        "SELECT id FROM audit WHERE expire_at < ?1 LIMIT ?2",
     ];
     for sql in plans {
         let explain = format!("EXPLAIN QUERY PLAN {sql}");

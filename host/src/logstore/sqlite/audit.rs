@@ -1,0 +1,157 @@
+//! The audit log in the SQLite store: the `audit` table (schema version 3),
+//! entries inserted once each (a repeated id is ignored), queried newest
+//! first by id with the filters as columns, and purged by `expire_at`.
+
+use rusqlite::types::Value;
+use rusqlite::{TransactionBehavior, params, params_from_iter};
+
+use super::SqliteLogStore;
+use super::pool::Failure;
+use crate::audit::AuditEntry;
+use crate::logstore::store::{audit_page, ceil_millisecond, decode_audit_cursor, runs_limit};
+use crate::logstore::{AuditPage, AuditQuery, LogStoreError};
+
+/// Entries deleted per purge transaction, as for runs.
+const PURGE_BATCH: i64 = 500;
+
+/// An entry ready to bind.
+struct AuditRow {
+    id: String,
+    at: i64,
+    actor: String,
+    action: &'static str,
+    target: String,
+    job: Option<String>,
+    expire_at: Option<i64>,
+    json: String,
+}
+
+impl AuditRow {
+    fn new(entry: &AuditEntry) -> Result<Self, LogStoreError> {
+        let json = serde_json::to_string(entry)
+            .map_err(|e| LogStoreError::Invalid(format!("audit entry {} cannot be encoded: {e}", entry.id)))?;
+        Ok(Self {
+            id: entry.id.to_string(),
+            at: entry.at.as_millisecond(),
+            actor: entry.actor.clone(),
+            action: entry.action.as_str(),
+            target: entry.target.clone(),
+            job: entry.job.as_ref().map(|job| job.as_str().to_owned()),
+            expire_at: entry.expire_at.map(jiff::Timestamp::as_millisecond),
+            json,
+        })
+    }
+}
+
+impl SqliteLogStore {
+    pub(super) async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows = entries.iter().map(AuditRow::new).collect::<Result<Vec<_>, _>>()?;
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR IGNORE INTO audit (id, at, actor, action, target, job, expire_at, entry) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?;
+                    for row in &rows {
+                        insert.execute(params![
+                            row.id,
+                            row.at,
+                            row.actor,
+                            row.action,
+                            row.target,
+                            row.job,
+                            row.expire_at,
+                            row.json
+                        ])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub(super) async fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
+        let limit = runs_limit(query.limit);
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        let mut text = |condition, value: &str| {
+            conditions.push(condition);
+            args.push(Value::Text(value.to_owned()));
+        };
+        if let Some(job) = &query.job {
+            text("job = ?", job.as_str());
+        }
+        if let Some(actor) = &query.actor {
+            text("actor = ?", actor);
+        }
+        if let Some(action) = query.action {
+            text("action = ?", action.as_str());
+        }
+        if let Some(target) = &query.target {
+            text("target = ?", target);
+        }
+        if let Some(cursor) = &query.cursor {
+            text("id < ?", &decode_audit_cursor(cursor)?.to_string());
+        }
+        if let Some(since) = query.since {
+            conditions.push("at >= ?");
+            args.push(Value::Integer(ceil_millisecond(since)));
+        }
+        if let Some(until) = query.until {
+            conditions.push("at < ?");
+            args.push(Value::Integer(ceil_millisecond(until)));
+        }
+        let mut sql = String::from("SELECT entry FROM audit");
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        // One row beyond the page says whether another page exists.
+        args.push(Value::Integer(limit as i64 + 1));
+        let rows: Vec<String> = self
+            .readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(params_from_iter(args), |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let entries = rows
+            .iter()
+            .map(|json| serde_json::from_str::<AuditEntry>(json))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LogStoreError::Other(format!("stored audit entry is unreadable: {e}")))?;
+        Ok(audit_page(entries, limit))
+    }
+
+    pub(super) async fn delete_expired_audit(&self, before: jiff::Timestamp) -> Result<u64, LogStoreError> {
+        let before = ceil_millisecond(before);
+        let mut deleted = 0u64;
+        loop {
+            let n = self
+                .writer
+                .run(move |conn| {
+                    let n = conn.execute(
+                        "DELETE FROM audit WHERE id IN \
+                         (SELECT id FROM audit WHERE expire_at < ?1 LIMIT ?2)",
+                        params![before, PURGE_BATCH],
+                    )?;
+                    Ok::<_, Failure>(n)
+                })
+                .await?;
+            deleted += n as u64;
+            if (n as i64) < PURGE_BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+}
