@@ -46,6 +46,27 @@ impl Client {
         self.send(self.request(Method::GET, path)).await
     }
 
+    /// `GET path` for a list the server answers in pages (a JSON array and
+    /// a `Link: <next>; rel="next"` header while more follow): every page,
+    /// as one array.
+    pub(super) async fn get_all(&self, path: &str) -> anyhow::Result<Value> {
+        let mut items = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(path) = next.take() {
+            let response = self
+                .request(Method::GET, &path)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the sandcron server at {}", self.base))?;
+            next = next_link(response.headers());
+            match self.answer(response).await? {
+                Value::Array(page) => items.extend(page),
+                other => bail!("expected a list from {path}, got {other}"),
+            }
+        }
+        Ok(Value::Array(items))
+    }
+
     /// `GET path`, or `None` when the server answers 404.
     pub(super) async fn get_optional(&self, path: &str) -> anyhow::Result<Option<Value>> {
         let response = self
@@ -137,5 +158,35 @@ impl Client {
             Some(field) => bail!("{message} (field {field}; HTTP {})", status.as_u16()),
             None => bail!("{message} (HTTP {})", status.as_u16()),
         }
+    }
+}
+
+/// The path (below `/api/v1`) of a `Link` header's `rel="next"` target.
+fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find(|link| link.contains("rel=\"next\""))
+        .and_then(|link| link.trim().strip_prefix('<')?.split_once('>'))
+        .and_then(|(target, _)| target.strip_prefix("/api/v1").map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderMap, HeaderValue, LINK};
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(super::next_link(&headers), None);
+        headers.insert(
+            LINK,
+            HeaderValue::from_static("</api/v1/jobs?limit=2>; rel=\"first\", </api/v1/jobs?limit=2&after=b>; rel=\"next\""),
+        );
+        assert_eq!(super::next_link(&headers).as_deref(), Some("/jobs?limit=2&after=b"));
+        headers.insert(LINK, HeaderValue::from_static("<https://elsewhere.example/x>; rel=\"next\""));
+        assert_eq!(super::next_link(&headers), None, "only a path on this server is followed");
     }
 }

@@ -28,7 +28,7 @@ pub(super) async fn read(
     // Running entries first: a run that ends after this read is then seen
     // terminal below, and one that starts after it is not judged.
     let running_read_at = Timestamp::now();
-    let views = client.get("/jobs").await?;
+    let views = client.get_all("/jobs").await?;
     let mut jobs = Vec::new();
     let mut running = BTreeSet::new();
     for view in views.as_array().into_iter().flatten() {

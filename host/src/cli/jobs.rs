@@ -73,7 +73,7 @@ pub(super) async fn job(client: &Client, command: JobCommand, out: &mut impl std
             writeln!(out, "job {name} saved (revision {})", view["revision"])?;
         }
         JobCommand::Ls { json } => {
-            let jobs = client.get("/jobs").await?;
+            let jobs = client.get_all("/jobs").await?;
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&jobs)?)?;
                 return Ok(());

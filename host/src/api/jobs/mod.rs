@@ -162,15 +162,7 @@ impl Context {
         for runs in pending.values_mut() {
             runs.sort_by_key(|run| (run.not_before.unwrap_or(run.requested_at), run.tick));
         }
-        // Jobs live in the coordination store; a log-store outage must not
-        // keep operators from reading, pausing or editing them.
-        let (last_runs, history_unavailable) = match state.logs.last_runs(names).await {
-            Ok(last_runs) => (last_runs, false),
-            Err(err) => {
-                tracing::warn!(%err, "job views without their last runs: the log store did not answer");
-                (BTreeMap::new(), true)
-            }
-        };
+        let (last_runs, history_unavailable) = last_runs(state, names).await;
         Ok(Self {
             workers,
             running,
@@ -219,6 +211,22 @@ impl Context {
     }
 }
 
+/// The newest run of each of `names`, and whether the log store failed to
+/// answer. Jobs live in the coordination store; a log-store outage must not
+/// keep operators from reading, pausing or editing them.
+async fn last_runs(state: &AppState, names: &[JobName]) -> (BTreeMap<JobName, RunRecord>, bool) {
+    if names.is_empty() {
+        return (BTreeMap::new(), false);
+    }
+    match state.logs.last_runs(names).await {
+        Ok(last_runs) => (last_runs, false),
+        Err(err) => {
+            tracing::warn!(%err, "job views without their last runs: the log store did not answer");
+            (BTreeMap::new(), true)
+        }
+    }
+}
+
 async fn load_job(state: &AppState, name: &JobName) -> Result<Job, ApiError> {
     let (record, revision) = state.coord.get_job(name).await?.ok_or_else(|| not_found(name))?;
     let schedule = crate::cronexpr::Schedule::new(&record.spec.schedule, &record.spec.timezone)
@@ -237,25 +245,52 @@ async fn view_one(state: &AppState, job: Job) -> Result<JobView, ApiError> {
     Ok(context.view(job))
 }
 
-/// Filters for the job list.
-#[derive(Debug, Deserialize, IntoParams)]
+/// The most jobs one page of the list holds, and the default page size.
+const MAX_PAGE: usize = 1000;
+const DEFAULT_PAGE: usize = 500;
+
+/// Filters and paging for the job list.
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only jobs whose name contains this text.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub q: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<JobStatus>,
+    /// 1–1000, default 500.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Only jobs whose name sorts after this one: the name of the last job
+    /// of the previous page (the `Link: <…>; rel="next"` header gives the
+    /// next page's address whole).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
-/// List jobs with status, last run and next run.
+/// List jobs with status, last run and next run, in name order, a page at
+/// a time: when more jobs follow, the answer has a `Link` header with the
+/// next page's address (`rel="next"`).
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
-    responses((status = 200, body = [JobView]), (status = 401, body = super::ErrorBody)))]
+    responses((status = 200, body = [JobView],
+        headers(("Link" = String, description = "`<next page>; rel=\"next\"` when more jobs follow"))),
+        (status = 401, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<JobView>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}, got {limit}"),
+        ));
+    }
     let (jobs, _) = state.coord.list_jobs().await?;
-    let jobs: Vec<Job> = jobs
+    let jobs = jobs
         .into_iter()
         .filter_map(|job| match job {
             Ok(job) => Some(job),
@@ -265,16 +300,45 @@ pub(super) async fn list(
             }
         })
         .filter(|job| query.q.as_deref().is_none_or(|q| job.name.as_str().contains(q)))
-        .collect();
-    let names: Vec<JobName> = jobs.iter().map(|job| job.name.clone()).collect();
-    let mut context = Context::load(&state, &names).await?;
-    let views = jobs
-        .into_iter()
+        .filter(|job| query.after.as_deref().is_none_or(|after| job.name.as_str() > after));
+    // Live status first (it decides the `status` filter), then the last
+    // runs of the page's jobs only.
+    let mut context = Context::load(&state, &[]).await?;
+    let mut views: Vec<JobView> = jobs
         .map(|job| context.view(job))
         .filter(|view| query.status.is_none_or(|status| view.status == status))
-        .map(|view| view.for_caller(&caller))
+        .take(limit + 1)
         .collect();
-    Ok(Json(views))
+    let more = views.len() > limit;
+    views.truncate(limit);
+    let names: Vec<JobName> = views.iter().filter_map(|view| JobName::new(&view.name).ok()).collect();
+    let (mut last_runs, history_unavailable) = last_runs(&state, &names).await;
+    let views: Vec<JobView> = views
+        .into_iter()
+        .map(|mut view| {
+            if let Ok(name) = JobName::new(&view.name) {
+                view.last_run = last_runs.remove(&name);
+            }
+            view.history_unavailable = history_unavailable;
+            view.for_caller(&caller)
+        })
+        .collect();
+    let next = match views.last() {
+        Some(last) if more => Some(ListQuery {
+            after: Some(last.name.clone()),
+            ..query
+        }),
+        _ => None,
+    };
+    let mut response = Json(views).into_response();
+    if let Some(next) = next {
+        let query = serde_urlencoded::to_string(&next).map_err(|err| ApiError::Internal(err.into()))?;
+        let link = format!("</api/v1/jobs?{query}>; rel=\"next\"");
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            response.headers_mut().insert(axum::http::header::LINK, value);
+        }
+    }
+    Ok(response)
 }
 
 /// One job with status, last run and next run.

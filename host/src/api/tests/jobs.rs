@@ -380,3 +380,57 @@ async fn a_time_zone_is_stored_as_the_iana_database_spells_it() {
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "Europe/Atlantis");
     assert_eq!(error["field"], "timezone");
 }
+
+#[tokio::test]
+async fn the_job_list_comes_in_pages_linked_by_a_next_header() {
+    let api = TestApi::new();
+    let digest = api.upload_demo().await;
+    for name in ["a-1", "b-2", "a-3", "a-4", "c-5", "a-6"] {
+        api.call(Method::PUT, &format!("/api/v1/jobs/{name}"), Some(OPERATOR), wasm_job(&digest))
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    // Pages of two among the names containing "a-", following `Link`.
+    let mut uri = "/api/v1/jobs?q=a-&limit=2".to_string();
+    let mut pages = Vec::new();
+    loop {
+        let reply = api.get(&uri).await;
+        let link = reply.headers.get(header::LINK).map(|v| v.to_str().unwrap().to_string());
+        let body = reply.expect(StatusCode::OK);
+        let names: Vec<String> = body
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect();
+        pages.push(names);
+        match link {
+            Some(link) => {
+                assert!(link.ends_with(">; rel=\"next\""), "{link}");
+                uri = link.trim_start_matches('<').split('>').next().unwrap().to_string();
+                assert!(uri.contains("q=a-") && uri.contains("limit=2"), "filters kept: {uri}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, [vec!["a-1", "a-3"], vec!["a-4", "a-6"]]);
+    // Without a limit, everything fits in the default page: no link.
+    let reply = api.get("/api/v1/jobs").await;
+    assert!(reply.headers.get(header::LINK).is_none());
+    assert_eq!(reply.expect(StatusCode::OK).as_array().unwrap().len(), 6);
+    // A status filter pages over the matching jobs only.
+    api.call(Method::POST, "/api/v1/jobs/c-5/pause", Some(OPERATOR), Value::Null)
+        .await
+        .expect(StatusCode::OK);
+    let paused = api.get("/api/v1/jobs?status=paused&limit=1").await;
+    assert!(paused.headers.get(header::LINK).is_none(), "one paused job, one page");
+    assert_eq!(paused.expect(StatusCode::OK)[0]["name"], "c-5");
+    for bad in ["0", "1001"] {
+        api.get(&format!("/api/v1/jobs?limit={bad}"))
+            .await
+            .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "between 1 and 1000");
+    }
+    api.get("/api/v1/jobs?limit=many")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request", "limit");
+}

@@ -74,6 +74,7 @@ struct TestApi {
 #[derive(Debug)]
 struct Reply {
     status: StatusCode,
+    headers: axum::http::HeaderMap,
     body: Value,
 }
 
@@ -158,6 +159,7 @@ impl TestApi {
     async fn send(&self, request: Request<Body>) -> Reply {
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("body");
@@ -167,7 +169,7 @@ impl TestApi {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Reply { status, body }
+        Reply { status, headers, body }
     }
 
     async fn get(&self, uri: &str) -> Reply {
