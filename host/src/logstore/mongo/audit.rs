@@ -3,7 +3,6 @@
 //! key, which counts as success), queried newest first by `audit_id`, and
 //! deleted by a TTL index on `expire_at` (and on demand by `purge_audit`).
 
-use futures::TryStreamExt as _;
 use jiff::Timestamp;
 use mongodb::bson::{Document, doc};
 
@@ -56,19 +55,7 @@ impl MongoLogStore {
         if !at.is_empty() {
             filter.insert("at_ms", at);
         }
-        // One document beyond the page says whether another page exists.
-        let fetch = limit as i64 + 1;
-        let docs: Vec<AuditDoc> = self
-            .audit
-            .find(filter)
-            .sort(doc! { "audit_id": -1 })
-            .limit(fetch)
-            .batch_size(fetch as u32)
-            .await
-            .map_err(store_error)?
-            .try_collect()
-            .await
-            .map_err(store_error)?;
+        let docs = super::find_page(&self.audit, filter, doc! { "audit_id": -1 }, limit).await?;
         let entries = docs
             .into_iter()
             .map(AuditDoc::into_entry)

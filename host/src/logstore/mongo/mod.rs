@@ -282,19 +282,7 @@ impl LogStore for MongoLogStore {
                 ],
             );
         }
-        // One document beyond the page says whether another page exists.
-        let fetch = limit as i64 + 1;
-        let docs: Vec<RunDoc> = self
-            .runs
-            .find(filter)
-            .sort(doc! { "tick_ms": -1, "run_id": -1 })
-            .limit(fetch)
-            .batch_size(fetch as u32)
-            .await
-            .map_err(store_error)?
-            .try_collect()
-            .await
-            .map_err(store_error)?;
+        let docs = find_page(&self.runs, filter, doc! { "tick_ms": -1, "run_id": -1 }, limit).await?;
         let runs = docs
             .into_iter()
             .map(RunDoc::into_record)
@@ -423,4 +411,28 @@ fn with_any(all: Document, any: impl IntoIterator<Item = Document>) -> Document 
     } else {
         doc! { "$and": [all, { "$or": any }] }
     }
+}
+
+/// Up to `limit + 1` documents of `collection` matching `filter` in `sort`
+/// order: the extra one says whether another page exists.
+async fn find_page<D>(
+    collection: &mongodb::Collection<D>,
+    filter: mongodb::bson::Document,
+    sort: mongodb::bson::Document,
+    limit: usize,
+) -> Result<Vec<D>, LogStoreError>
+where
+    D: serde::de::DeserializeOwned + Send + Sync,
+{
+    let fetch = limit as i64 + 1;
+    collection
+        .find(filter)
+        .sort(sort)
+        .limit(fetch)
+        .batch_size(fetch as u32)
+        .await
+        .map_err(store_error)?
+        .try_collect()
+        .await
+        .map_err(store_error)
 }

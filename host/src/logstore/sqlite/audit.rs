@@ -3,7 +3,7 @@
 //! first by id with the filters as columns, and purged by `expire_at`.
 
 use rusqlite::types::Value;
-use rusqlite::{TransactionBehavior, params, params_from_iter};
+use rusqlite::{TransactionBehavior, params};
 
 use super::SqliteLogStore;
 use super::pool::Failure;
@@ -107,29 +107,16 @@ impl SqliteLogStore {
             conditions.push("at < ?");
             args.push(Value::Integer(ceil_millisecond(until)));
         }
-        let mut sql = String::from("SELECT entry FROM audit");
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
-        sql.push_str(" ORDER BY id DESC LIMIT ?");
-        // One row beyond the page says whether another page exists.
-        args.push(Value::Integer(limit as i64 + 1));
-        let rows: Vec<String> = self
-            .readers
-            .run(move |conn| {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt
-                    .query_map(params_from_iter(args), |row| row.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
-            })
+        let entries = self
+            .json_page(
+                "SELECT entry FROM audit",
+                &conditions,
+                "id DESC",
+                args,
+                limit,
+                "audit entry",
+            )
             .await?;
-        let entries = rows
-            .iter()
-            .map(|json| serde_json::from_str::<AuditEntry>(json))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LogStoreError::Other(format!("stored audit entry is unreadable: {e}")))?;
         Ok(audit_page(entries, limit))
     }
 

@@ -125,6 +125,46 @@ impl SqliteLogStore {
     }
 }
 
+impl SqliteLogStore {
+    /// Up to `limit + 1` JSON documents of the one-column `select`, filtered
+    /// by `conditions` (joined with AND, their `?` bound to `args` in order)
+    /// and ordered by `order`: the extra row says whether another page
+    /// exists. Decoded outside the blocking call (JSON needs no connection).
+    async fn json_page<T: serde::de::DeserializeOwned>(
+        &self,
+        select: &str,
+        conditions: &[&str],
+        order: &str,
+        mut args: Vec<Value>,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<T>, LogStoreError> {
+        let mut sql = String::from(select);
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY ");
+        sql.push_str(order);
+        sql.push_str(" LIMIT ?");
+        args.push(Value::Integer(limit as i64 + 1));
+        let rows: Vec<String> = self
+            .readers
+            .run(move |conn| {
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(params_from_iter(args), |row| row.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        rows.iter()
+            .map(|json| serde_json::from_str::<T>(json))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LogStoreError::Other(format!("stored {what} is unreadable: {e}")))
+    }
+}
+
 #[async_trait]
 impl LogStore for SqliteLogStore {
     async fn write(&self, batch: &LogBatch) -> Result<(), LogStoreError> {
@@ -221,31 +261,16 @@ impl LogStore for SqliteLogStore {
                 Value::Text(run_id.to_string()),
             ]);
         }
-        let mut sql = String::from("SELECT record FROM runs");
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
-        sql.push_str(" ORDER BY tick DESC, run_id DESC LIMIT ?");
-        // One row beyond the page says whether another page exists.
-        args.push(Value::Integer(limit as i64 + 1));
-
-        let rows: Vec<String> = self
-            .readers
-            .run(move |conn| {
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt
-                    .query_map(params_from_iter(args), |row| row.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
-            })
+        let runs = self
+            .json_page(
+                "SELECT record FROM runs",
+                &conditions,
+                "tick DESC, run_id DESC",
+                args,
+                limit,
+                "run record",
+            )
             .await?;
-        // Decoded outside the blocking call: JSON work needs no connection.
-        let runs = rows
-            .iter()
-            .map(|json| serde_json::from_str::<RunRecord>(json))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LogStoreError::Other(format!("stored run record is unreadable: {e}")))?;
         Ok(page(runs, limit))
     }
 
