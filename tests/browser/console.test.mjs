@@ -768,6 +768,30 @@ test("pause and resume from the jobs table", async () => {
   await shot("jobs", { docs: true });
 });
 
+test("the jobs page follows the server's pages to list every job", async () => {
+  // The server answers /jobs in pages of up to 500, linked by a `Link`
+  // header. Asking it for pages of one job (the real server answers each)
+  // makes the console follow the links across every job.
+  const all = (await apiGet("/jobs")).map((job) => job.name).sort();
+  assert.ok(all.length >= 3, `jobs so far: ${all}`);
+  let pages = 0;
+  await page.route(/\/api\/v1\/jobs(\?.*)?$/, (route) => {
+    const url = new URL(route.request().url());
+    if (!url.searchParams.has("limit")) url.searchParams.set("limit", "1");
+    pages += 1;
+    return route.continue({ url: url.toString() });
+  });
+  try {
+    await open("#/jobs", "Jobs");
+    await row(all[all.length - 1]).waitFor();
+    const shown = await page.locator("tbody tr[data-job]").evaluateAll((rows) => rows.map((r) => r.dataset.job));
+    assert.deepEqual([...shown].sort(), all);
+    assert.ok(pages >= all.length, `one request per page: ${pages} for ${all.length} jobs`);
+  } finally {
+    await page.unroute(/\/api\/v1\/jobs(\?.*)?$/);
+  }
+});
+
 test("run history filters and pages with a cursor", async () => {
   await open("#/runs?status=killed", "Runs");
   await page.locator('.runs-table tr[data-status="killed"]').first().waitFor();
@@ -1024,9 +1048,9 @@ test("a job's page lists its state, and an operator deletes a key or all of them
   await keys.nth(1).waitFor();
   assert.deepEqual(await keys.evaluateAll((rows) => rows.map((r) => r.dataset.key)), ["count", "greeting"]);
   const state = await apiGet("/jobs/stateful/state");
-  assert.equal(await page.locator("#state-totals").textContent(), `2 keys${state.total.bytes} B of 1.0 MiBfence ${state.fence}`);
+  assert.equal(await page.locator("#state-totals").textContent(), `2 keys${state.total.bytes} B of 64 KiBfence ${state.fence}`);
   assert.equal(await keys.nth(1).locator("td[data-label=Size]").textContent(), "5 B");
-  await page.locator("#state-quota", { hasText: "1,000 keys, 64 KiB a value" }).waitFor();
+  await page.locator("#state-quota", { hasText: "128 keys, 64 KiB a value" }).waitFor();
   await shot("job-state", { docs: true });
 
   const dialog = page.locator("#confirm-dialog");
@@ -1068,6 +1092,99 @@ test("on a phone the jobs table becomes cards", async () => {
   const runWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(runWidth <= 390, `no horizontal scrolling on a run's page on a phone (page is ${runWidth}px wide)`);
   await shot("run-egress-phone", { target: phone });
+  await phone.close();
+});
+
+test("the audit log lists a job's changes newest first, filters them and loads more", async () => {
+  await apiPutJob("audited", { schedule: "@yearly", timezone: "UTC", kind: { shell: { command: "echo audited" } } });
+  // Pause it and run it now from its page.
+  await open("#/jobs/audited", /^audited/);
+  await page.getByRole("button", { name: "Pause audited" }).click();
+  await page.getByRole("heading", { level: 1, name: /^audited/ }).locator("[data-status=paused]").waitFor();
+  await page.getByRole("button", { name: "Run audited now" }).click();
+  await page.locator(".toast", { hasText: "Run of audited requested" }).waitFor();
+  // The job's page links to its history of changes: the audit page, filtered by the job.
+  await page.getByRole("link", { name: "History of changes" }).click();
+  await page.getByRole("heading", { level: 1, name: "Audit log" }).waitFor();
+  await page.locator('[data-nav="audit"][aria-current="page"]').waitFor();
+  assert.equal(await page.getByLabel("Filter by job").inputValue(), "audited");
+  const rows = page.locator("#audit-table tbody tr");
+  const actions = () => rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.action));
+  await rows.nth(2).waitFor();
+  assert.deepEqual(await actions(), ["run_now", "job_pause", "job_create"]);
+
+  // Each row is the API's entry: who (the tokenless server's caller), when, what.
+  const { entries, next_cursor } = await apiGet("/audit?job=audited");
+  assert.equal(next_cursor, null);
+  assert.deepEqual(entries.map((e) => e.action), ["run_now", "job_pause", "job_create"]);
+  for (const [index, entry] of entries.entries()) {
+    const tr = rows.nth(index);
+    assert.equal(await tr.getAttribute("data-audit"), entry.id);
+    assert.equal(await tr.locator(".audit-actor-name").textContent(), "local");
+    assert.equal(await tr.locator(".audit-actor [data-role]").textContent(), "admin");
+    // Local time (the browser is in UTC here), with the ISO instant as its title.
+    const time = tr.locator("time.audit-time");
+    assert.equal(await time.getAttribute("title"), entry.at);
+    assert.equal(await time.textContent(), entry.at.slice(0, 19).replace("T", " "));
+    // The target is the job, linked to its page.
+    assert.equal(await tr.locator(".audit-target a").getAttribute("href"), "#/jobs/audited");
+  }
+  const [runNow, pause, create] = entries;
+  assert.ok(pause.revision_after > pause.revision_before, "pausing wrote a new revision");
+  assert.equal(await rows.nth(0).locator(".audit-revisions").textContent(), `r${runNow.revision_after}`);
+  assert.equal(await rows.nth(1).locator(".audit-revisions").textContent(), `r${pause.revision_before} → r${pause.revision_after}`);
+  assert.equal(await rows.nth(2).locator(".audit-revisions").textContent(), `new → r${create.revision_after}`);
+  assert.equal(runNow.runs.length, 1);
+  await rows.nth(0).locator(`a[href="#/runs/${runNow.runs[0]}"]`).waitFor();
+  await rows.nth(0).getByText("the job is paused; this run does not resume it").waitFor();
+  await rows.nth(2).getByText("shell job").waitFor();
+  await shot("audit");
+
+  // Filter by action: the address keeps it.
+  await page.getByLabel("Filter by action").selectOption("job_pause");
+  await page.waitForFunction(() => {
+    const shown = [...document.querySelectorAll("#audit-table tbody tr")];
+    return shown.length === 1 && shown[0].dataset.action === "job_pause";
+  });
+  assert.match(page.url(), /#\/audit\?job=audited&action=job_pause$/);
+  // Since a time to come: nothing matches.
+  await page.getByLabel("Since").fill("2099-01-01T00:00");
+  await page.getByText("No entry matches these filters").waitFor();
+  assert.match(page.url(), /since=2099-01-01T00%3A00%3A00.000Z/);
+  await page.getByRole("button", { name: "Clear filters" }).click();
+  await page.waitForFunction(() => document.querySelectorAll("#audit-table tbody tr").length > 3);
+  // A filter the server refuses shows its message, as text.
+  await page.getByLabel("Filter by job").fill("<b>bold</b>");
+  await page.getByLabel("Filter by job").press("Enter");
+  const refused = page.locator("#audit-error");
+  await refused.waitFor();
+  assert.match(await refused.textContent(), /^job: job name "<b>bold<\/b>" contains '<'/);
+  assert.equal(await refused.locator("b").count(), 0);
+
+  // One entry a page: "Load more" appends the older ones, and goes once there are no more.
+  await open("#/audit?job=audited&limit=1", "Audit log");
+  await rows.first().waitFor();
+  assert.deepEqual(await actions(), ["run_now"]);
+  await page.getByRole("button", { name: "Load more" }).click();
+  await rows.nth(1).waitFor();
+  await page.getByRole("button", { name: "Load more" }).click();
+  await rows.nth(2).waitFor();
+  assert.deepEqual(await actions(), ["run_now", "job_pause", "job_create"]);
+  await page.locator("#audit-count", { hasText: "3 entries, all there are" }).waitFor();
+  await page.locator("#audit-more").waitFor({ state: "hidden" });
+  assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.audit)), entries.map((e) => e.id));
+
+  // On a phone: no horizontal scrolling, and the Audit section in sight.
+  const phone = await context.newPage();
+  await phone.setViewportSize({ width: 390, height: 844 });
+  await phone.goto(`${BASE}/#/audit?job=audited`);
+  await phone.locator("#audit-table tbody tr").nth(2).waitFor();
+  const width = await phone.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 390, `no horizontal scrolling on the audit page on a phone (page is ${width}px wide)`);
+  assert.ok(await phone.locator('[data-nav="audit"]').isVisible());
+  const navLink = await phone.locator('[data-nav="audit"]').boundingBox();
+  assert.ok(navLink.x + navLink.width <= 390, "the Audit link is within the screen");
+  await shot("audit-phone", { target: phone });
   await phone.close();
 });
 
@@ -1154,6 +1271,62 @@ test("a viewer sees the secrets and a job's page without what the role may not c
   assert.equal(await tab.locator("#state-keys").count(), 0);
   assert.deepEqual(errors, []);
   await auth.close();
+});
+
+test("the audit log names each token and its role; a viewer is told it is for operators and admins", async () => {
+  // The test before wrote on the server with tokens: the secret as root
+  // (admin), the module and the job keeper as ops (operator).
+  const operator = await browser.newContext({ viewport: { width: 1280, height: 860 }, timezoneId: "UTC" });
+  await operator.addInitScript((token) => sessionStorage.setItem("sandcron.token", token), OPERATOR_TOKEN);
+  const tab = await operator.newPage();
+  tab.setDefaultTimeout(SHORT);
+  const errors = [];
+  tab.on("pageerror", (err) => errors.push(err.message));
+  await tab.goto(`${AUTH_BASE}/#/jobs/keeper`);
+  await tab.getByRole("link", { name: "History of changes" }).click();
+  const create = tab.locator('#audit-table tr[data-action="job_create"]');
+  await create.waitFor();
+  assert.equal(await create.locator(".audit-actor-name").textContent(), "ops");
+  assert.equal(await create.locator(".audit-actor [data-role]").textContent(), "operator");
+  await create.locator(".audit-actor", { hasText: /from 127\.0\.0\.1:\d+/ }).waitFor();
+  // Filter by actor: only root's writes.
+  await tab.getByLabel("Filter by job").fill("");
+  await tab.getByLabel("Filter by job").press("Enter");
+  await tab.getByLabel("Filter by actor").fill("root");
+  await tab.getByLabel("Filter by actor").press("Enter");
+  await tab.waitForFunction(() => {
+    const shown = [...document.querySelectorAll("#audit-table tbody tr")];
+    return shown.length > 0 && shown.every((tr) => tr.querySelector(".audit-actor-name").textContent === "root");
+  });
+  const secret = tab.locator('#audit-table tr[data-action="secret_set"]');
+  await secret.locator(".audit-target", { hasText: "deploy-key" }).waitFor();
+  assert.equal(await secret.locator(".audit-actor [data-role]").textContent(), "admin");
+  assert.deepEqual(errors, []);
+  await operator.close();
+
+  // A viewer: the page says why there is nothing, and asks the server nothing.
+  const viewer = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  await viewer.addInitScript((token) => sessionStorage.setItem("sandcron.token", token), VIEWER_TOKEN);
+  const view = await viewer.newPage();
+  view.setDefaultTimeout(SHORT);
+  const asked = [];
+  view.on("request", (request) => {
+    if (request.url().includes("/api/v1/audit")) asked.push(request.url());
+  });
+  view.on("pageerror", (err) => errors.push(err.message));
+  await view.goto(`${AUTH_BASE}/#/jobs/keeper`);
+  await view.getByRole("heading", { level: 1, name: /^keeper/ }).waitFor();
+  assert.equal(await view.getByRole("link", { name: "History of changes" }).count(), 0, "no link to a page the viewer may not read");
+  await view.getByRole("navigation", { name: "Sections" }).getByRole("link", { name: "Audit" }).click();
+  await view.getByRole("heading", { level: 1, name: "Audit log" }).waitFor();
+  await view.locator("#audit-not-allowed", { hasText: "The audit log is for operators and admins" }).waitFor();
+  await view.locator("#audit-not-allowed", { hasText: "you are signed in as viewer" }).waitFor();
+  assert.equal(await view.locator(".error-state").count(), 0);
+  assert.equal(await view.locator("#audit-table").count(), 0);
+  assert.deepEqual(asked, []);
+  assert.deepEqual(errors, []);
+  await shot("audit-viewer", { target: view });
+  await viewer.close();
 });
 
 test("no script errors on any page", () => {

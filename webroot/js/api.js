@@ -43,7 +43,35 @@ export function signOut() {
  * FormData (sent as is). Answers the parsed JSON (null for 204) or throws
  * ApiError. A 401 opens the token prompt and retries with the new token.
  */
-export async function api(path, { method = "GET", body, headers = {}, signal } = {}) {
+export async function api(path, options = {}) {
+  return (await call(path, options)).data;
+}
+
+/**
+ * GETs a list the server answers in pages (a JSON array, with a
+ * `Link: <next>; rel="next"` header while more follow, as `/jobs` does)
+ * and returns every page's items as one array.
+ */
+export async function apiAll(path, { signal } = {}) {
+  const items = [];
+  for (let next = path; next;) {
+    const { data, response } = await call(next, { signal });
+    items.push(...(Array.isArray(data) ? data : []));
+    next = nextLink(response.headers.get("Link"));
+  }
+  return items;
+}
+
+/** The path below `/api/v1` of a `Link` header's `rel="next"` target. */
+function nextLink(header) {
+  for (const link of (header || "").split(",")) {
+    const match = /^\s*<\/api\/v1(\/[^>]*)>\s*;\s*rel="next"/.exec(link);
+    if (match) return match[1];
+  }
+  return null;
+}
+
+async function call(path, { method = "GET", body, headers = {}, signal } = {}) {
   for (;;) {
     const sent = token();
     const all = { Accept: "application/json", ...headers };
@@ -75,7 +103,7 @@ export async function api(path, { method = "GET", body, headers = {}, signal } =
         data?.error?.field,
       );
     }
-    return data;
+    return { data, response };
   }
 }
 

@@ -7,6 +7,7 @@ import { h, replace, tickRelativeTimes, errorState } from "./ui.js";
 import * as dashboard from "./dashboard.js";
 import * as jobs from "./jobs.js";
 import * as editor from "./editor.js";
+import * as audit from "./audit.js";
 import * as runs from "./runs.js";
 import * as runView from "./run.js";
 import * as workers from "./workers.js";
@@ -24,6 +25,7 @@ const routes = [
   { pattern: /^\/workers$/, nav: "workers", view: workers.render },
   { pattern: /^\/modules$/, nav: "modules", view: modules.render },
   { pattern: /^\/secrets$/, nav: "secrets", view: secrets.render },
+  { pattern: /^\/audit$/, nav: "audit", view: audit.renderAudit },
 ];
 
 const main = document.getElementById("main");

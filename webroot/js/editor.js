@@ -9,7 +9,7 @@
 // If-None-Match, so nobody's change is overwritten; fields the form does not
 // show are sent back as they were.
 
-import { api, can, jobPath, query, session } from "./api.js";
+import { api, apiAll, can, jobPath, query, session } from "./api.js";
 import {
   ALERTABLE_STATUSES, debounce, emptyState, formatBytes, formatPairs, formatTime, h, localZone, navigate,
   parsePairs, replace, shortDigest, toast,
@@ -347,7 +347,7 @@ export async function render(view) {
     editing || from ? api(jobPath(editing ?? from), { signal: view.signal }) : null,
     api("/modules", { signal: view.signal }),
     api("/workers", { signal: view.signal }),
-    optional(api("/jobs", { signal: view.signal }), []),
+    optional(apiAll("/jobs", { signal: view.signal }), []),
     optional(api("/alerts/channels", { signal: view.signal }), { channels: [] }),
     // Without the list (an older server) the job's own secrets are still shown.
     optional(listSecrets(view.signal), null),

@@ -7,7 +7,7 @@
 // say so. A job's page also lists the secrets it receives, its config and
 // its key-value state.
 
-import { api, can, jobPath, query } from "./api.js";
+import { api, apiAll, can, jobPath, query } from "./api.js";
 import {
   confirmDialog, emptyState, errorState, formatBytes, formatCount, formatTime, h, keepFocus,
   navigate, relTime, replace, shardLabel, shortDigest, statusBadge, toast, urlHost,
@@ -307,7 +307,7 @@ export async function renderList(view) {
   let sort = { key: (view.query.sort || "name").replace(/^-/, ""), descending: (view.query.sort || "").startsWith("-") };
   const load = async () => {
     try {
-      jobs = await api("/jobs", { signal: view.signal });
+      jobs = await apiAll("/jobs", { signal: view.signal });
       error = null;
     } catch (err) {
       if (err.name === "AbortError") throw err;
@@ -514,7 +514,9 @@ export async function renderDetail(view) {
               secretFacts(job),
               fact("Created", formatTime(job.meta.created_at)),
               fact("Updated", formatTime(job.meta.updated_at), job.meta.written_by ? ` by ${job.meta.written_by}` : ""),
-              fact("Revision", String(job.revision))))),
+              fact("Revision", String(job.revision), can("operator")
+                ? [" · ", h("a", { href: `#/audit${query({ job: job.name })}`, id: "job-audit-link", "data-focus-key": "audit-link" }, "History of changes")]
+                : null)))),
         job.running.length
           ? h("section", { class: "card running-now" },
             h("h2", {}, "Running now"),
@@ -538,7 +540,7 @@ export async function renderDetail(view) {
   };
 
   try {
-    const [, all] = await Promise.all([load(), api("/jobs", { signal: view.signal }).catch((err) => {
+    const [, all] = await Promise.all([load(), apiAll("/jobs", { signal: view.signal }).catch((err) => {
       if (err.name === "AbortError") throw err;
       return [];
     })]);

@@ -3,7 +3,7 @@
 // keeps itself current. Dependent runs link to their parent run; the shards
 // of a broadcast tick are drawn together, marked as one group.
 
-import { api, query } from "./api.js";
+import { api, apiAll, query } from "./api.js";
 import {
   emptyState, errorState, formatCount, formatDuration, formatTime, h, keepFocus, localZone, relTime,
   replace, runDuration, RUN_STATUSES, shardLabel, shortId, statusBadge,
@@ -102,6 +102,18 @@ export function runsTable(page, { showJob = true } = {}) {
   );
 }
 
+/** Fills `datalist` with the names of the jobs: suggestions for a job filter. */
+export function suggestJobs(view, datalist) {
+  apiAll("/jobs", { signal: view.signal }).then((jobs) => {
+    replace(datalist, jobs.map((j) => h("option", { value: j.name })));
+  }).catch(() => {});
+}
+
+/** A note saying which zone times are shown in. */
+export function zoneNote() {
+  return h("small", { class: "muted zone-note" }, `Times in your browser's zone, ${localZone()}.`);
+}
+
 /**
  * Draws a filtered, paged run history into `container`. With `job` the
  * history is that job's; otherwise a job filter is offered.
@@ -137,8 +149,7 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
   const newer = h("button", { type: "button", id: "runs-newer", disabled: true }, "← Newer");
   const older = h("button", { type: "button", id: "runs-older", disabled: true }, "Older →");
   const pageInfo = h("span", { class: "muted" });
-  const pager = h("nav", { class: "pager", "aria-label": "Run pages" },
-    h("small", { class: "muted zone-note" }, `Times in your browser's zone, ${localZone()}.`), newer, pageInfo, older);
+  const pager = h("nav", { class: "pager", "aria-label": "Run pages" }, zoneNote(), newer, pageInfo, older);
 
   replace(
     container,
@@ -148,11 +159,7 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
     pager,
   );
 
-  if (jobFilter) {
-    api("/jobs", { signal: view.signal }).then((jobs) => {
-      replace(container.querySelector("datalist"), jobs.map((j) => h("option", { value: j.name })));
-    }).catch(() => {});
-  }
+  if (jobFilter) suggestJobs(view, container.querySelector("datalist"));
 
   let page = null;
   let error = null;

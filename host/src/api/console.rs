@@ -34,6 +34,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("/js/workers.js", JS, include_bytes!("../../../webroot/js/workers.js")),
     ("/js/secrets.js", JS, include_bytes!("../../../webroot/js/secrets.js")),
     ("/js/state.js", JS, include_bytes!("../../../webroot/js/state.js")),
+    ("/js/audit.js", JS, include_bytes!("../../../webroot/js/audit.js")),
 ];
 
 /// Serves a console file, or answers 404 (as JSON under `/api/`).
