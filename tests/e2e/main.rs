@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_errors;
+mod audit;
 mod auth;
 mod browser_origin;
 mod check;

@@ -40,6 +40,7 @@ function facts(run, received) {
     fact("Exit code", run.exit_code ?? "—"),
     run.kind === "wasm" ? fact("Fuel used", run.fuel_used === null ? "—" : h("span", { title: String(run.fuel_used) }, formatCount(run.fuel_used))) : null,
     run.kind === "wasm" ? fact("Peak memory", formatBytes(run.peak_memory)) : null,
+    run.module_wait_ms != null ? fact("Waited for module", h("span", { id: "run-module-wait", title: "the module was compiled (or loaded from the worker's disk cache) before the guest could start: part of the duration, not of the timeout" }, formatDuration(run.module_wait_ms))) : null,
     fact("Output", h("span", { id: "output-bytes" }, running ? `${formatBytes(received)} so far` : formatBytes(run.output_bytes)), run.truncated ? " (truncated)" : ""),
     run.module ? fact("Module", h("code", { title: run.module }, run.module.replace(/^sha256:/, "").slice(0, 16))) : null,
     fact("Fence", String(run.fence)),

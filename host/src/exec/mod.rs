@@ -160,6 +160,10 @@ pub struct RunOutcome {
     pub peak_memory: Option<u64>,
     /// What the run did on the network (WASM components with `egress`).
     pub egress: Option<EgressLedger>,
+    /// How long the run waited for its module to be compiled (or loaded
+    /// from the disk cache) before it could start; `None` when the module
+    /// was ready.
+    pub module_wait: Option<std::time::Duration>,
 }
 
 impl RunOutcome {
@@ -171,6 +175,7 @@ impl RunOutcome {
             fuel_used: None,
             peak_memory: None,
             egress: None,
+            module_wait: None,
         }
     }
 
@@ -194,4 +199,9 @@ pub trait Executor: Send + Sync + 'static {
     /// Runs `request` to completion, writing its output into `output`, and
     /// stops early when `kill` is pulled or the job's timeout passes.
     async fn execute(&self, request: &ExecRequest, output: &mut RunOutput, kill: &KillSwitch) -> RunOutcome;
+
+    /// Gets what a job of `kind` needs ready ahead of its first run (the
+    /// WASM executor compiles its module), in the background; returns at
+    /// once. Called by a worker when it takes a job on or its spec changes.
+    fn warm(&self, _kind: &JobKind) {}
 }

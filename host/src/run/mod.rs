@@ -230,6 +230,12 @@ pub struct RunRecord {
     /// The stored secrets the run was given, by name (never their values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// For a WASM run whose module was not ready: how long it waited for
+    /// the module to be compiled or loaded from the disk cache before it
+    /// started (workers get modules ready when they take a job on, so
+    /// normally only a run right after an upload or a restart waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_wait_ms: Option<u64>,
 }
 
 impl RunRecord {
@@ -265,6 +271,7 @@ impl RunRecord {
             shard: None,
             egress: None,
             secrets: Vec::new(),
+            module_wait_ms: None,
         }
     }
 

@@ -20,6 +20,7 @@ pub fn sample_record(job: &JobName, tick: Timestamp, status: RunStatus, fence: i
         ended_at: terminal.then(|| started + SignedDuration::from_millis(250)),
         fuel_used: terminal.then_some(12_345),
         peak_memory: Some(65_536),
+        module_wait_ms: terminal.then_some(1_234),
         result: terminal.then(|| serde_json::json!({"rows": 3, "ok": true, "note": "ünïcødé"})),
         egress: terminal.then(|| sample_ledger(started)),
         ..RunRecord::new(job.clone(), RunId::generate(), tick, "wasm", status)

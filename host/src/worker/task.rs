@@ -198,6 +198,7 @@ async fn execute(spec: TaskSpec) {
         record.error = outcome.error.map(|error| mask_text(&masker, &error));
         record.fuel_used = outcome.fuel_used;
         record.peak_memory = outcome.peak_memory;
+        record.module_wait_ms = outcome.module_wait.map(|wait| wait.as_millis() as u64);
         record.egress = outcome
             .egress
             .map(|ledger| ledger.masked(|text| mask_text(&masker, text)));

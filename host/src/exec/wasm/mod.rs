@@ -10,6 +10,8 @@
 //!   epoch ticker thread and the WASI linkers.
 //! - `cache`: prepared modules in memory; `artifact`: compiled artifacts on
 //!   disk (the only `unsafe` in sandcron, behind a MAC check).
+//! - `executor`: [`WasmExecutor`], the `Executor` of WASM jobs, and getting
+//!   modules ready ahead of runs (`warm`).
 //! - `run`: one run — store, WASI context, supervision, outcome.
 //! - `stream`: guest stdout/stderr into the run's output, bounded.
 //! - `limits`: the per-run resource limiter.
@@ -45,6 +47,7 @@
 mod artifact;
 mod cache;
 mod engine;
+mod executor;
 mod inspect;
 mod keyvalue;
 mod limits;
@@ -69,16 +72,15 @@ use self::cache::{CoreEntry, Loaded, ModuleCache, Prepared};
 use self::engine::{EngineParts, EpochTicker};
 use self::keyvalue::StateAccess;
 use self::network::NetworkGrant;
-use self::sandbox::{Preopen, SandboxPlan, SandboxReport};
-use super::state::StateStore;
-use super::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
+use self::sandbox::{Preopen, SandboxPlan};
+use super::ExecRequest;
 use crate::exec::egress::EgressPolicy;
 use crate::ids::ModuleDigest;
-use crate::job::{JobKind, WasmJob};
+use crate::job::WasmJob;
 use crate::module::{ModuleError, ModuleInfo, ModuleInspector, ModuleKind};
-use crate::run::RunStatus;
 
 pub use self::cache::{LoadedFrom, ModuleStats};
+pub use self::executor::WasmExecutor;
 
 /// The worker's WASM settings: caps on what jobs may ask for, and sizes.
 #[derive(Debug, Clone)]
@@ -207,6 +209,9 @@ pub struct WasmEngine {
     /// One permit per pool slot: a run beyond `capacity` waits here rather
     /// than failing to find room in the pool.
     slots: Semaphore,
+    /// Compilations ahead of a first run (`warm`), one at a time: they use
+    /// a core each and must not crowd out runs.
+    warming: Arc<Semaphore>,
     counters: Counters,
     max_memory_bytes: u64,
     /// Declared last so it stops after everything else is dropped.
@@ -241,6 +246,7 @@ impl WasmEngine {
         Ok(Arc::new(WasmEngine {
             max_memory_bytes: engine::max_memory_bytes(&config),
             slots: Semaphore::new(config.capacity.max(1)),
+            warming: Arc::new(Semaphore::new(1)),
             config,
             parts,
             artifacts,
@@ -495,90 +501,4 @@ fn compile(
         tracing::warn!(module = %digest, "cannot cache the compiled module: {err:#}");
     }
     Ok((compiled, LoadedFrom::Compiled, took))
-}
-
-/// Runs WASM jobs on a [`WasmEngine`].
-#[derive(Clone)]
-pub struct WasmExecutor {
-    engine: Arc<WasmEngine>,
-    source: Arc<dyn ModuleSource>,
-    state: Option<Arc<dyn StateStore>>,
-}
-
-impl std::fmt::Debug for WasmExecutor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmExecutor").field("engine", &self.engine).finish()
-    }
-}
-
-impl WasmExecutor {
-    pub fn engine(&self) -> &Arc<WasmEngine> {
-        &self.engine
-    }
-
-    /// Components of this executor's runs reach their job's key-value state
-    /// (`wasi:keyvalue`) through `state`.
-    pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
-        self.state = Some(state);
-        self
-    }
-
-    async fn run_sandboxed(&self, request: &ExecRequest, output: &mut RunOutput, kill: &KillSwitch) -> SandboxReport {
-        let report = |outcome: RunOutcome| SandboxReport {
-            outcome,
-            forwarded: 0,
-            discarded: 0,
-        };
-        let JobKind::Wasm(job) = &request.kind else {
-            return report(RunOutcome::new(RunStatus::Failed).with_error("the WASM executor runs wasm jobs only"));
-        };
-        let mut plan = match self.engine.plan(request, job) {
-            Ok(plan) => plan,
-            Err(error) => return report(RunOutcome::new(RunStatus::Failed).with_error(error)),
-        };
-        plan.state.store = self.state.clone();
-        // Waiting for a first compilation or for a pool slot ends with the
-        // kill switch; neither counts against the run's timeout.
-        let loaded = tokio::select! {
-            biased;
-            reason = kill.pulled() => return report(RunOutcome::stopped(reason)),
-            loaded = self.engine.load(&job.module, Bytes::From(&*self.source)) => loaded,
-        };
-        let loaded = match loaded {
-            Ok(loaded) => loaded,
-            Err(error) => return report(RunOutcome::new(RunStatus::Failed).with_error(error.to_string())),
-        };
-        let _slot = tokio::select! {
-            biased;
-            reason = kill.pulled() => return report(RunOutcome::stopped(reason)),
-            permit = self.engine.slots.acquire() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => return report(RunOutcome::new(RunStatus::Failed).with_error("the WASM engine is shutting down")),
-            },
-        };
-        self.engine.counters.runs.fetch_add(1, Ordering::Relaxed);
-        loaded.run_started();
-        let report = sandbox::execute(&self.engine.parts.engine, &loaded.prepared, &plan, output, kill).await;
-        loaded.run_finished(
-            report.outcome.fuel_used.unwrap_or(0),
-            report.outcome.peak_memory.unwrap_or(0),
-        );
-        if report.discarded > 0 {
-            tracing::debug!(
-                job = %request.job,
-                run = %request.run_id,
-                kept = report.forwarded,
-                dropped = report.discarded,
-                "guest output past the limit was dropped"
-            );
-        }
-        report
-    }
-}
-
-#[async_trait]
-impl Executor for WasmExecutor {
-    async fn execute(&self, request: &ExecRequest, output: &mut RunOutput, kill: &KillSwitch) -> RunOutcome {
-        self.run_sandboxed(request, output, kill).await.outcome
-    }
 }

@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::sandbox::SandboxReport;
 use super::*;
-use crate::exec::StopReason;
+use crate::exec::{Executor, KillSwitch, RunOutcome, RunOutput, StopReason};
 use crate::ids::{JobName, RunId};
-use crate::job::{DirMount, ShellJob, WasmLimits};
+use crate::job::{DirMount, JobKind, ShellJob, WasmLimits};
+use crate::run::RunStatus;
 use crate::logstore::sqlite::SqliteLogStore;
 use crate::logstore::{LogStore, Sink, SinkConfig};
 use crate::run::{StreamKind, Trigger};
@@ -1015,4 +1017,47 @@ fn every_guest_is_valid_webassembly() {
             _ => assert!(result.is_ok(), "{name}: {result:?}"),
         }
     }
+}
+
+// ---- getting modules ready ahead of runs -----------------------------------
+
+#[tokio::test]
+async fn a_warmed_module_is_ready_for_the_first_run_and_a_cold_one_says_it_waited() {
+    let fresh = || {
+        WasmEngine::new(WasmConfig {
+            capacity: 2,
+            ..WasmConfig::default()
+        })
+        .unwrap()
+    };
+    let job = Job::new("hello");
+
+    // Cold: the first run compiles the module and says how long it waited;
+    // the second finds it ready.
+    let cold = fresh().executor(source());
+    let first = run_on(&cold, &job).await;
+    assert_eq!(first.outcome().status, RunStatus::Succeeded, "{:?}", first.outcome());
+    assert!(first.outcome().module_wait.is_some(), "{:?}", first.outcome());
+    let second = run_on(&cold, &job).await;
+    assert_eq!(second.outcome().module_wait, None, "{:?}", second.outcome());
+
+    // Warmed: `warm` compiles in the background; the first run then waits
+    // for nothing.
+    let engine = fresh();
+    let warm = engine.executor(source());
+    let kind = job.request().kind;
+    warm.warm(&kind);
+    eventually("the module to be ready", Duration::from_secs(30), async || {
+        engine.module_stats(&job.module).is_some()
+    })
+    .await;
+    assert_eq!(engine.stats().compiled, 1);
+    let ran = run_on(&warm, &job).await;
+    assert_eq!(ran.outcome().status, RunStatus::Succeeded, "{:?}", ran.outcome());
+    assert_eq!(ran.outcome().module_wait, None, "{:?}", ran.outcome());
+    // Warming what is ready, or a job of another kind, does nothing.
+    warm.warm(&kind);
+    let shell: crate::job::ShellJob = serde_json::from_value(serde_json::json!({"command": "true"})).unwrap();
+    warm.warm(&JobKind::Shell(shell));
+    assert_eq!(engine.stats().compiled, 1);
 }

@@ -99,6 +99,12 @@ pub(super) struct RunDoc {
     /// The names of the secrets the run was given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_int"
+    )]
+    module_wait_ms: Option<i64>,
 }
 
 impl RunDoc {
@@ -141,6 +147,7 @@ impl RunDoc {
             parent: record.parent.as_ref().and_then(|p| serde_json::to_string(p).ok()),
             shard: record.shard.as_ref().and_then(|s| serde_json::to_string(s).ok()),
             secrets: record.secrets.clone(),
+            module_wait_ms: record.module_wait_ms.map(saturate),
         }
     }
 
@@ -221,6 +228,7 @@ impl RunDoc {
                 .transpose()
                 .map_err(|e| corrupt("an unreadable shard", &e))?,
             secrets: self.secrets,
+            module_wait_ms: self.module_wait_ms.map(|n| unsigned("module_wait_ms", n)).transpose()?,
         })
     }
 }

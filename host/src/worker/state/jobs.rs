@@ -73,6 +73,15 @@ impl State {
         };
         let name = job.name.clone();
         let owned = self.is_owner(&job);
+        let needs_warming = owned
+            && self
+                .jobs
+                .get(&name)
+                .is_none_or(|slot| !slot.owned || slot.job.spec.kind != job.spec.kind);
+        if needs_warming && let Some(executor) = self.deps.executors.for_kind(&job.spec.kind) {
+            // A module compiled now is ready for the first tick.
+            executor.warm(&job.spec.kind);
+        }
         let changed = match self.jobs.get_mut(&name) {
             Some(slot) => {
                 if slot.job.revision == job.revision {
@@ -212,9 +221,16 @@ impl State {
         let mut gained = 0usize;
         let mut lost = 0usize;
         for (name, slot) in &mut self.jobs {
-            let owned = self.deps.executors.for_kind(&slot.job.spec.kind).is_some()
+            let executor = self.deps.executors.for_kind(&slot.job.spec.kind);
+            let owned = executor.is_some()
                 && placement::owner(&slot.job, self.workers.values())
                     .is_some_and(|owner| owner.id == self.deps.info.id);
+            if owned
+                && !slot.owned
+                && let Some(executor) = &executor
+            {
+                executor.warm(&slot.job.spec.kind);
+            }
             if owned != slot.owned {
                 slot.owned = owned;
                 slot.state_revision = None;
