@@ -245,6 +245,8 @@ async fn the_auth_matrix_covers_every_route_and_role() {
         route("GET", "/api/v1/alerts/channels", "/api/v1/alerts/channels", None, 1),
         route("GET", "/api/v1/cron/next", "/api/v1/cron/next?expr=@daily", None, 1),
         route("GET", "/api/v1/whoami", "/api/v1/whoami", None, 1),
+        // The audit log names every token's activity: operators and admins.
+        route("GET", "/api/v1/audit", "/api/v1/audit", None, 2),
         // A job's key-value state may hold what the job keeps to itself:
         // operators only, reading included.
         route("GET", "/api/v1/jobs/{name}/state", "/api/v1/jobs/w/state", None, 2),

@@ -199,6 +199,8 @@ async fn module_push_and_job_apply_with_a_module() {
         out.contains("module sha256:") && out.contains("job greeter saved"),
         "{out}"
     );
+    // The module was pushed above: apply says so rather than "uploaded".
+    assert!(out.contains(" already stored\n"), "{out}");
     let (code, out, _) = sandcron(&["module", "ls"], Some(&server));
     assert_eq!(code, 0);
     assert!(out.lines().nth(1).unwrap().ends_with("greeter"), "{out}");

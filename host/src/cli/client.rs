@@ -183,10 +183,19 @@ mod tests {
         assert_eq!(super::next_link(&headers), None);
         headers.insert(
             LINK,
-            HeaderValue::from_static("</api/v1/jobs?limit=2>; rel=\"first\", </api/v1/jobs?limit=2&after=b>; rel=\"next\""),
+            HeaderValue::from_static(
+                "</api/v1/jobs?limit=2>; rel=\"first\", </api/v1/jobs?limit=2&after=b>; rel=\"next\"",
+            ),
         );
         assert_eq!(super::next_link(&headers).as_deref(), Some("/jobs?limit=2&after=b"));
-        headers.insert(LINK, HeaderValue::from_static("<https://elsewhere.example/x>; rel=\"next\""));
-        assert_eq!(super::next_link(&headers), None, "only a path on this server is followed");
+        headers.insert(
+            LINK,
+            HeaderValue::from_static("<https://elsewhere.example/x>; rel=\"next\""),
+        );
+        assert_eq!(
+            super::next_link(&headers),
+            None,
+            "only a path on this server is followed"
+        );
     }
 }

@@ -67,7 +67,12 @@ pub(super) async fn job(client: &Client, command: JobCommand, out: &mut impl std
                     }
                     None => body["kind"] = serde_json::json!({"wasm": {"module": digest}}),
                 }
-                writeln!(out, "module {} uploaded", text(&uploaded["digest"]))?;
+                let done = if uploaded["created"] == true {
+                    "uploaded"
+                } else {
+                    "already stored"
+                };
+                writeln!(out, "module {} {done}", text(&uploaded["digest"]))?;
             }
             let view = client.put(&format!("/jobs/{name}"), &body).await?;
             writeln!(out, "job {name} saved (revision {})", view["revision"])?;

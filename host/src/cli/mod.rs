@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use crate::config::{ClientArgs, DevArgs, MasterArgs, WorkerArgs};
 use crate::cronexpr::{CronExpr, parse_timezone};
 
+mod audit;
 mod client;
 mod history;
 mod jobs;
@@ -19,6 +20,7 @@ mod trial;
 
 pub use trial::{TryArgs, run as run_try};
 
+use audit::AuditArgs;
 use client::Client;
 pub use jobs::read_job_file;
 use jobs::{JobCommand, ModuleCommand};
@@ -140,6 +142,9 @@ pub enum Command {
     },
     /// List live workers.
     Workers,
+    /// Read the audit log: who wrote what through the API, when, newest
+    /// first (operators and admins).
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +197,7 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
         Command::Module { command } => jobs::module(&Client::new(&client)?, command, &mut out).await?,
         Command::State { command } => state::run(&Client::new(&client)?, command, &mut out).await?,
         Command::Secret { command } => secret::run(&Client::new(&client)?, command, &mut out).await?,
+        Command::Audit(args) => audit::run(&Client::new(&client)?, args, &mut out).await?,
         Command::Run { job, follow } => {
             let client = Client::new(&client)?;
             let body = client.post(&format!("/jobs/{job}/run")).await?;

@@ -386,9 +386,14 @@ async fn the_job_list_comes_in_pages_linked_by_a_next_header() {
     let api = TestApi::new();
     let digest = api.upload_demo().await;
     for name in ["a-1", "b-2", "a-3", "a-4", "c-5", "a-6"] {
-        api.call(Method::PUT, &format!("/api/v1/jobs/{name}"), Some(OPERATOR), wasm_job(&digest))
-            .await
-            .expect(StatusCode::CREATED);
+        api.call(
+            Method::PUT,
+            &format!("/api/v1/jobs/{name}"),
+            Some(OPERATOR),
+            wasm_job(&digest),
+        )
+        .await
+        .expect(StatusCode::CREATED);
     }
     // Pages of two among the names containing "a-", following `Link`.
     let mut uri = "/api/v1/jobs?q=a-&limit=2".to_string();
@@ -426,9 +431,11 @@ async fn the_job_list_comes_in_pages_linked_by_a_next_header() {
     assert!(paused.headers.get(header::LINK).is_none(), "one paused job, one page");
     assert_eq!(paused.expect(StatusCode::OK)[0]["name"], "c-5");
     for bad in ["0", "1001"] {
-        api.get(&format!("/api/v1/jobs?limit={bad}"))
-            .await
-            .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "between 1 and 1000");
+        api.get(&format!("/api/v1/jobs?limit={bad}")).await.expect_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "between 1 and 1000",
+        );
     }
     api.get("/api/v1/jobs?limit=many")
         .await
