@@ -796,6 +796,11 @@ test("run history filters and pages with a cursor", async () => {
   await open("#/runs?status=killed", "Runs");
   await page.locator('.runs-table tr[data-status="killed"]').first().waitFor();
   assert.equal(await page.locator(".runs-table tbody tr:not([data-status=killed])").count(), 0);
+  // The trigger filter comes from the URL, and only manual runs are listed.
+  await open("#/runs?trigger=manual", "Runs");
+  await page.waitForFunction(() => document.querySelector("#runs-trigger")?.value === "manual");
+  await page.locator('.runs-table tr[data-trigger="manual"]').first().waitFor();
+  assert.equal(await page.locator(".runs-table tbody tr:not([data-trigger=manual])").count(), 0);
   await open("#/runs?job=greeter&limit=2", "Runs");
   await page.locator(".runs-table tbody tr").nth(1).waitFor();
   const first = await page.locator(".runs-table tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.run));

@@ -1,6 +1,6 @@
 // Run history, overall (#/runs) and per job (embedded in a job's page):
-// filters by job, status and time, cursor paging, and a first page that
-// keeps itself current. Dependent runs link to their parent run; the shards
+// filters by job, status, worker, trigger and time, cursor paging, and a
+// first page that keeps itself current. Dependent runs link to their parent run; the shards
 // of a broadcast tick are drawn together, marked as one group.
 
 import { api, apiAll, query } from "./api.js";
@@ -17,6 +17,8 @@ const RANGES = [
   ["7d", "Last 7 days"],
 ];
 const RANGE_MS = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3 };
+// Why a run exists: the API's `trigger` values.
+const TRIGGERS = ["schedule", "manual", "catchup", "retry", "dependency"];
 
 function durationCell(run) {
   if (run.status === "running" && run.started_at) {
@@ -88,7 +90,7 @@ export function runsTable(page, { showJob = true } = {}) {
     h("thead", {}, h("tr", {}, heads.map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, runs.map((run, index) => h(
       "tr",
-      { "data-run": run.run_id, "data-status": run.status, "data-shard-group": run.shard?.group, class: shardClass(run, groups, index, runs) },
+      { "data-run": run.run_id, "data-status": run.status, "data-trigger": run.trigger, "data-shard-group": run.shard?.group, class: shardClass(run, groups, index, runs) },
       h("th", { scope: "row", "data-label": "Run" }, h("a", { href: `#/runs/${run.run_id}`, title: run.run_id, "data-focus-key": `run:${run.run_id}`, class: "mono" }, shortId(run.run_id))),
       showJob ? h("td", { "data-label": "Job" }, h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job)) : null,
       h("td", { "data-label": "Status" }, statusCell(run)),
@@ -109,6 +111,13 @@ export function suggestJobs(view, datalist) {
   }).catch(() => {});
 }
 
+/** Fills `datalist` with the ids of the live workers: suggestions for a worker filter. */
+function suggestWorkers(view, datalist) {
+  api("/workers", { signal: view.signal }).then((workers) => {
+    replace(datalist, workers.map((w) => h("option", { value: w.id })));
+  }).catch(() => {});
+}
+
 /** A note saying which zone times are shown in. */
 export function zoneNote() {
   return h("small", { class: "muted zone-note" }, `Times in your browser's zone, ${localZone()}.`);
@@ -122,6 +131,8 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
   const state = {
     job: job ?? view.query.job ?? "",
     status: view.query.status ?? "",
+    worker: view.query.worker ?? "",
+    trigger: view.query.trigger ?? "",
     range: view.query.range ?? "",
     limit: Number(view.query.limit) || 25,
   };
@@ -139,11 +150,15 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
   const statusFilter = h("select", { id: "runs-status", "aria-label": "Filter by status" },
     h("option", { value: "" }, "Any status"),
     RUN_STATUSES.map((s) => h("option", { value: s, selected: state.status === s }, s.replaceAll("_", " "))));
+  const workerFilter = h("input", { type: "search", id: "runs-worker", placeholder: "Worker", value: state.worker, "aria-label": "Filter by worker", list: "runs-worker-ids", autocomplete: "off" });
+  const triggerFilter = h("select", { id: "runs-trigger", "aria-label": "Filter by trigger" },
+    h("option", { value: "" }, "Any trigger"),
+    TRIGGERS.map((t) => h("option", { value: t, selected: state.trigger === t }, t)));
   const rangeFilter = h("select", { id: "runs-range", "aria-label": "Time range" },
     RANGES.map(([value, label]) => h("option", { value, selected: state.range === value }, label)));
   const limitFilter = h("select", { id: "runs-limit", "aria-label": "Runs per page" },
     [25, 50, 100, 250].map((n) => h("option", { value: n, selected: state.limit === n }, `${n} per page`)));
-  controls.push(statusFilter, rangeFilter, limitFilter);
+  controls.push(statusFilter, workerFilter, h("datalist", { id: "runs-worker-ids" }), triggerFilter, rangeFilter, limitFilter);
 
   const region = h("div", { class: "region" }, h("p", { class: "muted" }, "Loading runs…"));
   const newer = h("button", { type: "button", id: "runs-newer", disabled: true }, "← Newer");
@@ -159,7 +174,8 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
     pager,
   );
 
-  if (jobFilter) suggestJobs(view, container.querySelector("datalist"));
+  if (jobFilter) suggestJobs(view, container.querySelector("#runs-job-names"));
+  suggestWorkers(view, container.querySelector("#runs-worker-ids"));
 
   let page = null;
   let error = null;
@@ -168,6 +184,8 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
       page = await api(`/runs${query({
         job: state.job || undefined,
         status: state.status || undefined,
+        worker: state.worker || undefined,
+        trigger: state.trigger || undefined,
         since: since ?? undefined,
         limit: state.limit,
         cursor: cursor ?? undefined,
@@ -185,7 +203,7 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
       if (error && !page) replace(region, errorState(error, load));
       else if (error && error.field) replace(region, h("p", { class: "notice tone-bad", role: "alert" }, `${error.field}: ${error.message}`));
       else if (!page.runs.length) {
-        const filtered = state.status || state.range || (job === null && state.job);
+        const filtered = state.status || state.worker || state.trigger || state.range || (job === null && state.job);
         replace(region, emptyState(
           filtered ? "No run matches these filters" : "No runs yet",
           filtered ? null : job ? "Runs appear here as the job fires, or when you run it now." : "Runs appear here as jobs fire.",
@@ -203,7 +221,12 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
     cursors.length = 0;
     cursor = null;
     since = state.range ? new Date(Date.now() - RANGE_MS[state.range]).toISOString() : null;
-    if (job === null) view.setQuery({ job: state.job, status: state.status, range: state.range, limit: state.limit === 25 ? "" : state.limit });
+    if (job === null) {
+      view.setQuery({
+        job: state.job, status: state.status, worker: state.worker, trigger: state.trigger, range: state.range,
+        limit: state.limit === 25 ? "" : state.limit,
+      });
+    }
     return load();
   };
 
@@ -213,6 +236,14 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
   });
   statusFilter.addEventListener("change", () => {
     state.status = statusFilter.value;
+    restart();
+  });
+  workerFilter.addEventListener("change", () => {
+    state.worker = workerFilter.value.trim();
+    restart();
+  });
+  triggerFilter.addEventListener("change", () => {
+    state.trigger = triggerFilter.value;
     restart();
   });
   rangeFilter.addEventListener("change", () => {

@@ -12,9 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 use axum::extract::FromRequest as _;
 
 use super::{ApiError, ApiQuery, AppState, Caller};
-use crate::ids::{JobName, RunId};
+use crate::ids::{JobName, RunId, WorkerId};
 use crate::logstore::RunQuery;
-use crate::run::{OutputChunk, RunRecord, RunStatus};
+use crate::run::{OutputChunk, RunRecord, RunStatus, Trigger};
 
 /// How often a follow request looks for new output. The log store is polled,
 /// not watched: change streams are not something every deployment has.
@@ -28,6 +28,10 @@ pub struct RunsQuery {
     pub job: Option<String>,
     /// One of running, succeeded, failed, timed_out, killed, out_of_fuel, out_of_memory, skipped, missed, lost.
     pub status: Option<String>,
+    /// A worker id (as `GET /api/v1/workers` lists them): the runs it ran.
+    pub worker: Option<String>,
+    /// One of schedule, manual, catchup, retry, dependency.
+    pub trigger: Option<String>,
     /// RFC 3339; runs whose tick is at or after it.
     pub since: Option<String>,
     /// RFC 3339; runs whose tick is before it.
@@ -44,6 +48,12 @@ pub struct RunsPage {
     pub runs: Vec<RunRecord>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// The trigger named `text`; an unknown name is refused with the valid
+/// ones, as an unknown `status` is.
+fn parse_trigger(text: &str) -> Result<Trigger, ApiError> {
+    text.parse().map_err(|err: String| ApiError::invalid("trigger", err))
 }
 
 pub(super) fn parse_time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
@@ -71,6 +81,16 @@ pub(super) async fn list(
         .map(str::parse::<RunStatus>)
         .transpose()
         .map_err(|err| ApiError::invalid("status", err))?;
+    // Validated as a worker id (1–128 characters of a small alphabet), but
+    // passed on as text: the store compares it with the record's `worker`.
+    let worker = query
+        .worker
+        .as_deref()
+        .map(WorkerId::new)
+        .transpose()
+        .map_err(|err| ApiError::invalid("worker", err.to_string()))?
+        .map(|worker| worker.as_str().to_owned());
+    let trigger = query.trigger.as_deref().map(parse_trigger).transpose()?;
     let since = query.since.as_deref().map(|t| parse_time("since", t)).transpose()?;
     let until = query.until.as_deref().map(|t| parse_time("until", t)).transpose()?;
     let limit = query.limit.unwrap_or(100);
@@ -85,6 +105,8 @@ pub(super) async fn list(
         .runs(&RunQuery {
             job,
             status,
+            worker,
+            trigger,
             since,
             until,
             limit,

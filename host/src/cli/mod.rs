@@ -106,12 +106,18 @@ pub enum Command {
         #[arg(long)]
         raw: bool,
     },
-    /// List runs.
+    /// List runs, newest tick first.
     Runs {
         #[arg(long)]
         job: Option<String>,
         #[arg(long)]
         status: Option<String>,
+        /// Only the runs of this worker (an id as `sandcron workers` lists them).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Only runs started so: schedule, manual, catchup, retry or dependency.
+        #[arg(long)]
+        trigger: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
@@ -230,10 +236,18 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
             }
         }
         Command::Logs { target, follow, raw } => logs(&Client::new(&client)?, &target, follow, raw).await?,
-        Command::Runs { job, status, limit } => {
+        Command::Runs {
+            job,
+            status,
+            worker,
+            trigger,
+            limit,
+        } => {
             let mut query = vec![("limit", limit.to_string())];
             query.extend(job.map(|j| ("job", j)));
             query.extend(status.map(|s| ("status", s)));
+            query.extend(worker.map(|w| ("worker", w)));
+            query.extend(trigger.map(|t| ("trigger", t)));
             let page = Client::new(&client)?.get_query("/runs", &query).await?;
             writeln!(
                 out,

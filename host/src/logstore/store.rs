@@ -1,6 +1,7 @@
 //! The log-store contract: run records and output chunks, written in batches
-//! and queried by job, status and time with cursor pagination; and the
-//! audit log's entries, written once each and queried newest first.
+//! and queried by job, status, worker, trigger and time with cursor
+//! pagination; and the audit log's entries, written once each and queried
+//! newest first.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditAction, AuditEntry};
 use crate::ids::{AuditId, JobName, RunId};
-use crate::run::{OutputChunk, RunRecord, RunStatus};
+use crate::run::{OutputChunk, RunRecord, RunStatus, Trigger};
 
 /// What the sink hands the store in one write.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -69,6 +70,9 @@ impl LogBatch {
 pub struct RunQuery {
     pub job: Option<JobName>,
     pub status: Option<RunStatus>,
+    /// The worker that ran (or recorded) the run, exactly.
+    pub worker: Option<String>,
+    pub trigger: Option<Trigger>,
     /// Only runs whose tick is at or after this instant.
     pub since: Option<Timestamp>,
     /// Only runs whose tick is before this instant.

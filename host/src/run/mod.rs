@@ -133,6 +133,14 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Schedule,
+        Trigger::Manual,
+        Trigger::Catchup,
+        Trigger::Retry,
+        Trigger::Dependency,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
@@ -141,6 +149,20 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::Dependency => "dependency",
         }
+    }
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Trigger::ALL
+            .into_iter()
+            .find(|trigger| trigger.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Trigger::ALL.iter().map(|t| t.as_str()).collect();
+                format!("unknown trigger {s:?}; expected one of {}", known.join(", "))
+            })
     }
 }
 
@@ -330,4 +352,29 @@ pub struct OutputChunk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expire_at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RunStatus, Trigger};
+
+    #[test]
+    fn every_status_and_trigger_is_listed_and_parses_from_its_stored_name() {
+        for status in RunStatus::ALL {
+            let stored = serde_json::to_value(status).unwrap();
+            assert_eq!(stored, status.as_str());
+            assert_eq!(status.as_str().parse::<RunStatus>(), Ok(status));
+        }
+        for trigger in Trigger::ALL {
+            // A new variant fails to compile here until it is listed in ALL.
+            match trigger {
+                Trigger::Schedule | Trigger::Manual | Trigger::Catchup | Trigger::Retry | Trigger::Dependency => {}
+            }
+            let stored = serde_json::to_value(trigger).unwrap();
+            assert_eq!(stored, trigger.as_str());
+            assert_eq!(trigger.as_str().parse::<Trigger>(), Ok(trigger));
+        }
+        let err = "nope".parse::<Trigger>().unwrap_err();
+        assert!(err.contains("schedule, manual, catchup, retry, dependency"), "{err}");
+    }
 }

@@ -46,6 +46,7 @@ pub async fn run_all(store: Arc<dyn LogStore>, prefix: &str) {
     output_is_idempotent_and_paged(store, prefix).await;
     runs_filter_and_order(store, prefix).await;
     runs_paginate(store, prefix).await;
+    runs_filter_by_worker_and_trigger(store, prefix).await;
     malformed_cursors_are_invalid(store, prefix).await;
     last_runs_pick_the_newest_tick(store, prefix).await;
     expiry_round_trips(store, prefix).await;
@@ -749,6 +750,171 @@ pub async fn runs_paginate(store: &dyn LogStore, prefix: &str) {
         .copied()
         .collect();
     assert_eq!(failed, want, "filtered pages");
+}
+
+/// `runs` filters by worker and by trigger, alone and together with a job
+/// and each other, and pages through the filtered runs with a cursor: every
+/// match once, in order, across ties at page boundaries.
+pub async fn runs_filter_by_worker_and_trigger(store: &dyn LogStore, prefix: &str) {
+    let job_a = unique_job(prefix, "by-worker-a");
+    let job_b = unique_job(prefix, "by-worker-b");
+    // Worker ids unique to this call, so a worker filter alone is isolated.
+    let suffix = unique_job(prefix, "w");
+    let worker_1 = format!("{suffix}-1");
+    let worker_2 = format!("{suffix}-2");
+    let base = window();
+    let triggers = [
+        Trigger::Schedule,
+        Trigger::Manual,
+        Trigger::Catchup,
+        Trigger::Retry,
+        Trigger::Dependency,
+    ];
+    // Two runs per tick, so ties straddle page boundaries; every job, worker
+    // and trigger is mixed with every other.
+    let records: Vec<RunRecord> = (0..60)
+        .map(|i: usize| {
+            let job = if i.is_multiple_of(2) { &job_a } else { &job_b };
+            let mut record = sample_record(
+                job,
+                base + SignedDuration::from_secs((i / 2) as i64),
+                RunStatus::Succeeded,
+                1,
+            );
+            record.worker = if i.is_multiple_of(3) {
+                worker_2.clone()
+            } else {
+                worker_1.clone()
+            };
+            record.trigger = triggers[i % triggers.len()];
+            record
+        })
+        .collect();
+    store
+        .write(&LogBatch {
+            runs: records.clone(),
+            chunks: vec![],
+        })
+        .await
+        .expect("write");
+    let expect = |keep: &dyn Fn(&RunRecord) -> bool| {
+        let mut kept: Vec<&RunRecord> = records.iter().filter(|r| keep(r)).collect();
+        kept.sort_by_key(|r| Reverse((r.tick, r.run_id)));
+        kept.iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    // Every page of `query` at `limit` runs a page, each asserted no longer
+    // than `limit`, concatenated.
+    let most_pages = records.len() + 1;
+    let all_pages = |query: RunQuery, limit: usize| async move {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        for _ in 0..most_pages {
+            let page = store
+                .runs(&RunQuery {
+                    limit,
+                    cursor: cursor.take(),
+                    ..query.clone()
+                })
+                .await
+                .expect("runs");
+            assert!(page.runs.len() <= limit, "{query:?}: a page longer than its limit");
+            seen.extend(page.runs.iter().map(|r| r.run_id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return seen,
+            }
+        }
+        panic!("{query:?}: more pages than runs");
+    };
+    let in_window = RunQuery {
+        since: Some(base),
+        until: Some(base + SignedDuration::from_hours(1)),
+        ..RunQuery::default()
+    };
+
+    let by_worker = RunQuery {
+        worker: Some(worker_1.clone()),
+        ..RunQuery::default()
+    };
+    assert_eq!(
+        all_pages(by_worker.clone(), 1000).await,
+        expect(&|r| r.worker == worker_1),
+        "worker alone"
+    );
+    let by_trigger = RunQuery {
+        trigger: Some(Trigger::Manual),
+        ..in_window.clone()
+    };
+    assert_eq!(
+        all_pages(by_trigger, 1000).await,
+        expect(&|r| r.trigger == Trigger::Manual),
+        "trigger alone"
+    );
+    let job_and_trigger = RunQuery {
+        job: Some(job_a.clone()),
+        trigger: Some(Trigger::Retry),
+        ..RunQuery::default()
+    };
+    assert_eq!(
+        all_pages(job_and_trigger, 1000).await,
+        expect(&|r| r.job == job_a && r.trigger == Trigger::Retry),
+        "job and trigger"
+    );
+    let everything = RunQuery {
+        job: Some(job_b.clone()),
+        worker: Some(worker_2.clone()),
+        trigger: Some(Trigger::Schedule),
+        ..RunQuery::default()
+    };
+    let want = expect(&|r| r.job == job_b && r.worker == worker_2 && r.trigger == Trigger::Schedule);
+    assert!(!want.is_empty(), "the records mix every job, worker and trigger");
+    assert_eq!(all_pages(everything, 1000).await, want, "job, worker and trigger");
+    let worker_and_trigger = RunQuery {
+        worker: Some(worker_1.clone()),
+        trigger: Some(Trigger::Dependency),
+        status: Some(RunStatus::Succeeded),
+        ..RunQuery::default()
+    };
+    assert_eq!(
+        all_pages(worker_and_trigger, 1000).await,
+        expect(&|r| r.worker == worker_1 && r.trigger == Trigger::Dependency),
+        "worker, trigger and status"
+    );
+
+    // Paged with a cursor: no duplicates, no gaps, whatever the page size.
+    for limit in [1, 3, 7] {
+        assert_eq!(
+            all_pages(by_worker.clone(), limit).await,
+            expect(&|r| r.worker == worker_1),
+            "worker pages of {limit}"
+        );
+        let scheduled_in_window = RunQuery {
+            trigger: Some(Trigger::Schedule),
+            ..in_window.clone()
+        };
+        assert_eq!(
+            all_pages(scheduled_in_window, limit).await,
+            expect(&|r| r.trigger == Trigger::Schedule),
+            "trigger pages of {limit}"
+        );
+        let job_worker_trigger = RunQuery {
+            job: Some(job_a.clone()),
+            worker: Some(worker_1.clone()),
+            trigger: Some(Trigger::Manual),
+            ..RunQuery::default()
+        };
+        assert_eq!(
+            all_pages(job_worker_trigger, limit).await,
+            expect(&|r| r.job == job_a && r.worker == worker_1 && r.trigger == Trigger::Manual),
+            "job, worker and trigger pages of {limit}"
+        );
+    }
+
+    let nobody = RunQuery {
+        worker: Some(format!("{suffix}-none")),
+        ..RunQuery::default()
+    };
+    assert!(all_pages(nobody, 100).await.is_empty(), "a worker without runs");
 }
 
 /// A cursor the store did not hand out is `Invalid`, not a server error.

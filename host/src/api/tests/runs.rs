@@ -9,7 +9,7 @@ use serde_json::json;
 use super::TestApi;
 use crate::ids::JobName;
 use crate::logstore::LogBatch;
-use crate::run::{OutputChunk, RunStatus, StreamKind};
+use crate::run::{OutputChunk, RunStatus, StreamKind, Trigger};
 use crate::testkit::sample_record;
 
 #[tokio::test]
@@ -60,12 +60,82 @@ async fn history_is_filtered_and_paged_newest_first() {
 }
 
 #[tokio::test]
+async fn history_is_filtered_by_worker_and_trigger() {
+    let api = TestApi::new();
+    let job = JobName::new("by-worker").expect("name");
+    let start: Timestamp = "2026-03-01T00:00:00Z".parse().expect("instant");
+    let mut batch = LogBatch::default();
+    for (minute, (worker, trigger)) in [
+        ("w-1", Trigger::Schedule),
+        ("w-2", Trigger::Manual),
+        ("w-1", Trigger::Manual),
+        ("w-2", Trigger::Retry),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut record = sample_record(
+            &job,
+            start + SignedDuration::from_mins(minute as i64),
+            RunStatus::Succeeded,
+            1,
+        );
+        record.worker = worker.to_owned();
+        record.trigger = trigger;
+        batch.runs.push(record);
+    }
+    api.state.logs.write(&batch).await.expect("seeded");
+    let shown = |page: &serde_json::Value| -> Vec<(String, String)> {
+        page["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| {
+                (
+                    r["worker"].as_str().unwrap_or_default().to_owned(),
+                    r["trigger"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pair = |worker: &str, trigger: &str| (worker.to_owned(), trigger.to_owned());
+
+    let page = api.get("/api/v1/runs?worker=w-1").await.expect(StatusCode::OK);
+    assert_eq!(shown(&page), [pair("w-1", "manual"), pair("w-1", "schedule")]);
+    let page = api.get("/api/v1/runs?trigger=manual").await.expect(StatusCode::OK);
+    assert_eq!(shown(&page), [pair("w-1", "manual"), pair("w-2", "manual")]);
+    let page = api
+        .get("/api/v1/runs?job=by-worker&worker=w-2&trigger=manual")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(shown(&page), [pair("w-2", "manual")]);
+
+    // Paged: the cursor keeps the filters' runs, one page each.
+    let first = api
+        .get("/api/v1/runs?trigger=manual&limit=1")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(shown(&first), [pair("w-1", "manual")]);
+    let cursor = first["next_cursor"].as_str().expect("a second page");
+    let second = api
+        .get(&format!("/api/v1/runs?trigger=manual&limit=1&cursor={cursor}"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(shown(&second), [pair("w-2", "manual")]);
+    assert!(second["next_cursor"].is_null(), "{second}");
+}
+
+#[tokio::test]
 async fn bad_history_queries_name_the_parameter() {
     let api = TestApi::new();
     let cases = [
         ("/api/v1/runs?limit=0", "limit"),
         ("/api/v1/runs?limit=1001", "limit"),
         ("/api/v1/runs?status=exploded", "status"),
+        ("/api/v1/runs?trigger=cron", "trigger"),
+        ("/api/v1/runs?trigger=", "trigger"),
+        ("/api/v1/runs?worker=", "worker"),
+        ("/api/v1/runs?worker=a%2Fb", "worker"),
         ("/api/v1/runs?job=Not%20A%20Name", "job"),
         ("/api/v1/runs?since=yesterday", "since"),
     ];
@@ -76,6 +146,19 @@ async fn bad_history_queries_name_the_parameter() {
             .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "");
         assert_eq!(error["field"], field, "{uri}");
     }
+    let long = "w".repeat(129);
+    let error = api.get(&format!("/api/v1/runs?worker={long}")).await.expect_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "1 to 128",
+    );
+    assert_eq!(error["field"], "worker");
+    // An unknown trigger is answered with the valid ones.
+    api.get("/api/v1/runs?trigger=cron").await.expect_error(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        "expected one of schedule, manual, catchup, retry, dependency",
+    );
     api.get("/api/v1/runs?cursor=garbage")
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "cursor");

@@ -41,7 +41,12 @@ impl WasmExecutor {
         self
     }
 
-    pub(super) async fn run_sandboxed(&self, request: &ExecRequest, output: &mut RunOutput, kill: &KillSwitch) -> SandboxReport {
+    pub(super) async fn run_sandboxed(
+        &self,
+        request: &ExecRequest,
+        output: &mut RunOutput,
+        kill: &KillSwitch,
+    ) -> SandboxReport {
         let report = |outcome: RunOutcome| SandboxReport {
             outcome,
             forwarded: 0,

@@ -14,9 +14,9 @@ use super::*;
 use crate::exec::{Executor, KillSwitch, RunOutcome, RunOutput, StopReason};
 use crate::ids::{JobName, RunId};
 use crate::job::{DirMount, JobKind, ShellJob, WasmLimits};
-use crate::run::RunStatus;
 use crate::logstore::sqlite::SqliteLogStore;
 use crate::logstore::{LogStore, Sink, SinkConfig};
+use crate::run::RunStatus;
 use crate::run::{StreamKind, Trigger};
 
 // ---- guests and sources ---------------------------------------------------

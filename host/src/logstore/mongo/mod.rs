@@ -188,9 +188,12 @@ impl MongoLogStore {
         };
         self.runs
             .create_indexes([
-                // `runs` by job, by status, by time; `last_runs`.
+                // `runs` by job, by status, by worker, by trigger, by time;
+                // `last_runs`.
                 index(doc! { "job": 1, "tick_ms": -1, "run_id": -1 }),
                 index(doc! { "status": 1, "tick_ms": -1, "run_id": -1 }),
+                index(doc! { "worker": 1, "tick_ms": -1, "run_id": -1 }),
+                index(doc! { "trigger": 1, "tick_ms": -1, "run_id": -1 }),
                 index(doc! { "tick_ms": -1, "run_id": -1 }),
                 // `purge` by expiry (the tick half uses the index above).
                 index(doc! { "expire_ms": 1 }),
@@ -261,6 +264,12 @@ impl LogStore for MongoLogStore {
         }
         if let Some(status) = query.status {
             filter.insert("status", status.as_str());
+        }
+        if let Some(worker) = &query.worker {
+            filter.insert("worker", worker.as_str());
+        }
+        if let Some(trigger) = query.trigger {
+            filter.insert("trigger", trigger.as_str());
         }
         let mut tick = Document::new();
         if let Some(since) = query.since {

@@ -158,6 +158,8 @@ async fn documents_have_the_documented_shape() {
     for want in [
         owned(&["job", "tick_ms", "run_id"], false),
         owned(&["status", "tick_ms", "run_id"], false),
+        owned(&["worker", "tick_ms", "run_id"], false),
+        owned(&["trigger", "tick_ms", "run_id"], false),
         owned(&["tick_ms", "run_id"], false),
         owned(&["expire_ms"], false),
         owned(&["expire_at"], true),

@@ -3,9 +3,10 @@
 //! call run on tokio's blocking pool.
 //!
 //! Each run is stored as its full JSON record next to the columns the queries
-//! filter and sort on (`job`, `tick` in unix milliseconds, `status`, `fence`),
-//! so the record can grow fields without a migration while every query still
-//! walks an index. Output chunks are rows keyed by `(run_id, seq)`.
+//! filter and sort on (`job`, `tick` in unix milliseconds, `status`, `fence`,
+//! `worker`, `trigger`), so the record can grow fields without a migration
+//! while every query still walks an index. Output chunks are rows keyed by
+//! `(run_id, seq)`.
 //!
 //! Retention: a run's `expire_at` is also a column, and `purge(before)` deletes
 //! the finished runs whose `expire_at` is before `before` (or, without one,
@@ -181,12 +182,14 @@ impl LogStore for SqliteLogStore {
                 {
                     let mut select = tx.prepare_cached("SELECT record FROM runs WHERE run_id = ?1")?;
                     let mut upsert = tx.prepare_cached(
-                        "INSERT INTO runs (run_id, job, tick, status, fence, started_at, record, expire_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                        "INSERT INTO runs (run_id, job, tick, status, fence, started_at, record, expire_at, \
+                         worker, \"trigger\") \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
                          ON CONFLICT (run_id) DO UPDATE SET job = excluded.job, tick = excluded.tick, \
                          status = excluded.status, fence = excluded.fence, \
                          started_at = excluded.started_at, record = excluded.record, \
-                         expire_at = excluded.expire_at",
+                         expire_at = excluded.expire_at, worker = excluded.worker, \
+                         \"trigger\" = excluded.\"trigger\"",
                     )?;
                     // In batch order: a later record of the same run sees the
                     // earlier one as stored, exactly as if written separately.
@@ -207,6 +210,8 @@ impl LogStore for SqliteLogStore {
                             row.record.started_at.map(Timestamp::as_millisecond),
                             row.json,
                             row.record.expire_at.map(Timestamp::as_millisecond),
+                            row.record.worker,
+                            row.record.trigger.as_str(),
                         ])?;
                     }
                     let mut insert = tx.prepare_cached(
@@ -241,6 +246,14 @@ impl LogStore for SqliteLogStore {
         if let Some(status) = query.status {
             conditions.push("status = ?");
             args.push(Value::Text(status.as_str().to_owned()));
+        }
+        if let Some(worker) = &query.worker {
+            conditions.push("worker = ?");
+            args.push(Value::Text(worker.clone()));
+        }
+        if let Some(trigger) = query.trigger {
+            conditions.push("\"trigger\" = ?");
+            args.push(Value::Text(trigger.as_str().to_owned()));
         }
         if let Some(since) = query.since {
             conditions.push("tick >= ?");

@@ -66,6 +66,16 @@ CREATE INDEX audit_by_actor ON audit (actor, id DESC);
 CREATE INDEX audit_by_target ON audit (target, id DESC);
 CREATE INDEX audit_by_expiry ON audit (expire_at);
 "#,
+    // Version 4: run history by worker and by trigger. Both were only in the
+    // record JSON; existing rows get them from there, so the filters find old
+    // runs too. `trigger` is quoted: it is an SQL keyword.
+    r#"
+ALTER TABLE runs ADD COLUMN worker TEXT;
+ALTER TABLE runs ADD COLUMN "trigger" TEXT;
+UPDATE runs SET worker = json_extract(record, '$.worker'), "trigger" = json_extract(record, '$.trigger');
+CREATE INDEX runs_by_worker ON runs (worker, tick DESC, run_id DESC);
+CREATE INDEX runs_by_trigger ON runs ("trigger", tick DESC, run_id DESC);
+"#,
 ];
 
 pub(super) fn configure(conn: &Connection, writer: bool) -> Result<(), Failure> {

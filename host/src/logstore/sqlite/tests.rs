@@ -134,6 +134,26 @@ async fn a_version_1_database_upgrades_in_place() {
     let chunks = store.output(old.run_id, None, 10).await.unwrap();
     assert_eq!(chunks.len(), 1);
     assert_eq!(chunks[0].expire_at, None);
+    // Version 4 filled the worker and trigger columns from the record, so
+    // the filters find runs written before them.
+    let found = store
+        .runs(&RunQuery {
+            worker: Some(old.worker.clone()),
+            trigger: Some(old.trigger),
+            ..RunQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.runs, vec![old.clone()]);
+    let other_trigger = store
+        .runs(&RunQuery {
+            worker: Some(old.worker.clone()),
+            trigger: Some(crate::run::Trigger::Manual),
+            ..RunQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_trigger.runs.is_empty());
 
     // New rows carry an expiry; the old one is purged by its tick.
     let mut new = sample_record(
@@ -213,6 +233,17 @@ async fn queries_walk_indexes() {
         "SELECT record FROM runs WHERE job = ?1 AND (tick < ?2 OR (tick = ?2 AND run_id < ?3)) \
          ORDER BY tick DESC, run_id DESC LIMIT 101",
         "SELECT record FROM runs WHERE status = ?1 ORDER BY tick DESC, run_id DESC LIMIT 101",
+        // By worker and by trigger, alone, after a cursor and with a job.
+        "SELECT record FROM runs WHERE worker = ?1 ORDER BY tick DESC, run_id DESC LIMIT 101",
+        "SELECT record FROM runs WHERE worker = ?1 AND (tick < ?2 OR (tick = ?2 AND run_id < ?3)) \
+         ORDER BY tick DESC, run_id DESC LIMIT 101",
+        "SELECT record FROM runs WHERE \"trigger\" = ?1 ORDER BY tick DESC, run_id DESC LIMIT 101",
+        "SELECT record FROM runs WHERE \"trigger\" = ?1 AND (tick < ?2 OR (tick = ?2 AND run_id < ?3)) \
+         ORDER BY tick DESC, run_id DESC LIMIT 101",
+        "SELECT record FROM runs WHERE \"trigger\" = ?1 AND tick >= ?2 AND tick < ?3 \
+         ORDER BY tick DESC, run_id DESC LIMIT 101",
+        "SELECT record FROM runs WHERE job = ?1 AND worker = ?2 AND \"trigger\" = ?3 \
+         ORDER BY tick DESC, run_id DESC LIMIT 101",
         "SELECT record FROM runs WHERE tick >= ?1 AND tick < ?2 ORDER BY tick DESC, run_id DESC LIMIT 101",
         "SELECT record FROM runs ORDER BY tick DESC, run_id DESC LIMIT 101",
         PURGE_SELECT,
