@@ -1,13 +1,19 @@
 //! Process metrics and their Prometheus text rendering.
 //!
 //! A handful of atomics, written by the worker and the API and read by
-//! `/metrics`; no registry crate is needed for this few.
+//! `/metrics`; no registry crate is needed for this few. The one per-job
+//! series (last success) holds only jobs that exist: the worker forgets a
+//! job's entry when the job is deleted.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
 
 use crate::alert::AlertStats;
+use crate::ids::JobName;
 use crate::logstore::sink::SinkStats;
 use crate::run::{EgressLedger, EgressOutcome, RunStatus};
 
@@ -29,6 +35,13 @@ pub struct Metrics {
     /// WASM network calls (requests, connections, lookups) by outcome: ok,
     /// error, refused.
     egress: [AtomicU64; 3],
+    /// Per job: when a run of it last succeeded on this process (Unix
+    /// seconds, with milliseconds). Bounded by the jobs that exist: see
+    /// [`Metrics::forget_job`].
+    last_success: Mutex<BTreeMap<JobName, f64>>,
+    /// Workers holding their lease, as this process last saw them;
+    /// [`NOT_MEASURED`] until it looks.
+    live_workers: AtomicU64,
     sink: std::sync::OnceLock<Arc<SinkStats>>,
     alerts: std::sync::OnceLock<Arc<AlertStats>>,
     audit: std::sync::OnceLock<Arc<AuditStats>>,
@@ -48,9 +61,38 @@ pub struct AuditStats {
     pub backlog: AtomicU64,
 }
 
+/// `live_workers` before anything counted them: the gauge is left out of
+/// `/metrics` rather than reported as a misleading 0.
+const NOT_MEASURED: u64 = u64::MAX;
+
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self {
+            live_workers: AtomicU64::new(NOT_MEASURED),
+            ..Self::default()
+        })
+    }
+
+    /// Records that a run of `job` succeeded, ending at `at`.
+    pub fn job_succeeded(&self, job: &JobName, at: Timestamp) {
+        let seconds = at.as_millisecond() as f64 / 1e3;
+        let mut last = crate::sync::lock(&self.last_success);
+        let entry = last.entry(job.clone()).or_insert(seconds);
+        // Runs can end out of order (a long one after a short one).
+        *entry = entry.max(seconds);
+    }
+
+    /// Drops `job`'s series (the job was deleted), so the per-job series
+    /// stay as many as the jobs.
+    pub fn forget_job(&self, job: &JobName) {
+        crate::sync::lock(&self.last_success).remove(job);
+    }
+
+    /// Sets how many workers hold their lease (the coordination store's
+    /// worker list, as this process last read it).
+    pub fn set_live_workers(&self, count: usize) {
+        self.live_workers
+            .store(u64::try_from(count).unwrap_or(NOT_MEASURED - 1), Ordering::Relaxed);
     }
 
     /// Makes the sink's queue and spool figures part of `/metrics`.
@@ -165,6 +207,28 @@ impl Metrics {
         for (name, help, value) in gauges {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(value));
+        }
+        let live_workers = get(&self.live_workers);
+        if live_workers != NOT_MEASURED {
+            let _ = writeln!(
+                out,
+                "# HELP sandcron_live_workers Workers holding their lease in the coordination store.\n\
+                 # TYPE sandcron_live_workers gauge\nsandcron_live_workers {live_workers}"
+            );
+        }
+        let last_success = crate::sync::lock(&self.last_success).clone();
+        if !last_success.is_empty() {
+            out.push_str(
+                "# HELP sandcron_job_last_success_timestamp_seconds When a run of the job last succeeded on this \
+                 process (Unix time).\n# TYPE sandcron_job_last_success_timestamp_seconds gauge\n",
+            );
+            for (job, seconds) in &last_success {
+                // Job names are [a-z0-9_-] (see `JobName`): nothing to escape.
+                let _ = writeln!(
+                    out,
+                    "sandcron_job_last_success_timestamp_seconds{{job=\"{job}\"}} {seconds}"
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -294,5 +358,55 @@ mod tests {
         assert!(text.contains("sandcron_fire_lateness_seconds_count 2"), "{text}");
         assert!(text.contains("sandcron_runs_total{status=\"killed\"} 1"), "{text}");
         assert!(!text.contains("status=\"running\""), "running is not a final status");
+    }
+
+    #[test]
+    fn last_success_is_per_job_keeps_the_latest_and_forgets_deleted_jobs() {
+        let metrics = Metrics::new();
+        let at = |ms: i64| Timestamp::from_millisecond(ms).expect("timestamp");
+        let nightly = JobName::new("nightly").expect("name");
+        let hourly = JobName::new("hourly").expect("name");
+        assert!(
+            !metrics.render().contains("sandcron_job_last_success"),
+            "no series before a success"
+        );
+        metrics.job_succeeded(&nightly, at(1_800_000_000_250));
+        metrics.job_succeeded(&nightly, at(1_799_999_000_000));
+        metrics.job_succeeded(&hourly, at(1_800_000_100_000));
+        let text = metrics.render();
+        assert!(
+            text.contains("sandcron_job_last_success_timestamp_seconds{job=\"nightly\"} 1800000000.25\n"),
+            "a run that ended earlier does not move it back: {text}"
+        );
+        assert!(
+            text.contains("sandcron_job_last_success_timestamp_seconds{job=\"hourly\"} 1800000100\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE sandcron_job_last_success_timestamp_seconds gauge")
+                .count(),
+            1
+        );
+        metrics.forget_job(&nightly);
+        let text = metrics.render();
+        assert!(!text.contains("job=\"nightly\""), "{text}");
+        assert!(text.contains("job=\"hourly\""), "{text}");
+    }
+
+    #[test]
+    fn live_workers_appear_once_counted() {
+        let metrics = Metrics::new();
+        assert!(
+            !metrics.render().contains("sandcron_live_workers"),
+            "not a misleading 0"
+        );
+        metrics.set_live_workers(3);
+        assert!(
+            metrics
+                .render()
+                .contains("# TYPE sandcron_live_workers gauge\nsandcron_live_workers 3\n")
+        );
+        metrics.set_live_workers(0);
+        assert!(metrics.render().contains("\nsandcron_live_workers 0\n"));
     }
 }

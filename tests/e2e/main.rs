@@ -2,6 +2,7 @@
 //! free port with a temporary data directory, driven over HTTP and its CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alert_formats;
 mod api_errors;
 mod audit;
 mod auth;

@@ -416,3 +416,33 @@ async fn the_dev_demo_job_is_a_wasm_module_that_runs_at_once() {
         )
     );
 }
+
+#[tokio::test]
+async fn a_worker_gets_a_job_s_module_ready_when_it_takes_the_job_on() {
+    let dev = dev(&[]);
+    let api = dev.api();
+    let digest = api.upload_module(example("rust-component")).await;
+    api.put("/api/v1/jobs/warmed", &wasm_job("@yearly", &digest, None))
+        .await
+        .expect(201);
+    // No run yet: the worker compiles the module because it owns the job.
+    wait_for(
+        "the worker to get the module ready",
+        Duration::from_secs(120),
+        || async {
+            dev.log_text()
+                .lines()
+                .any(|line| line.contains("module ready ahead of its first run") && line.contains(&digest))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(api.runs("warmed").await.is_empty());
+    api.post("/api/v1/jobs/warmed/run").await.expect(202);
+    let run = wait_for("the run to end", Duration::from_secs(60), || async {
+        api.runs("warmed").await.into_iter().find(|r| r["status"] != "running")
+    })
+    .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert!(run.get("module_wait_ms").is_none(), "the module was ready: {run}");
+}

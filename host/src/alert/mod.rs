@@ -1,5 +1,6 @@
 //! Alerts: when runs go wrong, tell someone — by webhook (JSON, signed with
-//! HMAC-SHA256, retried) or by email (SMTP with TLS).
+//! HMAC-SHA256), in a Slack or Feishu chat, or by email (SMTP with TLS);
+//! every channel retries with backoff.
 //!
 //! The worker hands every terminal run record it writes to [`AlertHandle`]
 //! (non-blocking: a full queue drops the alert and counts it, it never holds
@@ -17,12 +18,18 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::job::Job;
 use crate::run::RunRecord;
 
+mod chat;
 mod email;
+mod feishu;
+mod post;
 mod rules;
+mod slack;
 mod webhook;
 
 pub use email::{EmailChannel, SmtpTls};
+pub use feishu::{FeishuChannel, feishu_sign};
 pub use rules::{Alert, AlertPayload, AlertRules, GlobalRule, RateFacts};
+pub use slack::SlackChannel;
 pub use webhook::{WebhookChannel, signature};
 
 /// Where alerts go, by name.
@@ -30,6 +37,8 @@ pub use webhook::{WebhookChannel, signature};
 pub enum Channel {
     Webhook(WebhookChannel),
     Email(EmailChannel),
+    Slack(SlackChannel),
+    Feishu(FeishuChannel),
 }
 
 impl Channel {
@@ -37,6 +46,8 @@ impl Channel {
         match self {
             Channel::Webhook(_) => "webhook",
             Channel::Email(_) => "email",
+            Channel::Slack(_) => "slack",
+            Channel::Feishu(_) => "feishu",
         }
     }
 }
@@ -136,7 +147,7 @@ impl Alerter {
         let channels = Arc::new(self.config.channels.clone());
         let deliveries = Arc::new(Semaphore::new(CONCURRENT_DELIVERIES));
         let mut tasks = tokio::task::JoinSet::new();
-        let client = webhook::client()?;
+        let client = post::client()?;
         loop {
             let Some((job, record)) = self.rx.recv().await else {
                 break;
@@ -167,6 +178,8 @@ impl Alerter {
                         let delivered = match &channel {
                             Channel::Webhook(hook) => hook.deliver(&client, &payload).await,
                             Channel::Email(mail) => mail.deliver(&payload).await,
+                            Channel::Slack(slack) => slack.deliver(&client, &payload).await,
+                            Channel::Feishu(feishu) => feishu.deliver(&client, &payload).await,
                         };
                         match delivered {
                             Ok(()) => {

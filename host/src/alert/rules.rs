@@ -26,7 +26,7 @@ pub struct Alert {
     pub payload: AlertPayload,
 }
 
-/// The JSON body of a webhook alert (and the facts of an email alert).
+/// The JSON body of a webhook alert (and the facts of the email and chat alerts).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AlertPayload {
     /// Unique per alert; a receiver can drop redeliveries by it.

@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use super::{ATTEMPTS, AlertPayload, backoff};
+use super::AlertPayload;
+use super::post::{Target, post_with_retries};
 use crate::crypto;
 
 /// A webhook channel: where to POST, and the signing secret.
@@ -40,54 +41,31 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     )
 }
 
-/// The HTTP client alerts are sent with.
-pub(super) fn client() -> anyhow::Result<reqwest::Client> {
-    crate::tls::install_crypto_provider();
-    Ok(reqwest::Client::builder()
-        .user_agent(concat!("sandcron/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        // Alerts are rare: a fresh connection each time, never one the
-        // receiver may be closing just then.
-        .pool_max_idle_per_host(0)
-        .build()?)
-}
-
 impl WebhookChannel {
-    /// Sends `alert`, retrying server errors, timeouts and 408/429 with
-    /// backoff; other 4xx answers are final (the request will not improve).
+    /// Sends `alert` with the shared retry policy (`post`), signing each
+    /// attempt with its own timestamp.
     pub async fn deliver(&self, client: &reqwest::Client, alert: &AlertPayload) -> Result<(), String> {
         let body = serde_json::to_vec(alert).map_err(|err| format!("cannot encode the alert: {err}"))?;
-        let mut last_error = String::new();
-        for attempt in 1..=ATTEMPTS {
-            if attempt > 1 {
-                tokio::time::sleep(backoff(attempt - 1)).await;
-            }
-            let timestamp = jiff::Timestamp::now().as_second();
-            let mut request = client
-                .post(&self.url)
-                .timeout(self.timeout)
+        let target = Target {
+            url: &self.url,
+            shown: &self.url,
+            timeout: self.timeout,
+            alert_id: &alert.id,
+        };
+        post_with_retries(client, &target, |request, timestamp| {
+            let request = request
                 .header("content-type", "application/json")
                 .header("x-sandcron-event", "alert")
                 .header("x-sandcron-delivery", &alert.id)
                 .header("x-sandcron-timestamp", timestamp.to_string())
                 .body(body.clone());
-            if let Some(secret) = &self.secret {
-                request = request.header("x-sandcron-signature", signature(secret, timestamp, &body));
+            match &self.secret {
+                Some(secret) => request.header("x-sandcron-signature", signature(secret, timestamp, &body)),
+                None => request,
             }
-            match request.send().await {
-                Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) => {
-                    let status = response.status();
-                    last_error = format!("{} answered {status}", self.url);
-                    if status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429 {
-                        return Err(last_error);
-                    }
-                }
-                Err(err) => last_error = format!("cannot reach {}: {err}", self.url),
-            }
-            tracing::debug!(alert = %alert.id, attempt, error = %last_error, "webhook attempt failed");
-        }
-        Err(format!("{last_error} (after {ATTEMPTS} attempts)"))
+        })
+        .await
+        .map(|_| ())
     }
 }
 

@@ -151,5 +151,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, body = String, content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    // A master sees the workers only through the store; a failed read keeps
+    // the last count rather than failing the scrape.
+    if let Ok(workers) = state.coord.list_workers().await {
+        state.metrics.set_live_workers(workers.len());
+    }
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

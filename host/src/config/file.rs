@@ -51,7 +51,7 @@ pub struct AlertsFile {
     pub min_interval_s: Option<u64>,
     /// The console's public address, for links in alerts.
     pub console_url: Option<String>,
-    /// Channels by name: each a `webhook` or an `email`.
+    /// Channels by name: each a `webhook`, an `email`, a `slack` or a `feishu`.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelFile>,
     /// Rules that apply to every job.
@@ -64,6 +64,26 @@ pub struct AlertsFile {
 pub struct ChannelFile {
     pub webhook: Option<WebhookFile>,
     pub email: Option<EmailFile>,
+    pub slack: Option<SlackFile>,
+    pub feishu: Option<FeishuFile>,
+}
+
+/// A Slack incoming webhook; its URL is its credential.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackFile {
+    pub url: String,
+    pub timeout_s: Option<u64>,
+}
+
+/// A Feishu (Lark) custom bot's webhook.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeishuFile {
+    pub url: String,
+    /// The bot's signature-verification secret, when it has one.
+    pub secret: Option<String>,
+    pub timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -322,7 +322,9 @@ pub(super) fn http_url(url: &str, key: &str) -> anyhow::Result<String> {
 
 /// Validates `[alerts]`: channels, rules naming known channels, intervals.
 pub(super) fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsConfig> {
-    use crate::alert::{AlertsConfig, Channel, EmailChannel, GlobalRule, SmtpTls, WebhookChannel};
+    use crate::alert::{
+        AlertsConfig, Channel, EmailChannel, FeishuChannel, GlobalRule, SlackChannel, SmtpTls, WebhookChannel,
+    };
     let timeout = |value: Option<u64>, key: &str| -> anyhow::Result<Duration> {
         match value.unwrap_or(10) {
             s @ 1..=300 => Ok(Duration::from_secs(s)),
@@ -335,8 +337,8 @@ pub(super) fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsCo
         if !is_label(name) {
             bail!("{key}: channel names are 1-63 of [A-Za-z0-9._/-]");
         }
-        let built = match (&channel.webhook, &channel.email) {
-            (Some(hook), None) => Channel::Webhook(WebhookChannel {
+        let built = match (&channel.webhook, &channel.email, &channel.slack, &channel.feishu) {
+            (Some(hook), None, None, None) => Channel::Webhook(WebhookChannel {
                 url: http_url(&hook.url, &format!("{key}.webhook.url"))?,
                 secret: match (&hook.secret, hook.unsigned.unwrap_or(false)) {
                     (Some(_), true) => bail!("{key}.webhook: a secret and unsigned = true contradict each other"),
@@ -351,7 +353,7 @@ pub(super) fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsCo
                 },
                 timeout: timeout(hook.timeout_s, &format!("{key}.webhook.timeout_s"))?,
             }),
-            (None, Some(mail)) => {
+            (None, Some(mail), None, None) => {
                 let tls = mail.tls.unwrap_or(SmtpTls::Starttls);
                 let default_port = match tls {
                     SmtpTls::Starttls => 587,
@@ -384,7 +386,19 @@ pub(super) fn alerts(file: &AlertsFile) -> anyhow::Result<crate::alert::AlertsCo
                     .map_err(|err| anyhow::anyhow!("{key}.email: {err}"))?;
                 Channel::Email(channel)
             }
-            _ => bail!("{key}: give exactly one of webhook or email"),
+            (None, None, Some(slack), None) => Channel::Slack(
+                SlackChannel::new(&slack.url, timeout(slack.timeout_s, &format!("{key}.slack.timeout_s"))?)
+                    .map_err(|err| anyhow::anyhow!("{key}.slack.url: {err}"))?,
+            ),
+            (None, None, None, Some(feishu)) => Channel::Feishu(
+                FeishuChannel::new(
+                    &feishu.url,
+                    feishu.secret.as_deref(),
+                    timeout(feishu.timeout_s, &format!("{key}.feishu.timeout_s"))?,
+                )
+                .map_err(|err| anyhow::anyhow!("{key}.feishu.{err}"))?,
+            ),
+            _ => bail!("{key}: give exactly one of webhook, email, slack or feishu"),
         };
         channels.insert(name.clone(), built);
     }

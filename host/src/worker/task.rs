@@ -206,6 +206,9 @@ async fn execute(spec: TaskSpec) {
     record.ended_at = Some(Timestamp::now());
     tracing::info!(status = %record.status, exit_code = ?record.exit_code, "run ended");
     metrics.run_ended(record.status);
+    if record.status == RunStatus::Succeeded {
+        metrics.job_succeeded(&job.name, record.ended_at.unwrap_or_else(Timestamp::now));
+    }
     if let Some(ledger) = &record.egress {
         metrics.egress_recorded(ledger);
     }

@@ -132,9 +132,11 @@ impl Executor for WasmExecutor {
             }
             let started = std::time::Instant::now();
             match engine.load(&digest, Bytes::From(&*source)).await {
-                Ok(_) => {
-                    tracing::debug!(module = %digest, took_ms = started.elapsed().as_millis() as u64, "module ready ahead of its first run")
-                }
+                Ok(_) => tracing::info!(
+                    module = %digest,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "module ready ahead of its first run"
+                ),
                 Err(err) => tracing::debug!(module = %digest, %err, "cannot get a module ready ahead of its run"),
             }
         });

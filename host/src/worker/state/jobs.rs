@@ -124,6 +124,7 @@ impl State {
         self.timers.remove(&Timer::Tick(name.clone()));
         self.timers.remove(&Timer::Triggers(name.clone()));
         self.jobs.remove(name);
+        self.deps.metrics.forget_job(name);
     }
 
     pub(super) fn set_tick_timer(&mut self, name: &JobName, next: Option<Timestamp>) {
@@ -215,6 +216,7 @@ impl State {
                 }
             }
         }
+        self.deps.metrics.set_live_workers(self.workers.len());
         // Membership changed: take over jobs this worker now wins, let go of
         // the ones another worker wins.
         let mut changed = Vec::new();
