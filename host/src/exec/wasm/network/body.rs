@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use tokio::time::{Instant, Sleep};
 use wasmtime_wasi_http::{Error, WasiBody};
 
@@ -18,13 +19,42 @@ use super::{Call, SendMeter};
 
 /// A guest's request body, counted as it is sent.
 pub(super) struct MeteredRequest {
-    inner: WasiBody,
+    /// `None` once dropped (see `Drop`).
+    inner: Option<WasiBody>,
     meter: SendMeter,
+    /// The guest finished the body (or it failed): nothing left to read.
+    ended: bool,
 }
 
 impl MeteredRequest {
     pub(super) fn new(inner: WasiBody, meter: SendMeter) -> Self {
-        Self { inner, meter }
+        Self {
+            inner: Some(inner),
+            meter,
+            ended: false,
+        }
+    }
+}
+
+/// A request body nobody will send any more (the request was refused, or
+/// the response came before the guest finished the body) is read to its
+/// end and dropped in the background. The guest may still be writing it,
+/// and must learn what happened from the response, not from a stream
+/// closed under it (which guest libraries report as a reset connection).
+/// The body ends when the guest finishes it or its run ends.
+pub(super) fn drain(mut body: WasiBody) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+    }
+}
+
+impl Drop for MeteredRequest {
+    fn drop(&mut self) {
+        if !self.ended
+            && let Some(body) = self.inner.take()
+        {
+            drain(body);
+        }
     }
 }
 
@@ -34,7 +64,10 @@ impl Body for MeteredRequest {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let bytes = frame.data_ref().map_or(0, |data| data.len() as u64);
                 if this.meter.count(bytes) {
@@ -43,16 +76,26 @@ impl Body for MeteredRequest {
                     Poll::Ready(Some(Err(Error::HttpRequestBodySize(Some(this.meter.limit())))))
                 }
             }
-            other => other,
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|inner| inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |inner| inner.size_hint())
     }
 }
 

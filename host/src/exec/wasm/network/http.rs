@@ -15,7 +15,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::body::{MeteredRequest, MeteredResponse};
+use super::body::{MeteredRequest, MeteredResponse, drain};
 use super::connect::{ConnectError, allowed_addresses, connect, tls};
 use super::{Call, Refusal, RunNetwork, shorter};
 use crate::job::EgressScheme;
@@ -61,6 +61,13 @@ impl WasiHttpHooks for HttpHooks {
     fn default_scheme(&mut self) -> Option<Scheme> {
         Some(Scheme::HTTPS)
     }
+}
+
+/// `error`, for a request refused or failed before it was sent; its body
+/// is drained (see `body::drain`).
+fn refuse(request: http::Request<WasiBody>, error: Error) -> Error {
+    drain(request.into_body());
+    error
 }
 
 /// Where a request goes, as the ledger and the checks see it.
@@ -113,7 +120,7 @@ async fn send(
         Err(reason) => {
             let call = Call::start(&network, EgressKind::Http, request.uri().to_string());
             call.refuse(&Refusal::NotListed(reason));
-            return Err(Error::HttpRequestUriInvalid);
+            return Err(refuse(request, Error::HttpRequestUriInvalid));
         }
     };
     let mut call = Call::start(&network, EgressKind::Http, destination.target());
@@ -129,13 +136,13 @@ async fn send(
             listed.join(", ")
         ));
         call.refuse(&refusal);
-        return Err(Error::HttpRequestDenied);
+        return Err(refuse(request, Error::HttpRequestDenied));
     }
     match network.admit() {
         Ok(permit) => call.hold(permit),
         Err(refusal) => {
             call.refuse(&refusal);
-            return Err(Error::ConnectionLimitReached);
+            return Err(refuse(request, Error::ConnectionLimitReached));
         }
     }
     let addresses = match allowed_addresses(&grant.policy, &destination.host, destination.port).await {
@@ -149,7 +156,7 @@ async fn send(
                 _ => Error::DestinationIpProhibited,
             };
             call.refuse(&refusal);
-            return Err(error);
+            return Err(refuse(request, error));
         }
     };
     let limits = *network.limits();
@@ -158,11 +165,11 @@ async fn send(
         Ok(connected) => connected,
         Err(ConnectError::TimedOut) => {
             call.fail(format!("no connection within {} s", connect_timeout.as_secs()));
-            return Err(Error::ConnectionTimeout);
+            return Err(refuse(request, Error::ConnectionTimeout));
         }
         Err(ConnectError::Refused(err)) => {
             call.fail(format!("connection failed: {err}"));
-            return Err(Error::ConnectionRefused);
+            return Err(refuse(request, Error::ConnectionRefused));
         }
     };
     call.entry().address = Some(address.to_string());
@@ -177,7 +184,7 @@ async fn send(
         Ok(uri) => uri,
         Err(_) => {
             call.fail("the request's path is not valid");
-            return Err(Error::HttpRequestUriInvalid);
+            return Err(refuse(request, Error::HttpRequestUriInvalid));
         }
     };
     let request = request.map(|body| MeteredRequest::new(body, call.send_meter()));
