@@ -73,6 +73,20 @@ impl ApiError {
         }
     }
 
+    /// A count given in a query string (`limit`, `count`): `given`, or
+    /// `default` when absent, refused naming `field` outside `1..=max`.
+    pub fn count(field: &str, given: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+        let count = given.unwrap_or(default);
+        if (1..=max).contains(&count) {
+            Ok(count)
+        } else {
+            Err(ApiError::invalid(
+                field,
+                format!("must be between 1 and {max}, got {count}"),
+            ))
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -93,13 +93,7 @@ pub(super) async fn list(
     let trigger = query.trigger.as_deref().map(parse_trigger).transpose()?;
     let since = query.since.as_deref().map(|t| parse_time("since", t)).transpose()?;
     let until = query.until.as_deref().map(|t| parse_time("until", t)).transpose()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and 1000, got {limit}"),
-        ));
-    }
+    let limit = ApiError::count("limit", query.limit, 100, 1000)?;
     let page = state
         .logs
         .runs(&RunQuery {
@@ -200,13 +194,7 @@ pub(super) async fn output(
     ApiQuery(query): ApiQuery<OutputQuery>,
 ) -> Result<Json<OutputPage>, ApiError> {
     let run_id = parse_run_id(&run_id)?;
-    let limit = query.limit.unwrap_or(1000);
-    if !(1..=5000).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and 5000, got {limit}"),
-        ));
-    }
+    let limit = ApiError::count("limit", query.limit, 1000, 5000)?;
     let wait_s = query.wait_s.unwrap_or(FOLLOW_WAIT_DEFAULT_S);
     if wait_s > FOLLOW_WAIT_MAX_S {
         return Err(ApiError::invalid(

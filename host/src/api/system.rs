@@ -107,13 +107,7 @@ pub(super) async fn cron_next(
             .map_err(|err| ApiError::invalid("after", format!("{text:?} is not an RFC 3339 instant: {err}")))?,
         None => Timestamp::now(),
     };
-    let count = query.count.unwrap_or(5);
-    if !(1..=100).contains(&count) {
-        return Err(ApiError::invalid(
-            "count",
-            format!("must be between 1 and 100, got {count}"),
-        ));
-    }
+    let count = ApiError::count("count", query.count, 5, 100)?;
     let next = expr.iter_after(after, &tz).take(count).collect();
     Ok(Json(CronPreview {
         explain: expr.explain(),

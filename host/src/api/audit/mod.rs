@@ -99,13 +99,7 @@ pub(super) async fn list(
         .as_deref()
         .map(|t| super::runs::parse_time("until", t))
         .transpose()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and 1000, got {limit}"),
-        ));
-    }
+    let limit = ApiError::count("limit", query.limit, 100, 1000)?;
     state.audit.catch_up().await;
     let page = state
         .logs

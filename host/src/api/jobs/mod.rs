@@ -282,13 +282,7 @@ pub(super) async fn list(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse as _;
 
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}, got {limit}"),
-        ));
-    }
+    let limit = ApiError::count("limit", query.limit, DEFAULT_PAGE, MAX_PAGE)?;
     let (jobs, _) = state.coord.list_jobs().await?;
     let jobs = jobs
         .into_iter()
@@ -304,21 +298,19 @@ pub(super) async fn list(
     // Live status first (it decides the `status` filter), then the last
     // runs of the page's jobs only.
     let mut context = Context::load(&state, &[]).await?;
-    let mut views: Vec<JobView> = jobs
-        .map(|job| context.view(job))
-        .filter(|view| query.status.is_none_or(|status| view.status == status))
+    let mut page: Vec<(JobName, JobView)> = jobs
+        .map(|job| (job.name.clone(), context.view(job)))
+        .filter(|(_, view)| query.status.is_none_or(|status| view.status == status))
         .take(limit + 1)
         .collect();
-    let more = views.len() > limit;
-    views.truncate(limit);
-    let names: Vec<JobName> = views.iter().filter_map(|view| JobName::new(&view.name).ok()).collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let names: Vec<JobName> = page.iter().map(|(name, _)| name.clone()).collect();
     let (mut last_runs, history_unavailable) = last_runs(&state, &names).await;
-    let views: Vec<JobView> = views
+    let views: Vec<JobView> = page
         .into_iter()
-        .map(|mut view| {
-            if let Ok(name) = JobName::new(&view.name) {
-                view.last_run = last_runs.remove(&name);
-            }
+        .map(|(name, mut view)| {
+            view.last_run = last_runs.remove(&name);
             view.history_unavailable = history_unavailable;
             view.for_caller(&caller)
         })

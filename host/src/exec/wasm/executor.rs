@@ -12,6 +12,7 @@ use super::sandbox::{self, SandboxReport};
 use super::{Bytes, ModuleSource, WasmEngine};
 use crate::exec::state::StateStore;
 use crate::exec::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
+use crate::ids::ModuleDigest;
 use crate::job::JobKind;
 use crate::run::RunStatus;
 
@@ -119,26 +120,32 @@ impl Executor for WasmExecutor {
     /// wait for it. Failures are left for the run to report.
     fn warm(&self, kind: &JobKind) {
         let JobKind::Wasm(job) = kind else { return };
-        if self.engine.cache.get(&job.module).is_some() {
+        if self.engine.cache.get(&job.module).is_some()
+            || !crate::sync::lock(&self.engine.warm_queue).insert(job.module.clone())
+        {
             return;
         }
         let (engine, source, digest) = (Arc::clone(&self.engine), Arc::clone(&self.source), job.module.clone());
         tokio::spawn(async move {
-            let Ok(_turn) = Arc::clone(&engine.warming).acquire_owned().await else {
-                return;
-            };
-            if engine.cache.get(&digest).is_some() {
-                return;
+            let turn = Arc::clone(&engine.warming).acquire_owned().await;
+            if turn.is_ok() && engine.cache.get(&digest).is_none() {
+                warm_one(&engine, &*source, &digest).await;
             }
-            let started = std::time::Instant::now();
-            match engine.load(&digest, Bytes::From(&*source)).await {
-                Ok(_) => tracing::info!(
-                    module = %digest,
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "module ready ahead of its first run"
-                ),
-                Err(err) => tracing::debug!(module = %digest, %err, "cannot get a module ready ahead of its run"),
-            }
+            crate::sync::lock(&engine.warm_queue).remove(&digest);
         });
+    }
+}
+
+/// Compiles (or loads) one module ahead of its runs and says how it went.
+/// Failures are left for the run to report.
+async fn warm_one(engine: &WasmEngine, source: &dyn ModuleSource, digest: &ModuleDigest) {
+    let started = std::time::Instant::now();
+    match engine.load(digest, Bytes::From(source)).await {
+        Ok(_) => tracing::info!(
+            module = %digest,
+            took_ms = started.elapsed().as_millis() as u64,
+            "module ready ahead of its first run"
+        ),
+        Err(err) => tracing::debug!(module = %digest, %err, "cannot get a module ready ahead of its run"),
     }
 }

@@ -212,6 +212,9 @@ pub struct WasmEngine {
     /// Compilations ahead of a first run (`warm`), one at a time: they use
     /// a core each and must not crowd out runs.
     warming: Arc<Semaphore>,
+    /// Modules a warm-up is queued or running for: one task per module,
+    /// however many jobs use it.
+    warm_queue: std::sync::Mutex<std::collections::HashSet<ModuleDigest>>,
     counters: Counters,
     max_memory_bytes: u64,
     /// Declared last so it stops after everything else is dropped.
@@ -247,6 +250,7 @@ impl WasmEngine {
             max_memory_bytes: engine::max_memory_bytes(&config),
             slots: Semaphore::new(config.capacity.max(1)),
             warming: Arc::new(Semaphore::new(1)),
+            warm_queue: Default::default(),
             config,
             parts,
             artifacts,

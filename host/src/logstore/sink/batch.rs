@@ -40,7 +40,7 @@ impl Pipeline {
         let mut flush = false;
         for queued in events.drain(..) {
             // The event's room in the channel is given back as it leaves.
-            let weight = queued.event.weight();
+            let weight = queued.weight;
             match queued.event {
                 Event::Record(run) => {
                     self.start_batch();

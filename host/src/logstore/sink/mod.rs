@@ -229,11 +229,21 @@ impl Sink {
     async fn send(&self, event: Event) -> bool {
         // Room for the event's bytes first: a flood of large chunks waits
         // here, not in memory. (The semaphore is never closed.)
-        let weight = u32::try_from(event.weight().min(self.max_weight)).unwrap_or(u32::MAX);
-        let room = Arc::clone(&self.room).acquire_many_owned(weight).await.ok();
+        let weight = event.weight();
+        let permits = u32::try_from(weight.min(self.max_weight)).unwrap_or(u32::MAX);
+        let room = Arc::clone(&self.room).acquire_many_owned(permits).await.ok();
         // Counted before the send so the task's decrement never runs first.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Queued { event, _room: room }).await.is_ok() {
+        if self
+            .tx
+            .send(Queued {
+                event,
+                weight,
+                _room: room,
+            })
+            .await
+            .is_ok()
+        {
             return true;
         }
         self.stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -321,5 +331,7 @@ impl Event {
 /// task takes it into a batch.
 struct Queued {
     event: Event,
+    /// `event.weight()`, computed once.
+    weight: usize,
     _room: Option<OwnedSemaphorePermit>,
 }
