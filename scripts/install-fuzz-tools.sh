@@ -10,6 +10,6 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/pip-tool.sh
 source scripts/pip-tool.sh
 
-pip_tool schemathesis 4.32.5 # tests/e2e/fuzz.rs SCHEMATHESIS_VERSION names the same release
+dir="$(pip_tool schemathesis 4.32.5)" # tests/e2e/fuzz.rs SCHEMATHESIS_VERSION names the same release
 PYTHONPATH="$dir" "$dir/bin/st" --version >/dev/null
 echo "$dir"

@@ -19,33 +19,12 @@ set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 root="$PWD"
+# shellcheck source=scripts/pip-tool.sh
+source scripts/pip-tool.sh
 
 nx_version=0.8.1 # tests/src/mongo.rs NX27017_VERSION names the same release
-tools_dir="${TEST_TOOLS_DIR:-$root/target/test-tools}"
-dir="$tools_dir/pip/nx-27017-$nx_version"
-
-die() {
-    echo "install-mongo-test-server: $*" >&2
-    exit 1
-}
-
-command -v python3 >/dev/null 2>&1 || die "python3 is required (with pip): install Python 3"
-
-if [[ ! -f "$dir/.installed" ]]; then
-    echo "==> pip install nx-27017==$nx_version into ${dir#"$root"/}" >&2
-    mkdir -p "$(dirname "$dir")"
-    rm -rf "$dir.partial"
-    python3 -m pip install --quiet --disable-pip-version-check --no-input --no-warn-script-location \
-        --root-user-action=ignore \
-        --target "$dir.partial" "nx-27017==$nx_version" >&2
-    rm -rf "$dir"
-    mv "$dir.partial" "$dir"
-    touch "$dir/.installed"
-fi
-
-# The install is only useful if this python3 can import it.
-PYTHONPATH="$dir" PYTHONDONTWRITEBYTECODE=1 python3 -c 'import nx_27017.nx_27017' ||
-    die "nx-27017 in $dir does not import with $(command -v python3); remove the folder and run again"
+dir="$(pip_tool nx-27017 "$nx_version")"
+pip_import "$dir" nx_27017.nx_27017
 
 cat >&2 <<EOF
 nx-27017 $nx_version is installed in ${dir#"$root"/}

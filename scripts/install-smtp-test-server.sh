@@ -11,9 +11,6 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/pip-tool.sh
 source scripts/pip-tool.sh
 
-pip_tool aiosmtpd 1.4.6 # tests/src/smtp.rs AIOSMTPD_VERSION names the same release
-PYTHONPATH="$dir" PYTHONDONTWRITEBYTECODE=1 python3 -c 'import aiosmtpd.main' || {
-    echo "install-smtp-test-server: aiosmtpd in $dir does not import; remove the folder and run again" >&2
-    exit 1
-}
+dir="$(pip_tool aiosmtpd 1.4.6)" # tests/src/smtp.rs AIOSMTPD_VERSION names the same release
+pip_import "$dir" aiosmtpd.main
 printf '%s\n' "$dir"
