@@ -16,7 +16,8 @@ pub mod vars {
     pub const RUN_ID: &str = "SANDCRON_RUN_ID";
     /// The scheduled instant this run is for, RFC 3339 in UTC (`2026-11-22T00:00:00Z`).
     pub const TICK: &str = "SANDCRON_TICK";
-    /// Why the run started: `schedule`, `manual`, `catchup`, `retry` or `dependency`.
+    /// Why the run started: `schedule`, `manual`, `catchup`, `retry`,
+    /// `dependency` or `rerun`.
     pub const TRIGGER: &str = "SANDCRON_TRIGGER";
     /// Which attempt at this tick this run is, starting at 1.
     pub const ATTEMPT: &str = "SANDCRON_ATTEMPT";
@@ -194,13 +195,12 @@ impl Context {
         let tick = get(vars::TICK)?;
         let tick_unix = parse_rfc3339(&tick).map_err(|reason| ContextError::invalid(vars::TICK, &tick, reason))?;
         let trigger = get(vars::TRIGGER)?;
-        let trigger = trigger.parse().map_err(|_| {
-            ContextError::invalid(
-                vars::TRIGGER,
-                &trigger,
-                "not schedule, manual, catchup, retry or dependency",
-            )
-        })?;
+        if trigger.is_empty() {
+            return Err(ContextError::invalid(vars::TRIGGER, &trigger, "empty"));
+        }
+        // A host newer than this SDK may start runs for reasons it does not
+        // know yet: such a run still gets its context, with `Other`.
+        let trigger = trigger.parse().unwrap_or(Trigger::Other);
         let attempt = get(vars::ATTEMPT)?;
         let attempt = match attempt.parse::<u32>() {
             Ok(n) if n >= 1 => n,
@@ -355,10 +355,16 @@ pub enum Trigger {
     Retry,
     /// Started by another job's run (`on_success` / `on_failure`); see [`Context::parent`].
     Dependency,
+    /// An earlier run started again for its tick (`sandcron rerun`): the
+    /// tick is that run's, not the time of the request.
+    Rerun,
+    /// A reason this version of the SDK does not know (the host is newer);
+    /// `SANDCRON_TRIGGER` has its name.
+    Other,
 }
 
 impl Trigger {
-    /// The name sandcron uses for it (`schedule`, `manual`, `catchup`, `retry`, `dependency`).
+    /// The name sandcron uses for it (`schedule`, `manual`, `catchup`, `retry`, `dependency`, `rerun`).
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Schedule => "schedule",
@@ -366,6 +372,8 @@ impl Trigger {
             Trigger::Catchup => "catchup",
             Trigger::Retry => "retry",
             Trigger::Dependency => "dependency",
+            Trigger::Rerun => "rerun",
+            Trigger::Other => "other",
         }
     }
 }
@@ -386,6 +394,7 @@ impl FromStr for Trigger {
             "catchup" => Ok(Trigger::Catchup),
             "retry" => Ok(Trigger::Retry),
             "dependency" => Ok(Trigger::Dependency),
+            "rerun" => Ok(Trigger::Rerun),
             _ => Err(UnknownTrigger),
         }
     }
@@ -619,7 +628,7 @@ mod tests {
             (vars::JOB, ""),
             (vars::RUN_ID, ""),
             (vars::TICK, "yesterday"),
-            (vars::TRIGGER, "cron"),
+            (vars::TRIGGER, ""),
             (vars::ATTEMPT, "0"),
             (vars::ATTEMPT, "-1"),
             (vars::FENCE, "1.5"),
@@ -628,6 +637,20 @@ mod tests {
             assert_eq!(err.var(), var, "{err}");
             assert!(matches!(err, ContextError::Invalid { .. }), "{err}");
         }
+    }
+
+    #[test]
+    fn every_trigger_the_host_sets_parses_by_its_name() {
+        for name in ["schedule", "manual", "catchup", "retry", "dependency", "rerun"] {
+            let trigger: Trigger = name.parse().unwrap();
+            assert_eq!(trigger.as_str(), name);
+        }
+        let rerun = Context::from_lookup(full_env(&[(vars::TRIGGER, Some("rerun"))])).unwrap();
+        assert_eq!(rerun.trigger(), Trigger::Rerun);
+        assert!("nope".parse::<Trigger>().is_err());
+        // A trigger a newer host sets does not keep a guest from running.
+        let newer = Context::from_lookup(full_env(&[(vars::TRIGGER, Some("from-the-future"))])).unwrap();
+        assert_eq!(newer.trigger(), Trigger::Other);
     }
 
     #[test]

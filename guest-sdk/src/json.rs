@@ -77,27 +77,19 @@ impl From<bool> for Value<'_> {
     }
 }
 
-macro_rules! from_signed {
-    ($($t:ty),*) => {$(
+/// Integers widen without loss: the signed ones into `Int`, the unsigned
+/// ones into `UInt`.
+macro_rules! from_integer {
+    ($variant:ident($wide:ty): $($t:ty),*) => {$(
         impl From<$t> for Value<'_> {
             fn from(n: $t) -> Self {
-                Value::Int(i64::from(n))
+                Value::$variant(<$wide>::from(n))
             }
         }
     )*};
 }
-from_signed!(i8, i16, i32, i64);
-
-macro_rules! from_unsigned {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Value<'_> {
-            fn from(n: $t) -> Self {
-                Value::UInt(u64::from(n))
-            }
-        }
-    )*};
-}
-from_unsigned!(u8, u16, u32, u64);
+from_integer!(Int(i64): i8, i16, i32, i64);
+from_integer!(UInt(u64): u8, u16, u32, u64);
 
 impl From<isize> for Value<'_> {
     fn from(n: isize) -> Self {
@@ -314,65 +306,59 @@ impl Validator<'_> {
     }
 
     fn object(&mut self, depth: usize) -> Result<(), JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(self.error("nested too deeply"));
-        }
-        self.pos += 1;
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            if self.peek() != Some(b'"') {
-                return Err(self.error("expected a string key"));
+        self.members(depth, b'}', "expected ',' or '}' in an object", |parser| {
+            if parser.peek() != Some(b'"') {
+                return Err(parser.error("expected a string key"));
             }
-            self.string()?;
-            self.skip_whitespace();
-            if self.peek() != Some(b':') {
-                return Err(self.error("expected ':' after a key"));
+            parser.string()?;
+            parser.skip_whitespace();
+            if parser.peek() != Some(b':') {
+                return Err(parser.error("expected ':' after a key"));
             }
-            self.pos += 1;
-            self.skip_whitespace();
-            self.value(depth)?;
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    self.skip_whitespace();
-                }
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.error("expected ',' or '}' in an object")),
-            }
-        }
+            parser.pos += 1;
+            parser.skip_whitespace();
+            parser.value(depth)
+        })
     }
 
     fn array(&mut self, depth: usize) -> Result<(), JsonError> {
+        self.members(depth, b']', "expected ',' or ']' in an array", |parser| {
+            parser.value(depth)
+        })
+    }
+
+    /// What objects and arrays share: the opening bracket at `pos`, then
+    /// `member`s separated by commas up to `close`; `unseparated` is the
+    /// error for anything else after a member.
+    fn members(
+        &mut self,
+        depth: usize,
+        close: u8,
+        unseparated: &'static str,
+        mut member: impl FnMut(&mut Self) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.error("nested too deeply"));
         }
         self.pos += 1;
         self.skip_whitespace();
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
             return Ok(());
         }
         loop {
-            self.value(depth)?;
+            member(self)?;
             self.skip_whitespace();
             match self.peek() {
                 Some(b',') => {
                     self.pos += 1;
                     self.skip_whitespace();
                 }
-                Some(b']') => {
+                Some(byte) if byte == close => {
                     self.pos += 1;
                     return Ok(());
                 }
-                _ => return Err(self.error("expected ',' or ']' in an array")),
+                _ => return Err(self.error(unseparated)),
             }
         }
     }
