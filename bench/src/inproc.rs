@@ -16,10 +16,11 @@ use sandcron::coord::Coordinator;
 use sandcron::exec::{ExecRequest, Executor, KillSwitch, RunOutcome, RunOutput};
 use sandcron::ids::{JobName, ModuleDigest, RunId};
 use sandcron::job::{JobKind, JobMeta, JobRecord, JobSpec, ShellJob, WasmJob};
-use sandcron::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, Sink, SinkConfig};
+use sandcron::logstore::{LogBatch, LogStore, Sink, SinkConfig};
 use sandcron::metrics::Metrics;
 use sandcron::placement::WorkerInfo;
-use sandcron::run::{OutputChunk, RunRecord, RunStatus, Trigger};
+use sandcron::run::{RunRecord, RunStatus, Trigger};
+use sandcron::testkit::Tap;
 use sandcron::worker::{Executors, Worker, WorkerDeps};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -141,10 +142,12 @@ impl Timed {
     }
 }
 
-#[async_trait]
-impl LogStore for Timed {
-    async fn write(&self, batch: &LogBatch) -> Result<(), LogStoreError> {
-        self.inner.write(batch).await?;
+impl Tap for Timed {
+    fn inner(&self) -> &dyn LogStore {
+        &*self.inner
+    }
+
+    fn written(&self, batch: &LogBatch) {
         let now = Timestamp::now();
         let mut recorded = self.recorded_ms.lock().unwrap_or_else(|e| e.into_inner());
         let scheduled = |r: &&RunRecord| r.status == RunStatus::Succeeded && r.trigger == Trigger::Schedule;
@@ -152,34 +155,6 @@ impl LogStore for Timed {
             let tick = run.tick.round(Unit::Millisecond).unwrap_or(run.tick);
             recorded.push((tick, now.duration_since(run.tick).as_secs_f64() * 1e3));
         }
-        Ok(())
-    }
-    async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
-        self.inner.runs(query).await
-    }
-    async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
-        self.inner.run(run_id).await
-    }
-    async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError> {
-        self.inner.output(run_id, after, limit).await
-    }
-    async fn last_runs(&self, jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError> {
-        self.inner.last_runs(jobs).await
-    }
-    async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
-        self.inner.purge(before).await
-    }
-    async fn write_audit(&self, entries: &[sandcron::audit::AuditEntry]) -> Result<(), LogStoreError> {
-        self.inner.write_audit(entries).await
-    }
-    async fn audit(
-        &self,
-        query: &sandcron::logstore::AuditQuery,
-    ) -> Result<sandcron::logstore::AuditPage, LogStoreError> {
-        self.inner.audit(query).await
-    }
-    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
-        self.inner.purge_audit(before).await
     }
 }
 

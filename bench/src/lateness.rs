@@ -255,7 +255,7 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
     let digest = ModuleDigest::of(&module);
     cluster
         .coord
-        .put_module(&digest, &module, ModuleKind::Module, Vec::new())
+        .put_module(&digest, &module, ModuleKind::Module, Vec::new(), Some("noop.wasm"))
         .await?;
     load_jobs(&cluster.coord, jobs, "* * * * * *", &wasm_kind(&digest), 16).await;
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -33,6 +33,8 @@ pub enum AuditAction {
     JobPause,
     JobResume,
     RunNow,
+    /// A run started again for an earlier run's tick.
+    Rerun,
     Kill,
     ModuleUpload,
     ModuleDelete,
@@ -44,13 +46,14 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 15] = [
         AuditAction::JobCreate,
         AuditAction::JobReplace,
         AuditAction::JobDelete,
         AuditAction::JobPause,
         AuditAction::JobResume,
         AuditAction::RunNow,
+        AuditAction::Rerun,
         AuditAction::Kill,
         AuditAction::ModuleUpload,
         AuditAction::ModuleDelete,
@@ -69,6 +72,7 @@ impl AuditAction {
             AuditAction::JobPause => "job_pause",
             AuditAction::JobResume => "job_resume",
             AuditAction::RunNow => "run_now",
+            AuditAction::Rerun => "rerun",
             AuditAction::Kill => "kill",
             AuditAction::ModuleUpload => "module_upload",
             AuditAction::ModuleDelete => "module_delete",
@@ -118,7 +122,7 @@ pub struct AuditEntry {
     /// What the action was done to: a job name, a module digest, a secret
     /// name, a state key, the sealing key's id (`secret_rekey`).
     pub target: String,
-    /// The job the action concerns (job writes, run now, kill, state).
+    /// The job the action concerns (job writes, run now, re-run, kill, state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub job: Option<JobName>,
@@ -133,7 +137,8 @@ pub struct AuditEntry {
     /// (`schedule`, `kind`, …), never the values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
-    /// The runs concerned: the run a "run now" starts, the runs a kill stops.
+    /// The runs concerned: the run a "run now" starts, the run re-run and
+    /// the run that re-runs it, the runs a kill stops.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<String>)]
     pub runs: Vec<RunId>,

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub jobs_scheduled: AtomicU64,
     pub runs_running: AtomicU64,
     pub runs_waiting_for_capacity: AtomicU64,
+    /// Runs this worker offered to others, all its slots being in use.
+    pub runs_offered: AtomicU64,
+    /// Runs this worker took over from a worker with no free slot.
+    pub runs_taken_over: AtomicU64,
     pub claims_lost: AtomicU64,
     pub http_requests: AtomicU64,
     pub http_errors: AtomicU64,
@@ -182,7 +186,7 @@ impl Metrics {
                 get(count)
             );
         }
-        let gauges: [(&str, &str, &AtomicU64); 4] = [
+        let gauges: [(&str, &str, &AtomicU64); 6] = [
             (
                 "sandcron_jobs_scheduled",
                 "Jobs this worker schedules.",
@@ -197,6 +201,16 @@ impl Metrics {
                 "sandcron_runs_waiting_for_capacity",
                 "Claimed runs waiting for a free slot.",
                 &self.runs_waiting_for_capacity,
+            ),
+            (
+                "sandcron_runs_offered_total",
+                "Runs offered to other workers because every slot here was in use.",
+                &self.runs_offered,
+            ),
+            (
+                "sandcron_runs_taken_over_total",
+                "Runs taken over from a worker whose slots were all in use.",
+                &self.runs_taken_over,
             ),
             (
                 "sandcron_claims_lost_total",

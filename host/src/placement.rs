@@ -1,10 +1,12 @@
 //! Which worker runs which job: the worker record every worker publishes,
 //! the one statement of eligibility (selector labels, native permission,
-//! HTTP allow-list), and weighted rendezvous hashing over the eligible live
-//! workers. Pure: no I/O and no clock; the coordination store keeps the
-//! records, the worker and the API ask the questions.
+//! HTTP allow-list), weighted rendezvous hashing over the eligible live
+//! workers, and who may take a run its owner has no free slot for
+//! (least-loaded hand-off). Pure: no I/O and no clock; the coordination
+//! store keeps the records, the worker and the API ask the questions.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -76,6 +78,34 @@ pub fn owner<'w>(job: &Job, workers: impl IntoIterator<Item = &'w WorkerInfo>) -
         .map(|worker| (rendezvous_score(&worker.id, job.name.as_str(), worker.capacity), worker))
         .max_by(|(a, wa), (b, wb)| a.total_cmp(b).then_with(|| wb.id.cmp(&wa.id)))
         .map(|(_, worker)| worker)
+}
+
+/// Whether a worker other than `owner` can run `job`: only then is a run
+/// of it that waits for one of the owner's slots worth offering.
+pub fn others_can_run<'w>(job: &Job, owner: &str, workers: impl IntoIterator<Item = &'w WorkerInfo>) -> bool {
+    workers
+        .into_iter()
+        .any(|worker| worker.id != owner && worker.can_run(job))
+}
+
+/// How long a worker with one free slot waits before it tries to take a run
+/// another worker offered.
+pub const HANDOFF_STEP: Duration = Duration::from_millis(200);
+
+/// How long a worker with `free` free slots waits before it tries to take a
+/// run another worker offered; `None` with no free slot (it does not try).
+///
+/// Inversely proportional to the free slots (`HANDOFF_STEP / free`): every
+/// eligible worker sees the offer at about the same time, and the take is a
+/// compare-and-swap, so without a delay the winner would be whichever
+/// answers first — the least busy event loop or the one nearest the store,
+/// not the one with the most room. With it, the worker with the most free
+/// slots usually tries first; ties are settled by the compare-and-swap and
+/// cost only a failed transaction. No worker waits longer than
+/// `HANDOFF_STEP`, which is short beside a run waiting for a slot.
+pub fn handoff_delay(free: usize) -> Option<Duration> {
+    let free = u32::try_from(free).unwrap_or(u32::MAX);
+    (free > 0).then(|| HANDOFF_STEP / free)
 }
 
 /// Why no worker can run `job`, in words, for the API: the rule that the
@@ -173,6 +203,34 @@ mod tests {
         let only_wasm = vec![worker("a", false, &[], 4)];
         assert!(unplaceable_reason(&job("s", true, &[]), &only_wasm).contains("allow_native"));
         assert_eq!(unplaceable_reason(&job("s", true, &[]), &[]), "no live workers");
+    }
+
+    #[test]
+    fn a_worker_with_more_free_slots_tries_to_take_an_offered_run_sooner() {
+        assert_eq!(handoff_delay(0), None, "no free slot: no try");
+        assert_eq!(handoff_delay(1), Some(HANDOFF_STEP));
+        let delays: Vec<Duration> = [1, 2, 3, 8, 16, 10_000]
+            .into_iter()
+            .map(|free| handoff_delay(free).expect("a delay"))
+            .collect();
+        assert!(delays.windows(2).all(|w| w[0] > w[1]), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= HANDOFF_STEP));
+    }
+
+    #[test]
+    fn only_another_eligible_worker_makes_a_run_worth_offering() {
+        let shell = job("s", true, &[]);
+        let alone = vec![worker("a", true, &[], 1)];
+        assert!(!others_can_run(&shell, "a", &alone), "the owner itself does not count");
+        let wasm_only = vec![worker("a", true, &[], 1), worker("b", false, &[], 8)];
+        assert!(!others_can_run(&shell, "a", &wasm_only), "b may not run shell jobs");
+        assert!(others_can_run(&job("w", false, &[]), "a", &wasm_only));
+        let labelled = job("l", false, &[("zone", "eu")]);
+        let zones = vec![
+            worker("a", false, &[("zone", "eu")], 1),
+            worker("b", false, &[("zone", "us")], 8),
+        ];
+        assert!(!others_can_run(&labelled, "a", &zones), "b lacks the selector's label");
     }
 
     #[test]

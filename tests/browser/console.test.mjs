@@ -260,6 +260,15 @@ test("runs appear on the job's page, and a run shows its output", async () => {
     { timeout: RUNS },
   );
   await shot("job");
+  // The whole page is in the job's zone (Berlin), not the browser's (UTC):
+  // the schedule, the history's ticks and the dates of the job itself.
+  await page.locator(".zone-note", { hasText: "Times in the job's zone, Europe/Berlin." }).waitFor();
+  const [first] = (await apiGet("/runs?job=greeter&limit=1")).runs;
+  const shown = await page.locator(`tr[data-run="${first.run_id}"] td[data-label=Tick] .stack`).evaluate((cell) => cell.firstChild.textContent);
+  const berlin = new Intl.DateTimeFormat("sv-SE", { timeZone: "Europe/Berlin", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  assert.equal(shown, berlin.format(new Date(first.tick)), `tick ${first.tick}`);
+  assert.match(await page.locator("dt", { hasText: "Created" }).locator("xpath=following-sibling::dd[1]").textContent(), /GMT\+1|CET/);
+  assert.equal(await page.locator("#job-module-name").textContent(), "rust-module.wasm");
   await page.locator('.runs-table tr[data-status="succeeded"] a[href^="#/runs/"]').first().click();
   await page.locator("#output-lines li", { hasText: "hello from rust-module: job=greeter" }).waitFor();
   // The guest's structured log line went to stderr, and is marked so.
@@ -419,8 +428,16 @@ test("a long-running job is killed from the console", async () => {
   await runNowAndOpen("sleeper");
   await page.locator("#output-lines li", { hasText: "sleeping" }).waitFor();
   await page.locator("#run-status [data-status=running]").waitFor();
-  const started = Date.now();
+  // A kill asks first, as a delete does: cancelled, the run goes on.
+  const dialog = page.locator("#confirm-dialog");
   await page.getByRole("button", { name: "Kill", exact: true }).click();
+  await dialog.getByText("ends killed").waitFor();
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await dialog.waitFor({ state: "hidden" });
+  assert.equal(await page.locator("#run-status [data-status]").getAttribute("data-status"), "running");
+  await page.getByRole("button", { name: "Kill", exact: true }).click();
+  const started = Date.now();
+  await dialog.getByRole("button", { name: "Kill run" }).click();
   await page.locator("#run-status [data-status=killed]").waitFor({ timeout: KILL_SHOWN });
   console.log(`# the run view showed killed ${Date.now() - started} ms after Kill was clicked`);
   await page.locator("#output-state[data-state=ended]").waitFor();
@@ -428,6 +445,34 @@ test("a long-running job is killed from the console", async () => {
   await shot("run-killed");
   const runs = await apiGet("/runs?job=sleeper");
   assert.equal(runs.runs[0].status, "killed");
+});
+
+test("a running run that has written nothing yet says it is waiting for output", async () => {
+  await apiPutJob("quiet", { schedule: "@yearly", timezone: "UTC", kind: { shell: { command: "sleep 2; echo awake" } } });
+  await open("#/jobs/quiet", /^quiet/);
+  await runNowAndOpen("quiet");
+  await page.locator("#output-waiting").waitFor();
+  assert.ok(await page.locator("#output-lines").isHidden(), "no empty output box beside the note");
+  await page.locator("#output-lines li", { hasText: "awake" }).waitFor({ timeout: 10_000 });
+  assert.ok(await page.locator("#output-waiting").isHidden());
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: 10_000 });
+  const deleted = await fetch(`${BASE}/api/v1/jobs/quiet`, { method: "DELETE" });
+  assert.equal(deleted.status, 204, await deleted.text());
+});
+
+test("a notice does not follow the user to the next page, unless the move raised it", async () => {
+  await open("#/jobs", "Jobs");
+  const ui = "/js/ui.js";
+  await page.evaluate(async (path) => (await import(path)).toast("about the jobs page"), ui);
+  const stale = page.locator(".toast", { hasText: "about the jobs page" });
+  await stale.waitFor();
+  // Old enough to have been read where it was raised.
+  await page.waitForFunction(() => [...document.querySelectorAll(".toast")].every((t) => Date.now() - Number(t.dataset.born) > 1600));
+  await page.evaluate(async (path) => (await import(path)).toast("raised by the move"), ui);
+  await page.evaluate(() => { location.hash = "#/runs"; });
+  await page.getByRole("heading", { level: 1, name: "Runs" }).waitFor();
+  await stale.waitFor({ state: "detached" });
+  await page.locator(".toast", { hasText: "raised by the move" }).waitFor();
 });
 
 test("a shell job is killed from its job page", async () => {
@@ -438,6 +483,9 @@ test("a shell job is killed from its job page", async () => {
   await page.getByRole("button", { name: "Run napper now" }).click();
   await page.getByRole("heading", { level: 1, name: /^napper/ }).locator("[data-status=running]").waitFor({ timeout: 10_000 });
   await page.getByRole("button", { name: "Kill run" }).click();
+  const dialog = page.locator("#confirm-dialog");
+  await dialog.getByText("The job's schedule is not changed.").waitFor();
+  await dialog.getByRole("button", { name: "Kill run" }).click();
   await page.locator('.runs-table tr[data-status="killed"]').waitFor({ timeout: 10_000 });
   await page.getByRole("heading", { level: 1, name: /^napper/ }).locator("[data-status=scheduled]").waitFor({ timeout: 10_000 });
 });
@@ -557,6 +605,44 @@ test("a job started by another's success links to the run that started it", asyn
   await page.getByRole("heading", { level: 1, name: parentId }).waitFor();
 });
 
+test("an ended run is re-run for its tick from its page, after a confirmation", async () => {
+  await apiPutJob("again", {
+    schedule: "@yearly", timezone: "UTC",
+    kind: { shell: { command: 'echo "tick=$SANDCRON_TICK trigger=$SANDCRON_TRIGGER"' } },
+  });
+  await open("#/jobs/again", /^again/);
+  await runNowAndOpen("again");
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: RUNS });
+  const originalId = new URL(page.url()).hash.replace("#/runs/", "");
+  const { tick } = await apiGet(`/runs/${originalId}`);
+  // It asks first; cancelling asks nothing of the server.
+  const dialog = page.locator("#confirm-dialog");
+  await page.locator("#rerun-run").click();
+  await dialog.getByText(`Re-run run ${originalId.slice(-8)}?`).waitFor();
+  await dialog.getByRole("button", { name: "Cancel" }).click();
+  await dialog.waitFor({ state: "hidden" });
+  assert.deepEqual((await apiGet("/jobs/again")).pending, []);
+  // Confirmed: the page says what the server did and links to the new run.
+  await page.locator("#rerun-run").click();
+  await dialog.getByRole("button", { name: "Re-run", exact: true }).click();
+  const answer = page.locator("#rerun-answer");
+  await answer.waitFor();
+  assert.match(await answer.textContent(), /^Re-run requested: run /);
+  await shot("run-rerun");
+  await answer.locator("a#rerun-new").click({ timeout: SHORT });
+  await page.locator("#run-status [data-status=succeeded]").waitFor({ timeout: RUNS });
+  const rerunId = new URL(page.url()).hash.replace("#/runs/", "");
+  assert.notEqual(rerunId, originalId);
+  const rerun = await apiGet(`/runs/${rerunId}`);
+  assert.deepEqual([rerun.trigger, rerun.rerun_of, rerun.tick], ["rerun", originalId, tick]);
+  await page.locator("#output-lines li", { hasText: `tick=${tick} trigger=rerun` }).waitFor();
+  // The new run's page links back to the one it re-ran.
+  const back = page.locator("#rerun-of");
+  assert.equal(await back.textContent(), `run ${originalId.slice(-8)}`);
+  await back.click();
+  await page.getByRole("heading", { level: 1, name: originalId }).waitFor();
+});
+
 test("a dependency cycle is refused with the server's message at the field", async () => {
   await open("#/jobs/report/edit", "Edit report");
   await choice("Starts on success", "extract").check();
@@ -578,12 +664,15 @@ test("alerts set in the editor survive a reload, and every new field round-trips
   await page.getByLabel("Failure rate above (%)").fill("50");
   await page.getByLabel("Over the last (s)").fill("900");
   await page.getByLabel("Counting at least (runs)").fill("3");
+  await page.getByLabel("No success within (s)").fill("600");
   // sandcron dev configures no channels, so the names are free text.
   assert.deepEqual(await apiGet("/alerts/channels"), { channels: [] });
   await page.getByLabel("Channels", { exact: true }).fill("ops, pager");
+  // This server lists no channels: the names are accepted, with a warning.
+  await page.locator("#job-alert-channels-check", { hasText: "so ops, pager cannot be checked here" }).waitFor();
   await page.getByRole("button", { name: "Save changes" }).click();
   await page.locator("#job-alerts", { hasText: "→ ops, pager" }).waitFor();
-  const alerts = { on: ["failed", "timed_out"], failure_rate: { threshold: 0.5, window_s: 900, min_runs: 3 }, channels: ["ops", "pager"] };
+  const alerts = { on: ["failed", "timed_out"], failure_rate: { threshold: 0.5, window_s: 900, min_runs: 3 }, no_success_within_s: 600, channels: ["ops", "pager"] };
   assert.deepEqual((await apiGet("/jobs/extract")).alerts, alerts);
   // A reload of the editor shows them as saved (and the dependent kept).
   await open("#/jobs/extract/edit", "Edit extract");
@@ -594,6 +683,8 @@ test("alerts set in the editor survive a reload, and every new field round-trips
   assert.equal(await page.getByLabel("Failure rate above (%)").inputValue(), "50");
   assert.equal(await page.getByLabel("Over the last (s)").inputValue(), "900");
   assert.equal(await page.getByLabel("Counting at least (runs)").inputValue(), "3");
+  assert.equal(await page.getByLabel("No success within (s)").inputValue(), "600");
+  assert.equal(await page.getByLabel("Run longer than (s)").inputValue(), "");
   assert.equal(await page.getByLabel("Channels", { exact: true }).inputValue(), "ops, pager");
   assert.equal(await choice("Starts on success", "report").isChecked(), true);
   // Saving without a change keeps every field as it was, in its order.
@@ -611,7 +702,7 @@ test("alerts set in the editor survive a reload, and every new field round-trips
     kind: { http: { method: "POST", url: `${BASE}/healthz?from=console`, headers: { "X-B": "2", "Content-Type": "application/json" }, body: '{"a":\r\n1}', timeout_s: 7, expect_status: [204, 200], output_kb: 8 } },
     completion: "async", result_timeout_s: 90,
     on_success: ["report", "healthz"], on_failure: ["extract"],
-    alerts: { on: ["lost", "failed"], failure_rate: { threshold: 0.333, window_s: 120, min_runs: 2 }, channels: ["zeta", "alpha"] },
+    alerts: { on: ["lost", "failed"], failure_rate: { threshold: 0.333, window_s: 120, min_runs: 2 }, no_success_within_s: 3600, expected_duration_s: 60, channels: ["zeta", "alpha"] },
     retention_days: 7,
   };
   const stored = await apiPutJob("roundtrip", every);
@@ -621,6 +712,7 @@ test("alerts set in the editor survive a reload, and every new field round-trips
   assert.equal(await page.getByLabel("Completion", { exact: true }).inputValue(), "async");
   assert.equal(await page.getByLabel("Result timeout (s)").inputValue(), "90");
   assert.equal(await page.getByLabel("Failure rate above (%)").inputValue(), "33.3");
+  assert.equal(await page.getByLabel("Run longer than (s)").inputValue(), "60");
   await page.getByRole("button", { name: "Save changes" }).click();
   await page.getByRole("heading", { level: 1, name: /^roundtrip/ }).waitFor();
   const saved = await apiGet("/jobs/roundtrip");
@@ -844,10 +936,17 @@ test("the worker is listed with its capacity and uptime", async () => {
   const [live] = await apiGet("/workers");
   const text = await worker.first().textContent();
   assert.ok(text.includes(live.id), text);
-  assert.ok(text.includes(`/ ${live.capacity}`), text);
+  assert.ok(text.includes(`${live.slots_in_use} / ${live.capacity}`), text);
   assert.ok(text.includes(live.version), text);
   await worker.first().locator(".badge", { hasText: "live" }).waitFor();
   await shot("workers", { docs: true });
+  // A worker whose slots are all in use, with a run waiting for one, says
+  // so (a cluster's answer: the one dev worker has slots to spare).
+  await page.route("**/api/v1/workers", (route) =>
+    route.fulfill({ json: [{ ...live, capacity: 1, running: 2, slots_in_use: 1, waiting: 1 }] }));
+  await worker.first().locator("[data-waiting='1']", { hasText: "1 waiting" }).waitFor();
+  assert.match(await page.locator("#workers-summary").textContent(), /1 of 1 slots in use · 1 run waiting for a slot/);
+  await page.unroute("**/api/v1/workers");
 });
 
 test("a worker that disappears stays listed as gone", async () => {
@@ -874,7 +973,13 @@ test("the dashboard charts the last hour", async () => {
   assert.ok(Number(await page.locator("#stat-runs .stat-value").textContent()) >= 5);
   assert.equal(await page.locator("svg.chart").count(), 3);
   await page.locator(".problems [data-status=killed]").first().waitFor();
-  await page.locator("svg.chart[aria-label^='Slowest jobs']", { hasText: "napper" }).waitFor();
+  // Killed runs are listed with the problems and counted beside the
+  // failures, but a run someone stopped says nothing about how slow its job
+  // is: napper (killed every time) is not among the slowest jobs.
+  assert.match(await page.locator("#stat-failures").innerText(), /and \d+ killed/);
+  const slowest = page.locator("svg.chart[aria-label^='Slowest jobs']");
+  await slowest.waitFor();
+  assert.doesNotMatch(await slowest.getAttribute("aria-label"), /napper/);
   await shot("dashboard", { docs: true });
 });
 
@@ -883,6 +988,10 @@ test("modules are listed with the jobs that use them and what they can do on the
   await page.locator("tr[data-digest]", { hasText: "greeter" }).waitFor();
   const network = (job) => page.locator("tr[data-digest]", { hasText: job }).locator("td[data-label=Network]");
   assert.equal(await network("greeter").innerText(), "none");
+  // Each keeps the name of the file it was uploaded from, beside its digest.
+  const name = (job) => page.locator("tr[data-digest]", { hasText: job }).locator("td[data-label=Name]");
+  assert.equal(await name("greeter").innerText(), "rust-module.wasm");
+  assert.equal(await name("sleeper").innerText(), "sleep.wasm");
   assert.equal(await network("netprobe").locator("[data-capabilities]").getAttribute("data-capabilities"), "http sockets");
   assert.deepEqual(await network("netprobe").locator(".capability").allTextContents(), ["http", "sockets"]);
   await shot("modules");
@@ -1081,6 +1190,22 @@ test("on a phone the jobs table becomes cards", async () => {
   await phone.setViewportSize({ width: 390, height: 844 });
   await phone.goto(`${BASE}/#/jobs`);
   await phone.locator('tr[data-job="greeter"]').waitFor();
+  // A long hyphenated name is the card's title, on one line, not broken at a hyphen.
+  const long = "nightly-database-backup-europe";
+  await apiPutJob(long, { schedule: "@yearly", timezone: "UTC", kind: { shell: { command: "true" } } });
+  await phone.reload();
+  const title = phone.locator(`tr[data-job="${long}"] .job-name`);
+  await title.waitFor();
+  const lines = (locator) => locator.evaluate((el) => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+  });
+  assert.equal(await lines(title), 1, "the name is on one line in its card");
+  const removed = await fetch(`${BASE}/api/v1/jobs/${long}`, { method: "DELETE" });
+  assert.equal(removed.status, 204, await removed.text());
+  await phone.goto(`${BASE}/#/jobs`);
+  await phone.locator('tr[data-job="greeter"]').waitFor();
   const width = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 390, `no horizontal scrolling on a phone (page is ${width}px wide)`);
   await shot("jobs-phone", { docs: true, target: phone });
@@ -1096,6 +1221,17 @@ test("on a phone the jobs table becomes cards", async () => {
   await phone.locator("#egress-ledger tbody tr").nth(1).waitFor();
   const runWidth = await phone.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(runWidth <= 390, `no horizontal scrolling on a run's page on a phone (page is ${runWidth}px wide)`);
+  // The output's tools (stream filter, download, wrap) are whole inside
+  // their card, which clips what overflows it.
+  const clipped = await phone.locator(".output-card").evaluate((card) => {
+    const edge = card.getBoundingClientRect();
+    return [...card.querySelectorAll(".output-head *")]
+      .filter((el) => { const r = el.getBoundingClientRect(); return r.width && (r.right > edge.right + 0.5 || r.left < edge.left - 0.5); })
+      .map((el) => el.id || el.className || el.tagName);
+  });
+  assert.deepEqual(clipped, [], "nothing in the output's header is cut off");
+  const select = phone.locator("#output-streams");
+  assert.ok(await select.evaluate((el) => el.scrollWidth <= el.clientWidth), "the stream filter shows its whole label");
   await shot("run-egress-phone", { target: phone });
   await phone.close();
 });

@@ -241,6 +241,14 @@ async fn the_auth_matrix_covers_every_route_and_role() {
             None,
             1,
         ),
+        // Re-running a run starts the job again: operators, like run now.
+        route(
+            "POST",
+            "/api/v1/runs/{run_id}/rerun",
+            &format!("/api/v1/runs/{no_run}/rerun"),
+            None,
+            2,
+        ),
         route("GET", "/api/v1/workers", "/api/v1/workers", None, 1),
         route("GET", "/api/v1/alerts/channels", "/api/v1/alerts/channels", None, 1),
         route("GET", "/api/v1/cron/next", "/api/v1/cron/next?expr=@daily", None, 1),

@@ -180,9 +180,16 @@ async fn module_push_and_job_apply_with_a_module() {
     let wasm = wasm.to_string_lossy().into_owned();
     let (code, out, err) = sandcron(&["module", "push", &wasm], Some(&server));
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("sha256:") && out.contains(" module "), "{out}");
-    let (_, again, _) = sandcron(&["module", "push", &wasm], Some(&server));
-    assert!(again.trim_end().ends_with("(already stored)"), "{again}");
+    assert!(
+        out.starts_with("sha256:") && out.contains(" (hello.wasm) module "),
+        "{out}"
+    );
+    // The same bytes under a name of the user's: stored once, relabelled.
+    let (_, again, _) = sandcron(&["module", "push", &wasm, "--name", "greeter-v1"], Some(&server));
+    assert!(
+        again.contains(" (greeter-v1) ") && again.trim_end().ends_with("(already stored)"),
+        "{again}"
+    );
     // A job file without a module, completed by --module.
     let job = dir.path().join("greeter.toml");
     std::fs::write(
@@ -203,7 +210,16 @@ async fn module_push_and_job_apply_with_a_module() {
     assert!(out.contains(" already stored\n"), "{out}");
     let (code, out, _) = sandcron(&["module", "ls"], Some(&server));
     assert_eq!(code, 0);
-    assert!(out.lines().nth(1).unwrap().ends_with("greeter"), "{out}");
+    assert!(
+        out.lines().next().unwrap().starts_with("DIGEST") && out.contains(" NAME "),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|line| line.ends_with("greeter"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // `job apply --module` relabels it with the file's name again.
+    assert!(row.contains(" hello.wasm "), "{out}");
     let (code, _, err) = sandcron(&["run", "greeter"], Some(&server));
     assert_eq!(code, 0, "{err}");
     let api = dev.api();

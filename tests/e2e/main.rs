@@ -2,6 +2,7 @@
 //! free port with a temporary data directory, driven over HTTP and its CLI.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alert_deadman;
 mod alert_formats;
 mod api_errors;
 mod audit;
@@ -13,12 +14,14 @@ mod cluster;
 mod console;
 mod deploy;
 mod fuzz;
+mod handoff;
 mod hostile;
 mod integrations;
 mod lifecycle;
 mod logs;
 mod network;
 mod network_examples;
+mod rerun;
 mod secrets;
 mod shell_jobs;
 mod soak;

@@ -33,7 +33,7 @@ async fn an_every_second_job_records_one_run_per_second_with_its_output() {
     // Consecutive whole seconds, each run once.
     let seconds: Vec<i64> = ticks
         .iter()
-        .map(|t| t.parse::<jiff_like::Instant>().unwrap().0)
+        .map(|t| t.parse::<jiff::Timestamp>().unwrap().as_second())
         .collect();
     for pair in seconds.windows(2) {
         assert_eq!(pair[1] - pair[0], 1, "ticks are not one second apart: {ticks:?}");
@@ -54,41 +54,6 @@ async fn an_every_second_job_records_one_run_per_second_with_its_output() {
     assert_eq!(jobs[0]["name"], "ticker");
     assert!(jobs[0]["next_run"].is_string());
     assert!(jobs[0]["last_run"]["run_id"].is_string());
-}
-
-/// Whole-second RFC 3339 instants as Unix seconds, without a date library.
-mod jiff_like {
-    pub(crate) struct Instant(pub(crate) i64);
-
-    impl std::str::FromStr for Instant {
-        type Err = String;
-
-        fn from_str(s: &str) -> Result<Self, String> {
-            // "2026-11-22T10:00:05Z"
-            let bad = || format!("unexpected instant {s:?}");
-            let (date, time) = s.trim_end_matches('Z').split_once('T').ok_or_else(bad)?;
-            let d: Vec<i64> = date
-                .split('-')
-                .map(|p| p.parse().map_err(|_| bad()))
-                .collect::<Result<_, _>>()?;
-            let t: Vec<f64> = time
-                .split(':')
-                .map(|p| p.parse().map_err(|_| bad()))
-                .collect::<Result<_, _>>()?;
-            let (y, m, day) = (d[0], d[1], d[2]);
-            // Days from civil (Howard Hinnant's algorithm).
-            let y = if m <= 2 { y - 1 } else { y };
-            let era = y.div_euclid(400);
-            let yoe = y - era * 400;
-            let mp = (m + 9) % 12;
-            let doy = (153 * mp + 2) / 5 + day - 1;
-            let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-            let days = era * 146_097 + doe - 719_468;
-            Ok(Instant(
-                days * 86_400 + (t[0] as i64) * 3600 + (t[1] as i64) * 60 + t[2] as i64,
-            ))
-        }
-    }
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 // when the operator navigates away). No build step, no dependencies.
 
 import { api, ApiError, loadSession, onSignIn, session, signOut } from "./api.js";
-import { h, replace, tickRelativeTimes, errorState } from "./ui.js";
+import { dropStaleToasts, h, replace, tickRelativeTimes, errorState } from "./ui.js";
 import * as dashboard from "./dashboard.js";
 import * as jobs from "./jobs.js";
 import * as editor from "./editor.js";
@@ -91,6 +91,7 @@ async function route() {
     return route();
   }
   current?.stop();
+  dropStaleToasts();
   let match = null;
   let entry = null;
   for (const candidate of routes) {

@@ -8,7 +8,7 @@ import { emptyState, errorState, formatTime, h, keepFocus, relTime, replace, sho
 
 /** What the audit log records, by the names the API stores and filters on (host/src/audit.rs). */
 const AUDIT_ACTIONS = [
-  "job_create", "job_replace", "job_delete", "job_pause", "job_resume", "run_now", "kill",
+  "job_create", "job_replace", "job_delete", "job_pause", "job_resume", "run_now", "rerun", "kill",
   "module_upload", "module_delete", "secret_set", "secret_delete", "secret_rekey", "state_delete", "state_clear",
 ];
 /** Actions that remove something or stop runs: drawn in the warning tone. */

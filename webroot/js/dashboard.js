@@ -45,6 +45,7 @@ export function summarise(runs, now = Date.now()) {
   let succeeded = 0;
   let finished = 0;
   let failures = 0;
+  let killed = 0;
   let missed = 0;
   let skipped = 0;
   let running = 0;
@@ -62,6 +63,7 @@ export function summarise(runs, now = Date.now()) {
     if (run.status === "running") running += 1;
     if (run.status === "succeeded") succeeded += 1;
     if (FAILURES.has(run.status)) failures += 1;
+    if (run.status === "killed") killed += 1;
     // Killed runs were stopped by someone, so they count neither way.
     const counts = run.status === "succeeded" || FAILURES.has(run.status);
     if (counts) {
@@ -73,7 +75,9 @@ export function summarise(runs, now = Date.now()) {
       }
     }
     if (FAILURES.has(run.status) || run.status === "missed" || run.status === "killed") problems.push(run);
-    const ms = run.ended_at ? runDuration(run) : null;
+    // A killed run's length says when someone stopped it, not how long the
+    // job takes: only runs that ended on their own count as slow.
+    const ms = run.ended_at && counts ? runDuration(run) : null;
     if (ms !== null) {
       const entry = durations.get(run.job) ?? { job: run.job, max: 0, total: 0, count: 0, slowest: null };
       entry.total += ms;
@@ -90,7 +94,7 @@ export function summarise(runs, now = Date.now()) {
     .sort((a, b) => b.max - a.max)
     .slice(0, 6);
   return {
-    minutes, fives, executed, succeeded, finished, failures, missed, skipped, running,
+    minutes, fives, executed, succeeded, finished, failures, killed, missed, skipped, running,
     successRate: finished ? succeeded / finished : null,
     problems: problems.slice(0, 12),
     slowest,
@@ -241,7 +245,7 @@ export async function render(view) {
       h("div", { class: "stats" },
         stat("runs in the last hour", String(s.executed), { id: "stat-runs", note: data.complete ? null : "(more than shown)" }),
         stat("success rate", rate, { id: "stat-success", tone: s.successRate === null ? null : s.successRate >= 0.99 ? "ok" : s.successRate >= 0.9 ? "warn" : "bad", note: s.finished ? `${s.succeeded} of ${s.finished} finished runs` : "no finished runs" }),
-        stat("failures", String(s.failures), { id: "stat-failures", tone: s.failures ? "bad" : "ok" }),
+        stat("failures", String(s.failures), { id: "stat-failures", tone: s.failures ? "bad" : "ok", note: s.killed ? `and ${s.killed} killed` : null }),
         stat("missed ticks", String(s.missed), { id: "stat-missed", tone: s.missed ? "warn" : null, note: s.skipped ? `${s.skipped} skipped (overlap)` : null }),
         stat("running now", String(s.running), { id: "stat-running" }),
         stat("live workers", String(workers.length), { id: "stat-workers", tone: workers.length ? null : "bad", note: `${workers.reduce((n, w) => n + w.capacity, 0)} slots` })),
@@ -257,7 +261,7 @@ export async function render(view) {
             successChart(s.fives),
             h("p", { class: "hint" }, "Succeeded out of the runs that ended on their own (failed, timed out, out of fuel or memory, lost), per five minutes. Killed runs count neither way.")),
           h("section", { class: "card", "aria-labelledby": "failures-title" },
-            h("h2", { id: "failures-title" }, "Failures and misses"),
+            h("h2", { id: "failures-title" }, "Failures, kills and misses"),
             s.problems.length
               ? h("ul", { class: "plain problems" }, s.problems.map((run) => h("li", {},
                 statusBadge(run.status, run.missed_count > 1 ? `×${run.missed_count}` : null), " ",

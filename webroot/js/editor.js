@@ -308,6 +308,8 @@ function controlForField(path) {
     [/^alerts\.failure_rate\.window_s/, "job-alert-window"],
     [/^alerts\.failure_rate\.min_runs/, "job-alert-min-runs"],
     [/^alerts\.failure_rate/, "job-alert-threshold"],
+    [/^alerts\.no_success_within_s/, "job-alert-no-success"],
+    [/^alerts\.expected_duration_s/, "job-alert-expected"],
     [/^alerts\.channels/, "job-alert-channels"],
     [/^alerts/, "job-alert-on"],
     [/^overlap/, "job-overlap"],
@@ -458,6 +460,8 @@ export async function render(view) {
   const alertThreshold = number("job-alert-threshold", initialThreshold, { min: 0, max: 100, step: "any", inputmode: "decimal", placeholder: "off" });
   const alertWindow = number("job-alert-window", rate?.window_s ?? DEFAULT_FAILURE_RATE.window_s, { min: 10 });
   const alertMinRuns = number("job-alert-min-runs", rate?.min_runs ?? DEFAULT_FAILURE_RATE.min_runs, { min: 1 });
+  const alertNoSuccess = number("job-alert-no-success", alerts?.no_success_within_s ?? "", { min: 10, placeholder: "off" });
+  const alertExpected = number("job-alert-expected", alerts?.expected_duration_s ?? "", { min: 1, placeholder: "off" });
   const configuredChannels = channelList.channels ?? [];
   const storedChannels = alerts?.channels ?? [];
   const alertChannels = configuredChannels.length
@@ -466,6 +470,21 @@ export async function render(view) {
         .map((c) => checkbox("alert_channel", c, c, storedChannels.includes(c), configuredChannels.includes(c) ? null : "(not configured)")),
       { wide: true, hint: "The channels of this server's [alerts.channels]." })
     : input("job-alert-channels", { value: storedChannels.join(", "), class: "mono", autocomplete: "off", spellcheck: "false", placeholder: "ops, pager" });
+  // Names typed where the server lists no channels cannot be checked: say
+  // so while typing rather than let an alert go nowhere unnoticed.
+  const channelCheck = h("ul", { class: "field-warn full", id: "job-alert-channels-check", "aria-live": "polite", hidden: true });
+  if (!configuredChannels.length) {
+    const checkChannels = () => {
+      const names = alertChannels.value.split(/[\s,]+/).filter(Boolean);
+      channelCheck.hidden = !names.length;
+      replace(channelCheck, names.length
+        ? h("li", {}, `This server lists no alert channels, so ${names.join(", ")} cannot be checked here: `,
+          "an alert reaches a channel only if the workers' [alerts.channels] (and the masters', for dead-man alerts) configure one of that name.")
+        : null);
+    };
+    alertChannels.addEventListener("input", checkChannels);
+    checkChannels();
+  }
 
   const overlap = select("job-overlap", [
     ["forbid", "forbid — skip a tick while the previous run runs"],
@@ -664,10 +683,12 @@ export async function render(view) {
         field("Failure rate above (%)", alertThreshold, { hint: "of the runs that ended recently; empty: no failure-rate alert" }),
         field("Over the last (s)", alertWindow),
         field("Counting at least (runs)", alertMinRuns),
+        field("No success within (s)", alertNoSuccess, { hint: "dead-man alert, once per period without a successful run, even when no worker runs the job; at least 10; empty: off" }),
+        field("Run longer than (s)", alertExpected, { hint: "one warning per run still running after this long; the run goes on; empty: off" }),
         configuredChannels.length
           ? alertChannels
-          : field("Channels", alertChannels, { wide: true, hint: "Comma-separated. This server lists no channels, so any name is accepted: the workers' [alerts.channels] decide where alerts go." }),
-        h("p", { class: "hint full" }, "Nothing is sent unless a status or a failure rate is set."))),
+          : [field("Channels", alertChannels, { wide: true, hint: "Comma-separated. This server lists no channels, so any name is accepted: the workers' [alerts.channels] decide where alerts go." }), channelCheck],
+        h("p", { class: "hint full" }, "Nothing is sent unless a status, a failure rate, a success period or a run length is set."))),
     h("details", { class: "body-details" }, h("summary", {}, "Request body (PUT ", h("code", { id: "body-path" }, `/api/v1/jobs/${editing ?? "…"}`), ")"), bodyPreview),
     h("div", { class: "form-actions" },
       save,
@@ -891,8 +912,18 @@ export async function render(view) {
     const channels = configuredChannels.length
       ? ordered(storedChannels, checkedValues(alertChannels), [...configuredChannels, ...storedChannels])
       : alertChannels.value.split(/[\s,]+/).filter(Boolean);
-    if (!on.length && !failureRate && !channels.length) return null;
-    return { on, ...(failureRate ? { failure_rate: failureRate } : {}), channels };
+    // Whole seconds, or nothing when the field is empty (the server checks the range).
+    const seconds = (input) => (input.value.trim() === "" ? null : Number(input.value));
+    const noSuccess = seconds(alertNoSuccess);
+    const expected = seconds(alertExpected);
+    if (!on.length && !failureRate && noSuccess === null && expected === null && !channels.length) return null;
+    return {
+      on,
+      ...(failureRate ? { failure_rate: failureRate } : {}),
+      ...(noSuccess !== null ? { no_success_within_s: noSuccess } : {}),
+      ...(expected !== null ? { expected_duration_s: expected } : {}),
+      channels,
+    };
   };
   // The secrets table as the job body's `secrets` (empty rows left out).
   const buildSecrets = () => {
@@ -1089,7 +1120,7 @@ function stripView(job) {
 function moduleLabel(m) {
   const used = m.jobs?.length ? ` · used by ${m.jobs.join(", ")}` : "";
   const network = m.capabilities?.length ? ` (${m.capabilities.join(", ")})` : "";
-  return `${shortDigest(m.digest)} · ${m.kind}${network} · ${formatBytes(m.size)}${m.uploaded_at ? ` · ${formatTime(m.uploaded_at)}` : ""}${used}`;
+  return `${m.name ? `${m.name} · ` : ""}${shortDigest(m.digest)} · ${m.kind}${network} · ${formatBytes(m.size)}${m.uploaded_at ? ` · ${formatTime(m.uploaded_at)}` : ""}${used}`;
 }
 
 /** What a module can do on the network, in words. */

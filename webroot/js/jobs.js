@@ -9,7 +9,7 @@
 
 import { api, apiAll, can, jobPath, query } from "./api.js";
 import {
-  confirmDialog, emptyState, errorState, formatBytes, formatCount, formatTime, h, keepFocus,
+  confirmDialog, emptyState, errorState, failureOf, formatBytes, formatCount, formatTime, h, jobLinks, keepFocus,
   navigate, relTime, replace, shardLabel, shortDigest, statusBadge, toast, urlHost,
 } from "./ui.js";
 import { runHistory } from "./runs.js";
@@ -108,6 +108,16 @@ export async function setPaused(job, paused, after) {
 }
 
 export async function killRuns(job, runId, after) {
+  // A kill cannot be undone: ask first, as a delete does.
+  const count = runId ? 1 : (job.running?.length ?? 1);
+  const confirmed = await confirmDialog({
+    title: count === 1 ? `Kill the running run of ${job.name || job}?` : `Kill ${count} running runs of ${job.name || job}?`,
+    body: h("p", {}, `${count === 1 ? "It is" : "They are"} stopped now and ${count === 1 ? "ends" : "end"} killed; `,
+      "what has not finished stays undone. The job's schedule is not changed."),
+    confirm: count === 1 ? "Kill run" : `Kill ${count} runs`,
+    danger: true,
+  });
+  if (!confirmed) return;
   await act(async () => {
     const answer = await api(jobPath(job.name || job, `/kill${query({ run_id: runId })}`), { method: "POST" });
     toast(`Kill requested for ${answer.runs.length} run${answer.runs.length === 1 ? "" : "s"} of ${answer.job}`, "ok");
@@ -306,13 +316,9 @@ export async function renderList(view) {
   let error = null;
   let sort = { key: (view.query.sort || "name").replace(/^-/, ""), descending: (view.query.sort || "").startsWith("-") };
   const load = async () => {
-    try {
+    error = await failureOf(async () => {
       jobs = await apiAll("/jobs", { signal: view.signal });
-      error = null;
-    } catch (err) {
-      if (err.name === "AbortError") throw err;
-      error = err;
-    }
+    });
     draw();
   };
   const draw = () => {
@@ -376,7 +382,7 @@ function pairsBlock(object, separator) {
   return h("code", { class: "block" }, Object.entries(object).map(([k, v]) => `${k}${separator}${v}`).join("\n"));
 }
 
-function kindFacts(job) {
+function kindFacts(job, module) {
   if (job.kind.http) {
     const http = job.kind.http;
     return [
@@ -398,7 +404,8 @@ function kindFacts(job) {
   const wasm = job.kind.wasm;
   const l = wasm.limits;
   return [
-    fact("Module", h("code", { title: wasm.module }, shortDigest(wasm.module))),
+    fact("Module", module?.name ? [h("span", { id: "job-module-name" }, module.name), " "] : null,
+      h("code", { title: wasm.module }, shortDigest(wasm.module))),
     wasm.args?.length ? fact("Arguments", h("code", {}, wasm.args.join(" "))) : null,
     Object.keys(wasm.env || {}).length ? fact("Environment", h("code", { class: "block" }, Object.entries(wasm.env).map(([k, v]) => `${k}=${v}`).join("\n"))) : null,
     wasm.dirs?.length ? fact("Directories", wasm.dirs.map((d) => `${d.grant} → ${d.guest_path}${d.writable ? " (writable)" : ""}`).join(", ")) : null,
@@ -426,16 +433,14 @@ function networkLimits(n) {
   return `${n.requests} requests, ${n.concurrent} at once · ${formatBytes(n.bytes_out)} out, ${formatBytes(n.bytes_in)} in · connect ${n.connect_timeout_s} s, first byte ${n.first_byte_timeout_s} s`;
 }
 
-function jobLinks(names) {
-  return names.map((n, i) => [i ? ", " : null, h("a", { href: `#/jobs/${encodeURIComponent(n)}` }, n)]);
-}
-
-/** "on failed, timed out · more than 50% of at least 5 runs in 600 s failed → ops, pager". */
+/** "when a run ends failed, timed out, or more than 50% of at least 5 runs in 600 s failed → ops, pager". */
 export function describeAlerts(alerts) {
   const parts = [];
   if (alerts.on?.length) parts.push(`a run ends ${alerts.on.map((s) => s.replaceAll("_", " ")).join(", ")}`);
   const rate = alerts.failure_rate;
   if (rate) parts.push(`more than ${+(rate.threshold * 100).toPrecision(12)}% of at least ${rate.min_runs} runs in ${rate.window_s} s failed`);
+  if (alerts.no_success_within_s) parts.push(`no run succeeded within ${alerts.no_success_within_s} s`);
+  if (alerts.expected_duration_s) parts.push(`a run is still running after ${alerts.expected_duration_s} s`);
   return `when ${parts.join(", or ")} → ${alerts.channels.join(", ")}`;
 }
 
@@ -466,8 +471,17 @@ export async function renderDetail(view) {
   // The next fire times in the job's zone, read again when the schedule changes.
   let upcoming = [];
   let upcomingFor = null;
+  // The stored module of a WASM job (for its name), read when the digest changes.
+  let module = null;
   const load = async () => {
     job = await api(jobPath(name), { signal: view.signal });
+    const digest = job.kind.wasm?.module;
+    if (digest && module?.digest !== digest) {
+      module = await api(`/modules/${encodeURIComponent(digest)}`, { signal: view.signal }).catch((err) => {
+        if (err.name === "AbortError") throw err;
+        return { digest };
+      });
+    }
     const key = `${job.schedule}|${job.timezone}|${job.paused}`;
     const stale = upcoming.length && new Date(upcoming[0]).getTime() < Date.now();
     if (key !== upcomingFor || stale) {
@@ -485,7 +499,7 @@ export async function renderDetail(view) {
       replace(head,
         h("div", {},
           h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / "),
-          h("h1", { tabindex: -1 }, job.name, " ", statusBadge(job.status))),
+          h("h1", { tabindex: -1 }, h("span", { class: "whole-name" }, job.name), " ", statusBadge(job.status))),
         actions(job, load, { onDeleted: () => navigate("#/jobs") }));
       const retry = job.retry;
       const later = upcoming.filter((t) => job.next_run && new Date(t) > new Date(job.next_run)).slice(0, 4);
@@ -510,10 +524,10 @@ export async function renderDetail(view) {
           h("section", { class: "card" },
             h("h2", {}, job.kind.shell ? "Shell command" : job.kind.http ? "HTTP request" : "WebAssembly module"),
             h("dl", { class: "facts" },
-              kindFacts(job),
+              kindFacts(job, module),
               secretFacts(job),
-              fact("Created", formatTime(job.meta.created_at)),
-              fact("Updated", formatTime(job.meta.updated_at), job.meta.written_by ? ` by ${job.meta.written_by}` : ""),
+              fact("Created", formatTime(job.meta.created_at, job.timezone, true)),
+              fact("Updated", formatTime(job.meta.updated_at, job.timezone, true), job.meta.written_by ? ` by ${job.meta.written_by}` : ""),
               fact("Revision", String(job.revision), can("operator")
                 ? [" · ", h("a", { href: `#/audit${query({ job: job.name })}`, id: "job-audit-link", "data-focus-key": "audit-link" }, "History of changes")]
                 : null)))),
@@ -522,7 +536,7 @@ export async function renderDetail(view) {
             h("h2", {}, "Running now"),
             h("ul", { class: "plain" }, job.running.map((entry) => h("li", {},
               h("a", { href: `#/runs/${entry.run_id}` }, entry.run_id), " on ", entry.worker,
-              " · claimed ", relTime(entry.claimed_at), entry.trigger !== "schedule" ? ` · ${entry.trigger}` : null,
+              " · claimed ", relTime(entry.claimed_at, { zone: job.timezone }), entry.trigger !== "schedule" ? ` · ${entry.trigger}` : null,
               entry.shard ? ` · ${shardLabel(entry.shard)}` : null))))
           : null,
         job.pending?.length
@@ -530,8 +544,8 @@ export async function renderDetail(view) {
             h("h2", {}, "Waiting to run"),
             h("ul", { class: "plain" }, job.pending.map((run) => h("li", {},
               h("strong", {}, run.attempt > 1 ? `${run.trigger} (attempt ${run.attempt})` : run.trigger),
-              " for ", formatTime(run.tick, job.timezone),
-              run.not_before ? [" · starts ", relTime(run.not_before)] : null,
+              " for ", formatTime(run.tick, job.timezone, true),
+              run.not_before ? [" · starts ", relTime(run.not_before, { zone: job.timezone })] : null,
               run.worker ? ` · on ${run.worker}` : null,
               run.shard ? ` · ${shardLabel(run.shard)}` : null,
               h("span", { class: "muted" }, ` · requested by ${run.requested_by}`)))))
@@ -559,6 +573,7 @@ export async function renderDetail(view) {
   view.every(3000, load);
   await Promise.all([
     watchState(view, () => job, stateBox),
-    runHistory(view, history, { job: name, title: "Run history" }),
+    // The job's page shows every time in the job's zone, as its schedule is.
+    runHistory(view, history, { job: name, title: "Run history", zone: job?.timezone }),
   ]);
 }

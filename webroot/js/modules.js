@@ -3,11 +3,14 @@
 // picker, and delete.
 
 import { api, can } from "./api.js";
-import { confirmDialog, emptyState, errorState, formatBytes, formatTime, h, keepFocus, relTime, replace, toast } from "./ui.js";
+import {
+  confirmDialog, emptyState, errorState, failureOf, formatBytes, h, jobLinks, keepFocus, replace, stackedTime, toast,
+} from "./ui.js";
 
-/** Uploads a .wasm file as raw bytes; answers {digest, size, kind, capabilities, created}. */
+/** Uploads a .wasm file as raw bytes, labelled with its file name; answers {digest, name, size, kind, capabilities, created}. */
 export function uploadModule(file, signal) {
-  return api("/modules", { method: "POST", body: file, headers: { "Content-Type": "application/wasm" }, signal });
+  const label = file.name ? `?name=${encodeURIComponent(file.name)}` : "";
+  return api(`/modules${label}`, { method: "POST", body: file, headers: { "Content-Type": "application/wasm" }, signal });
 }
 
 /**
@@ -65,14 +68,11 @@ export async function render(view) {
 
   let modules = null;
   const load = async () => {
-    try {
+    const error = await failureOf(async () => {
       modules = await api("/modules", { signal: view.signal });
-    } catch (err) {
-      if (err.name === "AbortError") throw err;
-      replace(region, errorState(err, load));
-      return;
-    }
-    keepFocus(draw);
+    });
+    if (error) replace(region, errorState(error, load));
+    else keepFocus(draw);
   };
   const draw = () => {
     if (!modules.length) {
@@ -80,14 +80,15 @@ export async function render(view) {
       return;
     }
     replace(region, h("div", { class: "table-wrap" }, h("table", { class: "data" },
-      h("thead", {}, h("tr", {}, ["Digest", "Kind", "Network", "Size", "Uploaded", "Used by", h("span", { class: "sr-only" }, "Actions")].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Digest", "Name", "Kind", "Network", "Size", "Uploaded", "Used by", h("span", { class: "sr-only" }, "Actions")].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, modules.map((m) => h("tr", { "data-digest": m.digest },
         h("th", { scope: "row", "data-label": "Digest" }, h("code", { class: "digest", title: m.digest }, m.digest.replace(/^sha256:/, "").slice(0, 16), "…")),
+        h("td", { "data-label": "Name", class: "module-name" }, m.name ?? h("span", { class: "muted" }, "—")),
         h("td", { "data-label": "Kind" }, m.kind),
         h("td", { "data-label": "Network" }, capabilityBadges(m)),
         h("td", { "data-label": "Size", class: "num" }, formatBytes(m.size)),
-        h("td", { "data-label": "Uploaded" }, h("div", { class: "stack" }, formatTime(m.uploaded_at), h("small", { class: "muted" }, relTime(m.uploaded_at)))),
-        h("td", { "data-label": "Used by" }, m.jobs.length ? m.jobs.map((j, i) => [i ? ", " : "", h("a", { href: `#/jobs/${encodeURIComponent(j)}` }, j)]) : h("span", { class: "muted" }, "no job")),
+        h("td", { "data-label": "Uploaded" }, stackedTime(m.uploaded_at)),
+        h("td", { "data-label": "Used by" }, m.jobs.length ? jobLinks(m.jobs) : h("span", { class: "muted" }, "no job")),
         h("td", { class: "row-actions" }, can("operator") ? h("button", {
           type: "button", class: "danger-quiet", "data-focus-key": `delete:${m.digest}`, "aria-label": `Delete module ${m.digest.slice(7, 19)}`,
           onclick: async () => {

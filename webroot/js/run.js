@@ -6,11 +6,14 @@
 // the reported result. A WASM run with network access lists its egress
 // ledger: each HTTP request, TCP connection and name lookup, allowed or not.
 // A run that received secrets names them (the values never reach the API).
+// An ended run can be re-run (after a confirmation): its job runs again for
+// the same tick, and the answer links to the new run; a re-run links back
+// to the run it re-ran.
 
 import { api, can, jobPath, query } from "./api.js";
 import { runNow } from "./jobs.js";
 import {
-  emptyState, formatBytes, formatCount, formatDuration, formatTime, h, relTime, replace,
+  confirmDialog, emptyState, formatBytes, formatCount, formatDuration, formatTime, h, relTime, replace,
   runDuration, shardLabel, shortId, statusBadge, toast,
 } from "./ui.js";
 
@@ -28,10 +31,12 @@ function facts(run, received) {
     fact("Trigger", run.trigger, run.attempt > 1 ? ` (attempt ${run.attempt})` : ""),
     run.parent ? fact("Started by", h("a", { href: `#/runs/${run.parent.run_id}`, id: "parent-run", title: run.parent.run_id },
       `${run.parent.job} run ${shortId(run.parent.run_id)}`), " ", statusBadge(run.parent.status)) : null,
+    run.rerun_of ? fact("Re-run of", h("a", { href: `#/runs/${run.rerun_of}`, id: "rerun-of", title: run.rerun_of }, `run ${shortId(run.rerun_of)}`)) : null,
     run.shard ? fact("Shard", h("span", { id: "run-shard", title: `SANDCRON_SHARD_INDEX=${run.shard.index}, SANDCRON_SHARD_COUNT=${run.shard.count}` }, shardLabel(run.shard))) : null,
     fact("Tick", formatTime(run.tick, undefined, true), " · ", relTime(run.tick)),
     run.missed_until ? fact("Missed until", formatTime(run.missed_until, undefined, true)) : null,
-    fact("Worker", h("span", { class: "mono" }, run.worker || "—")),
+    fact("Worker", h("span", { class: "mono" }, run.worker || "—"),
+      run.handed_off_from ? h("small", { class: "muted", id: "run-handed-off" }, ` · taken over from ${run.handed_off_from}, whose slots were all in use`) : null),
     fact("Started", run.started_at ? formatTime(run.started_at, undefined, true) : "—"),
     fact("Ended", run.ended_at ? formatTime(run.ended_at, undefined, true) : running ? "still running" : "—"),
     fact("Duration", running && run.started_at
@@ -108,6 +113,51 @@ function egressSection(run) {
             h("td", { "data-label": "Received", class: "num" }, formatBytes(e.bytes_in)),
             h("td", { "data-label": "Duration", class: "num" }, formatDuration(e.duration_ms)))))))
       : null);
+}
+
+/**
+ * Asks, then asks the server to run the job of `run` again for its tick;
+ * draws the server's answer (the new run, the tick, any note) into `box`.
+ */
+async function rerun(run, box) {
+  const confirmed = await confirmDialog({
+    title: `Re-run run ${shortId(run.run_id)}?`,
+    body: h("p", {},
+      `Job ${run.job} runs again for this run's tick, ${formatTime(run.tick, undefined, true)}, as the job is now. `,
+      "The new run has trigger rerun and links back to this one.",
+      run.shard ? ` Only this shard runs again, on worker ${run.worker}.` : ""),
+    confirm: "Re-run",
+  });
+  if (!confirmed) return;
+  let answer;
+  try {
+    answer = await api(`/runs/${encodeURIComponent(run.run_id)}/rerun`, { method: "POST" });
+  } catch (err) {
+    toast(err.message, "bad");
+    return;
+  }
+  const link = answer.run_id
+    ? h("a", { href: `#/runs/${answer.run_id}`, id: "rerun-new" }, `run ${shortId(answer.run_id)}`)
+    : h("a", { href: `#/jobs/${encodeURIComponent(answer.job)}`, id: "rerun-new" }, `the runs of ${answer.job}`);
+  // The new run exists once a worker has taken the request: until then
+  // its id is shown, then it becomes a link (as after Run now).
+  const newRun = h("span", { id: "rerun-new-run" }, answer.run_id ? `run ${shortId(answer.run_id)} (waiting for a worker to start it)` : link);
+  replace(box, h("p", { class: "notice tone-ok", id: "rerun-answer", role: "status" },
+    "Re-run requested: ", newRun,
+    ` for tick ${formatTime(answer.tick, undefined, true)}${answer.worker ? `, on worker ${answer.worker}` : ""}.`,
+    answer.note ? ` Note: ${answer.note}.` : ""));
+  if (!answer.run_id) return;
+  const deadline = Date.now() + 10000;
+  while (Date.now() < deadline && box.isConnected) {
+    try {
+      await api(`/runs/${encodeURIComponent(answer.run_id)}`);
+      break;
+    } catch (err) {
+      if (err.status !== 404) break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  }
+  replace(newRun, link);
 }
 
 /** Rows drawn at most; the rest stay in memory for Download, so a huge output cannot stall the tab. */
@@ -215,6 +265,7 @@ export async function render(view) {
   const factsBox = h("section", { class: "card" });
   const resultBox = h("div", {});
   const asyncBox = h("div", { "aria-live": "polite" });
+  const rerunBox = h("div", { "aria-live": "polite" });
   const shardsBox = h("div", {});
   const egressBox = h("div", {});
   const output = new OutputView();
@@ -226,6 +277,10 @@ export async function render(view) {
     run.status === "missed" || run.status === "skipped"
       ? `This tick was ${run.status}${run.error ? ` (${run.error})` : ""}: nothing ran, so there is no output.`
       : "This run wrote no output.");
+  // A running run that has written nothing yet: say so instead of an empty box.
+  const waitingNote = h("p", { class: "muted output-empty", id: "output-waiting", hidden: run.status !== "running" },
+    "Waiting for output: the run has written nothing yet.");
+  output.box.hidden = run.status === "running";
   const wrap = h("input", { type: "checkbox", id: "output-wrap", checked: true });
   const streams = h("select", { id: "output-streams", "aria-label": "Streams shown" },
     h("option", { value: "" }, "stdout and stderr"), h("option", { value: "stdout" }, "stdout only"), h("option", { value: "stderr" }, "stderr only"));
@@ -236,6 +291,7 @@ export async function render(view) {
 
   replace(view.main,
     head,
+    rerunBox,
     asyncBox,
     factsBox,
     shardsBox,
@@ -252,6 +308,7 @@ export async function render(view) {
       truncation,
       output.box,
       output.overflow,
+      waitingNote,
       emptyNote));
 
   let killing = false;
@@ -260,9 +317,15 @@ export async function render(view) {
     const running = run.status === "running";
     replace(head,
       h("div", {},
-        h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job), " /"),
+        h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("a", { href: `#/jobs/${encodeURIComponent(run.job)}`, class: "whole-name" }, run.job), " /"),
         h("h1", { tabindex: -1 }, h("span", { class: "mono" }, run.run_id), " ", h("span", { id: "run-status" }, statusBadge(run.status)))),
       h("div", { class: "actions" },
+        can("operator") && !running
+          ? h("button", {
+            type: "button", id: "rerun-run", title: `Run ${run.job} again for this run's tick`,
+            onclick: () => rerun(run, rerunBox),
+          }, "Re-run")
+          : null,
         can("operator") && !running
           ? h("button", { type: "button", id: "run-again", onclick: () => runNow({ name: run.job }) }, "Run the job again")
           : null,
@@ -270,6 +333,14 @@ export async function render(view) {
           ? h("button", {
           type: "button", class: "danger", id: "kill-run", disabled: killing,
           onclick: async () => {
+            const confirmed = await confirmDialog({
+              title: `Kill run ${shortId(run.run_id)}?`,
+              body: h("p", {}, `The run of ${run.job} is stopped now and ends killed; what it has not finished stays undone. `,
+                "The job's schedule is not changed."),
+              confirm: "Kill run",
+              danger: true,
+            });
+            if (!confirmed || run.status !== "running") return;
             killing = true;
             drawRun();
             try {
@@ -403,6 +474,9 @@ export async function render(view) {
         continue;
       }
       output.append(page.chunks);
+      const waiting = run.status === "running" && output.empty;
+      waitingNote.hidden = !waiting;
+      output.box.hidden = waiting;
       if (run.status === "running" && page.chunks.length) {
         const received = document.getElementById("output-bytes");
         if (received) received.textContent = `${formatBytes(output.bytes)} so far`;
@@ -421,6 +495,7 @@ export async function render(view) {
     if (!view.alive) return;
     liveNote.dataset.state = "ended";
     liveNote.textContent = `ended ${run.ended_at ? formatTime(run.ended_at) : ""}`.trim();
+    waitingNote.hidden = true;
     emptyNote.hidden = !output.empty;
     output.box.hidden = output.empty;
   };

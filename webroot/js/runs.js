@@ -5,8 +5,8 @@
 
 import { api, apiAll, query } from "./api.js";
 import {
-  emptyState, errorState, formatCount, formatDuration, formatTime, h, keepFocus, localZone, relTime,
-  replace, runDuration, RUN_STATUSES, shardLabel, shortId, statusBadge,
+  emptyState, errorState, failureOf, formatCount, formatDuration, h, keepFocus, localZone,
+  replace, runDuration, RUN_STATUSES, shardLabel, shortId, stackedTime, statusBadge,
 } from "./ui.js";
 
 const RANGES = [
@@ -18,7 +18,7 @@ const RANGES = [
 ];
 const RANGE_MS = { "15m": 15 * 60e3, "1h": 3600e3, "24h": 86400e3, "7d": 7 * 86400e3 };
 // Why a run exists: the API's `trigger` values.
-const TRIGGERS = ["schedule", "manual", "catchup", "retry", "dependency"];
+const TRIGGERS = ["schedule", "manual", "catchup", "retry", "dependency", "rerun"];
 
 function durationCell(run) {
   if (run.status === "running" && run.started_at) {
@@ -80,7 +80,7 @@ function shardClass(run, groups, index, list) {
 }
 
 /** The table of a page of runs. */
-export function runsTable(page, { showJob = true } = {}) {
+export function runsTable(page, { showJob = true, zone } = {}) {
   const { runs, groups } = withShardsTogether(page);
   const heads = ["Run", showJob ? "Job" : null, "Status", "Trigger", "Worker", "Tick", "Duration", "Fuel", "Exit"].filter(Boolean);
   return h(
@@ -92,11 +92,11 @@ export function runsTable(page, { showJob = true } = {}) {
       "tr",
       { "data-run": run.run_id, "data-status": run.status, "data-trigger": run.trigger, "data-shard-group": run.shard?.group, class: shardClass(run, groups, index, runs) },
       h("th", { scope: "row", "data-label": "Run" }, h("a", { href: `#/runs/${run.run_id}`, title: run.run_id, "data-focus-key": `run:${run.run_id}`, class: "mono" }, shortId(run.run_id))),
-      showJob ? h("td", { "data-label": "Job" }, h("a", { href: `#/jobs/${encodeURIComponent(run.job)}` }, run.job)) : null,
+      showJob ? h("td", { "data-label": "Job" }, h("a", { href: `#/jobs/${encodeURIComponent(run.job)}`, class: "whole-name" }, run.job)) : null,
       h("td", { "data-label": "Status" }, statusCell(run)),
       h("td", { "data-label": "Trigger" }, triggerCell(run)),
       h("td", { "data-label": "Worker", class: "mono small" }, run.worker || "—"),
-      h("td", { "data-label": "Tick" }, h("div", { class: "stack" }, formatTime(run.tick), h("small", { class: "muted" }, relTime(run.tick)))),
+      h("td", { "data-label": "Tick" }, stackedTime(run.tick, zone)),
       h("td", { "data-label": "Duration", class: "num" }, durationCell(run)),
       h("td", { "data-label": "Fuel", class: "num", title: run.fuel_used ?? "" }, run.fuel_used === null || run.fuel_used === undefined ? h("span", { class: "muted" }, "—") : formatCount(run.fuel_used)),
       h("td", { "data-label": "Exit", class: "num" }, run.exit_code ?? h("span", { class: "muted" }, "—")),
@@ -118,16 +118,16 @@ function suggestWorkers(view, datalist) {
   }).catch(() => {});
 }
 
-/** A note saying which zone times are shown in. */
-export function zoneNote() {
-  return h("small", { class: "muted zone-note" }, `Times in your browser's zone, ${localZone()}.`);
+/** A note saying which zone times are shown in: a job's, or else the browser's. */
+export function zoneNote(zone) {
+  return h("small", { class: "muted zone-note" }, zone ? `Times in the job's zone, ${zone}.` : `Times in your browser's zone, ${localZone()}.`);
 }
 
 /**
  * Draws a filtered, paged run history into `container`. With `job` the
  * history is that job's; otherwise a job filter is offered.
  */
-export async function runHistory(view, container, { job = null, title = "Runs", heading = "h2" } = {}) {
+export async function runHistory(view, container, { job = null, title = "Runs", heading = "h2", zone } = {}) {
   const state = {
     job: job ?? view.query.job ?? "",
     status: view.query.status ?? "",
@@ -164,7 +164,7 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
   const newer = h("button", { type: "button", id: "runs-newer", disabled: true }, "← Newer");
   const older = h("button", { type: "button", id: "runs-older", disabled: true }, "Older →");
   const pageInfo = h("span", { class: "muted" });
-  const pager = h("nav", { class: "pager", "aria-label": "Run pages" }, zoneNote(), newer, pageInfo, older);
+  const pager = h("nav", { class: "pager", "aria-label": "Run pages" }, zoneNote(zone), newer, pageInfo, older);
 
   replace(
     container,
@@ -180,7 +180,7 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
   let page = null;
   let error = null;
   const load = async () => {
-    try {
+    error = await failureOf(async () => {
       page = await api(`/runs${query({
         job: state.job || undefined,
         status: state.status || undefined,
@@ -190,11 +190,7 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
         limit: state.limit,
         cursor: cursor ?? undefined,
       })}`, { signal: view.signal });
-      error = null;
-    } catch (err) {
-      if (err.name === "AbortError") throw err;
-      error = err;
-    }
+    });
     draw();
   };
   const draw = () => {
@@ -209,7 +205,7 @@ export async function runHistory(view, container, { job = null, title = "Runs", 
           filtered ? null : job ? "Runs appear here as the job fires, or when you run it now." : "Runs appear here as jobs fire.",
         ));
       } else {
-        replace(region, h("div", { class: "table-wrap" }, runsTable(page.runs, { showJob: job === null })),
+        replace(region, h("div", { class: "table-wrap" }, runsTable(page.runs, { showJob: job === null, zone })),
           error ? h("p", { class: "stale", role: "status" }, `Could not refresh: ${error.message}`) : null);
       }
     });

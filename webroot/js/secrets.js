@@ -5,7 +5,9 @@
 // field after it was sent, and clears what was typed once it is stored.
 
 import { api, can, session } from "./api.js";
-import { confirmDialog, emptyState, errorState, formatTime, h, keepFocus, relTime, replace } from "./ui.js";
+import {
+  confirmDialog, emptyState, errorState, failureOf, h, jobLinks, keepFocus, replace, stackedTime,
+} from "./ui.js";
 
 /** A secret's name: the job-name rule. */
 export const SECRET_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -27,10 +29,6 @@ async function fileValue(file) {
   if (bytes.at(-1) === 0x0a) bytes = bytes.subarray(0, bytes.length - 1);
   if (bytes.at(-1) === 0x0d) bytes = bytes.subarray(0, bytes.length - 1);
   return bytes;
-}
-
-function jobLinks(jobs) {
-  return jobs.map((j, i) => [i ? ", " : null, h("a", { href: `#/jobs/${encodeURIComponent(j)}` }, j)]);
 }
 
 export async function render(view) {
@@ -209,14 +207,11 @@ export async function render(view) {
   };
 
   const load = async () => {
-    try {
+    const error = await failureOf(async () => {
       secrets = await listSecrets(view.signal);
-    } catch (err) {
-      if (err.name === "AbortError") throw err;
-      replace(region, errorState(err, load));
-      return;
-    }
-    keepFocus(draw);
+    });
+    if (error) replace(region, errorState(error, load));
+    else keepFocus(draw);
   };
   const draw = () => {
     if (!view.alive) return;
@@ -232,7 +227,7 @@ export async function render(view) {
       h("thead", {}, h("tr", {}, head.map((t) => h("th", { scope: "col" }, t)), admin ? h("th", { scope: "col" }, h("span", { class: "sr-only" }, "Actions")) : null)),
       h("tbody", {}, secrets.map((s) => h("tr", { "data-secret": s.name },
         h("th", { scope: "row", "data-label": "Name" }, h("code", {}, s.name)),
-        h("td", { "data-label": "Updated" }, h("div", { class: "stack" }, formatTime(s.updated_at), h("small", { class: "muted" }, relTime(s.updated_at)))),
+        h("td", { "data-label": "Updated" }, stackedTime(s.updated_at)),
         h("td", { "data-label": "Written by" }, s.written_by),
         h("td", { "data-label": "Key" }, h("code", { title: "the id of the key that sealed it" }, s.key_id)),
         h("td", { "data-label": "Used by", class: "secret-jobs" }, s.jobs.length ? jobLinks(s.jobs) : h("span", { class: "muted" }, "no job")),

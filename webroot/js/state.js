@@ -4,7 +4,7 @@
 // are not shown state (the API refuses them), and are told so.
 
 import { api, can, jobPath, session } from "./api.js";
-import { confirmDialog, formatBytes, h, keepFocus, replace, toast } from "./ui.js";
+import { confirmDialog, failureOf, formatBytes, h, keepFocus, replace, toast } from "./ui.js";
 
 /** Keys a URL path segment cannot carry: the browser would resolve them as "." and "..". */
 const UNADDRESSABLE = new Set([".", ".."]);
@@ -27,13 +27,9 @@ export function watchState(view, current, box) {
   let state = null;
   let problem = null;
   const load = async () => {
-    try {
+    problem = await failureOf(async () => {
       state = await api(jobPath(name, "/state"), { signal: view.signal });
-      problem = null;
-    } catch (err) {
-      if (err.name === "AbortError") throw err;
-      problem = err;
-    }
+    });
     if (view.alive) keepFocus(draw);
   };
   const draw = () => {

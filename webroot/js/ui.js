@@ -243,13 +243,24 @@ export function toast(message, kind = "info", { action } = {}) {
   const box = document.getElementById("toasts");
   // Only the latest few stay; older notices have been read or are stale.
   while (box.childElementCount >= 3) box.firstElementChild.remove();
-  const node = h("div", { class: `toast tone-${kind}`, role: kind === "bad" ? "alert" : "status" }, h("span", {}, message));
+  const node = h("div", { class: `toast tone-${kind}`, role: kind === "bad" ? "alert" : "status", "data-born": String(Date.now()) }, h("span", {}, message));
   if (action) node.append(" ", action);
   const close = h("button", { class: "link", "aria-label": "Dismiss", onclick: () => node.remove() }, "×");
   node.append(close);
   box.append(node);
   setTimeout(() => node.remove(), kind === "bad" ? 12000 : 6000);
   return node;
+}
+
+/**
+ * Removes the notices of the page being left: they speak of it, and would
+ * cover the next one. A notice raised by the action that navigates (saved,
+ * deleted) is younger than a moment and stays.
+ */
+export function dropStaleToasts(now = Date.now()) {
+  for (const node of [...document.querySelectorAll("#toasts .toast")]) {
+    if (now - Number(node.dataset.born || 0) > 1500) node.remove();
+  }
 }
 
 /** Asks a yes/no question in a modal dialog; resolves true when confirmed. */
@@ -283,6 +294,32 @@ export function errorState(err, retry) {
     h("p", {}, message),
     retry ? h("p", {}, h("button", { onclick: retry }, "Try again")) : null,
   );
+}
+
+/**
+ * Runs a page's `fetch` (which keeps what it fetched) and answers the error
+ * it failed with, or null, so that the page shows a failed load, or keeps
+ * its last data marked stale, instead of failing. An abort (the page was
+ * left) is thrown on.
+ */
+export async function failureOf(fetch) {
+  try {
+    await fetch();
+    return null;
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    return err;
+  }
+}
+
+/** Job names as links to their pages, comma-separated. */
+export function jobLinks(names) {
+  return names.map((name, i) => [i ? ", " : null, h("a", { href: `#/jobs/${encodeURIComponent(name)}` }, name)]);
+}
+
+/** An instant in a table cell: the time, and under it how long ago. */
+export function stackedTime(instant, zone) {
+  return h("div", { class: "stack" }, formatTime(instant, zone), h("small", { class: "muted" }, relTime(instant, { zone })));
 }
 
 /** Debounces `fn` by `ms`. */

@@ -1,19 +1,25 @@
-// Live workers (#/workers): labels, capacity and load, version, uptime.
+// Live workers (#/workers): labels, slots in use of the capacity (and runs
+// waiting for a slot, which another worker with a free one takes over),
+// version, uptime.
 // Workers seen earlier in this tab that no longer hold their lease stay
 // listed as gone, so a worker disappearing is visible, not silent.
 
 import { api } from "./api.js";
-import { emptyState, errorState, formatTime, formatUptime, h, keepFocus, relTime, replace } from "./ui.js";
+import { emptyState, errorState, failureOf, formatTime, formatUptime, h, keepFocus, relTime, replace } from "./ui.js";
 
 /** Every worker this tab has seen: id → {info, lastSeen, goneAt}. */
 const seen = new Map();
 
-function loadBar(running, capacity) {
-  const share = capacity ? Math.min(1, running / capacity) : 0;
-  return h("div", { class: "load", title: `${running} of ${capacity} slots busy` },
-    h("div", { class: "load-bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": capacity, "aria-valuenow": running, "aria-label": "Running runs" },
+/** Slots in use of the capacity, and the runs waiting for one (the API
+ * derives both from the runs in progress that name the worker). */
+function loadBar(info) {
+  const { slots_in_use: inUse, waiting, capacity } = info;
+  const share = capacity ? Math.min(1, inUse / capacity) : 0;
+  return h("div", { class: "load", title: `${inUse} of ${capacity} slots in use` },
+    h("div", { class: "load-bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": capacity, "aria-valuenow": inUse, "aria-label": "Slots in use" },
       h("span", { style: `width: ${(share * 100).toFixed(1)}%` })),
-    h("span", { class: "num" }, `${running} / ${capacity}`));
+    h("span", { class: "num" }, `${inUse} / ${capacity}`),
+    waiting ? h("small", { class: "muted", "data-waiting": waiting }, ` · ${waiting} waiting`) : null);
 }
 
 export async function render(view) {
@@ -25,7 +31,7 @@ export async function render(view) {
 
   let error = null;
   const load = async () => {
-    try {
+    error = await failureOf(async () => {
       const live = await api("/workers", { signal: view.signal });
       const now = Date.now();
       const ids = new Set(live.map((w) => w.id));
@@ -33,11 +39,7 @@ export async function render(view) {
       for (const [id, entry] of seen) {
         if (!ids.has(id) && entry.goneAt === null) entry.goneAt = now;
       }
-      error = null;
-    } catch (err) {
-      if (err.name === "AbortError") throw err;
-      error = err;
-    }
+    });
     keepFocus(draw);
   };
   const draw = () => {
@@ -49,9 +51,10 @@ export async function render(view) {
       replace(region, errorState(error, load));
       return;
     }
-    const slots = live.reduce((n, e) => n + e.info.capacity, 0);
-    const busy = live.reduce((n, e) => n + e.info.running, 0);
-    summary.textContent = `${live.length} live worker${live.length === 1 ? "" : "s"} · ${busy} of ${slots} slots busy · refreshed every 2 s`;
+    const total = live.reduce((n, e) => n + e.info.capacity, 0);
+    const busy = live.reduce((n, e) => n + e.info.slots_in_use, 0);
+    const waiting = live.reduce((n, e) => n + e.info.waiting, 0);
+    summary.textContent = `${live.length} live worker${live.length === 1 ? "" : "s"} · ${busy} of ${total} slots in use${waiting ? ` · ${waiting} run${waiting === 1 ? "" : "s"} waiting for a slot` : ""} · refreshed every 2 s`;
     replace(banner, gone.length
       ? h("p", { class: "notice tone-bad", id: "workers-gone", role: "status" },
         `${gone.length} worker${gone.length === 1 ? "" : "s"} disappeared while this page was open: `,
@@ -71,7 +74,7 @@ export async function render(view) {
       return;
     }
     replace(region, h("div", { class: "table-wrap" }, h("table", { class: "data workers-table" },
-      h("thead", {}, h("tr", {}, ["Worker", "State", "Labels", "Native", "Load", "Version", "Started", "Uptime"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Worker", "State", "Labels", "Native", "Slots in use", "Version", "Started", "Uptime"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, entries.map(({ info, goneAt, lastSeen }) => h("tr", { "data-worker": info.id, class: goneAt ? "is-gone" : null },
         h("th", { scope: "row", "data-label": "Worker" }, h("div", { class: "stack" }, h("span", { class: "mono" }, info.id), h("small", { class: "muted" }, info.hostname))),
         h("td", { "data-label": "State" }, goneAt
@@ -79,7 +82,7 @@ export async function render(view) {
           : h("span", { class: "badge tone-ok" }, "live")),
         h("td", { "data-label": "Labels" }, Object.keys(info.labels).length ? Object.entries(info.labels).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)) : h("span", { class: "muted" }, "none")),
         h("td", { "data-label": "Native" }, info.allow_native ? "shell jobs allowed" : h("span", { class: "muted" }, "wasm only")),
-        h("td", { "data-label": "Load" }, goneAt ? h("span", { class: "muted" }, "—") : loadBar(info.running, info.capacity)),
+        h("td", { "data-label": "Slots in use" }, goneAt ? h("span", { class: "muted" }, "—") : loadBar(info)),
         h("td", { "data-label": "Version" }, info.version),
         h("td", { "data-label": "Started" }, formatTime(info.started_at)),
         h("td", { "data-label": "Uptime", class: "num" }, goneAt ? h("span", { class: "muted" }, "—") : h("span", { "data-since": info.started_at }, formatUptime(info.uptime_s)))))))));

@@ -3,6 +3,7 @@
 //! configured. Pure: the formats are built from it, nothing is sent here.
 
 use super::AlertPayload;
+use super::payload::seconds;
 use crate::run::RunStatus;
 
 /// An alert as a person reads it in a chat.
@@ -22,8 +23,8 @@ const MAX_ERROR_CHARS: usize = 300;
 
 impl ChatText {
     pub(super) fn new(alert: &AlertPayload) -> ChatText {
-        let headline = match &alert.failure_rate {
-            Some(rate) => format!(
+        let headline = match (&alert.failure_rate, &alert.overrun, &alert.no_success, &alert.run) {
+            (Some(rate), ..) => format!(
                 "sandcron: job {} is failing: {} of the last {} runs failed in {} s (threshold {:.0} %)",
                 alert.job,
                 rate.failed,
@@ -31,12 +32,43 @@ impl ChatText {
                 rate.window_s,
                 rate.threshold * 100.0
             ),
-            None => format!("sandcron: job {} {}", alert.job, what_happened(alert.status)),
+            (None, Some(overrun), ..) => format!(
+                "sandcron: job {} is still running after {} (expected at most {})",
+                alert.job,
+                seconds(overrun.running_s),
+                seconds(overrun.expected_s)
+            ),
+            (None, None, Some(silence), _) => format!(
+                "sandcron: job {} has not succeeded within {}",
+                alert.job,
+                seconds(silence.period_s)
+            ),
+            (None, None, None, Some(run)) => format!("sandcron: job {} {}", alert.job, what_happened(run.status)),
+            (None, None, None, None) => format!("sandcron: job {}: {}", alert.job, alert.event),
         };
-        let mut lines = vec![format!(
-            "run {} ({}) · attempt {} · {} · worker {}",
-            alert.run_id, alert.status, alert.attempt, alert.trigger, alert.worker
-        )];
+        let mut lines = Vec::new();
+        if let Some(run) = &alert.run {
+            lines.push(format!(
+                "run {} ({}) · attempt {} · {} · worker {}",
+                run.run_id, run.status, run.attempt, run.trigger, run.worker
+            ));
+        }
+        if let Some(overrun) = &alert.overrun {
+            lines.push(format!("started {} · not stopped", overrun.started_at));
+        }
+        if let Some(silence) = &alert.no_success {
+            lines.push(match silence.last_success {
+                Some(at) => format!("last success: {at}"),
+                None => "last success: never (as far as the run history goes)".to_owned(),
+            });
+            if silence.periods > 1 {
+                lines.push(format!(
+                    "{} periods without a success since {}",
+                    silence.periods, silence.since
+                ));
+            }
+            lines.push(format!("why: {}", cut(silence.reason.trim(), MAX_ERROR_CHARS)));
+        }
         if let Some(error) = &alert.error {
             lines.push(format!("error: {}", cut(error.trim(), MAX_ERROR_CHARS)));
         }
@@ -92,7 +124,7 @@ fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::alert::RateFacts;
+    use crate::alert::{NoSuccessFacts, OverrunFacts, RateFacts, RunFacts};
 
     /// A failed run's alert, with a console link and a long error.
     pub(in crate::alert) fn failed_alert() -> AlertPayload {
@@ -102,14 +134,18 @@ pub(super) mod tests {
             event: "run",
             rule: "job".into(),
             job: "nightly".into(),
-            status: RunStatus::Failed,
-            run_id: "01JRUN".into(),
-            tick: at,
-            trigger: "schedule".into(),
-            attempt: 2,
-            worker: "w1".into(),
+            run: Some(RunFacts {
+                status: RunStatus::Failed,
+                run_id: "01JRUN".into(),
+                tick: at,
+                trigger: "schedule".into(),
+                attempt: 2,
+                worker: "w1".into(),
+            }),
             error: Some("exit status 2: <disk> & more".into()),
             failure_rate: None,
+            overrun: None,
+            no_success: None,
             suppressed: 3,
             url: Some("https://cron.example.com/#/runs/01JRUN".into()),
             sent_at: at,
@@ -127,6 +163,62 @@ pub(super) mod tests {
              error: exit status 2: <disk> & more\n\
              3 similar alerts were suppressed since the last one\n\
              https://cron.example.com/#/runs/01JRUN"
+        );
+    }
+
+    /// A dead-man alert: no run, the job's link.
+    pub(in crate::alert) fn no_success_alert() -> AlertPayload {
+        let at = jiff::Timestamp::from_second(1_800_000_000).expect("timestamp");
+        AlertPayload {
+            id: "01JALERT".into(),
+            event: "no_success",
+            run: None,
+            error: None,
+            suppressed: 0,
+            no_success: Some(NoSuccessFacts {
+                period_s: 600,
+                last_success: None,
+                since: at,
+                periods: 3,
+                reason: "no live worker can run it: no live worker matches the selector <zone>=eu".into(),
+            }),
+            url: Some("https://cron.example.com/#/jobs/nightly".into()),
+            ..failed_alert()
+        }
+    }
+
+    #[test]
+    fn an_overrun_says_how_long_the_run_has_been_running() {
+        let mut alert = failed_alert();
+        alert.event = "overrun";
+        alert.error = None;
+        alert.suppressed = 0;
+        if let Some(run) = alert.run.as_mut() {
+            run.status = RunStatus::Running;
+        }
+        alert.overrun = Some(OverrunFacts {
+            expected_s: 600,
+            running_s: 601,
+            started_at: jiff::Timestamp::from_second(1_800_000_000).expect("timestamp"),
+        });
+        assert_eq!(
+            ChatText::new(&alert).plain(),
+            "sandcron: job nightly is still running after 10 min 1 s (expected at most 10 min)\n\
+             run 01JRUN (running) · attempt 2 · schedule · worker w1\n\
+             started 2027-01-15T08:00:00Z · not stopped\n\
+             https://cron.example.com/#/runs/01JRUN"
+        );
+    }
+
+    #[test]
+    fn a_dead_man_alert_says_when_the_job_last_succeeded_and_why() {
+        assert_eq!(
+            ChatText::new(&no_success_alert()).plain(),
+            "sandcron: job nightly has not succeeded within 10 min\n\
+             last success: never (as far as the run history goes)\n\
+             3 periods without a success since 2027-01-15T08:00:00Z\n\
+             why: no live worker can run it: no live worker matches the selector <zone>=eu\n\
+             https://cron.example.com/#/jobs/nightly"
         );
     }
 

@@ -8,6 +8,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::payload::seconds;
 use super::{ATTEMPTS, AlertPayload, backoff};
 
 /// How the SMTP connection is protected.
@@ -134,12 +135,36 @@ fn text_body(alert: &AlertPayload) -> String {
     let mut body = format!("{}\n\n", alert.summary());
     let mut line = |name: &str, value: &str| body.push_str(&format!("{name:<10} {value}\n"));
     line("job", &alert.job);
-    line("status", alert.status.as_str());
-    line("run", &alert.run_id);
-    line("tick", &alert.tick.to_string());
-    line("trigger", &alert.trigger);
-    line("attempt", &alert.attempt.to_string());
-    line("worker", &alert.worker);
+    line("event", alert.event);
+    if let Some(run) = &alert.run {
+        line("status", run.status.as_str());
+        line("run", &run.run_id);
+        line("tick", &run.tick.to_string());
+        line("trigger", &run.trigger);
+        line("attempt", &run.attempt.to_string());
+        line("worker", &run.worker);
+    }
+    if let Some(overrun) = &alert.overrun {
+        line("started", &overrun.started_at.to_string());
+        line("running", &seconds(overrun.running_s));
+        line(
+            "expected",
+            &format!("at most {} (the run is not stopped)", seconds(overrun.expected_s)),
+        );
+    }
+    if let Some(silence) = &alert.no_success {
+        line("period", &seconds(silence.period_s));
+        line(
+            "last ok",
+            &silence.last_success.map_or_else(
+                || "never (as far as the run history goes)".to_owned(),
+                |at| at.to_string(),
+            ),
+        );
+        line("since", &silence.since.to_string());
+        line("periods", &silence.periods.to_string());
+        line("why", &silence.reason);
+    }
     if let Some(error) = &alert.error {
         line("error", error);
     }

@@ -222,6 +222,20 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_man_alert_is_a_text_message_too() {
+        let text = feishu_text(&crate::alert::chat::tests::no_success_alert());
+        assert!(
+            text.starts_with("sandcron: job nightly has not succeeded within 10 min\n"),
+            "{text}"
+        );
+        assert!(text.contains("selector ＜zone＞=eu"), "{text}");
+        assert!(text.ends_with("https://cron.example.com/#/jobs/nightly"), "{text}");
+        let body = feishu_body(&text, Some((1_800_000_000, "feishu-test-secret")));
+        assert_eq!(body["msg_type"], "text");
+        assert_eq!(body["sign"], "nxacB1nGQ8pQNffcSyhcGuzbYXwnYvmdVhRHTmgxtsE=");
+    }
+
+    #[test]
     fn a_non_zero_code_is_a_refusal() {
         assert_eq!(
             refusal(br#"{"StatusCode":0,"StatusMessage":"success","code":0,"msg":"success"}"#),

@@ -2,10 +2,14 @@
 //! HMAC-SHA256), in a Slack or Feishu chat, or by email (SMTP with TLS);
 //! every channel retries with backoff.
 //!
-//! The worker hands every terminal run record it writes to [`AlertHandle`]
-//! (non-blocking: a full queue drops the alert and counts it, it never holds
-//! up scheduling). The [`Alerter`] task applies the rules (`rules`, pure),
-//! then delivers each alert to its channels, retrying with backoff.
+//! The [`Alerter`] task is fed through [`AlertHandle`] (non-blocking: a full
+//! queue drops the alert and counts it, it never holds up scheduling) with
+//! [`AlertInput`]s: the worker hands it every terminal run record it
+//! writes, and the overrun timer of each run of a job with
+//! `alerts.expected_duration_s`; a master hands it the dead-man alerts it
+//! finds due (`deadman` decides, `launch/deadman.rs` watches). The task
+//! applies the rules (`rules`, pure), then delivers each alert to its
+//! channels, retrying with backoff. What an alert says is in `payload`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,16 +23,20 @@ use crate::job::Job;
 use crate::run::RunRecord;
 
 mod chat;
+mod deadman;
 mod email;
 mod feishu;
+mod payload;
 mod post;
 mod rules;
 mod slack;
 mod webhook;
 
+pub use deadman::{DeadmanDecision, DeadmanFacts, DeadmanMark, decide};
 pub use email::{EmailChannel, SmtpTls};
 pub use feishu::{FeishuChannel, feishu_sign};
-pub use rules::{Alert, AlertPayload, AlertRules, GlobalRule, RateFacts};
+pub use payload::{AlertPayload, NoSuccessFacts, OverrunFacts, RateFacts, RunFacts};
+pub use rules::{Alert, AlertRules, GlobalRule};
 pub use slack::SlackChannel;
 pub use webhook::{WebhookChannel, signature};
 
@@ -72,10 +80,27 @@ pub struct AlertStats {
     pub dropped: AtomicU64,
 }
 
-/// Where the worker reports terminal run records. Cheap to clone.
+/// What the alert task is handed.
+#[derive(Debug)]
+pub enum AlertInput {
+    /// A run of the job ended with this record: the rules decide.
+    Run { job: Arc<Job>, record: RunRecord },
+    /// A run of the job that started at `started_at` is still running
+    /// past its `expected_duration_s` (sent by the run's overrun timer).
+    Overrun {
+        job: Arc<Job>,
+        record: RunRecord,
+        started_at: Timestamp,
+    },
+    /// The job has not succeeded within its `no_success_within_s`, as a
+    /// master decided and won the right to say.
+    NoSuccess { job: Arc<Job>, facts: NoSuccessFacts },
+}
+
+/// Where workers and masters hand the alert task its inputs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AlertHandle {
-    tx: mpsc::Sender<(Arc<Job>, RunRecord)>,
+    tx: mpsc::Sender<AlertInput>,
     stats: Arc<AlertStats>,
     /// Whether global rules exist (then every job's runs matter).
     global_rules: bool,
@@ -89,9 +114,61 @@ impl AlertHandle {
         if !record.status.is_terminal() || (job.spec.alerts.is_none() && !self.global_rules) {
             return;
         }
-        if self.tx.try_send((job.clone(), record.clone())).is_err() {
+        self.send(AlertInput::Run {
+            job: job.clone(),
+            record: record.clone(),
+        });
+    }
+
+    /// Starts the overrun timer of a run that has just started (`record`
+    /// has its `started_at`): when the job's rule sets
+    /// `expected_duration_s`, the run's alert is queued if it is still
+    /// running then. The timer stops when the returned guard is dropped
+    /// (when the run ends). `None`, at no cost, for any other job.
+    pub fn overrun_timer(&self, job: &Arc<Job>, record: &RunRecord) -> Option<OverrunTimer> {
+        let expected = job.spec.alerts.as_ref()?.expected_duration()?;
+        let started_at = record.started_at?;
+        let waited = Timestamp::now().duration_since(started_at).unsigned_abs();
+        // A weak sender: a pending timer does not keep the alert task alive.
+        let tx = self.tx.downgrade();
+        let stats = self.stats.clone();
+        let input = AlertInput::Overrun {
+            job: job.clone(),
+            record: record.clone(),
+            started_at,
+        };
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(expected.saturating_sub(waited)).await;
+            let sent = tx.upgrade().is_some_and(|tx| tx.try_send(input).is_ok());
+            if !sent {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Some(OverrunTimer(timer.abort_handle()))
+    }
+
+    /// Queues a dead-man alert a master decided is due; never waits.
+    pub fn no_success(&self, job: &Arc<Job>, facts: NoSuccessFacts) {
+        self.send(AlertInput::NoSuccess {
+            job: job.clone(),
+            facts,
+        });
+    }
+
+    fn send(&self, input: AlertInput) {
+        if self.tx.try_send(input).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A run's overrun timer; dropping it (the run ended) stops it.
+#[derive(Debug)]
+pub struct OverrunTimer(tokio::task::AbortHandle);
+
+impl Drop for OverrunTimer {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -108,7 +185,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The alert task: rules plus delivery.
 pub struct Alerter {
     config: AlertsConfig,
-    rx: mpsc::Receiver<(Arc<Job>, RunRecord)>,
+    rx: mpsc::Receiver<AlertInput>,
     stats: Arc<AlertStats>,
 }
 
@@ -149,20 +226,39 @@ impl Alerter {
         let mut tasks = tokio::task::JoinSet::new();
         let client = post::client()?;
         loop {
-            let Some((job, record)) = self.rx.recv().await else {
+            let Some(input) = self.rx.recv().await else {
                 break;
             };
             while tasks.try_join_next().is_some() {}
             let before = rules.suppressed_total();
-            let alerts = rules.observe(&job, &record, Timestamp::now());
+            let now = Timestamp::now();
+            let (job, alerts) = match input {
+                AlertInput::Run { job, record } => {
+                    let alerts = rules.observe(&job, &record, now);
+                    (job, alerts)
+                }
+                AlertInput::Overrun {
+                    job,
+                    record,
+                    started_at,
+                } => {
+                    let alerts = rules.overrun(&job, &record, started_at, now).into_iter().collect();
+                    (job, alerts)
+                }
+                AlertInput::NoSuccess { job, facts } => {
+                    let alerts = rules.no_success(&job, facts, now).into_iter().collect();
+                    (job, alerts)
+                }
+            };
             self.stats
                 .suppressed
                 .fetch_add(rules.suppressed_total().saturating_sub(before), Ordering::Relaxed);
             for alert in alerts {
-                tracing::info!(job = %job.name, run = %record.run_id, channels = ?alert.channels, "alert: {}", alert.payload.summary());
+                let run = alert.payload.run.as_ref().map(|run| run.run_id.as_str());
+                tracing::info!(job = %job.name, run, event = alert.payload.event, channels = ?alert.channels, "alert: {}", alert.payload.summary());
                 for name in &alert.channels {
                     let Some(channel) = channels.get(name).cloned() else {
-                        tracing::warn!(job = %job.name, channel = %name, "alert channel is not configured on this worker");
+                        tracing::warn!(job = %job.name, channel = %name, "alert channel is not configured in this process's [alerts]");
                         self.stats.failed.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };

@@ -67,9 +67,11 @@ fn slack_body(alert: &AlertPayload) -> Value {
     }
     let mut blocks = vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": facts}})];
     if let Some(link) = &text.link {
+        // A dead-man alert is about the job, not a run.
+        let what = if alert.run.is_some() { "run" } else { "job" };
         blocks.push(json!({
             "type": "section",
-            "text": {"type": "mrkdwn", "text": format!("<{}|Open the run in the console>", escape(link))},
+            "text": {"type": "mrkdwn", "text": format!("<{}|Open the {what} in the console>", escape(link))},
         }));
     }
     json!({"text": text.headline, "blocks": blocks})
@@ -103,6 +105,21 @@ mod tests {
                         "<https://cron.example.com/#/runs/01JRUN|Open the run in the console>"}},
                 ],
             })
+        );
+    }
+
+    #[test]
+    fn a_dead_man_alert_links_the_job_and_escapes_its_reason() {
+        let body = slack_body(&crate::alert::chat::tests::no_success_alert());
+        assert_eq!(body["text"], "sandcron: job nightly has not succeeded within 10 min");
+        let facts = body["blocks"][0]["text"]["text"].as_str().expect("facts");
+        assert!(
+            facts.contains("why: no live worker can run it: no live worker matches the selector &lt;zone&gt;=eu"),
+            "{facts}"
+        );
+        assert_eq!(
+            body["blocks"][1]["text"]["text"],
+            "<https://cron.example.com/#/jobs/nightly|Open the job in the console>"
         );
     }
 

@@ -33,6 +33,7 @@ mod guard;
 pub mod jobs;
 pub mod modules;
 pub mod openapi;
+mod query;
 pub mod runs;
 pub mod secrets;
 pub mod state;
@@ -103,6 +104,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/runs/{run_id}", get(runs::get))
         .route("/runs/{run_id}/output", get(runs::output))
         .route("/runs/{run_id}/result", post(runs::report))
+        .route("/runs/{run_id}/rerun", post(runs::rerun))
         .route("/secrets", get(secrets::list))
         .route("/secrets/rekey", post(secrets::rekey))
         .route("/secrets/{name}", put(secrets::put).delete(secrets::delete))

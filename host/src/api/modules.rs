@@ -9,10 +9,10 @@ use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use jiff::Timestamp;
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, ApiQuery, AppState, Caller};
 use crate::audit::AuditAction;
 use crate::auth::Role;
 use crate::coord::ModuleMeta;
@@ -25,6 +25,10 @@ use crate::module::{Capability, ModuleError, ModuleKind};
 pub struct ModuleView {
     /// `sha256:` and 64 hex digits: what a wasm job's `module` names.
     pub digest: String,
+    /// A label for people: the uploaded file's name (or the uploader's
+    /// `name`), when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub size: u64,
     pub kind: ModuleKind,
     #[schema(value_type = String, format = DateTime)]
@@ -40,6 +44,9 @@ pub struct ModuleView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Uploaded {
     pub digest: String,
+    /// The module's label, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub size: u64,
     pub kind: ModuleKind,
     /// The network interfaces it imports (`http`, `sockets`). A core module
@@ -52,6 +59,7 @@ pub struct Uploaded {
 fn view(digest: &ModuleDigest, meta: ModuleMeta, users: &BTreeMap<ModuleDigest, Vec<String>>) -> ModuleView {
     ModuleView {
         digest: digest.to_string(),
+        name: meta.name,
         size: meta.size,
         kind: meta.kind,
         uploaded_at: meta.uploaded_at,
@@ -79,8 +87,9 @@ fn module_error(err: ModuleError) -> ApiError {
     }
 }
 
-/// Reads the module bytes from a raw or multipart body.
-async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+/// Reads the module bytes from a raw or multipart body, with the file name
+/// a multipart part gives.
+async fn body_bytes(request: Request, state: &AppState) -> Result<(Bytes, Option<String>), ApiError> {
     let content_type = request
         .headers()
         .get(CONTENT_TYPE)
@@ -109,13 +118,14 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
     }
     match content_type.as_str() {
         "application/wasm" | "application/octet-stream" => {
-            Bytes::from_request(request, state).await.map_err(|rejection| {
+            let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     too_large()
                 } else {
                     ApiError::BadRequest(format!("cannot read the body: {}", rejection.body_text()))
                 }
-            })
+            })?;
+            Ok((bytes, None))
         }
         "multipart/form-data" => {
             let mut multipart = Multipart::from_request(request, state).await.map_err(|rejection| {
@@ -136,13 +146,15 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
                     ));
                 };
                 if field.name() == Some("module") {
-                    return field.bytes().await.map_err(|err| {
+                    let file_name = field.file_name().map(str::to_owned);
+                    let bytes = field.bytes().await.map_err(|err| {
                         if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
                             too_large()
                         } else {
                             ApiError::BadRequest(format!("malformed multipart body: {}", err.body_text()))
                         }
-                    });
+                    })?;
+                    return Ok((bytes, file_name));
                 }
             }
         }
@@ -155,12 +167,63 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
     }
 }
 
+/// How an upload may be labelled.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UploadQuery {
+    /// A label for people (1–128 characters, no control characters or
+    /// slashes), e.g. the file's name. Default: the multipart part's file
+    /// name, if any. Uploading the same bytes under another name relabels
+    /// the module.
+    pub name: Option<String>,
+}
+
+/// The longest module label.
+const MAX_NAME_CHARS: usize = 128;
+
+/// A module label as given (`name` parameter) or taken from a multipart
+/// file name (only its last path component: some browsers send a path).
+fn module_label(given: Option<String>, file_name: Option<String>) -> Result<Option<String>, ApiError> {
+    let check = |name: &str, field: &str| -> Result<(), ApiError> {
+        let count = name.chars().count();
+        if count == 0 || count > MAX_NAME_CHARS {
+            return Err(ApiError::invalid(
+                field,
+                format!("a module name has 1 to {MAX_NAME_CHARS} characters, this one {count}"),
+            ));
+        }
+        if let Some(c) = name.chars().find(|c| c.is_control() || *c == '/' || *c == '\\') {
+            return Err(ApiError::invalid(
+                field,
+                format!("a module name may not contain {c:?}: it is a label, not a path"),
+            ));
+        }
+        Ok(())
+    };
+    if let Some(name) = given {
+        check(&name, "name")?;
+        return Ok(Some(name));
+    }
+    let Some(file_name) = file_name else {
+        return Ok(None);
+    };
+    let base = file_name
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    // A file name that makes no label is no reason to refuse the module.
+    Ok(check(&base, "module").is_ok().then_some(base))
+}
+
 /// Upload a WebAssembly module or component.
 ///
 /// The binary is validated (magic, size, wasmtime validation, WASI-only
 /// imports, command world for components) and stored under its SHA-256
-/// digest. Uploading the same bytes again is harmless.
-#[utoipa::path(post, path = "/api/v1/modules", tag = "modules",
+/// digest. Uploading the same bytes again is harmless (it only relabels the
+/// module when a new `name` is given).
+#[utoipa::path(post, path = "/api/v1/modules", tag = "modules", params(UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "the .wasm bytes (or multipart/form-data with field `module`)"),
     responses((status = 201, description = "stored", body = Uploaded), (status = 200, description = "already stored", body = Uploaded),
         (status = 409, body = super::ErrorBody), (status = 413, body = super::ErrorBody), (status = 415, body = super::ErrorBody),
@@ -168,10 +231,15 @@ async fn body_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
 pub(super) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
+    ApiQuery(query): ApiQuery<UploadQuery>,
     request: Request,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     caller.require(Role::Operator, "uploading a module")?;
-    let bytes = body_bytes(request, &state).await?;
+    let given = query.name.map(|name| name.trim().to_owned());
+    // A bad label is refused before the body is read.
+    module_label(given.clone(), None)?;
+    let (bytes, file_name) = body_bytes(request, &state).await?;
+    let name = module_label(given, file_name)?;
     let inspector = state.modules.clone();
     // Validation parses (and for components compiles) the binary: keep it
     // off the async runtime threads.
@@ -186,11 +254,14 @@ pub(super) async fn upload(
     }
     let (meta, created) = state
         .coord
-        .put_module(&digest, &bytes, info.kind, info.capabilities)
+        .put_module(&digest, &bytes, info.kind, info.capabilities, name.as_deref())
         .await?;
     tracing::info!(module = %digest, size = meta.size, kind = meta.kind.as_str(), created, by = %caller.name, "module uploaded");
     let stored = if created { "stored" } else { "already stored" };
-    let detail = format!("{}, {} bytes, {stored}", meta.kind.as_str(), meta.size);
+    let detail = match &meta.name {
+        Some(name) => format!("{name}: {}, {} bytes, {stored}", meta.kind.as_str(), meta.size),
+        None => format!("{}, {} bytes, {stored}", meta.kind.as_str(), meta.size),
+    };
     state
         .audit
         .record(caller.audit(AuditAction::ModuleUpload, digest.as_str()).detail(detail))
@@ -200,6 +271,7 @@ pub(super) async fn upload(
         status,
         Json(Uploaded {
             digest: digest.to_string(),
+            name: meta.name,
             size: meta.size,
             kind: meta.kind,
             capabilities: meta.capabilities,

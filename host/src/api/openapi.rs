@@ -15,7 +15,7 @@ use super::{audit, auth, error, jobs, modules, runs, secrets, state, system};
         state::list, state::get, state::delete_key, state::clear,
         modules::upload, modules::list, modules::get, modules::delete,
         secrets::put, secrets::list, secrets::delete, secrets::rekey,
-        runs::list, runs::get, runs::output, runs::report,
+        runs::list, runs::get, runs::output, runs::report, runs::rerun,
         audit::list,
         system::workers, system::alert_channels, system::cron_next, system::healthz, system::readyz, system::metrics,
         auth::whoami,
@@ -149,6 +149,7 @@ mod tests {
             ("/api/v1/runs/{run_id}", vec!["get"]),
             ("/api/v1/runs/{run_id}/output", vec!["get"]),
             ("/api/v1/runs/{run_id}/result", vec!["post"]),
+            ("/api/v1/runs/{run_id}/rerun", vec!["post"]),
             ("/api/v1/audit", vec!["get"]),
             ("/api/v1/secrets", vec!["get"]),
             ("/api/v1/secrets/{name}", vec!["put", "delete"]),
@@ -169,7 +170,7 @@ mod tests {
         }
         assert_eq!(
             paths.len(),
-            25,
+            26,
             "a described route has no test entry: {:?}",
             paths.keys().collect::<Vec<_>>()
         );

@@ -1,16 +1,17 @@
 //! `/api/v1/runs`: run history with filters and cursor paging, one run, and
-//! a run's output after a sequence cursor, optionally followed live.
+//! a run's output after a sequence cursor, optionally followed live; an
+//! async run's reported result; re-running a run for its tick.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use axum::extract::FromRequest as _;
 
+use super::query::{Window, filter};
 use super::{ApiError, ApiQuery, AppState, Caller};
 use crate::ids::{JobName, RunId, WorkerId};
 use crate::logstore::RunQuery;
@@ -30,7 +31,7 @@ pub struct RunsQuery {
     pub status: Option<String>,
     /// A worker id (as `GET /api/v1/workers` lists them): the runs it ran.
     pub worker: Option<String>,
-    /// One of schedule, manual, catchup, retry, dependency.
+    /// One of schedule, manual, catchup, retry, dependency, rerun.
     pub trigger: Option<String>,
     /// RFC 3339; runs whose tick is at or after it.
     pub since: Option<String>,
@@ -50,17 +51,6 @@ pub struct RunsPage {
     pub next_cursor: Option<String>,
 }
 
-/// The trigger named `text`; an unknown name is refused with the valid
-/// ones, as an unknown `status` is.
-fn parse_trigger(text: &str) -> Result<Trigger, ApiError> {
-    text.parse().map_err(|err: String| ApiError::invalid("trigger", err))
-}
-
-pub(super) fn parse_time(field: &str, text: &str) -> Result<Timestamp, ApiError> {
-    text.parse()
-        .map_err(|err| ApiError::invalid(field, format!("{text:?} is not an RFC 3339 instant: {err}")))
-}
-
 /// Query run history.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunsQuery),
     responses((status = 200, body = RunsPage), (status = 422, body = super::ErrorBody)))]
@@ -69,31 +59,15 @@ pub(super) async fn list(
     _caller: Caller,
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<Json<RunsPage>, ApiError> {
-    let job = query
-        .job
-        .as_deref()
-        .map(JobName::new)
-        .transpose()
-        .map_err(|err| ApiError::invalid("job", err.to_string()))?;
-    let status = query
-        .status
-        .as_deref()
-        .map(str::parse::<RunStatus>)
-        .transpose()
-        .map_err(|err| ApiError::invalid("status", err))?;
+    let job = filter("job", query.job.as_deref(), JobName::new)?;
+    let status = filter("status", query.status.as_deref(), str::parse::<RunStatus>)?;
     // Validated as a worker id (1–128 characters of a small alphabet), but
     // passed on as text: the store compares it with the record's `worker`.
-    let worker = query
-        .worker
-        .as_deref()
-        .map(WorkerId::new)
-        .transpose()
-        .map_err(|err| ApiError::invalid("worker", err.to_string()))?
-        .map(|worker| worker.as_str().to_owned());
-    let trigger = query.trigger.as_deref().map(parse_trigger).transpose()?;
-    let since = query.since.as_deref().map(|t| parse_time("since", t)).transpose()?;
-    let until = query.until.as_deref().map(|t| parse_time("until", t)).transpose()?;
-    let limit = ApiError::count("limit", query.limit, 100, 1000)?;
+    let worker = filter("worker", query.worker.as_deref(), WorkerId::new)?.map(|worker| worker.as_str().to_owned());
+    // An unknown trigger is refused with the valid ones, as an unknown
+    // `status` is.
+    let trigger = filter("trigger", query.trigger.as_deref(), str::parse::<Trigger>)?;
+    let Window { since, until, limit } = Window::parse(query.since.as_deref(), query.until.as_deref(), query.limit)?;
     let page = state
         .logs
         .runs(&RunQuery {
@@ -334,6 +308,193 @@ pub(super) async fn report(
         Json(ResultAccepted {
             run_id: run_id.to_string(),
             status: report.status,
+        }),
+    ))
+}
+
+/// The answer to a re-run: what was asked of the workers, and why it might
+/// not be what the caller expected.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RerunRequested {
+    pub job: String,
+    /// The id the new run will have once a worker takes the request; absent
+    /// when a whole broadcast tick is re-run (each shard gets an id of its
+    /// own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The run re-run; the new run's record names it in `rerun_of`.
+    pub rerun_of: String,
+    /// How that run ended.
+    pub rerun_of_status: RunStatus,
+    /// The tick the new run is for: the original run's (what the job gets
+    /// as `SANDCRON_TICK`).
+    #[schema(value_type = String, format = DateTime)]
+    pub tick: jiff::Timestamp,
+    /// Always `rerun`.
+    pub trigger: Trigger,
+    /// For a shard of a broadcast tick: the worker that must run it (the
+    /// one that ran the original).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// For a shard of a broadcast tick: which one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::run::Shard>,
+    /// Present when something about the request is worth knowing (a paused
+    /// job, a `missed` record standing for several ticks, a broadcast).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Re-run a run: start its job again for that run's tick.
+///
+/// The new run has trigger `rerun`, names the original in `rerun_of`, and
+/// gets the original's tick (`SANDCRON_TICK`) and, for a dependent run, its
+/// parent run; it runs the job as the job is now. Any ended run may be
+/// re-run, `skipped`, `missed` and `lost` records too (a `missed` record
+/// that stands for several ticks re-runs its first). A shard of a broadcast
+/// tick is re-run alone, on the worker that ran it; a broadcast tick
+/// recorded as a whole is handed out again to every eligible worker. Like
+/// "run now" it is allowed for paused jobs, and is not retried. Refused with
+/// 409 while the run is running, when the job forbids overlap and is
+/// running, when no live worker can run it (for a shard: when its worker is
+/// gone), or when the job has as many runs waiting as it may; with 404 when
+/// the run or its job does not exist.
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/rerun", tag = "runs", params(("run_id" = String, Path)),
+    responses((status = 202, body = RerunRequested), (status = 403, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody)))]
+pub(super) async fn rerun(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+) -> Result<(axum::http::StatusCode, Json<RerunRequested>), ApiError> {
+    let run_id = parse_run_id(&run_id)?;
+    caller.require(crate::auth::Role::Operator, "re-running a run")?;
+    // A run waiting for a free slot holds a running entry but has no record yet.
+    if let Some((job, _)) = state.coord.find_running(run_id).await? {
+        return Err(ApiError::Conflict(format!(
+            "run {run_id} of job {job} is still running: re-run it once it has ended (or kill it first)"
+        )));
+    }
+    let original = state
+        .logs
+        .run(run_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {run_id} does not exist")))?;
+    let name = original.job.clone();
+    if !original.status.is_terminal() {
+        return Err(ApiError::Conflict(format!(
+            "run {run_id} of job {name} is still recorded running: re-run it once it has ended (or kill it first)"
+        )));
+    }
+    let job = super::jobs::load_job(&state, &name).await.map_err(|err| match err {
+        ApiError::NotFound(_) => ApiError::NotFound(format!(
+            "job {name} of run {run_id} does not exist any more: a deleted job's runs cannot be re-run"
+        )),
+        other => other,
+    })?;
+    let workers = state.coord.list_workers().await?;
+    // A shard's index is its worker's share of the tick, so a shard is
+    // re-run where it ran, as a retry of it would be.
+    let shard = original.shard.filter(|_| job.spec.broadcast);
+    let target_worker = match shard {
+        Some(shard) => {
+            let which = format!(
+                "run {run_id} was shard index {} of {} on worker {}",
+                shard.index, shard.count, original.worker
+            );
+            let Some(worker) = workers.iter().find(|worker| worker.id == original.worker) else {
+                return Err(ApiError::Conflict(format!(
+                    "{which}, which is gone: a shard is re-run only on the worker it ran on"
+                )));
+            };
+            if !worker.can_run(&job) {
+                return Err(ApiError::Conflict(format!(
+                    "{which}, which cannot run job {name} any more: {}",
+                    crate::placement::unplaceable_reason(&job, std::slice::from_ref(worker))
+                )));
+            }
+            Some(worker.id.clone())
+        }
+        None => {
+            if crate::placement::owner(&job, &workers).is_none() {
+                return Err(ApiError::Conflict(format!(
+                    "job {name} cannot run: {}",
+                    crate::placement::unplaceable_reason(&job, &workers)
+                )));
+            }
+            None
+        }
+    };
+    if job.spec.overlap == crate::job::Overlap::Forbid
+        && let Some((_, running)) = state.coord.running(Some(&name)).await?.first()
+    {
+        return Err(ApiError::Conflict(format!(
+            "job {name} is running (run {}) and its overlap policy is forbid",
+            running.run_id
+        )));
+    }
+    let pending = state.coord.triggers(Some(&name)).await?.len() as u64;
+    if pending >= state.quotas.max_pending_runs {
+        return Err(ApiError::QuotaExceeded(format!(
+            "job {name} has {pending} runs waiting to start, the most it may (server.max_pending_runs)"
+        )));
+    }
+
+    let mut request = crate::coord::TriggerRequest::rerun(caller.role, run_id, original.tick);
+    request.parent = original.parent.clone();
+    request.shard = shard;
+    request.target_worker = target_worker.clone();
+    let key = state.coord.put_trigger(&name, &request).await?;
+    let whole_tick = job.spec.broadcast && shard.is_none();
+    let new_run = (!whole_tick).then(|| state.coord.trigger_run_id(&key)).flatten();
+    tracing::info!(job = %name, by = %caller.name, rerun_of = %run_id, run = ?new_run, "re-run requested");
+
+    let mut notes = Vec::new();
+    if job.spec.paused {
+        notes.push("the job is paused; this run does not resume it".to_owned());
+    }
+    if let (Some(count @ 2..), Some(until)) = (original.missed_count, original.missed_until) {
+        notes.push(format!(
+            "run {run_id} stands for {count} missed ticks, {} to {until}; only the first is re-run",
+            original.tick
+        ));
+    }
+    if whole_tick {
+        notes.push(
+            "broadcast: the tick runs again once on every eligible worker, each shard under a run id of its own"
+                .to_owned(),
+        );
+    } else if let (Some(shard), Some(worker)) = (shard, &target_worker) {
+        notes.push(format!(
+            "broadcast: only shard index {} of {} runs again, on worker {worker}",
+            shard.index, shard.count
+        ));
+    }
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
+
+    let mut entry = caller
+        .audit(crate::audit::AuditAction::Rerun, name.as_str())
+        .job(&name)
+        .revisions(Some(job.revision), Some(job.revision))
+        .detail(match &note {
+            Some(note) => format!("tick {} of run {run_id} ({}); {note}", original.tick, original.status),
+            None => format!("tick {} of run {run_id} ({})", original.tick, original.status),
+        });
+    entry.runs = std::iter::once(run_id).chain(new_run).collect();
+    state.audit.record(entry).await;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(RerunRequested {
+            job: name.to_string(),
+            run_id: new_run.map(|id| id.to_string()),
+            rerun_of: run_id.to_string(),
+            rerun_of_status: original.status,
+            tick: original.tick,
+            trigger: Trigger::Rerun,
+            worker: target_worker,
+            shard,
+            note,
         }),
     ))
 }

@@ -16,13 +16,22 @@ use crate::cronexpr::{CronExpr, parse_timezone};
 use crate::logstore::RunQuery;
 use crate::placement::WorkerInfo;
 
-/// A live worker and its load.
+/// A live worker and its load, derived from the `running/` entries that
+/// name it (no worker writes its load anywhere).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkerView {
     #[serde(flatten)]
     pub info: WorkerInfo,
-    /// Runs it has in progress.
+    /// Runs it has in progress: running, or claimed and waiting for a slot.
     pub running: usize,
+    /// Slots in use: its runs in progress, at most its `capacity`. An async
+    /// run waiting for its reported result counts, though it has given its
+    /// slot back.
+    pub slots_in_use: usize,
+    /// Runs it claimed that wait for one of its slots (`running` beyond
+    /// `capacity`); another worker with a free slot takes such a run over
+    /// (see docs/cluster.md, "Least-loaded hand-off").
+    pub waiting: usize,
     pub uptime_s: i64,
 }
 
@@ -56,10 +65,16 @@ pub(super) async fn workers(State(state): State<AppState>, _caller: Caller) -> R
     Ok(Json(
         workers
             .into_iter()
-            .map(|info| WorkerView {
-                running: running.get(&info.id).copied().unwrap_or(0),
-                uptime_s: now.duration_since(info.started_at).as_secs(),
-                info,
+            .map(|info| {
+                let running = running.get(&info.id).copied().unwrap_or(0);
+                let slots_in_use = running.min(info.capacity);
+                WorkerView {
+                    running,
+                    slots_in_use,
+                    waiting: running - slots_in_use,
+                    uptime_s: now.duration_since(info.started_at).as_secs(),
+                    info,
+                }
             })
             .collect(),
     ))
@@ -102,9 +117,7 @@ pub(super) async fn cron_next(
     let tz_name = query.tz.unwrap_or_else(|| "UTC".to_owned());
     let tz = parse_timezone(&tz_name).map_err(|err| ApiError::invalid("tz", err.to_string()))?;
     let after = match query.after {
-        Some(text) => text
-            .parse::<Timestamp>()
-            .map_err(|err| ApiError::invalid("after", format!("{text:?} is not an RFC 3339 instant: {err}")))?,
+        Some(text) => super::query::parse_time("after", &text)?,
         None => Timestamp::now(),
     };
     let count = ApiError::count("count", query.count, 5, 100)?;

@@ -30,8 +30,8 @@ pub struct AuditArgs {
     #[arg(long)]
     actor: Option<String>,
     /// Only this action: job_create, job_replace, job_delete, job_pause,
-    /// job_resume, run_now, kill, module_upload, module_delete, secret_set,
-    /// secret_delete, secret_rekey, state_delete, state_clear.
+    /// job_resume, run_now, rerun, kill, module_upload, module_delete,
+    /// secret_set, secret_delete, secret_rekey, state_delete, state_clear.
     #[arg(long)]
     action: Option<AuditAction>,
     /// Only entries about this target (a job name, module digest, secret

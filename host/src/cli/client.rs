@@ -108,9 +108,11 @@ impl Client {
         self.send(self.request(Method::PUT, path).json(body)).await
     }
 
-    pub(super) async fn post_wasm(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+    /// POSTs `bytes` as an `application/wasm` body, with `query` parameters.
+    pub(super) async fn post_wasm(&self, path: &str, query: &[(&str, &str)], bytes: Vec<u8>) -> anyhow::Result<Value> {
         self.send(
             self.request(Method::POST, path)
+                .query(query)
                 .header(reqwest::header::CONTENT_TYPE, "application/wasm")
                 .body(bytes),
         )

@@ -13,7 +13,12 @@ use super::{print_table, text};
 #[derive(Debug, Subcommand)]
 pub enum ModuleCommand {
     /// Upload a .wasm file; prints its digest.
-    Push { file: PathBuf },
+    Push {
+        file: PathBuf,
+        /// A label shown beside the digest (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// List stored modules and the jobs that use them.
     Ls,
     /// Delete a module no job uses.
@@ -55,7 +60,7 @@ pub(super) async fn job(client: &Client, command: JobCommand, out: &mut impl std
         JobCommand::Apply { file, name, module } => {
             let (name, mut body) = read_job_file(&file, name)?;
             if let Some(path) = module {
-                let uploaded = push_module(client, &path).await?;
+                let uploaded = push_module(client, &path, None).await?;
                 let digest = uploaded["digest"].clone();
                 let kind = body
                     .as_object_mut()
@@ -72,7 +77,7 @@ pub(super) async fn job(client: &Client, command: JobCommand, out: &mut impl std
                 } else {
                     "already stored"
                 };
-                writeln!(out, "module {} {done}", text(&uploaded["digest"]))?;
+                writeln!(out, "module {} {done}", module_title(&uploaded))?;
             }
             let view = client.put(&format!("/jobs/{name}"), &body).await?;
             writeln!(out, "job {name} saved (revision {})", view["revision"])?;
@@ -128,9 +133,21 @@ pub(super) async fn job(client: &Client, command: JobCommand, out: &mut impl std
     Ok(())
 }
 
-async fn push_module(client: &Client, path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+/// Uploads the module at `path`, labelled `name` or else the file's name.
+async fn push_module(client: &Client, path: &std::path::Path, name: Option<&str>) -> anyhow::Result<serde_json::Value> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    client.post_wasm("/modules", bytes).await
+    let file_name = path.file_name().map(|name| name.to_string_lossy());
+    let label = name.or(file_name.as_deref());
+    let query: Vec<(&str, &str)> = label.map(|label| ("name", label)).into_iter().collect();
+    client.post_wasm("/modules", &query, bytes).await
+}
+
+/// "sha256:… (report.wasm)" or the digest alone.
+fn module_title(uploaded: &serde_json::Value) -> String {
+    match uploaded["name"].as_str() {
+        Some(name) => format!("{} ({name})", text(&uploaded["digest"])),
+        None => text(&uploaded["digest"]).to_owned(),
+    }
 }
 
 pub(super) async fn module(
@@ -139,8 +156,8 @@ pub(super) async fn module(
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<()> {
     match command {
-        ModuleCommand::Push { file } => {
-            let uploaded = push_module(client, &file).await?;
+        ModuleCommand::Push { file, name } => {
+            let uploaded = push_module(client, &file, name.as_deref()).await?;
             let note = if uploaded["created"] == true {
                 ""
             } else {
@@ -149,7 +166,7 @@ pub(super) async fn module(
             writeln!(
                 out,
                 "{} {} {} bytes{note}",
-                text(&uploaded["digest"]),
+                module_title(&uploaded),
                 text(&uploaded["kind"]),
                 uploaded["size"]
             )?;
@@ -176,6 +193,7 @@ pub(super) async fn module(
                     };
                     vec![
                         text(&module["digest"]).to_owned(),
+                        module["name"].as_str().unwrap_or("-").to_owned(),
                         text(&module["kind"]).to_owned(),
                         module["size"].to_string(),
                         list("capabilities"),
@@ -185,8 +203,8 @@ pub(super) async fn module(
                 .collect();
             print_table(
                 out,
-                &["DIGEST", "KIND", "SIZE", "NETWORK", "JOBS"],
-                &[false, false, true, false, false],
+                &["DIGEST", "NAME", "KIND", "SIZE", "NETWORK", "JOBS"],
+                &[false, false, false, true, false, false],
                 &rows,
             )?;
         }

@@ -14,6 +14,7 @@ mod audit;
 mod client;
 mod history;
 mod jobs;
+mod rerun;
 mod secret;
 mod state;
 mod trial;
@@ -86,6 +87,16 @@ pub enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Run a job again for the tick of one of its runs (which has ended):
+    /// the new run has trigger rerun and names the original.
+    Rerun {
+        /// The run to re-run (as `sandcron runs` lists them).
+        run_id: String,
+        /// Print the new run's output as it is written, until it ends; the
+        /// exit status then says whether it succeeded.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Kill a job's running runs (or one of them).
     Kill {
         job: String,
@@ -115,7 +126,8 @@ pub enum Command {
         /// Only the runs of this worker (an id as `sandcron workers` lists them).
         #[arg(long)]
         worker: Option<String>,
-        /// Only runs started so: schedule, manual, catchup, retry or dependency.
+        /// Only runs started so: schedule, manual, catchup, retry, dependency
+        /// or rerun.
         #[arg(long)]
         trigger: Option<String>,
         #[arg(long, default_value_t = 20)]
@@ -225,6 +237,9 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
                 return Ok(());
             }
         }
+        Command::Rerun { run_id, follow } => {
+            return rerun::run(&Client::new(&client)?, &run_id, follow, out).await;
+        }
         Command::Kill { job, run } => {
             let path = match &run {
                 Some(run) => format!("/jobs/{job}/kill?run_id={run}"),
@@ -313,8 +328,8 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
                     vec![
                         text(&w["id"]).to_owned(),
                         text(&w["hostname"]).to_owned(),
-                        w["capacity"].to_string(),
-                        w["running"].to_string(),
+                        format!("{}/{}", w["slots_in_use"], w["capacity"]),
+                        w["waiting"].to_string(),
                         native.to_owned(),
                         format!("{}s", w["uptime_s"]),
                     ]
@@ -322,7 +337,7 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
                 .collect();
             print_table(
                 &mut out,
-                &["WORKER", "HOST", "CAPACITY", "RUNNING", "NATIVE", "UPTIME"],
+                &["WORKER", "HOST", "SLOTS IN USE", "WAITING", "NATIVE", "UPTIME"],
                 &[false, false, true, true, false, true],
                 &rows,
             )?;

@@ -23,9 +23,11 @@ pub struct MasterConfig {
     pub allow_shell_jobs: bool,
     /// Upload limits checked by the master's module inspection.
     pub max_memory_mb: u64,
-    /// The alert channels of `[alerts]`, by name: what jobs may name (when
-    /// the master's file has any; workers deliver).
-    pub alert_channels: Vec<String>,
+    /// The validated `[alerts]`: its channel names are what jobs may name
+    /// (when the master's file has any); the master delivers dead-man
+    /// alerts (`alerts.no_success_within_s`) through its channels, which
+    /// workers deliver run alerts through.
+    pub alerts: crate::alert::AlertsConfig,
     /// Seals the secrets admins write; `None`: no key file configured.
     pub secrets_key: Option<Arc<Keyring>>,
     /// How long the audit log keeps an entry (`[logs] audit_retention_days`).
@@ -119,7 +121,7 @@ impl MasterArgs {
             allow_shell_jobs: file.server.allow_shell_jobs.unwrap_or(true),
             audit_retention: logs(&file.logs)?.audit_retention,
             max_memory_mb: file.worker.max_memory_mb.unwrap_or(4096).clamp(1, 4096),
-            alert_channels: alerts(&file.alerts)?.channels.into_keys().collect(),
+            alerts: alerts(&file.alerts)?,
             secrets_key: self.cluster.secrets_key(&file)?,
         })
     }

@@ -19,15 +19,17 @@ use crate::cronexpr::Schedule;
 use crate::ids::{JobName, SecretName};
 use crate::run::RunStatus;
 
+mod alerts;
 mod egress;
 mod kind;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use alerts::check_failure_rate;
 pub use egress::{EgressHost, EgressScheme, EgressTarget, NetworkLimits, is_host_name};
 pub use kind::{DirMount, HTTP_METHODS, HttpJob, JobKind, RunCaps, ShellJob, WasmJob, WasmLimits};
-pub use validate::{check_dependency_cycles, check_failure_rate, limits};
+pub use validate::{check_dependency_cycles, limits};
 
 /// What an operator stores for a job: everything but its name and bookkeeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -120,8 +122,24 @@ pub struct JobAlerts {
     /// Alert when too large a share of recent runs failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_rate: Option<FailureRate>,
-    /// Channel names from the workers' `[alerts.channels]` configuration.
+    /// Dead-man alert: alert when no run of the job has succeeded within
+    /// this many seconds (10 s to a year), once per such period — also when
+    /// no worker is alive or none can run the job. Raised by the masters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_success_within_s: Option<u64>,
+    /// Overrun warning: alert (once per run) when a run is still running
+    /// this many seconds after it started; the run is not stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_duration_s: Option<u64>,
+    /// Channel names from the `[alerts.channels]` configuration.
     pub channels: Vec<String>,
+}
+
+impl JobAlerts {
+    /// How long a run may take before it overruns, if the rule says.
+    pub fn expected_duration(&self) -> Option<std::time::Duration> {
+        self.expected_duration_s.map(std::time::Duration::from_secs)
+    }
 }
 
 /// "More than `threshold` of the runs that ended in the last `window_s`

@@ -1,7 +1,7 @@
 //! Job validation in one place: the schedule and zone parse and fire, names,
 //! sizes and ranges are within [`limits`], the kind's own fields are sound,
-//! integrations (completion, dependents, broadcast, alerts) agree with each
-//! other, and dependents form no cycle. Every error names the JSON path of
+//! integrations (completion, dependents, broadcast, alerts — whose rule is
+//! checked in `alerts`) agree with each other, and dependents form no cycle. Every error names the JSON path of
 //! the field it is about.
 
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use crate::cronexpr::{CronError, Schedule, ScheduleError};
 use crate::ids::JobName;
 
 use super::egress::{EgressTarget, NetworkLimits};
-use super::{FailureRate, HTTP_METHODS, HttpJob, JobError, JobKind, JobSpec};
+use super::{HTTP_METHODS, HttpJob, JobError, JobKind, JobSpec};
 
 /// Upper bounds that keep one job's spec small enough for any store.
 pub mod limits {
@@ -35,6 +35,10 @@ pub mod limits {
     pub const MAX_HTTP_BODY_BYTES: usize = 256 * 1024;
     pub const MAX_DEPENDENTS: usize = 32;
     pub const MAX_ALERT_CHANNELS: usize = 16;
+    /// `alerts.no_success_within_s`: at least 10 s (masters check every
+    /// few seconds), at most a year.
+    pub const MIN_NO_SUCCESS_WITHIN_S: u64 = 10;
+    pub const MAX_NO_SUCCESS_WITHIN_S: u64 = 365 * 24 * 3600;
     pub const MAX_EGRESS_ENTRIES: usize = 64;
     pub const MAX_SECRETS: usize = 64;
     pub const MAX_EGRESS_REQUESTS: u64 = 100_000;
@@ -256,53 +260,10 @@ impl JobSpec {
             ));
         }
         if let Some(alerts) = &self.alerts {
-            if alerts.channels.is_empty() {
-                return Err(JobError::new("alerts.channels", "name at least one channel"));
-            }
-            if alerts.channels.len() > limits::MAX_ALERT_CHANNELS {
-                return Err(JobError::new(
-                    "alerts.channels",
-                    format!("at most {} channels are allowed", limits::MAX_ALERT_CHANNELS),
-                ));
-            }
-            for (index, channel) in alerts.channels.iter().enumerate() {
-                check_label(&format!("alerts.channels[{index}]"), channel)?;
-            }
-            for (index, status) in alerts.on.iter().enumerate() {
-                if !status.is_alertable() {
-                    return Err(JobError::new(
-                        format!("alerts.on[{index}]"),
-                        format!(
-                            "{status} is not an alertable status; use failed, timed_out, killed, out_of_fuel, out_of_memory, skipped, missed or lost"
-                        ),
-                    ));
-                }
-            }
-            if alerts.on.is_empty() && alerts.failure_rate.is_none() {
-                return Err(JobError::new(
-                    "alerts.on",
-                    "name the statuses to alert on, or set a failure_rate",
-                ));
-            }
-            if let Some(rate) = &alerts.failure_rate {
-                check_failure_rate("alerts.failure_rate", rate)?;
-            }
+            super::alerts::check(alerts, self)?;
         }
         Ok(())
     }
-}
-
-/// Checks a failure-rate rule (a job's or a global one).
-pub fn check_failure_rate(field: &str, rate: &FailureRate) -> Result<(), JobError> {
-    if !(rate.threshold > 0.0 && rate.threshold <= 1.0) {
-        return Err(JobError::new(
-            format!("{field}.threshold"),
-            format!("must be above 0 and at most 1, got {}", rate.threshold),
-        ));
-    }
-    check_range(&format!("{field}.window_s"), rate.window_s, 10, 7 * 24 * 3600)?;
-    check_range(&format!("{field}.min_runs"), u64::from(rate.min_runs), 1, 10_000)?;
-    Ok(())
 }
 
 fn check_http(http: &HttpJob) -> Result<(), JobError> {
@@ -559,7 +520,7 @@ fn check_config(config: &BTreeMap<String, String>) -> Result<(), JobError> {
     Ok(())
 }
 
-fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), JobError> {
+pub(super) fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), JobError> {
     if value < min || value > max {
         return Err(JobError::new(
             field,
@@ -569,7 +530,7 @@ fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), JobErr
     Ok(())
 }
 
-fn check_label(field: &str, text: &str) -> Result<(), JobError> {
+pub(super) fn check_label(field: &str, text: &str) -> Result<(), JobError> {
     let valid = !text.is_empty()
         && text.len() <= 63
         && text

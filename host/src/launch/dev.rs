@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::deadman::DeadmanWatch;
 use super::{WorkerParts, build_worker, check_secrets_key, sink, start_alerts, worker_engine};
 use crate::api::audit::AuditLog;
 use crate::api::{self, AppState, HttpConfig};
@@ -62,6 +63,11 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         seed_demo(&coord, data).await?;
     }
     let (alerts, alerts_task) = start_alerts(&config.alerts, &metrics);
+    // Dead-man alerts, as a master raises them (on the embedded stores).
+    let deadman_stop = CancellationToken::new();
+    let deadman = alerts
+        .clone()
+        .map(|alerts| tokio::spawn(DeadmanWatch::new(coord.clone(), logs.clone(), alerts).run(deadman_stop.clone())));
     let mut worker_config = config.worker.clone();
     if worker_config.api_url.is_none() {
         // Async jobs report to this very server.
@@ -108,6 +114,10 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
     shutdown.cancel();
 
     let worker_result = worker_handle.await.context("worker task panicked")?;
+    deadman_stop.cancel();
+    if let Some(task) = deadman {
+        task.await.context("dead-man alert task panicked")?;
+    }
     if let Some(task) = alerts_task {
         task.await.context("alert task panicked")?.context("alerts failed")?;
     }
@@ -200,7 +210,7 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
     if jobs.is_empty() {
         let digest = ModuleDigest::of(DEMO_MODULE);
         coord
-            .put_module(&digest, DEMO_MODULE, ModuleKind::Module, Vec::new())
+            .put_module(&digest, DEMO_MODULE, ModuleKind::Module, Vec::new(), Some("hello.wasm"))
             .await?;
         let now = Timestamp::now();
         let record = JobRecord {

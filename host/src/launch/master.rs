@@ -1,11 +1,13 @@
-//! `sandcron master`: the HTTP API and the console over etcd and MongoDB.
-//! Stateless: run several behind a load balancer.
+//! `sandcron master`: the HTTP API and the console over etcd and MongoDB,
+//! and the dead-man alerts. Stateless: run several behind a load balancer
+//! (they raise each dead-man alert once between them).
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{check_secrets_key, connect_stores};
+use super::deadman::DeadmanWatch;
+use super::{check_secrets_key, connect_stores, start_alerts};
 use crate::api::audit::AuditLog;
 use crate::api::{self, AppState, HttpConfig};
 use crate::config::MasterConfig;
@@ -30,6 +32,12 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
     // requests are moved (or left in the outbox for another master).
     let mover_stop = shutdown.child_token();
     let mover = tokio::spawn(audit.clone().run(mover_stop.clone()));
+    // Dead-man alerts: every master watches, the one whose mark lands
+    // delivers, so a cluster with no live worker still alerts.
+    let deadman_stop = shutdown.child_token();
+    let (alerts, alerts_task) = start_alerts(&config.alerts, &metrics);
+    let deadman = alerts
+        .map(|alerts| tokio::spawn(DeadmanWatch::new(coord.clone(), logs.clone(), alerts).run(deadman_stop.clone())));
     let state = AppState {
         coord,
         logs,
@@ -39,7 +47,7 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
         shell_jobs: config.allow_shell_jobs,
         shutdown: shutdown.clone(),
         modules: engine,
-        alert_channels: config.alert_channels.clone().into(),
+        alert_channels: config.alerts.channels.keys().cloned().collect::<Vec<_>>().into(),
         secrets,
         quotas: config.server.quotas,
     };
@@ -51,6 +59,15 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
         },
     );
     let served = api::serve(listener, app, shutdown).await;
+    deadman_stop.cancel();
+    if let Some(task) = deadman {
+        task.await.context("dead-man alert task panicked")?;
+    }
+    // The alert task ends with the dead-man task's handle, after its last
+    // deliveries.
+    if let Some(task) = alerts_task {
+        task.await.context("alert task panicked")?.context("alerts failed")?;
+    }
     mover_stop.cancel();
     mover
         .await

@@ -27,6 +27,7 @@ use crate::placement::WorkerInfo;
 use crate::secret::Keyring;
 use crate::worker::{Executors, StoredModules, StoredState, Worker, WorkerDeps};
 
+mod deadman;
 mod dev;
 mod master;
 mod worker;

@@ -130,15 +130,19 @@ pub enum Trigger {
     Retry,
     /// Started by another job's run (`on_success` / `on_failure`).
     Dependency,
+    /// A run started again for the tick of an earlier run
+    /// (`POST /api/v1/runs/{id}/rerun`); `rerun_of` names that run.
+    Rerun,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 5] = [
+    pub const ALL: [Trigger; 6] = [
         Trigger::Schedule,
         Trigger::Manual,
         Trigger::Catchup,
         Trigger::Retry,
         Trigger::Dependency,
+        Trigger::Rerun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -148,6 +152,7 @@ impl Trigger {
             Trigger::Catchup => "catchup",
             Trigger::Retry => "retry",
             Trigger::Dependency => "dependency",
+            Trigger::Rerun => "rerun",
         }
     }
 }
@@ -193,7 +198,8 @@ pub struct RunRecord {
     pub run_id: RunId,
     #[schema(value_type = String)]
     pub job: JobName,
-    /// The scheduled instant this run is for (the request instant for manual runs).
+    /// The scheduled instant this run is for (the request instant for manual
+    /// runs; for a re-run, the tick of the run it re-runs).
     #[schema(value_type = String, format = DateTime)]
     pub tick: Timestamp,
     pub trigger: Trigger,
@@ -246,6 +252,14 @@ pub struct RunRecord {
     /// For a shard of a broadcast job's tick: which one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// For a re-run (trigger `rerun`): the run it re-runs, whose tick it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub rerun_of: Option<RunId>,
+    /// For a run its owner had no free slot for: the worker that claimed
+    /// it and handed it to `worker`, which had one (least-loaded hand-off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_off_from: Option<String>,
     /// What a WASM job did on the network, when it was granted any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<EgressLedger>,
@@ -291,6 +305,8 @@ impl RunRecord {
             expire_at: None,
             parent: None,
             shard: None,
+            rerun_of: None,
+            handed_off_from: None,
             egress: None,
             secrets: Vec::new(),
             module_wait_ms: None,
@@ -368,7 +384,12 @@ mod tests {
         for trigger in Trigger::ALL {
             // A new variant fails to compile here until it is listed in ALL.
             match trigger {
-                Trigger::Schedule | Trigger::Manual | Trigger::Catchup | Trigger::Retry | Trigger::Dependency => {}
+                Trigger::Schedule
+                | Trigger::Manual
+                | Trigger::Catchup
+                | Trigger::Retry
+                | Trigger::Dependency
+                | Trigger::Rerun => {}
             }
             let stored = serde_json::to_value(trigger).unwrap();
             assert_eq!(stored, trigger.as_str());
@@ -376,5 +397,15 @@ mod tests {
         }
         let err = "nope".parse::<Trigger>().unwrap_err();
         assert!(err.contains("schedule, manual, catchup, retry, dependency"), "{err}");
+    }
+
+    /// A job reads its trigger from `SANDCRON_TRIGGER`; the Rust guest crate
+    /// refuses a name it does not know, so every trigger must be one it knows.
+    #[test]
+    fn the_guest_crate_knows_every_trigger() {
+        for trigger in Trigger::ALL {
+            let theirs = trigger.as_str().parse::<sandcron_guest::Trigger>();
+            assert_eq!(theirs.map(|t| t.as_str()), Ok(trigger.as_str()));
+        }
     }
 }

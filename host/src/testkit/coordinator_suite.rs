@@ -56,6 +56,7 @@ fn entry(worker: &str, tick: Timestamp) -> RunningEntry {
         parent: None,
         shard: None,
         depth: 0,
+        rerun_of: None,
         result_token_sha256: None,
         result_token: None,
     }
@@ -402,20 +403,30 @@ pub async fn modules_are_chunked_and_committed_last(store: Arc<dyn KvStore>, pre
     assert!(!coord.module_exists(&digest).await.unwrap());
     assert!(coord.module_bytes(&digest).await.unwrap().is_none());
     let (meta, created) = coord
-        .put_module(&digest, &bytes, ModuleKind::Module, Vec::new())
+        .put_module(&digest, &bytes, ModuleKind::Module, Vec::new(), Some("first.wasm"))
         .await
         .unwrap();
     assert!(created);
     assert_eq!(
-        (meta.size, meta.chunks, meta.kind),
-        (bytes.len() as u64, 3, ModuleKind::Module)
+        (meta.size, meta.chunks, meta.kind, meta.name.as_deref()),
+        (bytes.len() as u64, 3, ModuleKind::Module, Some("first.wasm"))
     );
     let (again, created) = coord
-        .put_module(&digest, &bytes, ModuleKind::Module, Vec::new())
+        .put_module(&digest, &bytes, ModuleKind::Module, Vec::new(), None)
         .await
         .unwrap();
     assert!(!created, "a re-upload is a no-op");
-    assert_eq!(again, meta);
+    assert_eq!(again, meta, "a re-upload without a name keeps the label");
+    // A re-upload under another name relabels it and changes nothing else.
+    let (relabelled, created) = coord
+        .put_module(&digest, &bytes, ModuleKind::Module, Vec::new(), Some("report.wasm"))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(relabelled.name.as_deref(), Some("report.wasm"));
+    assert_eq!((relabelled.size, relabelled.uploaded_at), (meta.size, meta.uploaded_at));
+    assert_eq!(coord.module_meta(&digest).await.unwrap(), Some(relabelled.clone()));
+    let meta = relabelled;
     assert_eq!(
         coord.module_bytes(&digest).await.unwrap().as_deref(),
         Some(bytes.as_slice())

@@ -79,6 +79,7 @@ pub async fn records_round_trip(store: &dyn LogStore, prefix: &str) {
     full.missed_count = Some(86_400);
     full.missed_until = Some(base + SignedDuration::from_hours(24));
     full.result_due = Some(base + micros(7_200_000_001));
+    full.handed_off_from = Some("conformance-owner".to_owned());
 
     let mut minimal = sample_record(&job, base + SignedDuration::from_secs(1), RunStatus::Running, 0);
     minimal.module = None;
@@ -92,7 +93,10 @@ pub async fn records_round_trip(store: &dyn LogStore, prefix: &str) {
     let mut every: Vec<RunRecord> = vec![full, minimal];
     for (i, status) in RunStatus::ALL.into_iter().enumerate() {
         let mut record = sample_record(&job, base + SignedDuration::from_secs(10 + i as i64), status, i as i64);
-        record.trigger = [Trigger::Schedule, Trigger::Manual, Trigger::Catchup, Trigger::Retry][i % 4];
+        record.trigger = Trigger::ALL[i % Trigger::ALL.len()];
+        if record.trigger == Trigger::Rerun {
+            record.rerun_of = Some(RunId::generate());
+        }
         every.push(record);
     }
 

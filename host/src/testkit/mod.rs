@@ -4,10 +4,11 @@
 //! `coordinator_suite` (sandcron's operations over any `KvStore`, with
 //! `kvstate_suite` for jobs' key-value state) and `logstore_suite` (the
 //! `LogStore` contract, with `audit_suite` for the audit log) — a sample
-//! run record, and
+//! run record,
 //! two log stores that stand in for a real one where a test or benchmark
 //! must isolate something else: [`Discard`] keeps nothing, [`Hanging`]
-//! never answers.
+//! never answers, and [`Tap`], a log store in front of another that steps
+//! into some of its calls.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod audit_suite;
@@ -19,4 +20,4 @@ mod records;
 mod stores;
 
 pub use records::sample_record;
-pub use stores::{Discard, Hanging};
+pub use stores::{Call, Discard, Hanging, Tap};

@@ -1,7 +1,9 @@
 //! Log stores that stand in for a real one: [`Discard`] accepts every write
 //! and keeps nothing (the claims benchmark isolates the coordination store
 //! with it); [`Hanging`] never finishes a write, as a store that hangs (what
-//! a worker's sink holds then stays in its memory).
+//! a worker's sink holds then stays in its memory). And [`Tap`], for a log
+//! store in front of another that fails, holds or watches some calls and
+//! passes every call on: the one place that forwards the whole contract.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +22,80 @@ pub struct Discard;
 /// Never finishes a write; reads find nothing.
 #[derive(Debug, Default)]
 pub struct Hanging;
+
+/// A call of the [`LogStore`] contract, as a [`Tap`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    Write(&'a LogBatch),
+    Runs,
+    Run,
+    Output,
+    LastRuns,
+    Purge,
+    WriteAudit(&'a [AuditEntry]),
+    Audit,
+    PurgeAudit,
+}
+
+/// A log store in front of another: implementing `Tap` makes a type a
+/// [`LogStore`] that passes every call on to [`Tap::inner`], after
+/// [`Tap::before`] let it through. Tests and benchmarks write only what
+/// they change (switch a store off, hold its writes, time them).
+#[async_trait]
+pub trait Tap: Send + Sync + 'static {
+    /// The store every call is passed on to.
+    fn inner(&self) -> &dyn LogStore;
+
+    /// Runs before `call` is passed on; an error is answered instead.
+    async fn before(&self, _call: Call<'_>) -> Result<(), LogStoreError> {
+        Ok(())
+    }
+
+    /// Runs once the store behind has taken a write.
+    fn written(&self, _batch: &LogBatch) {}
+}
+
+#[async_trait]
+impl<T: Tap> LogStore for T {
+    async fn write(&self, batch: &LogBatch) -> Result<(), LogStoreError> {
+        self.before(Call::Write(batch)).await?;
+        self.inner().write(batch).await?;
+        self.written(batch);
+        Ok(())
+    }
+    async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
+        self.before(Call::Runs).await?;
+        self.inner().runs(query).await
+    }
+    async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
+        self.before(Call::Run).await?;
+        self.inner().run(run_id).await
+    }
+    async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError> {
+        self.before(Call::Output).await?;
+        self.inner().output(run_id, after, limit).await
+    }
+    async fn last_runs(&self, jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError> {
+        self.before(Call::LastRuns).await?;
+        self.inner().last_runs(jobs).await
+    }
+    async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        self.before(Call::Purge).await?;
+        self.inner().purge(before).await
+    }
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
+        self.before(Call::WriteAudit(entries)).await?;
+        self.inner().write_audit(entries).await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
+        self.before(Call::Audit).await?;
+        self.inner().audit(query).await
+    }
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+        self.before(Call::PurgeAudit).await?;
+        self.inner().purge_audit(before).await
+    }
+}
 
 #[async_trait]
 impl LogStore for Discard {
@@ -59,32 +135,15 @@ impl LogStore for Discard {
 
 /// Reads answer as [`Discard`]'s do.
 #[async_trait]
-impl LogStore for Hanging {
-    async fn write(&self, _batch: &LogBatch) -> Result<(), LogStoreError> {
-        std::future::pending().await
+impl Tap for Hanging {
+    fn inner(&self) -> &dyn LogStore {
+        &Discard
     }
-    async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
-        Discard.runs(query).await
-    }
-    async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
-        Discard.run(run_id).await
-    }
-    async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError> {
-        Discard.output(run_id, after, limit).await
-    }
-    async fn last_runs(&self, jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError> {
-        Discard.last_runs(jobs).await
-    }
-    async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
-        Discard.purge(before).await
-    }
-    async fn write_audit(&self, _entries: &[AuditEntry]) -> Result<(), LogStoreError> {
-        std::future::pending().await
-    }
-    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
-        Discard.audit(query).await
-    }
-    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
-        Discard.purge_audit(before).await
+
+    async fn before(&self, call: Call<'_>) -> Result<(), LogStoreError> {
+        if let Call::Write(_) | Call::WriteAudit(_) = call {
+            std::future::pending::<()>().await;
+        }
+        Ok(())
     }
 }

@@ -4,9 +4,12 @@
 //! and reacts to four inputs: watch updates from the coordination store, due
 //! timers, finished runs, and shutdown. Runs execute in their own tasks,
 //! bounded by a semaphore of the worker's capacity, and report back through a
-//! channel. Policies come from `schedule` (pure); this module does the I/O.
+//! channel. A run that finds every slot busy is offered to the other
+//! workers, and the first worker with a free slot to take it (or this one,
+//! when a slot frees first) runs it (`handoff.rs`). Policies come from
+//! `schedule` (pure); this module does the I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -29,6 +32,7 @@ use crate::placement::WorkerInfo;
 use crate::schedule::TimerQueue;
 
 mod chunks;
+mod handoff;
 mod kill;
 mod kvstate;
 mod results;
@@ -146,12 +150,19 @@ impl Worker {
             let (done_tx, done_rx) = mpsc::channel(1024);
             let (plans_stored_tx, plans_stored_rx) = mpsc::channel(64);
             let (watch_tx, watch_rx) = mpsc::channel(64);
+            let (handoff_tx, handoff_rx) = mpsc::channel(256);
             let (lease_lost_tx, lease_lost_rx) = mpsc::channel(1);
             let watchers = CancellationToken::new();
             let kill_switches = KillSwitches::default();
             let current_lease = Arc::new(AtomicI64::new(lease.0));
             let mut helper_tasks = JoinSet::new();
-            for family in [Family::Workers, Family::Jobs, Family::Running, Family::Trigger] {
+            for family in [
+                Family::Workers,
+                Family::Jobs,
+                Family::Running,
+                Family::Trigger,
+                Family::Handoff,
+            ] {
                 helper_tasks.spawn(forward_watch(
                     deps.coord.clone(),
                     family,
@@ -191,6 +202,11 @@ impl Worker {
                 pending_triggers: BTreeMap::new(),
                 ambiguous: HashMap::new(),
                 results,
+                open_offers: BTreeMap::new(),
+                taking: BTreeSet::new(),
+                handoff_tx,
+                handoff_rx,
+                stopping: shutdown.child_token(),
             };
             let result = state.event_loop(&shutdown, watch_rx, lease_lost_rx).await;
             // Runs drain while the kill watcher and the lease keeper still work.

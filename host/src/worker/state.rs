@@ -5,16 +5,17 @@
 //! re-planning), `recovery` (taking a job up: claim state, catch-up plans,
 //! claims whose answer was lost), `lost` (runs of workers that vanished),
 //! `triggers` (run-now, dependents, retries, broadcast shards), `dispatch`
-//! (due ticks → claims → run tasks) and `records` (the records of ticks that
-//! did not run).
+//! (due ticks → claims → run tasks), `handoff` (other workers' offers of
+//! runs they have no slot for, taken while this worker has free slots) and
+//! `records` (the records of ticks that did not run).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,11 +26,13 @@ use crate::job::Job;
 use crate::placement::WorkerInfo;
 use crate::schedule::{self, TimerQueue};
 use crate::worker::WorkerDeps;
+use crate::worker::handoff::HandoffEvent;
 use crate::worker::kill::KillSwitches;
 use crate::worker::results::ResultWaiters;
 use crate::worker::task::TaskDone;
 
 mod dispatch;
+mod handoff;
 mod jobs;
 mod lost;
 mod records;
@@ -67,6 +70,12 @@ pub(super) struct LocalRun {
     job: JobName,
     kill: KillSwitch,
     entry: RunningEntry,
+    /// Set while the run may be offered to other workers: its entry is then
+    /// not published again on re-registration (a taker may own it).
+    offered: Arc<AtomicBool>,
+    /// Tells the run task that another worker took its offered run; `None`
+    /// for a run that is never offered.
+    taken: Option<oneshot::Sender<String>>,
 }
 
 pub(super) struct State {
@@ -99,6 +108,15 @@ pub(super) struct State {
     /// Async runs waiting for their reported result, shared with the
     /// results watcher.
     pub(super) results: ResultWaiters,
+    /// Other workers' offers of runs they have no free slot for, by key.
+    pub(super) open_offers: BTreeMap<String, (JobName, RunningEntry)>,
+    /// The offers this worker is trying to take (one try each at a time).
+    pub(super) taking: BTreeSet<String>,
+    /// Hand-off news from take attempts and run tasks.
+    pub(super) handoff_tx: mpsc::Sender<HandoffEvent>,
+    pub(super) handoff_rx: mpsc::Receiver<HandoffEvent>,
+    /// Cancelled when the worker shuts down: it takes no more offers.
+    pub(super) stopping: CancellationToken,
 }
 
 /// What a won tick claim does.
@@ -166,6 +184,7 @@ impl State {
                 () = shutdown.cancelled() => return Ok(()),
                 Some(done) = self.done_rx.recv() => self.on_run_finished(done).await,
                 Some((job, plan)) = self.plans_stored_rx.recv() => self.on_plan_stored(&job, &plan).await,
+                Some(event) = self.handoff_rx.recv() => self.on_handoff(event).await,
                 Some((family, update)) = watch_rx.recv() => self.on_watch(family, update).await,
                 Some(()) = lease_lost.recv() => {
                     tracing::warn!("worker lease expired; re-registering and resynchronising");
@@ -195,6 +214,7 @@ impl State {
             Family::Workers => self.on_workers(update).await,
             Family::Running => self.on_running(update).await,
             Family::Trigger => self.on_triggers(update).await,
+            Family::Handoff => self.on_offers(update).await,
             Family::Kill | Family::State | Family::Modules | Family::Results | Family::Secrets => {}
         }
     }
@@ -212,6 +232,8 @@ impl State {
             self.take_triggers(&name).await;
         }
         self.reap_orphan_shards().await;
+        // An offer nobody had room for when it appeared stays open.
+        self.take_offers();
     }
 
     /// After losing the lease: a new lease, the worker entry and the entries of
@@ -221,6 +243,11 @@ impl State {
         let lease = self.deps.coord.store().lease_grant(self.deps.lease_ttl).await?;
         self.deps.coord.register_worker(&self.deps.info, lease).await?;
         for run in self.local_runs.values() {
+            // An offered run's entry may be a taker's now; the offer's
+            // outcome decides who has it (`worker/handoff.rs`).
+            if run.offered.load(Ordering::SeqCst) {
+                continue;
+            }
             self.deps.coord.start_run(&run.job, &run.entry, lease).await?;
         }
         self.lease = lease;
@@ -243,15 +270,33 @@ impl State {
         }
         let deadline = tokio::time::Instant::now() + self.deps.drain_timeout;
         let mut killed = false;
+        // Runs offered to other workers stay offered while they wait, so a
+        // draining worker still hands them off; it takes no more offers
+        // itself, and a take already under way is started (stopped at once
+        // past the deadline) so that its run is accounted for here.
+        self.stopping.cancel();
         // Finished runs report on `done_rx`; it is read (and the reports
         // dropped: no retries at shutdown) so no run task blocks on it.
-        loop {
+        while !self.runs.is_empty() || !self.taking.is_empty() {
             tokio::select! {
-                joined = self.runs.join_next() => if joined.is_none() { break },
+                Some(_) = self.runs.join_next(), if !self.runs.is_empty() => {}
                 Some(done) = self.done_rx.recv() => {
                     self.local_runs.remove(&done.run_id);
                     self.kill_switches.remove(&done.run_id);
                 }
+                Some(event) = self.handoff_rx.recv() => match event {
+                    HandoffEvent::Attempt { key, taken } => {
+                        self.taking.remove(&key);
+                        if let Some(taken) = taken {
+                            let run_id = taken.entry.run_id;
+                            self.start_taken(taken);
+                            if let (true, Some(run)) = (killed, self.local_runs.get(&run_id)) {
+                                run.kill.pull(StopReason::Shutdown);
+                            }
+                        }
+                    }
+                    HandoffEvent::Vanished { job, entry } => self.record_vanished(&job, entry).await,
+                },
                 () = tokio::time::sleep_until(deadline), if !killed => {
                     tracing::warn!(runs = self.local_runs.len(), "drain timeout; killing remaining runs");
                     for run in self.local_runs.values() {

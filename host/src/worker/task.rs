@@ -1,4 +1,5 @@
-//! One run, from claim to report: wait for a free slot, record `running`,
+//! One run, from claim to report: wait for a free slot (or, offered to the
+//! other workers meanwhile, end here if one of them takes it), record `running`,
 //! execute, wait for the reported outcome of an async job, record the
 //! outcome, remove the `running/` entry (starting the job's dependents in
 //! the same transaction), tell the alerts and the worker.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::alert::AlertHandle;
@@ -25,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::run::{ParentRun, RunRecord, RunStatus, StreamKind, Trigger};
 use crate::schedule;
 use crate::secret::{Keyring, RunSecrets, mask_text};
+use crate::worker::handoff::{Capacity, Slot};
 
 /// How many dependency links a chain of runs may have. Cycles are refused
 /// when jobs are saved; this stops one that slipped through (two masters
@@ -41,7 +43,11 @@ pub(super) struct TaskSpec {
     pub(super) sink: Sink,
     pub(super) coord: Coordinator,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) semaphore: Arc<Semaphore>,
+    /// Where the run gets its slot (and whether it may be offered to other
+    /// workers meanwhile: `worker/handoff.rs`).
+    pub(super) capacity: Capacity,
+    /// For a run taken from a worker that had no free slot: that worker.
+    pub(super) handed_off_from: Option<String>,
     pub(super) done: mpsc::Sender<TaskDone>,
     pub(super) shell_allowed: bool,
     pub(super) retention: std::time::Duration,
@@ -77,7 +83,8 @@ async fn execute(spec: TaskSpec) {
         sink,
         coord,
         metrics,
-        semaphore,
+        capacity,
+        handed_off_from,
         done,
         shell_allowed,
         retention,
@@ -94,21 +101,36 @@ async fn execute(spec: TaskSpec) {
         expire_at: job.expire_at(entry.tick, retention),
         parent: entry.parent.clone(),
         shard: entry.shard,
+        rerun_of: entry.rerun_of,
+        handed_off_from,
         ..RunRecord::for_job(&job, entry.run_id, entry.tick, RunStatus::Running)
     };
 
     // Wait for a free slot; a kill while waiting ends the run before it starts.
     metrics.runs_waiting_for_capacity.fetch_add(1, Ordering::Relaxed);
-    let permit = tokio::select! {
-        permit = semaphore.acquire_owned() => permit.ok(),
-        reason = kill.pulled() => {
+    let slot = capacity.wait(&kill).await;
+    metrics.runs_waiting_for_capacity.fetch_sub(1, Ordering::Relaxed);
+    let permit = match slot {
+        Slot::Free(permit) => Some(permit),
+        Slot::Stopped(reason) => {
             let outcome = RunOutcome::stopped(reason);
             record.error = outcome.error.map(|e| format!("{e} before it started"));
             record.status = outcome.status;
             None
         }
+        Slot::Elsewhere => {
+            // Taken by a worker with a free slot: its records and its
+            // `running/` entry are that worker's now.
+            let _worker_gone = done
+                .send(TaskDone {
+                    job: job.name.clone(),
+                    run_id: entry.run_id,
+                    trigger: entry.trigger,
+                })
+                .await;
+            return;
+        }
     };
-    metrics.runs_waiting_for_capacity.fetch_sub(1, Ordering::Relaxed);
 
     if let Some(permit) = permit {
         // Held while the run works; an async run waiting for its report
@@ -120,6 +142,8 @@ async fn execute(spec: TaskSpec) {
             metrics.observe_lateness(started.duration_since(entry.tick).as_secs_f64());
         }
         sink.record(record.clone()).await;
+        // Warns if the run outlives the job's expected duration; stops with it.
+        let overrun = alerts.as_ref().and_then(|alerts| alerts.overrun_timer(&job, &record));
         metrics.runs_running.fetch_add(1, Ordering::Relaxed);
         let tokenless = job.spec.completion == crate::job::Completion::Async && report.is_none();
         let secrets = match crate::worker::shell_permitted(&job, shell_allowed) {
@@ -191,7 +215,7 @@ async fn execute(spec: TaskSpec) {
             }
         };
         metrics.runs_running.fetch_sub(1, Ordering::Relaxed);
-        drop(slot);
+        drop((slot, overrun));
         record.status = outcome.status;
         record.exit_code = outcome.exit_code;
         // Errors and the ledger can quote what a guest sent: mask them too.
@@ -334,7 +358,9 @@ pub(super) fn follow_ups(
 /// policy asks for one: the same tick, the next attempt, not before the
 /// backoff has passed; a shard is retried on the worker it ran on.
 fn retry_of(job: &Job, entry: &RunningEntry, status: RunStatus, now: Timestamp) -> Option<TriggerRequest> {
-    if !status.is_retryable() || entry.trigger == Trigger::Manual {
+    // Runs someone asked for by hand (run now, re-run) are not retried:
+    // whoever asked sees how it ended and can ask again.
+    if !status.is_retryable() || matches!(entry.trigger, Trigger::Manual | Trigger::Rerun) {
         return None;
     }
     let delay = schedule::retry_delay(&job.spec.retry, entry.attempt)?;
@@ -351,6 +377,7 @@ fn retry_of(job: &Job, entry: &RunningEntry, status: RunStatus, now: Timestamp) 
         target_worker: entry.shard.map(|_| entry.worker.clone()),
         attempt: entry.attempt + 1,
         not_before: Some(crate::run::whole_millisecond(now.saturating_add(delay).unwrap_or(now))),
+        rerun_of: None,
     })
 }
 
@@ -393,6 +420,7 @@ fn dependents_of(job: &Job, entry: &RunningEntry, status: RunStatus) -> Vec<(Job
                 target_worker: None,
                 attempt: 1,
                 not_before: None,
+                rerun_of: None,
             };
             (target.clone(), request)
         })
@@ -442,6 +470,7 @@ mod tests {
             parent: None,
             shard: None,
             depth: 0,
+            rerun_of: None,
             result_token_sha256: None,
             result_token: None,
         }
@@ -473,6 +502,7 @@ mod tests {
         for (entry, max) in [
             (entry(Trigger::Retry, 3), 2),
             (entry(Trigger::Manual, 1), 2),
+            (entry(Trigger::Rerun, 1), 2),
             (entry(Trigger::Schedule, 1), 0),
         ] {
             let follow = follow_ups(&job(max), &entry, RunStatus::Failed, now);

@@ -1,6 +1,7 @@
 //! Workers in this process on one embedded coordination store: what only a
 //! worker dying at a precise moment shows, which a test with processes
-//! cannot time.
+//! cannot time (a catch-up claimant killed before its sink wrote; a worker
+//! killed while a run it offered waits for a taker).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +44,7 @@ struct Running {
     worker: JoinHandle<anyhow::Result<()>>,
     sink: JoinHandle<anyhow::Result<()>>,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 impl Running {
@@ -59,22 +61,42 @@ impl Running {
 }
 
 fn start(id: &str, coord: &Coordinator, logs: Arc<dyn LogStore>) -> Running {
+    start_with(coord, logs, info(id, 4, &[]), Arc::new(Succeeds))
+}
+
+/// The worker record of a test worker.
+fn info(id: &str, capacity: usize, labels: &[(&str, &str)]) -> WorkerInfo {
+    WorkerInfo {
+        id: id.to_owned(),
+        hostname: "test".into(),
+        version: "test".into(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        allow_native: true,
+        capacity,
+        started_at: Timestamp::now(),
+        http: false,
+    }
+}
+
+/// Starts worker `info` running shell jobs with `shell`.
+fn start_with(coord: &Coordinator, logs: Arc<dyn LogStore>, info: WorkerInfo, shell: Arc<dyn Executor>) -> Running {
     let (sink, sink_task) = Sink::new(logs, SinkConfig::default());
     let sink_handle = tokio::spawn(sink_task.run());
     let shutdown = CancellationToken::new();
+    let metrics = Metrics::new();
     let worker = Worker::new(WorkerDeps {
         coord: coord.clone(),
         sink,
         executors: Executors {
-            shell: Some(Arc::new(Succeeds)),
+            shell: Some(shell),
             ..Executors::default()
         },
-        metrics: Metrics::new(),
+        metrics: metrics.clone(),
         config: WorkerConfig {
-            id: Some(id.to_owned()),
-            capacity: 4,
+            id: Some(info.id.clone()),
+            capacity: info.capacity,
             allow_native: true,
-            labels: BTreeMap::new(),
+            labels: info.labels.clone(),
             native_env: vec![],
             kill_grace: Duration::from_secs(1),
             missed_record_limit: 1000,
@@ -88,16 +110,7 @@ fn start(id: &str, coord: &Coordinator, logs: Arc<dyn LogStore>) -> Running {
             api_url: None,
             state_quota: Default::default(),
         },
-        info: WorkerInfo {
-            id: id.to_owned(),
-            hostname: "test".into(),
-            version: "test".into(),
-            labels: BTreeMap::new(),
-            allow_native: true,
-            capacity: 4,
-            started_at: Timestamp::now(),
-            http: false,
-        },
+        info,
         lease_ttl: Duration::from_secs(1),
         drain_timeout: Duration::from_secs(1),
         retention: Duration::from_secs(3600),
@@ -108,6 +121,7 @@ fn start(id: &str, coord: &Coordinator, logs: Arc<dyn LogStore>) -> Running {
         worker: tokio::spawn(worker.serve(shutdown.clone())),
         sink: sink_handle,
         shutdown,
+        metrics,
     }
 }
 
@@ -259,4 +273,293 @@ async fn a_catch_up_plan_leaves_the_claim_state_once_its_records_are_stored() {
     assert_eq!(ids, expected, "stored before the plan left the state");
     assert!(records.iter().all(|r| r.status == RunStatus::Missed && r.worker == "w"));
     w.stop().await;
+}
+
+/// Runs of jobs named `long-…` last until they are killed; the others
+/// succeed at once. Every run it starts is listed, by job.
+#[derive(Clone, Default)]
+struct Gate(Arc<std::sync::Mutex<Vec<(String, RunId)>>>);
+
+impl Gate {
+    fn started(&self, job: &str) -> Vec<RunId> {
+        crate::sync::lock(&self.0)
+            .iter()
+            .filter(|(name, _)| name == job)
+            .map(|(_, run)| *run)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Executor for Gate {
+    async fn execute(&self, request: &ExecRequest, _output: &mut RunOutput, kill: &KillSwitch) -> RunOutcome {
+        crate::sync::lock(&self.0).push((request.job.to_string(), request.run_id));
+        if request.job.as_str().starts_with("long") {
+            RunOutcome::stopped(kill.pulled().await)
+        } else {
+            RunOutcome::new(RunStatus::Succeeded)
+        }
+    }
+}
+
+/// A shell job with no ticks (runs only when asked), for workers labelled
+/// `selector` when given.
+fn asked_only(selector: Option<(&str, &str)>) -> JobSpec {
+    JobSpec {
+        selector: selector
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        ..JobSpec::new(
+            "@yearly",
+            JobKind::Shell(ShellJob {
+                command: "true".into(),
+                env: BTreeMap::new(),
+                timeout_s: 60,
+                output_kb: 64,
+            }),
+        )
+    }
+}
+
+async fn put_job(coord: &Coordinator, name: &JobName, spec: JobSpec) {
+    let now = Timestamp::now();
+    let record = JobRecord {
+        spec,
+        meta: JobMeta {
+            created_at: now,
+            updated_at: now,
+            active_since: now,
+            written_by: Role::Admin,
+        },
+    };
+    coord.put_job(name, &record, None, true).await.expect("put job");
+}
+
+/// Two workers of one slot each, `w1` and `w2`, each busy with a run of its
+/// own `long-…` job (pinned by a label), and a job `quick-…` that rendezvous
+/// placement gives to `w1` and that either may run.
+struct Busy {
+    store: Arc<dyn KvStore>,
+    coord: Coordinator,
+    logs: Arc<SqliteLogStore>,
+    gate: Gate,
+    quick: JobName,
+}
+
+impl Busy {
+    /// The setting, and the two workers (`w1`, `w2`).
+    async fn start(prefix: &str) -> (Busy, Running, Running) {
+        let store: Arc<dyn KvStore> = EmbeddedStore::in_memory();
+        let coord = Coordinator::new(store.clone(), prefix);
+        let logs = SqliteLogStore::in_memory().expect("sqlite");
+        let (one, two) = (info("w1", 1, &[("node", "1")]), info("w2", 1, &[("node", "2")]));
+        let quick = (0..64)
+            .map(|i| JobName::new(&format!("quick-{i}")).unwrap())
+            .find(|name| {
+                let job = crate::job::Job::for_test(name.as_str(), asked_only(None), Timestamp::now());
+                crate::placement::owner(&job, [&one, &two]).is_some_and(|owner| owner.id == "w1")
+            })
+            .expect("a job w1 owns");
+        put_job(&coord, &quick, asked_only(None)).await;
+        for (name, node) in [("long-1", "1"), ("long-2", "2")] {
+            put_job(&coord, &JobName::new(name).unwrap(), asked_only(Some(("node", node)))).await;
+        }
+        let gate = Gate::default();
+        let w1 = start_with(&coord, logs.clone(), one, Arc::new(gate.clone()));
+        let w2 = start_with(&coord, logs.clone(), two, Arc::new(gate.clone()));
+        // Each must see the other before `quick` runs: a worker offers a
+        // run only to workers it knows.
+        for worker in [&w1, &w2] {
+            eventually("the workers to see each other", Duration::from_secs(10), async || {
+                worker
+                    .metrics
+                    .render()
+                    .contains("sandcron_live_workers 2")
+                    .then_some(())
+            })
+            .await;
+        }
+        let busy = Busy {
+            store,
+            coord,
+            logs,
+            gate,
+            quick,
+        };
+        for name in ["long-1", "long-2"] {
+            busy.ask(name).await;
+        }
+        eventually("both workers busy", Duration::from_secs(10), async || {
+            (busy.gate.started("long-1").len() == 1 && busy.gate.started("long-2").len() == 1).then_some(())
+        })
+        .await;
+        (busy, w1, w2)
+    }
+
+    /// "Run now"; returns the run's id.
+    async fn ask(&self, job: &str) -> RunId {
+        let key = self
+            .coord
+            .request_trigger(&JobName::new(job).unwrap(), Role::Admin)
+            .await
+            .expect("trigger");
+        self.coord.trigger_run_id(&key).expect("run id")
+    }
+
+    /// The runs offered now, by id.
+    async fn offers(&self) -> Vec<RunId> {
+        let range = self
+            .store
+            .range(&self.coord.prefix_of(crate::coord::Family::Handoff))
+            .await
+            .expect("range");
+        range
+            .kvs
+            .iter()
+            .filter_map(|kv| self.coord.decode_offer(kv))
+            .map(|(_, entry)| entry.run_id)
+            .collect()
+    }
+
+    async fn record(&self, run: RunId, done: impl Fn(&RunRecord) -> bool) -> RunRecord {
+        eventually("the run's record", Duration::from_secs(20), async || {
+            self.logs.run(run).await.ok().flatten().filter(|record| done(record))
+        })
+        .await
+    }
+
+    async fn free(&self, job: &str) {
+        self.coord
+            .request_kill(&JobName::new(job).unwrap(), crate::coord::KillTarget::All)
+            .await
+            .expect("kill");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offered_run_goes_to_the_first_worker_with_a_free_slot_and_runs_once() {
+    let (busy, w1, w2) = Busy::start("/handoff-open/").await;
+
+    // Both workers are full: w1's run of `quick` is offered and stays open.
+    let first = busy.ask(busy.quick.as_str()).await;
+    eventually("the run offered", Duration::from_secs(10), async || {
+        (busy.offers().await == vec![first]).then_some(())
+    })
+    .await;
+    assert!(
+        busy.gate.started(busy.quick.as_str()).is_empty(),
+        "no slot anywhere yet"
+    );
+
+    // w2's slot frees first: w2 takes the run and runs it under the claim's fence.
+    busy.free("long-2").await;
+    let record = busy.record(first, |r| r.status == RunStatus::Succeeded).await;
+    assert_eq!(record.worker, "w2");
+    assert_eq!(record.handed_off_from.as_deref(), Some("w1"));
+    assert!(record.fence > 0);
+    assert!(busy.offers().await.is_empty());
+
+    // Full again, and this time w1's own slot frees first: it withdraws its
+    // offer and runs the run itself.
+    busy.ask("long-2").await;
+    eventually("w2 busy again", Duration::from_secs(10), async || {
+        (busy.gate.started("long-2").len() == 2).then_some(())
+    })
+    .await;
+    let second = busy.ask(busy.quick.as_str()).await;
+    eventually("the run offered", Duration::from_secs(10), async || {
+        (busy.offers().await == vec![second]).then_some(())
+    })
+    .await;
+    busy.free("long-1").await;
+    let record = busy.record(second, |r| r.status == RunStatus::Succeeded).await;
+    assert_eq!(
+        (record.worker.as_str(), record.handed_off_from.as_deref()),
+        ("w1", None)
+    );
+    assert!(busy.offers().await.is_empty());
+
+    // Each run started exactly once, wherever it ran.
+    assert_eq!(busy.gate.started(busy.quick.as_str()), vec![first, second]);
+    busy.free("long-2").await;
+    w1.stop().await;
+    w2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_offered_by_a_worker_that_dies_is_recorded_lost_and_runs_nowhere() {
+    let (busy, w1, w2) = Busy::start("/handoff-dies/").await;
+    let offered = busy.ask(busy.quick.as_str()).await;
+    eventually("the run offered", Duration::from_secs(10), async || {
+        (busy.offers().await == vec![offered]).then_some(())
+    })
+    .await;
+
+    // w1 dies: its lease takes the offer and the run's entry along, and w2,
+    // the job's owner now, records the run lost.
+    w1.kill();
+    let record = busy.record(offered, |r| r.status == RunStatus::Lost).await;
+    assert_eq!(record.worker, "w1");
+    assert!(busy.offers().await.is_empty());
+
+    // w2 gets a free slot; with the offer gone it has nothing to take. A run
+    // asked for after that shows that w2 has dealt with the freed slot.
+    busy.free("long-2").await;
+    let probe = busy.ask(busy.quick.as_str()).await;
+    let probed = busy.record(probe, |r| r.status == RunStatus::Succeeded).await;
+    assert_eq!(probed.worker, "w2");
+    assert_eq!(
+        busy.gate.started(busy.quick.as_str()),
+        vec![probe],
+        "the lost run never started anywhere"
+    );
+    let runs = job_runs(&busy.logs, &busy.quick).await;
+    assert_eq!(runs.len(), 2, "the lost run and the probe: {runs:?}");
+    w2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_offer_goes_with_its_worker_s_lease_is_recorded_lost_and_never_runs() {
+    let (busy, w1, w2) = Busy::start("/handoff-lease/").await;
+    let offered = busy.ask(busy.quick.as_str()).await;
+    eventually("the run offered", Duration::from_secs(10), async || {
+        (busy.offers().await == vec![offered]).then_some(())
+    })
+    .await;
+
+    // w1's lease ends under it, as after a long pause: the offer and the
+    // run's entry go with it, and w1 registers again on a new lease.
+    let registration = format!("{}w1", busy.coord.prefix_of(crate::coord::Family::Workers));
+    let lease_of_w1 = async || {
+        busy.store
+            .get(&registration)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|kv| kv.lease)
+    };
+    let old = lease_of_w1().await.expect("w1's lease");
+    busy.store.lease_revoke(old).await.expect("revoke");
+    eventually("w1 registered again", Duration::from_secs(10), async || {
+        lease_of_w1().await.filter(|lease| *lease != old)
+    })
+    .await;
+
+    // w1's slot frees. A taker might have taken the run before the lease
+    // ended, so w1 does not run it: the run is recorded lost (by w1, or by
+    // w2 if it saw w1 gone first) and never starts.
+    busy.free("long-1").await;
+    let record = busy.record(offered, |r| r.status == RunStatus::Lost).await;
+    assert_eq!(record.worker, "w1");
+    let probe = busy.ask(busy.quick.as_str()).await;
+    busy.record(probe, |r| r.status == RunStatus::Succeeded).await;
+    assert_eq!(
+        busy.gate.started(busy.quick.as_str()),
+        vec![probe],
+        "the run whose offer went with the lease never started"
+    );
+    busy.free("long-2").await;
+    w1.stop().await;
+    w2.stop().await;
 }

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::query::{Window, filter};
 use super::{ApiError, ApiQuery, AppState, Caller};
 use crate::audit::{AuditAction, AuditEntry};
 use crate::auth::Role;
@@ -41,8 +42,8 @@ pub struct AuditListQuery {
     pub job: Option<String>,
     /// Only entries of this token name.
     pub actor: Option<String>,
-    /// One of job_create, job_replace, job_delete, job_pause, job_resume, run_now, kill, module_upload,
-    /// module_delete, secret_set, secret_delete, secret_rekey, state_delete, state_clear.
+    /// One of job_create, job_replace, job_delete, job_pause, job_resume, run_now, rerun, kill,
+    /// module_upload, module_delete, secret_set, secret_delete, secret_rekey, state_delete, state_clear.
     pub action: Option<String>,
     /// Only entries about this target (a module digest, a secret name, a state key, …).
     pub target: Option<String>,
@@ -77,29 +78,9 @@ pub(super) async fn list(
     ApiQuery(query): ApiQuery<AuditListQuery>,
 ) -> Result<Json<AuditEntries>, ApiError> {
     caller.require(Role::Operator, "reading the audit log")?;
-    let job = query
-        .job
-        .as_deref()
-        .map(JobName::new)
-        .transpose()
-        .map_err(|err| ApiError::invalid("job", err.to_string()))?;
-    let action = query
-        .action
-        .as_deref()
-        .map(str::parse::<AuditAction>)
-        .transpose()
-        .map_err(|err| ApiError::invalid("action", err))?;
-    let since = query
-        .since
-        .as_deref()
-        .map(|t| super::runs::parse_time("since", t))
-        .transpose()?;
-    let until = query
-        .until
-        .as_deref()
-        .map(|t| super::runs::parse_time("until", t))
-        .transpose()?;
-    let limit = ApiError::count("limit", query.limit, 100, 1000)?;
+    let job = filter("job", query.job.as_deref(), JobName::new)?;
+    let action = filter("action", query.action.as_deref(), str::parse::<AuditAction>)?;
+    let Window { since, until, limit } = Window::parse(query.since.as_deref(), query.until.as_deref(), query.limit)?;
     state.audit.catch_up().await;
     let page = state
         .logs

@@ -227,7 +227,7 @@ async fn last_runs(state: &AppState, names: &[JobName]) -> (BTreeMap<JobName, Ru
     }
 }
 
-async fn load_job(state: &AppState, name: &JobName) -> Result<Job, ApiError> {
+pub(in crate::api) async fn load_job(state: &AppState, name: &JobName) -> Result<Job, ApiError> {
     let (record, revision) = state.coord.get_job(name).await?.ok_or_else(|| not_found(name))?;
     let schedule = crate::cronexpr::Schedule::new(&record.spec.schedule, &record.spec.timezone)
         .map_err(|err| ApiError::Internal(anyhow::anyhow!("stored job {name} has an invalid schedule: {err}")))?;

@@ -10,8 +10,10 @@ mod guard;
 mod jobs;
 mod modules;
 mod quotas;
+mod rerun;
 mod runs;
 mod secrets;
+mod workers;
 
 use std::sync::{Arc, OnceLock};
 

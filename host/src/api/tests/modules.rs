@@ -37,6 +37,7 @@ async fn uploads_are_content_addressed_idempotent_and_listed_with_their_jobs() {
         "a core module has no network interface"
     );
     assert_eq!(first["size"], crate::launch::DEMO_MODULE.len());
+    assert!(first.get("name").is_none(), "a raw upload without ?name has no label");
 
     // The same bytes again, as a multipart form field: stored already.
     let boundary = "sandcron-test-boundary";
@@ -59,6 +60,7 @@ async fn uploads_are_content_addressed_idempotent_and_listed_with_their_jobs() {
         (again["digest"].as_str(), &again["created"]),
         (Some(digest.as_str()), &Value::Bool(false))
     );
+    assert_eq!(again["name"], "demo.wasm", "the multipart file name labels the module");
 
     api.call(Method::PUT, "/api/v1/jobs/user", Some(OPERATOR), wasm_job(&digest))
         .await
@@ -66,6 +68,7 @@ async fn uploads_are_content_addressed_idempotent_and_listed_with_their_jobs() {
     let listed = api.get("/api/v1/modules").await.expect(StatusCode::OK);
     assert_eq!(listed[0]["digest"], digest.as_str());
     assert_eq!(listed[0]["jobs"], serde_json::json!(["user"]));
+    assert_eq!(listed[0]["name"], "demo.wasm");
     let one = api
         .get(&format!("/api/v1/modules/{digest}"))
         .await
@@ -150,4 +153,49 @@ async fn bad_uploads_are_refused_with_the_reason() {
         api.get("/api/v1/modules").await.expect(StatusCode::OK),
         serde_json::json!([])
     );
+}
+
+#[tokio::test]
+async fn a_module_keeps_the_name_it_was_uploaded_under_and_bad_names_are_refused() {
+    let api = TestApi::new();
+    let named = |name: &str| {
+        let mut request = upload(crate::launch::DEMO_MODULE, "application/wasm", OPERATOR);
+        *request.uri_mut() = format!("/api/v1/modules?name={name}").parse().expect("uri");
+        request
+    };
+    let first = api.send(named("report.wasm")).await.expect(StatusCode::CREATED);
+    assert_eq!(first["name"], "report.wasm");
+    let digest = first["digest"].as_str().expect("digest").to_owned();
+    // The same bytes under another name: relabelled, not stored twice.
+    let again = api.send(named("report%20v2.wasm")).await.expect(StatusCode::OK);
+    assert_eq!(
+        (again["name"].as_str(), &again["created"]),
+        (Some("report v2.wasm"), &Value::Bool(false))
+    );
+    let one = api
+        .get(&format!("/api/v1/modules/{digest}"))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(one["name"], "report v2.wasm");
+    // Without a name, a re-upload keeps the label.
+    api.send(upload(crate::launch::DEMO_MODULE, "application/wasm", OPERATOR))
+        .await
+        .expect(StatusCode::OK);
+    let listed = api.get("/api/v1/modules").await.expect(StatusCode::OK);
+    assert_eq!(listed[0]["name"], "report v2.wasm");
+
+    for (bad, expected) in [
+        ("", "1 to 128 characters"),
+        ("dir%2Freport.wasm", "may not contain '/'"),
+        ("tab%09name", "may not contain '\\t'"),
+        (&"x".repeat(129), "1 to 128 characters"),
+    ] {
+        api.send(named(bad))
+            .await
+            .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", expected);
+    }
+    let mut unknown = upload(crate::launch::DEMO_MODULE, "application/wasm", OPERATOR);
+    *unknown.uri_mut() = "/api/v1/modules?label=x".parse().expect("uri");
+    let refused = api.send(unknown).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{:?}", refused.body);
 }

@@ -21,6 +21,7 @@ pub enum Family {
     Modules,
     Results,
     Secrets,
+    Handoff,
 }
 
 impl Family {
@@ -35,6 +36,7 @@ impl Family {
             Family::Modules => "modules/",
             Family::Results => "results/",
             Family::Secrets => "secrets/",
+            Family::Handoff => "handoff/",
         }
     }
 }
@@ -63,6 +65,10 @@ impl Coordinator {
 
     pub(super) fn running_key(&self, job: &JobName, run_id: RunId) -> String {
         self.key(Family::Running, &format!("{job}/{run_id}"))
+    }
+
+    pub(super) fn handoff_key(&self, job: &JobName, run_id: RunId) -> String {
+        self.key(Family::Handoff, &format!("{job}/{run_id}"))
     }
 
     /// Decodes a `jobs/` key-value; `None` if the key is not a job key at all.

@@ -14,6 +14,9 @@
 //!                                    backoff ends), or one shard of a
 //!                                    broadcast tick
 //! <prefix>results/<name>/<run_id>    an async run's reported outcome, on a lease
+//! <prefix>handoff/<name>/<run_id>    a run waiting for a slot, offered to other
+//!                                    workers: its running entry (with its
+//!                                    fence), on the offering worker's lease
 //! <prefix>modules/meta/<hex>         module commit marker: size, chunks, kind
 //! <prefix>modules/data/<hex>/<n>      module bytes, ≤ 1 MiB per chunk
 //! <prefix>secrets/<name>             a secret: its sealed value, who wrote it
@@ -22,14 +25,19 @@
 //! <prefix>kv/<name>/k/<key>          one value of it, the key percent-encoded
 //! <prefix>audit/<id>                 an audit entry on its way to the log
 //!                                    store (the outbox)
+//! <prefix>deadman/<name>             the last dead-man alert raised for a
+//!                                    job: { since, period_s, periods },
+//!                                    written by CAS (one master raises it)
 //! ```
 //!
 //! [`Coordinator`] is defined here; its operations live in one file a
 //! family: `keys` (the layout above and the decoding of keys), `jobs`,
 //! `claims` (claim-by-CAS and the claim state), `runs` (publishing and
-//! removing running runs), `requests` (kill and trigger requests, async
+//! removing running runs), `handoff` (offering a run that waits for a slot
+//! to other workers), `requests` (kill and trigger requests, async
 //! results), `workers`, `modules`, `secrets`, `kvstate` (a job's fenced
-//! key-value state), `audit` (the audit log's outbox) and `watcher`
+//! key-value state), `audit` (the audit log's outbox), `deadman` (dead-man
+//! alert marks) and `watcher`
 //! ([`PrefixWatcher`]). The records stored under the keys are in `records`.
 
 use std::sync::{Arc, OnceLock};
@@ -41,6 +49,8 @@ use crate::coord::{KvStore, StoreError};
 
 mod audit;
 mod claims;
+mod deadman;
+mod handoff;
 mod jobs;
 mod keys;
 mod kvstate;

@@ -32,7 +32,8 @@ impl Coordinator {
     }
 
     /// Stores a module under its digest (the caller has checked that `digest`
-    /// is the bytes' digest). Idempotent: an existing module is left as is.
+    /// is the bytes' digest). Idempotent: an existing module's bytes are left
+    /// as they are, and only its label changes when `name` gives a new one.
     /// Returns the meta and whether this call created it.
     pub async fn put_module(
         &self,
@@ -40,9 +41,10 @@ impl Coordinator {
         bytes: &[u8],
         kind: ModuleKind,
         capabilities: Vec<Capability>,
+        name: Option<&str>,
     ) -> Result<(ModuleMeta, bool), StoreError> {
         if let Some(meta) = self.module_meta(digest).await? {
-            return Ok((meta, false));
+            return Ok((self.relabel_module(digest, meta, name).await?, false));
         }
         let mut chunks = 0u32;
         for (index, chunk) in bytes.chunks(MAX_VALUE_BYTES).enumerate() {
@@ -58,6 +60,7 @@ impl Coordinator {
             kind,
             uploaded_at: Timestamp::now(),
             capabilities,
+            name: name.map(str::to_owned),
         };
         let key = self.module_meta_key(digest);
         let response = self
@@ -72,7 +75,49 @@ impl Coordinator {
             return Ok((meta, true));
         }
         // A concurrent upload of the same bytes committed first.
-        Ok((self.module_meta(digest).await?.unwrap_or(meta), false))
+        match self.module_meta(digest).await? {
+            Some(stored) => Ok((self.relabel_module(digest, stored, name).await?, false)),
+            None => Ok((meta, false)),
+        }
+    }
+
+    /// Gives a stored module the label `name` when it has another one. The
+    /// write is conditional on the meta read, so a concurrent delete is not
+    /// undone; losing that race (or a concurrent relabel) keeps what is stored.
+    async fn relabel_module(
+        &self,
+        digest: &ModuleDigest,
+        meta: ModuleMeta,
+        name: Option<&str>,
+    ) -> Result<ModuleMeta, StoreError> {
+        let Some(name) = name.filter(|name| meta.name.as_deref() != Some(*name)) else {
+            return Ok(meta);
+        };
+        let key = self.module_meta_key(digest);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(meta);
+        };
+        let stored: ModuleMeta = serde_json::from_slice(&kv.value)
+            .map_err(|err| StoreError::Other(format!("meta of module {digest} is not valid JSON: {err}")))?;
+        if stored.name.as_deref() == Some(name) {
+            return Ok(stored);
+        }
+        let relabelled = ModuleMeta {
+            name: Some(name.to_owned()),
+            ..stored
+        };
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision_is(key.clone(), kv.mod_revision)])
+                    .and_then([TxnOp::put(key, encode(&relabelled)?)]),
+            )
+            .await?;
+        if response.succeeded {
+            return Ok(relabelled);
+        }
+        Ok(self.module_meta(digest).await?.unwrap_or(relabelled))
     }
 
     /// A stored module's meta.

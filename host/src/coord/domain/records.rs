@@ -91,6 +91,10 @@ pub struct RunningEntry {
     /// How many dependency links led to this run (0: none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub depth: u32,
+    /// For a re-run: the run it re-runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub rerun_of: Option<RunId>,
     /// For a run of an async job: the SHA-256 (hex) of the token the
     /// service reporting its result must present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,17 +120,19 @@ pub struct KillRequest {
     pub target: KillTarget,
 }
 
-/// A request to start a run outside the schedule: "run now", a dependent
-/// job started by its parent's run, or one shard of a broadcast tick (then
-/// addressed to one worker).
+/// A request to start a run outside the schedule: "run now", a re-run of
+/// an earlier run's tick, a dependent job started by its parent's run, a
+/// retry, or one shard of a broadcast tick (then addressed to one worker).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TriggerRequest {
     pub requested_at: Timestamp,
     pub requested_by: String,
-    /// `manual` or `dependency`; a shard keeps the trigger of its tick.
+    /// `manual`, `rerun`, `dependency` or `retry`; a shard keeps the trigger
+    /// of its tick.
     #[serde(default = "manual")]
     pub trigger: Trigger,
-    /// The instant the run is for: the tick of a shard; otherwise the request time.
+    /// The instant the run is for: the tick of a shard, a retry or a re-run;
+    /// otherwise the request time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tick: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +152,10 @@ pub struct TriggerRequest {
     /// Not to be started before this instant (a retry's backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Timestamp>,
+    /// For a re-run: the run it re-runs (whose tick is `tick`). The run
+    /// started for the request carries it in its record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<RunId>,
 }
 
 fn manual() -> Trigger {
@@ -178,6 +188,19 @@ impl TriggerRequest {
             target_worker: None,
             attempt: 1,
             not_before: None,
+            rerun_of: None,
+        }
+    }
+
+    /// A re-run of run `of` for its `tick`, by a caller with `role`: the
+    /// same tick again, a first attempt, taken by the job's owner unless
+    /// the caller addresses it to a worker (a broadcast shard).
+    pub fn rerun(requested_by: Role, of: RunId, tick: Timestamp) -> Self {
+        Self {
+            trigger: Trigger::Rerun,
+            tick: Some(crate::run::whole_millisecond(tick)),
+            rerun_of: Some(of),
+            ..Self::manual(requested_by)
         }
     }
 
@@ -218,4 +241,9 @@ pub struct ModuleMeta {
     /// The network interfaces it imports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<Capability>,
+    /// A label for people: the uploaded file's name or the uploader's
+    /// `--name`; the latest upload that gave one. The digest stays what jobs
+    /// name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }

@@ -1,6 +1,6 @@
 //! Requests addressed to workers through the store: kill requests (on a
-//! short lease), trigger requests (run now, a dependent job's run, a retry,
-//! the shards of a broadcast tick), and the outcomes that services report
+//! short lease), trigger requests (run now, a re-run of an earlier run's
+//! tick, a dependent job's run, a retry, the shards of a broadcast tick), and the outcomes that services report
 //! for async runs, kept until the run's worker takes them.
 
 use std::time::Duration;
@@ -51,7 +51,8 @@ impl Coordinator {
         key.rsplit('/').next().and_then(|id| id.parse().ok())
     }
 
-    /// Stores a request to start a run of `job`; returns its key.
+    /// Stores a request to start a run of `job`; returns its key, whose last
+    /// segment is the run's id to be ([`Coordinator::trigger_run_id`]).
     pub async fn put_trigger(&self, job: &JobName, request: &TriggerRequest) -> Result<String, StoreError> {
         let key = self.key(Family::Trigger, &format!("{job}/{}", RunId::generate()));
         self.store.put(&key, encode(request)?, None).await?;

@@ -4,11 +4,15 @@
 //! The mapping is where the schema's compromises live (instants stored twice,
 //! `result` as JSON text, integers read leniently; see the module comment of
 //! `mongo`), so that the queries and writes deal in plain documents.
+//! An absent optional value is left out of a document
+//! (`skip_serializing_none`) and read back as absent when missing; the
+//! leniently read integers say `default` themselves, as serde needs.
 
 use std::fmt;
 
 use jiff::Timestamp;
 use mongodb::bson::DateTime;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditAction, AuditEntry};
@@ -18,6 +22,7 @@ use crate::logstore::LogStoreError;
 use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind, Trigger};
 
 /// One run, as stored in `runs`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct RunDoc {
     #[serde(rename = "_id")]
@@ -35,75 +40,44 @@ pub(super) struct RunDoc {
     #[serde(deserialize_with = "lenient::int")]
     fence: i64,
     kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     module: Option<String>,
     status: RunStatus,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     exit_code: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     started_at: Option<DateTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     ended_at: Option<DateTime>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     fuel_used: Option<i64>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     peak_memory: Option<i64>,
     #[serde(deserialize_with = "lenient::int")]
     output_bytes: i64,
     truncated: bool,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     missed_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     missed_until: Option<DateTime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     result_due: Option<DateTime>,
     /// The guest's result as JSON text; see the module comment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     result: Option<String>,
     /// The egress ledger as JSON text, like `result`: its counters are
     /// unsigned 64-bit, which BSON has no type for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     egress: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     expire_at: Option<DateTime>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     expire_ms: Option<i64>,
     /// The parent run (JSON text), for a dependent job's run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     parent: Option<String>,
     /// The shard (JSON text), for a broadcast job's run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     shard: Option<String>,
+    /// The run a re-run re-runs.
+    rerun_of: Option<String>,
+    /// The worker that handed the run off (least-loaded hand-off).
+    handed_off_from: Option<String>,
     /// The names of the secrets the run was given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     module_wait_ms: Option<i64>,
 }
 
@@ -146,6 +120,8 @@ impl RunDoc {
             // could turn into another type on the way.
             parent: record.parent.as_ref().and_then(|p| serde_json::to_string(p).ok()),
             shard: record.shard.as_ref().and_then(|s| serde_json::to_string(s).ok()),
+            rerun_of: record.rerun_of.map(|id| id.to_string()),
+            handed_off_from: record.handed_off_from.clone(),
             secrets: record.secrets.clone(),
             module_wait_ms: record.module_wait_ms.map(saturate),
         }
@@ -177,56 +153,26 @@ impl RunDoc {
                 .transpose()
                 .map_err(|e| corrupt("an invalid exit code", &e))?,
             error: self.error,
-            started_at: self
-                .started_at
-                .map(from_date)
-                .transpose()
-                .map_err(|e| corrupt("an invalid started_at", &e))?,
-            ended_at: self
-                .ended_at
-                .map(from_date)
-                .transpose()
-                .map_err(|e| corrupt("an invalid ended_at", &e))?,
+            started_at: from_opt_date(self.started_at).map_err(|e| corrupt("an invalid started_at", &e))?,
+            ended_at: from_opt_date(self.ended_at).map_err(|e| corrupt("an invalid ended_at", &e))?,
             fuel_used: self.fuel_used.map(|n| unsigned("fuel_used", n)).transpose()?,
             peak_memory: self.peak_memory.map(|n| unsigned("peak_memory", n)).transpose()?,
             output_bytes: unsigned("output_bytes", self.output_bytes)?,
             truncated: self.truncated,
             missed_count: self.missed_count.map(|n| unsigned("missed_count", n)).transpose()?,
-            missed_until: self
-                .missed_until
-                .map(from_date)
+            missed_until: from_opt_date(self.missed_until).map_err(|e| corrupt("an invalid missed_until", &e))?,
+            result_due: from_opt_date(self.result_due).map_err(|e| corrupt("an invalid result_due", &e))?,
+            result: from_opt_json(self.result).map_err(|e| corrupt("an unreadable result", &e))?,
+            egress: from_opt_json(self.egress).map_err(|e| corrupt("an unreadable egress ledger", &e))?,
+            expire_at: from_opt_date(self.expire_at).map_err(|e| corrupt("an invalid expire_at", &e))?,
+            parent: from_opt_json(self.parent).map_err(|e| corrupt("an unreadable parent", &e))?,
+            shard: from_opt_json(self.shard).map_err(|e| corrupt("an unreadable shard", &e))?,
+            rerun_of: self
+                .rerun_of
+                .map(|id| id.parse::<RunId>())
                 .transpose()
-                .map_err(|e| corrupt("an invalid missed_until", &e))?,
-            result_due: self
-                .result_due
-                .map(from_date)
-                .transpose()
-                .map_err(|e| corrupt("an invalid result_due", &e))?,
-            result: self
-                .result
-                .map(|text| serde_json::from_str(&text))
-                .transpose()
-                .map_err(|e| corrupt("an unreadable result", &e))?,
-            egress: self
-                .egress
-                .map(|text| serde_json::from_str(&text))
-                .transpose()
-                .map_err(|e| corrupt("an unreadable egress ledger", &e))?,
-            expire_at: self
-                .expire_at
-                .map(from_date)
-                .transpose()
-                .map_err(|e| corrupt("an invalid expire_at", &e))?,
-            parent: self
-                .parent
-                .map(|text| serde_json::from_str(&text))
-                .transpose()
-                .map_err(|e| corrupt("an unreadable parent", &e))?,
-            shard: self
-                .shard
-                .map(|text| serde_json::from_str(&text))
-                .transpose()
-                .map_err(|e| corrupt("an unreadable shard", &e))?,
+                .map_err(|e| corrupt("an invalid rerun_of", &e))?,
+            handed_off_from: self.handed_off_from,
             secrets: self.secrets,
             module_wait_ms: self.module_wait_ms.map(|n| unsigned("module_wait_ms", n)).transpose()?,
         })
@@ -234,6 +180,7 @@ impl RunDoc {
 }
 
 /// One output chunk, as stored in `output`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct ChunkDoc {
     /// `<run_id>:<seq>`, so that a replayed chunk is a duplicate key.
@@ -245,7 +192,6 @@ pub(super) struct ChunkDoc {
     stream: StreamKind,
     at: DateTime,
     data: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     expire_at: Option<DateTime>,
 }
 
@@ -283,15 +229,13 @@ impl ChunkDoc {
             stream,
             at: from_date(at).map_err(|e| corrupt("an invalid time", &e))?,
             data,
-            expire_at: expire_at
-                .map(from_date)
-                .transpose()
-                .map_err(|e| corrupt("an invalid expire_at", &e))?,
+            expire_at: from_opt_date(expire_at).map_err(|e| corrupt("an invalid expire_at", &e))?,
         })
     }
 }
 
 /// One audit entry, as stored in `audit`. Written once, never replaced.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct AuditDoc {
     #[serde(rename = "_id")]
@@ -306,37 +250,20 @@ pub(super) struct AuditDoc {
     role: Role,
     action: AuditAction,
     target: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     job: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     revision_before: Option<i64>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     revision_after: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     changed: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     runs: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     remote: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     forwarded_for: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     expire_at: Option<DateTime>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient::opt_int"
-    )]
+    #[serde(default, deserialize_with = "lenient::opt_int")]
     expire_ms: Option<i64>,
 }
 
@@ -393,11 +320,7 @@ impl AuditDoc {
             detail: self.detail,
             remote: self.remote,
             forwarded_for: self.forwarded_for,
-            expire_at: self
-                .expire_at
-                .map(from_date)
-                .transpose()
-                .map_err(|e| corrupt("an invalid expire_at", &e))?,
+            expire_at: from_opt_date(self.expire_at).map_err(|e| corrupt("an invalid expire_at", &e))?,
         })
     }
 }
@@ -416,6 +339,17 @@ fn to_date(t: Timestamp) -> DateTime {
 
 fn from_date(d: DateTime) -> Result<Timestamp, jiff::Error> {
     Timestamp::from_millisecond(d.timestamp_millis())
+}
+
+/// An optional BSON date, as [`from_date`] reads it.
+fn from_opt_date(d: Option<DateTime>) -> Result<Option<Timestamp>, jiff::Error> {
+    d.map(from_date).transpose()
+}
+
+/// An optional value stored as JSON text (`result`, `egress`, `parent`,
+/// `shard`; see the module comment).
+fn from_opt_json<T: DeserializeOwned>(text: Option<String>) -> Result<Option<T>, serde_json::Error> {
+    text.map(|text| serde_json::from_str(&text)).transpose()
 }
 
 /// BSON has no unsigned 64-bit integer. Counters past i64::MAX (fuel beyond

@@ -2,7 +2,6 @@
 //! refuse or hold writes, so that outages, spooling, replay and
 //! backpressure play out in-process and in milliseconds.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
@@ -15,9 +14,9 @@ use tokio::time::Instant;
 use super::*;
 use crate::ids::{JobName, RunId};
 use crate::logstore::sqlite::SqliteLogStore;
-use crate::logstore::{LogBatch, LogStoreError, RunPage, RunQuery};
+use crate::logstore::{LogBatch, LogStoreError};
 use crate::run::{RunStatus, StreamKind};
-use crate::testkit::sample_record;
+use crate::testkit::{Call, Tap, sample_record};
 
 /// SQLite behind switches: fail every write, refuse every write as
 /// invalid, or hold writes until released. Logs the batches it passes on
@@ -45,6 +44,14 @@ impl TestStore {
 
     fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    fn switched_off(&self) -> Result<(), LogStoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(LogStoreError::Unavailable("switched off".to_owned()))
+        } else {
+            Ok(())
+        }
     }
 
     /// Chunk seqs in the order they reached the store, replays included.
@@ -78,58 +85,31 @@ impl TestStore {
 }
 
 #[async_trait]
-impl LogStore for TestStore {
-    async fn write(&self, batch: &LogBatch) -> Result<(), LogStoreError> {
-        if *self.hold.borrow() {
-            self.held.fetch_add(1, Ordering::SeqCst);
-            self.hold.subscribe().wait_for(|held| !*held).await.ok();
-            self.held.fetch_sub(1, Ordering::SeqCst);
+impl Tap for TestStore {
+    fn inner(&self) -> &dyn LogStore {
+        &*self.inner
+    }
+
+    async fn before(&self, call: Call<'_>) -> Result<(), LogStoreError> {
+        match call {
+            Call::Write(batch) => {
+                if *self.hold.borrow() {
+                    self.held.fetch_add(1, Ordering::SeqCst);
+                    self.hold.subscribe().wait_for(|held| !*held).await.ok();
+                    self.held.fetch_sub(1, Ordering::SeqCst);
+                }
+                if self.invalid.load(Ordering::SeqCst) {
+                    return Err(LogStoreError::Invalid("refused".to_owned()));
+                }
+                self.switched_off()?;
+                // Logged before SQLite sees it, so that once a test observes
+                // the data in SQLite, the log already has it too.
+                self.log.lock().unwrap().push(batch.clone());
+                Ok(())
+            }
+            Call::Run => self.switched_off(),
+            _ => Ok(()),
         }
-        if self.invalid.load(Ordering::SeqCst) {
-            return Err(LogStoreError::Invalid("refused".to_owned()));
-        }
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(LogStoreError::Unavailable("switched off".to_owned()));
-        }
-        // Logged before SQLite sees it, so that once a test observes the
-        // data in SQLite, the log already has it too.
-        self.log.lock().unwrap().push(batch.clone());
-        self.inner.write(batch).await
-    }
-
-    async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
-        self.inner.runs(query).await
-    }
-
-    async fn run(&self, run_id: RunId) -> Result<Option<RunRecord>, LogStoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(LogStoreError::Unavailable("switched off".to_owned()));
-        }
-        self.inner.run(run_id).await
-    }
-
-    async fn output(&self, run_id: RunId, after: Option<u64>, limit: usize) -> Result<Vec<OutputChunk>, LogStoreError> {
-        self.inner.output(run_id, after, limit).await
-    }
-
-    async fn last_runs(&self, jobs: &[JobName]) -> Result<BTreeMap<JobName, RunRecord>, LogStoreError> {
-        self.inner.last_runs(jobs).await
-    }
-
-    async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
-        self.inner.purge(before).await
-    }
-
-    async fn write_audit(&self, entries: &[crate::audit::AuditEntry]) -> Result<(), LogStoreError> {
-        self.inner.write_audit(entries).await
-    }
-
-    async fn audit(&self, query: &crate::logstore::AuditQuery) -> Result<crate::logstore::AuditPage, LogStoreError> {
-        self.inner.audit(query).await
-    }
-
-    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
-        self.inner.purge_audit(before).await
     }
 }
 

@@ -2,17 +2,13 @@
 //! entries inserted once each (a repeated id is ignored), queried newest
 //! first by id with the filters as columns, and purged by `expire_at`.
 
-use rusqlite::types::Value;
 use rusqlite::{TransactionBehavior, params};
 
-use super::SqliteLogStore;
-use super::pool::Failure;
-use crate::audit::AuditEntry;
+use super::{PURGE_BATCH, SqliteLogStore, Where};
+use crate::audit::{AuditAction, AuditEntry};
+use crate::ids::JobName;
 use crate::logstore::store::{audit_page, ceil_millisecond, decode_audit_cursor, runs_limit};
 use crate::logstore::{AuditPage, AuditQuery, LogStoreError};
-
-/// Entries deleted per purge transaction, as for runs.
-const PURGE_BATCH: i64 = 500;
 
 /// An entry ready to bind.
 struct AuditRow {
@@ -78,67 +74,30 @@ impl SqliteLogStore {
 
     pub(super) async fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
         let limit = runs_limit(query.limit);
-        let mut conditions: Vec<&str> = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
-        let mut text = |condition, value: &str| {
-            conditions.push(condition);
-            args.push(Value::Text(value.to_owned()));
-        };
-        if let Some(job) = &query.job {
-            text("job = ?", job.as_str());
-        }
-        if let Some(actor) = &query.actor {
-            text("actor = ?", actor);
-        }
-        if let Some(action) = query.action {
-            text("action = ?", action.as_str());
-        }
-        if let Some(target) = &query.target {
-            text("target = ?", target);
-        }
+        let mut filter = Where::default();
+        filter.text("job = ?", query.job.as_ref().map(JobName::as_str));
+        filter.text("actor = ?", query.actor.as_deref());
+        filter.text("action = ?", query.action.map(AuditAction::as_str));
+        filter.text("target = ?", query.target.as_deref());
         if let Some(cursor) = &query.cursor {
-            text("id < ?", &decode_audit_cursor(cursor)?.to_string());
+            filter.text("id < ?", Some(&decode_audit_cursor(cursor)?.to_string()));
         }
-        if let Some(since) = query.since {
-            conditions.push("at >= ?");
-            args.push(Value::Integer(ceil_millisecond(since)));
-        }
-        if let Some(until) = query.until {
-            conditions.push("at < ?");
-            args.push(Value::Integer(ceil_millisecond(until)));
-        }
+        filter.window("at >= ?", "at < ?", query.since, query.until);
         let entries = self
-            .json_page(
-                "SELECT entry FROM audit",
-                &conditions,
-                "id DESC",
-                args,
-                limit,
-                "audit entry",
-            )
+            .json_page("SELECT entry FROM audit", filter, "id DESC", limit, "audit entry")
             .await?;
         Ok(audit_page(entries, limit))
     }
 
     pub(super) async fn delete_expired_audit(&self, before: jiff::Timestamp) -> Result<u64, LogStoreError> {
         let before = ceil_millisecond(before);
-        let mut deleted = 0u64;
-        loop {
-            let n = self
-                .writer
-                .run(move |conn| {
-                    let n = conn.execute(
-                        "DELETE FROM audit WHERE id IN \
-                         (SELECT id FROM audit WHERE expire_at < ?1 LIMIT ?2)",
-                        params![before, PURGE_BATCH],
-                    )?;
-                    Ok::<_, Failure>(n)
-                })
-                .await?;
-            deleted += n as u64;
-            if (n as i64) < PURGE_BATCH {
-                return Ok(deleted);
-            }
-        }
+        self.purge_in_batches(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM audit WHERE id IN \
+                 (SELECT id FROM audit WHERE expire_at < ?1 LIMIT ?2)",
+                params![before, PURGE_BATCH],
+            )?)
+        })
+        .await
     }
 }

@@ -47,14 +47,14 @@ use crate::audit::AuditEntry;
 use crate::ids::{JobName, RunId};
 use crate::logstore::store::{ceil_millisecond, decode_cursor, output_limit, page, runs_limit, stored_after};
 use crate::logstore::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
-use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind};
+use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind, Trigger};
 
 /// Readers in the pool: enough that the console's polling never waits for a
 /// connection on a small machine, few enough to keep file handles cheap.
 const READERS: usize = 4;
-/// Runs deleted per purge transaction, so a large purge never holds the write
-/// lock long enough to stall the sink.
-const PURGE_BATCH: usize = 500;
+/// Runs (or audit entries) deleted per purge transaction, so a large purge
+/// never holds the write lock long enough to stall the sink.
+const PURGE_BATCH: i64 = 500;
 
 /// Which finished runs `purge` deletes: expired ones, and those without an
 /// expiry whose tick is old. `?1` is the cut-off in unix milliseconds.
@@ -126,20 +126,78 @@ impl SqliteLogStore {
     }
 }
 
+/// The filter of a page query: conditions joined with AND, and the
+/// arguments of their `?` in order. The run history and the audit log
+/// build one each, the same way, and [`SqliteLogStore::json_page`] runs it.
+#[derive(Debug, Default)]
+struct Where {
+    conditions: Vec<&'static str>,
+    args: Vec<Value>,
+}
+
+impl Where {
+    /// `condition`, with the arguments of its `?`.
+    fn and(&mut self, condition: &'static str, args: impl IntoIterator<Item = Value>) {
+        self.conditions.push(condition);
+        self.args.extend(args);
+    }
+
+    /// `condition` with one text argument, when a `value` is given.
+    fn text(&mut self, condition: &'static str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.and(condition, [Value::Text(value.to_owned())]);
+        }
+    }
+
+    /// A page's time window over one column: `at_or_after` bound to `since`
+    /// and `before` to `until`, each given, as stored (whole milliseconds,
+    /// rounded up).
+    fn window(
+        &mut self,
+        at_or_after: &'static str,
+        before: &'static str,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) {
+        for (condition, bound) in [(at_or_after, since), (before, until)] {
+            if let Some(bound) = bound {
+                self.and(condition, [Value::Integer(ceil_millisecond(bound))]);
+            }
+        }
+    }
+}
+
 impl SqliteLogStore {
+    /// Purges in transactions of at most [`PURGE_BATCH`] rows: `batch`
+    /// deletes one and answers how many it deleted; a short one was the last.
+    /// Answers how many were deleted in all.
+    async fn purge_in_batches<F>(&self, batch: F) -> Result<u64, LogStoreError>
+    where
+        F: Fn(&mut Connection) -> Result<usize, Failure> + Clone + Send + 'static,
+    {
+        let mut deleted = 0u64;
+        loop {
+            let n = self.writer.run(batch.clone()).await?;
+            deleted += n as u64;
+            if (n as i64) < PURGE_BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// Up to `limit + 1` JSON documents of the one-column `select`, filtered
-    /// by `conditions` (joined with AND, their `?` bound to `args` in order)
-    /// and ordered by `order`: the extra row says whether another page
-    /// exists. Decoded outside the blocking call (JSON needs no connection).
+    /// by `filter` and ordered by `order`: the extra row says whether another
+    /// page exists. Decoded outside the blocking call (JSON needs no
+    /// connection).
     async fn json_page<T: serde::de::DeserializeOwned>(
         &self,
         select: &str,
-        conditions: &[&str],
+        filter: Where,
         order: &str,
-        mut args: Vec<Value>,
         limit: usize,
         what: &str,
     ) -> Result<Vec<T>, LogStoreError> {
+        let Where { conditions, mut args } = filter;
         let mut sql = String::from(select);
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
@@ -237,49 +295,30 @@ impl LogStore for SqliteLogStore {
 
     async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError> {
         let limit = runs_limit(query.limit);
-        let mut conditions: Vec<&str> = Vec::new();
-        let mut args: Vec<Value> = Vec::new();
-        if let Some(job) = &query.job {
-            conditions.push("job = ?");
-            args.push(Value::Text(job.as_str().to_owned()));
-        }
-        if let Some(status) = query.status {
-            conditions.push("status = ?");
-            args.push(Value::Text(status.as_str().to_owned()));
-        }
-        if let Some(worker) = &query.worker {
-            conditions.push("worker = ?");
-            args.push(Value::Text(worker.clone()));
-        }
-        if let Some(trigger) = query.trigger {
-            conditions.push("\"trigger\" = ?");
-            args.push(Value::Text(trigger.as_str().to_owned()));
-        }
-        if let Some(since) = query.since {
-            conditions.push("tick >= ?");
-            args.push(Value::Integer(ceil_millisecond(since)));
-        }
-        if let Some(until) = query.until {
-            conditions.push("tick < ?");
-            args.push(Value::Integer(ceil_millisecond(until)));
-        }
+        let mut filter = Where::default();
+        filter.text("job = ?", query.job.as_ref().map(JobName::as_str));
+        filter.text("status = ?", query.status.map(RunStatus::as_str));
+        filter.text("worker = ?", query.worker.as_deref());
+        filter.text("\"trigger\" = ?", query.trigger.map(Trigger::as_str));
+        filter.window("tick >= ?", "tick < ?", query.since, query.until);
         if let Some(cursor) = &query.cursor {
             let (tick, run_id) = decode_cursor(cursor)?;
             // Spelled out rather than as a row value so that every SQLite
             // version turns it into a range on the index.
-            conditions.push("(tick < ? OR (tick = ? AND run_id < ?))");
-            args.extend([
-                Value::Integer(tick),
-                Value::Integer(tick),
-                Value::Text(run_id.to_string()),
-            ]);
+            filter.and(
+                "(tick < ? OR (tick = ? AND run_id < ?))",
+                [
+                    Value::Integer(tick),
+                    Value::Integer(tick),
+                    Value::Text(run_id.to_string()),
+                ],
+            );
         }
         let runs = self
             .json_page(
                 "SELECT record FROM runs",
-                &conditions,
+                filter,
                 "tick DESC, run_id DESC",
-                args,
                 limit,
                 "run record",
             )
@@ -382,37 +421,27 @@ impl LogStore for SqliteLogStore {
 
     async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError> {
         let before = ceil_millisecond(before);
-        let mut deleted = 0u64;
-        loop {
-            let n = self
-                .writer
-                .run(move |conn| {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    let n = {
-                        let mut select = tx.prepare_cached(PURGE_SELECT)?;
-                        let ids = select
-                            .query_map(
-                                params![before, RunStatus::Running.as_str(), PURGE_BATCH as i64],
-                                |row| row.get::<_, String>(0),
-                            )?
-                            .collect::<Result<Vec<_>, _>>()?;
-                        let mut drop_output = tx.prepare_cached("DELETE FROM output WHERE run_id = ?1")?;
-                        let mut drop_run = tx.prepare_cached("DELETE FROM runs WHERE run_id = ?1")?;
-                        for id in &ids {
-                            drop_output.execute([id])?;
-                            drop_run.execute([id])?;
-                        }
-                        ids.len()
-                    };
-                    tx.commit()?;
-                    Ok(n)
-                })
-                .await?;
-            deleted += n as u64;
-            if n < PURGE_BATCH {
-                return Ok(deleted);
-            }
-        }
+        self.purge_in_batches(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = {
+                let mut select = tx.prepare_cached(PURGE_SELECT)?;
+                let ids = select
+                    .query_map(params![before, RunStatus::Running.as_str(), PURGE_BATCH], |row| {
+                        row.get::<_, String>(0)
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut drop_output = tx.prepare_cached("DELETE FROM output WHERE run_id = ?1")?;
+                let mut drop_run = tx.prepare_cached("DELETE FROM runs WHERE run_id = ?1")?;
+                for id in &ids {
+                    drop_output.execute([id])?;
+                    drop_run.execute([id])?;
+                }
+                ids.len()
+            };
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
     }
 
     async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {

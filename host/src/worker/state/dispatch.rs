@@ -1,20 +1,25 @@
 //! Due ticks to runs: the due timers of a turn are claimed together, each
 //! won claim starts a run task (or records a skip, or broadcasts), queued
 //! catch-up runs follow one another, and finished runs are accounted for.
+//! A run task that finds no free slot offers its run to the other workers
+//! (`worker/handoff.rs`); the decision to let it is made here.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::{AmbiguousClaim, LocalRun, MAX_FIRES_PER_TURN, State, TickAction, Timer};
 use crate::coord::{ClaimOutcome, ClaimRequest, JobState, KillTarget, Revision, RunningEntry};
 use crate::exec::{KillSwitch, ReportTo, StopReason};
 use crate::ids::{JobName, RunId};
 use crate::job::Job;
+use crate::placement;
 use crate::run::{RunStatus, Trigger};
 use crate::schedule::{self, OverlapDecision};
+use crate::worker::handoff::{self, Capacity, Offer};
 use crate::worker::task::{self, TaskDone, TaskSpec};
 
 impl State {
@@ -226,18 +231,58 @@ impl State {
     }
 
     pub(super) fn spawn_run(&mut self, job: Arc<Job>, entry: RunningEntry, fence: Revision) {
+        self.spawn_run_with(job, entry, fence, None, None);
+    }
+
+    /// Starts a run task. `held`: the slot reserved for a run taken from
+    /// another worker (`handed_off_from`); without one, the task waits for a
+    /// slot, and a run that another live worker could run is offered to the
+    /// others meanwhile (`worker/handoff.rs`).
+    pub(super) fn spawn_run_with(
+        &mut self,
+        job: Arc<Job>,
+        entry: RunningEntry,
+        fence: Revision,
+        held: Option<OwnedSemaphorePermit>,
+        handed_off_from: Option<String>,
+    ) {
         let kill = KillSwitch::new();
         let run_id = entry.run_id;
+        let fenced = RunningEntry {
+            fence: Some(fence),
+            ..entry.clone()
+        };
+        let offered = Arc::new(AtomicBool::new(false));
+        let offer = (held.is_none()
+            && handed_off_from.is_none()
+            && handoff::offerable(&entry)
+            && placement::others_can_run(&job, &self.deps.info.id, self.workers.values()))
+        .then(oneshot::channel);
+        let (taken, offer) = match offer {
+            Some((taken_tx, taken_rx)) => (
+                Some(taken_tx),
+                Some(Offer {
+                    coord: self.deps.coord.clone(),
+                    job: job.clone(),
+                    entry: fenced.clone(),
+                    lease: self.current_lease.clone(),
+                    offered: offered.clone(),
+                    taken: taken_rx,
+                    events: self.handoff_tx.clone(),
+                    metrics: self.deps.metrics.clone(),
+                }),
+            ),
+            None => (None, None),
+        };
         self.kill_switches.insert(run_id, job.name.clone(), kill.clone());
         self.local_runs.insert(
             run_id,
             LocalRun {
                 job: job.name.clone(),
                 kill: kill.clone(),
-                entry: RunningEntry {
-                    fence: Some(fence),
-                    ..entry.clone()
-                },
+                entry: fenced,
+                offered,
+                taken,
             },
         );
         let report = entry.result_token.clone().map(|token| {
@@ -258,7 +303,12 @@ impl State {
             sink: self.deps.sink.clone(),
             coord: self.deps.coord.clone(),
             metrics: self.deps.metrics.clone(),
-            semaphore: self.semaphore.clone(),
+            capacity: Capacity {
+                semaphore: self.semaphore.clone(),
+                held,
+                offer,
+            },
+            handed_off_from,
             done: self.done_tx.clone(),
             shell_allowed: self.deps.info.allow_native,
             retention: self.deps.retention,
@@ -334,6 +384,8 @@ impl State {
         self.kill_switches.remove(&done.run_id);
         self.results.forget(&done.run_id);
         while self.runs.try_join_next().is_some() {}
+        // A slot freed: an offer nobody had room for may fit here now.
+        self.take_offers();
         // Its retry and dependents were stored with the removal of its
         // entry; what is left is the next queued catch-up tick.
         if done.trigger == Trigger::Catchup

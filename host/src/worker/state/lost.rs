@@ -6,6 +6,12 @@
 //! read of `workers/` per watch update (`Coordinator::live_workers`), never
 //! one per run: a read per run bound the whole cluster's claim rate by the
 //! store's round trip.
+//!
+//! A run handed off to another worker (`worker/handoff.rs`) had its entry
+//! rewritten with the taker's id and lease, so it is the taker's going that
+//! makes it `lost`; the worker that offered it has let go of it by then
+//! (`State::note_taken`), so the job's owner never mistakes it for a run of
+//! its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +21,7 @@ use crate::coord::{RunningEntry, WatchEvent, WatchUpdate};
 use crate::ids::JobName;
 use crate::job::{Job, JobKind};
 use crate::placement;
-use crate::run::RunStatus;
+use crate::run::{RunRecord, RunStatus};
 use crate::worker::task;
 
 impl State {
@@ -25,6 +31,7 @@ impl State {
                 self.remote_running.clear();
                 for kv in &kvs {
                     if let Some((job, entry)) = self.deps.coord.decode_running(kv) {
+                        self.note_taken(&job, &entry);
                         self.remote_running.entry(job).or_default().insert(entry.run_id, entry);
                     }
                 }
@@ -35,6 +42,7 @@ impl State {
                     match event {
                         WatchEvent::Put(kv) => {
                             if let Some((job, entry)) = self.deps.coord.decode_running(&kv) {
+                                self.note_taken(&job, &entry);
                                 self.remote_running.entry(job).or_default().insert(entry.run_id, entry);
                             }
                         }
@@ -100,23 +108,8 @@ impl State {
     /// Records a run whose worker disappeared `lost` and starts what follows
     /// a failed run.
     pub(super) async fn record_lost(&mut self, job: &Arc<Job>, entry: RunningEntry) {
-        let mut record = self.not_run(
-            job,
-            entry.tick,
-            RunStatus::Lost,
-            entry.fence.unwrap_or(0),
-            format!("worker {} disappeared while the run was in progress", entry.worker),
-        );
-        record.run_id = entry.run_id;
-        record.trigger = entry.trigger;
-        record.attempt = entry.attempt;
-        record.worker = entry.worker.clone();
-        record.started_at = Some(entry.claimed_at);
-        record.parent = entry.parent.clone();
-        record.shard = entry.shard;
-        if let JobKind::Wasm(wasm) = &job.spec.kind {
-            record.module = Some(wasm.module.clone());
-        }
+        let reason = format!("worker {} disappeared while the run was in progress", entry.worker);
+        let record = self.lost_record(job, &entry, reason);
         tracing::warn!(job = %job.name, run = %entry.run_id, worker = %entry.worker, "run lost with its worker");
         self.deps.metrics.run_ended(RunStatus::Lost);
         self.record_ended(job, record).await;
@@ -128,5 +121,24 @@ impl State {
                 tracing::warn!(job = %job.name, %target, %err, "cannot start the retry or a dependent job of a lost run");
             }
         }
+    }
+
+    /// The `lost` record of a run that `entry` published, with `reason`,
+    /// under the run's own fence (so the marker cannot replace a final
+    /// record that did arrive).
+    pub(super) fn lost_record(&self, job: &Job, entry: &RunningEntry, reason: String) -> RunRecord {
+        let mut record = self.not_run(job, entry.tick, RunStatus::Lost, entry.fence.unwrap_or(0), reason);
+        record.run_id = entry.run_id;
+        record.trigger = entry.trigger;
+        record.attempt = entry.attempt;
+        record.worker = entry.worker.clone();
+        record.started_at = Some(entry.claimed_at);
+        record.parent = entry.parent.clone();
+        record.shard = entry.shard;
+        record.rerun_of = entry.rerun_of;
+        if let JobKind::Wasm(wasm) = &job.spec.kind {
+            record.module = Some(wasm.module.clone());
+        }
+        record
     }
 }

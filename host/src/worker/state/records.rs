@@ -107,6 +107,7 @@ impl State {
             parent: None,
             shard: None,
             depth: 0,
+            rerun_of: None,
             result_token_sha256: token.as_ref().map(|t| crate::crypto::sha256_hex(t.as_bytes())),
             result_token: token,
         }

@@ -1,6 +1,6 @@
-//! Requested runs: run-now, dependents and retries (trigger keys taken by
-//! the job's owner or their target worker), and broadcast ticks handed out
-//! as one shard per eligible worker.
+//! Requested runs: run-now, re-runs, dependents and retries (trigger keys
+//! taken by the job's owner or their target worker), and broadcast ticks
+//! handed out as one shard per eligible worker.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -99,7 +99,7 @@ impl State {
             };
             if job.spec.broadcast && request.shard.is_none() {
                 if !self
-                    .broadcast(&job, request.tick(), request.trigger, Some(&kv.key))
+                    .broadcast_tick(&job, request.tick(), request.trigger, request.rerun_of, Some(&kv.key))
                     .await
                 {
                     self.pending_triggers.insert(key, (name.clone(), kv));
@@ -115,6 +115,7 @@ impl State {
             entry.parent = request.parent.clone();
             entry.shard = request.shard;
             entry.depth = request.depth;
+            entry.rerun_of = request.rerun_of;
             match self.deps.coord.take_trigger(&kv.key, name, &entry, self.lease).await {
                 Ok(Some(fence)) => {
                     tracing::info!(job = %name, by = %request.requested_by, trigger = %request.trigger.as_str(), shard = ?request.shard.map(|s| s.index), "requested run");
@@ -147,6 +148,28 @@ impl State {
         trigger: Trigger,
         consume: Option<&str>,
     ) -> bool {
+        self.broadcast_tick(job, tick, trigger, None, consume).await
+    }
+
+    /// [`State::broadcast`], for a re-run of the tick too: every shard (and
+    /// a `missed` record, if the tick cannot be handed out) names the run
+    /// re-run in `rerun_of`.
+    pub(super) async fn broadcast_tick(
+        &mut self,
+        job: &Arc<Job>,
+        tick: Timestamp,
+        trigger: Trigger,
+        rerun_of: Option<RunId>,
+        consume: Option<&str>,
+    ) -> bool {
+        // A re-run's record says it was one, like the runs it would have started.
+        let as_requested = |mut record: crate::run::RunRecord| {
+            if rerun_of.is_some() {
+                record.trigger = trigger;
+                record.rerun_of = rerun_of;
+            }
+            record
+        };
         let targets: Vec<String> = self
             .workers
             .values()
@@ -154,13 +177,13 @@ impl State {
             .map(|worker| worker.id.clone())
             .collect();
         if targets.is_empty() {
-            let record = self.not_run(
+            let record = as_requested(self.not_run(
                 job,
                 tick,
                 RunStatus::Missed,
                 0,
                 "no live worker can run this broadcast job".into(),
-            );
+            ));
             self.deps.metrics.run_ended(RunStatus::Missed);
             self.record_ended(job, record).await;
             return true;
@@ -185,6 +208,7 @@ impl State {
                 target_worker: Some(worker),
                 attempt: 1,
                 not_before: None,
+                rerun_of,
             })
             .collect();
         match self.deps.coord.put_shards(&job.name, &shards, consume).await {
@@ -198,13 +222,13 @@ impl State {
             }
             Err(err) => {
                 tracing::warn!(job = %job.name, %err, "cannot hand out a broadcast tick; recording it missed");
-                let record = self.not_run(
+                let record = as_requested(self.not_run(
                     job,
                     tick,
                     RunStatus::Missed,
                     0,
                     format!("the broadcast's shards could not be handed out: {err}"),
-                );
+                ));
                 self.deps.metrics.run_ended(RunStatus::Missed);
                 self.record_ended(job, record).await;
                 true
@@ -256,6 +280,7 @@ impl State {
                     );
                     record.trigger = request.trigger;
                     record.shard = request.shard;
+                    record.rerun_of = request.rerun_of;
                     record.worker = target;
                     tracing::warn!(job = %name, "a broadcast shard was lost with its worker");
                     self.deps.metrics.run_ended(RunStatus::Lost);
