@@ -21,6 +21,7 @@
 pub mod claims;
 pub mod dispatch;
 pub mod executors;
+pub mod firstrun;
 pub mod footprint;
 pub mod inproc;
 pub mod kill;
