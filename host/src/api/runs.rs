@@ -417,29 +417,11 @@ pub(super) async fn rerun(
             Some(worker.id.clone())
         }
         None => {
-            if crate::placement::owner(&job, &workers).is_none() {
-                return Err(ApiError::Conflict(format!(
-                    "job {name} cannot run: {}",
-                    crate::placement::unplaceable_reason(&job, &workers)
-                )));
-            }
+            super::jobs::actions::require_placeable(&job, &workers)?;
             None
         }
     };
-    if job.spec.overlap == crate::job::Overlap::Forbid
-        && let Some((_, running)) = state.coord.running(Some(&name)).await?.first()
-    {
-        return Err(ApiError::Conflict(format!(
-            "job {name} is running (run {}) and its overlap policy is forbid",
-            running.run_id
-        )));
-    }
-    let pending = state.coord.triggers(Some(&name)).await?.len() as u64;
-    if pending >= state.quotas.max_pending_runs {
-        return Err(ApiError::QuotaExceeded(format!(
-            "job {name} has {pending} runs waiting to start, the most it may (server.max_pending_runs)"
-        )));
-    }
+    super::jobs::actions::check_may_start(&state, &job).await?;
 
     let mut request = crate::coord::TriggerRequest::rerun(caller.role, run_id, original.tick);
     request.parent = original.parent.clone();

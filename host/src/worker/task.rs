@@ -68,6 +68,16 @@ pub(super) struct TaskDone {
     pub(super) trigger: Trigger,
 }
 
+impl TaskDone {
+    fn of(job: &Job, entry: &RunningEntry) -> TaskDone {
+        TaskDone {
+            job: job.name.clone(),
+            run_id: entry.run_id,
+            trigger: entry.trigger,
+        }
+    }
+}
+
 pub(super) async fn carry_out(spec: TaskSpec) {
     let span = tracing::info_span!("run", job = %spec.job.name, run = %spec.entry.run_id);
     execute(spec).instrument(span).await;
@@ -121,13 +131,7 @@ async fn execute(spec: TaskSpec) {
         Slot::Elsewhere => {
             // Taken by a worker with a free slot: its records and its
             // `running/` entry are that worker's now.
-            let _worker_gone = done
-                .send(TaskDone {
-                    job: job.name.clone(),
-                    run_id: entry.run_id,
-                    trigger: entry.trigger,
-                })
-                .await;
+            let _worker_gone = done.send(TaskDone::of(&job, &entry)).await;
             return;
         }
     };
@@ -255,13 +259,7 @@ async fn execute(spec: TaskSpec) {
         tracing::warn!(%err, follow_ups = follow_ups.len(), "cannot remove the running entry; retrying");
         finish_in_background(coord.clone(), job.name.clone(), entry.run_id, follow_ups);
     }
-    let _worker_gone = done
-        .send(TaskDone {
-            job: job.name.clone(),
-            run_id: entry.run_id,
-            trigger: entry.trigger,
-        })
-        .await;
+    let _worker_gone = done.send(TaskDone::of(&job, &entry)).await;
 }
 
 /// An async run whose call ended well: waits for the report, a kill, or the

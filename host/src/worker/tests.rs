@@ -407,6 +407,17 @@ impl Busy {
         self.coord.trigger_run_id(&key).expect("run id")
     }
 
+    /// Asks for a run of the quick job, which its owner (all slots busy)
+    /// offers; returns it once the offer is stored.
+    async fn offer_quick(&self) -> RunId {
+        let offered = self.ask(self.quick.as_str()).await;
+        eventually("the run offered", Duration::from_secs(10), async || {
+            (self.offers().await == vec![offered]).then_some(())
+        })
+        .await;
+        offered
+    }
+
     /// The runs offered now, by id.
     async fn offers(&self) -> Vec<RunId> {
         let range = self
@@ -490,11 +501,7 @@ async fn an_offered_run_goes_to_the_first_worker_with_a_free_slot_and_runs_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_offered_by_a_worker_that_dies_is_recorded_lost_and_runs_nowhere() {
     let (busy, w1, w2) = Busy::start("/handoff-dies/").await;
-    let offered = busy.ask(busy.quick.as_str()).await;
-    eventually("the run offered", Duration::from_secs(10), async || {
-        (busy.offers().await == vec![offered]).then_some(())
-    })
-    .await;
+    let offered = busy.offer_quick().await;
 
     // w1 dies: its lease takes the offer and the run's entry along, and w2,
     // the job's owner now, records the run lost.
@@ -522,11 +529,7 @@ async fn a_run_offered_by_a_worker_that_dies_is_recorded_lost_and_runs_nowhere()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_offer_goes_with_its_worker_s_lease_is_recorded_lost_and_never_runs() {
     let (busy, w1, w2) = Busy::start("/handoff-lease/").await;
-    let offered = busy.ask(busy.quick.as_str()).await;
-    eventually("the run offered", Duration::from_secs(10), async || {
-        (busy.offers().await == vec![offered]).then_some(())
-    })
-    .await;
+    let offered = busy.offer_quick().await;
 
     // w1's lease ends under it, as after a long pause: the offer and the
     // run's entry go with it, and w1 registers again on a new lease.

@@ -46,26 +46,8 @@ pub(in crate::api) async fn run_now(
     caller.require(Role::Operator, "running a job")?;
     let job = load_job(&state, &name).await?;
     let workers = state.coord.list_workers().await?;
-    if placement::owner(&job, &workers).is_none() {
-        return Err(ApiError::Conflict(format!(
-            "job {name} cannot run: {}",
-            placement::unplaceable_reason(&job, &workers)
-        )));
-    }
-    if job.spec.overlap == crate::job::Overlap::Forbid
-        && let Some((_, running)) = state.coord.running(Some(&name)).await?.first()
-    {
-        return Err(ApiError::Conflict(format!(
-            "job {name} is running (run {}) and its overlap policy is forbid",
-            running.run_id
-        )));
-    }
-    let pending = state.coord.triggers(Some(&name)).await?.len() as u64;
-    if pending >= state.quotas.max_pending_runs {
-        return Err(ApiError::QuotaExceeded(format!(
-            "job {name} has {pending} runs waiting to start, the most it may (server.max_pending_runs)"
-        )));
-    }
+    require_placeable(&job, &workers)?;
+    check_may_start(&state, &job).await?;
     let key = state.coord.request_trigger(&name, caller.role).await?;
     let run_id = (!job.spec.broadcast)
         .then(|| state.coord.trigger_run_id(&key))
@@ -95,6 +77,43 @@ pub(in crate::api) async fn run_now(
             note,
         }),
     ))
+}
+
+/// Refused with 409 when no live worker can run `job`, saying why.
+pub(in crate::api) fn require_placeable(
+    job: &crate::job::Job,
+    workers: &[placement::WorkerInfo],
+) -> Result<(), ApiError> {
+    if placement::owner(job, workers).is_none() {
+        return Err(ApiError::Conflict(format!(
+            "job {} cannot run: {}",
+            job.name,
+            placement::unplaceable_reason(job, workers)
+        )));
+    }
+    Ok(())
+}
+
+/// What a run started by hand (run now, re-run) must pass besides placement:
+/// a job that forbids overlap is not running (409), and the job has room
+/// for one more pending run (409 `quota_exceeded`).
+pub(in crate::api) async fn check_may_start(state: &AppState, job: &crate::job::Job) -> Result<(), ApiError> {
+    let name = &job.name;
+    if job.spec.overlap == crate::job::Overlap::Forbid
+        && let Some((_, running)) = state.coord.running(Some(name)).await?.first()
+    {
+        return Err(ApiError::Conflict(format!(
+            "job {name} is running (run {}) and its overlap policy is forbid",
+            running.run_id
+        )));
+    }
+    let pending = state.coord.triggers(Some(name)).await?.len() as u64;
+    if pending >= state.quotas.max_pending_runs {
+        return Err(ApiError::QuotaExceeded(format!(
+            "job {name} has {pending} runs waiting to start, the most it may (server.max_pending_runs)"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -21,7 +21,7 @@ use crate::job::{Job, JobKind, JobMeta, JobSpec};
 use crate::placement::{self, WorkerInfo};
 use crate::run::{RunRecord, Shard, Trigger};
 
-mod actions;
+pub(in crate::api) mod actions;
 mod write;
 
 pub(super) use actions::{__path_kill, __path_run_now, kill, run_now};

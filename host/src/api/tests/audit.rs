@@ -17,7 +17,6 @@ use super::{ADMIN, AUDIT_RETENTION, OPERATOR, TestApi, VIEWER, wasm_job};
 use crate::api::audit::AuditLog;
 use crate::audit::AuditEntry;
 use crate::auth::Role;
-use crate::coord::RunningEntry;
 use crate::ids::{JobName, RunId};
 use crate::kvstate::{StateKey, StateQuota};
 use crate::logstore::sqlite::SqliteLogStore;
@@ -56,35 +55,8 @@ impl TestApi {
 
     /// Publishes a running run of `job` (as a worker would) and returns its id.
     async fn start_run(&self, job: &str) -> RunId {
-        let lease = self
-            .state
-            .coord
-            .store()
-            .lease_grant(std::time::Duration::from_secs(60))
-            .await
-            .expect("lease");
         let run_id = RunId::generate();
-        let entry = RunningEntry {
-            run_id,
-            worker: "w1".to_owned(),
-            tick: Timestamp::now(),
-            trigger: Trigger::Manual,
-            attempt: 1,
-            claimed_at: Timestamp::now(),
-            fence: None,
-            parent: None,
-            shard: None,
-            depth: 0,
-            rerun_of: None,
-            result_token_sha256: None,
-            result_token: None,
-        };
-        let job = JobName::new(job).expect("name");
-        self.state
-            .coord
-            .start_run(&job, &entry, lease)
-            .await
-            .expect("published");
+        self.publish_running(job, run_id, "w1", Trigger::Manual).await;
         run_id
     }
 }

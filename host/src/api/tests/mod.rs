@@ -178,15 +178,46 @@ impl TestApi {
         self.call(Method::GET, uri, Some(VIEWER), Value::Null).await
     }
 
-    /// Publishes a live worker (on a lease of its own) that runs every kind.
-    async fn register_worker(&self, id: &str) {
-        let lease = self
-            .state
+    /// A lease of its own, as a worker holds one.
+    async fn lease(&self) -> crate::coord::LeaseId {
+        self.state
             .coord
             .store()
             .lease_grant(std::time::Duration::from_secs(60))
             .await
-            .expect("lease");
+            .expect("lease")
+    }
+
+    /// Publishes run `run_id` of `job` in progress on `worker`, as the
+    /// worker that runs it does.
+    async fn publish_running(&self, job: &str, run_id: crate::ids::RunId, worker: &str, trigger: crate::run::Trigger) {
+        let now = jiff::Timestamp::now();
+        let entry = crate::coord::RunningEntry {
+            run_id,
+            worker: worker.to_owned(),
+            tick: now,
+            trigger,
+            attempt: 1,
+            claimed_at: now,
+            fence: None,
+            parent: None,
+            shard: None,
+            depth: 0,
+            rerun_of: None,
+            result_token_sha256: None,
+            result_token: None,
+        };
+        let lease = self.lease().await;
+        self.state
+            .coord
+            .start_run(&crate::ids::JobName::new(job).expect("name"), &entry, lease)
+            .await
+            .expect("published");
+    }
+
+    /// Publishes a live worker (on a lease of its own) that runs every kind.
+    async fn register_worker(&self, id: &str) {
+        let lease = self.lease().await;
         let info = crate::placement::WorkerInfo {
             id: id.to_owned(),
             hostname: "test".to_owned(),

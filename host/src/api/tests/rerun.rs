@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::{OPERATOR, TestApi, VIEWER, wasm_job};
-use crate::coord::{RunningEntry, TriggerRequest};
+use crate::coord::TriggerRequest;
 use crate::ids::{JobName, RunId};
 use crate::logstore::LogBatch;
 use crate::run::{RunRecord, RunStatus, Shard, Trigger};
@@ -46,38 +46,6 @@ impl TestApi {
         batch.runs.push(record);
         self.state.logs.write(&batch).await.expect("seeded");
         run_id
-    }
-
-    /// Publishes a running entry for run `run_id` of `job`, as the worker
-    /// that runs it does.
-    async fn publish_running(&self, job: &str, run_id: RunId) {
-        let lease = self
-            .state
-            .coord
-            .store()
-            .lease_grant(std::time::Duration::from_secs(60))
-            .await
-            .expect("lease");
-        let entry = RunningEntry {
-            run_id,
-            worker: "w1".to_owned(),
-            tick: Timestamp::now(),
-            trigger: Trigger::Schedule,
-            attempt: 1,
-            claimed_at: Timestamp::now(),
-            fence: None,
-            parent: None,
-            shard: None,
-            depth: 0,
-            rerun_of: None,
-            result_token_sha256: None,
-            result_token: None,
-        };
-        self.state
-            .coord
-            .start_run(&JobName::new(job).expect("name"), &entry, lease)
-            .await
-            .expect("published");
     }
 
     async fn rerun(&self, run_id: RunId, token: &str) -> super::Reply {
@@ -210,7 +178,7 @@ async fn a_rerun_is_refused_clearly() {
     // The run itself is running: waiting for a slot (an entry, no record
     // yet), or recorded running.
     let waiting = RunId::generate();
-    api.publish_running("strict", waiting).await;
+    api.publish_running("strict", waiting, "w1", Trigger::Schedule).await;
     api.rerun(waiting, OPERATOR)
         .await
         .expect_error(StatusCode::CONFLICT, "conflict", "still running");
@@ -227,7 +195,8 @@ async fn a_rerun_is_refused_clearly() {
 
     // With overlap allowed it goes ahead, up to the pending quota.
     api.wasm_job("loose", json!({"overlap": "allow"})).await;
-    api.publish_running("loose", RunId::generate()).await;
+    api.publish_running("loose", RunId::generate(), "w1", Trigger::Schedule)
+        .await;
     let loose = api.seed_run("loose", RunStatus::Failed, |_| {}).await;
     api.rerun(loose, OPERATOR).await.expect(StatusCode::ACCEPTED);
     api.rerun(loose, OPERATOR)

@@ -3,32 +3,15 @@
 //! (at most its capacity) and runs waiting for a slot.
 
 use axum::http::StatusCode;
-use jiff::Timestamp;
 
 use super::TestApi;
-use crate::coord::RunningEntry;
-use crate::ids::{JobName, RunId};
+use crate::ids::RunId;
+use crate::run::Trigger;
 
 /// Publishes a run of `job` in progress on `worker`.
 async fn publish_run(api: &TestApi, job: &str, worker: &str) {
-    let now = Timestamp::now();
-    let entry: RunningEntry = serde_json::from_value(serde_json::json!({
-        "run_id": RunId::generate().to_string(), "worker": worker, "tick": now, "trigger": "schedule",
-        "attempt": 1, "claimed_at": now,
-    }))
-    .expect("an entry");
-    let lease = api
-        .state
-        .coord
-        .store()
-        .lease_grant(std::time::Duration::from_secs(60))
-        .await
-        .expect("lease");
-    api.state
-        .coord
-        .start_run(&JobName::new(job).expect("name"), &entry, lease)
-        .await
-        .expect("published");
+    api.publish_running(job, RunId::generate(), worker, Trigger::Schedule)
+        .await;
 }
 
 #[tokio::test]
