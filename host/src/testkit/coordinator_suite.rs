@@ -46,19 +46,8 @@ fn ts(text: &str) -> Timestamp {
 
 fn entry(worker: &str, tick: Timestamp) -> RunningEntry {
     RunningEntry {
-        run_id: RunId::generate(),
-        worker: worker.into(),
         tick,
-        trigger: Trigger::Schedule,
-        attempt: 1,
-        claimed_at: Timestamp::now(),
-        fence: None,
-        parent: None,
-        shard: None,
-        depth: 0,
-        rerun_of: None,
-        result_token_sha256: None,
-        result_token: None,
+        ..super::sample_entry(worker, Trigger::Schedule)
     }
 }
 

@@ -19,5 +19,5 @@ pub mod logstore_suite;
 mod records;
 mod stores;
 
-pub use records::sample_record;
+pub use records::{sample_entry, sample_record};
 pub use stores::{Call, Discard, Hanging, Tap};

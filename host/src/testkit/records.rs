@@ -3,8 +3,30 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::coord::RunningEntry;
 use crate::ids::{JobName, ModuleDigest, RunId};
-use crate::run::{EgressEntry, EgressKind, EgressLedger, EgressOutcome, RunRecord, RunStatus};
+use crate::run::{EgressEntry, EgressKind, EgressLedger, EgressOutcome, RunRecord, RunStatus, Trigger};
+
+/// The `running/` entry of a new run (a fresh id) on `worker`, for its tick
+/// now, first attempt, with no fence, parent, shard or result token yet.
+pub fn sample_entry(worker: &str, trigger: Trigger) -> RunningEntry {
+    let now = Timestamp::now();
+    RunningEntry {
+        run_id: RunId::generate(),
+        worker: worker.to_owned(),
+        tick: now,
+        trigger,
+        attempt: 1,
+        claimed_at: now,
+        fence: None,
+        parent: None,
+        shard: None,
+        depth: 0,
+        rerun_of: None,
+        result_token_sha256: None,
+        result_token: None,
+    }
+}
 
 /// A run record with every field set the way an executor would, for tests
 /// here and elsewhere. `tick` is whole milliseconds if the caller's is.

@@ -336,22 +336,16 @@ impl TakeAttempt {
 
 #[cfg(test)]
 mod tests {
-    use jiff::Timestamp;
 
     use super::*;
     use crate::ids::RunId;
     use crate::run::Shard;
 
     fn entry(worker: &str, trigger: Trigger) -> RunningEntry {
-        let now = Timestamp::now();
-        let mut entry: RunningEntry = serde_json::from_value(serde_json::json!({
-            "run_id": RunId::generate().to_string(), "worker": worker, "tick": now, "trigger": "schedule",
-            "attempt": 1, "claimed_at": now,
-        }))
-        .expect("a minimal entry");
-        entry.trigger = trigger;
-        entry.fence = Some(42);
-        entry
+        RunningEntry {
+            fence: Some(42),
+            ..crate::testkit::sample_entry(worker, trigger)
+        }
     }
 
     #[test]

@@ -458,19 +458,11 @@ mod tests {
 
     fn entry(trigger: Trigger, attempt: u32) -> RunningEntry {
         RunningEntry {
-            run_id: RunId::generate(),
-            worker: "w1".into(),
             tick: ts("2026-01-02T00:00:00Z"),
-            trigger,
             attempt,
             claimed_at: ts("2026-01-02T00:00:00Z"),
             fence: Some(7),
-            parent: None,
-            shard: None,
-            depth: 0,
-            rerun_of: None,
-            result_token_sha256: None,
-            result_token: None,
+            ..crate::testkit::sample_entry("w1", trigger)
         }
     }
 

@@ -191,21 +191,9 @@ impl TestApi {
     /// Publishes run `run_id` of `job` in progress on `worker`, as the
     /// worker that runs it does.
     async fn publish_running(&self, job: &str, run_id: crate::ids::RunId, worker: &str, trigger: crate::run::Trigger) {
-        let now = jiff::Timestamp::now();
         let entry = crate::coord::RunningEntry {
             run_id,
-            worker: worker.to_owned(),
-            tick: now,
-            trigger,
-            attempt: 1,
-            claimed_at: now,
-            fence: None,
-            parent: None,
-            shard: None,
-            depth: 0,
-            rerun_of: None,
-            result_token_sha256: None,
-            result_token: None,
+            ..crate::testkit::sample_entry(worker, trigger)
         };
         let lease = self.lease().await;
         self.state

@@ -127,23 +127,16 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use jiff::Timestamp;
-
     use super::*;
     use crate::coord::KvStore;
     use crate::coord::embedded::EmbeddedStore;
 
-    /// A scheduled run's entry, built from its JSON so that fields added
-    /// later (with their defaults) need no change here.
+    /// A scheduled run's entry.
     fn entry(worker: &str, fence: Option<Revision>) -> RunningEntry {
-        let now = Timestamp::now();
-        let mut entry: RunningEntry = serde_json::from_value(serde_json::json!({
-            "run_id": RunId::generate().to_string(), "worker": worker, "tick": now, "trigger": "schedule",
-            "attempt": 1, "claimed_at": now,
-        }))
-        .expect("a minimal entry");
-        entry.fence = fence;
-        entry
+        RunningEntry {
+            fence,
+            ..crate::testkit::sample_entry(worker, crate::run::Trigger::Schedule)
+        }
     }
 
     /// An owner with a published run, and the offer of it.
