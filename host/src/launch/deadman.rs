@@ -40,6 +40,48 @@ const RETRY: Duration = Duration::from_secs(2);
 const MAX_REASON_ERROR_CHARS: usize = 200;
 
 /// The dead-man task of one master (or of `sandcron dev`).
+/// A master's alerting: the alert task, and the dead-man watch that feeds
+/// it (started only when channels are configured).
+pub(super) struct MasterAlerts {
+    stop: CancellationToken,
+    watch: Option<tokio::task::JoinHandle<()>>,
+    alerts: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl MasterAlerts {
+    /// Starts the watch over `alerts` (from [`super::start_alerts`]); it
+    /// stops when `stop` is cancelled or [`MasterAlerts::stop`] is called.
+    pub(super) fn start(
+        coord: &Coordinator,
+        logs: &Arc<dyn LogStore>,
+        alerts: (Option<AlertHandle>, Option<tokio::task::JoinHandle<anyhow::Result<()>>>),
+        stop: CancellationToken,
+    ) -> MasterAlerts {
+        let (handle, task) = alerts;
+        let watch =
+            handle.map(|handle| tokio::spawn(DeadmanWatch::new(coord.clone(), logs.clone(), handle).run(stop.clone())));
+        MasterAlerts {
+            stop,
+            watch,
+            alerts: task,
+        }
+    }
+
+    /// Stops the watch, then waits for the alert task, which ends with the
+    /// last handle to it, after its last deliveries.
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        self.stop.cancel();
+        if let Some(watch) = self.watch {
+            watch.await.context("dead-man alert task panicked")?;
+        }
+        if let Some(task) = self.alerts {
+            task.await.context("alert task panicked")?.context("alerts failed")?;
+        }
+        Ok(())
+    }
+}
+
 pub(super) struct DeadmanWatch {
     coord: Coordinator,
     logs: Arc<dyn LogStore>,

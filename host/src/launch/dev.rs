@@ -10,10 +10,10 @@ use jiff::Timestamp;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::deadman::DeadmanWatch;
-use super::{WorkerParts, build_worker, check_secrets_key, sink, start_alerts, worker_engine};
+use super::deadman::MasterAlerts;
+use super::{WorkerParts, api_router, build_worker, check_secrets_key, sink, start_alerts, worker_engine};
 use crate::api::audit::AuditLog;
-use crate::api::{self, AppState, HttpConfig};
+use crate::api::{self, AppState};
 use crate::auth::Role;
 use crate::config::{DevConfig, hostname};
 use crate::coord::Coordinator;
@@ -64,10 +64,7 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
     }
     let (alerts, alerts_task) = start_alerts(&config.alerts, &metrics);
     // Dead-man alerts, as a master raises them (on the embedded stores).
-    let deadman_stop = CancellationToken::new();
-    let deadman = alerts
-        .clone()
-        .map(|alerts| tokio::spawn(DeadmanWatch::new(coord.clone(), logs.clone(), alerts).run(deadman_stop.clone())));
+    let master_alerts = MasterAlerts::start(&coord, &logs, (alerts.clone(), alerts_task), CancellationToken::new());
     let mut worker_config = config.worker.clone();
     if worker_config.api_url.is_none() {
         // Async jobs report to this very server.
@@ -103,24 +100,11 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
         secrets: keyring,
         quotas: config.server.quotas,
     };
-    let app = api::router(
-        state,
-        &HttpConfig {
-            max_body_bytes: config.server.max_body_bytes,
-            allowed_hosts: config.server.allowed_hosts.clone(),
-        },
-    );
-    let served = api::serve(listener, app, shutdown.clone()).await;
+    let served = api::serve(listener, api_router(state, &config.server), shutdown.clone()).await;
     shutdown.cancel();
 
     let worker_result = worker_handle.await.context("worker task panicked")?;
-    deadman_stop.cancel();
-    if let Some(task) = deadman {
-        task.await.context("dead-man alert task panicked")?;
-    }
-    if let Some(task) = alerts_task {
-        task.await.context("alert task panicked")?.context("alerts failed")?;
-    }
+    master_alerts.stop().await?;
     retention_handle.await.context("retention task panicked")?;
     audit_handle
         .await

@@ -6,10 +6,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::deadman::DeadmanWatch;
-use super::{check_secrets_key, connect_stores, start_alerts};
+use super::deadman::MasterAlerts;
+use super::{api_router, check_secrets_key, connect_stores, start_alerts};
 use crate::api::audit::AuditLog;
-use crate::api::{self, AppState, HttpConfig};
+use crate::api::{self, AppState};
 use crate::config::MasterConfig;
 use crate::exec::wasm::{WasmConfig, WasmEngine};
 use crate::metrics::Metrics;
@@ -34,10 +34,12 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
     let mover = tokio::spawn(audit.clone().run(mover_stop.clone()));
     // Dead-man alerts: every master watches, the one whose mark lands
     // delivers, so a cluster with no live worker still alerts.
-    let deadman_stop = shutdown.child_token();
-    let (alerts, alerts_task) = start_alerts(&config.alerts, &metrics);
-    let deadman = alerts
-        .map(|alerts| tokio::spawn(DeadmanWatch::new(coord.clone(), logs.clone(), alerts).run(deadman_stop.clone())));
+    let alerts = MasterAlerts::start(
+        &coord,
+        &logs,
+        start_alerts(&config.alerts, &metrics),
+        shutdown.child_token(),
+    );
     let state = AppState {
         coord,
         logs,
@@ -51,23 +53,10 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
         secrets,
         quotas: config.server.quotas,
     };
-    let app = api::router(
-        state,
-        &HttpConfig {
-            max_body_bytes: config.server.max_body_bytes,
-            allowed_hosts: config.server.allowed_hosts.clone(),
-        },
-    );
-    let served = api::serve(listener, app, shutdown).await;
-    deadman_stop.cancel();
-    if let Some(task) = deadman {
-        task.await.context("dead-man alert task panicked")?;
-    }
-    // The alert task ends with the dead-man task's handle, after its last
+    let served = api::serve(listener, api_router(state, &config.server), shutdown).await;
+    // The alert task ends with the dead-man watch's handle, after its last
     // deliveries.
-    if let Some(task) = alerts_task {
-        task.await.context("alert task panicked")?.context("alerts failed")?;
-    }
+    alerts.stop().await?;
     mover_stop.cancel();
     mover
         .await

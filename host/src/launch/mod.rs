@@ -192,6 +192,17 @@ pub(crate) fn build_worker(parts: WorkerParts<'_>) -> anyhow::Result<Worker> {
 /// Starts the alert task when `[alerts]` configures any channel; returns
 /// the handle the worker reports to and the task, which ends after the
 /// worker (when the last handle is dropped).
+/// The API and console over `state`, as `[server]` configures the HTTP layer.
+pub(crate) fn api_router(state: crate::api::AppState, server: &crate::config::ServerConfig) -> axum::Router {
+    crate::api::router(
+        state,
+        &crate::api::HttpConfig {
+            max_body_bytes: server.max_body_bytes,
+            allowed_hosts: server.allowed_hosts.clone(),
+        },
+    )
+}
+
 pub(crate) fn start_alerts(
     config: &AlertsConfig,
     metrics: &Metrics,
