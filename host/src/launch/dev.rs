@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::deadman::MasterAlerts;
-use super::{WorkerParts, api_router, build_worker, check_secrets_key, sink, start_alerts, worker_engine};
+use super::{ApiParts, WorkerParts, api_router, build_worker, check_secrets_key, sink, start_alerts, worker_engine};
+use crate::api;
 use crate::api::audit::AuditLog;
-use crate::api::{self, AppState};
 use crate::auth::Role;
 use crate::config::{DevConfig, hostname};
 use crate::coord::Coordinator;
@@ -87,20 +87,20 @@ pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: Cancellatio
     let audit = AuditLog::new(coord.clone(), logs.clone(), config.logs.audit_retention, &metrics);
     let audit_handle = tokio::spawn(audit.clone().run(shutdown.clone()));
 
-    let state = AppState {
-        coord,
-        logs,
-        tokens: config.server.tokens.clone().into(),
+    let parts = ApiParts::new(
+        (coord, logs),
         metrics,
         audit,
-        shell_jobs: config.worker.allow_native,
-        shutdown: shutdown.clone(),
-        modules: engine,
-        alert_channels: config.alerts.channels.keys().cloned().collect::<Vec<_>>().into(),
-        secrets: keyring,
-        quotas: config.server.quotas,
-    };
-    let served = api::serve(listener, api_router(state, &config.server), shutdown.clone()).await;
+        engine,
+        keyring,
+        config.worker.allow_native,
+    );
+    let served = api::serve(
+        listener,
+        api_router(parts, &config.server, &config.alerts, &shutdown),
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
 
     let worker_result = worker_handle.await.context("worker task panicked")?;

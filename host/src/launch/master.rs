@@ -7,9 +7,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::deadman::MasterAlerts;
-use super::{api_router, check_secrets_key, connect_stores, start_alerts};
+use super::{ApiParts, api_router, check_secrets_key, connect_stores, start_alerts};
+use crate::api;
 use crate::api::audit::AuditLog;
-use crate::api::{self, AppState};
 use crate::config::MasterConfig;
 use crate::exec::wasm::{WasmConfig, WasmEngine};
 use crate::metrics::Metrics;
@@ -40,20 +40,13 @@ pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: Cance
         start_alerts(&config.alerts, &metrics),
         shutdown.child_token(),
     );
-    let state = AppState {
-        coord,
-        logs,
-        tokens: config.server.tokens.clone().into(),
-        metrics,
-        audit,
-        shell_jobs: config.allow_shell_jobs,
-        shutdown: shutdown.clone(),
-        modules: engine,
-        alert_channels: config.alerts.channels.keys().cloned().collect::<Vec<_>>().into(),
-        secrets,
-        quotas: config.server.quotas,
-    };
-    let served = api::serve(listener, api_router(state, &config.server), shutdown).await;
+    let parts = ApiParts::new((coord, logs), metrics, audit, engine, secrets, config.allow_shell_jobs);
+    let served = api::serve(
+        listener,
+        api_router(parts, &config.server, &config.alerts, &shutdown),
+        shutdown,
+    )
+    .await;
     // The alert task ends with the dead-man watch's handle, after its last
     // deliveries.
     alerts.stop().await?;

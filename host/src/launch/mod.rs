@@ -192,8 +192,65 @@ pub(crate) fn build_worker(parts: WorkerParts<'_>) -> anyhow::Result<Worker> {
 /// Starts the alert task when `[alerts]` configures any channel; returns
 /// the handle the worker reports to and the task, which ends after the
 /// worker (when the last handle is dropped).
-/// The API and console over `state`, as `[server]` configures the HTTP layer.
-pub(crate) fn api_router(state: crate::api::AppState, server: &crate::config::ServerConfig) -> axum::Router {
+/// What the HTTP API serves from, besides the `[server]` and `[alerts]`
+/// settings.
+pub(crate) struct ApiParts {
+    pub coord: Coordinator,
+    pub logs: Arc<dyn LogStore>,
+    pub metrics: Arc<Metrics>,
+    pub audit: crate::api::audit::AuditLog,
+    /// Validates uploads.
+    pub modules: Arc<dyn crate::module::ModuleInspector>,
+    pub secrets: Option<Arc<Keyring>>,
+    /// Whether shell jobs are accepted.
+    pub shell_jobs: bool,
+}
+
+impl ApiParts {
+    /// The parts a master (or `sandcron dev`) has made: its stores, metrics,
+    /// audit log, upload validator and secrets key, and whether it accepts
+    /// shell jobs.
+    pub(crate) fn new(
+        (coord, logs): (Coordinator, Arc<dyn LogStore>),
+        metrics: Arc<Metrics>,
+        audit: crate::api::audit::AuditLog,
+        modules: Arc<dyn crate::module::ModuleInspector>,
+        secrets: Option<Arc<Keyring>>,
+        shell_jobs: bool,
+    ) -> ApiParts {
+        ApiParts {
+            coord,
+            logs,
+            metrics,
+            audit,
+            modules,
+            secrets,
+            shell_jobs,
+        }
+    }
+}
+
+/// The API and console over `parts`, as `[server]` configures the HTTP
+/// layer, the tokens and the quotas, naming the channels of `[alerts]`.
+pub(crate) fn api_router(
+    parts: ApiParts,
+    server: &crate::config::ServerConfig,
+    alerts: &AlertsConfig,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> axum::Router {
+    let state = crate::api::AppState {
+        coord: parts.coord,
+        logs: parts.logs,
+        tokens: server.tokens.clone().into(),
+        metrics: parts.metrics,
+        audit: parts.audit,
+        shell_jobs: parts.shell_jobs,
+        shutdown: shutdown.clone(),
+        modules: parts.modules,
+        alert_channels: alerts.channels.keys().cloned().collect::<Vec<_>>().into(),
+        secrets: parts.secrets,
+        quotas: server.quotas,
+    };
     crate::api::router(
         state,
         &crate::api::HttpConfig {

@@ -10,4 +10,4 @@ pub mod sqlite;
 mod store;
 
 pub use sink::{Sink, SinkConfig, SinkTask};
-pub use store::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
+pub use store::{AuditPage, AuditQuery, AuditStore, LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};

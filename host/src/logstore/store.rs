@@ -139,8 +139,26 @@ pub enum LogStoreError {
 /// one only if its `fence` is higher, or equal and it does not turn a terminal
 /// status back into `running`. So replaying a batch, or a late write from a
 /// worker that was fenced out, never corrupts what is stored.
+/// Storage for the audit log: part of every log store (see [`LogStore`]),
+/// a contract of its own so that each backend keeps it in its own file.
 #[async_trait]
-pub trait LogStore: Send + Sync + 'static {
+pub trait AuditStore: Send + Sync + 'static {
+    /// Stores audit entries. Idempotent: an entry whose `id` is already
+    /// stored is left as it is, so a batch may be written again (after a
+    /// failure, or by two masters moving the same entries).
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError>;
+
+    /// Audit entries matching `query`, newest first.
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError>;
+
+    /// Deletes the audit entries whose `expire_at` is before `before`
+    /// (entries without one are kept); returns how many. A MongoDB TTL
+    /// index does the same continuously.
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError>;
+}
+
+#[async_trait]
+pub trait LogStore: AuditStore {
     async fn write(&self, batch: &LogBatch) -> Result<(), LogStoreError>;
 
     async fn runs(&self, query: &RunQuery) -> Result<RunPage, LogStoreError>;
@@ -159,19 +177,6 @@ pub trait LogStore: Send + Sync + 'static {
     /// their output; returns how many runs were deleted. A MongoDB TTL index
     /// does the same continuously.
     async fn purge(&self, before: Timestamp) -> Result<u64, LogStoreError>;
-
-    /// Stores audit entries. Idempotent: an entry whose `id` is already
-    /// stored is left as it is, so a batch may be written again (after a
-    /// failure, or by two masters moving the same entries).
-    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError>;
-
-    /// Audit entries matching `query`, newest first.
-    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError>;
-
-    /// Deletes the audit entries whose `expire_at` is before `before`
-    /// (entries without one are kept); returns how many. A MongoDB TTL
-    /// index does the same continuously.
-    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError>;
 }
 
 /// The rule both backends apply when a run record arrives for a `run_id`

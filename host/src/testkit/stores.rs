@@ -12,7 +12,7 @@ use jiff::Timestamp;
 
 use crate::audit::AuditEntry;
 use crate::ids::{JobName, RunId};
-use crate::logstore::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
+use crate::logstore::{AuditPage, AuditQuery, AuditStore, LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
 use crate::run::{OutputChunk, RunRecord};
 
 /// Accepts every write, keeps nothing, finds nothing.
@@ -83,6 +83,10 @@ impl<T: Tap> LogStore for T {
         self.before(Call::Purge).await?;
         self.inner().purge(before).await
     }
+}
+
+#[async_trait]
+impl<T: Tap> AuditStore for T {
     async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
         self.before(Call::WriteAudit(entries)).await?;
         self.inner().write_audit(entries).await
@@ -122,6 +126,10 @@ impl LogStore for Discard {
     async fn purge(&self, _before: Timestamp) -> Result<u64, LogStoreError> {
         Ok(0)
     }
+}
+
+#[async_trait]
+impl AuditStore for Discard {
     async fn write_audit(&self, _entries: &[AuditEntry]) -> Result<(), LogStoreError> {
         Ok(())
     }

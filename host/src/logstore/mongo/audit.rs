@@ -11,10 +11,11 @@ use super::documents::AuditDoc;
 use super::error::{only_duplicates, store_error};
 use crate::audit::AuditEntry;
 use crate::logstore::store::{audit_page, ceil_millisecond, decode_audit_cursor, runs_limit};
-use crate::logstore::{AuditPage, AuditQuery, LogStoreError};
+use crate::logstore::{AuditPage, AuditQuery, AuditStore, LogStoreError};
 
-impl MongoLogStore {
-    pub(super) async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
+#[async_trait::async_trait]
+impl AuditStore for MongoLogStore {
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -26,7 +27,7 @@ impl MongoLogStore {
         }
     }
 
-    pub(super) async fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
         let limit = runs_limit(query.limit);
         let mut filter = Document::new();
         if let Some(job) = &query.job {
@@ -63,7 +64,7 @@ impl MongoLogStore {
         Ok(audit_page(entries, limit))
     }
 
-    pub(super) async fn delete_expired_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
+    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
         let result = self
             .audit
             .delete_many(doc! { "expire_ms": { "$lt": ceil_millisecond(before) } })

@@ -76,10 +76,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 
 use self::documents::{AuditDoc, ChunkDoc, IdDoc, RunDoc};
 use self::error::store_error;
-use crate::audit::AuditEntry;
 use crate::ids::{JobName, RunId};
 use crate::logstore::store::{ceil_millisecond, decode_cursor, output_limit, page, runs_limit, stored_after};
-use crate::logstore::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
+use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery};
 use crate::run::{OutputChunk, RunRecord, RunStatus};
 
 /// Where and how to reach MongoDB.
@@ -395,18 +394,6 @@ impl LogStore for MongoLogStore {
                 return Ok(deleted);
             }
         }
-    }
-
-    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
-        self.insert_audit(entries).await
-    }
-
-    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
-        self.query_audit(query).await
-    }
-
-    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
-        self.delete_expired_audit(before).await
     }
 }
 

@@ -8,7 +8,7 @@ use super::{PURGE_BATCH, SqliteLogStore, Where};
 use crate::audit::{AuditAction, AuditEntry};
 use crate::ids::JobName;
 use crate::logstore::store::{audit_page, ceil_millisecond, decode_audit_cursor, runs_limit};
-use crate::logstore::{AuditPage, AuditQuery, LogStoreError};
+use crate::logstore::{AuditPage, AuditQuery, AuditStore, LogStoreError};
 
 /// An entry ready to bind.
 struct AuditRow {
@@ -39,8 +39,9 @@ impl AuditRow {
     }
 }
 
-impl SqliteLogStore {
-    pub(super) async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
+#[async_trait::async_trait]
+impl AuditStore for SqliteLogStore {
+    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -72,7 +73,7 @@ impl SqliteLogStore {
             .await
     }
 
-    pub(super) async fn query_audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
+    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
         let limit = runs_limit(query.limit);
         let mut filter = Where::default();
         filter.text("job = ?", query.job.as_ref().map(JobName::as_str));
@@ -89,7 +90,7 @@ impl SqliteLogStore {
         Ok(audit_page(entries, limit))
     }
 
-    pub(super) async fn delete_expired_audit(&self, before: jiff::Timestamp) -> Result<u64, LogStoreError> {
+    async fn purge_audit(&self, before: jiff::Timestamp) -> Result<u64, LogStoreError> {
         let before = ceil_millisecond(before);
         self.purge_in_batches(move |conn| {
             Ok(conn.execute(

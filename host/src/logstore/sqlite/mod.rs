@@ -43,10 +43,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 use self::pool::{Failure, Pool};
 use self::rows::{ChunkRow, RunRow, decode_record};
 use self::schema::{configure, migrate};
-use crate::audit::AuditEntry;
 use crate::ids::{JobName, RunId};
 use crate::logstore::store::{ceil_millisecond, decode_cursor, output_limit, page, runs_limit, stored_after};
-use crate::logstore::{AuditPage, AuditQuery, LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
+use crate::logstore::{LogBatch, LogStore, LogStoreError, RunPage, RunQuery, supersedes};
 use crate::run::{OutputChunk, RunRecord, RunStatus, StreamKind, Trigger};
 
 /// Readers in the pool: enough that the console's polling never waits for a
@@ -442,17 +441,5 @@ impl LogStore for SqliteLogStore {
             Ok(n)
         })
         .await
-    }
-
-    async fn write_audit(&self, entries: &[AuditEntry]) -> Result<(), LogStoreError> {
-        self.insert_audit(entries).await
-    }
-
-    async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, LogStoreError> {
-        self.query_audit(query).await
-    }
-
-    async fn purge_audit(&self, before: Timestamp) -> Result<u64, LogStoreError> {
-        self.delete_expired_audit(before).await
     }
 }
