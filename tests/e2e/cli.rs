@@ -1,25 +1,14 @@
 //! The command line: local cron helpers and the client subcommands against a
 //! running server.
 
-use std::process::Command;
 use std::time::Duration;
 
 use sandcron_tests::wait_for;
 
-use crate::{BIN, dev};
+use crate::dev;
 
 fn sandcron(args: &[&str], server: Option<&str>) -> (i32, String, String) {
-    let mut command = Command::new(BIN);
-    command.args(args).env_remove("SANDCRON_TOKEN");
-    if let Some(server) = server {
-        command.env("SANDCRON_SERVER", server);
-    }
-    let output = command.output().expect("run sandcron");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    crate::cli(args, server)
 }
 
 #[test]

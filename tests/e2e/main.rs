@@ -38,6 +38,28 @@ use serde_json::Value;
 /// The binary under test, built fresh by cargo for this test target.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sandcron");
 
+/// `sandcron ARGS` as a user runs it, without a token, against `server`
+/// (`SANDCRON_SERVER`; `None`: the default): the finished process.
+pub(crate) fn cli_output(args: &[&str], server: Option<&str>) -> std::process::Output {
+    let mut command = std::process::Command::new(BIN);
+    command.args(args).env_remove("SANDCRON_TOKEN");
+    match server {
+        Some(server) => command.env("SANDCRON_SERVER", server),
+        None => command.env_remove("SANDCRON_SERVER"),
+    };
+    command.output().expect("run sandcron")
+}
+
+/// [`cli_output`] as (exit code, stdout, stderr), both as text.
+pub(crate) fn cli(args: &[&str], server: Option<&str>) -> (i32, String, String) {
+    let output = cli_output(args, server);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 pub(crate) fn dev(extra: &[&str]) -> Dev {
     Dev::start(BIN, extra)
 }

@@ -4,27 +4,16 @@
 //! as `SANDCRON_TICK`); an overlap-forbidding job that is running refuses;
 //! a broadcast shard runs again alone, with its shard, on its worker.
 
-use std::process::Command;
 use std::time::Duration;
 
 use sandcron_tests::{Api, wait_for};
 use serde_json::Value;
 
-use crate::{BIN, dev, lines, once_in, shell_job};
+use crate::{dev, lines, once_in, shell_job};
 
 /// `sandcron ARGS` against the server at `server`: (exit code, stdout, stderr).
 fn sandcron(server: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .env_remove("SANDCRON_TOKEN")
-        .env("SANDCRON_SERVER", server)
-        .output()
-        .expect("run sandcron");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    crate::cli(args, Some(server))
 }
 
 /// Waits until run `run_id` is recorded and has ended; returns its record.

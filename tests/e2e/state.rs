@@ -56,12 +56,7 @@ async fn raw_value(base: &str, token: Option<&str>, job: &str, key: &str) -> (u1
 
 /// `sandcron ARGS` against `server`: (exit status, stdout bytes, stderr).
 fn sandcron(args: &[&str], server: &str) -> (i32, Vec<u8>, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .env_remove("SANDCRON_TOKEN")
-        .env("SANDCRON_SERVER", server)
-        .output()
-        .expect("run sandcron");
+    let output = crate::cli_output(args, Some(server));
     (
         output.status.code().unwrap_or(-1),
         output.stdout,
