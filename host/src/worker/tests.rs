@@ -145,25 +145,16 @@ async fn three_tick_job(coord: &Coordinator, name: &JobName) -> Vec<Timestamp> {
         at.day(),
         at.month()
     );
-    let now = Timestamp::now();
-    let record = JobRecord {
-        spec: JobSpec::new(
-            schedule,
-            JobKind::Shell(ShellJob {
-                command: "true".into(),
-                env: BTreeMap::new(),
-                timeout_s: 60,
-                output_kb: 64,
-            }),
-        ),
-        meta: JobMeta {
-            created_at: now,
-            updated_at: now,
-            active_since: now,
-            written_by: Role::Admin,
-        },
-    };
-    coord.put_job(name, &record, None, true).await.expect("put job");
+    let spec = JobSpec::new(
+        schedule,
+        JobKind::Shell(ShellJob {
+            command: "true".into(),
+            env: BTreeMap::new(),
+            timeout_s: 60,
+            output_kb: 64,
+        }),
+    );
+    put_job(coord, name, spec).await;
     (0..3).map(|i| first + SignedDuration::from_secs(i)).collect()
 }
 
