@@ -2,8 +2,9 @@
 //! and 10k jobs firing every second: sandcron embedded (one in-process
 //! worker on the embedded store and the SQLite log store, no-op executor),
 //! sandcron in cluster mode (3 `sandcron worker` processes, etcd, nx-27017,
-//! a trivial WASM guest), and APScheduler (its own process, no-op jobs,
-//! default executor), with the ratio to APScheduler.
+//! a trivial WASM guest), APScheduler (its own process, no-op jobs,
+//! default executor) and tokio-cron-scheduler (the Rust crate, `rustpeer`),
+//! with the ratio to APScheduler.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -163,6 +164,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         peers.push((jobs, row.p50, row.p99));
         rows.push(row);
     }
+    for jobs in sizes {
+        rows.push(rust_peer(jobs, window).await);
+    }
 
     let report = &mut ctx.report;
     report.heading("3. Fire lateness");
@@ -172,7 +176,9 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
          executor), exact per-run samples. Cluster: 3 `sandcron worker` processes + 1 master on one etcd and \
          nx-27017, a no-op WASM guest; from the workers' `sandcron_fire_lateness_seconds` histograms (window \
          delta, quantiles interpolated inside buckets as Prometheus does, max as the bucket bound). \
-         APScheduler: its own Python process, no-op jobs, exact samples. CPU: the scheduler processes' CPU \
+         APScheduler: its own Python process, no-op jobs, exact samples. tokio-cron-scheduler: the Rust crate \
+         with its defaults in the bench's child process, no-op jobs, lateness within the second a run started \
+         in. CPU: the scheduler processes' CPU \
          per second of wall time (cluster: the 3 workers together). Ratios: p50 and p99 over APScheduler's \
          with the same N."
     ));
@@ -213,6 +219,39 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         &table,
     );
     Ok(())
+}
+
+/// tokio-cron-scheduler with the same N jobs (see `rustpeer`).
+async fn rust_peer(jobs: usize, window: u64) -> Row {
+    let cpu = cpu_seconds("self");
+    let wall = Instant::now();
+    match crate::rustpeer::measure(jobs, window).await {
+        Ok(peer) => {
+            let cpu = (cpu_seconds("self") - cpu) / wall.elapsed().as_secs_f64();
+            let stats = Stats::of(&peer.samples);
+            Row {
+                setup: "tokio-cron-scheduler 0.15 (defaults, in process, no-op jobs)".into(),
+                jobs,
+                fires_per_s: peer.fires as f64 / peer.seconds,
+                p50: stats.map_or(f64::NAN, |s| s.median),
+                p99: stats.map_or(f64::NAN, |s| s.p99),
+                max: stats.map_or("–".into(), |s| ms(s.max)),
+                cpu: format!("{:.0} %", cpu * 100.0),
+                note: "lateness within the second a run started in (the crate does not pass the scheduled instant)"
+                    .into(),
+            }
+        }
+        Err(problem) => Row {
+            setup: "tokio-cron-scheduler".into(),
+            jobs,
+            fires_per_s: f64::NAN,
+            p50: f64::NAN,
+            p99: f64::NAN,
+            max: "–".into(),
+            cpu: "–".into(),
+            note: format!("not measured: {problem:#}"),
+        },
+    }
 }
 
 async fn embedded(jobs: usize, window: u64) -> anyhow::Result<Row> {

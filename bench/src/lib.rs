@@ -29,6 +29,7 @@ pub mod lateness;
 pub mod logs;
 pub mod network;
 pub mod report;
+pub mod rustpeer;
 pub mod scale;
 pub mod servers;
 pub mod sys;
