@@ -15,7 +15,7 @@ use crate::report::{Stats, ratio, spread};
 use crate::servers::DevProc;
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let repeats = ctx.pick(5, 20);
+    let repeats = ctx.pick(20, 100);
     let dev = DevProc::start()?;
     let api = Api::new(&dev.base, None);
     let spin = wat::parse_file(workspace_root().join("tests/guests/loop.wat"))?;
@@ -87,6 +87,13 @@ async fn kill_samples(api: &Api, job: &str, repeats: usize) -> anyhow::Result<Op
         })
         .await;
         samples.push(ended.duration_since(asked).as_secs_f64() * 1e3);
+        // The job forbids overlap: the next run-now waits until the worker
+        // has removed this run's `running/` entry (a moment after its record).
+        sandcron_tests::wait_for("the run's entry to go", Duration::from_secs(30), || async {
+            let view = api.get(&format!("/api/v1/jobs/{job}")).await;
+            view.body["running"].as_array().is_some_and(Vec::is_empty).then_some(())
+        })
+        .await;
     }
     Ok(Stats::of(&samples))
 }

@@ -117,11 +117,25 @@ pub enum StopReason {
     Shutdown,
 }
 
-/// A kill switch for one run: a token plus the reason it was pulled.
-#[derive(Debug, Clone, Default)]
+/// A kill switch for one run: a token plus the reason it was pulled, and
+/// what the executor asked to be done at once when it is pulled.
+#[derive(Clone, Default)]
 pub struct KillSwitch {
     token: CancellationToken,
     reason: std::sync::Arc<std::sync::OnceLock<StopReason>>,
+    interrupt: std::sync::Arc<std::sync::OnceLock<Interrupt>>,
+}
+
+/// Called by [`KillSwitch::pull`] on the puller's thread.
+type Interrupt = Box<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for KillSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KillSwitch")
+            .field("pulled", &self.is_pulled())
+            .field("reason", &self.reason())
+            .finish_non_exhaustive()
+    }
 }
 
 impl KillSwitch {
@@ -129,10 +143,26 @@ impl KillSwitch {
         Self::default()
     }
 
-    /// Stops the run; the first reason given wins.
+    /// Stops the run; the first reason given wins. The executor's interrupt
+    /// (if it set one) runs here, so the run hears of it without waiting for
+    /// its own next look at the switch.
     pub fn pull(&self, reason: StopReason) {
         let _first = self.reason.set(reason);
         self.token.cancel();
+        if let Some(interrupt) = self.interrupt.get() {
+            interrupt();
+        }
+    }
+
+    /// Sets what [`KillSwitch::pull`] does at once (the first one set
+    /// stays); called at once if the switch is pulled already.
+    pub fn on_pull(&self, interrupt: impl Fn() + Send + Sync + 'static) {
+        if self.interrupt.set(Box::new(interrupt)).is_ok()
+            && self.is_pulled()
+            && let Some(interrupt) = self.interrupt.get()
+        {
+            interrupt();
+        }
     }
 
     pub fn reason(&self) -> Option<StopReason> {
@@ -204,4 +234,48 @@ pub trait Executor: Send + Sync + 'static {
     /// WASM executor compiles its module), in the background; returns at
     /// once. Called by a worker when it takes a job on or its spec changes.
     fn warm(&self, _kind: &JobKind) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{KillSwitch, StopReason};
+
+    fn counting(switch: &KillSwitch) -> Arc<AtomicUsize> {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        switch.on_pull(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        });
+        calls
+    }
+
+    #[test]
+    fn a_pull_runs_the_executor_s_interrupt_on_the_puller_s_thread() {
+        let switch = KillSwitch::new();
+        let calls = counting(&switch);
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing before the pull");
+        switch.clone().pull(StopReason::Killed);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(switch.reason(), Some(StopReason::Killed));
+    }
+
+    #[test]
+    fn an_interrupt_set_after_the_pull_runs_at_once_and_only_the_first_is_kept() {
+        let switch = KillSwitch::new();
+        switch.pull(StopReason::Shutdown);
+        let calls = counting(&switch);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "a switch pulled before the run started"
+        );
+        let second = counting(&switch);
+        switch.pull(StopReason::Killed);
+        assert_eq!(second.load(Ordering::SeqCst), 0, "a second interrupt is not kept");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(switch.reason(), Some(StopReason::Shutdown), "the first reason wins");
+    }
 }

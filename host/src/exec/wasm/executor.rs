@@ -89,6 +89,16 @@ impl WasmExecutor {
             },
         };
         self.engine.counters.runs.fetch_add(1, Ordering::Relaxed);
+        // A kill moves the engine's epoch on at once: a guest that is
+        // computing reaches its epoch deadline at its next check and its
+        // callback sees the switch, rather than at the ticker's next tick.
+        // Other running guests merely yield once.
+        let engine = self.engine.parts.engine.weak();
+        kill.on_pull(move || {
+            if let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+            }
+        });
         loaded.run_started();
         let mut report = sandbox::execute(&self.engine.parts.engine, &loaded.prepared, &plan, output, kill).await;
         report.outcome.module_wait = module_wait;
