@@ -120,6 +120,22 @@ struct Row {
     note: String,
 }
 
+impl Row {
+    /// A peer that could not be measured, and why.
+    fn not_measured(setup: &str, jobs: usize, problem: impl std::fmt::Display) -> Row {
+        Row {
+            setup: setup.into(),
+            jobs,
+            fires_per_s: f64::NAN,
+            p50: f64::NAN,
+            p99: f64::NAN,
+            max: "–".into(),
+            cpu: "–".into(),
+            note: format!("not measured: {problem}"),
+        }
+    }
+}
+
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let window = ctx.pick(6, 60);
     let sizes = [1_000, 10_000];
@@ -150,16 +166,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                     ),
                 }
             }
-            Err(problem) => Row {
-                setup: "APScheduler".into(),
-                jobs,
-                fires_per_s: f64::NAN,
-                p50: f64::NAN,
-                p99: f64::NAN,
-                max: "–".into(),
-                cpu: "–".into(),
-                note: format!("not measured: {problem}"),
-            },
+            Err(problem) => Row::not_measured("APScheduler", jobs, problem),
         };
         peers.push((jobs, row.p50, row.p99));
         rows.push(row);
@@ -241,16 +248,7 @@ async fn rust_peer(jobs: usize, window: u64) -> Row {
                     .into(),
             }
         }
-        Err(problem) => Row {
-            setup: "tokio-cron-scheduler".into(),
-            jobs,
-            fires_per_s: f64::NAN,
-            p50: f64::NAN,
-            p99: f64::NAN,
-            max: "–".into(),
-            cpu: "–".into(),
-            note: format!("not measured: {problem:#}"),
-        },
+        Err(problem) => Row::not_measured("tokio-cron-scheduler", jobs, format!("{problem:#}")),
     }
 }
 
