@@ -229,12 +229,7 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
             }
             if let (true, Some(run_id)) = (follow, run_id) {
                 drop(out);
-                wait_for_run(&client, run_id).await?;
-                let status = print_run(&client, run_id, true, false).await?;
-                if status != "succeeded" {
-                    bail!("run {run_id} ended {status}");
-                }
-                return Ok(());
+                return follow_to_its_end(&client, run_id).await;
             }
         }
         Command::Rerun { run_id, follow } => {
@@ -465,6 +460,17 @@ async fn latest_run(client: &Client, job: &str) -> anyhow::Result<Option<String>
         .get_query("/runs", &[("job", job.to_owned()), ("limit", "1".to_owned())])
         .await?;
     Ok(page["runs"][0]["run_id"].as_str().map(str::to_owned))
+}
+
+/// `--follow` of a run just requested: its output until it ends; an error
+/// (a non-zero exit) unless it succeeded.
+async fn follow_to_its_end(client: &Client, run_id: &str) -> anyhow::Result<()> {
+    wait_for_run(client, run_id).await?;
+    let status = print_run(client, run_id, true, false).await?;
+    if status != "succeeded" {
+        bail!("run {run_id} ended {status}");
+    }
+    Ok(())
 }
 
 /// Waits until a requested run has been taken by a worker and recorded.

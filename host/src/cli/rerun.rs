@@ -4,11 +4,10 @@
 
 use std::io::Write;
 
-use anyhow::bail;
 use serde_json::Value;
 
 use super::client::Client;
-use super::{print_run, text, wait_for_run};
+use super::{follow_to_its_end, text};
 
 /// Re-runs `run_id`; with `follow`, fails unless the new run succeeded.
 pub(super) async fn run(client: &Client, run_id: &str, follow: bool, mut out: impl Write) -> anyhow::Result<()> {
@@ -23,12 +22,7 @@ pub(super) async fn run(client: &Client, run_id: &str, follow: bool, mut out: im
     // The output goes to stdout too, and must come after the lines above.
     out.flush()?;
     drop(out);
-    wait_for_run(client, new_run).await?;
-    let status = print_run(client, new_run, true, false).await?;
-    if status != "succeeded" {
-        bail!("run {new_run} ended {status}");
-    }
-    Ok(())
+    follow_to_its_end(client, new_run).await
 }
 
 /// What the server said it did, in one line: the new run (or, for a whole
