@@ -139,15 +139,19 @@ impl Row {
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let window = ctx.pick(6, 60);
     let sizes = [1_000, 10_000];
+    // `SANDCRON_BENCH_LATENESS=embedded,cluster` measures only those setups
+    // (of embedded, cluster, apscheduler, rust): for profiling one of them.
+    let only = std::env::var("SANDCRON_BENCH_LATENESS").ok();
+    let wanted = |setup: &str| only.as_deref().is_none_or(|only| only.split(',').any(|s| s == setup));
     let mut rows = Vec::new();
     let mut peers = Vec::new();
-    for jobs in sizes {
+    for jobs in sizes.into_iter().filter(|_| wanted("embedded")) {
         rows.push(embedded(jobs, window).await?);
     }
-    for jobs in sizes {
+    for jobs in sizes.into_iter().filter(|_| wanted("cluster")) {
         rows.push(cluster(jobs, window).await?);
     }
-    for jobs in sizes {
+    for jobs in sizes.into_iter().filter(|_| wanted("apscheduler")) {
         let peer = apscheduler(jobs, window as f64, false).await;
         let row = match &peer {
             Ok(a) => {
@@ -171,7 +175,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         peers.push((jobs, row.p50, row.p99));
         rows.push(row);
     }
-    for jobs in sizes {
+    for jobs in sizes.into_iter().filter(|_| wanted("rust")) {
         rows.push(rust_peer(jobs, window).await);
     }
 

@@ -42,7 +42,13 @@ mod triggers;
 /// What a timer is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum Timer {
+    /// The job's next tick, at `JobSlot::next_tick`; the deadline is earlier
+    /// by the claim lead (`schedule::ClaimLead`), so that the claim is done
+    /// when the tick comes.
     Tick(JobName),
+    /// Read the job's claim state again and re-plan it (after an error or a
+    /// lost claim); the ticks that passed meanwhile follow the catch-up policy.
+    Recover(JobName),
     /// The job's earliest trigger request not to start before now (a retry).
     Triggers(JobName),
 }
@@ -54,6 +60,11 @@ pub(super) struct JobSlot {
     /// Mod revision of `state/<job>` as last seen; `None` when unknown.
     state_revision: Option<Revision>,
     last_tick: Option<Timestamp>,
+    /// The tick the job's `Timer::Tick` is for.
+    next_tick: Option<Timestamp>,
+    /// Set when the tick could not be claimed ahead and its timer was put
+    /// back to the tick itself; its claim then says nothing about the lead.
+    claim_at_tick: bool,
     /// Catch-up ticks (`all` policy) still to run, one after another; the
     /// claim state lists the same ticks (`JobState::catchup`).
     catchup_queue: VecDeque<Timestamp>,
@@ -78,15 +89,72 @@ pub(super) struct LocalRun {
     taken: Option<oneshot::Sender<String>>,
 }
 
+/// This worker's runs in progress, by run id and by job (a tick's overlap
+/// decision asks for one job's runs; a burst makes thousands of them).
+#[derive(Default)]
+pub(super) struct LocalRuns {
+    runs: HashMap<RunId, LocalRun>,
+    by_job: HashMap<JobName, Vec<RunId>>,
+}
+
+impl LocalRuns {
+    pub(super) fn insert(&mut self, run_id: RunId, run: LocalRun) {
+        self.by_job.entry(run.job.clone()).or_default().push(run_id);
+        self.runs.insert(run_id, run);
+    }
+
+    pub(super) fn remove(&mut self, run_id: &RunId) -> Option<LocalRun> {
+        let run = self.runs.remove(run_id)?;
+        if let Some(ids) = self.by_job.get_mut(&run.job) {
+            ids.retain(|id| id != run_id);
+            if ids.is_empty() {
+                self.by_job.remove(&run.job);
+            }
+        }
+        Some(run)
+    }
+
+    pub(super) fn get(&self, run_id: &RunId) -> Option<&LocalRun> {
+        self.runs.get(run_id)
+    }
+
+    pub(super) fn get_mut(&mut self, run_id: &RunId) -> Option<&mut LocalRun> {
+        self.runs.get_mut(run_id)
+    }
+
+    pub(super) fn contains_key(&self, run_id: &RunId) -> bool {
+        self.runs.contains_key(run_id)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &LocalRun> {
+        self.runs.values()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The runs of `job` in progress here.
+    pub(super) fn of_job(&self, job: &JobName) -> &[RunId] {
+        self.by_job.get(job).map_or(&[], Vec::as_slice)
+    }
+}
+
 pub(super) struct State {
     pub(super) deps: WorkerDeps,
     pub(super) lease: LeaseId,
     pub(super) jobs: HashMap<JobName, JobSlot>,
     pub(super) workers: BTreeMap<String, WorkerInfo>,
     pub(super) timers: TimerQueue<Timer>,
+    /// How far ahead of their ticks scheduled runs are claimed.
+    pub(super) lead: schedule::ClaimLead,
     /// Runs published under `running/` by any worker, by job.
     pub(super) remote_running: HashMap<JobName, HashMap<RunId, RunningEntry>>,
-    pub(super) local_runs: HashMap<RunId, LocalRun>,
+    pub(super) local_runs: LocalRuns,
     pub(super) kill_switches: KillSwitches,
     /// The lease the keep-alive task renews; replaced on re-registration.
     pub(super) current_lease: Arc<AtomicI64>,
@@ -171,7 +239,18 @@ impl State {
     ) -> anyhow::Result<()> {
         let mut retry_triggers = tokio::time::interval(Duration::from_secs(2));
         retry_triggers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Due timers and the other inputs take turns: a burst of finished
+        // runs (thousands a second) must not hold back the next ticks, nor
+        // a long run of due timers the finished runs and watch updates.
+        let mut timers_turn = true;
+        let mut done = Vec::new();
         loop {
+            if std::mem::replace(&mut timers_turn, false) && self.timers.next_due().is_some_and(|due| due <= self.now())
+            {
+                self.fire_due().await;
+                continue;
+            }
+            timers_turn = true;
             let sleep = match self.timers.next_due() {
                 Some(due) => {
                     let wait = due.duration_since(self.now());
@@ -182,7 +261,14 @@ impl State {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
-                Some(done) = self.done_rx.recv() => self.on_run_finished(done).await,
+                finished = self.done_rx.recv_many(&mut done, 1024) => {
+                    // All the runs that ended meanwhile at once: a burst ends
+                    // thousands together, and each would otherwise wait its
+                    // turn with the due timers.
+                    for done in done.drain(..finished) {
+                        self.on_run_finished(done).await;
+                    }
+                }
                 Some((job, plan)) = self.plans_stored_rx.recv() => self.on_plan_stored(&job, &plan).await,
                 Some(event) = self.handoff_rx.recv() => self.on_handoff(event).await,
                 Some((family, update)) = watch_rx.recv() => self.on_watch(family, update).await,

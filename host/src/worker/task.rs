@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::alert::AlertHandle;
 use crate::coord::{Coordinator, Revision, RunReport, RunningEntry, TriggerRequest};
-use crate::exec::{ExecRequest, Executor, KillSwitch, ReportTo, RunOutcome, RunOutput};
+use crate::exec::{ExecRequest, Executor, KillSwitch, ReportTo, RunOutcome, RunOutput, StopReason};
 use crate::ids::{JobName, RunId};
 use crate::job::{Job, RunCaps};
 use crate::logstore::Sink;
@@ -35,6 +35,8 @@ pub(super) const MAX_DEPENDENCY_DEPTH: u32 = 16;
 
 /// Everything a run task needs, handed over by the worker.
 pub(super) struct TaskSpec {
+    /// For a run claimed ahead of its tick: the instant it starts.
+    pub(super) start_at: Option<tokio::time::Instant>,
     pub(super) job: Arc<Job>,
     pub(super) entry: RunningEntry,
     pub(super) fence: Revision,
@@ -78,6 +80,15 @@ impl TaskDone {
     }
 }
 
+/// Waits until `start_at` (if any); `Some` when a kill came first.
+async fn until_tick(start_at: Option<tokio::time::Instant>, kill: &KillSwitch) -> Option<StopReason> {
+    let start_at = start_at?;
+    tokio::select! {
+        () = tokio::time::sleep_until(start_at) => None,
+        reason = kill.pulled() => Some(reason),
+    }
+}
+
 pub(super) async fn carry_out(spec: TaskSpec) {
     let span = tracing::info_span!("run", job = %spec.job.name, run = %spec.entry.run_id);
     execute(spec).instrument(span).await;
@@ -85,6 +96,7 @@ pub(super) async fn carry_out(spec: TaskSpec) {
 
 async fn execute(spec: TaskSpec) {
     let TaskSpec {
+        start_at,
         job,
         entry,
         fence,
@@ -116,10 +128,17 @@ async fn execute(spec: TaskSpec) {
         ..RunRecord::for_job(&job, entry.run_id, entry.tick, RunStatus::Running)
     };
 
-    // Wait for a free slot; a kill while waiting ends the run before it starts.
-    metrics.runs_waiting_for_capacity.fetch_add(1, Ordering::Relaxed);
-    let slot = capacity.wait(&kill).await;
-    metrics.runs_waiting_for_capacity.fetch_sub(1, Ordering::Relaxed);
+    // Wait for the tick, then for a free slot; a kill while waiting ends
+    // the run before it starts.
+    let slot = match until_tick(start_at, &kill).await {
+        Some(reason) => Slot::Stopped(reason),
+        None => {
+            metrics.runs_waiting_for_capacity.fetch_add(1, Ordering::Relaxed);
+            let slot = capacity.wait(&kill).await;
+            metrics.runs_waiting_for_capacity.fetch_sub(1, Ordering::Relaxed);
+            slot
+        }
+    };
     let permit = match slot {
         Slot::Free(permit) => Some(permit),
         Slot::Stopped(reason) => {

@@ -557,3 +557,54 @@ async fn a_run_whose_offer_goes_with_its_worker_s_lease_is_recorded_lost_and_nev
     w1.stop().await;
     w2.stop().await;
 }
+
+/// Notes, for each scheduled run, its tick, when the run's `running/`
+/// entry says it was claimed, and when it started.
+struct StartTimes {
+    coord: Coordinator,
+    seen: std::sync::Mutex<Vec<(Timestamp, Timestamp, Timestamp)>>,
+}
+
+#[async_trait]
+impl Executor for StartTimes {
+    async fn execute(&self, request: &ExecRequest, _output: &mut RunOutput, _kill: &KillSwitch) -> RunOutcome {
+        let started = Timestamp::now();
+        let running = self.coord.running(Some(&request.job)).await.expect("running entries");
+        let claimed = running
+            .iter()
+            .find(|(_, entry)| entry.run_id == request.run_id)
+            .map(|(_, entry)| entry.claimed_at)
+            .expect("the run's running entry");
+        self.seen
+            .lock()
+            .expect("lock")
+            .push((request.tick, claimed, started));
+        RunOutcome::new(RunStatus::Succeeded)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_runs_are_claimed_ahead_of_their_ticks_and_start_on_them() {
+    let store: Arc<dyn KvStore> = EmbeddedStore::in_memory();
+    let coord = Coordinator::new(store, "/claim-ahead/");
+    let data = tempfile::tempdir().unwrap();
+    let logs = SqliteLogStore::open(&data.path().join("logs.db")).unwrap();
+    let executor = Arc::new(StartTimes {
+        coord: coord.clone(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let worker = start_with(&coord, logs.clone(), info("w1", 4, &[]), executor.clone());
+    let job = JobName::new("on-time").unwrap();
+    let ticks = three_tick_job(&coord, &job).await;
+    let seen = eventually("the three runs", Duration::from_secs(20), async || {
+        let seen = executor.seen.lock().expect("lock").clone();
+        (seen.len() == 3).then_some(seen)
+    })
+    .await;
+    worker.stop().await;
+    for ((tick, claimed, started), expected) in seen.iter().zip(&ticks) {
+        assert_eq!(tick, expected);
+        assert!(claimed < tick, "tick {tick} claimed at {claimed}, not ahead of it");
+        assert!(started >= tick, "tick {tick} started early, at {started}");
+    }
+}

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -15,7 +16,7 @@ use super::{AmbiguousClaim, LocalRun, MAX_FIRES_PER_TURN, State, TickAction, Tim
 use crate::coord::{ClaimOutcome, ClaimRequest, JobState, KillTarget, Revision, RunningEntry};
 use crate::exec::{KillSwitch, ReportTo, StopReason};
 use crate::ids::{JobName, RunId};
-use crate::job::Job;
+use crate::job::{Job, Overlap};
 use crate::placement;
 use crate::run::{RunStatus, Trigger};
 use crate::schedule::{self, OverlapDecision};
@@ -24,11 +25,18 @@ use crate::worker::task::{self, TaskDone, TaskSpec};
 
 impl State {
     /// Handles every timer that is due: claims the ticks (packed into few
-    /// transactions), then starts runs or records skips.
+    /// transactions), then starts runs or records skips. A tick's timer is
+    /// due the claim lead before the tick, so its run is claimed ahead and
+    /// starts on the instant (its task waits for the tick); a tick whose
+    /// overlap decision needs the runs in progress at the tick itself is
+    /// put back until then.
     pub(super) async fn fire_due(&mut self) {
         let now = self.now();
         let mut claims: Vec<ClaimRequest> = Vec::new();
         let mut actions: Vec<TickAction> = Vec::new();
+        // Per claim made ahead by the lead: the lead it was made with (its
+        // slack tells whether the lead is long enough).
+        let mut ahead: Vec<Option<Duration>> = Vec::new();
         let mut fired = 0;
         // A job's next tick can be due already (a worker running behind):
         // it waits for the next turn, so that a job never has two claims in
@@ -41,22 +49,39 @@ impl State {
             let Some((timer, due)) = self.timers.pop_due(now) else {
                 break;
             };
-            if let Timer::Tick(name) = &timer
-                && claimed.contains(name)
-            {
-                deferred.push((timer, due));
-                continue;
-            }
-            fired += 1;
             match timer {
                 Timer::Tick(name) => {
-                    if let Some((request, action)) = self.prepare_tick(&name, due).await {
+                    if claimed.contains(&name) {
+                        deferred.push((Timer::Tick(name), due));
+                        continue;
+                    }
+                    let Some(slot) = self.jobs.get_mut(&name) else { continue };
+                    let Some(tick) = slot.next_tick else { continue };
+                    let at_tick = std::mem::take(&mut slot.claim_at_tick);
+                    if tick > now && !self.may_claim_ahead(&name) {
+                        if let Some(slot) = self.jobs.get_mut(&name) {
+                            slot.claim_at_tick = true;
+                        }
+                        self.timers.set(Timer::Tick(name), tick);
+                        continue;
+                    }
+                    fired += 1;
+                    if let Some((request, action)) = self.prepare_tick(&name, tick).await {
                         claimed.insert(name);
                         claims.push(request);
                         actions.push(action);
+                        let lead = Duration::try_from(tick.duration_since(due)).ok();
+                        ahead.push(lead.filter(|_| !at_tick));
                     }
                 }
-                Timer::Triggers(name) => self.take_triggers(&name).await,
+                Timer::Recover(name) => {
+                    fired += 1;
+                    self.recover(&name).await;
+                }
+                Timer::Triggers(name) => {
+                    fired += 1;
+                    self.take_triggers(&name).await;
+                }
             }
         }
         for (timer, due) in deferred {
@@ -88,12 +113,23 @@ impl State {
                             abandoned: Vec::new(),
                         },
                     );
-                    self.timers
-                        .set(Timer::Tick(request.job.clone()), now + SignedDuration::from_secs(1));
+                    self.recover_at(&request.job, now + SignedDuration::from_secs(1));
                 }
                 return;
             }
         };
+        let answered = self.now();
+        self.lead.observe(
+            claims
+                .iter()
+                .zip(&actions)
+                .zip(&ahead)
+                .filter_map(|((request, action), ahead)| {
+                    (*action == TickAction::Run)
+                        .then_some(*ahead)?
+                        .map(|lead| (lead, request.tick.duration_since(answered)))
+                }),
+        );
         for ((request, outcome), action) in claims.into_iter().zip(outcomes).zip(actions) {
             self.apply_claim(request, outcome, action).await;
         }
@@ -113,10 +149,9 @@ impl State {
             return None;
         }
         let job = slot.job.clone();
-        if let Some(next) = job.schedule.next_after(due) {
-            self.timers.set(Timer::Tick(name.clone()), next);
-        }
-        if slot.state_revision.is_none() {
+        let state_unknown = slot.state_revision.is_none();
+        self.set_tick_timer(name, job.schedule.next_after(due));
+        if state_unknown {
             // The claim state is unknown (after an error): recover instead,
             // which accounts for this tick through the catch-up policy.
             self.recover(name).await;
@@ -165,17 +200,20 @@ impl State {
     /// Runs of `job` in progress anywhere: this worker's, and others' as seen
     /// in `running/`.
     pub(super) fn running_runs(&self, job: &JobName) -> Vec<RunId> {
-        let mut runs: Vec<RunId> = self
-            .local_runs
-            .iter()
-            .filter(|(_, run)| &run.job == job)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut runs: Vec<RunId> = self.local_runs.of_job(job).to_vec();
         if let Some(remote) = self.remote_running.get(job) {
             runs.extend(remote.keys().filter(|id| !self.local_runs.contains_key(id)));
         }
         runs.sort();
         runs
+    }
+
+    /// Whether the job's next tick may be claimed ahead of it: its overlap
+    /// decision cannot change by the tick (no run in progress, or overlap
+    /// allowed), and it is no broadcast (whose shards start at once).
+    fn may_claim_ahead(&self, name: &JobName) -> bool {
+        let Some(slot) = self.jobs.get(name) else { return false };
+        !slot.job.spec.broadcast && (slot.job.spec.overlap == Overlap::Allow || self.running_runs(name).is_empty())
     }
 
     /// Overlap `replace`: kills the job's runs, here directly and elsewhere
@@ -294,7 +332,13 @@ impl State {
                 .map(|api| format!("{}/api/v1/runs/{run_id}/result", api.trim_end_matches('/')));
             (ReportTo { url, token }, self.results.register(run_id))
         });
+        // A scheduled run claimed ahead of its tick starts on the tick.
+        let start_at = (entry.trigger == Trigger::Schedule)
+            .then(|| Duration::try_from(entry.tick.duration_since(self.now())).ok())
+            .flatten()
+            .map(|wait| tokio::time::Instant::now() + wait);
         let spec = TaskSpec {
+            start_at,
             executor: self.deps.executors.for_kind(&job.spec.kind),
             job,
             entry,
@@ -362,7 +406,7 @@ impl State {
                 // records the queued ticks it found there.
                 slot.catchup_queue.clear();
                 slot.state_revision = None;
-                self.timers.set(Timer::Tick(name.clone()), retry_at);
+                self.recover_at(name, retry_at);
             }
             Err(err) => {
                 // The transaction may have gone through unanswered: withdraw
@@ -374,7 +418,7 @@ impl State {
                 self.withdraw_entry(name.clone(), entry.run_id);
                 self.record_unstarted(&job, &[tick], 0, &format!("catch-up run could not start: {err}"))
                     .await;
-                self.timers.set(Timer::Tick(name.clone()), retry_at);
+                self.recover_at(name, retry_at);
             }
         }
     }
@@ -384,6 +428,21 @@ impl State {
         self.kill_switches.remove(&done.run_id);
         self.results.forget(&done.run_id);
         while self.runs.try_join_next().is_some() {}
+        // A tick put back because this job had runs in progress may be
+        // claimed ahead now that they are over.
+        if let Some(slot) = self.jobs.get(&done.job)
+            && slot.claim_at_tick
+            && let Some(tick) = slot.next_tick
+            && self.running_runs(&done.job).is_empty()
+        {
+            // A moment later, so that the runs of a burst ending together
+            // are claimed together.
+            let soon = self.now() + SignedDuration::from_millis(5);
+            self.timers.set(
+                Timer::Tick(done.job.clone()),
+                soon.max(self.lead.act_at(tick)).min(tick),
+            );
+        }
         // A slot freed: an offer nobody had room for may fit here now.
         self.take_offers();
         // Its retry and dependents were stored with the removal of its

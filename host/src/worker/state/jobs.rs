@@ -108,6 +108,8 @@ impl State {
                         owned,
                         state_revision: None,
                         last_tick: None,
+                        next_tick: None,
+                        claim_at_tick: false,
                         catchup_queue: VecDeque::new(),
                         catchup_running: false,
                         last_claim_skipped: false,
@@ -122,18 +124,31 @@ impl State {
 
     pub(super) fn remove_job(&mut self, name: &JobName) {
         self.timers.remove(&Timer::Tick(name.clone()));
+        self.timers.remove(&Timer::Recover(name.clone()));
         self.timers.remove(&Timer::Triggers(name.clone()));
         self.jobs.remove(name);
         self.deps.metrics.forget_job(name);
     }
 
+    /// Schedules the job's next tick (`None`: it has none), acted on the
+    /// claim lead before it.
     pub(super) fn set_tick_timer(&mut self, name: &JobName, next: Option<Timestamp>) {
+        let Some(slot) = self.jobs.get_mut(name) else { return };
+        slot.next_tick = next;
+        slot.claim_at_tick = false;
         match next {
-            Some(next) => self.timers.set(Timer::Tick(name.clone()), next),
+            Some(next) => self.timers.set(Timer::Tick(name.clone()), self.lead.act_at(next)),
             None => {
                 self.timers.remove(&Timer::Tick(name.clone()));
             }
         }
+    }
+
+    /// Re-plans the job at `at` instead of claiming its next tick: after an
+    /// error or a lost claim its claim state must be read again first.
+    pub(super) fn recover_at(&mut self, name: &JobName, at: Timestamp) {
+        self.timers.remove(&Timer::Tick(name.clone()));
+        self.timers.set(Timer::Recover(name.clone()), at);
     }
 
     /// Re-plans jobs whose timing or ownership changed: owned ones are
@@ -164,8 +179,7 @@ impl State {
         }
         for name in owned {
             // Still contended after three rounds: try again shortly.
-            self.timers
-                .set(Timer::Tick(name), self.now() + SignedDuration::from_secs(1));
+            self.recover_at(&name, self.now() + SignedDuration::from_secs(1));
         }
         for name in with_triggers {
             // A queue taken up again after an error resumes here.

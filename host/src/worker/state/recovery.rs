@@ -67,7 +67,7 @@ impl State {
                 Ok(found) => found,
                 Err(err) => {
                     tracing::warn!(job = %name, %err, "cannot read claim state; retrying soon");
-                    self.timers.set(Timer::Tick(name), now + SignedDuration::from_secs(1));
+                    self.recover_at(&name, now + SignedDuration::from_secs(1));
                     continue;
                 }
             };
@@ -97,7 +97,7 @@ impl State {
                             // Unknown still: keep it for the next recovery.
                             tracing::warn!(job = %name, %err, "cannot read running entries; retrying soon");
                             self.ambiguous.insert(name.clone(), claim);
-                            self.timers.set(Timer::Tick(name), now + SignedDuration::from_secs(1));
+                            self.recover_at(&name, now + SignedDuration::from_secs(1));
                             continue;
                         }
                     };
@@ -170,8 +170,7 @@ impl State {
                             abandoned,
                         },
                     );
-                    self.timers
-                        .set(Timer::Tick(job.name.clone()), now + SignedDuration::from_secs(1));
+                    self.recover_at(&job.name, now + SignedDuration::from_secs(1));
                 }
                 return Vec::new();
             }
