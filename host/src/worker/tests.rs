@@ -575,10 +575,7 @@ impl Executor for StartTimes {
             .find(|(_, entry)| entry.run_id == request.run_id)
             .map(|(_, entry)| entry.claimed_at)
             .expect("the run's running entry");
-        self.seen
-            .lock()
-            .expect("lock")
-            .push((request.tick, claimed, started));
+        self.seen.lock().expect("lock").push((request.tick, claimed, started));
         RunOutcome::new(RunStatus::Succeeded)
     }
 }
