@@ -255,7 +255,8 @@ impl Metrics {
             get(&self.http_errors)
         );
         if let Some(sink) = self.sink.get() {
-            let sink_metrics: [(&str, &str, &str, u64); 5] = [
+            let spool_lag = u64::try_from(sink.spool_lag().as_micros()).unwrap_or(u64::MAX);
+            let sink_metrics: [(&str, &str, &str, u64); 8] = [
                 (
                     "sandcron_sink_queue_depth",
                     "gauge",
@@ -281,20 +282,47 @@ impl Metrics {
                     get(&sink.spooled_bytes),
                 ),
                 (
+                    "sandcron_sink_spool_lag_seconds",
+                    "gauge",
+                    "Age of the oldest batch waiting in the local spool (0 when it is empty).",
+                    spool_lag,
+                ),
+                (
                     "sandcron_sink_last_flush_seconds",
                     "gauge",
                     "Duration of the last batch write.",
                     get(&sink.last_flush_micros),
                 ),
+                (
+                    "sandcron_sink_backpressure",
+                    "gauge",
+                    "1 while runs wait for room in the log sink (its spool's disk budget spent, or no spool).",
+                    u64::from(sink.backpressure()),
+                ),
+                (
+                    "sandcron_sink_backpressure_seconds_total",
+                    "counter",
+                    "Time runs spent waiting for room in the log sink, summed over runs, counted as each wait ends.",
+                    get(&sink.held_micros),
+                ),
             ];
             for (name, kind, help, value) in sink_metrics {
-                let value = if name.ends_with("_seconds") {
+                let value = if name.ends_with("_seconds") || name.ends_with("_seconds_total") {
                     value as f64 / 1e6
                 } else {
                     value as f64
                 };
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
             }
+            let _ = writeln!(
+                out,
+                "# HELP sandcron_sink_spooled_batches_total Log batches written to the local spool, by why: the log \
+                 store was down, or behind.\n# TYPE sandcron_sink_spooled_batches_total counter\n\
+                 sandcron_sink_spooled_batches_total{{reason=\"down\"}} {}\n\
+                 sandcron_sink_spooled_batches_total{{reason=\"behind\"}} {}",
+                get(&sink.spooled_down),
+                get(&sink.spooled_behind),
+            );
         }
         if let Some(alerts) = self.alerts.get() {
             let _ = writeln!(
@@ -422,5 +450,42 @@ mod tests {
         );
         metrics.set_live_workers(0);
         assert!(metrics.render().contains("\nsandcron_live_workers 0\n"));
+    }
+
+    #[test]
+    fn the_sink_reports_its_spool_lag_backpressure_and_why_it_spooled() {
+        let metrics = Metrics::new();
+        let sink = Arc::new(SinkStats::default());
+        metrics.attach_sink(Arc::clone(&sink));
+        let text = metrics.render();
+        assert!(text.contains("\nsandcron_sink_spool_lag_seconds 0\n"), "{text}");
+        assert!(text.contains("\nsandcron_sink_backpressure 0\n"), "{text}");
+        let an_hour_ago = Timestamp::now().as_microsecond() - 3_600_000_000;
+        sink.spool_oldest_micros
+            .store(u64::try_from(an_hour_ago).expect("after 1970"), Ordering::Relaxed);
+        sink.held.store(2, Ordering::Relaxed);
+        sink.held_micros.store(1_500_000, Ordering::Relaxed);
+        sink.spooled_down.store(3, Ordering::Relaxed);
+        sink.spooled_behind.store(4, Ordering::Relaxed);
+        let text = metrics.render();
+        let lag: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("sandcron_sink_spool_lag_seconds "))
+            .and_then(|value| value.parse().ok())
+            .expect("a lag sample");
+        assert!((3600.0..3700.0).contains(&lag), "{text}");
+        assert!(text.contains("\nsandcron_sink_backpressure 1\n"), "{text}");
+        assert!(
+            text.contains("\nsandcron_sink_backpressure_seconds_total 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sandcron_sink_spooled_batches_total{reason=\"down\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sandcron_sink_spooled_batches_total{reason=\"behind\"} 4\n"),
+            "{text}"
+        );
     }
 }

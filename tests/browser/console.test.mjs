@@ -939,6 +939,8 @@ test("the worker is listed with its capacity and uptime", async () => {
   assert.ok(text.includes(`${live.slots_in_use} / ${live.capacity}`), text);
   assert.ok(text.includes(live.version), text);
   await worker.first().locator(".badge", { hasText: "live" }).waitFor();
+  // The worker publishes its log backlog: nothing waits for SQLite here.
+  await worker.first().locator("[data-backlog='none']").waitFor();
   await shot("workers", { docs: true });
   // A worker whose slots are all in use, with a run waiting for one, says
   // so (a cluster's answer: the one dev worker has slots to spare).
@@ -946,6 +948,17 @@ test("the worker is listed with its capacity and uptime", async () => {
     route.fulfill({ json: [{ ...live, capacity: 1, running: 2, slots_in_use: 1, waiting: 1 }] }));
   await worker.first().locator("[data-waiting='1']", { hasText: "1 waiting" }).waitFor();
   assert.match(await page.locator("#workers-summary").textContent(), /1 of 1 slots in use · 1 run waiting for a slot/);
+  await page.unroute("**/api/v1/workers");
+  // A worker whose log store is behind shows what it spooled and how far
+  // behind; one whose spool is full, that its runs are held back.
+  const backlog = { spool_bytes: 12_900_000, spool_lag_s: 4, backpressure: false, queued: 10 };
+  await page.route("**/api/v1/workers", (route) => route.fulfill({ json: [{ ...live, log_backlog: backlog }] }));
+  await worker.first().locator("[data-backlog='spooled']", { hasText: "12 MiB spooled, 4 s behind" }).waitFor();
+  await page.unroute("**/api/v1/workers");
+  await page.route("**/api/v1/workers", (route) =>
+    route.fulfill({ json: [{ ...live, log_backlog: { ...backlog, backpressure: true } }] }));
+  await worker.first().locator("[data-backlog='held'] .tone-warn", { hasText: "runs held back" }).waitFor();
+  assert.match(await page.locator("#workers-summary").textContent(), /runs held back on 1 worker \(log spool full\)/);
   await page.unroute("**/api/v1/workers");
 });
 

@@ -12,12 +12,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiQuery, AppState, Caller};
+use crate::coord::LogBacklog;
 use crate::cronexpr::{CronExpr, parse_timezone};
 use crate::logstore::RunQuery;
 use crate::placement::WorkerInfo;
 
 /// A live worker and its load, derived from the `running/` entries that
-/// name it (no worker writes its load anywhere).
+/// name it (no worker writes its load anywhere), and its log backlog, which
+/// it publishes itself.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkerView {
     #[serde(flatten)]
@@ -33,6 +35,12 @@ pub struct WorkerView {
     /// (see docs/cluster.md, "Least-loaded hand-off").
     pub waiting: usize,
     pub uptime_s: i64,
+    /// Run records and output the worker holds for the log store: its spool
+    /// (bytes, and how far behind the oldest batch is) and whether its runs
+    /// wait for the log sink. As the worker last published it, every two
+    /// seconds at most; `null` when it published none (a worker of an
+    /// older version, or one that just started).
+    pub log_backlog: Option<LogBacklog>,
 }
 
 /// The alert channels jobs may name.
@@ -61,6 +69,7 @@ pub(super) async fn workers(State(state): State<AppState>, _caller: Caller) -> R
     for (_, entry) in state.coord.running(None).await? {
         *running.entry(entry.worker).or_default() += 1;
     }
+    let mut backlogs = state.coord.log_backlogs().await?;
     let now = Timestamp::now();
     Ok(Json(
         workers
@@ -73,6 +82,7 @@ pub(super) async fn workers(State(state): State<AppState>, _caller: Caller) -> R
                     slots_in_use,
                     waiting: running - slots_in_use,
                     uptime_s: now.duration_since(info.started_at).as_secs(),
+                    log_backlog: backlogs.remove(&info.id),
                     info,
                 }
             })

@@ -325,6 +325,7 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
                         text(&w["hostname"]).to_owned(),
                         format!("{}/{}", w["slots_in_use"], w["capacity"]),
                         w["waiting"].to_string(),
+                        log_backlog_cell(&w["log_backlog"]),
                         native.to_owned(),
                         format!("{}s", w["uptime_s"]),
                     ]
@@ -332,13 +333,39 @@ pub async fn run_client(command: Command, client: ClientArgs) -> anyhow::Result<
                 .collect();
             print_table(
                 &mut out,
-                &["WORKER", "HOST", "SLOTS IN USE", "WAITING", "NATIVE", "UPTIME"],
-                &[false, false, true, true, false, true],
+                &[
+                    "WORKER",
+                    "HOST",
+                    "SLOTS IN USE",
+                    "WAITING",
+                    "LOG BACKLOG",
+                    "NATIVE",
+                    "UPTIME",
+                ],
+                &[false, false, true, true, false, false, true],
                 &rows,
             )?;
         }
     }
     Ok(())
+}
+
+/// A worker's log backlog in the `workers` table: `-` when nothing waits
+/// for the log store (or the worker published nothing), else the spool's
+/// size and how far behind it is, and `held` while runs wait for the sink.
+fn log_backlog_cell(backlog: &serde_json::Value) -> String {
+    let bytes = backlog["spool_bytes"].as_u64().unwrap_or(0);
+    let spooled = (bytes > 0).then(|| {
+        let mib = bytes as f64 / f64::from(1 << 20);
+        format!("{mib:.1}MiB {}s behind", backlog["spool_lag_s"].as_u64().unwrap_or(0))
+    });
+    let held = (backlog["backpressure"].as_bool() == Some(true)).then_some("runs held");
+    match (spooled, held) {
+        (Some(spooled), Some(held)) => format!("{spooled}, {held}"),
+        (Some(spooled), None) => spooled,
+        (None, Some(held)) => held.to_owned(),
+        (None, None) => "-".to_owned(),
+    }
 }
 
 /// Prints `rows` under `headers`, each column as wide as its widest cell,
@@ -538,5 +565,28 @@ mod tests {
             "\\x1b]0;pwned\\x07red"
         );
         assert_eq!(super::escape_controls("a\rb\u{9b}c"), "a\\x0db\\x9bc");
+    }
+
+    #[test]
+    fn a_log_backlog_cell_says_what_waits_and_whether_runs_are_held() {
+        use serde_json::{Value, json};
+        let cell = |backlog: Value| super::log_backlog_cell(&backlog);
+        assert_eq!(cell(Value::Null), "-", "published none");
+        assert_eq!(
+            cell(json!({"spool_bytes": 0, "spool_lag_s": 0, "backpressure": false})),
+            "-"
+        );
+        assert_eq!(
+            cell(json!({"spool_bytes": 12_900_000, "spool_lag_s": 4, "backpressure": false})),
+            "12.3MiB 4s behind"
+        );
+        assert_eq!(
+            cell(json!({"spool_bytes": 1 << 20, "spool_lag_s": 90, "backpressure": true})),
+            "1.0MiB 90s behind, runs held"
+        );
+        assert_eq!(
+            cell(json!({"spool_bytes": 0, "spool_lag_s": 0, "backpressure": true})),
+            "runs held"
+        );
     }
 }

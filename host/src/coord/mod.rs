@@ -14,8 +14,8 @@ pub mod etcd;
 mod kv;
 
 pub use domain::{
-    AuditOutbox, ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, ModuleMeta,
-    PlanInputs, PrefixWatcher, RunReport, RunningEntry, StateEntry, StateListing, StateMeta, StoredSecret,
+    AuditOutbox, ClaimOutcome, ClaimRequest, Coordinator, Family, JobState, KillRequest, KillTarget, LogBacklog,
+    ModuleMeta, PlanInputs, PrefixWatcher, RunReport, RunningEntry, StateEntry, StateListing, StateMeta, StoredSecret,
     TriggerRequest, WatchUpdate,
 };
 pub use kv::{

@@ -38,6 +38,7 @@ mod kvstate;
 mod results;
 mod secrets;
 mod state;
+mod status;
 mod takeover;
 mod task;
 #[cfg(test)]
@@ -182,6 +183,15 @@ impl Worker {
                 deps.lease_ttl,
                 lease_lost_tx,
                 watchers.clone(),
+            ));
+            // The log backlog, for the masters' workers page.
+            helper_tasks.spawn(status::publish_status(
+                deps.coord.clone(),
+                deps.info.id.clone(),
+                deps.sink.stats(),
+                current_lease.clone(),
+                watchers.clone(),
+                status::PUBLISH_EVERY,
             ));
             let mut state = State {
                 semaphore: Arc::new(Semaphore::new(deps.info.capacity)),

@@ -1,10 +1,13 @@
 //! `GET /api/v1/workers` in process: each live worker's load, derived from
 //! the `running/` entries that name it — runs in progress, slots in use
-//! (at most its capacity) and runs waiting for a slot.
+//! (at most its capacity) and runs waiting for a slot — and the log backlog
+//! it published.
 
 use axum::http::StatusCode;
+use serde_json::{Value, json};
 
 use super::TestApi;
+use crate::coord::LogBacklog;
 use crate::ids::RunId;
 use crate::run::Trigger;
 
@@ -41,5 +44,46 @@ async fn workers_show_their_slots_in_use_and_the_runs_waiting_for_one() {
     };
     assert_eq!(load("full"), (Some(1), Some(2), Some(1), Some(1)));
     assert_eq!(load("idle"), (Some(1), Some(0), Some(0), Some(0)));
+    assert_eq!(workers.as_array().map(Vec::len), Some(2), "{workers}");
+}
+
+#[tokio::test]
+async fn workers_show_the_log_backlog_they_published() {
+    let api = TestApi::new();
+    api.register_worker("behind").await;
+    api.register_worker("quiet").await;
+    let lease = api.lease().await;
+    let backlog = LogBacklog {
+        spool_bytes: 12_900_000,
+        spool_lag_s: 4,
+        backpressure: true,
+        queued: 10,
+    };
+    let coord = &api.state.coord;
+    coord
+        .publish_log_backlog("behind", &backlog, lease)
+        .await
+        .expect("published");
+    // The backlog of a worker that is gone is shown nowhere.
+    coord
+        .publish_log_backlog("gone", &backlog, lease)
+        .await
+        .expect("published");
+    let workers = api.get("/api/v1/workers").await.expect(StatusCode::OK);
+    let backlog_of = |id: &str| {
+        workers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["id"] == id)
+            .unwrap_or_else(|| panic!("{id} listed: {workers}"))["log_backlog"]
+            .clone()
+    };
+    assert_eq!(
+        backlog_of("behind"),
+        json!({"spool_bytes": 12_900_000, "spool_lag_s": 4, "backpressure": true, "queued": 10})
+    );
+    // A worker that published nothing (an older version, or just started).
+    assert_eq!(backlog_of("quiet"), Value::Null);
     assert_eq!(workers.as_array().map(Vec::len), Some(2), "{workers}");
 }

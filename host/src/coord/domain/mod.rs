@@ -28,6 +28,9 @@
 //! <prefix>deadman/<name>             the last dead-man alert raised for a
 //!                                    job: { since, period_s, periods },
 //!                                    written by CAS (one master raises it)
+//! <prefix>status/<worker-id>         what a worker publishes about itself
+//!                                    beside its registration (its log
+//!                                    backlog), on its lease; not watched
 //! ```
 //!
 //! [`Coordinator`] is defined here; its operations live in one file a
@@ -37,7 +40,8 @@
 //! to other workers), `requests` (kill and trigger requests, async
 //! results), `workers`, `modules`, `secrets`, `kvstate` (a job's fenced
 //! key-value state), `audit` (the audit log's outbox), `deadman` (dead-man
-//! alert marks) and `watcher`
+//! alert marks), `status` (what workers publish beside their registration)
+//! and `watcher`
 //! ([`PrefixWatcher`]). The records stored under the keys are in `records`.
 
 use std::sync::{Arc, OnceLock};
@@ -59,6 +63,7 @@ mod records;
 mod requests;
 mod runs;
 mod secrets;
+mod status;
 mod watcher;
 mod workers;
 
@@ -70,6 +75,7 @@ pub use self::records::{
     JobState, KillRequest, KillTarget, ModuleMeta, PlanInputs, RunReport, RunningEntry, TriggerRequest,
 };
 pub use self::secrets::StoredSecret;
+pub use self::status::LogBacklog;
 pub use self::watcher::{PrefixWatcher, WatchUpdate};
 
 /// Sandcron's view of the coordination store. Cheap to clone.

@@ -1,6 +1,7 @@
 //! The batching sink: carries run records and output chunks from executors to
 //! a `LogStore` in batches, retries a failing store, and spools to a local
-//! file while the store stays down, so that nothing handed to it is lost.
+//! file while the store stays down or falls behind, so that nothing handed to
+//! it is lost and runs do not wait for a slow store.
 //!
 //! Executors hold a cheap `Sink` handle; one `SinkTask` owns the store, the
 //! batch being filled and the spool. Records and chunks travel over one
@@ -14,10 +15,25 @@
 //! The task is a small state machine around one write in flight:
 //! - healthy: a full batch (or one `flush_interval` old) is written to the
 //!   store, retried with backoff; while it is in flight the next batch fills.
+//! - behind: a sealed batch waits on the write in flight while the channel is
+//!   half full (the store takes batches more slowly than they come), or the
+//!   write has taken `spool_when_behind` while a sealed batch or a `flush`
+//!   waits on it (a slow or hung write). Its batch (the write goes on) and
+//!   every sealed batch are appended to the spool, so the channel is read
+//!   again and runs do not wait on the store; if the write lands, the spool
+//!   skips its copy.
 //! - spooling: a batch whose retries ran past `spool_after` is appended to the
 //!   spool, and so is every later batch until the spool is empty again, so
-//!   the store still receives batches in order. The spool's head batch is
-//!   replayed with backoff; once everything is replayed the file is truncated.
+//!   the store still receives batches in order. The spool's head batches are
+//!   replayed, merged up to a batch's size, with backoff; once everything is
+//!   replayed the file is truncated.
+//!
+//! Producers wait only when the channel is full. With a spool, the channel
+//! fills only if the spool cannot take more: its disk budget
+//! (`spool_max_bytes`) is spent, which the pipeline logs, or it cannot be
+//! written. `SinkStats` counts producers held back and for how long. Store
+//! writes run as tasks of their own, each attempt bounded by
+//! `write_timeout`.
 //!
 //! It never touches a store other than through `LogStore`.
 //!
@@ -41,6 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use self::pipeline::Pipeline;
@@ -73,6 +90,17 @@ pub struct SinkConfig {
     /// How long a batch is retried against the store before it goes to the
     /// spool (when there is one).
     pub spool_after: Duration,
+    /// A store write that has not answered after this long counts as failed
+    /// (and is retried, or spooled): a write on a connection that died
+    /// without a word would otherwise never end, and keep the spool from
+    /// draining. Generous, so that a slow write is not cut short.
+    pub write_timeout: Duration,
+    /// How long the store's write in flight may take while a sealed batch or
+    /// a `flush` waits on it before the sink spools instead (when there is a
+    /// spool): the store is behind, and runs must not wait for it. A sealed
+    /// batch waiting while the channel is half full is spooled at once.
+    /// `None`: nothing is spooled for a store that is merely behind.
+    pub spool_when_behind: Option<Duration>,
 }
 
 impl Default for SinkConfig {
@@ -88,11 +116,14 @@ impl Default for SinkConfig {
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
             spool_after: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(30),
+            spool_when_behind: Some(Duration::from_millis(250)),
         }
     }
 }
 
-/// Counters for `/metrics` and tests. Gauges: `queued`, `spooled_bytes`,
+/// Counters for `/metrics`, the worker's published status and tests.
+/// Gauges: `queued`, `spooled_bytes`, `spool_oldest_micros`, `held`,
 /// `last_flush_micros`; the rest count up.
 #[derive(Debug, Default)]
 pub struct SinkStats {
@@ -109,6 +140,20 @@ pub struct SinkStats {
     pub spooled_bytes: AtomicU64,
     /// Batches appended to the spool.
     pub spooled_batches: AtomicU64,
+    /// … of which while the store failed,
+    pub spooled_down: AtomicU64,
+    /// … and while it worked but was behind.
+    pub spooled_behind: AtomicU64,
+    /// When the oldest batch still in the spool was appended (Unix
+    /// microseconds, roughly: see `Spool`); 0 when the spool is empty. A spool
+    /// left by an earlier process counts from when this one opened it.
+    pub spool_oldest_micros: AtomicU64,
+    /// Producers (`record`, `chunk`, `flush`) waiting for room in the
+    /// channel right now: runs held back by the sink.
+    pub held: AtomicU64,
+    /// Microseconds producers spent waiting for room, summed over producers
+    /// and counted as each wait ends.
+    pub held_micros: AtomicU64,
     /// Duration of the last successful store write.
     pub last_flush_micros: AtomicU64,
     /// Sum and count of successful store-write durations, for a mean.
@@ -133,6 +178,58 @@ impl SinkStats {
         // The sender lives in `self`, so this cannot fail while we wait.
         let _ = started.wait_for(|started| *started).await;
     }
+
+    /// How far the spool is behind: the age of its oldest batch (zero when
+    /// it is empty).
+    pub fn spool_lag(&self) -> Duration {
+        match self.spool_oldest_micros.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            oldest => Duration::from_micros(unix_micros().saturating_sub(oldest)),
+        }
+    }
+
+    /// Whether a producer waits for room in the channel now.
+    pub fn backpressure(&self) -> bool {
+        self.held.load(Ordering::Relaxed) > 0
+    }
+
+    fn spool_changed(&self, spool: &Spool) {
+        self.spooled_bytes.store(spool.pending_bytes(), Ordering::Relaxed);
+        self.spool_oldest_micros
+            .store(spool.oldest_micros().unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+/// Now, in microseconds since the Unix epoch (0 for a clock before it).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// A producer waiting for room in the channel, counted in `SinkStats::held`
+/// while it waits (also if its future is dropped meanwhile).
+struct Held<'s> {
+    stats: &'s SinkStats,
+    since: Instant,
+}
+
+impl<'s> Held<'s> {
+    fn start(stats: &'s SinkStats) -> Self {
+        stats.held.fetch_add(1, Ordering::Relaxed);
+        Self {
+            stats,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let waited = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.held_micros.fetch_add(waited, Ordering::Relaxed);
+        self.stats.held.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The handle executors write through. Cloning is cheap.
@@ -146,6 +243,25 @@ pub struct Sink {
     room: Arc<Semaphore>,
     /// The most one event holds of it (larger events take all of it).
     max_weight: usize,
+    pressure: Arc<Pressure>,
+}
+
+/// How producers tell the task that the channel is filling up, which it
+/// does only while the task does not read it: the store is behind. The task
+/// then spools rather than let producers wait (`Pipeline::behind_at`).
+pub(super) struct Pressure {
+    pub(super) notify: tokio::sync::Notify,
+    /// Events queued (`SinkStats::queued`) from which the channel counts as
+    /// filling up: half its capacity.
+    pub(super) queued: u64,
+}
+
+impl Pressure {
+    /// Whether the channel is filling up: half full, or a producer already
+    /// waits for room (which the channel's bytes can cause first).
+    pub(super) fn felt(&self, stats: &SinkStats) -> bool {
+        stats.queued.load(Ordering::Relaxed) >= self.queued || stats.held.load(Ordering::Relaxed) > 0
+    }
 }
 
 /// The task that drains the channel into the store; see `run`.
@@ -154,7 +270,12 @@ pub struct SinkTask {
     config: SinkConfig,
     stats: Arc<SinkStats>,
     rx: mpsc::Receiver<Queued>,
+    pressure: Arc<Pressure>,
 }
+
+/// How long `Sink::record_unless_stored` waits for the store to say
+/// whether it holds a record.
+const READ_BACK_PATIENCE: Duration = Duration::from_secs(2);
 
 impl Sink {
     /// A sink writing into `store`; spawn (or await) the returned task.
@@ -166,10 +287,15 @@ impl Sink {
             batch_max_bytes: config.batch_max_bytes.max(1),
             retry_initial: config.retry_initial.max(Duration::from_millis(1)),
             retry_max: config.retry_max.max(config.retry_initial).max(Duration::from_millis(1)),
+            write_timeout: config.write_timeout.max(Duration::from_millis(1)),
             ..config
         };
         let (tx, rx) = mpsc::channel(config.channel_capacity);
         let stats = Arc::new(SinkStats::default());
+        let pressure = Arc::new(Pressure {
+            notify: tokio::sync::Notify::new(),
+            queued: (config.channel_capacity as u64 / 2).max(1),
+        });
         (
             Sink {
                 tx,
@@ -177,12 +303,14 @@ impl Sink {
                 store: Arc::clone(&store),
                 room: Arc::new(Semaphore::new(config.channel_max_bytes)),
                 max_weight: config.channel_max_bytes,
+                pressure: Arc::clone(&pressure),
             },
             SinkTask {
                 store,
                 config,
                 stats,
                 rx,
+                pressure,
             },
         )
     }
@@ -195,13 +323,20 @@ impl Sink {
     /// Queues `run` unless the store already holds a record with its id;
     /// says whether it queued it. For a record another process may have
     /// written first under the same id: a stored record, maybe more precise,
-    /// is left alone. A store that cannot answer gets the record anyway (its
-    /// fencing rule keeps one record per id).
+    /// is left alone. A store that cannot answer, or not within
+    /// `READ_BACK_PATIENCE` (a store that is behind must not hold up the
+    /// caller, which may be the worker's scheduling loop), gets the record
+    /// anyway (its fencing rule keeps one record per id).
     pub async fn record_unless_stored(&self, run: RunRecord) -> bool {
-        match self.store.run(run.run_id).await {
-            Ok(Some(_)) => return false,
-            Ok(None) => {}
-            Err(err) => tracing::warn!(run = %run.run_id, %err, "cannot read a run record back; writing it anyway"),
+        match tokio::time::timeout(READ_BACK_PATIENCE, self.store.run(run.run_id)).await {
+            Ok(Ok(Some(_))) => return false,
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => tracing::warn!(run = %run.run_id, %err, "cannot read a run record back; writing it anyway"),
+            Err(_) => tracing::warn!(
+                run = %run.run_id,
+                waited = ?READ_BACK_PATIENCE,
+                "the log store did not answer a run record's read-back; writing it anyway"
+            ),
         }
         self.record(run).await;
         true
@@ -228,22 +363,39 @@ impl Sink {
 
     async fn send(&self, event: Event) -> bool {
         // Room for the event's bytes first: a flood of large chunks waits
-        // here, not in memory. (The semaphore is never closed.)
+        // here, not in memory. (The semaphore is never closed.) Either wait
+        // is the sink holding its producer back, and counted as such.
+        let mut held = None;
         let weight = event.weight();
         let permits = u32::try_from(weight.min(self.max_weight)).unwrap_or(u32::MAX);
-        let room = Arc::clone(&self.room).acquire_many_owned(permits).await.ok();
+        let room = match Arc::clone(&self.room).try_acquire_many_owned(permits) {
+            Ok(room) => Some(room),
+            Err(_) => {
+                held = Some(Held::start(&self.stats));
+                self.pressure.notify.notify_one();
+                Arc::clone(&self.room).acquire_many_owned(permits).await.ok()
+            }
+        };
         // Counted before the send so the task's decrement never runs first.
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        if self
-            .tx
-            .send(Queued {
-                event,
-                weight,
-                _room: room,
-            })
-            .await
-            .is_ok()
-        {
+        if self.stats.queued.fetch_add(1, Ordering::Relaxed) + 1 >= self.pressure.queued {
+            self.pressure.notify.notify_one();
+        }
+        let queued = Queued {
+            event,
+            weight,
+            _room: room,
+        };
+        let sent = match self.tx.try_send(queued) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(queued)) => {
+                held.get_or_insert_with(|| Held::start(&self.stats));
+                self.pressure.notify.notify_one();
+                self.tx.send(queued).await.is_ok()
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        };
+        drop(held);
+        if sent {
             return true;
         }
         self.stats.queued.fetch_sub(1, Ordering::Relaxed);
@@ -272,6 +424,7 @@ impl SinkTask {
             config,
             stats,
             rx,
+            pressure,
         } = self;
         let spool = match &config.spool_path {
             Some(path) => match Spool::open(path.clone(), config.spool_max_bytes).await {
@@ -280,7 +433,7 @@ impl SinkTask {
                         let bytes = spool.pending_bytes();
                         tracing::info!(path = %path.display(), bytes, "replaying the log spool");
                     }
-                    stats.spooled_bytes.store(spool.pending_bytes(), Ordering::Relaxed);
+                    stats.spool_changed(&spool);
                     Some(spool)
                 }
                 Err(e) => {
@@ -295,7 +448,7 @@ impl SinkTask {
             None => None,
         };
         stats.started.send_replace(true);
-        Pipeline::new(store, config, stats, rx, spool)
+        Pipeline::new(store, config, stats, rx, spool, pressure)
             .run()
             .instrument(tracing::info_span!("log_sink"))
             .await

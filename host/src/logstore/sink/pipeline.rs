@@ -1,8 +1,10 @@
 //! The sink task's state machine: one `Pipeline` owns the channel, the
 //! batches waiting their turn, the one store write in flight and the spool,
-//! and its loop decides what moves next. Filling batches (`batch.rs`) and
-//! spooling and replaying them (`replay.rs`) are further `impl Pipeline`
-//! blocks, kept apart so that each side of the machine reads on its own.
+//! and its loop decides what moves next: among other things, that the store
+//! is behind and the spool must take what waits for it. Filling batches
+//! (`batch.rs`) and spooling and replaying them (`replay.rs`) are further
+//! `impl Pipeline` blocks, kept apart so that each side of the machine reads
+//! on its own.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -12,11 +14,12 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::batch::Pending;
 use super::retry::{Backoff, Outage, write_with_retries};
 use super::spool::Spool;
-use super::{Queued, SinkConfig, SinkStats};
+use super::{Pressure, Queued, SinkConfig, SinkStats};
 use crate::logstore::{LogBatch, LogStore};
 
 /// The one store write in flight.
@@ -25,6 +28,20 @@ pub(super) struct InFlight {
     pub(super) waiters: Vec<oneshot::Sender<()>>,
     /// For a replay: where the spool's next batch starts once this one is in.
     pub(super) replay_next: Option<u64>,
+    /// For a direct write: what the pipeline needs to spool its batch while
+    /// it is in flight.
+    pub(super) direct: Option<Direct>,
+}
+
+/// A direct write's side of `InFlight`.
+pub(super) struct Direct {
+    /// The batch, shared with the write.
+    pub(super) batch: Arc<LogBatch>,
+    pub(super) started: Instant,
+    /// Once the store fell behind and the batch went to the spool as well:
+    /// where the spool's next batch starts. The write then stands for the
+    /// spool's head: landing, it moves the head past its copy.
+    pub(super) spooled: Option<u64>,
 }
 
 pub(super) enum Outcome {
@@ -37,7 +54,7 @@ pub(super) enum Outcome {
         error: String,
     },
     /// A direct write ran out of `spool_after`: the batch goes to the spool.
-    GaveUp(LogBatch),
+    GaveUp(Arc<LogBatch>),
     /// A replay attempt failed: the batch stays at the spool's head.
     Failed(LogBatch),
 }
@@ -48,6 +65,7 @@ pub(super) struct Pipeline {
     pub(super) stats: Arc<SinkStats>,
     pub(super) outage: Arc<Outage>,
     pub(super) rx: mpsc::Receiver<Queued>,
+    pub(super) pressure: Arc<Pressure>,
     /// Every `Sink` is gone and the channel is drained.
     pub(super) intake_closed: bool,
     pub(super) buffer: Vec<Queued>,
@@ -66,6 +84,9 @@ pub(super) struct Pipeline {
     /// Shutting down with the store still down: leave the spool for the next
     /// start rather than wait for the store.
     pub(super) replay_given_up: bool,
+    /// The spool refused a batch for want of room (`spool_max_bytes`), which
+    /// was logged; cleared, and logged, once it takes one again.
+    pub(super) spool_full: bool,
 }
 
 impl Pipeline {
@@ -75,6 +96,7 @@ impl Pipeline {
         stats: Arc<SinkStats>,
         rx: mpsc::Receiver<Queued>,
         spool: Option<Spool>,
+        pressure: Arc<Pressure>,
     ) -> Self {
         let replay_backoff = Backoff::new(config.retry_initial, config.retry_max);
         Self {
@@ -83,6 +105,7 @@ impl Pipeline {
             stats,
             outage: Arc::new(Outage::default()),
             rx,
+            pressure,
             intake_closed: false,
             buffer: Vec::new(),
             open: Pending::default(),
@@ -94,6 +117,7 @@ impl Pipeline {
             replay_backoff,
             append_retry_at: None,
             replay_given_up: false,
+            spool_full: false,
         }
     }
 
@@ -114,6 +138,9 @@ impl Pipeline {
             let room = self.config.batch_docs.saturating_sub(self.open.batch.len()).max(1);
             let seal_at = self.open_deadline.filter(|_| self.sealed.is_empty());
             let wake_at = self.wake_at();
+            // Producers say when the channel fills up; that may make the
+            // store count as behind.
+            let hear_pressure = self.behind_at().is_some();
             tokio::select! {
                 outcome = next_outcome(&mut self.in_flight), if self.in_flight.is_some() => {
                     self.completed(outcome).await;
@@ -129,6 +156,7 @@ impl Pipeline {
                 }
                 () = sleep_until(seal_at), if seal_at.is_some() => self.seal(),
                 () = sleep_until(wake_at), if wake_at.is_some() => {}
+                () = self.pressure.notify.notified(), if hear_pressure => {}
             }
         }
     }
@@ -141,22 +169,46 @@ impl Pipeline {
             && (self.replay_given_up || self.spool.as_ref().is_none_or(Spool::is_empty))
     }
 
-    /// When a replay or a failed append is next due, if either is waiting.
+    /// When a replay, a failed append, or the store counting as behind is
+    /// next due, if any is waiting.
     fn wake_at(&self) -> Option<Instant> {
         // `end > 0` covers a spool still to replay and one still to truncate.
         let replay = (self.in_flight.is_none() && self.spool.as_ref().is_some_and(|s| s.end > 0))
             .then_some(self.replay_at)
             .filter(|_| !self.replay_given_up);
         let append = self.append_retry_at.filter(|_| !self.sealed.is_empty());
-        match (replay, append) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [replay, append, self.behind_at()].into_iter().flatten().min()
     }
 
-    /// Moves work forward without waiting on the store: starts the next
-    /// write, appends to the spool, starts a replay when one is due.
+    /// When the store counts as behind: at once if a sealed batch waits on
+    /// its direct write in flight while the channel fills up (the store
+    /// takes batches more slowly than they come, however quick each write:
+    /// without this, producers would soon wait), else once the write has
+    /// taken `spool_when_behind` while a sealed batch or a flush waits on it
+    /// (a slow or hung write); and a failed spool append has had its pause.
+    /// `None` while there is no spool to take its place, or the spool
+    /// already takes every batch.
+    pub(super) fn behind_at(&self) -> Option<Instant> {
+        let threshold = self.config.spool_when_behind?;
+        let spool = self.spool.as_ref()?;
+        let flight = self.in_flight.as_ref()?;
+        let direct = flight.direct.as_ref().filter(|direct| direct.spooled.is_none())?;
+        if !spool.is_empty() || (self.sealed.is_empty() && flight.waiters.is_empty()) {
+            return None;
+        }
+        let at = if !self.sealed.is_empty() && self.pressure.felt(&self.stats) {
+            direct.started
+        } else {
+            direct.started + threshold
+        };
+        Some(self.append_retry_at.map_or(at, |retry| retry.max(at)))
+    }
+
+    /// Moves work forward without waiting on the store: spools what waits
+    /// on a store that is behind, starts the next write, appends to the
+    /// spool, starts a replay when one is due.
     async fn dispatch(&mut self) {
+        self.spool_if_behind().await;
         loop {
             let spooling = self.spool.as_ref().is_some_and(|s| !s.is_empty());
             if self.sealed.is_empty() {
@@ -170,10 +222,10 @@ impl Pipeline {
                     break;
                 }
             } else {
-                self.append_retry_at = None;
                 if self.in_flight.is_some() {
                     break;
                 }
+                self.append_retry_at = None;
                 let Some(mut pending) = self.sealed.pop_front() else {
                     break;
                 };
@@ -193,33 +245,47 @@ impl Pipeline {
 
     pub(super) fn start_direct(&mut self, pending: Pending, give_up: Option<Duration>) {
         let Pending { batch, waiters, .. } = pending;
+        let batch = Arc::new(batch);
         let write = write_with_retries(
             Arc::clone(&self.store),
-            batch,
+            Arc::clone(&batch),
             give_up,
+            self.config.write_timeout,
             Backoff::new(self.config.retry_initial, self.config.retry_max),
             Arc::clone(&self.stats),
             Arc::clone(&self.outage),
         );
         self.in_flight = Some(InFlight {
-            write: Box::pin(write),
+            write: on_its_own(write),
             waiters,
             replay_next: None,
+            direct: Some(Direct {
+                batch,
+                started: Instant::now(),
+                spooled: None,
+            }),
         });
     }
 
     async fn completed(&mut self, outcome: Outcome) {
         let Some(InFlight {
-            waiters, replay_next, ..
+            waiters,
+            replay_next,
+            direct,
+            ..
         }) = self.in_flight.take()
         else {
             return;
         };
+        // A direct write whose batch is in the spool too stands for the
+        // spool's head (its waiters were answered when it was spooled).
+        let spooled_next = direct.and_then(|direct| direct.spooled);
         let pending = Pending {
             batch: LogBatch::default(),
             waiters,
             bytes: 0,
         };
+        let replay_next = replay_next.or(spooled_next);
         match outcome {
             Outcome::Written { events, micros } => {
                 self.stats.written.fetch_add(events as u64, Ordering::Relaxed);
@@ -236,9 +302,16 @@ impl Pipeline {
                 self.replayed(replay_next).await;
                 pending.done();
             }
+            Outcome::GaveUp(_) if spooled_next.is_some() => {
+                // Already at the spool's head: the replay takes it from here,
+                // once the store has had a moment.
+                self.replay_backoff.reset();
+                self.replay_at = Instant::now() + self.replay_backoff.next_delay();
+                pending.done();
+            }
             Outcome::GaveUp(batch) => {
                 self.spool_given_up(Pending {
-                    batch,
+                    batch: Arc::unwrap_or_clone(batch),
                     waiters: pending.waiters,
                     bytes: pending.bytes,
                 })
@@ -255,6 +328,27 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Runs a store write as a task of its own, so that it goes on while the
+/// pipeline waits on the spool's disk (a future of the pipeline's would move
+/// only while the pipeline polls it, which would slow writes and replays
+/// down exactly while the store is behind). Dropping the returned future (a
+/// write given up, the sink task stopped) aborts the task. A panic in the
+/// write is the pipeline's, as if the write had run inline.
+pub(super) fn on_its_own(write: impl Future<Output = Outcome> + Send + 'static) -> BoxFuture<'static, Outcome> {
+    let task = AbortOnDropHandle::new(tokio::spawn(write));
+    Box::pin(async move {
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Only an abort cancels the task, and only dropping this
+                // future aborts it: nobody is left to wait here.
+                Err(_) => std::future::pending().await,
+            },
+        }
+    })
 }
 
 async fn next_outcome(in_flight: &mut Option<InFlight>) -> Outcome {

@@ -1,7 +1,8 @@
 //! Store writes with retries: one attempt at a time against the `LogStore`,
-//! exponential backoff between attempts, and an outage logged once when it
-//! starts and once when it ends rather than at every retry. A batch the
-//! store refuses as invalid is not retried: no retry can fix it.
+//! each bounded by `write_timeout` (an attempt without an answer by then has
+//! failed), exponential backoff between attempts, and an outage logged once
+//! when it starts and once when it ends rather than at every retry. A batch
+//! the store refuses as invalid is not retried: no retry can fix it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,11 +15,13 @@ use super::pipeline::Outcome;
 use crate::logstore::{LogBatch, LogStore, LogStoreError};
 
 /// Writes a batch, retrying with backoff; gives the batch back once
-/// `give_up` has passed (never, without a spool).
+/// `give_up` has passed (never, without a spool). The batch is shared with
+/// the pipeline, which may spool it while the write goes on.
 pub(super) async fn write_with_retries(
     store: Arc<dyn LogStore>,
-    batch: LogBatch,
+    batch: Arc<LogBatch>,
     give_up: Option<Duration>,
+    timeout: Duration,
     mut backoff: Backoff,
     stats: Arc<SinkStats>,
     outage: Arc<Outage>,
@@ -28,7 +31,7 @@ pub(super) async fn write_with_retries(
     }
     let started = Instant::now();
     loop {
-        match attempt(&*store, &batch, &stats, &outage).await {
+        match attempt(&*store, &batch, timeout, &stats, &outage).await {
             Attempt::Written(micros) => {
                 return Outcome::Written {
                     events: batch.len(),
@@ -62,9 +65,22 @@ pub(super) enum Attempt {
     Failed,
 }
 
-pub(super) async fn attempt(store: &dyn LogStore, batch: &LogBatch, stats: &SinkStats, outage: &Outage) -> Attempt {
+/// One write of `batch`; one that has not answered within `timeout` is
+/// dropped and counts as failed. (Dropped, it may still land in the store
+/// later; writes are idempotent and the fencing rule keeps the newer
+/// record, so the retry or replay after it does no harm.)
+pub(super) async fn attempt(
+    store: &dyn LogStore,
+    batch: &LogBatch,
+    timeout: Duration,
+    stats: &SinkStats,
+    outage: &Outage,
+) -> Attempt {
     let started = Instant::now();
-    match store.write(batch).await {
+    let answer = tokio::time::timeout(timeout, store.write(batch))
+        .await
+        .unwrap_or_else(|_| Err(LogStoreError::Unavailable(format!("no answer within {timeout:?}"))));
+    match answer {
         Ok(()) => {
             outage.recovered();
             Attempt::Written(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
@@ -88,6 +104,11 @@ impl Outage {
         if !self.0.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %error, "log store write failed; retrying with backoff");
         }
+    }
+
+    /// Whether the store's last write failed.
+    pub(super) fn is_failing(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 
     fn recovered(&self) {

@@ -1,15 +1,22 @@
 //! The spool file: an append-only file of JSON lines, one `LogBatch` each,
-//! where batches wait while the store is down. It owns the file format, the
-//! lock that keeps a second process out, and the repair of a line torn by a
-//! crash; when to append and replay is the pipeline's business (`replay.rs`).
+//! where batches wait while the store is down or behind. It owns the file
+//! format, the lock that keeps a second process out, the repair of a line
+//! torn by a crash, reading the head batches back merged, and when its
+//! batches were appended (for the lag); when to append and replay is the
+//! pipeline's business (`replay.rs`).
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::unix_micros;
 use crate::logstore::LogBatch;
+
+/// Appends closer together than this share one entry of `Spool::appended`.
+const APPENDED_RESOLUTION_MICROS: u64 = 1_000_000;
 
 pub(super) enum Appended {
     Yes,
@@ -34,6 +41,13 @@ pub(super) struct Spool {
     head_batch: Option<(LogBatch, u64)>,
     /// In a run of I/O failures, which is logged once, not per retry.
     failing: bool,
+    /// When batches were appended: (offset where a batch starts, Unix
+    /// microseconds), oldest first. An entry stands for every batch up to
+    /// the next one's offset, and a new entry is made only once the last is
+    /// a second old and a thousandth of the spool's age, so the lag is known
+    /// to about that and the list stays short (some thousands of entries
+    /// for a spool a month old) however many batches the spool holds.
+    appended: VecDeque<(u64, u64)>,
 }
 
 impl Spool {
@@ -63,6 +77,13 @@ impl Spool {
             Ok((file, end))
         })
         .await?;
+        // A spool left by an earlier process does not say when its batches
+        // were appended: its age counts from now.
+        let appended = if end > 0 {
+            VecDeque::from([(0, unix_micros())])
+        } else {
+            VecDeque::new()
+        };
         Ok(Self {
             path,
             file: Arc::new(file),
@@ -71,7 +92,34 @@ impl Spool {
             max_bytes,
             head_batch: None,
             failing: false,
+            appended,
         })
+    }
+
+    /// When the oldest batch not yet replayed was appended (Unix
+    /// microseconds, to within `APPENDED_RESOLUTION_MICROS` or a thousandth
+    /// of the spool's age); `None` when the spool is empty.
+    pub(super) fn oldest_micros(&self) -> Option<u64> {
+        if self.is_empty() {
+            return None;
+        }
+        self.appended.front().map(|&(_, at)| at)
+    }
+
+    fn note_appended(&mut self, start: u64) {
+        let now = unix_micros();
+        if self.is_empty() {
+            self.appended.clear();
+        }
+        let oldest = self.appended.front().map_or(now, |&(_, at)| at);
+        let resolution = APPENDED_RESOLUTION_MICROS.max(now.saturating_sub(oldest) / 1000);
+        if self
+            .appended
+            .back()
+            .is_none_or(|&(_, last)| now.saturating_sub(last) >= resolution)
+        {
+            self.appended.push_back((start, now));
+        }
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -93,6 +141,7 @@ impl Spool {
         }
         let file = Arc::clone(&self.file);
         let expected = self.end;
+        let length = line.len() as u64;
         let appended = blocking(move || {
             // A failed append may have left part of a line behind; close it
             // off so the next batch starts on a line of its own.
@@ -106,35 +155,29 @@ impl Spool {
             Ok(start + line.len() as u64)
         })
         .await;
-        self.end = self.note("append to", appended)?;
+        let end = self.note("append to", appended)?;
+        // Noted before `end` moves, so that an empty spool reads as empty.
+        self.note_appended(end - length);
+        self.end = end;
         Ok(Appended::Yes)
     }
 
-    /// The batch at the head and where the next one starts; `None` once the
-    /// spool is replayed. Lines that do not decode (the torn tail of a crash)
-    /// are logged and skipped.
-    pub(super) async fn take_head(&mut self) -> io::Result<Option<(LogBatch, u64)>> {
+    /// The batches at the head, merged into one of at most `max_docs`
+    /// documents and about `max_bytes` (at least one batch, whatever its
+    /// size), and where the batch after them starts; `None` once the spool
+    /// is replayed. Merging lets the replay write as much at once as direct
+    /// writes do, however small the batches that were spooled, so that a
+    /// spool filled while the store was behind can catch up. Lines that do
+    /// not decode (the torn tail of a crash) are logged and skipped.
+    pub(super) async fn take_head(&mut self, max_docs: usize, max_bytes: usize) -> io::Result<Option<(LogBatch, u64)>> {
         if let Some(head) = self.head_batch.take() {
             return Ok(Some(head));
         }
-        while self.head < self.end {
-            let (file, offset, end) = (Arc::clone(&self.file), self.head, self.end);
-            let read = blocking(move || read_line(&file, offset, end)).await;
-            let (line, next) = self.note("read", read)?;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                self.head = next;
-                continue;
-            }
-            match serde_json::from_slice::<LogBatch>(&line) {
-                Ok(batch) => return Ok(Some((batch, next))),
-                Err(e) => {
-                    let path = self.path.display();
-                    tracing::error!(%path, offset, error = %e, "skipping an unreadable spool line");
-                    self.head = next;
-                }
-            }
-        }
-        Ok(None)
+        let (file, path, offset, end) = (Arc::clone(&self.file), self.path.clone(), self.head, self.end);
+        let read = blocking(move || read_head(&file, &path, offset, end, max_docs, max_bytes)).await;
+        let head = self.note("read", read)?;
+        self.head = head.skipped_to;
+        Ok(head.batch)
     }
 
     /// Logs the first failure of a run of them, and the recovery after it,
@@ -162,6 +205,10 @@ impl Spool {
     pub(super) fn advance(&mut self, next: u64) {
         self.head = next;
         self.head_batch = None;
+        // An entry stands for the batches up to the next entry's offset.
+        while self.appended.get(1).is_some_and(|&(start, _)| start <= next) {
+            self.appended.pop_front();
+        }
     }
 
     pub(super) async fn truncate(&mut self) -> io::Result<()> {
@@ -175,8 +222,66 @@ impl Spool {
         self.head = 0;
         self.end = 0;
         self.head_batch = None;
+        self.appended.clear();
         Ok(())
     }
+}
+
+/// What `read_head` found: the merged batch and where the next one starts,
+/// and where the spool's head now is (past blank and unreadable lines).
+struct Head {
+    batch: Option<(LogBatch, u64)>,
+    skipped_to: u64,
+}
+
+/// Reads the batches from `offset` on, merging them while they fit in
+/// `max_docs` and `max_bytes`; stops before an unreadable line that follows
+/// a readable one (the next read skips it).
+fn read_head(
+    file: &File,
+    path: &Path,
+    mut offset: u64,
+    end: u64,
+    max_docs: usize,
+    max_bytes: usize,
+) -> io::Result<Head> {
+    let mut merged: Option<LogBatch> = None;
+    let mut bytes = 0;
+    let mut skipped_to = offset;
+    while offset < end {
+        let (line, next) = read_line(file, offset, end)?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            if merged.is_none() {
+                skipped_to = next;
+            }
+            offset = next;
+            continue;
+        }
+        match (serde_json::from_slice::<LogBatch>(&line), &mut merged) {
+            (Ok(batch), None) => {
+                bytes = line.len();
+                merged = Some(batch);
+            }
+            (Ok(batch), Some(head)) => {
+                if head.len() + batch.len() > max_docs || bytes + line.len() > max_bytes {
+                    break;
+                }
+                bytes += line.len();
+                head.runs.extend(batch.runs);
+                head.chunks.extend(batch.chunks);
+            }
+            (Err(e), None) => {
+                tracing::error!(path = %path.display(), offset, error = %e, "skipping an unreadable spool line");
+                skipped_to = next;
+            }
+            (Err(_), Some(_)) => break,
+        }
+        offset = next;
+    }
+    Ok(Head {
+        batch: merged.map(|batch| (batch, offset)),
+        skipped_to,
+    })
 }
 
 /// Makes sure the file ends with a newline (a crash mid-append leaves a

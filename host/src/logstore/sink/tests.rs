@@ -19,14 +19,17 @@ use crate::run::{RunStatus, StreamKind};
 use crate::testkit::{Call, Tap, sample_record};
 
 /// SQLite behind switches: fail every write, refuse every write as
-/// invalid, or hold writes until released. Logs the batches it passes on
-/// to SQLite, in order.
+/// invalid, hold writes until released, or never return from the next
+/// write, or from any read of a run. Logs the batches it passes on to
+/// SQLite, in order.
 struct TestStore {
     inner: Arc<SqliteLogStore>,
     failing: AtomicBool,
     invalid: AtomicBool,
     hold: watch::Sender<bool>,
     held: AtomicU64,
+    hang_next: AtomicBool,
+    reads_hang: AtomicBool,
     log: Mutex<Vec<LogBatch>>,
 }
 
@@ -38,6 +41,8 @@ impl TestStore {
             invalid: AtomicBool::new(false),
             hold: watch::Sender::new(false),
             held: AtomicU64::new(0),
+            hang_next: AtomicBool::new(false),
+            reads_hang: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
         })
     }
@@ -93,10 +98,13 @@ impl Tap for TestStore {
     async fn before(&self, call: Call<'_>) -> Result<(), LogStoreError> {
         match call {
             Call::Write(batch) => {
+                if self.hang_next.swap(false, Ordering::SeqCst) {
+                    return std::future::pending().await;
+                }
                 if *self.hold.borrow() {
-                    self.held.fetch_add(1, Ordering::SeqCst);
+                    // Counted while it waits, also if the write is dropped.
+                    let _held = Held::count(&self.held);
                     self.hold.subscribe().wait_for(|held| !*held).await.ok();
-                    self.held.fetch_sub(1, Ordering::SeqCst);
                 }
                 if self.invalid.load(Ordering::SeqCst) {
                     return Err(LogStoreError::Invalid("refused".to_owned()));
@@ -107,9 +115,30 @@ impl Tap for TestStore {
                 self.log.lock().unwrap().push(batch.clone());
                 Ok(())
             }
-            Call::Run => self.switched_off(),
+            Call::Run => {
+                if self.reads_hang.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                self.switched_off()
+            }
             _ => Ok(()),
         }
+    }
+}
+
+/// One write waiting at `TestStore::hold`.
+struct Held<'c>(&'c AtomicU64);
+
+impl<'c> Held<'c> {
+    fn count(counter: &'c AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -150,6 +179,11 @@ fn config() -> SinkConfig {
         retry_initial: Duration::from_millis(2),
         retry_max: Duration::from_millis(10),
         spool_after: Duration::from_millis(20),
+        // Writes held at `TestStore::hold` wait for the test, not a timeout.
+        write_timeout: Duration::from_secs(3600),
+        // Long enough that a write on a busy machine is not taken for a
+        // store that is behind where a test expects direct writes.
+        spool_when_behind: Some(Duration::from_millis(500)),
     }
 }
 
@@ -212,6 +246,20 @@ async fn record_unless_stored_leaves_a_stored_record_alone_and_writes_an_absent_
     let unknown = record(RunStatus::Skipped);
     assert!(sink.record_unless_stored(unknown.clone()).await);
     store.fail(false);
+    sink.flush().await;
+    assert_eq!(store.inner.run(unknown.run_id).await.unwrap(), Some(unknown));
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn record_unless_stored_writes_the_record_when_the_store_does_not_answer_the_read() {
+    let store = TestStore::new();
+    let (sink, task) = start(Arc::clone(&store), config());
+    store.reads_hang.store(true, Ordering::SeqCst);
+    let unknown = record(RunStatus::Lost);
+    // Paused time: the read-back's patience runs out without a real wait.
+    assert!(sink.record_unless_stored(unknown.clone()).await);
     sink.flush().await;
     assert_eq!(store.inner.run(unknown.run_id).await.unwrap(), Some(unknown));
     drop(sink);
@@ -593,7 +641,8 @@ async fn a_full_channel_makes_senders_wait() {
         }
     });
     // One batch held in the store, one sealed behind it, the channel
-    // full, and the producer waiting with its next event.
+    // full, and the producer waiting with its next event. Without a spool,
+    // nothing takes the batches' place: the store's pace is the runs' pace.
     let bound = capacity as u64 + 2;
     eventually("the pipeline fills up", async || {
         get(&store.held) == 1 && get(&stats.queued) == capacity as u64 + 1 && get(&accepted) == bound
@@ -604,12 +653,17 @@ async fn a_full_channel_makes_senders_wait() {
     }
     assert_eq!(get(&accepted), bound, "the producer must wait while everything is full");
     assert!(!producer.is_finished());
+    assert!(stats.backpressure(), "a waiting producer is counted");
+    assert_eq!(get(&stats.held), 1);
 
     store.hold.send_replace(false);
     producer.await.unwrap();
     sink.flush().await;
     assert_eq!(store.seqs(run_id).await, (0..100).collect::<Vec<_>>());
     assert_eq!(get(&stats.queued), 0);
+    assert!(!stats.backpressure());
+    assert!(get(&stats.held_micros) > 0, "the wait is counted once it ends");
+    assert_eq!(get(&stats.spooled_batches), 0);
     drop(sink);
     task.await.unwrap().unwrap();
 }
@@ -836,4 +890,297 @@ async fn a_spool_in_use_is_left_alone() {
     drop(sink);
     task.await.unwrap().unwrap();
     assert_eq!(std::fs::metadata(&spool_path).unwrap().len(), 0);
+}
+
+/// A deadline for calls that must return while the store is held: a guard
+/// against a hang, not a measure of speed.
+const MUST_RETURN: Duration = Duration::from_secs(10);
+
+/// Runs `call`, failing the test if it has not returned within `MUST_RETURN`.
+async fn returns<T>(what: &str, call: impl Future<Output = T>) -> T {
+    tokio::time::timeout(MUST_RETURN, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not return while the store was behind"))
+}
+
+/// Chunk seqs of `run_id` in the order they reached the store, replays
+/// included.
+fn logged_seqs_of(store: &TestStore, run_id: RunId) -> Vec<u64> {
+    store
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.chunks.iter().filter(|c| c.run_id == run_id).map(|c| c.seq))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_store_that_falls_behind_never_holds_runs_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    // Writes neither fail nor return: the store is as far behind as can be.
+    store.hold.send_replace(true);
+    let capacity = 8;
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(dir.path().join("sink.jsonl")),
+            channel_capacity: capacity,
+            // The held write is never given up: when it lands, the spool
+            // must skip its copy.
+            spool_after: Duration::from_secs(3600),
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let runs: Vec<RunRecord> = (0..4).map(|_| record(RunStatus::Running)).collect();
+    for run in &runs {
+        returns("record", sink.record(run.clone())).await;
+    }
+    // Far more events than the channel holds.
+    for seq in 0..50 {
+        for run in &runs {
+            returns("chunk", sink.chunk(chunk(run.run_id, seq))).await;
+        }
+    }
+    for run in &runs {
+        let mut done = run.clone();
+        done.status = RunStatus::Succeeded;
+        returns("record", sink.record(done)).await;
+    }
+    returns("flush", sink.flush()).await;
+
+    assert_eq!(get(&store.held), 1, "the first write is still held");
+    assert!(store.log.lock().unwrap().is_empty(), "nothing reached the store yet");
+    assert!(get(&stats.spooled_bytes) > 0, "the spool holds the rest");
+    assert!(get(&stats.spooled_batches) > 1);
+    assert_eq!(
+        get(&stats.spooled_behind),
+        get(&stats.spooled_batches),
+        "spooled because the store was behind, not down"
+    );
+    assert!(stats.spool_lag() > Duration::ZERO);
+    assert!(!stats.backpressure());
+
+    store.hold.send_replace(false);
+    eventually("the spool drains", async || get(&stats.spooled_bytes) == 0).await;
+    sink.flush().await;
+    assert_eq!(stats.spool_lag(), Duration::ZERO);
+    for run in &runs {
+        assert_eq!(store.seqs(run.run_id).await, (0..50).collect::<Vec<_>>());
+        // Exactly once, in order: the held write's batch was not replayed.
+        assert_eq!(logged_seqs_of(&store, run.run_id), (0..50).collect::<Vec<_>>());
+        let statuses: Vec<RunStatus> = store
+            .logged_runs()
+            .into_iter()
+            .filter(|(id, _)| *id == run.run_id)
+            .map(|(_, status)| status)
+            .collect();
+        assert_eq!(statuses, vec![RunStatus::Running, RunStatus::Succeeded]);
+        let stored = store.inner.run(run.run_id).await.unwrap().unwrap();
+        assert_eq!(stored.status, RunStatus::Succeeded);
+    }
+    eventually("the spool file is truncated", async || {
+        std::fs::metadata(dir.path().join("sink.jsonl")).unwrap().len() == 0
+    })
+    .await;
+    // Caught up: writes go straight to the store again.
+    let spooled = get(&stats.spooled_batches);
+    sink.chunk(chunk(runs[0].run_id, 50)).await;
+    sink.flush().await;
+    assert_eq!(get(&stats.spooled_batches), spooled);
+    assert_eq!(store.seqs(runs[0].run_id).await.len(), 51);
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_filling_channel_makes_the_sink_spool_however_quick_each_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    store.hold.send_replace(true);
+    let capacity = 8;
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(dir.path().join("sink.jsonl")),
+            channel_capacity: capacity,
+            // No write is ever slow enough for this: only the channel
+            // filling up behind the held write says the store is behind,
+            // as with a store that answers each write quickly but takes
+            // fewer records a second than the runs make.
+            spool_when_behind: Some(Duration::from_secs(3600)),
+            spool_after: Duration::from_secs(3600),
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    for seq in 0..200 {
+        returns("chunk", sink.chunk(chunk(run_id, seq))).await;
+    }
+    returns("flush", sink.flush()).await;
+    assert_eq!(get(&store.held), 1, "the first write is still held");
+    assert!(get(&stats.spooled_behind) > 0);
+    store.hold.send_replace(false);
+    eventually("the spool drains", async || get(&stats.spooled_bytes) == 0).await;
+    assert_eq!(logged_seqs_of(&store, run_id), (0..200).collect::<Vec<_>>());
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_write_that_never_returns_is_given_up_and_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    store.hang_next.store(true, Ordering::SeqCst);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(dir.path().join("sink.jsonl")),
+            write_timeout: Duration::from_millis(200),
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    for seq in 0..30 {
+        returns("chunk", sink.chunk(chunk(run_id, seq))).await;
+    }
+    // The first batch's write never returns; the flush waiting on it
+    // returns once its batch is in the spool, and the write is tried again
+    // once `write_timeout` has passed.
+    returns("flush", sink.flush()).await;
+    eventually("the spool is replayed", async || {
+        store.seqs(run_id).await.len() == 30 && get(&stats.spooled_bytes) == 0
+    })
+    .await;
+    assert!(get(&stats.write_errors) >= 1, "the hung write counts as failed");
+    assert_eq!(store.seqs(run_id).await, (0..30).collect::<Vec<_>>());
+    // In order. (A write slower than the timeout on a busy machine may have
+    // been written twice; the store keeps one of each.)
+    let mut first_seen = logged_seqs_of(&store, run_id);
+    let mut seen = std::collections::HashSet::new();
+    first_seen.retain(|seq| seen.insert(*seq));
+    assert_eq!(first_seen, (0..30).collect::<Vec<_>>());
+    assert_eq!(stats.spool_lag(), Duration::ZERO);
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_spent_spool_budget_holds_runs_back_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    store.hold.send_replace(true);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(dir.path().join("sink.jsonl")),
+            // Room for a few ten-chunk batches.
+            spool_max_bytes: 8 * 1024,
+            channel_capacity: 8,
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    let producer = tokio::spawn({
+        let sink = sink.clone();
+        async move {
+            for seq in 0..300 {
+                sink.chunk(chunk(run_id, seq)).await;
+            }
+        }
+    });
+    eventually("the spool is full and the producer waits", async || {
+        stats.backpressure() && get(&stats.spooled_bytes) > 0
+    })
+    .await;
+    assert!(!producer.is_finished());
+    assert!(get(&stats.spooled_bytes) <= 8 * 1024);
+
+    store.hold.send_replace(false);
+    returns("the producer", producer).await.unwrap();
+    sink.flush().await;
+    eventually("the spool drains", async || get(&stats.spooled_bytes) == 0).await;
+    assert!(!stats.backpressure());
+    assert!(get(&stats.held_micros) > 0);
+    assert_eq!(store.seqs(run_id).await, (0..300).collect::<Vec<_>>(), "nothing lost");
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn with_spooling_when_behind_off_a_slow_store_holds_runs_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    store.hold.send_replace(true);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(dir.path().join("sink.jsonl")),
+            channel_capacity: 4,
+            spool_when_behind: None,
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    let producer = tokio::spawn({
+        let sink = sink.clone();
+        async move {
+            for seq in 0..100 {
+                sink.chunk(chunk(run_id, seq)).await;
+            }
+        }
+    });
+    eventually("the producer waits for the store", async || {
+        get(&store.held) == 1 && stats.backpressure()
+    })
+    .await;
+    assert_eq!(get(&stats.spooled_batches), 0, "a slow store is not spooled for");
+    store.hold.send_replace(false);
+    producer.await.unwrap();
+    sink.flush().await;
+    assert_eq!(store.seqs(run_id).await, (0..100).collect::<Vec<_>>());
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_replay_merges_small_spooled_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    store.hold.send_replace(true);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(dir.path().join("sink.jsonl")),
+            spool_after: Duration::from_secs(3600),
+            ..config()
+        },
+    );
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    // Twenty batches of three chunks, each sealed by its flush: the first
+    // is held in the store, the other nineteen go to the spool one by one.
+    for n in 0..20 {
+        for seq in n * 3..n * 3 + 3 {
+            sink.chunk(chunk(run_id, seq)).await;
+        }
+        returns("flush", sink.flush()).await;
+    }
+    assert_eq!(get(&stats.spooled_batches), 20, "the held batch is spooled too");
+    store.hold.send_replace(false);
+    eventually("the spool is replayed", async || get(&stats.spooled_bytes) == 0).await;
+    assert_eq!(store.logged_seqs(), (0..60).collect::<Vec<_>>());
+    // The held write, then three spooled batches per write (nine chunks; a
+    // fourth would pass `batch_docs`), as direct writes would have merged
+    // them.
+    let writes: Vec<usize> = store.log.lock().unwrap().iter().map(LogBatch::len).collect();
+    assert_eq!(writes, vec![3, 9, 9, 9, 9, 9, 9, 3]);
+    drop(sink);
+    task.await.unwrap().unwrap();
 }
