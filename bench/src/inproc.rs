@@ -64,10 +64,15 @@ pub fn job_name(i: usize) -> JobName {
 
 /// Writes jobs `0..count` with `schedule` through `writers` concurrent tasks.
 pub async fn load_jobs(coord: &Coordinator, count: usize, schedule: &str, kind: &JobKind, writers: usize) {
+    write_jobs(coord, count, &job_record(schedule, kind.clone()), writers).await;
+}
+
+/// Writes `record` as jobs `0..count` through `writers` concurrent tasks.
+pub async fn write_jobs(coord: &Coordinator, count: usize, record: &JobRecord, writers: usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for shard in 0..writers {
         let coord = coord.clone();
-        let record = job_record(schedule, kind.clone());
+        let record = record.clone();
         tasks.spawn(async move {
             for i in (shard..count).step_by(writers) {
                 if let Err(err) = coord.put_job(&job_name(i), &record, None, true).await {

@@ -291,7 +291,7 @@ async fn embedded(jobs: usize, window: u64) -> anyhow::Result<Row> {
 }
 
 async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
-    let cluster = Cluster::start(3, "capacity = 64").await?;
+    let mut cluster = Cluster::start(3, "capacity = 64").await?;
     let module = wat::parse_str(NOOP_WAT)?;
     let digest = ModuleDigest::of(&module);
     cluster
@@ -312,7 +312,9 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
     }
     let cpu = cpu_of(&pids);
     let wall = Instant::now();
+    let window_start = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_secs(window)).await;
+    let window_end = jiff::Timestamp::now();
     let mut delta = Vec::new();
     let texts = cluster.worker_metrics().await;
     let cpu = (cpu_of(&pids) - cpu) / wall.elapsed().as_secs_f64();
@@ -328,8 +330,12 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
         .iter()
         .map(|t| metric_sample(t, "sandcron_runs_waiting_for_capacity").unwrap_or(0.0))
         .sum();
+    let spooled: f64 = texts
+        .iter()
+        .map(|t| metric_sample(t, "sandcron_sink_spool_bytes").unwrap_or(0.0))
+        .sum();
     let count = delta.last().map_or(0.0, |b| b.1);
-    // Dropped, not stopped: a backlog would take long to drain into nx-27017.
+    let history = history_after(&mut cluster, window_start, window_end).await;
     drop(cluster);
     Ok(Row {
         setup: "sandcron cluster (3 workers, etcd, nx-27017)".into(),
@@ -342,6 +348,52 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
             bound => format!("≤ {}", ms(bound * 1e3)),
         },
         cpu: format!("{:.0} %", cpu * 100.0),
-        note: format!("at the end: {queued:.0} events queued in the sinks, {waiting:.0} runs waiting for capacity"),
+        note: format!(
+            "at the end: {queued:.0} events queued in the sinks, {:.1} MiB spooled, {waiting:.0} runs waiting for \
+             capacity; {history}",
+            spooled / 1048576.0
+        ),
     })
+}
+
+/// Stops the workers (all at once: SIGTERM, and they drain their runs and
+/// sinks, spool included, before they exit), then checks the window's
+/// history with `sandcron check-history` through the master (no output
+/// read: the no-op guest writes none); says how it went.
+async fn history_after(cluster: &mut Cluster, since: jiff::Timestamp, until: jiff::Timestamp) -> String {
+    let drain = Instant::now();
+    // One SIGTERM each, all at once (a second one would make a worker exit
+    // without draining).
+    std::thread::scope(|scope| {
+        for (worker, _) in &mut cluster.workers {
+            scope.spawn(move || worker.stop_within(Duration::from_secs(600)));
+        }
+    });
+    let drained = drain.elapsed().as_secs_f64();
+    let output = tokio::process::Command::new(crate::sys::sandcron_bin())
+        .args(["check-history", "--server", &cluster.base, "--no-output", "--json"])
+        .args(["--since", &since.to_string(), "--until", &until.to_string()])
+        .env_remove("SANDCRON_TOKEN")
+        .output()
+        .await;
+    match output {
+        Ok(output) => {
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+            let violations = report["violations"].as_array().map_or(0, Vec::len);
+            let complaint = String::from_utf8_lossy(&output.stderr);
+            let complaint = complaint.lines().next().unwrap_or_default();
+            format!(
+                "the workers drained and exited {drained:.0} s after SIGTERM; `check-history` over the window: \
+                 exit {}, {} runs, {violations} violations{}",
+                output.status.code().unwrap_or(-1),
+                report["runs"],
+                if complaint.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({complaint})")
+                }
+            )
+        }
+        Err(err) => format!("workers drained in {drained:.0} s; check-history could not run: {err}"),
+    }
 }

@@ -7,7 +7,8 @@
 //! - [`executors`]: per-run cost of the executors, and compile vs cache.
 //! - [`dispatch`]: tick due → run recorded in the sink, in process.
 //! - [`lateness`]: fire lateness, embedded, cluster and APScheduler.
-//! - [`scale`]: 100k jobs on one worker; timer queue costs.
+//! - [`scale`]: 100k jobs on one worker; timer queue costs; memory per job
+//!   by structure ([`memory`]).
 //! - [`claims`]: runs per second with 3 workers vs raw etcd transactions.
 //! - [`logs`]: sink throughput vs raw `insert_many`; write → visible.
 //! - [`kill`]: API kill → run ended.
@@ -27,6 +28,7 @@ pub mod inproc;
 pub mod kill;
 pub mod lateness;
 pub mod logs;
+pub mod memory;
 pub mod network;
 pub mod report;
 pub mod rustpeer;

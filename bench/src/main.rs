@@ -12,6 +12,10 @@ use anyhow::Context as _;
 use sandcron_bench::{Ctx, SECTIONS, sys};
 use sandcron_tests::workspace_root;
 
+/// Counts heap bytes on the threads that ask (`memory`); passes through elsewhere.
+#[global_allocator]
+static ALLOC: sandcron_bench::memory::Counting = sandcron_bench::memory::Counting;
+
 fn main() -> anyhow::Result<()> {
     let mut ctx = Ctx::default();
     let mut only: Option<Vec<String>> = None;

@@ -38,6 +38,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let jobs = 100_000;
     let window = ctx.pick(10, 60);
     let (next_ns, insert_ns, fire_ns, remove_ns) = micro(jobs)?;
+    let structures = crate::memory::per_job(jobs)?;
 
     let data = tempfile::tempdir()?;
     let rss_empty = rss_kib("self");
@@ -62,6 +63,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     }
     let load_s = load_started.elapsed().as_secs_f64();
 
+    let rss_store = rss_kib("self");
     let probe = Arc::new(Probe::default());
     let worker = InProcWorker::start("bench-scale", coord.clone(), logs, probe.clone());
     let startup = wait_scheduled(&[&worker], jobs as u64, Duration::from_secs(600)).await;
@@ -161,6 +163,24 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     if let Err(problem) = &peer {
         report.note(format!("APScheduler not measured: {problem}"));
     }
+    let per_job = |kib: u64| format!("{:.2} KiB", kib as f64 / jobs as f64);
+    let mut memory: Vec<Vec<String>> = vec![
+        vec![
+            "embedded store with the jobs loaded (RSS − empty process)".into(),
+            per_job(rss_store.saturating_sub(rss_empty)),
+        ],
+        vec![
+            "the worker on top, jobs scheduled (RSS − the loaded store)".into(),
+            per_job(rss_loaded.saturating_sub(rss_store)),
+        ],
+    ];
+    memory.extend(
+        structures
+            .iter()
+            .map(|(what, bytes)| vec![format!("of which: {what}"), format!("{bytes:.0} B")]),
+    );
+    report.line("Memory per job (RSS deltas of this process; structures counted by a counting allocator):\n");
+    report.table(&["what", "per job"], &memory);
     report.line("Pure scheduling cost (one core, no I/O), per job:\n");
     report.table(
         &["operation", "cost"],

@@ -54,6 +54,11 @@ impl SandcronProc {
         self.process.pid().map_or_else(String::new, |pid| pid.to_string())
     }
 
+    /// SIGTERM, then wait at most `limit` (then SIGKILL).
+    pub fn stop_within(&mut self, limit: std::time::Duration) {
+        self.process.stop(limit).ok();
+    }
+
     /// SIGTERM, then wait (at most 60 s, then SIGKILL).
     pub fn stop(&mut self) {
         // One that outlives the deadline is killed: the figures it was
@@ -111,7 +116,12 @@ impl Cluster {
     pub async fn start(workers: usize, worker_extra: &str) -> anyhow::Result<Cluster> {
         let (etcd, mongo) =
             tokio::task::spawn_blocking(|| (EtcdServer::start(), MongoServer::start_in_memory())).await?;
-        let dir = tempfile::Builder::new().prefix("sandcron-bench-cluster-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("sandcron-bench-cluster-").tempdir()?;
+        // `SANDCRON_BENCH_KEEP=1` leaves the logs and data behind, to look into a figure.
+        if std::env::var_os("SANDCRON_BENCH_KEEP").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("bench: keeping {}", dir.path().display());
+        }
         let namespace = "bench";
         let stores = format!(
             "[etcd]\nendpoints = [{:?}]\nprefix = \"/{namespace}/\"\nrequest_timeout_ms = 5000\ndial_timeout_ms = 5000\n\
@@ -181,10 +191,16 @@ impl Cluster {
         let mut texts = Vec::new();
         sandcron::tls::install_crypto_provider();
         for (_, url) in &self.workers {
-            let text = match reqwest::get(url).await {
-                Ok(response) => response.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            };
+            // A worker saturated by a burst may answer late: three tries.
+            let mut text = String::new();
+            for _ in 0..3 {
+                if let Ok(response) = reqwest::get(url).await
+                    && let Ok(body) = response.text().await
+                {
+                    text = body;
+                    break;
+                }
+            }
             texts.push(text);
         }
         texts

@@ -22,16 +22,19 @@ impl InvalidId {
 
 /// A job name: `[a-z0-9][a-z0-9_-]{0,62}`. It is also the suffix of the job's
 /// coordination keys, which is why the alphabet is so narrow.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct JobName(String);
+///
+/// Shared, not copied: a worker keeps a job's name in its job map, its
+/// timer queue (twice), its metrics and the job itself, and a clone is a
+/// reference count, not another allocation per structure and job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobName(std::sync::Arc<str>);
 
 impl JobName {
     pub const MAX_LEN: usize = 63;
 
     pub fn new(name: &str) -> Result<Self, InvalidId> {
         check_key_name("job", name, Self::MAX_LEN)?;
-        Ok(Self(name.to_owned()))
+        Ok(Self(name.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -358,6 +361,12 @@ macro_rules! text_id_impls {
 }
 
 text_id_impls!(JobName);
+
+impl Serialize for JobName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 text_id_impls!(SecretName);
 text_id_impls!(ModuleDigest);
 text_id_impls!(WorkerId);
