@@ -936,7 +936,10 @@ test("the worker is listed with its capacity and uptime", async () => {
   const [live] = await apiGet("/workers");
   const text = await worker.first().textContent();
   assert.ok(text.includes(live.id), text);
-  assert.ok(text.includes(`${live.slots_in_use} / ${live.capacity}`), text);
+  // The dev worker's demo job runs every other second, so the slots in use
+  // may change between the API's answer and the page's: only the capacity
+  // is compared (the routed answers below pin the count).
+  assert.match(text, new RegExp(`\\d+ / ${live.capacity}`), text);
   assert.ok(text.includes(live.version), text);
   await worker.first().locator(".badge", { hasText: "live" }).waitFor();
   // The worker publishes its log backlog: nothing waits for SQLite here.
