@@ -161,6 +161,16 @@ fn chunk(run_id: RunId, seq: u64) -> OutputChunk {
     }
 }
 
+/// A producer task that hands `count` chunks of `run_id` to the sink.
+fn produce(sink: &Sink, run_id: RunId, count: u64) -> tokio::task::JoinHandle<()> {
+    let sink = sink.clone();
+    tokio::spawn(async move {
+        for seq in 0..count {
+            sink.chunk(chunk(run_id, seq)).await;
+        }
+    })
+}
+
 fn record(status: RunStatus) -> RunRecord {
     sample_record(&JobName::new("sink-test").unwrap(), Timestamp::now(), status, 1)
 }
@@ -1086,14 +1096,7 @@ async fn a_spent_spool_budget_holds_runs_back_and_counts_it() {
     );
     let stats = sink.stats();
     let run_id = RunId::generate();
-    let producer = tokio::spawn({
-        let sink = sink.clone();
-        async move {
-            for seq in 0..300 {
-                sink.chunk(chunk(run_id, seq)).await;
-            }
-        }
-    });
+    let producer = produce(&sink, run_id, 300);
     eventually("the spool is full and the producer waits", async || {
         stats.backpressure() && get(&stats.spooled_bytes) > 0
     })
@@ -1128,14 +1131,7 @@ async fn with_spooling_when_behind_off_a_slow_store_holds_runs_back() {
     );
     let stats = sink.stats();
     let run_id = RunId::generate();
-    let producer = tokio::spawn({
-        let sink = sink.clone();
-        async move {
-            for seq in 0..100 {
-                sink.chunk(chunk(run_id, seq)).await;
-            }
-        }
-    });
+    let producer = produce(&sink, run_id, 100);
     eventually("the producer waits for the store", async || {
         get(&store.held) == 1 && stats.backpressure()
     })
