@@ -202,6 +202,30 @@ fn start(store: Arc<TestStore>, config: SinkConfig) -> (Sink, tokio::task::JoinH
     (sink, tokio::spawn(task.run()))
 }
 
+/// A sink with a spool in a fresh directory over a store that holds every
+/// write until `hold` is released: (the directory, the store, the sink, its
+/// task).
+fn start_held(
+    config: SinkConfig,
+) -> (
+    tempfile::TempDir,
+    Arc<TestStore>,
+    Sink,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new();
+    store.hold.send_replace(true);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(dir.path().join("sink.jsonl")),
+            ..config
+        },
+    );
+    (dir, store, sink, task)
+}
+
 fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::SeqCst)
 }
@@ -1081,19 +1105,12 @@ async fn a_write_that_never_returns_is_given_up_and_written_again() {
 
 #[tokio::test]
 async fn a_spent_spool_budget_holds_runs_back_and_counts_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = TestStore::new();
-    store.hold.send_replace(true);
-    let (sink, task) = start(
-        Arc::clone(&store),
-        SinkConfig {
-            spool_path: Some(dir.path().join("sink.jsonl")),
-            // Room for a few ten-chunk batches.
-            spool_max_bytes: 8 * 1024,
-            channel_capacity: 8,
-            ..config()
-        },
-    );
+    let (_dir, store, sink, task) = start_held(SinkConfig {
+        // Room for a few ten-chunk batches.
+        spool_max_bytes: 8 * 1024,
+        channel_capacity: 8,
+        ..config()
+    });
     let stats = sink.stats();
     let run_id = RunId::generate();
     let producer = produce(&sink, run_id, 300);
@@ -1117,18 +1134,11 @@ async fn a_spent_spool_budget_holds_runs_back_and_counts_it() {
 
 #[tokio::test]
 async fn with_spooling_when_behind_off_a_slow_store_holds_runs_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = TestStore::new();
-    store.hold.send_replace(true);
-    let (sink, task) = start(
-        Arc::clone(&store),
-        SinkConfig {
-            spool_path: Some(dir.path().join("sink.jsonl")),
-            channel_capacity: 4,
-            spool_when_behind: None,
-            ..config()
-        },
-    );
+    let (_dir, store, sink, task) = start_held(SinkConfig {
+        channel_capacity: 4,
+        spool_when_behind: None,
+        ..config()
+    });
     let stats = sink.stats();
     let run_id = RunId::generate();
     let producer = produce(&sink, run_id, 100);
@@ -1147,17 +1157,10 @@ async fn with_spooling_when_behind_off_a_slow_store_holds_runs_back() {
 
 #[tokio::test]
 async fn the_replay_merges_small_spooled_batches() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = TestStore::new();
-    store.hold.send_replace(true);
-    let (sink, task) = start(
-        Arc::clone(&store),
-        SinkConfig {
-            spool_path: Some(dir.path().join("sink.jsonl")),
-            spool_after: Duration::from_secs(3600),
-            ..config()
-        },
-    );
+    let (_dir, store, sink, task) = start_held(SinkConfig {
+        spool_after: Duration::from_secs(3600),
+        ..config()
+    });
     let stats = sink.stats();
     let run_id = RunId::generate();
     // Twenty batches of three chunks, each sealed by its flush: the first
