@@ -81,7 +81,7 @@ pub fn per_job(jobs: usize) -> anyhow::Result<Vec<(&'static str, f64)>> {
             let record = job_record(&schedule_text(i), shell_kind("true"));
             Ok(KeyValue {
                 key: format!("/m/jobs/job-{i:06}"),
-                value: serde_json::to_vec(&record)?,
+                value: serde_json::to_vec(&record)?.into(),
                 create_revision: 1,
                 mod_revision: 1,
                 lease: None,

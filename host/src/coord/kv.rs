@@ -33,7 +33,8 @@ impl fmt::Display for LeaseId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: String,
-    pub value: Vec<u8>,
+    /// Shared, not copied, between a store's copy, its watch events and readers.
+    pub value: bytes::Bytes,
     /// Revision of the write that created the key (since it last did not exist).
     pub create_revision: Revision,
     /// Revision of the last write to the key.

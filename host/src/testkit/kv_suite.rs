@@ -221,7 +221,7 @@ async fn revision_round(store: &dyn KvStore, base: &str) -> Result<(), String> {
     );
     assert_eq!(
         present(store, &key).await.value,
-        b"2",
+        &b"2"[..],
         "a failed compare must not write"
     );
 
@@ -267,7 +267,7 @@ async fn revision_round(store: &dyn KvStore, base: &str) -> Result<(), String> {
         response.revision
     );
     let kv = present(store, &key).await;
-    assert_eq!((kv.value.as_slice(), kv.mod_revision), (&b"3"[..], response.revision));
+    assert_eq!((&kv.value[..], kv.mod_revision), (&b"3"[..], response.revision));
 
     let before = response.revision;
     let (a, b) = (format!("{base}multi/a"), format!("{base}multi/b"));
@@ -705,7 +705,7 @@ pub async fn watch_replays_history_then_follows_live(store: &dyn KvStore, prefix
     );
     match &events[0] {
         WatchEvent::Put(kv) => assert_eq!(
-            (kv.value.as_slice(), kv.create_revision, kv.mod_revision, kv.lease),
+            (&kv.value[..], kv.create_revision, kv.mod_revision, kv.lease),
             (&b"1"[..], r1, r1, None),
             "a replayed put carries the key's value and revisions"
         ),
@@ -718,7 +718,7 @@ pub async fn watch_replays_history_then_follows_live(store: &dyn KvStore, prefix
     assert_eq!(describe(&events), [("put", key("e"), r5), ("put", key("b"), r6)]);
     match &events[1] {
         WatchEvent::Put(kv) => assert_eq!(
-            (kv.value.as_slice(), kv.create_revision, kv.mod_revision),
+            (&kv.value[..], kv.create_revision, kv.mod_revision),
             (&b"6"[..], r2, r6),
             "a live put carries the key's value and revisions"
         ),
@@ -914,7 +914,7 @@ pub async fn lease_revoke_deletes_its_keys(store: &dyn KvStore, prefix: &str) {
     assert_eq!(ok(store.get(&key("a")).await, "get"), None);
     assert_eq!(
         present(store, &key("detached")).await.value,
-        b"2",
+        &b"2"[..],
         "a detached key survives"
     );
     ok(

@@ -226,7 +226,7 @@ mod tests {
         let good = entry("a", Some(7));
         let kv = |run_id: RunId, value: &RunningEntry| KeyValue {
             key: format!("/p/handoff/job/{run_id}"),
-            value: serde_json::to_vec(value).unwrap(),
+            value: serde_json::to_vec(value).unwrap().into(),
             create_revision: 9,
             mod_revision: 9,
             lease: None,

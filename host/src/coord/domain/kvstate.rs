@@ -132,7 +132,7 @@ impl Coordinator {
             .get(&self.state_value_key(job, key))
             .await
             .map_err(unavailable)?;
-        Ok(kv.map(|kv| kv.value))
+        Ok(kv.map(|kv| kv.value.to_vec()))
     }
 
     /// Sets `key` to `value` under the run's fence, within the quota.
@@ -232,7 +232,7 @@ impl Coordinator {
     /// A value and the revision of its last write.
     pub async fn state_value(&self, job: &JobName, key: &StateKey) -> Result<Option<(Vec<u8>, Revision)>, StoreError> {
         let kv = self.store.get(&self.state_value_key(job, key)).await?;
-        Ok(kv.map(|kv| (kv.value, kv.mod_revision)))
+        Ok(kv.map(|kv| (kv.value.to_vec(), kv.mod_revision)))
     }
 
     /// An operator deletes one key (no fence: operators are not runs);
@@ -351,7 +351,7 @@ impl Coordinator {
                     .map_err(unavailable)?,
                 None => None,
             };
-            let change = decide(&meta, old.as_ref().map(|kv| kv.value.as_slice()))?;
+            let change = decide(&meta, old.as_ref().map(|kv| &kv.value[..]))?;
             let next = StateMeta {
                 fence,
                 usage: change.usage,

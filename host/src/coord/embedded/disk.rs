@@ -185,7 +185,7 @@ fn write_group(connection: &mut Connection, group: &[DiskCommit]) -> rusqlite::R
                     DiskWrite::Put { key, entry } => {
                         put.execute(params![
                             key,
-                            entry.value.as_slice(),
+                            &entry.value[..],
                             entry.create_revision,
                             entry.mod_revision
                         ])?;
@@ -265,7 +265,7 @@ fn load(connection: &Connection) -> rusqlite::Result<(Revision, BTreeMap<String,
     let mut statement = connection.prepare("SELECT key, value, create_revision, mod_revision FROM kv")?;
     let rows = statement.query_map([], |row| {
         let entry = Entry {
-            value: Arc::new(row.get(1)?),
+            value: bytes::Bytes::from(row.get::<_, Vec<u8>>(1)?),
             create_revision: row.get(2)?,
             mod_revision: row.get(3)?,
             lease: None,

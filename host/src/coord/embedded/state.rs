@@ -19,11 +19,11 @@ use super::txn::{PreparedOp, PreparedTxn};
 use super::watch::{Event, History, RevisionEvents, Watcher};
 use crate::coord::{Compare, KeyValue, LeaseId, Revision, StoreError, TxnResponse};
 
-/// A stored value. The value is shared (`Arc`) between the map, the watch
+/// A stored value. The value is shared (`Bytes`) between the map, the watch
 /// history and the disk queue, so a 1 MiB module chunk exists once in memory.
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
-    pub(super) value: Arc<Vec<u8>>,
+    pub(super) value: bytes::Bytes,
     pub(super) create_revision: Revision,
     pub(super) mod_revision: Revision,
     pub(super) lease: Option<LeaseId>,
@@ -33,7 +33,7 @@ impl Entry {
     pub(super) fn to_key_value(&self, key: &str) -> KeyValue {
         KeyValue {
             key: key.to_owned(),
-            value: self.value.as_ref().clone(),
+            value: self.value.clone(),
             create_revision: self.create_revision,
             mod_revision: self.mod_revision,
             lease: self.lease,
@@ -158,7 +158,7 @@ impl State {
         }
     }
 
-    fn put(&mut self, key: String, value: Arc<Vec<u8>>, lease: Option<LeaseId>, changes: &mut Changes) {
+    fn put(&mut self, key: String, value: bytes::Bytes, lease: Option<LeaseId>, changes: &mut Changes) {
         let previous = self.keys.get(&key);
         let create_revision = previous.map_or(changes.revision, |entry| entry.create_revision);
         let previous_lease = previous.and_then(|entry| entry.lease);

@@ -70,7 +70,7 @@ async fn reopening_keeps_unleased_keys_and_the_revision_and_drops_leased_keys() 
         .map(|kv| {
             (
                 kv.key.as_str(),
-                kv.value.as_slice(),
+                &kv.value[..],
                 kv.create_revision,
                 kv.mod_revision,
                 kv.lease,
@@ -285,7 +285,7 @@ async fn a_dead_disk_writer_fails_writes_but_not_reads() {
         store.put("c", b"1".to_vec(), None).await,
         Err(StoreError::Unavailable(_))
     ));
-    assert_eq!(store.get("a").await.unwrap().unwrap().value, b"1");
+    assert_eq!(store.get("a").await.unwrap().unwrap().value, &b"1"[..]);
 }
 
 #[tokio::test]

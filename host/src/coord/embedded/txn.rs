@@ -1,15 +1,15 @@
 //! Transactions checked before the store's lock is taken: the contract's
 //! limits (operations, value size, keys put twice or put and deleted in one
-//! branch, as etcd refuses them), and values moved into `Arc`s so that the
-//! map, the history and the disk queue share one copy.
+//! branch, as etcd refuses them), and values moved into shared `Bytes` so that
+//! the map, the history, the disk queue, watch events and readers share one
+//! copy.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use crate::coord::{Compare, LeaseId, MAX_TXN_OPS, MAX_VALUE_BYTES, StoreError, Txn, TxnOp};
 
-/// A transaction checked against the store's limits, values moved into `Arc`s
-/// before the lock is taken.
+/// A transaction checked against the store's limits, values moved into
+/// shared `Bytes` before the lock is taken.
 pub(super) struct PreparedTxn {
     pub(super) compares: Vec<Compare>,
     pub(super) success: Vec<PreparedOp>,
@@ -19,7 +19,7 @@ pub(super) struct PreparedTxn {
 pub(super) enum PreparedOp {
     Put {
         key: String,
-        value: Arc<Vec<u8>>,
+        value: bytes::Bytes,
         lease: Option<LeaseId>,
     },
     Delete {
@@ -54,7 +54,8 @@ impl From<TxnOp> for PreparedOp {
         match op {
             TxnOp::Put { key, value, lease } => PreparedOp::Put {
                 key,
-                value: Arc::new(value),
+                // Trimmed to its length: the copy may live as long as the key.
+                value: bytes::Bytes::from(value.into_boxed_slice()),
                 lease,
             },
             TxnOp::Delete { key } => PreparedOp::Delete { key },

@@ -77,7 +77,7 @@ pub(super) fn key_value(kv: etcd_client::KeyValue) -> KeyValue {
     let (key, value) = kv.into_key_value();
     KeyValue {
         key: key_string(key),
-        value,
+        value: value.into(),
         create_revision,
         mod_revision,
         lease: (lease != 0).then_some(LeaseId(lease)),

@@ -103,7 +103,7 @@ async fn an_outage_is_unavailable_and_the_client_recovers_after_it() {
         store.put("/outage/b", b"2".to_vec(), None).await.ok()
     })
     .await;
-    assert_eq!(store.get("/outage/a").await.unwrap().unwrap().value, b"1");
+    assert_eq!(store.get("/outage/a").await.unwrap().unwrap().value, &b"1"[..]);
     store.lease_keep_alive(lease).await.unwrap();
     let mut resumed = store.watch("/outage/", seen).await.unwrap();
     match timeout(PROMPT, resumed.next()).await {
@@ -123,7 +123,7 @@ async fn an_outage_is_unavailable_and_the_client_recovers_after_it() {
     .await;
     assert_eq!(
         kv.map(|kv| (kv.value, kv.mod_revision)),
-        Some((b"2".to_vec(), rewritten))
+        Some((bytes::Bytes::from_static(b"2"), rewritten))
     );
 }
 
