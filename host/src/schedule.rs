@@ -46,6 +46,14 @@ impl<K: Clone + Eq + Hash + Ord> TimerQueue<K> {
         }
     }
 
+    /// Makes room for `additional` more keys at once, so that scheduling a
+    /// large set of jobs does not grow (and leave behind) the tables step
+    /// by step.
+    pub fn reserve(&mut self, additional: usize) {
+        self.heap.reserve(additional);
+        self.live.reserve(additional);
+    }
+
     /// Sets (or replaces) the deadline of `key`.
     pub fn set(&mut self, key: K, due: Timestamp) {
         let generation = self.next_generation;

@@ -441,23 +441,16 @@ pub enum ScheduleError {
 #[derive(Clone, Debug)]
 pub struct Schedule {
     expr: CronExpr,
+    /// From the bundled tzdb, so it knows its IANA name (kept once, there).
     timezone: TimeZone,
-    timezone_name: String,
 }
 
 impl Schedule {
     /// Parses `expr` and looks `timezone` up in the bundled tzdb.
     pub fn new(expr: &str, timezone: &str) -> Result<Schedule, ScheduleError> {
         let expr = CronExpr::parse(expr)?;
-        let tz = parse_timezone(timezone)?;
-        // The canonical spelling from the database is kept, so that "utc" and
-        // "UTC" name the same zone in listings.
-        let timezone_name = tz.iana_name().unwrap_or(timezone.trim()).to_string();
-        Ok(Schedule {
-            expr,
-            timezone: tz,
-            timezone_name,
-        })
+        let timezone = parse_timezone(timezone)?;
+        Ok(Schedule { expr, timezone })
     }
 
     /// The expression.
@@ -472,7 +465,10 @@ impl Schedule {
 
     /// The zone's IANA name, as spelled by the tzdb.
     pub fn timezone_name(&self) -> &str {
-        &self.timezone_name
+        // The canonical spelling from the database, so that "utc" and "UTC"
+        // name the same zone in listings; every zone of the bundled tzdb has
+        // one.
+        self.timezone.iana_name().unwrap_or("UTC")
     }
 
     /// The first fire strictly after `after`; `None` if it never fires again.

@@ -82,8 +82,10 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub broadcast: bool,
     /// Who is told when runs of this job go wrong.
+    // Boxed: most jobs have none, and every worker keeps every job's spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alerts: Option<JobAlerts>,
+    #[schema(value_type = Option<JobAlerts>)]
+    pub alerts: Option<Box<JobAlerts>>,
     /// Stored secrets the job receives, by the name it reads each under: an
     /// environment variable (shell jobs, and WASM jobs with
     /// `secrets_as_env`) and a `wasi:config` key (WASM components). HTTP

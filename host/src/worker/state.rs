@@ -74,7 +74,8 @@ pub(super) struct JobSlot {
     /// The inputs of this worker's last catch-up plan while its records may
     /// still be only in the sink: every claim of the job carries them into
     /// the claim state (`JobState::plan`) until the sink has stored them.
-    unconfirmed_plan: Option<PlanInputs>,
+    /// Boxed: rare, and the slot map holds one slot per job.
+    unconfirmed_plan: Option<Box<PlanInputs>>,
 }
 
 pub(super) struct LocalRun {

@@ -15,7 +15,7 @@ fn job(alerts: Option<JobAlerts>) -> Job {
     }))
     .expect("spec");
     let mut spec = spec;
-    spec.alerts = alerts;
+    spec.alerts = alerts.map(Box::new);
     let record = JobRecord {
         spec,
         meta: crate::job::JobMeta {

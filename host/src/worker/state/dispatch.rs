@@ -163,7 +163,7 @@ impl State {
         }
         let seen_revision = slot.state_revision.unwrap_or(0);
         let queued: Vec<Timestamp> = slot.catchup_queue.iter().copied().collect();
-        let unconfirmed_plan = slot.unconfirmed_plan.clone();
+        let unconfirmed_plan = slot.unconfirmed_plan.as_deref().cloned();
         let running = self.running_runs(name);
         let decision = schedule::overlap_decision(job.spec.overlap, running.len());
         let start = match decision {
@@ -383,7 +383,7 @@ impl State {
             lease: Some(self.lease.0),
             skipped: slot.last_claim_skipped,
             catchup: slot.catchup_queue.iter().skip(1).copied().collect(),
-            plan: slot.unconfirmed_plan.clone(),
+            plan: slot.unconfirmed_plan.as_deref().cloned(),
         };
         let entry = self.running_entry(&job, RunId::generate(), tick, Trigger::Catchup, 1);
         let outcome = self

@@ -19,7 +19,12 @@ impl State {
         let mut replan = Vec::new();
         match update {
             WatchUpdate::Snapshot(kvs) => {
-                let mut present = HashSet::new();
+                // Sized once: growing the maps step by step through a
+                // snapshot of 100k jobs leaves each smaller table behind as
+                // free heap the process keeps.
+                self.jobs.reserve(kvs.len().saturating_sub(self.jobs.len()));
+                replan.reserve(kvs.len());
+                let mut present = HashSet::with_capacity(kvs.len());
                 for kv in &kvs {
                     if let Some((name, changed)) = self.upsert_job(kv) {
                         if changed {
@@ -170,6 +175,7 @@ impl State {
                 }
             })
             .collect();
+        self.timers.reserve(owned.len().saturating_sub(self.timers.len()));
         let with_triggers = owned.clone();
         for _round in 0..3 {
             if owned.is_empty() {

@@ -109,7 +109,7 @@ impl State {
                     self.account_ambiguous(&job, claim, revision).await;
                     if let Some(inputs) = plan {
                         if let Some(slot) = self.jobs.get_mut(&name) {
-                            slot.unconfirmed_plan = Some(inputs.clone());
+                            slot.unconfirmed_plan = Some(Box::new(inputs.clone()));
                         }
                         self.confirm_plans_stored(vec![(name.clone(), inputs)]);
                     }
@@ -141,10 +141,11 @@ impl State {
                 catchup: claim.queue.clone(),
                 // A plan of this worker's whose records are not stored yet
                 // stays until a plan with records of its own replaces it.
-                plan: claim
-                    .inputs
-                    .clone()
-                    .or_else(|| self.jobs.get(&name).and_then(|s| s.unconfirmed_plan.clone())),
+                plan: claim.inputs.clone().or_else(|| {
+                    self.jobs
+                        .get(&name)
+                        .and_then(|s| s.unconfirmed_plan.as_deref().cloned())
+                }),
             });
             let (queue, abandoned, inputs) = (claim.queue, claim.abandoned, claim.inputs);
             plans.push((job, plan, entry, queue, abandoned, inputs));
@@ -199,8 +200,8 @@ impl State {
                 slot.last_claim_skipped = plan.is_empty() && slot.last_claim_skipped;
                 slot.catchup_queue = queue.into();
                 slot.catchup_running |= entry.is_some();
-                if inputs.is_some() {
-                    slot.unconfirmed_plan = inputs;
+                if let Some(inputs) = inputs {
+                    slot.unconfirmed_plan = Some(Box::new(inputs));
                 }
             }
             if let Some(entry) = entry {
@@ -367,7 +368,7 @@ impl State {
     /// owner change meanwhile would check its records again).
     pub(super) async fn on_plan_stored(&mut self, job: &JobName, plan: &PlanInputs) {
         let Some(slot) = self.jobs.get_mut(job) else { return };
-        if slot.unconfirmed_plan.as_ref() != Some(plan) {
+        if slot.unconfirmed_plan.as_deref() != Some(plan) {
             return;
         }
         slot.unconfirmed_plan = None;
