@@ -188,15 +188,17 @@ async fn catchup_all_runs_every_missed_tick_in_order() {
 async fn a_log_that_is_not_a_terminal_gets_plain_text() {
     let dev = dev(&[]);
     let api = dev.api();
-    api.put("/api/v1/jobs/chatty", &shell_job("@every 1s", "echo hi"))
+    api.put("/api/v1/jobs/chatty", &shell_job("@every 1s", "echo hi; exit 3"))
         .await
         .expect(201);
-    // A run logs its end with structured fields.
+    // A run that did not succeed logs its end with structured fields (one
+    // that did is logged at DEBUG only).
     let log = wait_for("a run's end in the log", Duration::from_secs(20), || async {
         let log = dev.log_text();
         log.contains("run ended").then_some(log)
     })
     .await;
     assert!(!log.contains('\u{1b}'), "no terminal escapes in a log file:\n{log}");
-    assert!(log.contains("status=succeeded"), "{log}");
+    assert!(log.contains("status=failed"), "{log}");
+    assert!(log.contains("exit_code=Some(3)"), "{log}");
 }
