@@ -20,7 +20,7 @@ use crate::Ctx;
 use crate::inproc::{InProcWorker, Probe, job_record, shell_kind, wait_scheduled};
 use crate::lateness::{Apscheduler, apscheduler};
 use crate::report::{Stats, mib, ms, rate, ratio};
-use crate::sys::{cpu_seconds, rss_kib};
+use crate::sys::{cpu_seconds, heap_mib, rss_kib};
 
 /// The job mix, averaging one fire per job per minute: 20 % twice a minute,
 /// 40 % once a minute, 40 % every other minute, at spread-out seconds.
@@ -67,6 +67,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let worker = InProcWorker::start("bench-scale", coord.clone(), logs, probe.clone());
     let startup = wait_scheduled(&[&worker], jobs as u64, Duration::from_secs(600)).await;
     let rss_loaded = rss_kib("self");
+    let heap_loaded = heap_mib();
     tokio::time::sleep(Duration::from_secs(5)).await;
     probe.take();
     let cpu_before = cpu_seconds("self");
@@ -75,6 +76,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let cpu = cpu_seconds("self") - cpu_before;
     let wall = wall.elapsed().as_secs_f64();
     let rss_steady = rss_kib("self");
+    let heap_steady = heap_mib();
     let lateness = probe.take();
     worker.stop().await;
     drop(store);
@@ -126,7 +128,19 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
                 cell(theirs_rss, &|v| mib(v as u64)),
                 ratio(rss_loaded as f64, theirs_rss),
             ],
+            vec![
+                "of which heap in use / freed heap glibc keeps".into(),
+                format!("{:.0} MiB / {:.0} MiB", heap_loaded.0, heap_loaded.1),
+                "–".into(),
+                "–".into(),
+            ],
             vec!["RSS after the window".into(), mib(rss_steady), "–".into(), "–".into()],
+            vec![
+                "of which heap in use / freed heap glibc keeps".into(),
+                format!("{:.0} MiB / {:.0} MiB", heap_steady.0, heap_steady.1),
+                "–".into(),
+                "–".into(),
+            ],
             vec![
                 "RSS per job (loaded − empty process)".into(),
                 format!("{:.2} KiB", (rss_loaded.saturating_sub(rss_empty)) as f64 / jobs as f64),

@@ -83,3 +83,19 @@ pub fn machine() -> String {
 pub fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
+
+/// glibc's view of this process's heap, MiB: (in use, freed but kept).
+/// RSS minus the first is what the allocator holds on to (freed chunks
+/// between live ones, per-thread arenas) rather than what sandcron keeps.
+pub fn heap_mib() -> (f64, f64) {
+    let info = mallinfo();
+    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+    (mib(info.uordblks + info.hblkhd), mib(info.fordblks))
+}
+
+#[allow(unsafe_code)]
+fn mallinfo() -> libc::mallinfo2 {
+    // SAFETY: `mallinfo2` takes no arguments and returns a plain struct of
+    // counters (glibc ≥ 2.33, which Debian 12 ships).
+    unsafe { libc::mallinfo2() }
+}
