@@ -123,9 +123,12 @@ impl Cluster {
             eprintln!("bench: keeping {}", dir.path().display());
         }
         let namespace = "bench";
+        // A stopping worker replays its whole log spool (not the default
+        // 30 s), so that `check-history` after the stop sees every record.
         let stores = format!(
             "[etcd]\nendpoints = [{:?}]\nprefix = \"/{namespace}/\"\nrequest_timeout_ms = 5000\ndial_timeout_ms = 5000\n\
-             [mongodb]\nuri = {:?}\ndatabase = {namespace:?}\nserver_selection_timeout_ms = 5000\nconnect_timeout_ms = 5000\n",
+             [mongodb]\nuri = {:?}\ndatabase = {namespace:?}\nserver_selection_timeout_ms = 5000\nconnect_timeout_ms = 5000\n\
+             [logs]\nshutdown_replay_s = 1800\n",
             etcd.endpoint(),
             mongo.uri(),
         );

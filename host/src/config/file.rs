@@ -299,6 +299,7 @@ pub struct LogsFile {
     pub audit_retention_days: Option<u64>,
     pub batch_docs: Option<usize>,
     pub flush_ms: Option<u64>,
+    pub shutdown_replay_s: Option<u64>,
 }
 
 pub(super) fn read_file(path: &Path) -> anyhow::Result<FileConfig> {

@@ -113,6 +113,8 @@ pub struct LogsConfig {
     pub audit_retention: Duration,
     pub batch_docs: usize,
     pub flush_interval: Duration,
+    /// How long a stopping worker goes on replaying its log spool.
+    pub shutdown_replay: Duration,
 }
 
 /// Validated `[mongodb]` settings.
@@ -505,11 +507,16 @@ pub(super) fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {
     if !(1..=60_000).contains(&flush_ms) {
         bail!("logs.flush_ms must be between 1 and 60000, got {flush_ms}");
     }
+    let shutdown_replay_s = file.shutdown_replay_s.unwrap_or(30);
+    if shutdown_replay_s > 86_400 {
+        bail!("logs.shutdown_replay_s must be between 0 and 86400, got {shutdown_replay_s}");
+    }
     Ok(LogsConfig {
         retention: Duration::from_secs(retention_days * 24 * 3600),
         audit_retention: Duration::from_secs(audit_retention_days * 24 * 3600),
         batch_docs,
         flush_interval: Duration::from_millis(flush_ms),
+        shutdown_replay: Duration::from_secs(shutdown_replay_s),
     })
 }
 

@@ -308,3 +308,26 @@ fn a_webhook_channel_is_signed_unless_it_says_unsigned() {
         .to_string();
     assert!(err.contains("contradict"), "{err}");
 }
+
+#[test]
+fn a_stopping_worker_replays_its_spool_for_30_s_unless_told() {
+    let logs = |text: &str| super::settings::logs(&parse_file(text).expect("parses").logs);
+    assert_eq!(logs("").expect("default").shutdown_replay, Duration::from_secs(30));
+    assert_eq!(
+        logs("[logs]\nshutdown_replay_s = 0\n").expect("zero").shutdown_replay,
+        Duration::ZERO
+    );
+    assert_eq!(
+        logs("[logs]\nshutdown_replay_s = 600\n")
+            .expect("longer")
+            .shutdown_replay,
+        Duration::from_secs(600)
+    );
+    let err = logs("[logs]\nshutdown_replay_s = 86401\n")
+        .expect_err("too long")
+        .to_string();
+    assert!(
+        err.contains("logs.shutdown_replay_s must be between 0 and 86400, got 86401"),
+        "{err}"
+    );
+}

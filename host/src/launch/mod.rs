@@ -95,6 +95,7 @@ pub(crate) fn sink(logs: Arc<dyn LogStore>, config: &LogsConfig, data: &Path) ->
         SinkConfig {
             batch_docs: config.batch_docs,
             flush_interval: config.flush_interval,
+            shutdown_replay: config.shutdown_replay,
             spool_path: Some(data.join("log-spool.jsonl")),
             ..SinkConfig::default()
         },

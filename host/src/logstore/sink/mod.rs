@@ -27,6 +27,9 @@
 //!   the store still receives batches in order. The spool's head batches are
 //!   replayed, merged up to a batch's size, with backoff; once everything is
 //!   replayed the file is truncated.
+//! - shutdown: once every `Sink` is dropped, what is queued is written or
+//!   spooled, and the spool goes on replaying for `shutdown_replay`; what
+//!   is left then stays in the file for the next start.
 //!
 //! Producers wait only when the channel is full. With a spool, the channel
 //! fills only if the spool cannot take more: its disk budget
@@ -101,6 +104,12 @@ pub struct SinkConfig {
     /// batch waiting while the channel is half full is spooled at once.
     /// `None`: nothing is spooled for a store that is merely behind.
     pub spool_when_behind: Option<Duration>,
+    /// At shutdown, how long the spool goes on being replayed into a store
+    /// that takes it (slowly) before the sink stops and leaves the rest for
+    /// the next start: a worker told to stop must stop in bounded time
+    /// (systemd kills it after 90 s by default), and what is in the spool
+    /// is on disk already.
+    pub shutdown_replay: Duration,
 }
 
 impl Default for SinkConfig {
@@ -118,6 +127,7 @@ impl Default for SinkConfig {
             spool_after: Duration::from_secs(1),
             write_timeout: Duration::from_secs(30),
             spool_when_behind: Some(Duration::from_millis(250)),
+            shutdown_replay: Duration::from_secs(30),
         }
     }
 }

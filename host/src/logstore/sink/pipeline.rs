@@ -33,6 +33,14 @@ pub(super) struct InFlight {
     pub(super) direct: Option<Direct>,
 }
 
+impl InFlight {
+    /// Whether the spool holds this write's batch as well: a replay, or a
+    /// direct write spooled once the store fell behind.
+    fn in_spool(&self) -> bool {
+        self.replay_next.is_some() || self.direct.as_ref().is_some_and(|direct| direct.spooled.is_some())
+    }
+}
+
 /// A direct write's side of `InFlight`.
 pub(super) struct Direct {
     /// The batch, shared with the write.
@@ -68,6 +76,9 @@ pub(super) struct Pipeline {
     pub(super) pressure: Arc<Pressure>,
     /// Every `Sink` is gone and the channel is drained.
     pub(super) intake_closed: bool,
+    /// When the intake closed: the spool's replay goes on until
+    /// `shutdown_replay` after it.
+    pub(super) closed_at: Option<Instant>,
     pub(super) buffer: Vec<Queued>,
     /// The batch being filled.
     pub(super) open: Pending,
@@ -107,6 +118,7 @@ impl Pipeline {
             rx,
             pressure,
             intake_closed: false,
+            closed_at: None,
             buffer: Vec::new(),
             open: Pending::default(),
             open_deadline: None,
@@ -124,12 +136,16 @@ impl Pipeline {
     pub(super) async fn run(mut self) -> anyhow::Result<()> {
         loop {
             self.dispatch().await;
+            if self.shutdown_replay_over() {
+                self.replay_given_up = true;
+            }
             if self.finished() {
                 if let Some(spool) = self.spool.as_ref().filter(|s| !s.is_empty()) {
                     tracing::warn!(
                         path = %spool.path.display(),
                         bytes = spool.pending_bytes(),
-                        "log store still unavailable at shutdown; the spool will be replayed on the next start"
+                        "the log store did not take the whole spool before shutdown; the rest will be replayed on \
+                         the next start"
                     );
                 }
                 return Ok(());
@@ -148,6 +164,7 @@ impl Pipeline {
                 received = self.rx.recv_many(&mut self.buffer, room), if read_channel => {
                     if received == 0 {
                         self.intake_closed = true;
+                        self.closed_at = Some(Instant::now());
                         self.seal();
                     } else {
                         self.stats.queued.fetch_sub(received as u64, Ordering::Relaxed);
@@ -162,22 +179,43 @@ impl Pipeline {
     }
 
     fn finished(&self) -> bool {
+        let in_flight_settled = match &self.in_flight {
+            None => true,
+            // Given up at shutdown: a write whose batch the spool holds too
+            // is dropped (aborted) with the pipeline; the next start
+            // replays its copy.
+            Some(flight) => self.replay_given_up && flight.in_spool(),
+        };
         self.intake_closed
             && self.open.is_idle()
             && self.sealed.is_empty()
-            && self.in_flight.is_none()
+            && in_flight_settled
             && (self.replay_given_up || self.spool.as_ref().is_none_or(Spool::is_empty))
     }
 
-    /// When a replay, a failed append, or the store counting as behind is
-    /// next due, if any is waiting.
+    /// Shutting down with the spool still replaying, and `shutdown_replay`
+    /// has passed since the intake closed.
+    fn shutdown_replay_over(&self) -> bool {
+        !self.replay_given_up
+            && self.spool.as_ref().is_some_and(|s| !s.is_empty())
+            && self
+                .closed_at
+                .is_some_and(|closed| closed.elapsed() >= self.config.shutdown_replay)
+    }
+
+    /// When a replay, a failed append, the store counting as behind, or the
+    /// end of the shutdown's replay is next due, if any is waiting.
     fn wake_at(&self) -> Option<Instant> {
         // `end > 0` covers a spool still to replay and one still to truncate.
         let replay = (self.in_flight.is_none() && self.spool.as_ref().is_some_and(|s| s.end > 0))
             .then_some(self.replay_at)
             .filter(|_| !self.replay_given_up);
         let append = self.append_retry_at.filter(|_| !self.sealed.is_empty());
-        [replay, append, self.behind_at()].into_iter().flatten().min()
+        let shutdown = self
+            .closed_at
+            .filter(|_| !self.replay_given_up)
+            .map(|closed| closed + self.config.shutdown_replay);
+        [replay, append, self.behind_at(), shutdown].into_iter().flatten().min()
     }
 
     /// When the store counts as behind: at once if a sealed batch waits on

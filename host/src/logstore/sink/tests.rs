@@ -194,6 +194,7 @@ fn config() -> SinkConfig {
         // Long enough that a write on a busy machine is not taken for a
         // store that is behind where a test expects direct writes.
         spool_when_behind: Some(Duration::from_millis(500)),
+        shutdown_replay: Duration::from_secs(3600),
     }
 }
 
@@ -647,6 +648,48 @@ async fn at_shutdown_a_down_store_leaves_its_batches_in_the_spool() {
         .map(|c| c.seq)
         .collect();
     assert_eq!(spooled, (0..15).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn at_shutdown_a_slow_store_gets_the_spool_for_shutdown_replay_then_the_next_start_gets_the_rest() {
+    let (dir, store, sink, task) = start_held(SinkConfig {
+        spool_when_behind: Some(Duration::from_millis(20)),
+        shutdown_replay: Duration::from_millis(200),
+        ..config()
+    });
+    let spool_path = dir.path().join("sink.jsonl");
+    let stats = sink.stats();
+    let run_id = RunId::generate();
+    for seq in 0..25 {
+        sink.chunk(chunk(run_id, seq)).await;
+    }
+    eventually("the held store's batches are spooled", async || {
+        get(&stats.spooled_behind) > 0
+    })
+    .await;
+    drop(sink);
+    // The store never answers: without the bound the sink would wait for
+    // it (its writes time out only after an hour here).
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the sink stops once shutdown_replay has passed")
+        .unwrap()
+        .unwrap();
+    assert!(store.seqs(run_id).await.is_empty(), "the held store took nothing");
+
+    // The next start replays the spool into a store that answers.
+    store.hold.send_replace(false);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: Some(spool_path),
+            ..config()
+        },
+    );
+    eventually("the spool is replayed", async || store.seqs(run_id).await.len() == 25).await;
+    assert_eq!(store.seqs(run_id).await, (0..25).collect::<Vec<_>>());
+    drop(sink);
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
