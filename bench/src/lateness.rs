@@ -23,7 +23,7 @@ use crate::Ctx;
 use crate::inproc::{InProcWorker, NOOP_WAT, Probe, load_jobs, shell_kind, wait_scheduled, wasm_kind};
 use crate::report::{Stats, ms, rate, ratio};
 use crate::servers::{Cluster, histogram_max_bound, histogram_quantile, lateness_buckets, merge_buckets};
-use crate::sys::cpu_seconds;
+use crate::sys::{cpu_seconds, machine_busy_seconds};
 
 /// What one APScheduler run measured (scripts/bench-apscheduler.py).
 #[derive(Debug, Clone)]
@@ -306,6 +306,12 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pids: Vec<String> = cluster.workers.iter().map(|(w, _)| w.pid()).collect();
     let cpu_of = |pids: &[String]| pids.iter().map(|p| cpu_seconds(p)).sum::<f64>();
+    // Where the machine's CPU goes in the window: the stores run on the
+    // same two cores as the workers.
+    let store_pids = |pid: Option<u32>| pid.map(|p| vec![p.to_string()]).unwrap_or_default();
+    let etcd_pids = store_pids(cluster.etcd.pid());
+    let mongo_pids = store_pids(cluster.mongo.pid());
+    let stores_before = (cpu_of(&etcd_pids), cpu_of(&mongo_pids), machine_busy_seconds());
     let mut before = Vec::new();
     for text in cluster.worker_metrics().await {
         merge_buckets(&mut before, &lateness_buckets(&text), 1.0);
@@ -317,7 +323,11 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
     let window_end = jiff::Timestamp::now();
     let mut delta = Vec::new();
     let texts = cluster.worker_metrics().await;
-    let cpu = (cpu_of(&pids) - cpu) / wall.elapsed().as_secs_f64();
+    let elapsed = wall.elapsed().as_secs_f64();
+    let cpu = (cpu_of(&pids) - cpu) / elapsed;
+    let etcd_cpu = (cpu_of(&etcd_pids) - stores_before.0) / elapsed;
+    let mongo_cpu = (cpu_of(&mongo_pids) - stores_before.1) / elapsed;
+    let machine_cpu = (machine_busy_seconds() - stores_before.2) / elapsed;
     for text in &texts {
         merge_buckets(&mut delta, &lateness_buckets(text), 1.0);
     }
@@ -349,8 +359,10 @@ async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
         },
         cpu: format!("{:.0} %", cpu * 100.0),
         note: format!(
-            "at the end: {queued:.0} events queued in the sinks, {:.1} MiB spooled, {waiting:.0} runs waiting for \
-             capacity; {history}",
+            "CPU in the window, in cores: workers {cpu:.2}, etcd {etcd_cpu:.2}, nx-27017 {mongo_cpu:.2}, the \
+             machine {machine_cpu:.2} of {}; at the end: {queued:.0} events queued in the sinks, {:.1} MiB \
+             spooled, {waiting:.0} runs waiting for capacity; {history}",
+            std::thread::available_parallelism().map_or(0, usize::from),
             spooled / 1048576.0
         ),
     })

@@ -99,3 +99,23 @@ fn mallinfo() -> libc::mallinfo2 {
     // counters (glibc ≥ 2.33, which Debian 12 ships).
     unsafe { libc::mallinfo2() }
 }
+
+/// CPU seconds the whole machine has spent busy (every core, anything but
+/// idle and I/O wait), from the first line of /proc/stat.
+pub fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .map(|rest| rest.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    // user nice system idle iowait irq softirq steal …, in USER_HZ (100/s).
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
+}

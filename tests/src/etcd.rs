@@ -89,6 +89,11 @@ impl EtcdServer {
         self.member.process.is_running()
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.member.process.pid()
+    }
+
     /// Stops the server with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) {
         self.member.stop();
