@@ -227,6 +227,10 @@ pub(super) const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// range read instead of one read per job.
 pub(super) const BULK_STATE_READ: usize = 16;
 
+/// … and with one range over every job's state only when they are at least
+/// 1/`BULK_STATE_SHARE` of the jobs; fewer are read key by key, concurrently.
+pub(super) const BULK_STATE_SHARE: usize = 4;
+
 /// Most due timers handled per loop turn, so watch events and finished runs
 /// are not starved when very many jobs fire at once.
 pub(super) const MAX_FIRES_PER_TURN: usize = 4096;
@@ -245,6 +249,8 @@ impl State {
         // a long run of due timers the finished runs and watch updates.
         let mut timers_turn = true;
         let mut done = Vec::new();
+        let mut updates = Vec::new();
+        let mut watches_open = true;
         loop {
             if std::mem::replace(&mut timers_turn, false) && self.timers.next_due().is_some_and(|due| due <= self.now())
             {
@@ -272,7 +278,12 @@ impl State {
                 }
                 Some((job, plan)) = self.plans_stored_rx.recv() => self.on_plan_stored(&job, &plan).await,
                 Some(event) = self.handoff_rx.recv() => self.on_handoff(event).await,
-                Some((family, update)) = watch_rx.recv() => self.on_watch(family, update).await,
+                received = watch_rx.recv_many(&mut updates, 64), if watches_open => {
+                    watches_open = received > 0;
+                    for (family, update) in crate::worker::watchers::coalesce(updates.drain(..)) {
+                        self.on_watch(family, update).await;
+                    }
+                }
                 Some(()) = lease_lost.recv() => {
                     tracing::warn!("worker lease expired; re-registering and resynchronising");
                     if let Err(err) = self.reregister().await {

@@ -605,3 +605,54 @@ async fn scheduled_runs_are_claimed_ahead_of_their_ticks_and_start_on_them() {
         assert!(started >= tick, "tick {tick} started early, at {started}");
     }
 }
+
+#[test]
+fn consecutive_event_batches_of_a_family_are_merged_in_order_and_snapshots_never() {
+    use crate::coord::{Family, KeyValue, WatchEvent, WatchUpdate};
+    use crate::worker::watchers::coalesce;
+    let put = |key: &str| {
+        WatchEvent::Put(KeyValue {
+            key: key.to_owned(),
+            value: bytes::Bytes::from_static(b"{}"),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: None,
+        })
+    };
+    let delete = |key: &str| WatchEvent::Delete {
+        key: key.to_owned(),
+        revision: 2,
+    };
+    let keys = |update: &WatchUpdate| -> Vec<String> {
+        match update {
+            WatchUpdate::Events(events) => events
+                .iter()
+                .map(|event| match event {
+                    WatchEvent::Put(kv) => format!("put {}", kv.key),
+                    WatchEvent::Delete { key, .. } => format!("delete {key}"),
+                })
+                .collect(),
+            WatchUpdate::Snapshot(kvs) => kvs.iter().map(|kv| format!("snapshot {}", kv.key)).collect(),
+        }
+    };
+    let merged = coalesce([
+        (Family::Jobs, WatchUpdate::Events(vec![put("a")])),
+        (Family::Jobs, WatchUpdate::Events(vec![put("b"), delete("a")])),
+        (Family::Running, WatchUpdate::Events(vec![put("r1")])),
+        (Family::Jobs, WatchUpdate::Events(vec![put("c")])),
+        (Family::Jobs, WatchUpdate::Snapshot(Vec::new())),
+        (Family::Jobs, WatchUpdate::Events(vec![put("d")])),
+        (Family::Jobs, WatchUpdate::Events(vec![put("e")])),
+    ]);
+    let shape: Vec<(Family, Vec<String>)> = merged.iter().map(|(family, update)| (*family, keys(update))).collect();
+    assert_eq!(
+        shape,
+        vec![
+            (Family::Jobs, vec!["put a".into(), "put b".into(), "delete a".into()]),
+            (Family::Running, vec!["put r1".into()]),
+            (Family::Jobs, vec!["put c".into()]),
+            (Family::Jobs, vec![]),
+            (Family::Jobs, vec!["put d".into(), "put e".into()]),
+        ]
+    );
+}

@@ -64,6 +64,23 @@ pub(super) async fn watch_puts(
     }
 }
 
+/// Joins consecutive event batches of the same family into one, in order, so
+/// that the loop reacts to a burst (thousands of jobs written at once) in a
+/// few large steps instead of one per watch message: one claim-state read and
+/// one packed claim for many jobs. A snapshot is never merged.
+pub(super) fn coalesce(updates: impl IntoIterator<Item = (Family, WatchUpdate)>) -> Vec<(Family, WatchUpdate)> {
+    let mut merged: Vec<(Family, WatchUpdate)> = Vec::new();
+    for (family, update) in updates {
+        match (merged.last_mut(), update) {
+            (Some((last, WatchUpdate::Events(events))), WatchUpdate::Events(more)) if *last == family => {
+                events.extend(more);
+            }
+            (_, update) => merged.push((family, update)),
+        }
+    }
+    merged
+}
+
 /// Drives one watcher and forwards its updates to the scheduling loop.
 pub(super) async fn forward_watch(
     coord: Coordinator,

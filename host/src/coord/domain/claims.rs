@@ -19,6 +19,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::StreamExt;
 use jiff::Timestamp;
 
 use super::keys::Family;
@@ -81,6 +82,30 @@ impl Coordinator {
                 Some((name, (state, kv.mod_revision)))
             })
             .collect())
+    }
+
+    /// The claim states of `names` (those that have one), read key by key
+    /// with up to 64 reads in flight: for a batch of jobs that is a small
+    /// share of all of them, where one range over every state would read
+    /// mostly others.
+    pub async fn states_of(&self, names: &[JobName]) -> Result<HashMap<JobName, (JobState, Revision)>, StoreError> {
+        // Owned futures: borrowing `self` across them makes the worker's
+        // loop future not `Send` for every lifetime.
+        let reads = futures::stream::iter(names.to_vec())
+            .map(|name| {
+                let coord = self.clone();
+                async move {
+                    let (state, revision) = coord.job_state(&name).await?;
+                    Ok::<_, StoreError>(state.map(|state| (name, (state, revision))))
+                }
+            })
+            .buffer_unordered(64);
+        let found: Vec<Result<_, StoreError>> = reads.collect().await;
+        let mut states = HashMap::new();
+        for entry in found {
+            states.extend(entry?);
+        }
+        Ok(states)
     }
 
     /// Claims ticks. Claims are packed into as few transactions as the store's

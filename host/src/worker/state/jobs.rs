@@ -17,6 +17,8 @@ use crate::placement::{self, WorkerInfo};
 impl State {
     pub(super) async fn on_jobs(&mut self, update: WatchUpdate) {
         let mut replan = Vec::new();
+        // A job changed twice in one update is re-planned once.
+        let mut seen = HashSet::new();
         match update {
             WatchUpdate::Snapshot(kvs) => {
                 // Sized once: growing the maps step by step through a
@@ -42,7 +44,9 @@ impl State {
                 for event in events {
                     match event {
                         WatchEvent::Put(kv) => {
-                            if let Some((name, true)) = self.upsert_job(&kv) {
+                            if let Some((name, true)) = self.upsert_job(&kv)
+                                && seen.insert(name.clone())
+                            {
                                 replan.push(name);
                             }
                         }

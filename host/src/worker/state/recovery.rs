@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{ABANDONED, AmbiguousClaim, BULK_STATE_READ, State, Timer};
+use super::{ABANDONED, AmbiguousClaim, BULK_STATE_READ, BULK_STATE_SHARE, State, Timer};
 use crate::coord::{ClaimOutcome, ClaimRequest, JobState, PlanInputs, Revision};
 use crate::ids::{JobName, RunId};
 use crate::job::{CatchupPolicy, Job};
@@ -31,7 +31,16 @@ impl State {
     /// One round of recovery for `names`; returns the jobs whose claim was lost.
     pub(super) async fn recover_round(&mut self, names: Vec<JobName>) -> Vec<JobName> {
         let mut states = if names.len() > BULK_STATE_READ {
-            match self.deps.coord.all_states().await {
+            // One range over every state when the jobs are a large share of
+            // all of them (a start, a membership change); else their own
+            // keys. A range for every watch batch of new jobs made importing
+            // N jobs into a running cluster read O(N²) states.
+            let read = if names.len().saturating_mul(BULK_STATE_SHARE) >= self.jobs.len() {
+                self.deps.coord.all_states().await
+            } else {
+                self.deps.coord.states_of(&names).await
+            };
+            match read {
                 Ok(states) => Some(states),
                 Err(err) => {
                     tracing::warn!(%err, "cannot read claim states in bulk; reading them one by one");
