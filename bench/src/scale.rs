@@ -11,15 +11,17 @@ use jiff::Timestamp;
 use sandcron::coord::embedded::EmbeddedStore;
 use sandcron::coord::{Coordinator, KvStore};
 use sandcron::cronexpr::Schedule;
-use sandcron::ids::JobName;
+use sandcron::ids::{JobName, ModuleDigest};
 use sandcron::logstore::LogStore;
 use sandcron::logstore::sqlite::SqliteLogStore;
+use sandcron::module::ModuleKind;
 use sandcron::schedule::TimerQueue;
 
 use crate::Ctx;
-use crate::inproc::{InProcWorker, Probe, job_record, shell_kind, wait_scheduled};
+use crate::inproc::{InProcWorker, NOOP_WAT, Probe, job_name, job_record, shell_kind, wait_scheduled, wasm_kind};
 use crate::lateness::{Apscheduler, apscheduler};
 use crate::report::{Stats, mib, ms, rate, ratio};
+use crate::servers::Cluster;
 use crate::sys::{cpu_seconds, heap_mib, rss_kib};
 
 /// The job mix, averaging one fire per job per minute: 20 % twice a minute,
@@ -89,6 +91,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     // The same job set in APScheduler, in its own process.
     let peer = apscheduler(jobs, window as f64, true).await;
+    // And on the topology that scales: a `sandcron worker` process on etcd.
+    let on_etcd = worker_on_etcd(jobs, window).await;
 
     let report = &mut ctx.report;
     report.heading("4. Scale: 100k jobs on one worker");
@@ -198,6 +202,36 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     );
     report.line("Memory per job (RSS deltas of this process; structures counted by a counting allocator):\n");
     report.table(&["what", "per job"], &memory);
+    match on_etcd {
+        Ok(on_etcd) => {
+            report.line(format!(
+                "The same {jobs} jobs as WASM jobs (the no-op module), one `sandcron worker` process on etcd \
+                 (nx-27017 for the logs, capacity 64), {window} s window:\n"
+            ));
+            report.table(
+                &["worker process", "RSS"],
+                &[
+                    vec!["started, no jobs".into(), mib(on_etcd.empty)],
+                    vec![
+                        format!(
+                            "every job scheduled ({:.1} s after the last write)",
+                            on_etcd.startup.as_secs_f64()
+                        ),
+                        mib(on_etcd.loaded),
+                    ],
+                    vec!["after the window".into(), mib(on_etcd.steady)],
+                    vec![
+                        "per job (scheduled − no jobs)".into(),
+                        format!(
+                            "{:.2} KiB",
+                            on_etcd.loaded.saturating_sub(on_etcd.empty) as f64 / jobs as f64
+                        ),
+                    ],
+                ],
+            );
+        }
+        Err(problem) => report.note(format!("worker on etcd not measured: {problem:#}")),
+    }
     report.line("Pure scheduling cost (one core, no I/O), per job:\n");
     report.table(
         &["operation", "cost"],
@@ -215,6 +249,66 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         ],
     );
     Ok(())
+}
+
+/// RSS of a `sandcron worker` process on etcd, KiB, as it takes up the
+/// scale mix.
+struct OnEtcd {
+    empty: u64,
+    loaded: u64,
+    steady: u64,
+    /// From the last job written to every job scheduled.
+    startup: Duration,
+}
+
+/// One real worker process (the release binary) on etcd, with `jobs` WASM
+/// jobs of the scale mix: its RSS before the jobs, once every job is
+/// scheduled, and after `window` seconds of runs.
+async fn worker_on_etcd(jobs: usize, window: u64) -> anyhow::Result<OnEtcd> {
+    let mut cluster = Cluster::start(1, "capacity = 64").await?;
+    let pid = cluster.workers[0].0.pid();
+    let module = wat::parse_str(NOOP_WAT)?;
+    let digest = ModuleDigest::of(&module);
+    cluster
+        .coord
+        .put_module(&digest, &module, ModuleKind::Module, Vec::new(), Some("noop.wasm"))
+        .await?;
+    let empty = rss_kib(&pid);
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in 0..16 {
+        let coord = cluster.coord.clone();
+        let kind = wasm_kind(&digest);
+        tasks.spawn(async move {
+            for i in (shard..jobs).step_by(16) {
+                let record = job_record(&schedule_text(i), kind.clone());
+                coord.put_job(&job_name(i), &record, None, true).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    let written = Instant::now();
+    let deadline = written + Duration::from_secs(300);
+    while cluster.sum_metric("sandcron_jobs_scheduled").await < jobs as f64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the worker did not schedule every job within 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let startup = written.elapsed();
+    let loaded = rss_kib(&pid);
+    tokio::time::sleep(Duration::from_secs(window)).await;
+    let steady = rss_kib(&pid);
+    cluster.stop();
+    Ok(OnEtcd {
+        empty,
+        loaded,
+        steady,
+        startup,
+    })
 }
 
 /// (next fire, insert, fire, remove) in ns per job.
