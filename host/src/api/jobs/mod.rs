@@ -266,6 +266,11 @@ pub struct ListQuery {
     /// next page's address whole).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// `false`: views without `last_run`, and no read of the log store —
+    /// for clients that need only the jobs (`sandcron check-history`), where
+    /// a page of last runs is one log-store query per job. Default `true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<bool>,
 }
 
 /// List jobs with status, last run and next run, in name order, a page at
@@ -306,7 +311,10 @@ pub(super) async fn list(
     let more = page.len() > limit;
     page.truncate(limit);
     let names: Vec<JobName> = page.iter().map(|(name, _)| name.clone()).collect();
-    let (mut last_runs, history_unavailable) = last_runs(&state, &names).await;
+    let (mut last_runs, history_unavailable) = match query.last_run {
+        Some(false) => (BTreeMap::new(), false),
+        _ => last_runs(&state, &names).await,
+    };
     let views: Vec<JobView> = page
         .into_iter()
         .map(|(name, mut view)| {

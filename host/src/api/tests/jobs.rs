@@ -441,3 +441,33 @@ async fn the_job_list_comes_in_pages_linked_by_a_next_header() {
         .await
         .expect_error(StatusCode::BAD_REQUEST, "bad_request", "limit");
 }
+
+#[tokio::test]
+async fn the_job_list_leaves_last_runs_out_when_asked() {
+    let api = TestApi::new();
+    let digest = api.upload_demo().await;
+    api.call(Method::PUT, "/api/v1/jobs/ran", Some(OPERATOR), wasm_job(&digest))
+        .await
+        .expect(StatusCode::CREATED);
+    let job = crate::ids::JobName::new("ran").unwrap();
+    let mut batch = crate::logstore::LogBatch::default();
+    batch.runs.push(crate::testkit::sample_record(
+        &job,
+        "2026-03-01T00:00:00Z".parse().unwrap(),
+        crate::run::RunStatus::Succeeded,
+        1,
+    ));
+    api.state.logs.write(&batch).await.expect("seeded");
+    let with = api.get("/api/v1/jobs").await.expect(StatusCode::OK);
+    assert_eq!(with[0]["last_run"]["status"], "succeeded", "{with}");
+    let without = api.get("/api/v1/jobs?last_run=false").await.expect(StatusCode::OK);
+    assert_eq!(without[0]["name"], "ran");
+    assert!(without[0].get("last_run").is_none_or(Value::is_null), "{without}");
+    assert_ne!(without[0]["history_unavailable"], true, "not an outage: {without}");
+    // The next page's address keeps the choice.
+    let reply = api.get("/api/v1/jobs?last_run=false&limit=1").await;
+    assert!(reply.headers.get(header::LINK).is_none(), "one job, one page");
+    api.get("/api/v1/jobs?last_run=sometimes")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "bad_request", "last_run");
+}
