@@ -382,12 +382,31 @@ async fn history_after(cluster: &mut Cluster, since: jiff::Timestamp, until: jif
         }
     });
     let drained = drain.elapsed().as_secs_f64();
-    let output = tokio::process::Command::new(crate::sys::sandcron_bin())
-        .args(["check-history", "--server", &cluster.base, "--no-output", "--json"])
-        .args(["--since", &since.to_string(), "--until", &until.to_string()])
-        .env_remove("SANDCRON_TOKEN")
-        .output()
-        .await;
+    // Bounded: reading a 10k-jobs/s window back through the Python
+    // nx-27017 can take longer than the rest of the bench.
+    let check_limit = Duration::from_secs(600);
+    let checking = Instant::now();
+    let output = tokio::time::timeout(
+        check_limit,
+        tokio::process::Command::new(crate::sys::sandcron_bin())
+            .args(["check-history", "--server", &cluster.base, "--no-output", "--json"])
+            .args(["--since", &since.to_string(), "--until", &until.to_string()])
+            .env_remove("SANDCRON_TOKEN")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await;
+    let checked = checking.elapsed().as_secs_f64();
+    let output = match output {
+        Ok(output) => output,
+        Err(_) => {
+            return format!(
+                "the workers drained and exited {drained:.0} s after SIGTERM; `check-history` over the window did \
+                 not finish within {} s (stopped)",
+                check_limit.as_secs()
+            );
+        }
+    };
     match output {
         Ok(output) => {
             let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
@@ -395,8 +414,8 @@ async fn history_after(cluster: &mut Cluster, since: jiff::Timestamp, until: jif
             let complaint = String::from_utf8_lossy(&output.stderr);
             let complaint = complaint.lines().next().unwrap_or_default();
             format!(
-                "the workers drained and exited {drained:.0} s after SIGTERM; `check-history` over the window: \
-                 exit {}, {} runs, {violations} violations{}",
+                "the workers drained and exited {drained:.0} s after SIGTERM; `check-history` over the window \
+                 ({checked:.0} s): exit {}, {} runs, {violations} violations{}",
                 output.status.code().unwrap_or(-1),
                 report["runs"],
                 if complaint.is_empty() {
