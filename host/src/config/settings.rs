@@ -205,11 +205,7 @@ pub(super) fn kb_to_bytes(kb: u64, key: &str) -> anyhow::Result<usize> {
 }
 
 pub(super) fn module_limit(mb: Option<u64>) -> anyhow::Result<u64> {
-    let mb = mb.unwrap_or(64);
-    if !(1..=1024).contains(&mb) {
-        bail!("server.max_module_mb must be between 1 and 1024, got {mb}");
-    }
-    Ok(mb * 1024 * 1024)
+    Ok(bounded("server.max_module_mb", mb, 64, 1..=1024)? * 1024 * 1024)
 }
 
 pub(super) fn worker(
@@ -231,10 +227,7 @@ pub(super) fn worker(
             bail!("worker.native_env: {name:?} is not a variable name");
         }
     }
-    let kill_grace_s = file.kill_grace_s.unwrap_or(5);
-    if !(0..=600).contains(&kill_grace_s) {
-        bail!("worker.kill_grace_s must be between 0 and 600, got {kill_grace_s}");
-    }
+    let kill_grace_s = bounded("worker.kill_grace_s", file.kill_grace_s, 5, 0..=600)?;
     let max_memory_mb = match file.max_memory_mb.unwrap_or(4096) {
         mb @ 1..=4096 => mb,
         mb => bail!("worker.max_memory_mb must be between 1 and 4096, got {mb}"),
@@ -490,27 +483,30 @@ pub(super) fn checked_dirs(
     Ok(grants)
 }
 
+/// `value`, or `default` when the file leaves it out, within `range`.
+fn bounded<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> anyhow::Result<T> {
+    let value = value.unwrap_or(default);
+    if !range.contains(&value) {
+        bail!(
+            "{key} must be between {} and {}, got {value}",
+            range.start(),
+            range.end()
+        );
+    }
+    Ok(value)
+}
+
 pub(super) fn logs(file: &LogsFile) -> anyhow::Result<LogsConfig> {
-    let retention_days = file.retention_days.unwrap_or(30);
-    if !(1..=3650).contains(&retention_days) {
-        bail!("logs.retention_days must be between 1 and 3650, got {retention_days}");
-    }
-    let audit_retention_days = file.audit_retention_days.unwrap_or(365);
-    if !(1..=36_500).contains(&audit_retention_days) {
-        bail!("logs.audit_retention_days must be between 1 and 36500, got {audit_retention_days}");
-    }
-    let batch_docs = file.batch_docs.unwrap_or(500);
-    if !(1..=100_000).contains(&batch_docs) {
-        bail!("logs.batch_docs must be between 1 and 100000, got {batch_docs}");
-    }
-    let flush_ms = file.flush_ms.unwrap_or(100);
-    if !(1..=60_000).contains(&flush_ms) {
-        bail!("logs.flush_ms must be between 1 and 60000, got {flush_ms}");
-    }
-    let shutdown_replay_s = file.shutdown_replay_s.unwrap_or(30);
-    if shutdown_replay_s > 86_400 {
-        bail!("logs.shutdown_replay_s must be between 0 and 86400, got {shutdown_replay_s}");
-    }
+    let retention_days = bounded("logs.retention_days", file.retention_days, 30, 1..=3650)?;
+    let audit_retention_days = bounded("logs.audit_retention_days", file.audit_retention_days, 365, 1..=36_500)?;
+    let batch_docs = bounded("logs.batch_docs", file.batch_docs, 500, 1..=100_000)?;
+    let flush_ms = bounded("logs.flush_ms", file.flush_ms, 100, 1..=60_000)?;
+    let shutdown_replay_s = bounded("logs.shutdown_replay_s", file.shutdown_replay_s, 30, 0..=86_400)?;
     Ok(LogsConfig {
         retention: Duration::from_secs(retention_days * 24 * 3600),
         audit_retention: Duration::from_secs(audit_retention_days * 24 * 3600),
