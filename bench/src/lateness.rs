@@ -12,15 +12,13 @@ use std::time::{Duration, Instant};
 
 use sandcron::coord::embedded::EmbeddedStore;
 use sandcron::coord::{Coordinator, KvStore};
-use sandcron::ids::ModuleDigest;
 use sandcron::logstore::LogStore;
 use sandcron::logstore::sqlite::SqliteLogStore;
-use sandcron::module::ModuleKind;
 use sandcron_tests::cluster::metric_sample;
 use sandcron_tests::workspace_root;
 
 use crate::Ctx;
-use crate::inproc::{InProcWorker, NOOP_WAT, Probe, load_jobs, shell_kind, wait_scheduled, wasm_kind};
+use crate::inproc::{InProcWorker, Probe, load_jobs, shell_kind, wait_scheduled, wasm_kind};
 use crate::report::{Stats, ms, rate, ratio};
 use crate::servers::{Cluster, histogram_max_bound, histogram_quantile, lateness_buckets, merge_buckets};
 use crate::sys::{cpu_seconds, machine_busy_seconds};
@@ -292,12 +290,7 @@ async fn embedded(jobs: usize, window: u64) -> anyhow::Result<Row> {
 
 async fn cluster(jobs: usize, window: u64) -> anyhow::Result<Row> {
     let mut cluster = Cluster::start(3, "capacity = 64").await?;
-    let module = wat::parse_str(NOOP_WAT)?;
-    let digest = ModuleDigest::of(&module);
-    cluster
-        .coord
-        .put_module(&digest, &module, ModuleKind::Module, Vec::new(), Some("noop.wasm"))
-        .await?;
+    let digest = cluster.put_noop_module().await?;
     load_jobs(&cluster.coord, jobs, "* * * * * *", &wasm_kind(&digest), 16).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     while cluster.sum_metric("sandcron_jobs_scheduled").await < jobs as f64 && Instant::now() < deadline {

@@ -11,14 +11,13 @@ use jiff::Timestamp;
 use sandcron::coord::embedded::EmbeddedStore;
 use sandcron::coord::{Coordinator, KvStore};
 use sandcron::cronexpr::Schedule;
-use sandcron::ids::{JobName, ModuleDigest};
+use sandcron::ids::JobName;
 use sandcron::logstore::LogStore;
 use sandcron::logstore::sqlite::SqliteLogStore;
-use sandcron::module::ModuleKind;
 use sandcron::schedule::TimerQueue;
 
 use crate::Ctx;
-use crate::inproc::{InProcWorker, NOOP_WAT, Probe, job_name, job_record, shell_kind, wait_scheduled, wasm_kind};
+use crate::inproc::{InProcWorker, Probe, job_name, job_record, shell_kind, wait_scheduled, wasm_kind};
 use crate::lateness::{Apscheduler, apscheduler};
 use crate::report::{Stats, mib, ms, rate, ratio};
 use crate::servers::Cluster;
@@ -267,12 +266,7 @@ struct OnEtcd {
 async fn worker_on_etcd(jobs: usize, window: u64) -> anyhow::Result<OnEtcd> {
     let mut cluster = Cluster::start(1, "capacity = 64").await?;
     let pid = cluster.workers[0].0.pid();
-    let module = wat::parse_str(NOOP_WAT)?;
-    let digest = ModuleDigest::of(&module);
-    cluster
-        .coord
-        .put_module(&digest, &module, ModuleKind::Module, Vec::new(), Some("noop.wasm"))
-        .await?;
+    let digest = cluster.put_noop_module().await?;
     let empty = rss_kib(&pid);
     let mut tasks = tokio::task::JoinSet::new();
     for shard in 0..16 {

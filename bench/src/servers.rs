@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use sandcron::coord::etcd::{EtcdConfig, EtcdStore};
 use sandcron::coord::{Coordinator, KvStore};
+use sandcron::ids::ModuleDigest;
+use sandcron::module::ModuleKind;
 use sandcron_tests::cluster::metric_sample;
 use sandcron_tests::etcd::EtcdServer;
 use sandcron_tests::mongo::MongoServer;
@@ -187,6 +189,16 @@ impl Cluster {
             mongo,
             _dir: dir,
         })
+    }
+
+    /// Uploads the no-op guest (`NOOP_WAT`) and returns its digest.
+    pub async fn put_noop_module(&self) -> anyhow::Result<ModuleDigest> {
+        let module = wat::parse_str(crate::inproc::NOOP_WAT)?;
+        let digest = ModuleDigest::of(&module);
+        self.coord
+            .put_module(&digest, &module, ModuleKind::Module, Vec::new(), Some("noop.wasm"))
+            .await?;
+        Ok(digest)
     }
 
     /// The /metrics text of every worker.
