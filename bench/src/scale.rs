@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use sandcron::coord::embedded::EmbeddedStore;
 use sandcron::coord::{Coordinator, KvStore};
 use sandcron::cronexpr::Schedule;
-use sandcron::ids::JobName;
+use sandcron::job::JobKind;
 use sandcron::logstore::LogStore;
 use sandcron::logstore::sqlite::SqliteLogStore;
 use sandcron::schedule::TimerQueue;
@@ -46,21 +46,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let logs: Arc<dyn LogStore> = SqliteLogStore::open(&data.path().join("logs.db"))?;
     let coord = Coordinator::new(store.clone() as Arc<dyn KvStore>, "/bench/");
     let load_started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for shard in 0..8 {
-        let coord = coord.clone();
-        tasks.spawn(async move {
-            for i in (shard..jobs).step_by(8) {
-                let record = job_record(&schedule_text(i), shell_kind("true"));
-                let name = JobName::new(&format!("job-{i:06}"))?;
-                coord.put_job(&name, &record, None, false).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
+    write_mix(&coord, jobs, &shell_kind("true"), 8).await?;
     let load_s = load_started.elapsed().as_secs_f64();
 
     let rss_store = rss_kib("self");
@@ -250,6 +236,26 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes jobs `0..jobs` of the scale mix (`schedule_text`) running `kind`
+/// through `writers` concurrent tasks.
+async fn write_mix(coord: &Coordinator, jobs: usize, kind: &JobKind, writers: usize) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in 0..writers {
+        let (coord, kind) = (coord.clone(), kind.clone());
+        tasks.spawn(async move {
+            for i in (shard..jobs).step_by(writers) {
+                let record = job_record(&schedule_text(i), kind.clone());
+                coord.put_job(&job_name(i), &record, None, false).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
 /// RSS of a `sandcron worker` process on etcd, KiB, as it takes up the
 /// scale mix.
 struct OnEtcd {
@@ -268,21 +274,7 @@ async fn worker_on_etcd(jobs: usize, window: u64) -> anyhow::Result<OnEtcd> {
     let pid = cluster.workers[0].0.pid();
     let digest = cluster.put_noop_module().await?;
     let empty = rss_kib(&pid);
-    let mut tasks = tokio::task::JoinSet::new();
-    for shard in 0..16 {
-        let coord = cluster.coord.clone();
-        let kind = wasm_kind(&digest);
-        tasks.spawn(async move {
-            for i in (shard..jobs).step_by(16) {
-                let record = job_record(&schedule_text(i), kind.clone());
-                coord.put_job(&job_name(i), &record, None, true).await?;
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
+    write_mix(&cluster.coord, jobs, &wasm_kind(&digest), 16).await?;
     let written = Instant::now();
     let deadline = written + Duration::from_secs(300);
     while cluster.sum_metric("sandcron_jobs_scheduled").await < jobs as f64 {

@@ -30,6 +30,7 @@ use crate::worker::handoff::HandoffEvent;
 use crate::worker::kill::KillSwitches;
 use crate::worker::results::ResultWaiters;
 use crate::worker::task::TaskDone;
+use crate::worker::watchers::coalesce;
 
 mod dispatch;
 mod handoff;
@@ -280,7 +281,7 @@ impl State {
                 Some(event) = self.handoff_rx.recv() => self.on_handoff(event).await,
                 received = watch_rx.recv_many(&mut updates, 64), if watches_open => {
                     watches_open = received > 0;
-                    for (family, update) in crate::worker::watchers::coalesce(updates.drain(..)) {
+                    for (family, update) in coalesce(updates.drain(..)) {
                         self.on_watch(family, update).await;
                     }
                 }

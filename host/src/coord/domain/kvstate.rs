@@ -132,7 +132,8 @@ impl Coordinator {
             .get(&self.state_value_key(job, key))
             .await
             .map_err(unavailable)?;
-        Ok(kv.map(|kv| kv.value.to_vec()))
+        // Moved, not copied, when no one else holds the value (etcd).
+        Ok(kv.map(|kv| Vec::from(kv.value)))
     }
 
     /// Sets `key` to `value` under the run's fence, within the quota.
@@ -232,7 +233,7 @@ impl Coordinator {
     /// A value and the revision of its last write.
     pub async fn state_value(&self, job: &JobName, key: &StateKey) -> Result<Option<(Vec<u8>, Revision)>, StoreError> {
         let kv = self.store.get(&self.state_value_key(job, key)).await?;
-        Ok(kv.map(|kv| (kv.value.to_vec(), kv.mod_revision)))
+        Ok(kv.map(|kv| (Vec::from(kv.value), kv.mod_revision)))
     }
 
     /// An operator deletes one key (no fence: operators are not runs);

@@ -74,10 +74,8 @@ pub(super) struct Pipeline {
     pub(super) outage: Arc<Outage>,
     pub(super) rx: mpsc::Receiver<Queued>,
     pub(super) pressure: Arc<Pressure>,
-    /// Every `Sink` is gone and the channel is drained.
-    pub(super) intake_closed: bool,
-    /// When the intake closed: the spool's replay goes on until
-    /// `shutdown_replay` after it.
+    /// When every `Sink` was gone and the channel drained (the intake
+    /// closed): the spool's replay goes on until `shutdown_replay` after it.
     pub(super) closed_at: Option<Instant>,
     pub(super) buffer: Vec<Queued>,
     /// The batch being filled.
@@ -117,7 +115,6 @@ impl Pipeline {
             outage: Arc::new(Outage::default()),
             rx,
             pressure,
-            intake_closed: false,
             closed_at: None,
             buffer: Vec::new(),
             open: Pending::default(),
@@ -150,7 +147,7 @@ impl Pipeline {
                 }
                 return Ok(());
             }
-            let read_channel = !self.intake_closed && self.sealed.is_empty();
+            let read_channel = !self.intake_closed() && self.sealed.is_empty();
             let room = self.config.batch_docs.saturating_sub(self.open.batch.len()).max(1);
             let seal_at = self.open_deadline.filter(|_| self.sealed.is_empty());
             let wake_at = self.wake_at();
@@ -163,7 +160,6 @@ impl Pipeline {
                 }
                 received = self.rx.recv_many(&mut self.buffer, room), if read_channel => {
                     if received == 0 {
-                        self.intake_closed = true;
                         self.closed_at = Some(Instant::now());
                         self.seal();
                     } else {
@@ -178,6 +174,11 @@ impl Pipeline {
         }
     }
 
+    /// Every `Sink` is gone and the channel is drained.
+    fn intake_closed(&self) -> bool {
+        self.closed_at.is_some()
+    }
+
     fn finished(&self) -> bool {
         let in_flight_settled = match &self.in_flight {
             None => true,
@@ -186,7 +187,7 @@ impl Pipeline {
             // replays its copy.
             Some(flight) => self.replay_given_up && flight.in_spool(),
         };
-        self.intake_closed
+        self.intake_closed()
             && self.open.is_idle()
             && self.sealed.is_empty()
             && in_flight_settled
@@ -360,7 +361,7 @@ impl Pipeline {
                     spool.put_back_head(batch, next);
                 }
                 self.replay_at = Instant::now() + self.replay_backoff.next_delay();
-                if self.intake_closed && self.open.is_idle() && self.sealed.is_empty() {
+                if self.intake_closed() && self.open.is_idle() && self.sealed.is_empty() {
                     self.replay_given_up = true;
                 }
             }
