@@ -22,6 +22,7 @@ use crate::lateness::{Apscheduler, apscheduler};
 use crate::report::{Stats, mib, ms, rate, ratio};
 use crate::servers::Cluster;
 use crate::sys::{cpu_seconds, heap_mib, rss_kib};
+use sandcron_tests::cluster::metric_sample;
 
 /// The job mix, averaging one fire per job per minute: 20 % twice a minute,
 /// 40 % once a minute, 40 % every other minute, at spread-out seconds.
@@ -39,7 +40,92 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let jobs = 100_000;
     let window = ctx.pick(10, 60);
     let (next_ns, insert_ns, fire_ns, remove_ns) = micro(jobs)?;
+    // `SANDCRON_BENCH_SCALE=etcd` measures only those setups (of inproc,
+    // etcd): for looking into one of them.
+    let only = std::env::var("SANDCRON_BENCH_SCALE").ok();
+    let wanted = |setup: &str| only.as_deref().is_none_or(|only| only.split(',').any(|s| s == setup));
+    if wanted("inproc") {
+        in_process(ctx, jobs, window).await?;
+    }
+    let structures = crate::memory::per_job(jobs)?;
+    let report = &mut ctx.report;
+    report.line("Memory per job, structure by structure (a counting allocator; the requested bytes, and the heap they take with glibc's chunk headers and rounding):\n");
+    report.table(
+        &["structure", "requested", "heap"],
+        &structures
+            .iter()
+            .map(|s| {
+                let bytes = |b: f64| {
+                    if b.is_finite() {
+                        format!("{b:.0} B")
+                    } else {
+                        "–".into()
+                    }
+                };
+                vec![s.what.to_owned(), bytes(s.requested), bytes(s.heap)]
+            })
+            .collect::<Vec<_>>(),
+    );
+    if wanted("etcd") {
+        // The topology that scales: a `sandcron worker` process on etcd.
+        let on_etcd = worker_on_etcd(jobs, window).await;
+        let report = &mut ctx.report;
+        match on_etcd {
+            Ok(on_etcd) => {
+                report.line(format!(
+                    "The same {jobs} jobs as WASM jobs (the no-op module), one `sandcron worker` process on etcd \
+                     (nx-27017 for the logs, capacity 64), {window} s window:\n"
+                ));
+                report.table(
+                    &["worker process", "RSS", "heap in use / free (its /metrics)"],
+                    &[
+                        on_etcd.empty.row("started, no jobs".into()),
+                        on_etcd.loaded.row(format!(
+                            "every job scheduled ({:.1} s after the last write)",
+                            on_etcd.startup.as_secs_f64()
+                        )),
+                        on_etcd.steady.row("after the window".into()),
+                        on_etcd.restarted.row(format!(
+                            "restarted on the stored jobs, every job scheduled ({:.1} s after the start)",
+                            on_etcd.restart_startup.as_secs_f64()
+                        )),
+                        vec![
+                            "per job (scheduled − no jobs)".into(),
+                            format!(
+                                "{:.2} KiB",
+                                on_etcd.loaded.rss.saturating_sub(on_etcd.empty.rss) as f64 / jobs as f64
+                            ),
+                            "–".into(),
+                        ],
+                    ],
+                );
+            }
+            Err(problem) => report.note(format!("worker on etcd not measured: {problem:#}")),
+        }
+    }
+    let report = &mut ctx.report;
+    report.line("Pure scheduling cost (one core, no I/O), per job:\n");
+    report.table(
+        &["operation", "cost"],
+        &[
+            vec!["next fire time, job mix".into(), format!("{next_ns:.0} ns")],
+            vec![
+                format!("timer queue insert (heap of {jobs})"),
+                format!("{insert_ns:.0} ns"),
+            ],
+            vec![
+                "fire: pop due + next fire + re-insert".into(),
+                format!("{fire_ns:.0} ns"),
+            ],
+            vec!["timer queue remove".into(), format!("{remove_ns:.0} ns")],
+        ],
+    );
+    Ok(())
+}
 
+/// The in-process worker on the embedded store with 100k shell jobs, and
+/// the same job set in APScheduler.
+async fn in_process(ctx: &mut Ctx, jobs: usize, window: u64) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let rss_empty = rss_kib("self");
     let store = EmbeddedStore::open(&data.path().join("coord.db"))?;
@@ -70,15 +156,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let ours = Stats::of(&lateness);
     let fires = lateness.len() as f64 / wall;
 
-    // Last: the heap it frees stays with the process and would blur the
-    // RSS figures above.
-    let structures = crate::memory::per_job(jobs)?;
-
     // The same job set in APScheduler, in its own process.
     let peer = apscheduler(jobs, window as f64, true).await;
-    // And on the topology that scales: a `sandcron worker` process on etcd.
-    let on_etcd = worker_on_etcd(jobs, window).await;
-
     let report = &mut ctx.report;
     report.heading("4. Scale: 100k jobs on one worker");
     report.note(format!(
@@ -170,7 +249,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         report.note(format!("APScheduler not measured: {problem}"));
     }
     let per_job = |kib: u64| format!("{:.2} KiB", kib as f64 / jobs as f64);
-    let mut memory: Vec<Vec<String>> = vec![
+    let memory: Vec<Vec<String>> = vec![
         vec![
             "embedded store with the jobs loaded (RSS − empty process)".into(),
             per_job(rss_store.saturating_sub(rss_empty)),
@@ -180,59 +259,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
             per_job(rss_loaded.saturating_sub(rss_store)),
         ],
     ];
-    memory.extend(
-        structures
-            .iter()
-            .map(|(what, bytes)| vec![format!("of which: {what}"), format!("{bytes:.0} B")]),
-    );
-    report.line("Memory per job (RSS deltas of this process; structures counted by a counting allocator):\n");
+    report.line("Memory per job (RSS deltas of this process):\n");
     report.table(&["what", "per job"], &memory);
-    match on_etcd {
-        Ok(on_etcd) => {
-            report.line(format!(
-                "The same {jobs} jobs as WASM jobs (the no-op module), one `sandcron worker` process on etcd \
-                 (nx-27017 for the logs, capacity 64), {window} s window:\n"
-            ));
-            report.table(
-                &["worker process", "RSS"],
-                &[
-                    vec!["started, no jobs".into(), mib(on_etcd.empty)],
-                    vec![
-                        format!(
-                            "every job scheduled ({:.1} s after the last write)",
-                            on_etcd.startup.as_secs_f64()
-                        ),
-                        mib(on_etcd.loaded),
-                    ],
-                    vec!["after the window".into(), mib(on_etcd.steady)],
-                    vec![
-                        "per job (scheduled − no jobs)".into(),
-                        format!(
-                            "{:.2} KiB",
-                            on_etcd.loaded.saturating_sub(on_etcd.empty) as f64 / jobs as f64
-                        ),
-                    ],
-                ],
-            );
-        }
-        Err(problem) => report.note(format!("worker on etcd not measured: {problem:#}")),
-    }
-    report.line("Pure scheduling cost (one core, no I/O), per job:\n");
-    report.table(
-        &["operation", "cost"],
-        &[
-            vec!["next fire time, job mix".into(), format!("{next_ns:.0} ns")],
-            vec![
-                format!("timer queue insert (heap of {jobs})"),
-                format!("{insert_ns:.0} ns"),
-            ],
-            vec![
-                "fire: pop due + next fire + re-insert".into(),
-                format!("{fire_ns:.0} ns"),
-            ],
-            vec!["timer queue remove".into(), format!("{remove_ns:.0} ns")],
-        ],
-    );
     Ok(())
 }
 
@@ -257,26 +285,50 @@ async fn write_mix(coord: &Coordinator, jobs: usize, kind: &JobKind, writers: us
 }
 
 /// RSS of a `sandcron worker` process on etcd, KiB, as it takes up the
-/// scale mix.
+/// scale mix, and again after a restart on the stored jobs.
 struct OnEtcd {
-    empty: u64,
-    loaded: u64,
-    steady: u64,
+    empty: Sample,
+    loaded: Sample,
+    steady: Sample,
     /// From the last job written to every job scheduled.
     startup: Duration,
+    /// Restarted on the stored jobs (one snapshot), once every job is
+    /// scheduled, and how long that took from the start.
+    restarted: Sample,
+    restart_startup: Duration,
 }
 
-/// One real worker process (the release binary) on etcd, with `jobs` WASM
-/// jobs of the scale mix: its RSS before the jobs, once every job is
-/// scheduled, and after `window` seconds of runs.
-async fn worker_on_etcd(jobs: usize, window: u64) -> anyhow::Result<OnEtcd> {
-    let mut cluster = Cluster::start(1, "capacity = 64").await?;
-    let pid = cluster.workers[0].0.pid();
-    let digest = cluster.put_noop_module().await?;
-    let empty = rss_kib(&pid);
-    write_mix(&cluster.coord, jobs, &wasm_kind(&digest), 16).await?;
-    let written = Instant::now();
-    let deadline = written + Duration::from_secs(300);
+/// A worker process's RSS (KiB), and its heap in use and free (bytes, from
+/// its /metrics).
+#[derive(Clone, Copy)]
+struct Sample {
+    rss: u64,
+    heap: Option<(f64, f64)>,
+}
+
+impl Sample {
+    async fn of(cluster: &Cluster) -> Sample {
+        let rss = rss_kib(&cluster.workers[0].0.pid());
+        let metrics = cluster.worker_metrics().await;
+        let text = metrics.first().map_or("", String::as_str);
+        let heap =
+            metric_sample(text, "sandcron_heap_in_use_bytes").zip(metric_sample(text, "sandcron_heap_free_bytes"));
+        Sample { rss, heap }
+    }
+
+    fn row(&self, what: String) -> Vec<String> {
+        let heap = self.heap.map_or("–".into(), |(in_use, free)| {
+            let mib = |b: f64| b / f64::from(1 << 20);
+            format!("{:.0} MiB / {:.0} MiB", mib(in_use), mib(free))
+        });
+        vec![what, mib(self.rss), heap]
+    }
+}
+
+/// Waits until the cluster's workers schedule `jobs` jobs (at most 300 s).
+async fn wait_all_scheduled(cluster: &Cluster, jobs: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(300);
     while cluster.sum_metric("sandcron_jobs_scheduled").await < jobs as f64 {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -284,16 +336,35 @@ async fn worker_on_etcd(jobs: usize, window: u64) -> anyhow::Result<OnEtcd> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let startup = written.elapsed();
-    let loaded = rss_kib(&pid);
+    Ok(started.elapsed())
+}
+
+/// One real worker process (the release binary) on etcd, with `jobs` WASM
+/// jobs of the scale mix: its RSS before the jobs, once every job is
+/// scheduled, after `window` seconds of runs, and once every job is
+/// scheduled again after a restart.
+async fn worker_on_etcd(jobs: usize, window: u64) -> anyhow::Result<OnEtcd> {
+    let mut cluster = Cluster::start(1, "capacity = 64").await?;
+    let digest = cluster.put_noop_module().await?;
+    let empty = Sample::of(&cluster).await;
+    write_mix(&cluster.coord, jobs, &wasm_kind(&digest), 16).await?;
+    let startup = wait_all_scheduled(&cluster, jobs).await?;
+    let loaded = Sample::of(&cluster).await;
     tokio::time::sleep(Duration::from_secs(window)).await;
-    let steady = rss_kib(&pid);
+    let steady = Sample::of(&cluster).await;
+    let restart = Instant::now();
+    cluster.restart_worker(0)?;
+    wait_all_scheduled(&cluster, jobs).await?;
+    let restart_startup = restart.elapsed();
+    let restarted = Sample::of(&cluster).await;
     cluster.stop();
     Ok(OnEtcd {
         empty,
         loaded,
         steady,
         startup,
+        restarted,
+        restart_startup,
     })
 }
 

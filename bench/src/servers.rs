@@ -6,7 +6,7 @@
 //! be part of what is measured here).
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,6 +109,8 @@ pub struct Cluster {
     pub mongo: MongoServer,
     pub mongo_uri: String,
     pub database: String,
+    /// How each worker was started (arguments, log file), to restart it.
+    worker_starts: Vec<(Vec<String>, PathBuf)>,
     _dir: tempfile::TempDir,
 }
 
@@ -150,31 +152,25 @@ impl Cluster {
         )?;
         let base = master.ready.split_whitespace().next().unwrap_or_default().to_owned();
         let mut procs = Vec::new();
+        let mut worker_starts = Vec::new();
         for i in 0..workers {
             let name = format!("worker-{i}");
             let config = dir.path().join(format!("{name}.toml"));
             std::fs::write(&config, format!("[worker]\n{worker_extra}\n{stores}"))?;
-            let proc = SandcronProc::start(
-                &[
-                    "worker".into(),
-                    "--config".into(),
-                    path(&config),
-                    "--id".into(),
-                    name.clone(),
-                    "--data".into(),
-                    path(&dir.path().join(format!("{name}-data"))),
-                    "--listen".into(),
-                    "127.0.0.1:0".into(),
-                ],
-                "sandcron worker ",
-                &dir.path().join(format!("{name}.log")),
-            )?;
-            let probes = proc
-                .ready
-                .split_once("probes on ")
-                .map(|(_, url)| format!("{}/metrics", url.trim()))
-                .unwrap_or_default();
-            procs.push((proc, probes));
+            let args = vec![
+                "worker".into(),
+                "--config".into(),
+                path(&config),
+                "--id".into(),
+                name.clone(),
+                "--data".into(),
+                path(&dir.path().join(format!("{name}-data"))),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ];
+            let log = dir.path().join(format!("{name}.log"));
+            procs.push(start_worker(&args, &log)?);
+            worker_starts.push((args, log));
         }
         let store = EtcdStore::connect(&EtcdConfig::new([etcd.endpoint()])).await?;
         let coord = Coordinator::new(store as Arc<dyn KvStore>, &format!("/{namespace}/"));
@@ -187,8 +183,18 @@ impl Cluster {
             database: namespace.to_owned(),
             etcd,
             mongo,
+            worker_starts,
             _dir: dir,
         })
+    }
+
+    /// Stops worker `i` (SIGTERM, drained) and starts it again with the same
+    /// identity, configuration and data directory.
+    pub fn restart_worker(&mut self, i: usize) -> anyhow::Result<()> {
+        self.workers[i].0.stop();
+        let (args, log) = &self.worker_starts[i];
+        self.workers[i] = start_worker(args, log)?;
+        Ok(())
     }
 
     /// Uploads the no-op guest (`NOOP_WAT`) and returns its digest.
@@ -237,6 +243,17 @@ impl Cluster {
         }
         self.master.stop();
     }
+}
+
+/// Starts a worker process: it and the URL of its /metrics.
+fn start_worker(args: &[String], log: &Path) -> anyhow::Result<(SandcronProc, String)> {
+    let proc = SandcronProc::start(args, "sandcron worker ", log)?;
+    let probes = proc
+        .ready
+        .split_once("probes on ")
+        .map(|(_, url)| format!("{}/metrics", url.trim()))
+        .unwrap_or_default();
+    Ok((proc, probes))
 }
 
 /// The cumulative buckets of `sandcron_fire_lateness_seconds` as (upper

@@ -88,16 +88,8 @@ pub fn file_size(path: &Path) -> u64 {
 /// RSS minus the first is what the allocator holds on to (freed chunks
 /// between live ones, per-thread arenas) rather than what sandcron keeps.
 pub fn heap_mib() -> (f64, f64) {
-    let info = mallinfo();
-    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
-    (mib(info.uordblks + info.hblkhd), mib(info.fordblks))
-}
-
-#[allow(unsafe_code)]
-fn mallinfo() -> libc::mallinfo2 {
-    // SAFETY: `mallinfo2` takes no arguments and returns a plain struct of
-    // counters (glibc ≥ 2.33, which Debian 12 ships).
-    unsafe { libc::mallinfo2() }
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    sandcron::heap::stats().map_or((f64::NAN, f64::NAN), |heap| (mib(heap.in_use), mib(heap.free)))
 }
 
 /// CPU seconds the whole machine has spent busy (every core, anything but

@@ -23,7 +23,8 @@
 //!   calls within an egress allow-list) and output capture. Never touches a
 //!   store.
 //! - [`alert`]: alert rules (pure) and their delivery by webhook and email;
-//!   [`metrics`]: counters and their Prometheus rendering.
+//!   [`metrics`]: counters and their Prometheus rendering; [`heap`]: what
+//!   the allocator holds, and giving its free pages back.
 //! - [`config`]: file, environment and flags, validated in one place; the
 //!   only module that reads the environment.
 //! - [`worker`]: watch → schedule → claim → execute → report.
@@ -44,6 +45,7 @@ pub mod coord;
 pub mod cronexpr;
 pub mod crypto;
 pub mod exec;
+pub mod heap;
 pub mod ids;
 pub mod job;
 pub mod kvstate;

@@ -222,6 +222,16 @@ impl Metrics {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", get(value));
         }
+        if let Some(heap) = crate::heap::stats() {
+            let _ = writeln!(
+                out,
+                "# HELP sandcron_heap_in_use_bytes Heap allocated and not freed (glibc's allocator).\n\
+                 # TYPE sandcron_heap_in_use_bytes gauge\nsandcron_heap_in_use_bytes {}\n\
+                 # HELP sandcron_heap_free_bytes Heap freed and kept by the allocator; resident until given back.\n\
+                 # TYPE sandcron_heap_free_bytes gauge\nsandcron_heap_free_bytes {}",
+                heap.in_use, heap.free
+            );
+        }
         let live_workers = get(&self.live_workers);
         if live_workers != NOT_MEASURED {
             let _ = writeln!(
@@ -400,6 +410,24 @@ mod tests {
         assert!(text.contains("sandcron_fire_lateness_seconds_count 2"), "{text}");
         assert!(text.contains("sandcron_runs_total{status=\"killed\"} 1"), "{text}");
         assert!(!text.contains("status=\"running\""), "running is not a final status");
+    }
+
+    #[test]
+    fn the_heap_gauges_are_the_allocators_figures_where_it_has_them() {
+        let text = Metrics::new().render();
+        let sample = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+        };
+        match crate::heap::stats() {
+            Some(heap) => {
+                // This test's own allocations keep the heap in use above zero.
+                assert!(heap.in_use > 0);
+                assert!(sample("sandcron_heap_in_use_bytes").is_some_and(|v| v > 0), "{text}");
+                assert!(sample("sandcron_heap_free_bytes").is_some(), "{text}");
+            }
+            None => assert!(!text.contains("sandcron_heap_"), "{text}"),
+        }
     }
 
     #[test]

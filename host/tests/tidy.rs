@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sync", &[]),
     ("crypto", &[]),
     ("tls", &[]),
+    ("heap", &[]),
     ("auth", &[]),
     ("cronexpr", &[]),
     ("secret", &["ids", "crypto"]),
@@ -62,7 +63,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["ids", "job", "run", "module", "crypto", "tls", "secret", "kvstate"],
     ),
     ("alert", &["ids", "job", "run", "crypto", "tls"]),
-    ("metrics", &["ids", "job", "run", "alert", "logstore"]),
+    ("metrics", &["ids", "job", "run", "alert", "logstore", "heap"]),
     // Configuration turns files, flags and environment into the settings of
     // every part below.
     (
@@ -106,6 +107,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "crypto",
             "secret",
             "kvstate",
+            "heap",
         ],
     ),
     (

@@ -35,6 +35,7 @@ pub const LEASE_TTL: Duration = Duration::from_secs(10);
 /// Runs `sandcron dev` on `listener` until `shutdown` is cancelled; then the
 /// server stops, runs drain, and the sink flushes last.
 pub async fn dev(config: DevConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let _heap_keeper = super::HeapKeeper::start();
     let data = &config.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
     let store = EmbeddedStore::open(&data.join("coord.db")).context("cannot open the coordination store")?;

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 
 /// Runs a master on `listener` until `shutdown` is cancelled.
 pub async fn master(config: MasterConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let _heap_keeper = super::HeapKeeper::start();
     let (coord, logs) = connect_stores(&config.stores).await?;
     let secrets = check_secrets_key(config.secrets_key.as_ref(), &coord, "master").await?;
     // The master only validates uploads; a one-slot engine is enough.

@@ -36,6 +36,21 @@ pub use dev::{DEMO_MODULE, KEY_PREFIX, LEASE_TTL, dev};
 pub use master::master;
 pub use worker::worker;
 
+/// The heap keeper (`heap::keeper`) for as long as a role runs.
+pub(crate) struct HeapKeeper(tokio::task::JoinHandle<()>);
+
+impl HeapKeeper {
+    pub(crate) fn start() -> Self {
+        Self(tokio::spawn(crate::heap::keeper()))
+    }
+}
+
+impl Drop for HeapKeeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub(crate) fn mongo_config(settings: &MongoSettings) -> MongoConfig {
     MongoConfig {
         uri: settings.uri.clone(),

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 /// Runs a worker until `shutdown` is cancelled; then its runs drain and its
 /// log sink flushes.
 pub async fn worker(config: WorkerRoleConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let _heap_keeper = super::HeapKeeper::start();
     let data = &config.data_dir;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
     // The worker starts even when MongoDB is down later: its sink spools to

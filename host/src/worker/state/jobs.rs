@@ -14,6 +14,10 @@ use crate::ids::JobName;
 use crate::job::Job;
 use crate::placement::{self, WorkerInfo};
 
+/// Jobs re-planned at once from which the worker gives the freed heap back
+/// right away (`heap::release`).
+const BULK_REPLAN: usize = 1000;
+
 impl State {
     pub(super) async fn on_jobs(&mut self, update: WatchUpdate) {
         let mut replan = Vec::new();
@@ -27,6 +31,10 @@ impl State {
                 self.jobs.reserve(kvs.len().saturating_sub(self.jobs.len()));
                 replan.reserve(kvs.len());
                 let mut present = HashSet::with_capacity(kvs.len());
+                // The records stay until every job is parsed: freed
+                // together they leave whole free pages that the bulk
+                // re-plan's `heap::release` gives back (freed one by one,
+                // each would leave a fragment of a page among the jobs).
                 for kv in &kvs {
                     if let Some((name, changed)) = self.upsert_job(kv) {
                         if changed {
@@ -169,6 +177,7 @@ impl State {
     /// all the jobs with ticks to account for. Jobs whose claim is lost
     /// (someone moved their state meanwhile) are re-read and retried.
     pub(super) async fn replan(&mut self, names: Vec<JobName>) {
+        let bulk = names.len() >= BULK_REPLAN;
         let mut owned: Vec<JobName> = names
             .into_iter()
             .filter(|name| match self.jobs.get(name) {
@@ -197,6 +206,13 @@ impl State {
             if self.pending_triggers.values().any(|(job, _)| *job == name) {
                 self.take_triggers(&name).await;
             }
+        }
+        if bulk {
+            // The records and claim states just decoded and dropped sit as
+            // free heap among the jobs kept: give their pages back now (a
+            // few ms, once per snapshot or membership change), not at the
+            // keeper's next look.
+            crate::heap::release_logged("bulk re-plan").await;
         }
         self.deps
             .metrics
