@@ -9,7 +9,7 @@ test *ARGS:
     scripts/test.sh {{ARGS}}
 
 # Benchmarks: sandcron beside its peers, as markdown tables (see BENCHMARKS.md);
-# the report also goes to target/bench/. `just bench --quick` takes under 5
+# the report also goes to target/bench/. `just bench --quick` takes about 15
 # minutes; `--only lateness,claims` picks sections.
 bench *ARGS:
     scripts/build-guests.sh --run
