@@ -2,7 +2,10 @@
 //! store, claims, SQLite log store behind the sink, a no-op executor), with a
 //! mixed job set averaging one fire per job per minute: memory, CPU per
 //! second at steady state, fire lateness; the timer queue's insert, fire and
-//! remove costs; and the same job set in APScheduler for comparison.
+//! remove costs; the same job set in APScheduler for comparison; what each
+//! structure costs per job; and a real `sandcron worker` process on etcd
+//! with the jobs as WASM jobs: its RSS and heap as it takes them up, after a
+//! window of runs, and after a restart on the stored jobs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
