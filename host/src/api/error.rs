@@ -153,7 +153,43 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer realm=\"sandcron\""),
             );
         }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // A body refused for its size may be only partly read, and the
+            // server then closes the connection: said here, a client does
+            // not send its next request on a connection about to close (and
+            // see it fail as an incomplete message).
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_oversized_body_closes_the_connection_and_other_errors_keep_it() {
+        let connection = |err: ApiError| {
+            err.into_response()
+                .headers()
+                .get(axum::http::header::CONNECTION)
+                .map(|v| v.to_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(
+            connection(ApiError::PayloadTooLarge("too big".into())).as_deref(),
+            Some("close")
+        );
+        assert_eq!(
+            connection(ApiError::Invalid {
+                field: None,
+                message: "no".into()
+            }),
+            None
+        );
     }
 }
 
