@@ -56,8 +56,12 @@ pub fn resident() -> Option<u64> {
 /// was after the last release (`floor`: code, stacks, the WASM engine's
 /// mappings), and glibc holds at least that much free heap to give back.
 pub fn worth_releasing(heap: HeapStats, resident: u64, floor: u64) -> bool {
-    let beyond_heap = resident.saturating_sub(heap.in_use);
-    beyond_heap.saturating_sub(floor) >= RELEASE_SLACK && heap.free >= RELEASE_SLACK
+    beyond_heap(heap, resident).saturating_sub(floor) >= RELEASE_SLACK && heap.free >= RELEASE_SLACK
+}
+
+/// Resident memory that is not heap in use.
+fn beyond_heap(heap: HeapStats, resident: u64) -> u64 {
+    resident.saturating_sub(heap.in_use)
 }
 
 /// Every [`KEEPER_PERIOD`], releases the free heap when it is worth it.
@@ -73,11 +77,11 @@ pub async fn keeper() {
         let (Some(heap), Some(rss)) = (stats(), resident()) else {
             return;
         };
-        let last = *floor.get_or_insert(rss.saturating_sub(heap.in_use));
+        let last = *floor.get_or_insert(beyond_heap(heap, rss));
         if worth_releasing(heap, rss, last) {
             release_logged("periodic").await;
             if let (Some(heap), Some(rss)) = (stats(), resident()) {
-                floor = Some(rss.saturating_sub(heap.in_use));
+                floor = Some(beyond_heap(heap, rss));
             }
         }
     }

@@ -167,32 +167,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_refused_oversized_body_closes_the_connection_and_other_errors_keep_it() {
-        let connection = |err: ApiError| {
-            err.into_response()
-                .headers()
-                .get(axum::http::header::CONNECTION)
-                .map(|v| v.to_str().unwrap_or_default().to_owned())
-        };
-        assert_eq!(
-            connection(ApiError::PayloadTooLarge("too big".into())).as_deref(),
-            Some("close")
-        );
-        assert_eq!(
-            connection(ApiError::Invalid {
-                field: None,
-                message: "no".into()
-            }),
-            None
-        );
-    }
-}
-
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -289,5 +263,31 @@ where
             }
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_oversized_body_closes_the_connection_and_other_errors_keep_it() {
+        let connection = |err: ApiError| {
+            err.into_response()
+                .headers()
+                .get(axum::http::header::CONNECTION)
+                .map(|v| v.to_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(
+            connection(ApiError::PayloadTooLarge("too big".into())).as_deref(),
+            Some("close")
+        );
+        assert_eq!(
+            connection(ApiError::Invalid {
+                field: None,
+                message: "no".into()
+            }),
+            None
+        );
     }
 }
