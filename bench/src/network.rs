@@ -58,8 +58,8 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     match &probe {
         Some(bytes) => {
             let kind = JobKind::Wasm(WasmJob {
-                args: vec!["get".into(), url.clone()],
-                egress: vec![format!("http://{}", service.addr)],
+                args: vec!["get".into(), url.clone()].into(),
+                egress: vec![format!("http://{}", service.addr)].into(),
                 ..WasmJob::new(ModuleDigest::of(bytes))
             });
             measure(&executor, &kind, 20).await?;

@@ -3,7 +3,9 @@
 //! Crate map, bottom-up (one concept per module; ARCHITECTURE.md has the
 //! invariants, `host/tests/tidy.rs` checks which module may use which):
 //!
-//! - [`ids`], [`auth`]: validated identifiers; roles and tokens.
+//! - [`ids`], [`auth`]: validated identifiers; roles and tokens;
+//!   [`compact`]: the smaller in-memory forms of what every job carries
+//!   (rare fields boxed, shared strings).
 //! - [`secret`]: sealing secret values under the key file, masking them in
 //!   output, `${secret:NAME}` references.
 //! - [`cronexpr`]: the cron dialect, next-fire computation, time zones and
@@ -40,6 +42,7 @@ pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod coord;
 pub mod cronexpr;

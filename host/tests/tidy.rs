@@ -24,6 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("crypto", &[]),
     ("tls", &[]),
     ("heap", &[]),
+    ("compact", &[]),
     ("auth", &[]),
     ("cronexpr", &[]),
     ("secret", &["ids", "crypto"]),
@@ -154,7 +155,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Rooms every room may use: utilities with no sandcron concept in them.
-const EVERYONE: &[&str] = &["sync"];
+const EVERYONE: &[&str] = &["sync", "compact"];
 
 /// Rooms that must stay free of I/O and clocks: these paths may not appear
 /// in their (non-test) code at all.

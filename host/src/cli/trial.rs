@@ -148,7 +148,7 @@ async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
     }
     job.egress.extend(args.egress.iter().cloned());
     if !args.args.is_empty() {
-        job.args = args.args.clone();
+        job.args = args.args.clone().into();
     }
     let limits = &mut job.limits;
     limits.fuel = args.fuel.unwrap_or(limits.fuel);
@@ -169,7 +169,7 @@ async fn trial(args: TryArgs) -> anyhow::Result<RunOutcome> {
         .inspect(&bytes)
         .map_err(|err| anyhow::anyhow!("{} would be refused at upload: {err}", args.file.display()))?;
     let mut spec = JobSpec::new("@yearly", JobKind::Wasm(job));
-    spec.secrets = secret_names;
+    spec.secrets = secret_names.into();
     spec.validate(Timestamp::now())
         .map_err(|err| anyhow::anyhow!("{}: {}", err.field, err.message))?;
     let secrets = local_secrets(&spec)?;
@@ -340,7 +340,7 @@ fn from_job_file(path: &std::path::Path) -> anyhow::Result<(String, WasmJob, BTr
     let spec: JobSpec =
         serde_json::from_value(body).with_context(|| format!("{} is not a valid job", path.display()))?;
     match spec.kind {
-        JobKind::Wasm(job) => Ok((name, job, spec.secrets)),
+        JobKind::Wasm(job) => Ok((name, job, spec.secrets.into_inner())),
         _ => bail!("{} is not a wasm job", path.display()),
     }
 }

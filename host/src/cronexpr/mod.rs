@@ -108,10 +108,12 @@ mod tests;
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use jiff::tz::{TimeZone, TimeZoneDatabase};
 use jiff::{SignedDuration, Timestamp};
+
+use crate::compact::SharedCache;
 
 /// The longest expression text accepted, in bytes.
 pub const MAX_EXPR_LEN: usize = 1024;
@@ -438,9 +440,13 @@ pub enum ScheduleError {
 }
 
 /// A cron expression bound to its IANA zone, the unit a job carries.
+///
+/// The compiled expression is shared by every schedule spelled the same way
+/// (a process-wide cache, see [`SharedCache`]): 100k jobs on `0 * * * *`
+/// keep one copy, and a schedule is two pointers.
 #[derive(Clone, Debug)]
 pub struct Schedule {
-    expr: CronExpr,
+    expr: Arc<CronExpr>,
     /// From the bundled tzdb, so it knows its IANA name (kept once, there).
     timezone: TimeZone,
 }
@@ -448,7 +454,8 @@ pub struct Schedule {
 impl Schedule {
     /// Parses `expr` and looks `timezone` up in the bundled tzdb.
     pub fn new(expr: &str, timezone: &str) -> Result<Schedule, ScheduleError> {
-        let expr = CronExpr::parse(expr)?;
+        static COMPILED: SharedCache<CronExpr> = SharedCache::new();
+        let expr = COMPILED.get_or_build(expr, || CronExpr::parse(expr))?;
         let timezone = parse_timezone(timezone)?;
         Ok(Schedule { expr, timezone })
     }

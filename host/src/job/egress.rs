@@ -220,6 +220,17 @@ pub struct NetworkLimits {
     pub first_byte_timeout_s: u64,
 }
 
+impl crate::compact::Usual for NetworkLimits {
+    fn usual() -> &'static Self {
+        static USUAL: std::sync::LazyLock<NetworkLimits> = std::sync::LazyLock::new(NetworkLimits::default);
+        &USUAL
+    }
+
+    fn is_usual(&self) -> bool {
+        self == Self::usual()
+    }
+}
+
 impl Default for NetworkLimits {
     fn default() -> Self {
         Self {

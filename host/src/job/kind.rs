@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::compact::Rare;
 use crate::ids::ModuleDigest;
 
 use super::egress::NetworkLimits;
@@ -102,33 +103,40 @@ impl Default for RunCaps {
     }
 }
 
-/// A WASI module run inside the sandbox.
+/// A WASI module run inside the sandbox. The fields most jobs leave empty
+/// are [`Rare`], as in `JobSpec`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WasmJob {
     #[schema(value_type = String, example = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")]
     pub module: ModuleDigest,
     #[serde(default)]
-    pub args: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub args: Rare<Vec<String>>,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub env: Rare<BTreeMap<String, String>>,
     /// Directories to preopen; each must be granted by the worker's config.
     #[serde(default)]
-    pub dirs: Vec<DirMount>,
+    #[schema(value_type = Vec<DirMount>)]
+    pub dirs: Rare<Vec<DirMount>>,
     #[serde(default)]
     pub limits: WasmLimits,
     /// Where the job may connect (components only): `https://host`,
     /// `http://host:port`, `https://*.domain`, `tcp://host:port`. Empty:
     /// nowhere. The worker's own policy applies on top.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub egress: Vec<String>,
+    #[serde(default, skip_serializing_if = "Rare::is_usual")]
+    #[schema(value_type = Vec<String>)]
+    pub egress: Rare<Vec<String>>,
     /// Per-run network limits (only meaningful with `egress`).
     #[serde(default)]
-    pub network: NetworkLimits,
+    #[schema(value_type = NetworkLimits)]
+    pub network: Rare<NetworkLimits>,
     /// Plain settings a component reads through `wasi:config/store`, beside
     /// the job's secrets and the run context (`SANDCRON_*`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub config: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Rare::is_usual")]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub config: Rare<BTreeMap<String, String>>,
     /// Also give the job's secrets as environment variables (for languages
     /// and core modules that only read the environment).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -147,13 +155,13 @@ impl WasmJob {
     pub fn new(module: ModuleDigest) -> Self {
         Self {
             module,
-            args: Vec::new(),
-            env: BTreeMap::new(),
-            dirs: Vec::new(),
+            args: Rare::default(),
+            env: Rare::default(),
+            dirs: Rare::default(),
             limits: WasmLimits::default(),
-            egress: Vec::new(),
-            network: NetworkLimits::default(),
-            config: BTreeMap::new(),
+            egress: Rare::default(),
+            network: Rare::default(),
+            config: Rare::default(),
             secrets_as_env: false,
             context_env: true,
         }
@@ -230,7 +238,8 @@ pub struct HttpJob {
     /// which destinations it may reach.
     pub url: String,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub headers: Rare<BTreeMap<String, String>>,
     /// The request body, sent as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -238,8 +247,9 @@ pub struct HttpJob {
     #[serde(default = "default_http_timeout_s")]
     pub timeout_s: u64,
     /// Statuses that count as success; empty: any 2xx.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub expect_status: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Rare::is_usual")]
+    #[schema(value_type = Vec<u16>)]
+    pub expect_status: Rare<Vec<u16>>,
     #[serde(default = "default_output_kb")]
     pub output_kb: u64,
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Role;
+use crate::compact::{Interned, Rare};
 use crate::cronexpr::Schedule;
 use crate::ids::{JobName, SecretName};
 use crate::run::RunStatus;
@@ -32,14 +33,21 @@ pub use kind::{DirMount, HTTP_METHODS, HttpJob, JobKind, RunCaps, ShellJob, Wasm
 pub use validate::{check_dependency_cycles, limits};
 
 /// What an operator stores for a job: everything but its name and bookkeeping.
+///
+/// Every worker keeps every job's spec, so the fields most jobs leave empty
+/// are [`Rare`] (one pointer, nothing on the heap, while empty) and the
+/// schedule and time zone are [`Interned`]; both read and (de)serialise as
+/// the plain value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Cron text: 5 fields (Vixie), 6 (leading seconds), 7 (trailing years), a macro or `@every <duration>`.
-    pub schedule: String,
+    #[schema(value_type = String)]
+    pub schedule: Interned,
     /// IANA time zone the schedule is evaluated in.
     #[serde(default = "default_timezone")]
-    pub timezone: String,
+    #[schema(value_type = String)]
+    pub timezone: Interned,
     pub kind: JobKind,
     #[serde(default)]
     pub overlap: Overlap,
@@ -51,9 +59,11 @@ pub struct JobSpec {
     pub paused: bool,
     /// Worker labels a worker must carry (all of them) to run this job.
     #[serde(default)]
-    pub selector: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub selector: Rare<BTreeMap<String, String>>,
     #[serde(default)]
-    pub description: String,
+    #[schema(value_type = String)]
+    pub description: Rare<String>,
     /// Days to keep this job's run history and output (default: the
     /// installation's `logs.retention_days`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,19 +80,18 @@ pub struct JobSpec {
     pub result_timeout_s: Option<u64>,
     /// Jobs started (once each) when a run of this job succeeds; they get the
     /// parent's run id as `SANDCRON_PARENT_RUN_ID`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Rare::is_usual")]
     #[schema(value_type = Vec<String>)]
-    pub on_success: Vec<JobName>,
+    pub on_success: Rare<Vec<JobName>>,
     /// Jobs started when a run of this job fails for good (after its retries).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Rare::is_usual")]
     #[schema(value_type = Vec<String>)]
-    pub on_failure: Vec<JobName>,
+    pub on_failure: Rare<Vec<JobName>>,
     /// Run each tick once on every eligible worker (a shard each, with
     /// `SANDCRON_SHARD_INDEX` and `SANDCRON_SHARD_COUNT`) instead of once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub broadcast: bool,
     /// Who is told when runs of this job go wrong.
-    // Boxed: most jobs have none, and every worker keeps every job's spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<JobAlerts>)]
     pub alerts: Option<Box<JobAlerts>>,
@@ -91,9 +100,9 @@ pub struct JobSpec {
     /// `secrets_as_env`) and a `wasi:config` key (WASM components). HTTP
     /// jobs write `${secret:NAME}` in header values and the body instead.
     /// Values are resolved by the worker at run time and never stored here.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "Rare::is_usual")]
     #[schema(value_type = BTreeMap<String, String>)]
-    pub secrets: BTreeMap<String, SecretName>,
+    pub secrets: Rare<BTreeMap<String, SecretName>>,
 }
 
 /// How a run's outcome is known.
@@ -171,7 +180,7 @@ pub const DEFAULT_RESULT_TIMEOUT_S: u64 = 3600;
 impl JobSpec {
     /// A spec running `kind` on `schedule` in UTC, every other field at the
     /// default a body without it gets.
-    pub fn new(schedule: impl Into<String>, kind: JobKind) -> Self {
+    pub fn new(schedule: impl Into<Interned>, kind: JobKind) -> Self {
         Self {
             schedule: schedule.into(),
             timezone: default_timezone(),
@@ -180,16 +189,16 @@ impl JobSpec {
             catchup: Catchup::default(),
             retry: RetryPolicy::default(),
             paused: false,
-            selector: BTreeMap::new(),
-            description: String::new(),
+            selector: Rare::default(),
+            description: Rare::default(),
             retention_days: None,
             completion: Completion::Sync,
             result_timeout_s: None,
-            on_success: Vec::new(),
-            on_failure: Vec::new(),
+            on_success: Rare::default(),
+            on_failure: Rare::default(),
             broadcast: false,
             alerts: None,
-            secrets: BTreeMap::new(),
+            secrets: Rare::default(),
         }
     }
 
@@ -198,7 +207,7 @@ impl JobSpec {
     /// refuse.
     pub fn canonicalize(&mut self) {
         if let Ok(canonical) = crate::cronexpr::canonical_timezone(&self.timezone) {
-            self.timezone = canonical;
+            self.timezone = Interned::from(canonical);
         }
     }
 
@@ -223,7 +232,7 @@ impl JobSpec {
                 found.push((field, name));
             }
         };
-        for (alias, name) in &self.secrets {
+        for (alias, name) in self.secrets.iter() {
             add(format!("secrets.{alias}"), name.clone());
         }
         if let JobKind::Http(http) = &self.kind {
@@ -247,8 +256,8 @@ impl JobSpec {
     }
 }
 
-fn default_timezone() -> String {
-    "UTC".to_owned()
+fn default_timezone() -> Interned {
+    Interned::new("UTC")
 }
 
 /// What a tick does when the job's previous run is still running.

@@ -297,3 +297,74 @@ fn a_worker_s_caps_lower_a_job_s_limits_and_say_so() {
     assert_eq!(unchanged, shell);
     assert!(notes.is_empty());
 }
+
+/// The compact in-memory forms (`Rare`, `Interned`) write the JSON a plain
+/// field would: empty collections where they were written before, absent
+/// where they were skipped, and a full job reads back equal.
+#[test]
+fn compact_fields_keep_the_json_shape() {
+    let module = format!("sha256:{}", "c".repeat(64));
+    let plain = serde_json::json!({"schedule": "*/5 * * * *", "kind": {"wasm": {"module": module}}});
+    let spec: JobSpec = serde_json::from_value(plain).expect("parses");
+    let written = serde_json::to_value(&spec).expect("serialises");
+    assert_eq!(written["schedule"], "*/5 * * * *");
+    assert_eq!(written["timezone"], "UTC");
+    assert_eq!(written["selector"], serde_json::json!({}));
+    assert_eq!(written["description"], "");
+    let wasm = &written["kind"]["wasm"];
+    assert_eq!(wasm["args"], serde_json::json!([]));
+    assert_eq!(wasm["env"], serde_json::json!({}));
+    assert_eq!(wasm["dirs"], serde_json::json!([]));
+    assert_eq!(wasm["network"]["requests"], 100);
+    for absent in ["egress", "config"] {
+        assert!(wasm.get(absent).is_none(), "{absent} written: {wasm}");
+    }
+    for absent in ["on_success", "on_failure", "secrets"] {
+        assert!(written.get(absent).is_none(), "{absent} written: {written}");
+    }
+
+    let full = serde_json::json!({
+        "schedule": "0 * * * *",
+        "timezone": "Europe/Berlin",
+        "selector": {"zone": "a"},
+        "description": "hourly",
+        "on_success": ["next-job"],
+        "on_failure": ["page-someone"],
+        "secrets": {"TOKEN": "api-token"},
+        "kind": {"wasm": {
+            "module": module,
+            "args": ["x"],
+            "env": {"A": "1"},
+            "dirs": [{"grant": "data", "guest_path": "/data", "writable": true}],
+            "egress": ["https://example.com"],
+            "network": {"requests": 3},
+            "config": {"k": "v"}
+        }}
+    });
+    let spec: JobSpec = serde_json::from_value(full).expect("parses");
+    let again: JobSpec = serde_json::from_value(serde_json::to_value(&spec).expect("serialises")).expect("reparses");
+    assert_eq!(again, spec);
+    assert_eq!(spec.selector.get("zone").map(String::as_str), Some("a"));
+    let JobKind::Wasm(wasm) = &spec.kind else {
+        panic!("wasm")
+    };
+    assert_eq!(wasm.network.requests, 3);
+    assert_eq!(wasm.network.concurrent, NetworkLimits::default().concurrent);
+    assert_eq!(wasm.dirs[0].guest_path, "/data");
+}
+
+/// A job as every worker keeps it (one per job in the cluster) stays
+/// small; the bench's structure table measures its heap.
+#[test]
+fn a_parsed_job_is_compact() {
+    assert!(
+        std::mem::size_of::<Job>() <= 384,
+        "Job is {} bytes",
+        std::mem::size_of::<Job>()
+    );
+    assert!(
+        std::mem::size_of::<JobKind>() <= 128,
+        "JobKind is {} bytes",
+        std::mem::size_of::<JobKind>()
+    );
+}

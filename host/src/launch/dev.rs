@@ -202,7 +202,8 @@ async fn seed_demo(coord: &Coordinator, data: &Path) -> anyhow::Result<()> {
             spec: JobSpec {
                 description: "A demo job seeded by `sandcron dev`: a tiny WebAssembly module that greets every 30 \
                               seconds. Delete it whenever you like."
-                    .to_owned(),
+                    .to_owned()
+                    .into(),
                 ..JobSpec::new(
                     "*/30 * * * * *",
                     JobKind::Wasm(WasmJob {

@@ -475,7 +475,7 @@ mod tests {
                 backoff_s: 10,
                 max_backoff_s: 3600,
             },
-            on_failure: vec![JobName::new("page-someone").unwrap()],
+            on_failure: vec![JobName::new("page-someone").unwrap()].into(),
             ..JobSpec::new("@daily", kind)
         };
         Job::for_test("flaky", spec, now)

@@ -396,14 +396,14 @@ impl WasmEngine {
         // component reads all three through wasi:config as well.
         let secrets = request.secret_env()?;
         let context = request.sandcron_env();
-        let mut env: BTreeMap<String, String> = job.env.clone();
+        let mut env: BTreeMap<String, String> = (*job.env).clone();
         if job.secrets_as_env {
             env.extend(secrets.clone());
         }
         if job.context_env {
             env.extend(context.clone());
         }
-        let mut config = job.config.clone();
+        let mut config = (*job.config).clone();
         config.extend(secrets);
         config.extend(context);
         let mut preopens = Vec::with_capacity(job.dirs.len());
@@ -443,7 +443,7 @@ impl WasmEngine {
             fuel: limits.fuel.min(self.config.max_fuel),
             memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
             timeout: Duration::from_secs(limits.timeout_s.min(self.config.max_timeout_s)),
-            network: NetworkGrant::new(&job.egress, job.network, self.config.egress_policy.clone()),
+            network: NetworkGrant::new(&job.egress, *job.network, self.config.egress_policy.clone()),
             state: StateAccess {
                 store: None,
                 job: request.job.clone(),

@@ -116,9 +116,9 @@ impl Job {
             attempt: 2,
             fence: 41,
             kind: JobKind::Wasm(WasmJob {
-                args: self.args.clone(),
-                env: self.env.clone(),
-                dirs: self.dirs.clone(),
+                args: self.args.clone().into(),
+                env: self.env.clone().into(),
+                dirs: self.dirs.clone().into(),
                 limits: self.limits.clone(),
                 ..WasmJob::new(self.module.clone())
             }),
