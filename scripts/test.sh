@@ -7,6 +7,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# No incremental compilation data unless asked for: a full run builds the
+# workspace once, and its incremental caches were ~2 GB of the ~10 GB a cold
+# run writes (a CI machine ran out of disk). `CARGO_INCREMENTAL=1
+# scripts/test.sh` keeps them for quick re-runs.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# A cold run writes about 7 GB (the builds, test tools, guests); say so
+# before starting rather than fail half-way with a full disk.
+mkdir -p target
+free_mb=$(df --output=avail -BM target | tail -1 | tr -dc 0-9)
+if ((free_mb < 8192)); then
+    echo "warning: ${free_mb} MB free where target/ is; a cold run needs about 7 GB" >&2
+fi
+
 extra=()
 if [[ "${1:-}" == "--" ]]; then
     shift
@@ -23,7 +37,13 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> README's first command (no protoc needed)"
+# The release build it makes (~1.6 GB) is used by nothing after it; a run
+# that found no release build (a fresh clone, CI) removes it again, one that
+# found one (yours) keeps it.
+had_release=0
+[[ -d target/release ]] && had_release=1
 scripts/check-first-command.sh
+((had_release)) || rm -rf target/release
 
 echo "==> MongoDB-wire test server"
 scripts/install-mongo-test-server.sh >/dev/null

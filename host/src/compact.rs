@@ -319,7 +319,9 @@ mod tests {
     use super::*;
 
     fn interned_count() -> usize {
-        crate::sync::lock(&TABLE).as_ref().map_or(0, |table| table.strings.len())
+        crate::sync::lock(&TABLE)
+            .as_ref()
+            .map_or(0, |table| table.strings.len())
     }
 
     #[test]

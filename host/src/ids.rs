@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::compact::Interned;
+
 /// Why an identifier was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -242,10 +244,11 @@ impl<'de> Deserialize<'de> for AuditId {
     }
 }
 
-/// A module digest, `sha256:` followed by 64 lower-case hex digits.
+/// A module digest, `sha256:` followed by 64 lower-case hex digits. Interned:
+/// the jobs that run the same module share one copy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
-pub struct ModuleDigest(String);
+pub struct ModuleDigest(Interned);
 
 impl ModuleDigest {
     pub fn new(text: &str) -> Result<Self, InvalidId> {
@@ -257,7 +260,7 @@ impl ModuleDigest {
                 "module digest {text:?} must be \"sha256:\" and 64 lower-case hex digits"
             )));
         }
-        Ok(Self(text.to_owned()))
+        Ok(Self(Interned::new(text)))
     }
 
     /// The digest of `bytes`.
@@ -269,16 +272,16 @@ impl ModuleDigest {
         for byte in hash {
             text.push_str(&format!("{byte:02x}"));
         }
-        Self(text)
+        Self(Interned::from(text))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// The hex part, used in key paths and file names.
     pub fn hex(&self) -> &str {
-        &self.0["sha256:".len()..]
+        &self.0.as_str()["sha256:".len()..]
     }
 }
 
