@@ -7,10 +7,11 @@
 //!   default), instead of the 24–40 bytes of `T` in every job. It reads as a
 //!   `T` (`Deref`) and is (de)serialised exactly as `T`, so the JSON shape of
 //!   the model does not change.
-//! - [`Interned`] is a shared string: a schedule or time zone that 100k jobs
-//!   spell the same way is kept once.
+//! - [`Interned`] is a shared string: a schedule, time zone or module digest
+//!   that 100k jobs spell the same way is kept once; [`SharedCache`] shares
+//!   what is built from such a string (a compiled schedule) the same way.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
@@ -141,20 +142,13 @@ impl<'de, T: Usual + Deserialize<'de>> Deserialize<'de> for Rare<T> {
     }
 }
 
-/// A string kept once per process however many jobs spell it: schedules
-/// and time zones. Compares, prints and (de)serialises as the string.
+/// A string kept once per process however many jobs spell it: schedules,
+/// time zones, module digests. Compares, prints and (de)serialises as the string.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Interned(Arc<str>);
 
-/// The strings handed out, each while anything holds it. Strings nothing
-/// else holds are dropped when the table has doubled since it last did so,
-/// which keeps it at most about twice the strings in use.
-struct Table {
-    strings: HashSet<Arc<str>>,
-    prune_at: usize,
-}
-
-static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+/// The strings handed out, each while anything holds it.
+static STRINGS: SharedCache<str> = SharedCache::new();
 
 /// A table smaller than this is never pruned.
 const MIN_PRUNE_AT: usize = 64;
@@ -162,21 +156,8 @@ const MIN_PRUNE_AT: usize = 64;
 impl Interned {
     /// The shared copy of `text`.
     pub fn new(text: &str) -> Self {
-        let mut guard = crate::sync::lock(&TABLE);
-        let table = guard.get_or_insert_with(|| Table {
-            strings: HashSet::new(),
-            prune_at: MIN_PRUNE_AT,
-        });
-        if let Some(shared) = table.strings.get(text) {
-            return Interned(shared.clone());
-        }
-        if table.strings.len() >= table.prune_at {
-            table.strings.retain(|shared| Arc::strong_count(shared) > 1);
-            table.prune_at = next_prune_at(table.strings.len());
-        }
-        let shared: Arc<str> = Arc::from(text);
-        table.strings.insert(shared.clone());
-        Interned(shared)
+        let shared = STRINGS.get_or_build(text, || Ok::<_, std::convert::Infallible>(Arc::from(text)));
+        Interned(shared.unwrap_or_else(|never| match never {}))
     }
 
     pub fn as_str(&self) -> &str {
@@ -256,25 +237,26 @@ impl<'de> Deserialize<'de> for Interned {
     }
 }
 
-/// A cache of values built from a string (a compiled schedule from its
-/// text), each shared while anything holds it; pruned like [`Interned`]'s
-/// table.
-pub struct SharedCache<V> {
+/// Values built from a string (a compiled schedule from its text, an
+/// interned string from itself), each shared while anything holds it.
+/// Values nothing else holds are dropped when the table has doubled since it
+/// last did so, which keeps it at most about twice the values in use.
+pub struct SharedCache<V: ?Sized> {
     entries: Mutex<Option<CacheEntries<V>>>,
 }
 
-struct CacheEntries<V> {
+struct CacheEntries<V: ?Sized> {
     values: HashMap<Box<str>, Arc<V>>,
     prune_at: usize,
 }
 
-impl<V> Default for SharedCache<V> {
+impl<V: ?Sized> Default for SharedCache<V> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<V> SharedCache<V> {
+impl<V: ?Sized> SharedCache<V> {
     pub const fn new() -> Self {
         Self {
             entries: Mutex::new(None),
@@ -283,11 +265,11 @@ impl<V> SharedCache<V> {
 
     /// The shared value for `key`, built by `build` (outside the lock) when
     /// there is none; an error is returned and not kept.
-    pub fn get_or_build<E>(&self, key: &str, build: impl FnOnce() -> Result<V, E>) -> Result<Arc<V>, E> {
+    pub fn get_or_build<E>(&self, key: &str, build: impl FnOnce() -> Result<Arc<V>, E>) -> Result<Arc<V>, E> {
         if let Some(value) = self.entries().as_ref().and_then(|entries| entries.values.get(key)) {
             return Ok(value.clone());
         }
-        let built = Arc::new(build()?);
+        let built = build()?;
         let mut guard = self.entries();
         let entries = guard.get_or_insert_with(|| CacheEntries {
             values: HashMap::new(),
@@ -319,9 +301,7 @@ mod tests {
     use super::*;
 
     fn interned_count() -> usize {
-        crate::sync::lock(&TABLE)
-            .as_ref()
-            .map_or(0, |table| table.strings.len())
+        STRINGS.entries().as_ref().map_or(0, |entries| entries.values.len())
     }
 
     #[test]
@@ -388,7 +368,7 @@ mod tests {
         let first = cache
             .get_or_build::<()>("k", || {
                 builds += 1;
-                Ok("v".to_owned())
+                Ok(Arc::new("v".to_owned()))
             })
             .unwrap();
         let second = cache.get_or_build::<()>("k", || unreachable!("built once")).unwrap();
@@ -396,14 +376,16 @@ mod tests {
         assert_eq!(builds, 1);
         assert_eq!(cache.get_or_build::<&str>("bad", || Err("no")), Err("no"));
         assert_eq!(
-            *cache.get_or_build::<()>("bad", || Ok("later".to_owned())).unwrap(),
+            *cache
+                .get_or_build::<()>("bad", || Ok(Arc::new("later".to_owned())))
+                .unwrap(),
             "later"
         );
 
         drop((first, second));
         for i in 0..1_000 {
             cache
-                .get_or_build::<()>(&format!("k{i}"), || Ok(String::new()))
+                .get_or_build::<()>(&format!("k{i}"), || Ok(Arc::new(String::new())))
                 .unwrap();
         }
         let kept = cache.entries().as_ref().map_or(0, |entries| entries.values.len());

@@ -455,7 +455,7 @@ impl Schedule {
     /// Parses `expr` and looks `timezone` up in the bundled tzdb.
     pub fn new(expr: &str, timezone: &str) -> Result<Schedule, ScheduleError> {
         static COMPILED: SharedCache<CronExpr> = SharedCache::new();
-        let expr = COMPILED.get_or_build(expr, || CronExpr::parse(expr))?;
+        let expr = COMPILED.get_or_build(expr, || CronExpr::parse(expr).map(Arc::new))?;
         let timezone = parse_timezone(timezone)?;
         Ok(Schedule { expr, timezone })
     }
