@@ -158,8 +158,15 @@ async fn a_job_that_forbids_overlap_refuses_a_rerun_while_it_runs() {
     let view = api.get("/api/v1/jobs/long").await.expect(200);
     assert_eq!(view["pending"], Value::Array(Vec::new()), "{view}");
 
-    // Once the long run has ended, the same re-run goes ahead.
+    // Once the long run has ended, the same re-run goes ahead. (Its final
+    // record is written before its `running/` entry goes, and the entry is
+    // what the overlap check reads: wait for both.)
     kill(&long).await;
+    wait_for("the long run's entry to go", Duration::from_secs(30), || async {
+        let view = api.get("/api/v1/jobs/long").await.expect(200);
+        view["running"].as_array().is_some_and(Vec::is_empty).then_some(())
+    })
+    .await;
     let answer = api.post(&format!("/api/v1/runs/{original}/rerun")).await.expect(202);
     let rerun_id = answer["run_id"].as_str().unwrap().to_owned();
     running(&api, &rerun_id).await;
