@@ -8,17 +8,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # No incremental compilation data unless asked for: a full run builds the
-# workspace once, and its incremental caches were ~2 GB of the ~10 GB a cold
-# run writes (a CI machine ran out of disk). `CARGO_INCREMENTAL=1
+# workspace once, and its incremental caches were 1.8 GB of the 7.8 GB a cold
+# run wrote under target/ (a CI machine ran out of disk). `CARGO_INCREMENTAL=1
 # scripts/test.sh` keeps them for quick re-runs.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
-# A cold run writes about 7 GB (the builds, test tools, guests); say so
-# before starting rather than fail half-way with a full disk.
+# A cold run now peaks at about 4 GB under target/, plus ~0.7 GB of crates
+# and ~0.5 GB of test data in /tmp; say so before starting rather than fail
+# half-way with a full disk.
 mkdir -p target
 free_mb=$(df --output=avail -BM target | tail -1 | tr -dc 0-9)
-if ((free_mb < 8192)); then
-    echo "warning: ${free_mb} MB free where target/ is; a cold run needs about 7 GB" >&2
+if ((free_mb < 6144)); then
+    echo "warning: ${free_mb} MB free where target/ is; a cold run needs about 5 GB" >&2
 fi
 
 extra=()

@@ -150,9 +150,6 @@ pub struct Interned(Arc<str>);
 /// The strings handed out, each while anything holds it.
 static STRINGS: SharedCache<str> = SharedCache::new();
 
-/// A table smaller than this is never pruned.
-const MIN_PRUNE_AT: usize = 64;
-
 impl Interned {
     /// The shared copy of `text`.
     pub fn new(text: &str) -> Self {
@@ -173,12 +170,6 @@ impl Deref for Interned {
     }
 }
 
-impl AsRef<str> for Interned {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
 impl From<&str> for Interned {
     fn from(text: &str) -> Self {
         Interned::new(text)
@@ -188,12 +179,6 @@ impl From<&str> for Interned {
 impl From<String> for Interned {
     fn from(text: String) -> Self {
         Interned::new(&text)
-    }
-}
-
-impl PartialEq<str> for Interned {
-    fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
     }
 }
 
@@ -290,6 +275,9 @@ impl<V: ?Sized> SharedCache<V> {
         crate::sync::lock(&self.entries)
     }
 }
+
+/// A table smaller than this is never pruned.
+const MIN_PRUNE_AT: usize = 64;
 
 /// When a table of `len` live entries is pruned next: once it has doubled.
 fn next_prune_at(len: usize) -> usize {

@@ -92,6 +92,7 @@ pub struct JobSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub broadcast: bool,
     /// Who is told when runs of this job go wrong.
+    // Boxed, as `Rare` fields are, but optional: a rule has no usual value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<JobAlerts>)]
     pub alerts: Option<Box<JobAlerts>>,
