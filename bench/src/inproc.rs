@@ -166,6 +166,8 @@ impl Tap for Timed {
 /// A worker running in this process, with its sink.
 pub struct InProcWorker {
     pub metrics: Arc<Metrics>,
+    /// The sink's counters (producers held back, spool).
+    pub sink_stats: Arc<sandcron::logstore::sink::SinkStats>,
     shutdown: CancellationToken,
     worker: JoinHandle<anyhow::Result<()>>,
     sink: JoinHandle<anyhow::Result<()>>,
@@ -177,6 +179,7 @@ impl InProcWorker {
     pub fn start(id: &str, coord: Coordinator, logs: Arc<dyn LogStore>, executor: Arc<dyn Executor>) -> InProcWorker {
         let metrics = Metrics::new();
         let (sink, sink_task) = Sink::new(logs, SinkConfig::default());
+        let sink_stats = sink.stats();
         metrics.attach_sink(sink.stats());
         let sink_handle = tokio::spawn(sink_task.run());
         let shutdown = CancellationToken::new();
@@ -227,6 +230,7 @@ impl InProcWorker {
         let worker_handle = tokio::spawn(worker.serve(shutdown.clone()));
         InProcWorker {
             metrics,
+            sink_stats,
             shutdown,
             worker: worker_handle,
             sink: sink_handle,

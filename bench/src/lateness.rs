@@ -274,6 +274,9 @@ async fn embedded(jobs: usize, window: u64) -> anyhow::Result<Row> {
         .metrics
         .runs_waiting_for_capacity
         .load(std::sync::atomic::Ordering::Relaxed);
+    // Runs held back by the log sink (senders waiting for room in its
+    // channel) over the whole run, warm-up included.
+    let held_s = worker.sink_stats.held_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
     worker.stop().await;
     let stats = Stats::of(&samples);
     Ok(Row {
@@ -284,7 +287,9 @@ async fn embedded(jobs: usize, window: u64) -> anyhow::Result<Row> {
         p99: stats.map_or(f64::NAN, |s| s.p99),
         max: stats.map_or("–".into(), |s| ms(s.max)),
         cpu: format!("{:.0} %", cpu * 100.0),
-        note: format!("{waiting} runs waiting for capacity at the end"),
+        note: format!(
+            "{waiting} runs waiting for capacity at the end; runs held back by the log sink: {held_s:.1} s in all"
+        ),
     })
 }
 

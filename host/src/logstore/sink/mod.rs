@@ -75,7 +75,11 @@ pub struct SinkConfig {
     pub batch_docs: usize,
     /// … or this long after its first event, whichever comes first.
     pub flush_interval: Duration,
-    /// Events the channel holds before `record`/`chunk` wait.
+    /// Events the channel holds before `record`/`chunk` wait. Memory is
+    /// bounded by `channel_max_bytes`; this bounds the small events, and
+    /// must leave room for a burst: every run queues two records and a
+    /// flush, so a worker starting 10,000 runs in one second queues 30,000
+    /// events before the store has taken a batch.
     pub channel_capacity: usize,
     /// Bytes (of output and records, roughly as stored) the channel holds
     /// before `record`/`chunk` wait.
@@ -117,7 +121,9 @@ impl Default for SinkConfig {
         Self {
             batch_docs: 500,
             flush_interval: Duration::from_millis(100),
-            channel_capacity: 10_000,
+            // 10,000 held a 10,000-run burst back: the senders waited for
+            // room with their slots held (BENCHMARKS.md, Reading, item 3).
+            channel_capacity: 100_000,
             channel_max_bytes: 64 << 20,
             batch_max_bytes: 8 << 20,
             spool_path: None,

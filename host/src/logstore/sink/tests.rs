@@ -1226,3 +1226,52 @@ async fn the_replay_merges_small_spooled_batches() {
     drop(sink);
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_default_channel_takes_a_ten_thousand_run_burst_while_the_store_is_busy() {
+    // Each run of a burst queues its `running` record, its final record
+    // and a flush (a chunk stands in for the flush, which would wait for
+    // the store). With the store busy on its first batch and nothing
+    // spooled, all of it must fit in the channel: a sender waiting for room
+    // would hold its run's slot, and the runs behind it would start late.
+    let store = TestStore::new();
+    store.hold.send_replace(true);
+    let (sink, task) = start(
+        Arc::clone(&store),
+        SinkConfig {
+            spool_path: None,
+            spool_when_behind: None,
+            ..SinkConfig::default()
+        },
+    );
+    let stats = sink.stats();
+    let runs = 10_000;
+    returns("queueing a 10,000-run burst", async {
+        for seq in 0..runs {
+            let running = record(RunStatus::Running);
+            let ended = RunRecord {
+                status: RunStatus::Succeeded,
+                ..running.clone()
+            };
+            sink.record(running.clone()).await;
+            sink.chunk(chunk(running.run_id, seq)).await;
+            sink.record(ended).await;
+        }
+    })
+    .await;
+    assert_eq!(get(&stats.held_micros), 0, "no sender waited for room");
+    assert!(get(&store.held) <= 1, "the store took at most one batch meanwhile");
+
+    store.hold.send_replace(false);
+    sink.flush().await;
+    // A batch holding both records of a run keeps the final one.
+    let ended: std::collections::HashSet<_> = store
+        .logged_runs()
+        .into_iter()
+        .filter(|(_, status)| *status == RunStatus::Succeeded)
+        .collect();
+    assert_eq!(ended.len(), runs as usize, "every final record reached the store");
+    assert_eq!(get(&stats.spooled_batches), 0);
+    drop(sink);
+    task.await.unwrap().unwrap();
+}
