@@ -38,7 +38,9 @@ pub(super) struct Capacity {
     /// A slot reserved before the run was taken from another worker.
     pub(super) held: Option<OwnedSemaphorePermit>,
     /// Where the run is offered while no slot is free; `None`: it only waits.
-    pub(super) offer: Option<Offer>,
+    /// Boxed, like the wait for an offer: every run task carries this, few
+    /// use it (see `task::carry_out`).
+    pub(super) offer: Option<Box<Offer>>,
 }
 
 /// How the wait for a slot ended.
@@ -139,8 +141,8 @@ impl Capacity {
             Err(TryAcquireError::NoPermits) => {}
         }
         match offer {
-            Some(offer) => offer.wait(semaphore, kill).await,
-            None => wait_here(semaphore, kill).await,
+            Some(offer) => Box::pin(offer.wait(semaphore, kill)).await,
+            None => Box::pin(wait_here(semaphore, kill)).await,
         }
     }
 }
@@ -164,7 +166,7 @@ enum Woke {
 }
 
 impl Offer {
-    async fn wait(self, semaphore: Arc<Semaphore>, kill: &KillSwitch) -> Slot {
+    async fn wait(self: Box<Self>, semaphore: Arc<Semaphore>, kill: &KillSwitch) -> Slot {
         let Offer {
             coord,
             job,
@@ -174,7 +176,7 @@ impl Offer {
             mut taken,
             events,
             metrics,
-        } = self;
+        } = *self;
         // Set before the offer is written, so that no re-registration
         // publishes the entry again once a taker may own it.
         offered.store(true, Ordering::SeqCst);

@@ -89,12 +89,16 @@ async fn until_tick(start_at: Option<tokio::time::Instant>, kill: &KillSwitch) -
     }
 }
 
-pub(super) async fn carry_out(spec: TaskSpec) {
+/// The run task. Its future is what the worker spawns for every run, and
+/// thousands may wait at once for a burst's tick: it is kept small (the
+/// spec boxed, rare paths boxed where they are awaited), since each spawn
+/// copies it and each waiting run holds it (`worker::tests`, `a_run_task_is_small`).
+pub(super) fn carry_out(spec: Box<TaskSpec>) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!("run", job = %spec.job.name, run = %spec.entry.run_id);
-    execute(spec).instrument(span).await;
+    execute(spec).instrument(span)
 }
 
-async fn execute(spec: TaskSpec) {
+async fn execute(spec: Box<TaskSpec>) {
     let TaskSpec {
         start_at,
         job,
@@ -114,7 +118,7 @@ async fn execute(spec: TaskSpec) {
         report,
         keyring,
         caps,
-    } = spec;
+    } = *spec;
     let mut record = RunRecord {
         trigger: entry.trigger,
         attempt: entry.attempt,
@@ -220,7 +224,16 @@ async fn execute(spec: TaskSpec) {
                     let timeout = jiff::SignedDuration::try_from(job.spec.result_timeout()).unwrap_or_default();
                     record.result_due = Timestamp::now().checked_add(timeout).ok();
                     sink.record(record.clone()).await;
-                    outcome = await_report(&job, entry.run_id, rx, &kill, &mut output, &coord, &mut record).await;
+                    outcome = Box::pin(await_report(
+                        &job,
+                        entry.run_id,
+                        rx,
+                        &kill,
+                        &mut output,
+                        &coord,
+                        &mut record,
+                    ))
+                    .await;
                     record.result_due = None;
                 }
                 record.output_bytes = output.bytes_written();

@@ -332,8 +332,13 @@ impl Sink {
     }
 
     /// Queues a run record; waits while the channel is full, never drops.
-    pub async fn record(&self, run: RunRecord) {
-        self.send(Event::Record(Box::new(run))).await;
+    /// (Boxed at the call, so the future holds a pointer, not the record:
+    /// every run task awaits a few of these.)
+    pub fn record(&self, run: RunRecord) -> impl Future<Output = ()> + Send + '_ {
+        let event = Event::Record(Box::new(run));
+        async move {
+            self.send(event).await;
+        }
     }
 
     /// Queues `run` unless the store already holds a record with its id;
@@ -377,40 +382,24 @@ impl Sink {
         Arc::clone(&self.stats)
     }
 
+    /// Queues `event`; false if the task has stopped. The common case —
+    /// room for its bytes and a place in the channel — waits for nothing and
+    /// keeps the future small; the waits are boxed (`wait_for_room`,
+    /// `send_held`).
     async fn send(&self, event: Event) -> bool {
-        // Room for the event's bytes first: a flood of large chunks waits
-        // here, not in memory. (The semaphore is never closed.) Either wait
-        // is the sink holding its producer back, and counted as such.
-        let mut held = None;
         let weight = event.weight();
         let permits = u32::try_from(weight.min(self.max_weight)).unwrap_or(u32::MAX);
-        let room = match Arc::clone(&self.room).try_acquire_many_owned(permits) {
-            Ok(room) => Some(room),
-            Err(_) => {
-                held = Some(Held::start(&self.stats));
-                self.pressure.notify.notify_one();
-                Arc::clone(&self.room).acquire_many_owned(permits).await.ok()
-            }
+        let sent = match Arc::clone(&self.room).try_acquire_many_owned(permits) {
+            Ok(room) => match self.try_enqueue(Queued {
+                event,
+                weight,
+                _room: Some(room),
+            }) {
+                Ok(sent) => sent,
+                Err(full) => Box::pin(self.send_held(None, full)).await,
+            },
+            Err(_) => Box::pin(self.wait_for_room(event, weight, permits)).await,
         };
-        // Counted before the send so the task's decrement never runs first.
-        if self.stats.queued.fetch_add(1, Ordering::Relaxed) + 1 >= self.pressure.queued {
-            self.pressure.notify.notify_one();
-        }
-        let queued = Queued {
-            event,
-            weight,
-            _room: room,
-        };
-        let sent = match self.tx.try_send(queued) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(queued)) => {
-                held.get_or_insert_with(|| Held::start(&self.stats));
-                self.pressure.notify.notify_one();
-                self.tx.send(queued).await.is_ok()
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        };
-        drop(held);
         if sent {
             return true;
         }
@@ -419,6 +408,46 @@ impl Sink {
             tracing::error!("the log sink has stopped; run records and output are no longer recorded");
         }
         false
+    }
+
+    /// Counts `queued` in (before the send, so the task's decrement never
+    /// runs first) and puts it in the channel if there is a place: whether
+    /// it went in (false: the task has stopped), or, the channel being
+    /// full, the event back.
+    fn try_enqueue(&self, queued: Queued) -> Result<bool, Box<Queued>> {
+        if self.stats.queued.fetch_add(1, Ordering::Relaxed) + 1 >= self.pressure.queued {
+            self.pressure.notify.notify_one();
+        }
+        match self.tx.try_send(queued) {
+            Ok(()) => Ok(true),
+            Err(mpsc::error::TrySendError::Full(queued)) => Err(Box::new(queued)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(false),
+        }
+    }
+
+    /// No room for the event's bytes: a flood of large chunks waits here,
+    /// not in memory (the semaphore is never closed), then for a place in
+    /// the channel. Either wait is the sink holding its producer back, and
+    /// counted as such.
+    async fn wait_for_room(&self, event: Event, weight: usize, permits: u32) -> bool {
+        let held = Held::start(&self.stats);
+        self.pressure.notify.notify_one();
+        let room = Arc::clone(&self.room).acquire_many_owned(permits).await.ok();
+        match self.try_enqueue(Queued {
+            event,
+            weight,
+            _room: room,
+        }) {
+            Ok(sent) => sent,
+            Err(full) => self.send_held(Some(held), full).await,
+        }
+    }
+
+    /// The channel is full: waits for a place, counted as held.
+    async fn send_held(&self, held: Option<Held<'_>>, queued: Box<Queued>) -> bool {
+        let _held = held.unwrap_or_else(|| Held::start(&self.stats));
+        self.pressure.notify.notify_one();
+        self.tx.send(*queued).await.is_ok()
     }
 }
 

@@ -299,7 +299,7 @@ impl State {
         let (taken, offer) = match offer {
             Some((taken_tx, taken_rx)) => (
                 Some(taken_tx),
-                Some(Offer {
+                Some(Box::new(Offer {
                     coord: self.deps.coord.clone(),
                     job: job.clone(),
                     entry: fenced.clone(),
@@ -308,7 +308,7 @@ impl State {
                     taken: taken_rx,
                     events: self.handoff_tx.clone(),
                     metrics: self.deps.metrics.clone(),
-                }),
+                })),
             ),
             None => (None, None),
         };
@@ -361,7 +361,7 @@ impl State {
             keyring: self.deps.keyring.clone(),
             caps: self.deps.config.caps,
         };
-        self.runs.spawn(task::carry_out(spec));
+        self.runs.spawn(task::carry_out(Box::new(spec)));
     }
 
     /// Starts the next queued catch-up tick of `name` if none is running:
