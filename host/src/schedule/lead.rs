@@ -6,20 +6,29 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 /// How far ahead of its tick a scheduled run is claimed, so that the claim
-/// (a store round trip, a disk sync on the embedded store) is done when the
-/// tick comes and the run starts on the instant, waiting for nothing.
+/// (a store round trip, a disk sync on the embedded store) is done and the
+/// run's task spawned when the tick comes, and the run starts on the
+/// instant, waiting for nothing.
 ///
 /// The lead adapts. After every turn of claims the worker reports, for each
 /// claim made ahead, the lead it was made with and its slack (tick − the
-/// instant the claim was answered; negative when the answer came after the
+/// instant the turn's runs were spawned; negative when that came after the
 /// tick). If the least slack is under `MARGIN`, the lead grows at once to
 /// what that claim would have needed (its lead − its slack + the margin);
-/// the turns of one burst thus raise it once, not once per turn. Ample slack
-/// shrinks it by a sixteenth per turn, so one slow commit is not paid for
-/// with a long lead ever after.
+/// the turns of one burst thus raise it once, not once per turn. It shrinks
+/// only when a turn's slack is ample (over four margins), no sooner than
+/// `HOLD` after it last grew and by a sixteenth at most once a `SHRINK_EVERY`:
+/// a burst takes several turns, and its first turns always have slack to
+/// spare, so shrinking on each of them took from the lead what the burst's
+/// last turn had just shown it needs (10,000 jobs due every second: a third
+/// of the runs spawned after their tick). One slow commit is still not paid
+/// for with a long lead ever after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimLead {
     current: Duration,
+    /// When the lead last grew, and last shrank.
+    grew_at: Option<Timestamp>,
+    shrank_at: Option<Timestamp>,
 }
 
 impl ClaimLead {
@@ -30,9 +39,17 @@ impl ClaimLead {
     pub const MAX: Duration = Duration::from_secs(1);
     /// The slack a turn should keep; less than this grows the lead.
     pub const MARGIN: Duration = Duration::from_millis(10);
+    /// After growing, the lead stays for at least this long.
+    pub const HOLD: Duration = Duration::from_secs(10);
+    /// It shrinks by a sixteenth at most this often.
+    pub const SHRINK_EVERY: Duration = Duration::from_secs(1);
 
     pub fn new() -> Self {
-        Self { current: Self::MIN }
+        Self {
+            current: Self::MIN,
+            grew_at: None,
+            shrank_at: None,
+        }
     }
 
     pub fn current(&self) -> Duration {
@@ -45,9 +62,9 @@ impl ClaimLead {
         tick.checked_sub(lead).unwrap_or(tick)
     }
 
-    /// Takes a turn's claims made ahead into account: `(lead it was made
-    /// with, slack)` each.
-    pub fn observe(&mut self, claims: impl IntoIterator<Item = (Duration, SignedDuration)>) {
+    /// Takes a turn's claims made ahead into account, at `now`: `(lead it
+    /// was made with, slack)` each.
+    pub fn observe(&mut self, now: Timestamp, claims: impl IntoIterator<Item = (Duration, SignedDuration)>) {
         let margin = SignedDuration::try_from(Self::MARGIN).unwrap_or(SignedDuration::ZERO);
         let mut least_slack: Option<SignedDuration> = None;
         let mut needed = Duration::ZERO;
@@ -59,14 +76,21 @@ impl ClaimLead {
             }
         }
         let Some(least_slack) = least_slack else { return };
-        let next = if least_slack < margin {
-            self.current.max(needed)
-        } else if least_slack > margin * 4 {
-            self.current.saturating_sub(self.current / 16)
-        } else {
-            self.current
+        let since = |at: Option<Timestamp>, wait: Duration| {
+            at.is_none_or(|at| now.duration_since(at) >= SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX))
         };
-        self.current = next.clamp(Self::MIN, Self::MAX);
+        if least_slack < margin {
+            if needed > self.current {
+                self.current = needed.min(Self::MAX);
+            }
+            self.grew_at = Some(now);
+        } else if least_slack > margin * 4
+            && since(self.grew_at, Self::HOLD)
+            && since(self.shrank_at, Self::SHRINK_EVERY)
+        {
+            self.current = self.current.saturating_sub(self.current / 16).max(Self::MIN);
+            self.shrank_at = Some(now);
+        }
     }
 }
 
@@ -87,38 +111,51 @@ mod tests {
     #[test]
     fn the_claim_lead_grows_by_the_shortfall_and_shrinks_slowly() {
         let ms = SignedDuration::from_millis;
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let at = |seconds: f64| t0.checked_add(SignedDuration::from_secs_f64(seconds)).unwrap();
         let mut lead = ClaimLead::new();
         assert_eq!(lead.current(), ClaimLead::MIN);
-        // Claimed 20 ms ahead, answered 100 ms after the tick: the lead
+        // Claimed 20 ms ahead, spawned 100 ms after the tick: the lead
         // becomes what that claim needed (20 + 100 + the 10 ms margin).
-        lead.observe([(ClaimLead::MIN, ms(-100)), (ClaimLead::MIN, ms(50))]);
+        lead.observe(at(0.0), [(ClaimLead::MIN, ms(-100)), (ClaimLead::MIN, ms(50))]);
         assert_eq!(lead.current(), Duration::from_millis(130));
         // A later turn of the same burst, claimed with the old lead and
         // later still, raises it to what that one needed, not by as much again.
-        lead.observe([(ClaimLead::MIN, ms(-150))]);
+        lead.observe(at(0.1), [(ClaimLead::MIN, ms(-150))]);
         assert_eq!(lead.current(), Duration::from_millis(180));
         // One that needed less does not lower it.
-        lead.observe([(Duration::from_millis(100), ms(5))]);
+        lead.observe(at(0.2), [(Duration::from_millis(100), ms(5))]);
         assert_eq!(lead.current(), Duration::from_millis(180));
         // Slack within the margin's band: no change.
-        lead.observe([(Duration::from_millis(180), ms(20))]);
+        lead.observe(at(1.0), [(Duration::from_millis(180), ms(20))]);
         assert_eq!(lead.current(), Duration::from_millis(180));
-        // Ample slack: down by a sixteenth per turn, never below the minimum.
-        lead.observe([(Duration::from_millis(180), ms(100))]);
+        // Ample slack, as the first turns of every burst have: held for
+        // `HOLD` after the last growth (at 0.2 s, the turn short of margin).
+        for second in 1..10 {
+            lead.observe(at(f64::from(second)), [(Duration::from_millis(180), ms(100))]);
+            assert_eq!(lead.current(), Duration::from_millis(180), "at {second} s");
+        }
+        // Then down by a sixteenth, at most once a second.
+        lead.observe(at(10.2), [(Duration::from_millis(180), ms(100))]);
         assert_eq!(lead.current(), Duration::from_micros(180_000 - 180_000 / 16));
-        for _ in 0..200 {
-            lead.observe([(Duration::from_millis(100), ms(1000))]);
+        lead.observe(at(10.5), [(Duration::from_millis(180), ms(100))]);
+        assert_eq!(lead.current(), Duration::from_micros(180_000 - 180_000 / 16));
+        for second in 11..300 {
+            lead.observe(at(f64::from(second)), [(Duration::from_millis(100), ms(1000))]);
         }
         assert_eq!(lead.current(), ClaimLead::MIN);
         // A turn without claims made ahead says nothing.
-        lead.observe([]);
+        lead.observe(at(300.0), []);
         assert_eq!(lead.current(), ClaimLead::MIN);
     }
 
     #[test]
     fn the_claim_lead_is_bounded() {
         let mut lead = ClaimLead::new();
-        lead.observe([(ClaimLead::MIN, SignedDuration::from_secs(-30))]);
+        lead.observe(
+            ts("2026-01-01T00:00:00Z"),
+            [(ClaimLead::MIN, SignedDuration::from_secs(-30))],
+        );
         assert_eq!(lead.current(), ClaimLead::MAX);
         let tick = ts("2026-01-01T00:00:01Z");
         assert_eq!(lead.act_at(tick), ts("2026-01-01T00:00:00Z"));

@@ -118,21 +118,30 @@ impl State {
                 return;
             }
         };
-        let answered = self.now();
-        self.lead.observe(
-            claims
-                .iter()
-                .zip(&actions)
-                .zip(&ahead)
-                .filter_map(|((request, action), ahead)| {
-                    (*action == TickAction::Run)
-                        .then_some(*ahead)?
-                        .map(|lead| (lead, request.tick.duration_since(answered)))
-                }),
-        );
+        // Runs claimed ahead, by the lead they were claimed with and their tick.
+        let observed: Vec<(Duration, Timestamp)> = claims
+            .iter()
+            .zip(&actions)
+            .zip(&ahead)
+            .filter_map(|((request, action), ahead)| {
+                (*action == TickAction::Run)
+                    .then_some(*ahead)?
+                    .map(|lead| (lead, request.tick))
+            })
+            .collect();
         for ((request, outcome), action) in claims.into_iter().zip(outcomes).zip(actions) {
             self.apply_claim(request, outcome, action).await;
         }
+        // The slack is counted to when the turn's runs were spawned, not to
+        // the claim's answer: at thousands of claims a turn, spawning is a
+        // good part of what the lead must cover.
+        let spawned = self.now();
+        self.lead.observe(
+            spawned,
+            observed
+                .into_iter()
+                .map(|(lead, tick)| (lead, tick.duration_since(spawned))),
+        );
         self.deps
             .metrics
             .jobs_scheduled

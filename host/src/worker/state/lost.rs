@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::State;
 use crate::coord::{RunningEntry, WatchEvent, WatchUpdate};
@@ -40,6 +41,7 @@ impl State {
                 let mut ended = Vec::new();
                 for event in events {
                     match event {
+                        WatchEvent::Put(kv) if self.own_echo(&kv.key) => {}
                         WatchEvent::Put(kv) => {
                             if let Some((job, entry)) = self.deps.coord.decode_running(&kv) {
                                 self.note_taken(&job, &entry);
@@ -63,6 +65,21 @@ impl State {
                 self.check_lost(ended).await;
             }
         }
+    }
+
+    /// Whether a `running/` put under `key` is this worker's own entry
+    /// echoed back: a run in progress here that was never offered. Only a
+    /// taker rewrites an entry, and only after the offer, whose flag is set
+    /// before the offer is written. Such an entry is neither decoded nor
+    /// kept in `remote_running` (`running_runs` counts the local runs): in a
+    /// burst every run's entry comes back, and decoding them was the
+    /// scheduling loop's work.
+    fn own_echo(&self, key: &str) -> bool {
+        self.deps.coord.decode_running_key(key).is_some_and(|(job, run_id)| {
+            self.local_runs
+                .get(&run_id)
+                .is_some_and(|run| run.job == job && !run.offered.load(Ordering::SeqCst))
+        })
     }
 
     /// Runs of other workers left `running/`. If a run's worker is gone (its
