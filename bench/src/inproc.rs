@@ -180,7 +180,7 @@ impl InProcWorker {
         let metrics = Metrics::new();
         let (sink, sink_task) = Sink::new(logs, SinkConfig::default());
         let sink_stats = sink.stats();
-        metrics.attach_sink(sink.stats());
+        metrics.attach_sink(Arc::clone(&sink_stats));
         let sink_handle = tokio::spawn(sink_task.run());
         let shutdown = CancellationToken::new();
         let capacity = 256;

@@ -17,7 +17,8 @@ use jiff::{SignedDuration, Timestamp};
 /// what that claim would have needed (its lead − its slack + the margin);
 /// the turns of one burst thus raise it once, not once per turn. It shrinks
 /// only when a turn's slack is ample (over four margins), no sooner than
-/// `HOLD` after it last grew and by a sixteenth at most once a `SHRINK_EVERY`:
+/// `HOLD` after the last turn short of the margin (whether or not that one
+/// raised it) and by a sixteenth at most once a `SHRINK_EVERY`:
 /// a burst takes several turns, and its first turns always have slack to
 /// spare, so shrinking on each of them took from the lead what the burst's
 /// last turn had just shown it needs (10,000 jobs due every second: a third
@@ -26,8 +27,9 @@ use jiff::{SignedDuration, Timestamp};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimLead {
     current: Duration,
-    /// When the lead last grew, and last shrank.
-    grew_at: Option<Timestamp>,
+    /// When a turn last came in short of the margin, and when the lead
+    /// last shrank.
+    short_at: Option<Timestamp>,
     shrank_at: Option<Timestamp>,
 }
 
@@ -39,7 +41,7 @@ impl ClaimLead {
     pub const MAX: Duration = Duration::from_secs(1);
     /// The slack a turn should keep; less than this grows the lead.
     pub const MARGIN: Duration = Duration::from_millis(10);
-    /// After growing, the lead stays for at least this long.
+    /// After a turn short of the margin, the lead stays for at least this long.
     pub const HOLD: Duration = Duration::from_secs(10);
     /// It shrinks by a sixteenth at most this often.
     pub const SHRINK_EVERY: Duration = Duration::from_secs(1);
@@ -47,7 +49,7 @@ impl ClaimLead {
     pub fn new() -> Self {
         Self {
             current: Self::MIN,
-            grew_at: None,
+            short_at: None,
             shrank_at: None,
         }
     }
@@ -83,9 +85,9 @@ impl ClaimLead {
             if needed > self.current {
                 self.current = needed.min(Self::MAX);
             }
-            self.grew_at = Some(now);
+            self.short_at = Some(now);
         } else if least_slack > margin * 4
-            && since(self.grew_at, Self::HOLD)
+            && since(self.short_at, Self::HOLD)
             && since(self.shrank_at, Self::SHRINK_EVERY)
         {
             self.current = self.current.saturating_sub(self.current / 16).max(Self::MIN);
@@ -130,7 +132,8 @@ mod tests {
         lead.observe(at(1.0), [(Duration::from_millis(180), ms(20))]);
         assert_eq!(lead.current(), Duration::from_millis(180));
         // Ample slack, as the first turns of every burst have: held for
-        // `HOLD` after the last growth (at 0.2 s, the turn short of margin).
+        // `HOLD` after the last turn short of the margin (at 0.2 s, which
+        // did not raise it).
         for second in 1..10 {
             lead.observe(at(f64::from(second)), [(Duration::from_millis(180), ms(100))]);
             assert_eq!(lead.current(), Duration::from_millis(180), "at {second} s");

@@ -1260,7 +1260,7 @@ async fn the_default_channel_takes_a_ten_thousand_run_burst_while_the_store_is_b
     })
     .await;
     assert_eq!(get(&stats.held_micros), 0, "no sender waited for room");
-    assert!(get(&store.held) <= 1, "the store took at most one batch meanwhile");
+    assert!(store.logged_runs().is_empty(), "the store wrote nothing meanwhile");
 
     store.hold.send_replace(false);
     sink.flush().await;
