@@ -102,13 +102,19 @@ pub async fn delete_jobs(coord: &Coordinator, count: usize, writers: usize) {
 /// start minus the tick in milliseconds.
 #[derive(Debug, Default)]
 pub struct Probe {
-    lateness_ms: Mutex<Vec<f64>>,
+    /// (tick, lateness in ms) per scheduled run, in the order they started.
+    lateness_ms: Mutex<Vec<(Timestamp, f64)>>,
     pub started: AtomicU64,
 }
 
 impl Probe {
     /// Takes the samples gathered so far.
     pub fn take(&self) -> Vec<f64> {
+        self.take_by_tick().into_iter().map(|(_, late)| late).collect()
+    }
+
+    /// Takes the samples gathered so far, with their ticks.
+    pub fn take_by_tick(&self) -> Vec<(Timestamp, f64)> {
         std::mem::take(&mut *self.lateness_ms.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -118,7 +124,10 @@ impl Executor for Probe {
     async fn execute(&self, request: &ExecRequest, _output: &mut RunOutput, _kill: &KillSwitch) -> RunOutcome {
         if request.trigger == Trigger::Schedule {
             let late = Timestamp::now().duration_since(request.tick).as_secs_f64() * 1e3;
-            self.lateness_ms.lock().unwrap_or_else(|e| e.into_inner()).push(late);
+            self.lateness_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((request.tick, late));
         }
         self.started.fetch_add(1, Ordering::Relaxed);
         RunOutcome::new(RunStatus::Succeeded)

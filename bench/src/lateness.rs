@@ -136,20 +136,26 @@ impl Row {
 
 pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
     let window = ctx.pick(6, 60);
-    let sizes = [1_000, 10_000];
     // `SANDCRON_BENCH_LATENESS=embedded,cluster` measures only those setups
-    // (of embedded, cluster, apscheduler, rust): for profiling one of them.
+    // (of embedded, cluster, apscheduler, rust), and
+    // `SANDCRON_BENCH_LATENESS_JOBS=1000` only that size (of 1000, 10000):
+    // for profiling one of them.
     let only = std::env::var("SANDCRON_BENCH_LATENESS").ok();
     let wanted = |setup: &str| only.as_deref().is_none_or(|only| only.split(',').any(|s| s == setup));
+    let size = std::env::var("SANDCRON_BENCH_LATENESS_JOBS").ok();
+    let sizes: Vec<usize> = [1_000, 10_000]
+        .into_iter()
+        .filter(|jobs| size.as_deref().is_none_or(|size| size == jobs.to_string()))
+        .collect();
     let mut rows = Vec::new();
     let mut peers = Vec::new();
-    for jobs in sizes.into_iter().filter(|_| wanted("embedded")) {
+    for jobs in sizes.iter().copied().filter(|_| wanted("embedded")) {
         rows.push(embedded(jobs, window).await?);
     }
-    for jobs in sizes.into_iter().filter(|_| wanted("cluster")) {
+    for jobs in sizes.iter().copied().filter(|_| wanted("cluster")) {
         rows.push(cluster(jobs, window).await?);
     }
-    for jobs in sizes.into_iter().filter(|_| wanted("apscheduler")) {
+    for jobs in sizes.iter().copied().filter(|_| wanted("apscheduler")) {
         let peer = apscheduler(jobs, window as f64, false).await;
         let row = match &peer {
             Ok(a) => {
@@ -173,7 +179,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<()> {
         peers.push((jobs, row.p50, row.p99));
         rows.push(row);
     }
-    for jobs in sizes.into_iter().filter(|_| wanted("rust")) {
+    for jobs in sizes.iter().copied().filter(|_| wanted("rust")) {
         rows.push(rust_peer(jobs, window).await);
     }
 
@@ -269,7 +275,9 @@ async fn embedded(jobs: usize, window: u64) -> anyhow::Result<Row> {
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs(window)).await;
     let cpu = (cpu_seconds("self") - cpu) / wall.elapsed().as_secs_f64();
-    let samples = probe.take();
+    let by_tick = probe.take_by_tick();
+    let samples: Vec<f64> = by_tick.iter().map(|(_, late)| *late).collect();
+    let bursts = Bursts::of(&by_tick);
     let waiting = worker
         .metrics
         .runs_waiting_for_capacity
@@ -288,7 +296,8 @@ async fn embedded(jobs: usize, window: u64) -> anyhow::Result<Row> {
         max: stats.map_or("–".into(), |s| ms(s.max)),
         cpu: format!("{:.0} %", cpu * 100.0),
         note: format!(
-            "{waiting} runs waiting for capacity at the end; runs held back by the log sink: {held_s:.1} s in all"
+            "{bursts}; {waiting} runs waiting for capacity at the end; runs held back by the log sink: {held_s:.1} s \
+             in all"
         ),
     })
 }
@@ -424,5 +433,46 @@ async fn history_after(cluster: &mut Cluster, since: jiff::Timestamp, until: jif
             )
         }
         Err(err) => format!("workers drained in {drained:.0} s; check-history could not run: {err}"),
+    }
+}
+
+/// How each tick's burst went: when its first run started, and when its
+/// last, over the ticks of the window.
+struct Bursts {
+    first: Option<Stats>,
+    last: Option<Stats>,
+}
+
+impl Bursts {
+    fn of(samples: &[(jiff::Timestamp, f64)]) -> Bursts {
+        let mut ticks: std::collections::BTreeMap<jiff::Timestamp, (f64, f64)> = std::collections::BTreeMap::new();
+        for (tick, late) in samples {
+            let (first, last) = ticks.entry(*tick).or_insert((*late, *late));
+            *first = first.min(*late);
+            *last = last.max(*late);
+        }
+        let firsts: Vec<f64> = ticks.values().map(|(first, _)| *first).collect();
+        let lasts: Vec<f64> = ticks.values().map(|(_, last)| *last).collect();
+        Bursts {
+            first: Stats::of(&firsts),
+            last: Stats::of(&lasts),
+        }
+    }
+}
+
+impl std::fmt::Display for Bursts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.first, &self.last) {
+            (Some(first), Some(last)) => write!(
+                f,
+                "per tick ({} ticks), first run started after {} (median), last after {} (median; best {}, worst {})",
+                last.count,
+                ms(first.median),
+                ms(last.median),
+                ms(last.min),
+                ms(last.max)
+            ),
+            _ => write!(f, "no ticks"),
+        }
     }
 }

@@ -32,6 +32,8 @@ use crate::placement::WorkerInfo;
 use crate::schedule::TimerQueue;
 
 mod chunks;
+mod clock;
+mod followups;
 mod handoff;
 mod kill;
 mod kvstate;
@@ -195,12 +197,14 @@ impl Worker {
             ));
             let mut state = State {
                 semaphore: Arc::new(Semaphore::new(deps.info.capacity)),
+                run_sink: Arc::new(deps.sink.clone()),
                 deps,
                 lease,
                 jobs: HashMap::new(),
                 workers: BTreeMap::new(),
                 timers: TimerQueue::new(),
                 lead: Default::default(),
+                clock: clock::TickClock::start(),
                 remote_running: HashMap::new(),
                 local_runs: Default::default(),
                 kill_switches,

@@ -154,6 +154,10 @@ pub(super) struct State {
     pub(super) timers: TimerQueue<Timer>,
     /// How far ahead of their ticks scheduled runs are claimed.
     pub(super) lead: schedule::ClaimLead,
+    /// Opens the ticks of runs claimed ahead, on the instant.
+    pub(super) clock: crate::worker::clock::TickClock,
+    /// The sink the run tasks share (`deps.sink`, cloned once).
+    pub(super) run_sink: Arc<crate::logstore::Sink>,
     /// Runs published under `running/` by any worker, by job.
     pub(super) remote_running: HashMap<JobName, HashMap<RunId, RunningEntry>>,
     pub(super) local_runs: LocalRuns,

@@ -1,8 +1,9 @@
-//! One run, from claim to report: wait for a free slot (or, offered to the
-//! other workers meanwhile, end here if one of them takes it), record `running`,
-//! execute, wait for the reported outcome of an async job, record the
-//! outcome, remove the `running/` entry (starting the job's dependents in
-//! the same transaction), tell the alerts and the worker.
+//! One run, from claim to report: wait for its tick, then for a free slot
+//! (or, offered to the other workers meanwhile, end here if one of them
+//! takes it), execute (recorded `running` once it first waits), wait for
+//! the reported outcome of an async job, record the outcome, remove the
+//! `running/` entry (starting its retry or the job's dependents in the
+//! same transaction: `followups.rs`), tell the alerts and the worker.
 //!
 //! No retry lives only in a worker's memory: a retry is a trigger request
 //! written in the transaction that removes the failed run's entry (for a
@@ -23,26 +24,25 @@ use crate::ids::{JobName, RunId};
 use crate::job::{Job, RunCaps};
 use crate::logstore::Sink;
 use crate::metrics::Metrics;
-use crate::run::{ParentRun, RunRecord, RunStatus, StreamKind, Trigger};
-use crate::schedule;
+use crate::run::{RunRecord, RunStatus, StreamKind, Trigger};
 use crate::secret::{Keyring, RunSecrets, mask_text};
+use crate::worker::clock::Gate;
 use crate::worker::handoff::{Capacity, Slot};
-
-/// How many dependency links a chain of runs may have. Cycles are refused
-/// when jobs are saved; this stops one that slipped through (two masters
-/// saving the two halves of a cycle at the same moment) from running forever.
-pub(super) const MAX_DEPENDENCY_DEPTH: u32 = 16;
 
 /// Everything a run task needs, handed over by the worker.
 pub(super) struct TaskSpec {
     /// For a run claimed ahead of its tick: the instant it starts.
     pub(super) start_at: Option<tokio::time::Instant>,
+    /// Opens at `start_at` (`worker/clock.rs`); `None`: the run waits on
+    /// its own timer.
+    pub(super) gate: Option<Arc<Gate>>,
     pub(super) job: Arc<Job>,
     pub(super) entry: RunningEntry,
     pub(super) fence: Revision,
     pub(super) executor: Option<Arc<dyn Executor>>,
     pub(super) kill: KillSwitch,
-    pub(super) sink: Sink,
+    /// Shared by the worker's runs: a run's output holds it as is.
+    pub(super) sink: Arc<Sink>,
     pub(super) coord: Coordinator,
     pub(super) metrics: Arc<Metrics>,
     /// Where the run gets its slot (and whether it may be offered to other
@@ -80,12 +80,26 @@ impl TaskDone {
     }
 }
 
-/// Waits until `start_at` (if any); `Some` when a kill came first.
-async fn until_tick(start_at: Option<tokio::time::Instant>, kill: &KillSwitch) -> Option<StopReason> {
+/// Waits until `start_at` (if any), on the tick's gate when it has one;
+/// `Some` when a kill came first.
+async fn until_tick(
+    start_at: Option<tokio::time::Instant>,
+    gate: Option<&Gate>,
+    kill: &KillSwitch,
+) -> Option<StopReason> {
     let start_at = start_at?;
-    tokio::select! {
-        () = tokio::time::sleep_until(start_at) => None,
-        reason = kill.pulled() => Some(reason),
+    match gate {
+        // Biased: an open gate is not made to wait for a look at the kill
+        // switch (a lock), a thousand times in a burst.
+        Some(gate) => tokio::select! {
+            biased;
+            () = gate.opened() => None,
+            reason = kill.pulled() => Some(reason),
+        },
+        None => tokio::select! {
+            () = tokio::time::sleep_until(start_at) => None,
+            reason = kill.pulled() => Some(reason),
+        },
     }
 }
 
@@ -101,6 +115,7 @@ pub(super) fn carry_out(spec: Box<TaskSpec>) -> impl Future<Output = ()> + Send 
 async fn execute(spec: Box<TaskSpec>) {
     let TaskSpec {
         start_at,
+        gate,
         job,
         entry,
         fence,
@@ -134,7 +149,7 @@ async fn execute(spec: Box<TaskSpec>) {
 
     // Wait for the tick, then for a free slot; a kill while waiting ends
     // the run before it starts.
-    let slot = match until_tick(start_at, &kill).await {
+    let slot = match until_tick(start_at, gate.as_deref(), &kill).await {
         Some(reason) => Slot::Stopped(reason),
         None => {
             metrics.runs_waiting_for_capacity.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +183,6 @@ async fn execute(spec: Box<TaskSpec>) {
         if entry.trigger == Trigger::Schedule {
             metrics.observe_lateness(started.duration_since(entry.tick).as_secs_f64());
         }
-        sink.record(record.clone()).await;
         // Warns if the run outlives the job's expected duration; stops with it.
         let overrun = alerts.as_ref().and_then(|alerts| alerts.overrun_timer(&job, &record));
         metrics.runs_running.fetch_add(1, Ordering::Relaxed);
@@ -210,14 +224,19 @@ async fn execute(spec: Box<TaskSpec>) {
                     report_to,
                     secrets,
                 };
-                let mut output = RunOutput::new(entry.run_id, Arc::new(sink.clone()), request.kind.output_kb() * 1024)
+                let mut output = RunOutput::new(entry.run_id, sink.clone(), request.kind.output_kb() * 1024)
                     .expiring_at(record.expire_at)
                     .masking(masker.clone());
                 if !lowered.is_empty() {
                     let note = format!("[sandcron: this worker's caps lowered {}]\n", lowered.join(", "));
                     output.write(StreamKind::Stderr, note.as_bytes()).await;
                 }
-                let mut outcome = executor.execute(&request, &mut output, &kill).await;
+                // Recorded `running` only if it has to wait (see `noted_if_it_waits`).
+                let mut outcome = noted_if_it_waits(executor.execute(&request, &mut output, &kill), || {
+                    sink.record(record.clone())
+                })
+                .await;
+
                 if let (Some(rx), RunStatus::Succeeded) = (report_rx, outcome.status) {
                     drop(slot.take());
                     // Readers learn that the run now waits, and until when.
@@ -263,7 +282,8 @@ async fn execute(spec: Box<TaskSpec>) {
             .egress
             .map(|ledger| ledger.masked(|text| mask_text(&masker, text)));
     }
-    record.ended_at = Some(Timestamp::now());
+    let ended_at = Timestamp::now();
+    record.ended_at = Some(ended_at);
     // A run that went well is in its record; at thousands of runs a second
     // an INFO line for each would be most of the log.
     if record.status == RunStatus::Succeeded {
@@ -273,7 +293,7 @@ async fn execute(spec: Box<TaskSpec>) {
     }
     metrics.run_ended(record.status);
     if record.status == RunStatus::Succeeded {
-        metrics.job_succeeded(&job.name, record.ended_at.unwrap_or_else(Timestamp::now));
+        metrics.job_succeeded(&job.name, ended_at);
     }
     if let Some(ledger) = &record.egress {
         metrics.egress_recorded(ledger);
@@ -290,7 +310,7 @@ async fn execute(spec: Box<TaskSpec>) {
     // Its retry and dependents are stored with the entry's removal, so they
     // start exactly when the run is seen to end — even if this worker does
     // not live to start them.
-    let follow_ups = follow_ups(&job, &entry, status, Timestamp::now());
+    let follow_ups = super::followups::follow_ups(&job, &entry, status, ended_at);
     if let Err(err) = coord.finish_run_starting(&job.name, entry.run_id, &follow_ups).await {
         // Left in place, the entry would hold back an `overlap: forbid` job
         // (every tick skipped) until this worker's lease ends.
@@ -298,6 +318,28 @@ async fn execute(spec: Box<TaskSpec>) {
         finish_in_background(coord.clone(), job.name.clone(), entry.run_id, follow_ups);
     }
     let _worker_gone = done.send(TaskDone::of(&job, &entry)).await;
+}
+
+/// Runs `run`, doing `note` first if the run has to wait.
+///
+/// (`note` is made only then: a record's clone costs as much as its send.)
+///
+/// A run's `running` record is `note`: a run that ends in its first poll
+/// (a no-op, a guest that returns at once) is recorded once, ended, instead
+/// of twice, which is a record less to build and send per run, and runs of
+/// a burst start sooner; one that goes on is recorded `running` when it
+/// first waits (a guest is made to wait at every epoch tick, a process as
+/// soon as it is spawned), so readers see it while it works. The `running/`
+/// entry, which the cluster goes by, is there from the claim either way.
+async fn noted_if_it_waits<T, N: Future<Output = ()>>(run: impl Future<Output = T>, note: impl FnOnce() -> N) -> T {
+    let mut run = std::pin::pin!(run);
+    match std::future::poll_fn(|cx| std::task::Poll::Ready(run.as_mut().poll(cx))).await {
+        std::task::Poll::Ready(outcome) => outcome,
+        std::task::Poll::Pending => {
+            note().await;
+            run.await
+        }
+    }
 }
 
 /// An async run whose call ended well: waits for the report, a kill, or the
@@ -376,188 +418,35 @@ pub(super) fn finish_in_background(
     });
 }
 
-/// The runs a run that ended with `status` at `now` starts, as trigger
-/// requests: its retry (after the job's backoff), or else its dependents.
-pub(super) fn follow_ups(
-    job: &Job,
-    entry: &RunningEntry,
-    status: RunStatus,
-    now: Timestamp,
-) -> Vec<(JobName, TriggerRequest)> {
-    match retry_of(job, entry, status, now) {
-        Some(retry) => vec![(job.name.clone(), retry)],
-        None => dependents_of(job, entry, status),
-    }
-}
-
-/// The retry of a run that ended with `status` at `now`, if the job's retry
-/// policy asks for one: the same tick, the next attempt, not before the
-/// backoff has passed; a shard is retried on the worker it ran on.
-fn retry_of(job: &Job, entry: &RunningEntry, status: RunStatus, now: Timestamp) -> Option<TriggerRequest> {
-    // Runs someone asked for by hand (run now, re-run) are not retried:
-    // whoever asked sees how it ended and can ask again.
-    if !status.is_retryable() || matches!(entry.trigger, Trigger::Manual | Trigger::Rerun) {
-        return None;
-    }
-    let delay = schedule::retry_delay(&job.spec.retry, entry.attempt)?;
-    let delay = jiff::SignedDuration::try_from(delay).unwrap_or(jiff::SignedDuration::ZERO);
-    tracing::info!(attempt = entry.attempt + 1, ?delay, "retry scheduled");
-    Some(TriggerRequest {
-        requested_at: crate::run::whole_millisecond(now),
-        requested_by: format!("retry of run {}", entry.run_id),
-        trigger: Trigger::Retry,
-        tick: Some(entry.tick),
-        parent: entry.parent.clone(),
-        depth: entry.depth,
-        shard: entry.shard,
-        target_worker: entry.shard.map(|_| entry.worker.clone()),
-        attempt: entry.attempt + 1,
-        not_before: Some(crate::run::whole_millisecond(now.saturating_add(delay).unwrap_or(now))),
-        rerun_of: None,
-    })
-}
-
-/// The jobs a run that ended with `status`, and is not retried, starts:
-/// `on_success` after a success; `on_failure` after a failure.
-fn dependents_of(job: &Job, entry: &RunningEntry, status: RunStatus) -> Vec<(JobName, TriggerRequest)> {
-    let targets = if status == RunStatus::Succeeded {
-        &job.spec.on_success
-    } else if status.is_failure() {
-        &job.spec.on_failure
-    } else {
-        return Vec::new();
-    };
-    if targets.is_empty() {
-        return Vec::new();
-    }
-    if entry.depth >= MAX_DEPENDENCY_DEPTH {
-        tracing::warn!(
-            depth = entry.depth,
-            "a chain of {MAX_DEPENDENCY_DEPTH} dependent runs ends here; its dependents are not started"
-        );
-        return Vec::new();
-    }
-    tracing::info!(dependents = ?targets, "starting dependent jobs");
-    targets
-        .iter()
-        .map(|target| {
-            let request = TriggerRequest {
-                requested_at: crate::run::whole_millisecond(Timestamp::now()),
-                requested_by: format!("job {}", job.name),
-                trigger: Trigger::Dependency,
-                tick: None,
-                parent: Some(ParentRun {
-                    job: job.name.clone(),
-                    run_id: entry.run_id,
-                    status,
-                }),
-                depth: entry.depth + 1,
-                shard: None,
-                target_worker: None,
-                attempt: 1,
-                not_before: None,
-                rerun_of: None,
-            };
-            (target.clone(), request)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::job::{JobKind, JobSpec, RetryPolicy, ShellJob};
 
-    fn ts(text: &str) -> Timestamp {
-        text.parse().unwrap()
+    #[tokio::test]
+    async fn a_run_that_ends_in_its_first_poll_is_not_noted_as_running() {
+        let noted = std::sync::atomic::AtomicBool::new(false);
+        let outcome = noted_if_it_waits(async { 7 }, || async { noted.store(true, Ordering::Relaxed) }).await;
+        assert_eq!(outcome, 7);
+        assert!(!noted.load(Ordering::Relaxed), "a run that never waited was noted");
     }
 
-    fn job(max_retries: u32) -> Job {
-        let now = ts("2026-01-01T00:00:00Z");
-        let kind = JobKind::Shell(ShellJob {
-            command: "false".into(),
-            env: BTreeMap::new(),
-            timeout_s: 1,
-            output_kb: 1,
-        });
-        let spec = JobSpec {
-            retry: RetryPolicy {
-                max: max_retries,
-                backoff_s: 10,
-                max_backoff_s: 3600,
-            },
-            on_failure: vec![JobName::new("page-someone").unwrap()].into(),
-            ..JobSpec::new("@daily", kind)
+    #[tokio::test]
+    async fn a_run_that_waits_is_noted_before_it_goes_on() {
+        let noted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (go, wait) = oneshot::channel::<()>();
+        let seen = noted.clone();
+        let run = async move {
+            wait.await.expect("go");
+            // The note was made while the run waited, before it went on.
+            seen.load(Ordering::Relaxed)
         };
-        Job::for_test("flaky", spec, now)
-    }
-
-    fn entry(trigger: Trigger, attempt: u32) -> RunningEntry {
-        RunningEntry {
-            tick: ts("2026-01-02T00:00:00Z"),
-            attempt,
-            claimed_at: ts("2026-01-02T00:00:00Z"),
-            fence: Some(7),
-            ..crate::testkit::sample_entry("w1", trigger)
-        }
-    }
-
-    #[test]
-    fn a_failure_with_retries_left_stores_its_retry_not_its_dependents() {
-        let now = ts("2026-01-02T00:00:01Z");
-        let first = entry(Trigger::Schedule, 1);
-        let follow = follow_ups(&job(2), &first, RunStatus::Failed, now);
-        assert_eq!(follow.len(), 1, "{follow:?}");
-        let (target, retry) = &follow[0];
-        assert_eq!(target.as_str(), "flaky");
-        assert_eq!(retry.trigger, Trigger::Retry);
-        assert_eq!((retry.tick, retry.attempt), (Some(first.tick), 2));
-        assert_eq!(retry.not_before, Some(ts("2026-01-02T00:00:11Z")), "after the backoff");
-        assert_eq!(
-            retry.target_worker, None,
-            "the job's owner takes it, whoever that is then"
+        let note = || async {
+            noted.store(true, Ordering::Relaxed);
+            go.send(()).expect("the run waits");
+        };
+        assert!(
+            noted_if_it_waits(run, note).await,
+            "the run went on before it was noted"
         );
-        // The second retry waits twice as long.
-        let second = follow_ups(&job(2), &entry(Trigger::Retry, 2), RunStatus::Lost, now);
-        assert_eq!(second[0].1.not_before, Some(ts("2026-01-02T00:00:21Z")));
-    }
-
-    #[test]
-    fn the_last_attempt_and_manual_runs_start_dependents_instead() {
-        let now = ts("2026-01-02T00:00:01Z");
-        for (entry, max) in [
-            (entry(Trigger::Retry, 3), 2),
-            (entry(Trigger::Manual, 1), 2),
-            (entry(Trigger::Rerun, 1), 2),
-            (entry(Trigger::Schedule, 1), 0),
-        ] {
-            let follow = follow_ups(&job(max), &entry, RunStatus::Failed, now);
-            let targets: Vec<&str> = follow.iter().map(|(job, _)| job.as_str()).collect();
-            assert_eq!(
-                targets,
-                vec!["page-someone"],
-                "{:?} attempt {}",
-                entry.trigger,
-                entry.attempt
-            );
-            assert_eq!(follow[0].1.trigger, Trigger::Dependency);
-        }
-        // A success is never retried.
-        assert!(follow_ups(&job(2), &entry(Trigger::Schedule, 1), RunStatus::Succeeded, now).is_empty());
-    }
-
-    #[test]
-    fn a_shard_is_retried_on_the_worker_it_ran_on() {
-        let mut shard = entry(Trigger::Schedule, 1);
-        shard.shard = Some(crate::run::Shard {
-            index: 1,
-            count: 3,
-            group: RunId::generate(),
-        });
-        let follow = follow_ups(&job(1), &shard, RunStatus::TimedOut, ts("2026-01-02T00:00:01Z"));
-        assert_eq!(follow[0].1.shard, shard.shard);
-        assert_eq!(follow[0].1.target_worker.as_deref(), Some("w1"));
     }
 }

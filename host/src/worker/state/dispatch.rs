@@ -346,14 +346,16 @@ impl State {
             .then(|| Duration::try_from(entry.tick.duration_since(self.now())).ok())
             .flatten()
             .map(|wait| tokio::time::Instant::now() + wait);
+        let gate = start_at.and_then(|at| self.clock.gate(entry.tick, at.into_std()));
         let spec = TaskSpec {
             start_at,
+            gate,
             executor: self.deps.executors.for_kind(&job.spec.kind),
             job,
             entry,
             fence,
             kill,
-            sink: self.deps.sink.clone(),
+            sink: self.run_sink.clone(),
             coord: self.deps.coord.clone(),
             metrics: self.deps.metrics.clone(),
             capacity: Capacity {

@@ -13,8 +13,8 @@ use crate::ids::JobName;
 use crate::job::Job;
 use crate::placement;
 use crate::run::RunStatus;
+use crate::worker::followups;
 use crate::worker::handoff::{HandoffEvent, TakeAttempt, Taken};
-use crate::worker::task;
 
 impl State {
     pub(super) async fn on_offers(&mut self, update: WatchUpdate) {
@@ -191,7 +191,7 @@ impl State {
         if let Some(alerts) = &self.deps.alerts {
             alerts.notify(job, &record);
         }
-        for (target, request) in task::follow_ups(job, &entry, RunStatus::Lost, self.now()) {
+        for (target, request) in followups::follow_ups(job, &entry, RunStatus::Lost, self.now()) {
             if let Err(err) = self.deps.coord.put_trigger(&target, &request).await {
                 tracing::warn!(job = %job.name, %target, %err, "cannot start the retry or a dependent job of a lost run");
             }

@@ -23,7 +23,7 @@ use crate::ids::JobName;
 use crate::job::{Job, JobKind};
 use crate::placement;
 use crate::run::{RunRecord, RunStatus};
-use crate::worker::task;
+use crate::worker::followups;
 
 impl State {
     pub(super) async fn on_running(&mut self, update: WatchUpdate) {
@@ -133,7 +133,7 @@ impl State {
         // Its retry (a lost run counts as failed) or else its dependents
         // (`on_failure`) start here, since the worker that would have
         // started them is gone.
-        for (target, request) in task::follow_ups(job, &entry, RunStatus::Lost, self.now()) {
+        for (target, request) in followups::follow_ups(job, &entry, RunStatus::Lost, self.now()) {
             if let Err(err) = self.deps.coord.put_trigger(&target, &request).await {
                 tracing::warn!(job = %job.name, %target, %err, "cannot start the retry or a dependent job of a lost run");
             }
