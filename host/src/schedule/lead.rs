@@ -22,8 +22,12 @@ use jiff::{SignedDuration, Timestamp};
 /// a burst takes several turns, and its first turns always have slack to
 /// spare, so shrinking on each of them took from the lead what the burst's
 /// last turn had just shown it needs (10,000 jobs due every second: a third
-/// of the runs spawned after their tick). One slow commit is still not paid
-/// for with a long lead ever after.
+/// of the runs spawned after their tick). Nor does it shrink below what a
+/// turn short of the margin needed, for `FLOOR_FOR` after that turn: shrunk
+/// below it, the next burst comes in short again, and its runs start late
+/// (10,000 jobs due every second: late spawns in 7 of 61 seconds, one after
+/// each shrink past the need). One slow commit is still not paid for with
+/// a long lead ever after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimLead {
     current: Duration,
@@ -31,6 +35,9 @@ pub struct ClaimLead {
     /// last shrank.
     short_at: Option<Timestamp>,
     shrank_at: Option<Timestamp>,
+    /// The most a turn short of the margin needed within `FLOOR_FOR`, and
+    /// when that turn was: the lead does not shrink below it meanwhile.
+    floor: Option<(Duration, Timestamp)>,
 }
 
 impl ClaimLead {
@@ -45,12 +52,15 @@ impl ClaimLead {
     pub const HOLD: Duration = Duration::from_secs(10);
     /// It shrinks by a sixteenth at most this often.
     pub const SHRINK_EVERY: Duration = Duration::from_secs(1);
+    /// What a turn short of the margin needed is kept as a floor this long.
+    pub const FLOOR_FOR: Duration = Duration::from_secs(300);
 
     pub fn new() -> Self {
         Self {
             current: Self::MIN,
             short_at: None,
             shrank_at: None,
+            floor: None,
         }
     }
 
@@ -81,16 +91,23 @@ impl ClaimLead {
         let since = |at: Option<Timestamp>, wait: Duration| {
             at.is_none_or(|at| now.duration_since(at) >= SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX))
         };
+        let floor = self
+            .floor
+            .filter(|(_, at)| !since(Some(*at), Self::FLOOR_FOR))
+            .map(|(floor, _)| floor);
         if least_slack < margin {
+            let needed = needed.min(Self::MAX);
             if needed > self.current {
-                self.current = needed.min(Self::MAX);
+                self.current = needed;
             }
             self.short_at = Some(now);
+            self.floor = Some((floor.map_or(needed, |floor| floor.max(needed)), now));
         } else if least_slack > margin * 4
             && since(self.short_at, Self::HOLD)
             && since(self.shrank_at, Self::SHRINK_EVERY)
         {
-            self.current = self.current.saturating_sub(self.current / 16).max(Self::MIN);
+            let shrunk = self.current.saturating_sub(self.current / 16);
+            self.current = shrunk.max(floor.unwrap_or(Self::MIN)).max(Self::MIN);
             self.shrank_at = Some(now);
         }
     }
@@ -138,17 +155,23 @@ mod tests {
             lead.observe(at(f64::from(second)), [(Duration::from_millis(180), ms(100))]);
             assert_eq!(lead.current(), Duration::from_millis(180), "at {second} s");
         }
+        // Past the hold, it would shrink, but not below what the turn at
+        // 0.1 s needed (180 ms), for `FLOOR_FOR` after the last short turn.
+        for second in 10..300 {
+            lead.observe(at(f64::from(second) + 0.2), [(Duration::from_millis(180), ms(100))]);
+            assert_eq!(lead.current(), Duration::from_millis(180), "at {second} s");
+        }
         // Then down by a sixteenth, at most once a second.
-        lead.observe(at(10.2), [(Duration::from_millis(180), ms(100))]);
+        lead.observe(at(300.2), [(Duration::from_millis(180), ms(100))]);
         assert_eq!(lead.current(), Duration::from_micros(180_000 - 180_000 / 16));
-        lead.observe(at(10.5), [(Duration::from_millis(180), ms(100))]);
+        lead.observe(at(300.5), [(Duration::from_millis(180), ms(100))]);
         assert_eq!(lead.current(), Duration::from_micros(180_000 - 180_000 / 16));
-        for second in 11..300 {
+        for second in 301..600 {
             lead.observe(at(f64::from(second)), [(Duration::from_millis(100), ms(1000))]);
         }
         assert_eq!(lead.current(), ClaimLead::MIN);
         // A turn without claims made ahead says nothing.
-        lead.observe(at(300.0), []);
+        lead.observe(at(600.0), []);
         assert_eq!(lead.current(), ClaimLead::MIN);
     }
 
@@ -162,5 +185,30 @@ mod tests {
         assert_eq!(lead.current(), ClaimLead::MAX);
         let tick = ts("2026-01-01T00:00:01Z");
         assert_eq!(lead.act_at(tick), ts("2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_lead_that_came_in_short_is_a_floor_until_it_is_old() {
+        let ms = SignedDuration::from_millis;
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let at = |seconds: f64| t0.checked_add(SignedDuration::from_secs_f64(seconds)).unwrap();
+        let mut lead = ClaimLead::new();
+        // A burst needs 60 ms (claimed 20 ms ahead, spawned 30 ms late).
+        lead.observe(at(0.0), [(ClaimLead::MIN, ms(-30))]);
+        assert_eq!(lead.current(), Duration::from_millis(60));
+        // A bigger one later needs 100 ms: the floor is the most either needed.
+        lead.observe(at(100.0), [(Duration::from_millis(60), ms(-30))]);
+        assert_eq!(lead.current(), Duration::from_millis(100));
+        // Ample slack ever after: held at 100 ms until `FLOOR_FOR` after the
+        // second short turn (the first's 60 ms would have expired at 300 s).
+        for second in 111..400 {
+            lead.observe(at(f64::from(second)), [(Duration::from_millis(100), ms(500))]);
+            assert_eq!(lead.current(), Duration::from_millis(100), "at {second} s");
+        }
+        lead.observe(at(400.0), [(Duration::from_millis(100), ms(500))]);
+        assert!(
+            lead.current() < Duration::from_millis(100),
+            "the floor outlived `FLOOR_FOR`"
+        );
     }
 }
