@@ -134,6 +134,7 @@ async fn execute(spec: Box<TaskSpec>) {
         keyring,
         caps,
     } = *spec;
+    let awaits_report = report.is_some();
     let mut record = RunRecord {
         trigger: entry.trigger,
         attempt: entry.attempt,
@@ -243,16 +244,7 @@ async fn execute(spec: Box<TaskSpec>) {
                     let timeout = jiff::SignedDuration::try_from(job.spec.result_timeout()).unwrap_or_default();
                     record.result_due = Timestamp::now().checked_add(timeout).ok();
                     sink.record(record.clone()).await;
-                    outcome = Box::pin(await_report(
-                        &job,
-                        entry.run_id,
-                        rx,
-                        &kill,
-                        &mut output,
-                        &coord,
-                        &mut record,
-                    ))
-                    .await;
+                    outcome = Box::pin(await_report(&job, rx, &kill, &mut output, &mut record)).await;
                     record.result_due = None;
                 }
                 record.output_bytes = output.bytes_written();
@@ -317,6 +309,15 @@ async fn execute(spec: Box<TaskSpec>) {
         tracing::warn!(%err, follow_ups = follow_ups.len(), "cannot remove the running entry; retrying");
         finish_in_background(coord.clone(), job.name.clone(), entry.run_id, follow_ups);
     }
+    if awaits_report {
+        // Taken long ago, deleted only now: until the run's entry is gone,
+        // a second report finds the first and is refused (409), after it
+        // finds no run (404); none is ever accepted and then ignored.
+        if let Err(err) = Box::pin(coord.delete_result(&job.name, entry.run_id)).await {
+            // It is on a lease and goes by itself.
+            tracing::debug!(%err, "cannot delete the taken result");
+        }
+    }
     let _worker_gone = done.send(TaskDone::of(&job, &entry)).await;
 }
 
@@ -347,11 +348,9 @@ async fn noted_if_it_waits<T, N: Future<Output = ()>>(run: impl Future<Output = 
 /// output joins the run's output; its result is the run's result.
 async fn await_report(
     job: &Job,
-    run_id: RunId,
     rx: oneshot::Receiver<RunReport>,
     kill: &KillSwitch,
     output: &mut RunOutput,
-    coord: &Coordinator,
     record: &mut RunRecord,
 ) -> RunOutcome {
     let timeout = job.spec.result_timeout();
@@ -366,10 +365,6 @@ async fn await_report(
                 }
                 if report.result.is_some() {
                     record.result = report.result.clone();
-                }
-                if let Err(err) = coord.delete_result(&job.name, run_id).await {
-                    // It is on a lease and goes by itself.
-                    tracing::debug!(%err, "cannot delete the taken result");
                 }
                 RunOutcome {
                     status: report.status,
