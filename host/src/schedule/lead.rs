@@ -127,11 +127,16 @@ mod tests {
         text.parse().expect("timestamp")
     }
 
+    /// `seconds` after the tests' origin.
+    fn at(seconds: f64) -> Timestamp {
+        ts("2026-01-01T00:00:00Z")
+            .checked_add(SignedDuration::from_secs_f64(seconds))
+            .expect("in range")
+    }
+
     #[test]
     fn the_claim_lead_grows_by_the_shortfall_and_shrinks_slowly() {
         let ms = SignedDuration::from_millis;
-        let t0 = ts("2026-01-01T00:00:00Z");
-        let at = |seconds: f64| t0.checked_add(SignedDuration::from_secs_f64(seconds)).unwrap();
         let mut lead = ClaimLead::new();
         assert_eq!(lead.current(), ClaimLead::MIN);
         // Claimed 20 ms ahead, spawned 100 ms after the tick: the lead
@@ -190,8 +195,6 @@ mod tests {
     #[test]
     fn a_lead_that_came_in_short_is_a_floor_until_it_is_old() {
         let ms = SignedDuration::from_millis;
-        let t0 = ts("2026-01-01T00:00:00Z");
-        let at = |seconds: f64| t0.checked_add(SignedDuration::from_secs_f64(seconds)).unwrap();
         let mut lead = ClaimLead::new();
         // A burst needs 60 ms (claimed 20 ms ahead, spawned 30 ms late).
         lead.observe(at(0.0), [(ClaimLead::MIN, ms(-30))]);

@@ -88,18 +88,18 @@ async fn until_tick(
     kill: &KillSwitch,
 ) -> Option<StopReason> {
     let start_at = start_at?;
-    match gate {
-        // Biased: an open gate is not made to wait for a look at the kill
-        // switch (a lock), a thousand times in a burst.
-        Some(gate) => tokio::select! {
-            biased;
-            () = gate.opened() => None,
-            reason = kill.pulled() => Some(reason),
-        },
-        None => tokio::select! {
-            () = tokio::time::sleep_until(start_at) => None,
-            reason = kill.pulled() => Some(reason),
-        },
+    let tick = async {
+        match gate {
+            Some(gate) => gate.opened().await,
+            None => tokio::time::sleep_until(start_at).await,
+        }
+    };
+    // Biased: a tick that has come is not made to wait for a look at the
+    // kill switch (a lock), a thousand times in a burst.
+    tokio::select! {
+        biased;
+        () = tick => None,
+        reason = kill.pulled() => Some(reason),
     }
 }
 
@@ -237,7 +237,6 @@ async fn execute(spec: Box<TaskSpec>) {
                     sink.record(record.clone())
                 })
                 .await;
-
                 if let (Some(rx), RunStatus::Succeeded) = (report_rx, outcome.status) {
                     drop(slot.take());
                     // Readers learn that the run now waits, and until when.
@@ -310,9 +309,10 @@ async fn execute(spec: Box<TaskSpec>) {
         finish_in_background(coord.clone(), job.name.clone(), entry.run_id, follow_ups);
     }
     if awaits_report {
-        // Taken long ago, deleted only now: until the run's entry is gone,
-        // a second report finds the first and is refused (409), after it
-        // finds no run (404); none is ever accepted and then ignored.
+        // A taken report is deleted only now: until the run's entry is
+        // gone, a second report finds the first and is refused (409), after
+        // it finds no run (404); none is ever accepted and then ignored.
+        // (One that came too late for a run that timed out goes too.)
         if let Err(err) = Box::pin(coord.delete_result(&job.name, entry.run_id)).await {
             // It is on a lease and goes by itself.
             tracing::debug!(%err, "cannot delete the taken result");
@@ -321,9 +321,8 @@ async fn execute(spec: Box<TaskSpec>) {
     let _worker_gone = done.send(TaskDone::of(&job, &entry)).await;
 }
 
-/// Runs `run`, doing `note` first if the run has to wait.
-///
-/// (`note` is made only then: a record's clone costs as much as its send.)
+/// Runs `run`, doing `note` first if the run has to wait; `note` is made
+/// only then (a record's clone costs as much as its send).
 ///
 /// A run's `running` record is `note`: a run that ends in its first poll
 /// (a no-op, a guest that returns at once) is recorded once, ended, instead
